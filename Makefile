@@ -1,0 +1,36 @@
+# pipetune — set-up and everyday commands. `make test` and `make demo` install first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+# Debian packages the examples need (labelled text corpora, ...). Installed only where missing.
+APT_PACKAGES :=
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null || \
+	  { echo "could not install$$missing (need root and network to Debian's mirror)"; exit 1; }; fi
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU torch first, from the wheel on disk where there is one, so no resolver ever pulls a CUDA build.
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+	$(BIN)/python -m pip install -q -e ".[ml,serve,test]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/pipetune demo
+
+bench: install
+	$(BIN)/pipetune bench optimizer
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

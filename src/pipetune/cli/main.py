@@ -1,0 +1,36 @@
+"""`pipetune` entry point. User errors (PipetuneError) print one clear message and exit 2, no traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from pipetune.errors import PipetuneError
+
+app = typer.Typer(
+    name="pipetune",
+    help="Serve multi-model inference pipelines and keep re-configuring them under an end-to-end SLA.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+# Command groups register themselves on `app` when imported (one module per concern).
+# (registered below as their modules land)
+
+
+
+def run() -> None:
+    try:
+        app()
+    except PipetuneError as e:
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,89 @@
+"""What the optimizer returns: a `Plan` (one `StageConfig` per stage plus predictions) or `Infeasible`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class StageConfig:
+    """The knobs of one stage: which variant, what batch size, how many replicas with how many cores each."""
+
+    variant: str
+    batch: int
+    cores: int
+    replicas: int
+
+    @property
+    def total_cores(self) -> int:
+        return self.cores * self.replicas
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    """A stage's configuration with the planner's predictions for it at the planned load."""
+
+    config: StageConfig
+    accuracy: float
+    load_rps: float  # items/s arriving at the stage
+    capacity_rps: float  # items/s the replicas sustain
+    latency_mean_s: float  # predicted mean sojourn (batch wait + queueing + service)
+    latency_slo_s: float  # predicted sojourn at the SLA percentile
+
+
+@dataclass
+class Plan:
+    pipeline: str
+    policy: str
+    rps: float
+    stages: dict[str, StageChoice]
+    accuracy: float  # by the pipeline's accuracy method
+    pas: float  # product of stage accuracies, always reported
+    cost_cores: int
+    batch_sum: int
+    objective: float
+    objective_terms: dict[str, float]  # alpha*accuracy, -beta*cost, -gamma*batch
+    latency_e2e_mean_s: float
+    latency_e2e_slo_s: float  # longest path of stage SLA-percentile latencies (the SLA constraint)
+    critical_path: list[str]
+    solve_time_s: float
+    feasible: bool = True
+    note: str = ""
+
+    @property
+    def configs(self) -> dict[str, StageConfig]:
+        return {s: c.config for s, c in self.stages.items()}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stages"] = {
+            s: {**asdict(c.config), **{k: v for k, v in asdict(c).items() if k != "config"}}
+            for s, c in self.stages.items()
+        }
+        return d
+
+
+@dataclass
+class Infeasible:
+    """No configuration meets every constraint at this load. `binding` names the constraint that cannot hold
+    (e.g. "capacity:classify", "sla", "budget"); `fallback` is the configuration with the most capacity."""
+
+    pipeline: str
+    policy: str
+    rps: float
+    binding: str
+    reason: str
+    fallback: Plan
+    solve_time_s: float = 0.0
+    feasible: bool = field(default=False, init=False)
+
+    @property
+    def configs(self) -> dict[str, StageConfig]:
+        return self.fallback.configs
+
+    def to_dict(self) -> dict:
+        return {
+            "pipeline": self.pipeline, "policy": self.policy, "rps": self.rps, "feasible": False,
+            "binding": self.binding, "reason": self.reason, "solve_time_s": self.solve_time_s,
+            "fallback": self.fallback.to_dict(),
+        }

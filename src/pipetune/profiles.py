@@ -1,0 +1,353 @@
+"""Per-variant performance profiles: latency and throughput per (batch size, cores per replica).
+
+`ProfileTable` is the on-disk form (CSV, `#` comment lines at the top say where the numbers came from). Each row
+is one (variant, batch, cores) cell and is marked `measured` or `fitted`.
+
+`VariantProfile` answers any (batch, cores) cell: a measured row where there is one, otherwise the fitted
+scaling law
+
+    service_time(b, c) = (a + k * b) * (s + (1 - s) / c)        a, k >= 0, s in [0, 1]
+
+i.e. affine in the batch size (a fixed per-call overhead plus a per-item cost) and Amdahl's law in the cores
+(serial fraction s). With a, k >= 0 and s in [0, 1] the law is never negative, non-decreasing in b and
+non-increasing in c, and throughput b / service_time is non-decreasing in both — the monotonicity physics
+asks for. (IPA fits an unconstrained quadratic, which can go negative.) Tail latency of a fitted cell is the
+fitted mean times the variant's median measured p99/mean and p50/mean ratios.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Literal
+
+import numpy as np
+
+from pipetune.errors import PipetuneError
+
+COLUMNS = [
+    "variant",
+    "batch",
+    "cores",
+    "latency_mean_s",
+    "latency_p50_s",
+    "latency_p99_s",
+    "throughput_rps",
+    "load_time_s",
+    "memory_mb",
+    "source",
+]
+REQUIRED = COLUMNS[:7]
+
+
+class ProfileError(PipetuneError):
+    """A profile is missing or malformed. The message names the file, line and field, and the fix."""
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    variant: str
+    batch: int
+    cores: int
+    latency_mean_s: float
+    latency_p50_s: float
+    latency_p99_s: float
+    throughput_rps: float  # items per second one replica sustains at this batch size
+    load_time_s: float = 0.0
+    memory_mb: float = 0.0
+    source: Literal["measured", "fitted"] = "measured"
+
+    def quantile(self, pct: float) -> float:
+        """Service-time quantile at `pct` (50..99.9) interpolated in log-odds space between p50 and p99."""
+        if pct == 50:
+            return self.latency_p50_s
+        if pct == 99:
+            return self.latency_p99_s
+        # Exponential-tail interpolation: q(p) = p50 + (p99 - p50) * ln(0.5/(1-p)) / ln(50).
+        t = math.log(0.5 / (1 - pct / 100.0)) / math.log(50.0)
+        return max(0.0, self.latency_p50_s + (self.latency_p99_s - self.latency_p50_s) * t)
+
+
+@dataclass
+class ProfileTable:
+    rows: list[ProfileRow] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)  # provenance comments, without the leading '#'
+
+    # ---- I/O ---------------------------------------------------------------------------------------------
+    @classmethod
+    def read_csv(cls, path: str | Path) -> ProfileTable:
+        path = Path(path)
+        if not path.exists():
+            raise ProfileError(f"profile {path} does not exist; run `pipetune profile` or fix the path")
+        return cls.parse_csv(path.read_text(), str(path))
+
+    @classmethod
+    def parse_csv(cls, text: str, where: str = "<profile>") -> ProfileTable:
+        header, body = [], []
+        for line in text.splitlines():
+            if line.startswith("#"):
+                header.append(line[1:].strip())
+            elif line.strip():
+                body.append(line)
+        if not body:
+            raise ProfileError(f"{where}: the profile is empty; it needs a header line {','.join(REQUIRED)}")
+        reader = csv.DictReader(io.StringIO("\n".join(body)))
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ProfileError(f"{where}: missing column(s) {missing}; the header must include {REQUIRED}")
+        rows: list[ProfileRow] = []
+        seen: set[tuple[str, int, int]] = set()
+        for i, rec in enumerate(reader, start=2 + len(header)):
+            try:
+                row = ProfileRow(
+                    variant=rec["variant"].strip(),
+                    batch=int(rec["batch"]),
+                    cores=int(rec["cores"]),
+                    latency_mean_s=float(rec["latency_mean_s"]),
+                    latency_p50_s=float(rec["latency_p50_s"]),
+                    latency_p99_s=float(rec["latency_p99_s"]),
+                    throughput_rps=float(rec["throughput_rps"]),
+                    load_time_s=float(rec.get("load_time_s") or 0.0),
+                    memory_mb=float(rec.get("memory_mb") or 0.0),
+                    source=(rec.get("source") or "measured").strip(),  # type: ignore[arg-type]
+                )
+            except (TypeError, ValueError) as e:
+                raise ProfileError(f"{where}, line {i}: {e}; every number column must hold a number") from None
+            _validate_row(row, f"{where}, line {i}")
+            key = (row.variant, row.batch, row.cores)
+            if key in seen:
+                raise ProfileError(f"{where}, line {i}: duplicate row for {key}; keep one row per cell")
+            seen.add(key)
+            rows.append(row)
+        return cls(rows=rows, header=header)
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        buf = io.StringIO()
+        for h in self.header:
+            buf.write(f"# {h}\n")
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for r in sorted(self.rows, key=lambda r: (r.variant, r.cores, r.batch)):
+            w.writerow(
+                [
+                    r.variant, r.batch, r.cores, f"{r.latency_mean_s:.6g}", f"{r.latency_p50_s:.6g}",
+                    f"{r.latency_p99_s:.6g}", f"{r.throughput_rps:.6g}", f"{r.load_time_s:.4g}",
+                    f"{r.memory_mb:.4g}", r.source,
+                ]
+            )
+        text = buf.getvalue()
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        return text
+
+    # ---- queries -----------------------------------------------------------------------------------------
+    def variants(self) -> list[str]:
+        return sorted({r.variant for r in self.rows})
+
+    def rows_for(self, variant: str) -> list[ProfileRow]:
+        return [r for r in self.rows if r.variant == variant]
+
+    def upsert(self, row: ProfileRow) -> None:
+        _validate_row(row, f"row {row.variant}/b{row.batch}/c{row.cores}")
+        self.rows = [r for r in self.rows if (r.variant, r.batch, r.cores) != (row.variant, row.batch, row.cores)]
+        self.rows.append(row)
+
+    def has(self, variant: str, batch: int, cores: int) -> bool:
+        return any((r.variant, r.batch, r.cores) == (variant, batch, cores) for r in self.rows)
+
+    def variant_profile(self, variant: str) -> VariantProfile:
+        rows = self.rows_for(variant)
+        if not rows:
+            raise ProfileError(f"no profile rows for variant {variant!r}; known variants: {self.variants()}")
+        return VariantProfile(variant, rows)
+
+    def filled(self, batches: Iterable[int], cores: Iterable[int]) -> ProfileTable:
+        """A copy where every (variant, batch, cores) cell asked for exists, unmeasured ones fitted."""
+        out = ProfileTable(rows=list(self.rows), header=list(self.header))
+        for v in self.variants():
+            vp = self.variant_profile(v)
+            for b in batches:
+                for c in cores:
+                    if not self.has(v, b, c):
+                        out.rows.append(vp.row(b, c))
+        return out
+
+
+def _validate_row(r: ProfileRow, where: str) -> None:
+    if not r.variant:
+        raise ProfileError(f"{where}: variant is empty; name the variant the row measures")
+    if r.batch < 1 or r.cores < 1:
+        raise ProfileError(f"{where}: batch and cores must be >= 1 (got batch={r.batch}, cores={r.cores})")
+    for name in ("latency_mean_s", "latency_p50_s", "latency_p99_s", "throughput_rps"):
+        v = getattr(r, name)
+        if not (v > 0 and math.isfinite(v)):
+            raise ProfileError(f"{where}: {name}={v} must be a positive finite number (seconds or items/s)")
+    for name in ("load_time_s", "memory_mb"):
+        v = getattr(r, name)
+        if not (v >= 0 and math.isfinite(v)):
+            raise ProfileError(f"{where}: {name}={v} must be >= 0")
+    if r.latency_p99_s < r.latency_p50_s:
+        raise ProfileError(f"{where}: latency_p99_s < latency_p50_s; percentiles must not decrease")
+    if r.source not in ("measured", "fitted"):
+        raise ProfileError(f"{where}: source={r.source!r}; use 'measured' or 'fitted'")
+
+
+@dataclass(frozen=True)
+class ScalingLaw:
+    """service_time(b, c) = (a + k*b) * (s + (1-s)/c); see the module docstring."""
+
+    a: float
+    k: float
+    s: float
+
+    def mean(self, b: int, c: int) -> float:
+        return (self.a + self.k * b) * (self.s + (1.0 - self.s) / c)
+
+    @classmethod
+    def fit(cls, rows: list[ProfileRow]) -> ScalingLaw:
+        b = np.array([r.batch for r in rows], float)
+        c = np.array([r.cores for r in rows], float)
+        t = np.array([r.latency_mean_s for r in rows], float)
+        # Relative least squares (each cell weighs the same whatever its scale), grid over s, NNLS for (a, k).
+        best: tuple[float, ScalingLaw] | None = None
+        s_grid = np.linspace(0.0, 1.0, 101) if len(set(c)) > 1 else np.array([1.0])
+        for s in s_grid:
+            g = s + (1.0 - s) / c
+            X = np.stack([g, g * b], axis=1) / t[:, None]
+            y = np.ones_like(t)
+            coef = _nnls2(X, y)
+            err = float(np.sum((X @ coef - y) ** 2))
+            if best is None or err < best[0] - 1e-15:
+                best = (err, cls(float(coef[0]), float(coef[1]), float(s)))
+        assert best is not None
+        law = best[1]
+        if law.a + law.k <= 0:  # degenerate data: fall back to a per-item constant
+            law = cls(0.0, float(np.median(t / b)), law.s)
+        return law
+
+
+def _nnls2(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares with two columns: try the free solution, then each one-column solution."""
+    cands = []
+    sol, *_ = np.linalg.lstsq(X, y, rcond=None)
+    if np.all(sol >= 0):
+        cands.append(sol)
+    for j in range(2):
+        col = X[:, j]
+        denom = float(col @ col)
+        v = max(0.0, float(col @ y) / denom) if denom > 0 else 0.0
+        s = np.zeros(2)
+        s[j] = v
+        cands.append(s)
+    return min(cands, key=lambda s: float(np.sum((X @ s - y) ** 2)))
+
+
+class VariantProfile:
+    """All cells of one variant: measured rows as given, the rest from the fitted scaling law."""
+
+    def __init__(self, variant: str, rows: list[ProfileRow]):
+        self.variant = variant
+        self.measured = {(r.batch, r.cores): r for r in rows}
+        base = [r for r in rows if r.source == "measured"] or rows
+        self.law = ScalingLaw.fit(base)
+        self.p99_ratio = max(1.0, float(np.median([r.latency_p99_s / r.latency_mean_s for r in base])))
+        self.p50_ratio = float(np.median([r.latency_p50_s / r.latency_mean_s for r in base]))
+        self.load_time_s = float(np.median([r.load_time_s for r in rows]))
+        self.memory_mb = float(np.max([r.memory_mb for r in rows]))
+        self._cache: dict[tuple[int, int], ProfileRow] = {}
+
+    def row(self, batch: int, cores: int) -> ProfileRow:
+        key = (batch, cores)
+        if key in self.measured:
+            return self.measured[key]
+        if key not in self._cache:
+            mean = self.law.mean(batch, cores)
+            self._cache[key] = ProfileRow(
+                variant=self.variant,
+                batch=batch,
+                cores=cores,
+                latency_mean_s=mean,
+                latency_p50_s=min(mean * self.p50_ratio, mean * self.p99_ratio),
+                latency_p99_s=mean * self.p99_ratio,
+                throughput_rps=batch / mean,
+                load_time_s=self.load_time_s,
+                memory_mb=self.memory_mb,
+                source="fitted",
+            )
+        return self._cache[key]
+
+
+@dataclass
+class PipelineProfiles:
+    """Profiles for every (stage, variant) of one pipeline."""
+
+    by_variant: dict[tuple[str, str], VariantProfile]
+
+    def get(self, stage: str, variant: str) -> VariantProfile:
+        return self.by_variant[(stage, variant)]
+
+    def row(self, stage: str, variant: str, batch: int, cores: int) -> ProfileRow:
+        return self.by_variant[(stage, variant)].row(batch, cores)
+
+
+def load_profiles(pipeline) -> PipelineProfiles:  # noqa: ANN001 - Pipeline, imported lazily by spec
+    """Load every variant's profile for a pipeline; errors name the stage, variant and file."""
+    tables: dict[Path, ProfileTable] = {}
+    out: dict[tuple[str, str], VariantProfile] = {}
+    for st in pipeline.stages:
+        for v in st.variants:
+            path = pipeline.profile_path(st.name, v.name)
+            if path is None:
+                raise ProfileError(
+                    f"stages[{st.name}].variants[{v.name}].profile: no profile given; set `profile:` on the "
+                    "variant, the stage or the pipeline"
+                )
+            if path not in tables:
+                tables[path] = ProfileTable.read_csv(path)
+            rows = tables[path].rows_for(v.name)
+            if not rows:
+                raise ProfileError(
+                    f"stages[{st.name}].variants[{v.name}]: {path} has no rows for this variant; profile it "
+                    f"(`pipetune profile`) or fix the name (the file has {tables[path].variants()})"
+                )
+            out[(st.name, v.name)] = VariantProfile(v.name, rows)
+    profiles = PipelineProfiles(out)
+    check_sla_reachable(pipeline, profiles)
+    return profiles
+
+
+def min_service_latency(pipeline, profiles: PipelineProfiles, stage: str) -> tuple[float, str]:
+    """The smallest SLA-percentile service time any option of `stage` has (no queueing, no batching wait)."""
+    pct = pipeline.sla.percentile
+    best = (math.inf, "")
+    for v in pipeline.stage(stage).variants:
+        for b in pipeline.batch_sizes_for(stage)[:1]:
+            for c in pipeline.cores_for(stage):
+                q = profiles.row(stage, v.name, b, c).quantile(pct)
+                if q < best[0]:
+                    best = (q, f"{v.name} batch {b} on {c} core(s)")
+    return best
+
+
+def check_sla_reachable(pipeline, profiles: PipelineProfiles) -> None:
+    from pipetune.spec import SpecError
+
+    floor = {s: min_service_latency(pipeline, profiles, s) for s in pipeline.stage_names}
+    for path in pipeline.paths():
+        total = sum(floor[s][0] for s in path)
+        if total > pipeline.sla.seconds:
+            worst = max(path, key=lambda s: floor[s][0])
+            raise SpecError(
+                f"sla.seconds: {pipeline.sla.seconds:g} s can never be met: the path {' -> '.join(path)} needs at "
+                f"least {total:.3g} s at p{pipeline.sla.percentile:g} even unloaded; stage {worst!r} alone needs "
+                f"{floor[worst][0]:.3g} s ({floor[worst][1]}). Raise the SLA, add a faster variant of {worst!r}, "
+                "or allow more cores."
+            )
+
+
+def with_source(rows: Iterable[ProfileRow], source: str) -> list[ProfileRow]:
+    return [replace(r, source=source) for r in rows]  # type: ignore[arg-type]
