@@ -1,0 +1,58 @@
+"""The interface a user implements to bring a model (modelled on MLServer's load/predict runtime).
+
+A `ModelAdapter` is constructed cheaply (no weights yet), then `load()` is called once in the process that will
+serve it, after `pin_threads(cores)` has limited the math libraries to the cores the replica gets. `predict()`
+takes a batch (a list of inputs) and returns one output per input. `sample_inputs(n)` returns n representative
+inputs for profiling and smoke tests.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class ModelAdapter(ABC):
+    """Bring a model to pipetune: implement `load`, `predict` and `sample_inputs`."""
+
+    #: a short name, used in reports
+    name: str = "model"
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights / build the model. Called once per replica, after threads are pinned."""
+
+    @abstractmethod
+    def predict(self, batch: Sequence[Any]) -> list[Any]:
+        """Run the model on a batch; return exactly one output per input, in order."""
+
+    @abstractmethod
+    def sample_inputs(self, n: int) -> list[Any]:
+        """n representative inputs (deterministic), for profiling."""
+
+
+def pin_threads(cores: int) -> None:
+    """Limit every math library in this process to `cores` threads (call before loading the model).
+
+    The environment variables reach libraries that read them at start-up (OpenMP, MKL, OpenBLAS); torch and
+    threadpoolctl are told directly because they may already be initialised.
+    """
+    if cores < 1:
+        raise ValueError(f"cores={cores} must be >= 1")
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(cores)
+    try:
+        import torch
+
+        torch.set_num_threads(cores)
+    except ImportError:
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(cores)
+    except ImportError:
+        pass
