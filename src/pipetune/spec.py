@@ -10,9 +10,9 @@ The graph model
   an input for that source (default 1.0 = every request).
 * An **edge** `a -> b` carries `multiplicity` items into `b` for each item that leaves `a` (e.g. a detector
   that emits 3 crops per frame has multiplicity 3).
-* A stage with several incoming edges is a **fan-in**. `fan_in: join` (default, an ensemble) waits for the
-  items of the same request from every parent and processes them together, so its item rate is the largest
-  of its parents' flows; `fan_in: merge` processes each parent's items independently (rates add up).
+* A stage with several incoming edges is a **fan-in**. `fan_in: join` (default, an ensemble) waits for all
+  items of the same request from every parent and processes them as ONE item, so its item rate is the rate
+  of requests that reach it; `fan_in: merge` processes each parent's items independently (rates add up).
 * End-to-end latency is the longest path through the DAG from any source to any sink.
 """
 
@@ -222,13 +222,19 @@ class Pipeline(_Strict):
         """Items per second arriving at each stage per request per second (λ_stage = λ × factor)."""
         shares = self.source_shares()
         factor: dict[str, float] = {}
+        reach: dict[str, float] = {}  # share of requests that pass through the stage
         for n in self.topological_order():
             ins = self.parents(n)
             if not ins:
-                factor[n] = shares.get(n, 0.0)
+                factor[n] = reach[n] = shares.get(n, 0.0)
                 continue
-            flows = [factor[e.src] * e.multiplicity for e in ins]
-            factor[n] = sum(flows) if self.stage(n).fan_in == "merge" else max(flows)
+            if len(ins) > 1 and self.stage(n).fan_in == "join":
+                # An ensemble join gathers everything of one request into one item.
+                reach[n] = max(reach[e.src] for e in ins)
+                factor[n] = reach[n]
+            else:
+                reach[n] = min(1.0, sum(reach[e.src] for e in ins))
+                factor[n] = sum(factor[e.src] * e.multiplicity for e in ins)
         return factor
 
     def paths(self) -> list[list[str]]:
