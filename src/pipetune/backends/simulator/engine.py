@@ -1,0 +1,661 @@
+"""The discrete-event simulator: the pipeline's digital twin, driven through the `Backend` interface.
+
+Model (one paragraph per mechanism; docs/simulator.md has the rationale)
+------------------------------------------------------------------------
+* **Arrivals** are given as sorted timestamps (from `pipetune.workloads.arrival_times` or any array). Request i
+  arrives at `arrivals[i]` and puts one item into every source stage it carries (share < 1: drawn).
+* **Flow**: an item leaving stage a sends `multiplicity` items to each child b (a fractional multiplicity m
+  sends floor(m) or floor(m)+1 with the right mean). A `join` fan-in stage waits until no item of the request
+  is left in any of its ancestor stages, then processes ONE item for the request; a `merge` fan-in processes
+  each arriving item. A request completes when its last item anywhere completes.
+* **Stage**: one central FIFO queue. A free, ready replica takes up to its batch size of items; with a batch
+  wait w > 0 it waits until the batch is full or the oldest item has waited w (default w = 0: work
+  conserving, the replica takes what is there). The batch's service time is drawn from the profile of the
+  REALISED batch size k (not the configured maximum), from a shifted log-normal matching the row's mean, p50
+  and p99 (service.py).
+* **Drops**: when a replica takes an item whose request has been in the system longer than `drop_limit_s`
+  (default: the SLA), the whole request is dropped (its other items are discarded when they are reached).
+  A request is **failed** when one of its items reaches a stage that has no replica ready or loading.
+* **Reconfiguration** (`apply`): same variant and cores -> resize in place (new replicas load for the
+  variant's `load_time_s`; removed replicas: loading ones are cancelled, idle ones retire at once, busy ones
+  drain their batch). New variant or cores -> make-before-break: a new generation loads while the old one
+  keeps serving; new replicas serve as soon as each is ready and the old generation drains once the last new
+  one is ready. Batch-size changes apply at once to the generation they name. Every replica's cores count
+  from the moment it is asked for until it retires (loading and draining included).
+
+Hot path: heapq of plain tuples (time, seq, kind, stage, replica, batch), arrivals merged from a sorted list
+without touching the heap, per-stage deques, per-request state in flat Python lists, random numbers pre-drawn
+in numpy blocks. Deterministic for a seed: every tie is broken by a sequence number.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipetune.backends.base import Backend, Observation
+from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_lognormal
+from pipetune.errors import PipetuneError
+from pipetune.optimizer.plan import StageConfig
+
+LOADING, READY, DRAINING, RETIRED = 0, 1, 2, 3
+PENDING, COMPLETED, DROPPED, FAILED = 0, 1, 2, 3
+_EV_DONE, _EV_READY, _EV_TIMER = 0, 1, 2
+_BLOCK = 1 << 16
+INF = math.inf
+
+
+class SimulatorError(PipetuneError):
+    """A simulator setting or configuration is invalid; the message names it and the fix."""
+
+
+@dataclass
+class SimSettings:
+    """Knobs of the simulated runtime (not of the pipeline)."""
+
+    seed: int = 0
+    drop_limit_s: float | None = None  # a request waiting longer is dropped; None = the pipeline's SLA
+    batch_wait_s: float | None = None  # None = caps.max_batch_wait_s, or 0 (work conserving) when unset
+    service: str = "profile"  # profile (shifted log-normal) | deterministic | exponential
+    load_time_s: float | None = None  # override every variant's start-up time (None = the profile's)
+
+    def __post_init__(self) -> None:
+        if self.service not in ("profile", "deterministic", "exponential"):
+            raise SimulatorError(
+                f"service={self.service!r} is not a service-time model; use profile, deterministic or exponential"
+            )
+        for name in ("drop_limit_s", "batch_wait_s", "load_time_s"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0 and not math.isnan(v)):
+                raise SimulatorError(f"{name}={v} must be >= 0 seconds (or omitted for the default)")
+
+
+def _stream(rng: np.random.Generator, kind: str):
+    """An endless iterator of pre-drawn numbers (one numpy call per 65,536 draws)."""
+    draw = {"normal": rng.standard_normal, "exponential": rng.standard_exponential, "uniform": rng.random}[kind]
+    while True:
+        yield from draw(_BLOCK).tolist()
+
+
+class _Replica:
+    __slots__ = ("state", "gen", "batch", "dists", "acc", "cores", "busy")
+
+    def __init__(self, gen: _Generation, state: int):
+        self.state = state
+        self.gen = gen
+        self.batch = gen.batch
+        self.dists = gen.dists
+        self.acc = gen.acc
+        self.cores = gen.cores
+        self.busy = False
+
+
+@dataclass(eq=False)
+class _Generation:
+    """Replicas of one (variant, cores) choice of a stage."""
+
+    variant: str
+    cores: int
+    batch: int
+    acc: float
+    dists: list  # index k -> (shift, scale, sigma, exponential) for a realised batch of k items
+    load_time_s: float
+    replicas: list = field(default_factory=list)
+    loading: int = 0
+
+    def live(self) -> list[_Replica]:
+        return [r for r in self.replicas if r.state in (LOADING, READY)]
+
+
+@dataclass
+class SimResult:
+    """Everything a run produced, as arrays (one entry per request) and logs, for `pipetune.metrics`."""
+
+    arrival_s: np.ndarray
+    finish_s: np.ndarray  # completion, drop or failure time
+    status: np.ndarray  # 1 completed, 2 dropped, 3 failed (never 0 after close())
+    pas: np.ndarray  # product of the served stages' accuracies (completed requests)
+    norm_acc: np.ndarray  # mean over stages of min-max normalised accuracy, in [0, 1]
+    cost_t: np.ndarray  # times at which the cores held changed ...
+    cost_cores: np.ndarray  # ... and the cores held from then on
+    events: list[dict]  # reconfiguration log: apply / ready / switch / drained
+    sla_s: float
+    horizon_s: float
+
+
+class Simulator(Backend):
+    """Discrete-event simulation of a pipeline under a configuration that the adapter may change."""
+
+    def __init__(self, pipeline, profiles, arrivals, initial: dict[str, StageConfig], settings: SimSettings | None = None):
+        self.pipeline = pipeline
+        self.profiles = profiles
+        self.settings = s = settings or SimSettings()
+        arr = np.asarray(arrivals, dtype=float)
+        if arr.ndim != 1:
+            raise SimulatorError("arrivals must be a 1-D array of timestamps in seconds")
+        if arr.size and (not np.all(np.isfinite(arr)) or arr[0] < 0 or np.any(np.diff(arr) < 0)):
+            raise SimulatorError("arrivals must be finite, >= 0 and sorted ascending (use np.sort)")
+        self.sla_s = float(pipeline.sla.seconds)
+        self.drop_s = float(s.drop_limit_s) if s.drop_limit_s is not None else self.sla_s
+        if s.batch_wait_s is not None:
+            self.wait_s = float(s.batch_wait_s)
+        else:
+            self.wait_s = float(pipeline.caps.max_batch_wait_s or 0.0)
+        rng = np.random.default_rng(s.seed)
+        self._znext = _stream(np.random.default_rng(rng.integers(1 << 62)), "normal").__next__
+        self._enext = _stream(np.random.default_rng(rng.integers(1 << 62)), "exponential").__next__
+        self._unext = _stream(np.random.default_rng(rng.integers(1 << 62)), "uniform").__next__
+
+        # ---- graph, flattened to indices --------------------------------------------------------------
+        self.names = names = pipeline.topological_order()
+        idx = {n: i for i, n in enumerate(names)}
+        self._idx = idx
+        S = len(names)
+        self._acc_of = {(st.name, v.name): v.accuracy for st in pipeline.stages for v in st.variants}
+        self._acc_range = []
+        for n in names:
+            accs = [v.accuracy for v in pipeline.stage(n).variants]
+            self._acc_range.append((min(accs), max(accs)))
+        joins = [i for i, n in enumerate(names) if len(pipeline.parents(n)) > 1 and pipeline.stage(n).fan_in == "join"]
+        is_join = [i in joins for i in range(S)]
+        self._children = []
+        for n in names:
+            kids = []
+            for e in pipeline.children(n):
+                m = float(e.multiplicity)
+                kids.append((idx[e.dst], int(m), m - int(m), is_join[idx[e.dst]]))
+            self._children.append(kids)
+        ancestors = {i: self._ancestors(names[i]) for i in joins}
+        self._join_watch = [[j for j in joins if names[i] in ancestors[j]] for i in range(S)]
+        self._anc = {j: {} for j in joins}  # join -> {rid: items of rid still in the join's ancestors}
+        self._jarr = {j: {} for j in joins}  # join -> {rid: items arrived from parents}
+        shares = pipeline.source_shares()
+        self._sources = [(idx[n], float(shares[n])) for n in names if n in shares]
+
+        # ---- per-request state ----------------------------------------------------------------------
+        N = arr.size
+        self._arr = arr.tolist()
+        self._N = N
+        self._ai = 0
+        self.status = [PENDING] * N
+        self.finish = [0.0] * N
+        self.live = [0] * N
+        self.acc_sum = [[0.0] * N for _ in range(S)]
+        self.acc_n = [[0] * N for _ in range(S)]
+        self._done_log: list[int] = []
+        self._obs_ptr = 0
+        self._obs_t = 0.0
+        self._per_second = np.bincount(arr.astype(np.int64)) if N else np.zeros(0, np.int64)
+
+        # ---- per-stage state ------------------------------------------------------------------------
+        self.queues = [deque() for _ in range(S)]
+        self.qtimes = [deque() for _ in range(S)]
+        self.idle: list[list[_Replica]] = [[] for _ in range(S)]
+        self.capacity = [0] * S  # replicas LOADING or READY (will take work)
+        self.active: list[_Generation | None] = [None] * S
+        self.pending: list[_Generation | None] = [None] * S
+        self._timer_set = [False] * S
+        self._dist_cache: dict[tuple[str, str, int], list] = {}
+
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._now = 0.0
+        self._cores = 0.0
+        self.cost_t: list[float] = [0.0]
+        self.cost_cores: list[float] = [0.0]
+        self.events: list[dict] = []
+        self._closed = False
+        self._dispatch = self._make_dispatch()
+
+        missing = [n for n in names if n not in initial]
+        if missing:
+            raise SimulatorError(f"initial configuration has no entry for stages {missing}; give one per stage")
+        for n in names:  # the run starts warm: the initial replicas are loaded before t = 0
+            cfg = self._check_config(n, initial[n])
+            gen = self._new_generation(idx[n], cfg)
+            for _ in range(cfg.replicas):
+                self._add_replica(idx[n], gen, READY)
+            self.active[idx[n]] = gen
+        self.events.append({"t": 0.0, "event": "initial", "configs": {n: _cfg_dict(initial[n]) for n in names}})
+
+    # ------------------------------------------------------------------ helpers
+    def _ancestors(self, name: str) -> set[str]:
+        out, stack = set(), [e.src for e in self.pipeline.parents(name)]
+        while stack:
+            n = stack.pop()
+            if n not in out:
+                out.add(n)
+                stack.extend(e.src for e in self.pipeline.parents(n))
+        return out
+
+    def _check_config(self, stage: str, cfg: StageConfig) -> StageConfig:
+        if not isinstance(cfg, StageConfig):
+            raise SimulatorError(f"configuration for stage {stage!r} must be a StageConfig, got {type(cfg).__name__}")
+        if (stage, cfg.variant) not in self._acc_of:
+            known = [v.name for v in self.pipeline.stage(stage).variants]
+            raise SimulatorError(f"stage {stage!r}: unknown variant {cfg.variant!r}; known variants: {known}")
+        if cfg.batch < 1 or cfg.cores < 1 or cfg.replicas < 0:
+            raise SimulatorError(
+                f"stage {stage!r}: batch={cfg.batch}, cores={cfg.cores} must be >= 1 and replicas={cfg.replicas} >= 0"
+            )
+        return cfg
+
+    def _dists(self, stage: str, variant: str, cores: int, batch: int) -> list:
+        key = (stage, variant, cores)
+        table = self._dist_cache.get(key)
+        if table is None or len(table) <= batch:
+            vp = self.profiles.get(stage, variant)
+            table = [None]
+            for k in range(1, max(batch, 8) + 1):
+                row = vp.row(k, cores)
+                mode = self.settings.service
+                if mode == "deterministic":
+                    d = deterministic(row.latency_mean_s)
+                elif mode == "exponential":
+                    d = exponential(row.latency_mean_s)
+                else:
+                    d = fit_shifted_lognormal(row.latency_mean_s, row.latency_p50_s, row.latency_p99_s)
+                table.append((d.shift, d.scale, d.sigma, d.exponential))
+            self._dist_cache[key] = table
+        return table
+
+    def service_dist(self, stage: str, variant: str, cores: int, k: int) -> ServiceDist:
+        """The distribution a batch of k items is served from (for docs, tests and calibration)."""
+        t = self._dists(stage, variant, cores, k)[k]
+        return ServiceDist(*t)
+
+    def _new_generation(self, s: int, cfg: StageConfig) -> _Generation:
+        n = self.names[s]
+        load = self.settings.load_time_s
+        if load is None:
+            load = self.profiles.get(n, cfg.variant).load_time_s
+        return _Generation(
+            variant=cfg.variant, cores=cfg.cores, batch=cfg.batch, acc=self._acc_of[(n, cfg.variant)],
+            dists=self._dists(n, cfg.variant, cfg.cores, cfg.batch), load_time_s=float(load),
+        )
+
+    def _cores_changed(self, t: float, delta: float) -> None:
+        self._cores += delta
+        if self.cost_t[-1] == t:
+            self.cost_cores[-1] = self._cores
+        else:
+            self.cost_t.append(t)
+            self.cost_cores.append(self._cores)
+
+    def _add_replica(self, s: int, gen: _Generation, state: int) -> _Replica:
+        r = _Replica(gen, state)
+        gen.replicas.append(r)
+        self.capacity[s] += 1
+        self._cores_changed(self._now, gen.cores)
+        if state == READY:
+            self.idle[s].append(r)
+        else:
+            gen.loading += 1
+            heapq.heappush(self._heap, (self._now + gen.load_time_s, next(self._seq), _EV_READY, s, r, None))
+        return r
+
+    def _retire(self, s: int, r: _Replica, t: float) -> None:
+        if r.state in (LOADING, READY):
+            self.capacity[s] -= 1
+        if r.state == LOADING:
+            r.gen.loading -= 1
+        if r.state == READY and not r.busy:
+            self.idle[s].remove(r)
+        r.state = RETIRED
+        r.gen.replicas.remove(r)
+        self._cores_changed(t, -r.cores)
+
+    def _release(self, s: int, r: _Replica, t: float) -> None:
+        """Take a replica out of service: at once if loading or idle, after its batch if busy."""
+        if r.state == READY and r.busy:
+            r.state = DRAINING
+            self.capacity[s] -= 1
+        elif r.state in (LOADING, READY):
+            self._retire(s, r, t)
+
+    def _resize(self, s: int, gen: _Generation, n: int) -> None:
+        live = gen.live()
+        if n > len(live):
+            for _ in range(n - len(live)):
+                self._add_replica(s, gen, LOADING)
+            return
+        # Remove the least useful first: loading, then idle, then busy (drained).
+        order = sorted(live, key=lambda r: (r.state == READY, r.busy))
+        for r in order[: len(live) - n]:
+            self._release(s, r, self._now)
+
+    def _promote(self, s: int, t: float) -> None:
+        new, old = self.pending[s], self.active[s]
+        if old is not None:
+            for r in list(old.replicas):
+                self._release(s, r, t)
+        self.active[s], self.pending[s] = new, None
+        self.events.append({"t": t, "event": "switch", "stage": self.names[s], "variant": new.variant,
+                            "cores": new.cores, "from": old.variant if old else None})
+
+    # ------------------------------------------------------------------ Backend interface
+    def now(self) -> float:
+        return self._now
+
+    def apply(self, configs: dict[str, StageConfig]) -> None:
+        unknown = sorted(set(configs) - set(self._idx))
+        if unknown:
+            raise SimulatorError(f"configuration names unknown stages {unknown}; known stages: {self.names}")
+        for name, cfg in configs.items():
+            s = self._idx[name]
+            self._check_config(name, cfg)
+            act, pen = self.active[s], self.pending[s]
+            if act is not None and (act.variant, act.cores) == (cfg.variant, cfg.cores):
+                if pen is not None:  # going back to what serves: cancel the half-loaded generation
+                    for r in list(pen.replicas):
+                        self._release(s, r, self._now)
+                    self.pending[s] = None
+                    self.events.append({"t": self._now, "event": "cancel", "stage": name, "variant": pen.variant})
+                self._set_batch(s, act, cfg.batch)
+                self._resize(s, act, cfg.replicas)
+            elif pen is not None and (pen.variant, pen.cores) == (cfg.variant, cfg.cores):
+                self._set_batch(s, pen, cfg.batch)
+                self._resize(s, pen, cfg.replicas)
+                if pen.loading == 0 and pen.live():
+                    self._promote(s, self._now)
+            else:
+                if pen is not None:
+                    for r in list(pen.replicas):
+                        self._release(s, r, self._now)
+                    self.events.append({"t": self._now, "event": "cancel", "stage": name, "variant": pen.variant})
+                gen = self._new_generation(s, cfg)
+                self.pending[s] = gen
+                for _ in range(cfg.replicas):
+                    self._add_replica(s, gen, LOADING)
+                if cfg.replicas == 0:
+                    self._promote(s, self._now)
+            self._dispatch(s, self._now)
+        self.events.append({"t": self._now, "event": "apply", "configs": {n: _cfg_dict(c) for n, c in configs.items()}})
+
+    def _set_batch(self, s: int, gen: _Generation, batch: int) -> None:
+        if batch != gen.batch:
+            gen.batch = batch
+            gen.dists = self._dists(self.names[s], gen.variant, gen.cores, batch)
+            for r in gen.replicas:
+                r.batch, r.dists = batch, gen.dists
+
+    def in_effect(self) -> dict[str, StageConfig]:
+        out = {}
+        for s, n in enumerate(self.names):
+            g = self.active[s]
+            ready = sum(1 for r in g.replicas if r.state == READY) if g else 0
+            out[n] = StageConfig(g.variant, g.batch, g.cores, ready) if g else StageConfig("", 1, 1, 0)
+        return out
+
+    def target(self) -> dict[str, StageConfig]:
+        """The configuration asked for last (the pending generation where a switch is under way)."""
+        out = {}
+        for s, n in enumerate(self.names):
+            g = self.pending[s] or self.active[s]
+            out[n] = StageConfig(g.variant, g.batch, g.cores, len(g.live())) if g else StageConfig("", 1, 1, 0)
+        return out
+
+    def replicas_ready(self) -> dict[str, int]:
+        return {n: len(self.idle[s]) + sum(
+            1 for g in (self.active[s], self.pending[s]) if g for r in g.replicas if r.state == READY and r.busy
+        ) for s, n in enumerate(self.names)}
+
+    def observe(self) -> Observation:
+        now = self._now
+        new = self._done_log[self._obs_ptr:]
+        self._obs_ptr = len(self._done_log)
+        st = self.status
+        comp = [i for i in new if st[i] == COMPLETED]
+        lat = np.array([self.finish[i] - self._arr[i] for i in comp], dtype=float)
+        late = int(np.sum(lat > self.sla_s))
+        obs = Observation(
+            now=now, since=self._obs_t, arrivals_per_s=self._arrivals_upto(int(now)),
+            completed=len(comp), dropped=sum(1 for i in new if st[i] == DROPPED),
+            failed=sum(1 for i in new if st[i] == FAILED), late=late, latencies_s=lat,
+            in_effect=self.in_effect(), replicas_ready=self.replicas_ready(), cores_held=self._cores,
+        )
+        self._obs_t = now
+        return obs
+
+    def _arrivals_upto(self, n: int) -> np.ndarray:
+        out = np.zeros(n, dtype=np.int64)
+        m = min(n, self._per_second.size)
+        out[:m] = self._per_second[:m]
+        return out
+
+    # ------------------------------------------------------------------ the event loop
+    def _make_dispatch(self):
+        queues, qtimes, idle, heap = self.queues, self.qtimes, self.idle, self._heap
+        status, arrival, finish, done_log = self.status, self._arr, self.finish, self._done_log
+        timer_set, seq = self._timer_set, self._seq
+        znext, enext = self._znext, self._enext
+        hpush, exp = heapq.heappush, math.exp
+        wait_s, drop_s = self.wait_s, self.drop_s
+
+        def dispatch(s: int, now: float) -> None:
+            q = queues[s]
+            free = idle[s]
+            while free and q:
+                rep = free[-1]
+                b = rep.batch
+                qt = qtimes[s]
+                if wait_s > 0 and len(q) < b and now - qt[0] < wait_s:
+                    if not timer_set[s]:
+                        timer_set[s] = True
+                        hpush(heap, (qt[0] + wait_s, next(seq), _EV_TIMER, s, None, None))
+                    return
+                free.pop()
+                batch = []
+                while q and len(batch) < b:
+                    rid = q.popleft()
+                    qt.popleft()
+                    if status[rid]:
+                        continue
+                    if now - arrival[rid] > drop_s:
+                        status[rid] = DROPPED
+                        finish[rid] = now
+                        done_log.append(rid)
+                        continue
+                    batch.append(rid)
+                if not batch:
+                    free.append(rep)
+                    continue
+                sh, sc, sg, ex = rep.dists[len(batch)]
+                svc = sc * enext() if ex else sh + sc * exp(sg * znext())
+                rep.busy = True
+                hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
+
+        return dispatch
+
+    def _enqueue(self, c: int, rid: int, n: int, t: float) -> bool:
+        if self.capacity[c] == 0:
+            self.status[rid] = FAILED
+            self.finish[rid] = t
+            self._done_log.append(rid)
+            return False
+        q = self.queues[c]
+        if n == 1:
+            q.append(rid)
+            self.qtimes[c].append(t)
+        else:
+            q.extend([rid] * n)
+            self.qtimes[c].extend([t] * n)
+        self.live[rid] += n
+        for j in self._join_watch[c]:
+            a = self._anc[j]
+            a[rid] = a.get(rid, 0) + n
+        return True
+
+    def wait_until(self, t_end: float) -> None:
+        if t_end > self._now:
+            self._run(t_end)
+            self._now = t_end
+
+    def _run(self, t_end: float) -> None:
+        """Process every event and arrival at or before `t_end` (INF: until nothing is left)."""
+        heap, arr, N = self._heap, self._arr, self._N
+        hpop = heapq.heappop
+        status, finish, live, done_log = self.status, self.finish, self.live, self._done_log
+        queues, qtimes, idle, capacity = self.queues, self.qtimes, self.idle, self.capacity
+        acc_sum, acc_n, children, watch = self.acc_sum, self.acc_n, self._children, self._join_watch
+        anc, jarr = self._anc, self._jarr
+        unext, dispatch, enqueue = self._unext, self._dispatch, self._enqueue
+        sources = self._sources
+        simple_src = len(sources) == 1 and sources[0][1] >= 1.0 and not watch[sources[0][0]]
+        src0 = sources[0][0]
+        ai = self._ai
+        next_arr = arr[ai] if ai < N else INF
+        while True:
+            if heap and heap[0][0] <= next_arr:
+                t = heap[0][0]
+                if t > t_end:
+                    break
+                _, _, kind, s, rep, batch = hpop(heap)
+                self._now = t
+                if kind == _EV_DONE:
+                    acc = rep.acc
+                    asum, an = acc_sum[s], acc_n[s]
+                    kids, jw = children[s], watch[s]
+                    for rid in batch:
+                        if status[rid]:
+                            continue
+                        asum[rid] += acc
+                        an[rid] += 1
+                        for c, mi, mf, isjoin in kids:
+                            n = mi + 1 if mf and unext() < mf else mi
+                            if n == 0:
+                                continue
+                            if isjoin:
+                                ja = jarr[c]
+                                ja[rid] = ja.get(rid, 0) + n
+                            elif capacity[c] and not watch[c] and n == 1:  # fast path of _enqueue
+                                queues[c].append(rid)
+                                qtimes[c].append(t)
+                                live[rid] += 1
+                            elif not enqueue(c, rid, n, t):
+                                break
+                        if status[rid]:
+                            continue
+                        for j in jw:
+                            a = anc[j]
+                            left = a[rid] - 1
+                            if left:
+                                a[rid] = left
+                            else:
+                                del a[rid]
+                                if jarr[j].pop(rid, 0) > 0:
+                                    enqueue(j, rid, 1, t)
+                        left = live[rid] - 1
+                        live[rid] = left
+                        if left == 0 and status[rid] == PENDING:
+                            status[rid] = COMPLETED
+                            finish[rid] = t
+                            done_log.append(rid)
+                    rep.busy = False
+                    if rep.state == DRAINING:
+                        self._retire(s, rep, t)
+                        self._drained(s, rep, t)
+                    else:
+                        idle[s].append(rep)
+                    dispatch(s, t)
+                    for c, _, _, _ in kids:
+                        if queues[c]:
+                            dispatch(c, t)
+                    for j in jw:
+                        if queues[j]:
+                            dispatch(j, t)
+                elif kind == _EV_READY:
+                    if rep.state != LOADING:
+                        continue  # cancelled while loading
+                    rep.state = READY
+                    gen = rep.gen
+                    gen.loading -= 1
+                    idle[s].append(rep)
+                    if gen is self.pending[s] and gen.loading == 0:
+                        self._promote(s, t)
+                    dispatch(s, t)
+                else:  # batch-wait timer
+                    self._timer_set[s] = False
+                    dispatch(s, t)
+            else:
+                if next_arr > t_end or ai >= N:
+                    break
+                t = next_arr
+                rid = ai
+                ai += 1
+                next_arr = arr[ai] if ai < N else INF
+                self._now = t
+                if simple_src and capacity[src0]:
+                    queues[src0].append(rid)
+                    qtimes[src0].append(t)
+                    live[rid] = 1
+                    if idle[src0]:
+                        dispatch(src0, t)
+                    continue
+                carried = [s for s, share in sources if share >= 1.0 or unext() < share] or [sources[0][0]]
+                for s in carried:
+                    if not enqueue(s, rid, 1, t):
+                        break
+                for s in carried:
+                    if idle[s]:
+                        dispatch(s, t)
+        self._ai = ai
+
+    def _drained(self, s: int, rep: _Replica, t: float) -> None:
+        self.events.append({"t": t, "event": "drained", "stage": self.names[s], "variant": rep.gen.variant})
+
+    def close(self) -> None:
+        """Stop arrivals (the trace has ended), let everything in flight finish, then settle the rest."""
+        if self._closed:
+            return
+        # Drain: run the remaining arrivals and events; work left without capacity times out at the drop limit.
+        self._run(INF)
+        for rid in range(self._N):
+            if self.status[rid] == PENDING:
+                self.status[rid] = DROPPED
+                self.finish[rid] = self._arr[rid] + self.drop_s
+                self._done_log.append(rid)
+        end = self._now
+        for s in range(len(self.names)):  # release every replica: the run is over
+            for g in (self.active[s], self.pending[s]):
+                if g:
+                    for r in list(g.replicas):
+                        self._retire(s, r, end)
+        self._closed = True
+
+    def result(self, horizon_s: float | None = None) -> SimResult:
+        """Per-request arrays and logs; call after `close()`."""
+        if not self._closed:
+            raise SimulatorError("call close() before result(): requests may still be in flight")
+        S = len(self.names)
+        status = np.array(self.status, dtype=np.int8)
+        pas = np.ones(self._N)
+        norm = np.zeros(self._N)
+        served_stages = np.zeros(self._N)
+        for s in range(S):
+            n = np.array(self.acc_n[s], dtype=float)
+            visited = n > 0
+            mean = np.divide(np.array(self.acc_sum[s]), n, out=np.ones(self._N), where=visited)
+            pas *= np.where(visited, mean, 1.0)
+            lo, hi = self._acc_range[s]
+            nrm = (mean - lo) / (hi - lo) if hi > lo else np.ones(self._N)
+            norm += np.where(visited, nrm, 0.0)
+            served_stages += visited
+        norm = np.divide(norm, served_stages, out=np.zeros(self._N), where=served_stages > 0)
+        pas[status != COMPLETED] = np.nan
+        norm[status != COMPLETED] = np.nan
+        return SimResult(
+            arrival_s=np.array(self._arr), finish_s=np.array(self.finish), status=status, pas=pas,
+            norm_acc=norm, cost_t=np.array(self.cost_t), cost_cores=np.array(self.cost_cores),
+            events=self.events, sla_s=self.sla_s,
+            horizon_s=float(horizon_s if horizon_s is not None else (self._arr[-1] if self._N else 0.0)),
+        )
+
+
+def _cfg_dict(c: StageConfig) -> dict:
+    return {"variant": c.variant, "batch": c.batch, "cores": c.cores, "replicas": c.replicas}
