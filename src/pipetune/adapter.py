@@ -1,0 +1,211 @@
+"""The adapter loop: every `interval_s` seconds observe -> predict -> plan -> prefer the least change -> apply.
+
+It drives any `pipetune.backends.Backend` (the simulator or the live runtime) and knows nothing else about it.
+Each decision is one JSON line (see `Decision` below for the fields) written to `log` when one is given.
+
+Predictors come from `pipetune.predictors.make_predictor(name)`, plus `oracle` (here): it is handed the true
+future per-second counts and returns the maximum over the next `horizon` seconds, which is what a perfect
+forecaster of IPA's target would say. The oracle exists to separate planner error from predictor error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import numpy as np
+
+from pipetune.backends.base import Backend
+from pipetune.errors import PipetuneError
+from pipetune.optimizer.plan import StageConfig
+
+HORIZON_S = 20
+INTERVAL_S = 10.0
+
+
+class OraclePredictor:
+    """Knows the future: predict(history) is the max count over seconds [len(history), len(history)+horizon)."""
+
+    name = "oracle"
+
+    def __init__(self, future_counts: np.ndarray, horizon: int = HORIZON_S, stat: str = "max"):
+        if stat not in ("max", "mean"):
+            raise PipetuneError(f"oracle stat={stat!r}; use max or mean")
+        self.counts = np.asarray(future_counts, dtype=float)
+        self.horizon = int(horizon)
+        self.stat = stat
+
+    def fit(self, series: np.ndarray) -> OraclePredictor:
+        return self
+
+    def reset(self) -> None:
+        pass
+
+    def predict(self, history: np.ndarray) -> float:
+        t = len(history)
+        window = self.counts[t : t + self.horizon]
+        if window.size == 0:
+            window = self.counts[-self.horizon :]
+        if window.size == 0:
+            return 0.0
+        return float(window.max() if self.stat == "max" else window.mean())
+
+
+def resolve_predictor(spec: Any, future_counts: np.ndarray | None = None, horizon: int = HORIZON_S):
+    """A predictor object from a name ('oracle', or any name `pipetune.predictors.make_predictor` knows),
+    a dict {name: ..., params...}, or an object with `.predict(history)`."""
+    if hasattr(spec, "predict"):
+        return spec
+    params: dict = {}
+    if isinstance(spec, dict):
+        params = {k: v for k, v in spec.items() if k != "name"}
+        spec = spec.get("name")
+    if not isinstance(spec, str):
+        raise PipetuneError(f"predictor {spec!r}: give a name such as oracle, reactive or lstm")
+    if spec == "oracle":
+        if future_counts is None:
+            raise PipetuneError("predictor 'oracle' needs the true future counts (future_counts=...)")
+        return OraclePredictor(future_counts, horizon=params.get("horizon", horizon), stat=params.get("stat", "max"))
+    try:
+        from pipetune.predictors import make_predictor
+    except ImportError as e:  # pragma: no cover - the predictors package is part of the product
+        raise PipetuneError(f"predictor {spec!r} needs pipetune.predictors.make_predictor: {e}") from None
+    return make_predictor(spec, **params)
+
+
+def _cfg(c: StageConfig) -> dict:
+    return {"variant": c.variant, "batch": c.batch, "cores": c.cores, "replicas": c.replicas}
+
+
+@dataclass
+class Decision:
+    t: float
+    observed_rps: float  # mean arrivals/s over the last interval
+    observed_peak_rps: float  # max per-second count over the last interval
+    predicted_rps: float
+    policy: str
+    feasible: bool
+    binding: str | None
+    configs: dict[str, dict]
+    objective: float
+    objective_terms: dict[str, float]
+    pas: float
+    cost_cores: int
+    predicted_p99_s: float  # the planner's end-to-end SLA-percentile latency at predicted_rps
+    solve_time_s: float
+    applied: bool
+    changed_stages: list[str]
+    in_effect: dict[str, dict]
+    violations_last_interval: int
+    requests_last_interval: int
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, default=float)
+
+
+class Adapter:
+    """observe -> predict -> plan -> apply, every `interval_s` seconds of the backend's clock."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        pipeline,
+        policy: str = "ipa",
+        predictor: Any = "reactive",
+        interval_s: float = INTERVAL_S,
+        profiles=None,
+        policy_params: dict | None = None,
+        log: str | Path | IO[str] | None = None,
+        future_counts: np.ndarray | None = None,
+        planner: Callable | None = None,
+    ):
+        if not interval_s > 0:
+            raise PipetuneError(f"interval_s={interval_s} must be > 0 seconds (IPA uses 10)")
+        self.backend = backend
+        self.pipeline = pipeline
+        self.policy = policy
+        self.predictor = resolve_predictor(predictor, future_counts)
+        self.interval_s = float(interval_s)
+        self.profiles = profiles
+        self.policy_params = dict(policy_params or {})
+        self.decisions: list[Decision] = []
+        self.plans: list = []  # the Plan/Infeasible objects, for calibration
+        self._own_log = False
+        if isinstance(log, (str, Path)):
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            self._log: IO[str] | None = open(log, "w")  # noqa: SIM115 - closed in close()
+            self._own_log = True
+        else:
+            self._log = log
+        if planner is None:
+            from pipetune.optimizer import plan_pipeline
+
+            planner = plan_pipeline
+        self._plan = planner
+        self._target: dict[str, StageConfig] | None = None
+
+    def plan(self, rps: float, current: dict[str, StageConfig] | None):
+        return self._plan(self.pipeline, rps, policy=self.policy, current=current, profiles=self.profiles,
+                          **self.policy_params)
+
+    def step(self) -> Decision:
+        """One decision at the backend's current time."""
+        be = self.backend
+        obs = be.observe()
+        hist = obs.arrivals_per_s
+        k = max(1, int(round(self.interval_s)))
+        recent = hist[-k:] if hist.size else np.zeros(1)
+        pred = float(self.predictor.predict(hist))
+        if not np.isfinite(pred) or pred < 0:
+            raise PipetuneError(f"predictor {getattr(self.predictor, 'name', self.predictor)!r} returned {pred}; "
+                                "a prediction must be a finite rate >= 0")
+        current = self._target or obs.in_effect
+        t0 = time.perf_counter()
+        result = self.plan(pred, current)
+        solve = time.perf_counter() - t0
+        configs = result.configs
+        changed = [s for s, c in configs.items() if current.get(s) != c]
+        applied = bool(changed)
+        if applied:
+            be.apply({s: configs[s] for s in changed})
+            self._target = {**current, **configs}
+        plan = result if result.feasible else result.fallback
+        d = Decision(
+            t=obs.now, observed_rps=float(recent.mean()), observed_peak_rps=float(recent.max()),
+            predicted_rps=pred, policy=self.policy, feasible=bool(result.feasible),
+            binding=None if result.feasible else result.binding,
+            configs={s: _cfg(c) for s, c in configs.items()}, objective=float(plan.objective),
+            objective_terms={k2: float(v) for k2, v in plan.objective_terms.items()}, pas=float(plan.pas),
+            cost_cores=int(plan.cost_cores), predicted_p99_s=float(plan.latency_e2e_slo_s),
+            solve_time_s=float(getattr(result, "solve_time_s", solve) or solve), applied=applied,
+            changed_stages=changed, in_effect={s: _cfg(c) for s, c in obs.in_effect.items()},
+            violations_last_interval=int(obs.sla_violations),
+            requests_last_interval=int(obs.completed + obs.dropped + obs.failed),
+        )
+        self.decisions.append(d)
+        self.plans.append(result)
+        if self._log is not None:
+            self._log.write(d.to_json() + "\n")
+            self._log.flush()
+        return d
+
+    def run(self, until_s: float, on_step: Callable[[Decision], None] | None = None) -> list[Decision]:
+        """Decide every interval from the backend's now (after the first interval) until `until_s`."""
+        be = self.backend
+        t = be.now() + self.interval_s
+        while t < until_s - 1e-9:
+            be.wait_until(t)
+            d = self.step()
+            if on_step:
+                on_step(d)
+            t += self.interval_s
+        be.wait_until(until_s)
+        return self.decisions
+
+    def close(self) -> None:
+        if self._own_log and self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,111 @@
+"""Run metrics from a simulated (or recorded) run: SLA violations, latency, accuracy as served, cost.
+
+Definitions (the same for every backend and every report):
+
+* **SLA violation**: a request that was dropped, failed, or completed later than the SLA. The rate is over all
+  requests that arrived in the window; drops, failures and late completions are also reported on their own.
+* **Latency** percentiles are over completed requests (end to end, arrival to last item done).
+* **Accuracy as served**: per completed request, PAS = product over stages of the accuracy of the variant(s)
+  that served its items (mean over items where a stage saw several, e.g. 2 crops), and the normalised
+  accuracy = mean over stages of (acc - min acc of the stage) / (max - min), in [0, 1].
+* **Cost**: every core held (loading, serving, draining replicas), integrated over [start, end) in
+  core-seconds; mean cores = core-seconds / duration.
+Per-interval rows assign requests to the interval they arrived in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COMPLETED, DROPPED, FAILED = 1, 2, 3
+
+
+def core_seconds(cost_t: np.ndarray, cost_cores: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Integral of the piecewise-constant cores-held curve between consecutive `edges`."""
+    t = np.asarray(cost_t, float)
+    v = np.asarray(cost_cores, float)
+    cum = np.concatenate([[0.0], np.cumsum(v[:-1] * np.diff(t))])
+
+    def at(x: np.ndarray) -> np.ndarray:
+        k = np.clip(np.searchsorted(t, x, side="right") - 1, 0, t.size - 1)
+        return np.where(x <= t[0], 0.0, cum[k] + v[k] * (x - t[k]))
+
+    c = at(np.asarray(edges, float))
+    return np.diff(c)
+
+
+def _pct(x: np.ndarray, q: float) -> float:
+    return float(np.percentile(x, q)) if x.size else float("nan")
+
+
+def summarize(res, duration_s: float | None = None, decisions: int = 0, switches: int | None = None) -> dict:
+    """Per-run metrics of a `SimResult` over [0, duration_s) (default: the result's horizon)."""
+    dur = float(duration_s if duration_s is not None else res.horizon_s) or 1.0
+    st = res.status
+    n = int(st.size)
+    lat = res.finish_s - res.arrival_s
+    done = st == COMPLETED
+    late = done & (lat > res.sla_s)
+    dropped, failed = int(np.sum(st == DROPPED)), int(np.sum(st == FAILED))
+    viol = dropped + failed + int(late.sum())
+    cs = float(core_seconds(res.cost_t, res.cost_cores, np.array([0.0, dur]))[0])
+    if switches is None:
+        switches = sum(1 for e in res.events if e.get("event") == "switch")
+    lat_done = lat[done]
+    return {
+        "requests": n,
+        "completed": int(done.sum()),
+        "dropped": dropped,
+        "failed": failed,
+        "late": int(late.sum()),
+        "sla_violation_rate": viol / n if n else 0.0,
+        "drop_rate": dropped / n if n else 0.0,
+        "late_rate": float(late.sum()) / n if n else 0.0,
+        "latency_p50_s": _pct(lat_done, 50),
+        "latency_p95_s": _pct(lat_done, 95),
+        "latency_p99_s": _pct(lat_done, 99),
+        "pas_mean": float(np.nanmean(res.pas[done])) if done.any() else float("nan"),
+        "norm_acc_mean": float(np.nanmean(res.norm_acc[done])) if done.any() else float("nan"),
+        "core_seconds": cs,
+        "mean_cores": cs / dur,
+        "duration_s": dur,
+        "decisions": int(decisions),
+        "switches": int(switches),
+    }
+
+
+def per_interval(res, interval_s: float = 10.0, duration_s: float | None = None) -> dict[str, np.ndarray]:
+    """Column arrays, one row per interval [k*interval_s, (k+1)*interval_s)."""
+    dur = float(duration_s if duration_s is not None else res.horizon_s)
+    k = max(1, int(np.ceil(dur / interval_s - 1e-9)))
+    edges = np.arange(k + 1) * interval_s
+    bins = np.clip((res.arrival_s // interval_s).astype(np.int64), 0, k - 1)
+    st = res.status
+    lat = res.finish_s - res.arrival_s
+    done = st == COMPLETED
+    viol = (st == DROPPED) | (st == FAILED) | (done & (lat > res.sla_s))
+    arrivals = np.bincount(bins, minlength=k).astype(float)
+    out = {
+        "t_start_s": edges[:-1],
+        "arrivals": arrivals,
+        "rps": arrivals / interval_s,
+        "sla_violation_rate": np.divide(np.bincount(bins, viol, minlength=k), arrivals,
+                                        out=np.zeros(k), where=arrivals > 0),
+        "drop_rate": np.divide(np.bincount(bins, st == DROPPED, minlength=k), arrivals,
+                               out=np.zeros(k), where=arrivals > 0),
+        "mean_cores": core_seconds(res.cost_t, res.cost_cores, edges) / interval_s,
+    }
+    nd = np.bincount(bins[done], minlength=k).astype(float)
+    pas = np.where(done, np.nan_to_num(res.pas), 0.0)
+    nrm = np.where(done, np.nan_to_num(res.norm_acc), 0.0)
+    out["pas_mean"] = np.divide(np.bincount(bins, pas, minlength=k), nd, out=np.full(k, np.nan), where=nd > 0)
+    out["norm_acc_mean"] = np.divide(np.bincount(bins, nrm, minlength=k), nd, out=np.full(k, np.nan), where=nd > 0)
+    p99 = np.full(k, np.nan)
+    order = np.argsort(bins[done], kind="stable")
+    lb, ll = bins[done][order], lat[done][order]
+    cuts = np.searchsorted(lb, np.arange(k + 1))
+    for i in range(k):
+        if cuts[i + 1] > cuts[i]:
+            p99[i] = np.percentile(ll[cuts[i]:cuts[i + 1]], 99)
+    out["latency_p99_s"] = p99
+    return out
