@@ -1,0 +1,166 @@
+"""Latency model: the sojourn time of an item at one stage, and end to end through the DAG.
+
+One stage runs `n` replicas of one variant with max batch size `b` on `c` cores each. Items arrive at rate λ
+(items/s, Poisson). A central queue forms batches; a replica serves one batch at a time. From the profile row of
+(variant, b, c) we take the batch service time S (mean, p50, p99) and the saturation throughput θ (items/s of one
+replica), so the time a replica is busy per batch is S_eff = b / θ (equal to S unless the profiler measured
+pipelining inside the model server).
+
+    sojourn = batch formation wait + queueing wait + service time
+
+* **Formation.** An item waits for the b − 1 items that complete its batch. The first item of a batch waits the
+  longest, for b − 1 Poisson arrivals: a Gamma(b − 1, λ) time, whose p-quantile we use for the SLA term; an
+  average item waits (b − 1) / (2λ). A batch timeout `max_wait` (if set) caps both. At low load this term is what
+  makes large batches infeasible, as it should.
+* **Queueing.** Batches are the customers of an n-server queue with offered load a = (λ/b)·S_eff and utilisation
+  ρ = λ / (n θ). We use Erlang C for the probability C of waiting and the Allen–Cunneen correction for the
+  variability of batch inter-arrivals (c_a² = 1/b: a batch is b Poisson gaps) and of service (c_s² from the
+  profile's p99/mean ratio under a shifted-exponential fit):
+      mean wait  Wq = C · S_eff / (n (1 − ρ)) · (c_a² + c_s²) / 2
+      p-quantile Wq_p = S_eff (c_a² + c_s²) / 2 / (n (1 − ρ)) · ln(C / (1 − p))   (0 when C ≤ 1 − p)
+  i.e. the M/M/n waiting-time tail scaled by the G/G/n variability factor.
+* **Service.** The profile's p-quantile of S (interpolated between p50 and p99), or its mean.
+
+The stage's SLA-percentile sojourn is the *sum* of the three quantiles: an upper bound of the quantile of the
+sum for these non-negative terms. End to end, the SLA term is the longest path of stage terms — again a
+conservative bound, which keeps the promise "the SLA holds at the planned load" on the safe side.
+Assumptions: Poisson arrivals at the planned rate; replicas identical; join stages see the slowest branch.
+The simulator issue calibrates these terms against simulated p99s (see docs/simulator.md).
+
+Everything is vectorised over options (numpy arrays) because the optimizer evaluates thousands per decision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import gammaincinv
+
+LN100_MINUS_1 = math.log(100.0) - 1.0
+
+
+@dataclass(frozen=True)
+class StageLatency:
+    mean_s: float
+    slo_s: float  # at the SLA percentile
+    utilization: float
+    formation_s: float
+    queue_s: float
+    service_s: float
+
+
+class LatencyArrays(NamedTuple):
+    mean: np.ndarray  # mean sojourn
+    slo: np.ndarray  # sojourn at the SLA percentile
+    utilization: np.ndarray
+    formation_slo: np.ndarray
+    queue_slo: np.ndarray
+    service_slo: np.ndarray
+
+
+def erlang_c(n: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Probability of waiting in an M/M/n queue with offered load a (Erlang C), vectorised; 1 where a >= n.
+
+    Erlang B comes from the stable recursion B_k = a B_{k-1} / (k + a B_{k-1}), run once per distinct `a`
+    up to the largest n asked for, then gathered (the optimizer asks for many n per offered load).
+    """
+    n, a = np.broadcast_arrays(np.asarray(n, dtype=np.int64), np.asarray(a, dtype=float))
+    shape = a.shape
+    n, a = n.ravel(), a.ravel()
+    if n.size == 0:
+        return np.ones(shape)
+    ua, inv = np.unique(a, return_inverse=True)
+    nmax = max(int(n.max()), 1)
+    table = np.empty((ua.size, nmax + 1))
+    bk = np.ones(ua.size)
+    table[:, 0] = 1.0
+    for k in range(1, nmax + 1):
+        bk = ua * bk / (k + ua * bk)
+        table[:, k] = bk
+    blk = table[inv, np.clip(n, 0, nmax)]
+    rho = np.divide(a, n, out=np.full(a.shape, np.inf), where=n > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = blk / (1.0 - rho * (1.0 - blk))
+    return np.where(rho >= 1.0, 1.0, np.clip(c, 0.0, 1.0)).reshape(shape)
+
+
+def service_scv(mean_s: np.ndarray, p99_s: np.ndarray) -> np.ndarray:
+    """Squared coefficient of variation of service under a shifted-exponential fit to (mean, p99), in [0, 1]."""
+    theta = np.maximum(np.asarray(p99_s) - np.asarray(mean_s), 0.0) / LN100_MINUS_1
+    return np.clip((theta / np.asarray(mean_s)) ** 2, 0.0, 1.0)
+
+
+def service_quantile(p50_s: np.ndarray, p99_s: np.ndarray, pct: float) -> np.ndarray:
+    """Quantile of service time, interpolated in log-odds between p50 and p99 (as ProfileRow.quantile)."""
+    if pct == 99:
+        return np.asarray(p99_s, dtype=float)
+    t = math.log(0.5 / (1 - pct / 100.0)) / math.log(50.0)
+    return np.maximum(0.0, np.asarray(p50_s) + (np.asarray(p99_s) - np.asarray(p50_s)) * t)
+
+
+def stage_latency_arrays(
+    *,
+    mean_s: np.ndarray,
+    p50_s: np.ndarray,
+    p99_s: np.ndarray,
+    throughput: np.ndarray,
+    batch: np.ndarray,
+    replicas: np.ndarray,
+    rate: np.ndarray | float,
+    pct: float,
+    max_wait: float | None = None,
+) -> LatencyArrays:
+    """Vectorised stage latency over broadcastable arrays; inf where the stage is unstable (ρ >= 1)."""
+    mean_s, p50_s, p99_s, thr, b, n, lam = np.broadcast_arrays(
+        np.asarray(mean_s, float), np.asarray(p50_s, float), np.asarray(p99_s, float),
+        np.asarray(throughput, float), np.asarray(batch, float), np.asarray(replicas, np.int64),
+        np.asarray(rate, float),
+    )
+    q = 1.0 - pct / 100.0
+
+    # formation
+    pos = lam > 0
+    safe_lam = np.where(pos, lam, 1.0)
+    form_mean = np.where(b > 1, np.where(pos, (b - 1) / (2 * safe_lam), np.inf), 0.0)
+    form_q = np.where(b > 1, np.where(pos, gammaincinv(np.maximum(b - 1, 1), 1 - q) / safe_lam, np.inf), 0.0)
+    if max_wait is not None:
+        form_mean = np.minimum(form_mean, max_wait)
+        form_q = np.minimum(form_q, max_wait)
+
+    # queueing
+    s_eff = b / thr
+    rho = lam / (n * thr)
+    c = erlang_c(n, (lam / b) * s_eff)
+    var_factor = (1.0 / b + service_scv(mean_s, p99_s)) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = s_eff * var_factor / (n * (1.0 - rho))
+        wq_mean = np.where(rho < 1.0, c * scale, np.inf)
+        wq_q = np.where(rho < 1.0, np.where(c > q, scale * np.log(np.maximum(c, q) / q), 0.0), np.inf)
+
+    svc_q = service_quantile(p50_s, p99_s, pct)
+    return LatencyArrays(form_mean + wq_mean + mean_s, form_q + wq_q + svc_q, rho, form_q, wq_q, svc_q)
+
+
+def stage_latency(row, replicas: int, rate: float, pct: float = 99.0, max_wait: float | None = None) -> StageLatency:
+    """Scalar convenience over `stage_latency_arrays` for one ProfileRow."""
+    r = stage_latency_arrays(
+        mean_s=row.latency_mean_s, p50_s=row.latency_p50_s, p99_s=row.latency_p99_s,
+        throughput=row.throughput_rps, batch=row.batch, replicas=replicas, rate=rate, pct=pct, max_wait=max_wait,
+    )
+    return StageLatency(
+        mean_s=float(r.mean), slo_s=float(r.slo), utilization=float(r.utilization),
+        formation_s=float(r.formation_slo), queue_s=float(r.queue_slo), service_s=float(r.service_slo),
+    )
+
+
+def longest_path(pipeline, stage_values: dict[str, float]) -> tuple[float, list[str]]:
+    """The largest sum of `stage_values` over source-to-sink paths, and that path."""
+    best: dict[str, tuple[float, list[str]]] = {}
+    for s in pipeline.topological_order():
+        ins = pipeline.parents(s)
+        prev = max((best[e.src] for e in ins), key=lambda t: t[0], default=(0.0, []))
+        best[s] = (prev[0] + stage_values[s], prev[1] + [s])
+    return max((best[s] for s in pipeline.sinks()), key=lambda t: t[0])

@@ -1,0 +1,265 @@
+"""Decide per stage (variant, batch, cores, replicas) at a given load: `plan_pipeline()`.
+
+Policies all run on the same exact solver; they differ only in what they let change:
+  ipa          every knob
+  fa2-low      scale and batch only; the lightest (highest-throughput) variant of every stage fixed
+  fa2-high     scale and batch only; a given heavy variant per stage fixed (default: the most accurate)
+  rim          switch variants only; replicas fixed (param `replicas`, default 3 or the current count),
+               batch and cores fixed to the smallest allowed
+  static-peak  ipa, planned for the peak rate (param `peak_rps`) and then held
+Among optimal plans the one closest to `current` wins (variant and batch changes first, then cores, then
+replica-count changes).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Mapping
+
+import numpy as np
+
+from pipetune.latency import longest_path
+from pipetune.optimizer.milp import solve
+from pipetune.optimizer.options import (
+    Restriction,
+    StageOptions,
+    build_base_options,
+    expand_options,
+    pareto_prune,
+    stage_loads,
+)
+from pipetune.optimizer.plan import Infeasible, Plan, StageChoice, StageConfig
+from pipetune.profiles import PipelineProfiles, load_profiles
+
+POLICIES = ("ipa", "fa2-low", "fa2-high", "rim", "static-peak")
+DEFAULT_RIM_REPLICAS = 3
+
+__all__ = ["POLICIES", "plan_pipeline", "Plan", "Infeasible", "StageConfig", "StageChoice", "stage_options"]
+
+_profile_cache: dict[int, tuple[object, PipelineProfiles]] = {}
+_base_cache: dict[tuple, tuple[object, object, list]] = {}
+
+
+def _profiles_for(pipeline) -> PipelineProfiles:
+    hit = _profile_cache.get(id(pipeline))
+    if hit is None or hit[0] is not pipeline:
+        if len(_profile_cache) > 64:
+            _profile_cache.clear()
+        hit = (pipeline, load_profiles(pipeline))
+        _profile_cache[id(pipeline)] = hit
+    return hit[1]
+
+
+def policy_restriction(pipeline, profiles, policy: str, current=None, **params) -> Restriction:
+    if policy not in POLICIES:
+        from pipetune.errors import PipetuneError
+
+        raise PipetuneError(f"policy {policy!r} is unknown; choose one of {', '.join(POLICIES)}")
+    if policy in ("ipa", "static-peak"):
+        return Restriction()
+    if policy == "fa2-low":
+        pick = {}
+        for st in pipeline.stages:
+            b0, c0 = pipeline.batch_sizes_for(st.name)[0], pipeline.cores_for(st.name)[0]
+            pick[st.name] = (
+                max(st.variants, key=lambda v: (profiles.row(st.name, v.name, b0, c0).throughput_rps, -v.accuracy)).name,
+            )
+        return Restriction(variants=pick)
+    if policy == "fa2-high":
+        heavy: Mapping[str, str] = params.get("heavy") or {}
+        pick = {}
+        for st in pipeline.stages:
+            name = heavy.get(st.name) or max(st.variants, key=lambda v: v.accuracy).name
+            if name not in [v.name for v in st.variants]:
+                from pipetune.errors import PipetuneError
+
+                raise PipetuneError(f"fa2-high heavy.{st.name}: unknown variant {name!r}")
+            pick[st.name] = (name,)
+        return Restriction(variants=pick)
+    # rim
+    reps = params.get("replicas")
+    fixed: dict[str, int] = {}
+    for st in pipeline.stages:
+        if isinstance(reps, Mapping):
+            fixed[st.name] = int(reps[st.name])
+        elif reps is not None:
+            fixed[st.name] = int(reps)
+        elif current is not None and st.name in current:
+            fixed[st.name] = int(current[st.name].replicas)
+        else:
+            fixed[st.name] = DEFAULT_RIM_REPLICAS
+    return Restriction(
+        batches={s: (pipeline.batch_sizes_for(s)[0],) for s in pipeline.stage_names},
+        cores={s: (pipeline.cores_for(s)[0],) for s in pipeline.stage_names},
+        replicas=fixed,
+    )
+
+
+def stage_options(pipeline, rps: float, profiles=None, restriction: Restriction | None = None) -> list[StageOptions]:
+    """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates)."""
+    profiles = profiles or _profiles_for(pipeline)
+    restriction = restriction or Restriction()
+    key = (id(pipeline), id(profiles), repr(restriction))
+    hit = _base_cache.get(key)
+    if hit is None or hit[0] is not pipeline or hit[1] is not profiles:
+        if len(_base_cache) > 256:
+            _base_cache.clear()
+        hit = (pipeline, profiles, build_base_options(pipeline, profiles, restriction))
+        _base_cache[key] = hit
+    loads = stage_loads(pipeline, rps)
+    caps = pipeline.caps
+    return [
+        expand_options(
+            base,
+            loads[base.stage],
+            pct=pipeline.sla.percentile,
+            sla_s=pipeline.sla.seconds,
+            headroom=caps.headroom,
+            max_replicas=caps.max_replicas,
+            fixed_replicas=(restriction.replicas or {}).get(base.stage),
+            max_wait=caps.max_batch_wait_s,
+        )
+        for base in hit[2]
+    ]
+
+
+def _distance(so: StageOptions, cur: StageConfig | None) -> np.ndarray:
+    if cur is None:
+        return np.zeros(len(so))
+    names = np.array(so.variant_names)[so.var_idx]
+    return (
+        1e6 * (names != cur.variant)
+        + 1e6 * (so.batch != cur.batch)
+        + 1e3 * (so.cores != cur.cores)
+        + np.abs(so.replicas - cur.replicas)
+    ).astype(float)
+
+
+def plan_pipeline(
+    pipeline,
+    rps: float,
+    policy: str = "ipa",
+    current: Mapping[str, StageConfig] | None = None,
+    profiles: PipelineProfiles | None = None,
+    **params,
+) -> Plan | Infeasible:
+    """The best configuration at `rps` requests/s under `policy`, or Infeasible with a best-effort fallback."""
+    if not (rps >= 0 and math.isfinite(rps)):
+        from pipetune.errors import PipetuneError
+
+        raise PipetuneError(f"rps={rps} must be a finite number >= 0")
+    t0 = time.perf_counter()
+    profiles = profiles or _profiles_for(pipeline)
+    if policy == "static-peak":
+        rps = float(params.get("peak_rps", rps))
+    restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)
+    raw = stage_options(pipeline, rps, profiles, restriction)
+    empty = [so for so in raw if len(so) == 0]
+    if empty:
+        so = empty[0]
+        kind = so.why_empty.split(":")[0]
+        return _infeasible(pipeline, policy, rps, f"{kind}:{so.stage}", f"stage {so.stage!r}: {so.why_empty}",
+                           profiles, restriction, t0)
+    cur = dict(current) if current else None
+    keeps = []
+    for so in raw:
+        c = cur.get(so.stage) if cur else None
+        if c is None:
+            keeps.append(None)
+        else:
+            names = np.array(so.variant_names)[so.var_idx]
+            keeps.append((names == c.variant) & (so.batch == c.batch))
+    pruned = [pareto_prune(so, k) for so, k in zip(raw, keeps)]
+    dist = [_distance(so, cur.get(so.stage) if cur else None) for so in pruned] if cur else None
+    sol = solve(pipeline, pruned, distance=dist)
+    if sol is None:
+        binding, reason = _diagnose(pipeline, pruned)
+        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
+    return assemble_plan(pipeline, policy, rps, pruned, sol.choice, time.perf_counter() - t0)
+
+
+def assemble_plan(pipeline, policy: str, rps: float, options: list[StageOptions], choice: list[int],
+                  solve_time_s: float, feasible: bool = True, note: str = "") -> Plan:
+    obj = pipeline.objective
+    stages: dict[str, StageChoice] = {}
+    for so, i in zip(options, choice):
+        stages[so.stage] = StageChoice(
+            config=StageConfig(
+                variant=so.variant_names[so.var_idx[i]], batch=int(so.batch[i]), cores=int(so.cores[i]),
+                replicas=int(so.replicas[i]),
+            ),
+            accuracy=float(so.acc[i]),
+            load_rps=float(so.load),
+            capacity_rps=float(so.capacity[i]),
+            latency_mean_s=float(so.lat_mean[i]),
+            latency_slo_s=float(so.lat_slo[i]),
+        )
+    pas = float(np.prod([c.accuracy for c in stages.values()]))
+    coef = [float(so.acc_coef[i]) for so, i in zip(options, choice)]
+    accuracy = pas if obj.accuracy == "pas" else float(sum(coef))
+    cost = sum(c.config.total_cores for c in stages.values())
+    batch_sum = sum(c.config.batch for c in stages.values())
+    slo, path = longest_path(pipeline, {s: c.latency_slo_s for s, c in stages.items()})
+    mean, _ = longest_path(pipeline, {s: c.latency_mean_s for s, c in stages.items()})
+    terms = {"accuracy": obj.alpha * accuracy, "cost": -obj.beta * cost, "batch": -obj.gamma * batch_sum}
+    return Plan(
+        pipeline=pipeline.name, policy=policy, rps=rps, stages=stages, accuracy=accuracy, pas=pas,
+        cost_cores=int(cost), batch_sum=int(batch_sum), objective=float(sum(terms.values())),
+        objective_terms=terms, latency_e2e_mean_s=mean, latency_e2e_slo_s=slo, critical_path=path,
+        solve_time_s=solve_time_s, feasible=feasible, note=note,
+    )
+
+
+def _diagnose(pipeline, options: list[StageOptions]) -> tuple[str, str]:
+    fastest = {so.stage: float(so.lat_slo.min()) for so in options}
+    slo, path = longest_path(pipeline, fastest)
+    if slo > pipeline.sla.seconds:
+        worst = max(path, key=lambda s: fastest[s])
+        return "sla", (
+            f"the SLA of {pipeline.sla.seconds:g} s cannot hold at this load: the fastest options along "
+            f"{' -> '.join(path)} need {slo:.3g} s (stage {worst!r} alone {fastest[worst]:.3g} s)"
+        )
+    cheapest = sum(float(so.cost.min()) for so in options)
+    budget = pipeline.caps.max_total_cores
+    if budget is not None and cheapest > budget:
+        return "budget", f"even the cheapest options need {cheapest:g} cores; caps.max_total_cores is {budget:g}"
+    return "sla+budget", "the SLA and the core budget cannot both hold at this load"
+
+
+def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0) -> Infeasible:
+    """Fallback: per stage the option with the most capacity per replica, scaled to the load where possible."""
+    loads = stage_loads(pipeline, rps)
+    caps = pipeline.caps
+    bases = build_base_options(pipeline, profiles, restriction)
+    fallback_opts: list[StageOptions] = []
+    for base in bases:
+        fixed = (restriction.replicas or {}).get(base.stage)
+        load = loads[base.stage]
+        n = np.ceil(load * (1 + caps.headroom) / base.thr + 1e-9).astype(np.int64)
+        n = np.clip(np.maximum(n, 1), 1, caps.max_replicas) if fixed is None else np.full(base.thr.size, fixed)
+        capacity = n * base.thr
+        meets = capacity > load
+        # enough capacity: the lowest-latency such option; otherwise the most capacity
+        key = np.where(meets, -base.p99, -np.inf)
+        i = int(np.argmax(key)) if meets.any() else int(np.argmax(capacity))
+        so = StageOptions(
+            stage=base.stage, load=load, variant_names=base.variant_names, var_idx=base.var_idx[[i]],
+            acc=base.acc[[i]], acc_coef=base.acc_coef[[i]], batch=base.batch[[i]], cores=base.cores[[i]],
+            replicas=n[[i]], cost=(base.cores[[i]] * n[[i]]).astype(float), lat_slo=np.array([math.inf]),
+            lat_mean=np.array([math.inf]), capacity=capacity[[i]],
+        )
+        from pipetune.latency import stage_latency_arrays
+
+        lat = stage_latency_arrays(
+            mean_s=base.mean[[i]], p50_s=base.p50[[i]], p99_s=base.p99[[i]], throughput=base.thr[[i]],
+            batch=base.batch[[i]], replicas=n[[i]], rate=load, pct=pipeline.sla.percentile,
+            max_wait=caps.max_batch_wait_s,
+        )
+        so.lat_slo, so.lat_mean = lat.slo, lat.mean
+        fallback_opts.append(so)
+    dt = time.perf_counter() - t0
+    fb = assemble_plan(pipeline, policy, rps, fallback_opts, [0] * len(fallback_opts), dt, feasible=False,
+                       note=f"best-effort fallback: {reason}")
+    return Infeasible(pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb,
+                      solve_time_s=dt)

@@ -1,0 +1,55 @@
+"""Brute-force oracle: enumerate every combination of stage options and keep the best.
+
+Independent of the MILP on purpose: it reads the raw (unpruned) option sets, computes the end-to-end latency as
+the maximum over explicit source-to-sink paths and the accuracy straight from its definition, and shares no code
+with milp.py. Tests and `pipetune bench optimizer` compare the two.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pipetune.optimizer.options import StageOptions
+
+MAX_COMBINATIONS = 2_000_000
+
+
+def combinations(options: list[StageOptions]) -> int:
+    return math.prod(len(so) for so in options)
+
+
+def brute_force(pipeline, options: list[StageOptions]) -> tuple[float, list[int]] | None:
+    """(best objective, option index per stage), or None if no combination is feasible."""
+    n = combinations(options)
+    if n == 0:
+        return None
+    if n > MAX_COMBINATIONS:
+        raise ValueError(f"{n} combinations is too many for brute force (limit {MAX_COMBINATIONS})")
+    sizes = [len(so) for so in options]
+    grids = np.indices(sizes).reshape(len(sizes), -1)  # (S, n): option index per stage per combination
+    obj = pipeline.objective
+    names = pipeline.stage_names
+    at = {s: i for i, s in enumerate(names)}
+
+    lat = [so.lat_slo[grids[i]] for i, so in enumerate(options)]
+    e2e = np.zeros(n)
+    for path in pipeline.paths():
+        e2e = np.maximum(e2e, sum(lat[at[s]] for s in path))
+    feasible = e2e <= pipeline.sla.seconds * (1 + 1e-9)
+
+    cost = sum(so.cost[grids[i]] for i, so in enumerate(options))
+    if pipeline.caps.max_total_cores is not None:
+        feasible &= cost <= pipeline.caps.max_total_cores + 1e-9
+    batch = sum(so.batch[grids[i]].astype(float) for i, so in enumerate(options))
+    if obj.accuracy == "pas":
+        acc = np.prod([so.acc[grids[i]] for i, so in enumerate(options)], axis=0)
+    else:
+        acc = sum(so.acc_coef[grids[i]] for i, so in enumerate(options))
+    value = obj.alpha * acc - obj.beta * cost - obj.gamma * batch
+    if not feasible.any():
+        return None
+    value = np.where(feasible, value, -np.inf)
+    best = int(np.argmax(value))
+    return float(value[best]), [int(g) for g in grids[:, best]]
