@@ -11,8 +11,9 @@ Model (one paragraph per mechanism; docs/simulator.md has the rationale)
 * **Stage**: one central FIFO queue. A free, ready replica takes up to its batch size of items; with a batch
   wait w > 0 it waits until the batch is full or the oldest item has waited w (default w = 0: work
   conserving, the replica takes what is there). The batch's service time is drawn from the profile of the
-  REALISED batch size k (not the configured maximum), from a shifted log-normal matching the row's mean, p50
-  and p99 (service.py).
+  REALISED batch size k (not the configured maximum), from a shifted gamma matching the row's mean, p50 and
+  p99 (service.py). Each (stage, variant, cores, k) has its own seeded random stream, so two policies that
+  pick the same option see the same service times (common random numbers).
 * **Drops**: when a replica takes an item whose request has been in the system longer than `drop_limit_s`
   (default: the SLA), the whole request is dropped (its other items are discarded when they are reached).
   A request is **failed** when one of its items reaches a stage that has no replica ready or loading.
@@ -33,13 +34,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipetune.backends.base import Backend, Observation
-from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_lognormal
+from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_gamma
 from pipetune.errors import PipetuneError
 from pipetune.optimizer.plan import StageConfig
 
@@ -75,11 +77,19 @@ class SimSettings:
                 raise SimulatorError(f"{name}={v} must be >= 0 seconds (or omitted for the default)")
 
 
-def _stream(rng: np.random.Generator, kind: str):
-    """An endless iterator of pre-drawn numbers (one numpy call per 65,536 draws)."""
-    draw = {"normal": rng.standard_normal, "exponential": rng.standard_exponential, "uniform": rng.random}[kind]
+def _stream(rng: np.random.Generator, kind: str, shape: float = 1.0, block: int = _BLOCK):
+    """An endless iterator of pre-drawn numbers (one numpy call per `block` draws)."""
     while True:
-        yield from draw(_BLOCK).tolist()
+        if kind == "uniform":
+            yield from rng.random(block).tolist()
+        elif shape == 1.0:
+            yield from rng.standard_exponential(block).tolist()
+        else:
+            yield from rng.standard_gamma(shape, block).tolist()
+
+
+def _ones():
+    return itertools.repeat(1.0).__next__
 
 
 class _Replica:
@@ -103,7 +113,7 @@ class _Generation:
     cores: int
     batch: int
     acc: float
-    dists: list  # index k -> (shift, scale, sigma, exponential) for a realised batch of k items
+    dists: list  # index k -> (shift, scale, draw, ServiceDist) for a realised batch of k items
     load_time_s: float
     replicas: list = field(default_factory=list)
     loading: int = 0
@@ -146,10 +156,7 @@ class Simulator(Backend):
             self.wait_s = float(s.batch_wait_s)
         else:
             self.wait_s = float(pipeline.caps.max_batch_wait_s or 0.0)
-        rng = np.random.default_rng(s.seed)
-        self._znext = _stream(np.random.default_rng(rng.integers(1 << 62)), "normal").__next__
-        self._enext = _stream(np.random.default_rng(rng.integers(1 << 62)), "exponential").__next__
-        self._unext = _stream(np.random.default_rng(rng.integers(1 << 62)), "uniform").__next__
+        self._unext = _stream(np.random.default_rng([s.seed, 1]), "uniform").__next__
 
         # ---- graph, flattened to indices --------------------------------------------------------------
         self.names = names = pipeline.topological_order()
@@ -250,8 +257,8 @@ class Simulator(Backend):
         table = self._dist_cache.get(key)
         if table is None or len(table) <= batch:
             vp = self.profiles.get(stage, variant)
-            table = [None]
-            for k in range(1, max(batch, 8) + 1):
+            table = table or [None]
+            for k in range(len(table), max(batch, 8) + 1):
                 row = vp.row(k, cores)
                 mode = self.settings.service
                 if mode == "deterministic":
@@ -259,15 +266,20 @@ class Simulator(Backend):
                 elif mode == "exponential":
                     d = exponential(row.latency_mean_s)
                 else:
-                    d = fit_shifted_lognormal(row.latency_mean_s, row.latency_p50_s, row.latency_p99_s)
-                table.append((d.shift, d.scale, d.sigma, d.exponential))
+                    d = fit_shifted_gamma(row.latency_mean_s, row.latency_p50_s, row.latency_p99_s)
+                if d.deterministic:
+                    draw = _ones()
+                else:
+                    tag = zlib.crc32(f"{stage}|{variant}|{cores}|{k}".encode())
+                    rng = np.random.default_rng([self.settings.seed, 2, tag])
+                    draw = _stream(rng, "gamma", d.shape, block=4096).__next__
+                table.append((d.shift, d.scale, draw, d))
             self._dist_cache[key] = table
         return table
 
     def service_dist(self, stage: str, variant: str, cores: int, k: int) -> ServiceDist:
         """The distribution a batch of k items is served from (for docs, tests and calibration)."""
-        t = self._dists(stage, variant, cores, k)[k]
-        return ServiceDist(*t)
+        return self._dists(stage, variant, cores, k)[k][3]
 
     def _new_generation(self, s: int, cfg: StageConfig) -> _Generation:
         n = self.names[s]
@@ -433,8 +445,7 @@ class Simulator(Backend):
         queues, qtimes, idle, heap = self.queues, self.qtimes, self.idle, self._heap
         status, arrival, finish, done_log = self.status, self._arr, self.finish, self._done_log
         timer_set, seq = self._timer_set, self._seq
-        znext, enext = self._znext, self._enext
-        hpush, exp = heapq.heappush, math.exp
+        hpush = heapq.heappush
         wait_s, drop_s = self.wait_s, self.drop_s
 
         def dispatch(s: int, now: float) -> None:
@@ -465,8 +476,8 @@ class Simulator(Backend):
                 if not batch:
                     free.append(rep)
                     continue
-                sh, sc, sg, ex = rep.dists[len(batch)]
-                svc = sc * enext() if ex else sh + sc * exp(sg * znext())
+                sh, sc, draw, _ = rep.dists[len(batch)]
+                svc = sh + sc * draw()
                 rep.busy = True
                 hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
 

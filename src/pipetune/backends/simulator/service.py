@@ -1,91 +1,110 @@
 """Service-time distributions for the simulator, fitted to a profile row's mean, p50 and p99.
 
-Choice (documented in docs/simulator.md): a **shifted log-normal** T = shift + exp(mu + sigma*Z), Z ~ N(0, 1).
-Its three parameters are solved so that T's mean, median and 99th percentile equal the row's
-latency_mean_s, latency_p50_s and latency_p99_s exactly:
+Choice (docs/simulator.md): a **shifted gamma** T = shift + theta * G, G ~ Gamma(k, 1). Its three parameters
+are solved so that T's mean, median and 99th percentile equal the row's latency_mean_s, latency_p50_s and
+latency_p99_s:
 
-    median:  shift + e^mu                 = p50
-    p99:     shift + e^(mu + z99*sigma)   = p99          z99 = 2.3263
-    mean:    shift + e^(mu + sigma^2/2)   = mean
+    r = (mean - p50) / (p99 - p50) = (k - med(k)) / (q99(k) - med(k))      solved for k (bisection)
+    theta = (p99 - p50) / (q99(k) - med(k)),   shift = p50 - theta * med(k)
 
-so (mean - p50) / (p99 - p50) = (e^(sigma^2/2) - 1) / (e^(z99*sigma) - 1), which is increasing in sigma and solved
-by bisection. A service time is then bounded below by `shift` (the irreducible compute) and right-skewed, as
-measured inference latencies are. When the row cannot be matched that way we fall back, in order:
+Why a gamma: the family holds the shifted exponential (k = 1: a fixed compute floor plus memoryless jitter,
+which is what measured inference latencies and our synthetic profiles look like, and what the latency
+model's service-variability term assumes) and tends to a normal as k grows, so both skewed and near-symmetric
+rows fit with a light tail. (A shifted log-normal, tried first, matches the same three numbers only with
+sigma ~ 3 for an exponential-like row: exact at p50/p99 but with an absurd tail beyond p99 — one service in
+10^4 took 20x its mean, which broke the queues.)
 
-* p99 == p50 (no spread measured): deterministic at the mean;
-* mean <= p50 (not right-skewed) or the solved shift < 0: a log-normal without shift matched to p50 and p99
-  (its mean then differs from the row's; we report the mismatch in `fit_error`).
-
-`deterministic` and `exponential` families exist for validation against queueing theory (M/D/1, M/M/c).
+r(k) rises to a maximum of ~0.088 near k = 0.4 and then falls; we take the root on the light-tailed side
+(k >= 0.4). Fallbacks, in order: p99 == p50 -> deterministic at the mean; r outside the reachable range ->
+the nearest k; a negative shift -> no shift, k and theta through p50 and p99 only (`fit_error` reports the
+mean's mismatch). `deterministic` and `exponential` exist for validation against queueing theory.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
-Z99 = 2.3263478740408408
+from scipy.special import gammaincinv
+
+K_PEAK = 0.4
+K_MAX = 1e4
 
 
 @dataclass(frozen=True)
 class ServiceDist:
-    """T = shift + scale * exp(sigma * Z) (lognormal family), or mean * Exp(1) when `exponential`."""
+    """T = shift + scale * G with G ~ Gamma(shape, 1); shape = inf means deterministic (T = shift + scale)."""
 
     shift: float
     scale: float
-    sigma: float
-    exponential: bool = False
+    shape: float
+
+    @property
+    def deterministic(self) -> bool:
+        return math.isinf(self.shape)
 
     @property
     def mean(self) -> float:
-        if self.exponential:
-            return self.scale
-        return self.shift + self.scale * math.exp(self.sigma**2 / 2)
+        return self.shift + self.scale * (1.0 if self.deterministic else self.shape)
 
     def quantile(self, p: float) -> float:
-        if self.exponential:
-            return -self.scale * math.log(1 - p)
-        from statistics import NormalDist
-
-        return self.shift + self.scale * math.exp(self.sigma * NormalDist().inv_cdf(p))
+        if self.deterministic:
+            return self.shift + self.scale
+        return self.shift + self.scale * float(gammaincinv(self.shape, p))
 
 
 def deterministic(mean: float) -> ServiceDist:
-    return ServiceDist(0.0, mean, 0.0)
+    return ServiceDist(0.0, mean, math.inf)
 
 
 def exponential(mean: float) -> ServiceDist:
-    return ServiceDist(0.0, mean, 0.0, exponential=True)
+    return ServiceDist(0.0, mean, 1.0)
 
 
-def _ratio(sigma: float) -> float:
-    return math.expm1(sigma * sigma / 2) / math.expm1(Z99 * sigma)
+@lru_cache(maxsize=4096)
+def _q(k: float, p: float) -> float:
+    return float(gammaincinv(k, p))
 
 
-def fit_shifted_lognormal(mean: float, p50: float, p99: float) -> ServiceDist:
-    """The shifted log-normal with exactly this mean, median and p99 (or the documented fallback)."""
+def _r(k: float) -> float:
+    med = _q(k, 0.5)
+    return (k - med) / (_q(k, 0.99) - med)
+
+
+def _bisect(f, target: float, lo: float, hi: float) -> float:
+    """Root of decreasing f on [lo, hi] in log space."""
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(60):
+        m = (a + b) / 2
+        if f(math.exp(m)) > target:
+            a = m
+        else:
+            b = m
+    return math.exp((a + b) / 2)
+
+
+def fit_shifted_gamma(mean: float, p50: float, p99: float) -> ServiceDist:
+    """The shifted gamma with this mean, median and p99 (or the documented fallback)."""
     if not (mean > 0 and p50 > 0 and p99 > 0):
         raise ValueError(f"service times must be positive (mean={mean}, p50={p50}, p99={p99})")
     if p99 <= p50 * (1 + 1e-9):
         return deterministic(mean)
-    if mean > p50:
-        target = (mean - p50) / (p99 - p50)
-        lo, hi = 1e-6, 8.0
-        if _ratio(hi) > target > _ratio(lo):
-            for _ in range(80):
-                mid = (lo + hi) / 2
-                if _ratio(mid) < target:
-                    lo = mid
-                else:
-                    hi = mid
-            sigma = (lo + hi) / 2
-            scale = (p99 - p50) / math.expm1(Z99 * sigma)
-            shift = p50 - scale
-            if shift >= 0:
-                return ServiceDist(shift, scale, sigma)
-    # Fallback: plain log-normal through p50 and p99.
-    sigma = math.log(p99 / p50) / Z99
-    return ServiceDist(0.0, p50, sigma)
+    target = (mean - p50) / (p99 - p50)
+    if target >= _r(K_PEAK):
+        k = K_PEAK
+    elif target <= _r(K_MAX):
+        k = K_MAX
+    else:
+        k = _bisect(_r, target, K_PEAK, K_MAX)
+    theta = (p99 - p50) / (_q(k, 0.99) - _q(k, 0.5))
+    shift = p50 - theta * _q(k, 0.5)
+    if shift >= 0:
+        return ServiceDist(shift, theta, k)
+    # No shift: match p99/p50 only (q99/med is decreasing in k).
+    ratio = p99 / p50
+    k = _bisect(lambda kk: _q(kk, 0.99) / _q(kk, 0.5), ratio, 0.05, K_MAX)
+    return ServiceDist(0.0, p50 / _q(k, 0.5), k)
 
 
 def fit_error(d: ServiceDist, mean: float, p50: float, p99: float) -> float:
