@@ -1,0 +1,43 @@
+"""`pipetune experiment run FILE`: a grid of simulated runs in parallel processes, with figures and a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from pipetune.cli.main import app
+
+experiment_app = typer.Typer(help="Reproduce IPA-style evaluations on the simulator (see docs/experiments.md).",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("run")
+def run_cmd(
+    file: Path = typer.Argument(..., help="experiment YAML (see experiments/*.yaml)"),
+    out: Path = typer.Option(None, help="output folder (default: results/<experiment name>)"),
+    workers: int = typer.Option(0, help="worker processes (0: min(CPUs, 2))"),
+    no_figures: bool = typer.Option(False, "--no-figures", help="skip the PNG figures"),
+) -> None:
+    """Run every (workload × system × seed) run, the ablation, the sweep and the calibration; write results
+    (CSV/JSON), figures (PNG) and report.md / report.html into OUT."""
+    from pipetune.experiments import load_experiment
+    from pipetune.experiments.report import calibration_summary, system_table
+    from pipetune.experiments.runner import run_experiment
+
+    exp = load_experiment(file)
+    out = out or Path("results") / exp.name
+    data = run_experiment(exp, out, workers=workers or None, figures=not no_figures)
+    con = Console()
+    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    for row in system_table(grid):
+        con.print(f"{row['system']:>14}: SLA violations {100 * row['sla_violation_rate']:.2f}%  "
+                  f"mean cores {row['mean_cores']:.2f}  mean PAS {row['pas_mean']:.3f}")
+    cal = calibration_summary(data.get("calibration", []))
+    if cal:
+        con.print(f"calibration: {cal['plans']} plans, simulated/predicted p99 median {cal['ratio_median']:.2f}, "
+                  f"max SLA violations {100 * cal['sla_violation_rate_max']:.2f}%")
+    con.print(f"{len(data['runs'])} runs in {data['wall_s']:.1f} s on {data['workers']} processes -> "
+              f"{out / 'report.md'}")

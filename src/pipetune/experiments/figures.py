@@ -1,0 +1,184 @@
+"""Figures of an experiment (matplotlib, Agg, PNG): Figure-8 grid, latency CDF, predictor ablation,
+objective sweep, planner calibration."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipetune.experiments.runner import CDF_LEVELS  # noqa: E402
+
+DPI = 80
+
+
+def _arr(xs) -> np.ndarray:
+    return np.array([np.nan if x is None else x for x in xs], dtype=float)
+
+
+def _mean_over_seeds(runs: list[dict], key: str) -> np.ndarray:
+    cols = [_arr(r["intervals"][key]) for r in runs]
+    n = min(len(c) for c in cols)
+    return np.nanmean(np.stack([c[:n] for c in cols]), axis=0) if len(cols) > 1 else cols[0]
+
+
+def fig8_grid(data: dict, path: Path) -> Path:
+    """IPA Figure 8: per workload (column), load / cost / accuracy over time (rows), one line per system."""
+    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    workloads = [w["name"] for w in data["experiment"]["workloads"]]
+    systems = [s["name"] for s in data["experiment"]["systems"]]
+    fig, axes = plt.subplots(3, len(workloads), figsize=(3.6 * len(workloads), 6.4), squeeze=False, sharex="col")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, w in enumerate(workloads):
+        for i, s in enumerate(systems):
+            runs = [r for r in grid if r["workload"] == w and r["system"] == s]
+            if not runs:
+                continue
+            t = _arr(runs[0]["intervals"]["t_start_s"]) / 60.0
+            if i == 0:
+                axes[0, j].plot(t, _mean_over_seeds(runs, "rps"), color="0.4", lw=1)
+            axes[1, j].plot(t, _mean_over_seeds(runs, "mean_cores"), color=colors[i % len(colors)], lw=1.2, label=s)
+            axes[2, j].plot(t, _mean_over_seeds(runs, "pas_mean"), color=colors[i % len(colors)], lw=1.2, label=s)
+        axes[0, j].set_title(w)
+        axes[2, j].set_xlabel("time (min)")
+    axes[0, 0].set_ylabel("load (rps)")
+    axes[1, 0].set_ylabel("cost (cores)")
+    axes[2, 0].set_ylabel("accuracy (PAS)")
+    axes[1, -1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"{data['experiment']['name']}: cost and accuracy over time", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def latency_cdf(data: dict, path: Path) -> Path:
+    """Empirical end-to-end latency CDF per workload and system; drops count as never finishing."""
+    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    workloads = [w["name"] for w in data["experiment"]["workloads"]]
+    systems = [s["name"] for s in data["experiment"]["systems"]]
+    sla = _sla(data)
+    fig, axes = plt.subplots(1, len(workloads), figsize=(3.4 * len(workloads), 2.9), squeeze=False)
+    for j, w in enumerate(workloads):
+        ax = axes[0, j]
+        for s in systems:
+            run = next((r for r in grid if r["workload"] == w and r["system"] == s), None)
+            if run is None:
+                continue
+            q = _arr(run["cdf"])
+            ok = np.isfinite(q)
+            ax.plot(q[ok], CDF_LEVELS[ok], lw=1.2, label=s)
+        if sla:
+            ax.axvline(sla, color="red", ls="--", lw=1, label="SLA")
+        ax.set_xscale("log")
+        ax.set_title(w, fontsize=9)
+        ax.set_xlabel("latency (s)")
+        ax.set_ylim(0, 1.01)
+    axes[0, 0].set_ylabel("fraction of requests")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def ablation(data: dict, path: Path) -> Path | None:
+    runs = [r for r in data["runs"] if r["kind"] == "ablation"]
+    if not runs:
+        return None
+    workloads = list(dict.fromkeys(r["workload"] for r in runs))
+    preds = list(dict.fromkeys(r["predictor"] for r in runs))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.0))
+    width = 0.8 / len(preds)
+    x = np.arange(len(workloads))
+    for k, p in enumerate(preds):
+        vals = defaultdict(list)
+        for w in workloads:
+            r = next((r for r in runs if r["workload"] == w and r["predictor"] == p), None)
+            vals["viol"].append(100 * r["summary"]["sla_violation_rate"] if r else np.nan)
+            vals["cores"].append(r["summary"]["mean_cores"] if r else np.nan)
+            vals["pas"].append(r["summary"]["pas_mean"] if r else np.nan)
+        for ax, key in zip(axes, ("viol", "cores", "pas")):
+            ax.bar(x + k * width - 0.4 + width / 2, vals[key], width, label=p)
+    for ax, lab in zip(axes, ("SLA violations (%)", "mean cores", "mean PAS")):
+        ax.set_xticks(x, workloads, fontsize=8)
+        ax.set_ylabel(lab)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("predictor ablation (ipa policy)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def sweep(data: dict, path: Path) -> Path | None:
+    runs = [r for r in data["runs"] if r["kind"] == "sweep"]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    cores = [r["summary"]["mean_cores"] for r in runs]
+    pas = [r["summary"]["pas_mean"] for r in runs]
+    viol = [100 * r["summary"]["sla_violation_rate"] for r in runs]
+    sc = ax.scatter(cores, pas, c=viol, cmap="viridis", s=30)
+    for r, x, y in zip(runs, cores, pas):
+        ax.annotate(r["system"].replace(",", "\n"), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    fig.colorbar(sc, ax=ax, label="SLA violations (%)")
+    ax.set_xlabel("mean cores")
+    ax.set_ylabel("mean PAS")
+    ax.set_title(f"objective preference sweep (α, β) on {runs[0]['workload']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def calibration(data: dict, path: Path) -> Path | None:
+    cal = [c for c in data.get("calibration", []) if c.get("predicted_p99_s")]
+    if not cal:
+        return None
+    pred = np.array([c["predicted_p99_s"] for c in cal])
+    sim = np.array([c["sim_p99_s"] if c["sim_p99_s"] is not None else np.nan for c in cal])
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3))
+    ax = axes[0]
+    ax.scatter(pred, np.where(np.isfinite(sim), sim, np.nanmax(np.r_[sim, pred]) * 1.5), s=14)
+    lim = [0, max(np.nanmax(pred), np.nanmax(np.r_[sim[np.isfinite(sim)], [0]])) * 1.1]
+    ax.plot(lim, lim, color="0.5", lw=1, label="simulated = predicted")
+    sla = _sla(data)
+    if sla:
+        ax.axhline(sla, color="red", ls="--", lw=1, label="SLA")
+    ax.set_xlabel("planner-predicted p99 (s)")
+    ax.set_ylabel("simulated p99 (s)")
+    ax.legend(fontsize=7)
+    ratio = sim / pred
+    ax = axes[1]
+    ax.hist(ratio[np.isfinite(ratio)], bins=20, color="C1")
+    ax.axvline(1.0, color="0.3", lw=1)
+    ax.set_xlabel("simulated / predicted p99")
+    ax.set_ylabel("plans")
+    fig.suptitle("planner calibration: ipa plans held at their planned rate", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _sla(data: dict) -> float | None:
+    for r in data.get("calibration", []):
+        return r.get("sla_s")
+    return data.get("sla_s")
+
+
+def all_figures(data: dict, out: Path) -> dict[str, Path]:
+    figs = {}
+    figs["grid"] = fig8_grid(data, out / "sim-grid.png")
+    figs["cdf"] = latency_cdf(data, out / "sim-latency-cdf.png")
+    for name, fn in (("ablation", ablation), ("sweep", sweep), ("calibration", calibration)):
+        p = fn(data, out / f"sim-{name}.png")
+        if p:
+            figs[name] = p
+    return figs

@@ -1,0 +1,189 @@
+"""Write an experiment's outputs: results.json / results.csv / intervals.csv, figures (PNG), report.md/.html."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+SUMMARY_COLS = ["sla_violation_rate", "drop_rate", "late_rate", "mean_cores", "pas_mean", "norm_acc_mean",
+                "latency_p99_s", "switches", "decisions"]
+
+
+def system_table(runs: list[dict]) -> list[dict]:
+    """Per system, the mean over workloads and seeds of the headline metrics."""
+    by = defaultdict(list)
+    for r in runs:
+        by[r["system"]].append(r["summary"])
+    rows = []
+    for s, ms in by.items():
+        row = {"system": s, "runs": len(ms)}
+        for c in SUMMARY_COLS:
+            vals = [m[c] for m in ms if m.get(c) is not None and not (isinstance(m[c], float) and math.isnan(m[c]))]
+            row[c] = float(np.mean(vals)) if vals else float("nan")
+        rows.append(row)
+    return rows
+
+
+def workload_table(runs: list[dict]) -> list[dict]:
+    by = defaultdict(list)
+    for r in runs:
+        by[(r["workload"], r["system"])].append(r["summary"])
+    out = []
+    for (w, s), ms in by.items():
+        out.append({"workload": w, "system": s,
+                    **{c: float(np.nanmean([m[c] for m in ms])) for c in ("sla_violation_rate", "mean_cores",
+                                                                         "pas_mean", "latency_p99_s")}})
+    return out
+
+
+def calibration_summary(cal: list[dict]) -> dict:
+    ratios = np.array([c["ratio"] for c in cal if c.get("ratio") is not None], dtype=float)
+    viol = np.array([c["sim_violation_rate"] for c in cal], dtype=float)
+    if not cal:
+        return {}
+    return {
+        "plans": len(cal),
+        "ratio_median": float(np.median(ratios)) if ratios.size else None,
+        "ratio_p90": float(np.percentile(ratios, 90)) if ratios.size else None,
+        "ratio_max": float(ratios.max()) if ratios.size else None,
+        "under_predicted_share": float(np.mean(ratios > 1.0)) if ratios.size else None,
+        "sla_violation_rate_max": float(viol.max()),
+        "sla_violation_rate_mean": float(viol.mean()),
+        "plans_over_1pct": int(np.sum(viol > 0.01)),
+    }
+
+
+def findings(systems: list[dict]) -> list[str]:
+    """IPA's qualitative claim, checked on our numbers: accuracy close to FA2-high at a cost close to FA2-low."""
+    by = {r["system"]: r for r in systems}
+    ipa = next((r for n, r in by.items() if n.lower().startswith("ipa")), None)
+    out = []
+    if ipa is None:
+        return out
+    for other in ("FA2-low", "FA2-high", "RIM"):
+        o = by.get(other)
+        if not o or not o["pas_mean"] or not o["mean_cores"]:
+            continue
+        dp = 100 * (ipa["pas_mean"] - o["pas_mean"]) / o["pas_mean"]
+        dc = 100 * (ipa["mean_cores"] - o["mean_cores"]) / o["mean_cores"]
+        out.append(
+            f"{ipa['system']} vs {other}: accuracy (PAS) {ipa['pas_mean']:.3f} vs {o['pas_mean']:.3f} ({dp:+.1f}%), "
+            f"cost {ipa['mean_cores']:.1f} vs {o['mean_cores']:.1f} cores ({dc:+.1f}%), SLA violations "
+            f"{100 * ipa['sla_violation_rate']:.2f}% vs {100 * o['sla_violation_rate']:.2f}%."
+        )
+    return out
+
+
+def _fmt(v, pct=False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if pct:
+        return f"{100 * v:.2f}%"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def _md_table(rows: list[dict], cols: list[str], pct: set[str]) -> str:
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(r.get(c), c in pct) for c in cols) + " |\n" for r in rows)
+
+
+def _html_table(rows: list[dict], cols: list[str], pct: set[str]) -> str:
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), c in pct))}</td>" for c in cols) + "</tr>"
+                  for r in rows)
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
+    out = Path(out)
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=float))
+    runs = data["runs"]
+    with open(out / "results.csv", "w", newline="") as f:
+        keys = list(runs[0]["summary"]) if runs else []
+        w = csv.writer(f)
+        w.writerow(["kind", "workload", "system", "policy", "predictor", "seed", *keys, "wall_s"])
+        for r in sorted(runs, key=lambda r: (r["kind"], r["workload"], r["system"], r["seed"])):
+            w.writerow([r["kind"], r["workload"], r["system"], r["policy"], r["predictor"], r["seed"],
+                        *[r["summary"][k] for k in keys], f"{r['wall_s']:.3f}"])
+    with open(out / "intervals.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        cols = list(runs[0]["intervals"]) if runs else []
+        w.writerow(["kind", "workload", "system", "seed", *cols])
+        for r in runs:
+            iv = r["intervals"]
+            for i in range(len(iv[cols[0]])):
+                w.writerow([r["kind"], r["workload"], r["system"], r["seed"], *[iv[c][i] for c in cols]])
+    if data.get("calibration"):
+        with open(out / "calibration.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            cols = ["workload", "rps", "predicted_p99_s", "sim_p99_s", "ratio", "sim_violation_rate", "configs"]
+            w.writerow(cols)
+            for c in data["calibration"]:
+                w.writerow([*(c.get(k) for k in cols[:-1]), json.dumps(c["configs"], sort_keys=True)])
+    figs = {}
+    if figures:
+        from pipetune.experiments.figures import all_figures
+
+        figs = all_figures(data, out)
+    write_report(data, out, figs)
+    return figs
+
+
+def write_report(data: dict, out: Path, figs: dict) -> None:
+    exp = data["experiment"]
+    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    systems = system_table(grid)
+    per_w = workload_table(grid)
+    cal = calibration_summary(data.get("calibration", []))
+    find = findings(systems)
+    pct = {"sla_violation_rate", "drop_rate", "late_rate"}
+    cols = ["system", "runs", *SUMMARY_COLS]
+    wcols = ["workload", "system", "sla_violation_rate", "mean_cores", "pas_mean", "latency_p99_s"]
+    n_runs = len(data["runs"])
+    md = [f"# Experiment: {exp['name']}", "", exp.get("description", "").strip(), "",
+          f"Pipeline: `{Path(data['pipeline_path']).name}` ({data['pipeline_path'].split('/src/')[-1]}); "
+          f"workloads: {', '.join(w['name'] for w in exp['workloads'])}; seeds: {exp['seeds']}; "
+          f"{n_runs} simulated runs + {len(data.get('calibration', []))} calibration points in "
+          f"{data['wall_s']:.1f} s wall on {data['workers']} worker processes.", "",
+          "SLA violation = dropped + failed + completed after the SLA. Cost = mean cores held (loading and "
+          "draining replicas included). Accuracy = PAS as served (product of the accuracies of the variants each "
+          "request actually passed through).", "",
+          "## Summary per system (mean over workloads and seeds)", "", _md_table(systems, cols, pct)]
+    if find:
+        md += ["## IPA's qualitative result, checked", "", *[f"- {x}" for x in find], ""]
+    md += ["## Per workload", "", _md_table(per_w, wcols, pct)]
+    titles = {"grid": "Cost and accuracy over time (IPA Figure 8 style)", "cdf": "End-to-end latency CDF",
+              "ablation": "Predictor ablation", "sweep": "Objective preference sweep (α, β)",
+              "calibration": "Planner calibration"}
+    for k, p in figs.items():
+        md += [f"## {titles[k]}", "", f"![{k}]({Path(p).name})", ""]
+        if k == "calibration" and cal:
+            md += [f"{cal['plans']} distinct plans of the ipa system, each held fixed at its planned rate "
+                   f"(steady Poisson): simulated/predicted p{'99'} median {_fmt(cal['ratio_median'])}, p90 "
+                   f"{_fmt(cal['ratio_p90'])}, max {_fmt(cal['ratio_max'])}; under-predicted in "
+                   f"{_fmt(cal['under_predicted_share'], True)} of plans; SLA violations mean "
+                   f"{_fmt(cal['sla_violation_rate_mean'], True)}, max {_fmt(cal['sla_violation_rate_max'], True)}.",
+                   ""]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    body = [f"<h1>Experiment: {html.escape(exp['name'])}</h1>", f"<p>{html.escape(exp.get('description', ''))}</p>",
+            f"<p>{n_runs} runs in {data['wall_s']:.1f} s on {data['workers']} processes. SLA violation = dropped + "
+            "failed + late; cost = mean cores held (loading and draining included); accuracy = PAS as served.</p>",
+            "<h2>Summary per system</h2>", _html_table(systems, cols, pct)]
+    if find:
+        body += ["<h2>IPA's qualitative result, checked</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in find] + ["</ul>"]
+    body += ["<h2>Per workload</h2>", _html_table(per_w, wcols, pct)]
+    for k, p in figs.items():
+        body += [f"<h2>{html.escape(titles[k])}</h2>", f'<img src="{Path(p).name}" style="max-width:100%">']
+    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
+    (out / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(exp['name'])}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
