@@ -24,6 +24,7 @@ err_console = Console(stderr=True)
 from pipetune.cli import simulate as _simulate  # noqa: E402,F401
 from pipetune.cli import experiment as _experiment  # noqa: E402,F401
 from pipetune.cli import bench_simulator as _bench_simulator  # noqa: E402,F401
+from pipetune.cli import profile as _profile  # noqa: E402,F401
 
 
 

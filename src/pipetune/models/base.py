@@ -33,6 +33,22 @@ class ModelAdapter(ABC):
     def sample_inputs(self, n: int) -> list[Any]:
         """n representative inputs (deterministic), for profiling."""
 
+    # ---- optional: accuracy measurement (`pipetune accuracy`) ---------------------------------------------
+    def labelled_data(self, limit: int | None = None) -> tuple[list[Any], list[Any]]:
+        """Held-out (inputs, labels) this variant's accuracy is measured on; `limit` keeps the first n.
+
+        Optional: adapters without labelled data simply cannot be scored by `pipetune accuracy`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no labelled data; implement labelled_data()")
+
+    def score(self, outputs: Sequence[Any], labels: Sequence[Any]) -> float:
+        """Accuracy in [0, 1] of `outputs` against `labels` (default: the fraction exactly equal)."""
+        if len(outputs) != len(labels):
+            raise ValueError(f"{len(outputs)} outputs for {len(labels)} labels")
+        if not labels:
+            raise ValueError("no labelled examples to score")
+        return sum(1 for o, y in zip(outputs, labels) if o == y) / len(labels)
+
 
 def pin_threads(cores: int) -> None:
     """Limit every math library in this process to `cores` threads (call before loading the model).

@@ -1,0 +1,135 @@
+"""`pipetune profile` (measure real models into ProfileTables) and `pipetune accuracy` (score every variant)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipetune.cli.main import app
+from pipetune.errors import PipetuneError
+
+# Wide enough for the result tables when stdout is a file or a pipe (rich would fold them at 80 columns).
+console = Console() if sys.stdout.isatty() else Console(width=150)
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        vals = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise PipetuneError(f"{flag} {text!r}: give comma-separated positive integers, e.g. 1,2,4,8") from None
+    if not vals or any(v < 1 for v in vals):
+        raise PipetuneError(f"{flag} {text!r}: give comma-separated positive integers, e.g. 1,2,4,8")
+    return vals
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def _load(spec: Path):  # noqa: ANN202
+    from pipetune.spec import load_pipeline
+
+    return load_pipeline(spec, check_profiles=False)
+
+
+@app.command("profile")
+def profile_cmd(
+    spec: Path = typer.Argument(..., help="pipeline YAML whose variants name their models (`model:`)"),
+    stages: str = typer.Option(None, "--stages", help="comma-separated stages (default: all)"),
+    variants: str = typer.Option(None, "--variants", help="comma-separated variant names (default: all)"),
+    batches: str = typer.Option(None, "--batches", help="batch sizes, e.g. 1,2,4,8 (default: the spec's)"),
+    cores: str = typer.Option(None, "--cores", help="cores per replica, e.g. 1,2 (default: the spec's)"),
+    budget: str = typer.Option(None, "--budget", help="time budget for the whole run, e.g. 90s, 20m"),
+    cell_budget: float = typer.Option(None, "--cell-budget", help="seconds of timed batches per cell"),
+    min_batches: int = typer.Option(100, "--min-batches", help="timed batches per cell where the budget allows"),
+    force: bool = typer.Option(False, "--force", help="re-measure cells already in the table"),
+    out: Path = typer.Option(None, "--out", help="write every row here instead of the spec's profile files"),
+    no_plot: bool = typer.Option(False, "--no-plot", help="skip the latency/throughput PNG"),
+) -> None:
+    """Measure latency (p50/p99), saturation throughput, load time and memory per (variant, batch, cores).
+
+    Resumable: cells already measured are skipped. A variant that fails is reported and skipped.
+    """
+    from pipetune.profiler.pipeline import parse_budget, profile_pipeline
+
+    pipeline = _load(spec)
+    report = profile_pipeline(
+        pipeline,
+        stages=_names(stages),
+        variants=_names(variants),
+        batches=_int_list(batches, "--batches"),
+        cores=_int_list(cores, "--cores"),
+        budget_s=parse_budget(budget),
+        cell_budget_s=cell_budget,
+        min_batches=min_batches,
+        force=force,
+        out=out,
+        plot=not no_plot,
+    )
+    t = Table(title=f"{pipeline.name}: {len(report.measured)} cell(s) measured in {report.elapsed_s:.0f} s")
+    for col in ("stage", "variant", "cores", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "load s", "MB", "n"):
+        t.add_column(col, justify="right" if col not in ("stage", "variant") else "left")
+    for stage, m in report.measured:
+        t.add_row(
+            stage, m.variant, str(m.cores), str(m.batch), f"{m.latency_p50_s * 1e3:.3g}",
+            f"{m.latency_p95_s * 1e3:.3g}", f"{m.latency_p99_s * 1e3:.3g}", f"{m.throughput_rps:.4g}",
+            f"{m.load_time_s:.2f}", f"{m.memory_mb:.0f}", str(m.n_batches),
+        )
+    console.print(t)
+    for s, v, why in report.skipped:
+        console.print(f"[dim]skipped {s}/{v}: {why}[/]", highlight=False)
+    for s, v, c, todo in report.out_of_budget:
+        console.print(f"[yellow]out of budget[/] {s}/{v} cores={c} batches={todo}: run again to resume")
+    for s, v, c, msg in report.failed:
+        console.print(f"[red]FAILED[/] {s}/{v} on {c} core(s): {msg}", highlight=False)
+    for f in report.files:
+        console.print(f"wrote {f}")
+    for f in report.plots:
+        console.print(f"plot  {f}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("accuracy")
+def accuracy_cmd(
+    spec: Path = typer.Argument(..., help="pipeline YAML whose variants name their models (`model:`)"),
+    stages: str = typer.Option(None, "--stages", help="comma-separated stages (default: all)"),
+    variants: str = typer.Option(None, "--variants", help="comma-separated variant names (default: all)"),
+    limit: int = typer.Option(None, "--limit", help="score only the first N labelled examples (quick check)"),
+    write: bool = typer.Option(False, "--write", help="write the measured accuracies into the spec file"),
+    threads: int = typer.Option(1, "--threads", help="math-library threads (1 avoids oversubscription)"),
+) -> None:
+    """Measure each variant's accuracy on the labelled data its adapter ships; optionally write it into the spec."""
+    from pipetune.profiler.accuracy import measure_accuracy, write_accuracies
+
+    if limit is not None and limit < 1:
+        raise PipetuneError("--limit must be >= 1")
+    if threads < 1:
+        raise PipetuneError("--threads must be >= 1")
+    from pipetune.models.base import pin_threads
+
+    pin_threads(threads)
+    pipeline = _load(spec)
+    results = measure_accuracy(pipeline, stages=_names(stages), variants=_names(variants), limit=limit)
+    declared = {(s.name, v.name): v.accuracy for s in pipeline.stages for v in s.variants}
+    t = Table(title=f"{pipeline.name}: accuracy on held-out labelled data")
+    for col in ("stage", "variant", "measured", "in spec", "n", "seconds"):
+        t.add_column(col)
+    for r in results:
+        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else f"[red]{r.error}[/]"
+        t.add_row(r.stage, r.variant, acc, f"{declared[(r.stage, r.variant)]:.4f}", str(r.n), f"{r.seconds:.1f}")
+    console.print(t)
+    if write:
+        if limit is not None:
+            raise PipetuneError("--write with --limit would store a subset's accuracy; drop --limit to write")
+        good = {(r.stage, r.variant): r.accuracy for r in results if r.accuracy is not None}
+        write_accuracies(spec, good)  # type: ignore[arg-type]
+        console.print(f"wrote {len(good)} accuracies into {spec}")
+    if any(r.accuracy is None for r in results):
+        raise typer.Exit(1)

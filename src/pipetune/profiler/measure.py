@@ -1,0 +1,225 @@
+"""Measure one variant at given batch sizes and cores, in a fresh subprocess pinned to those cores.
+
+What is measured, per (batch, cores) cell, after a warm-up:
+* the latency distribution of back-to-back batches (mean, p50, p95, p99) over at least `min_batches` batches
+  (fewer only when one batch is so slow that the per-cell budget runs out, never fewer than `floor_batches`);
+* the saturation throughput: items / wall time of that same back-to-back run, i.e. with the model kept busy
+  (IPA measured under a fixed ~20 RPS offered load, which caps throughput by the load);
+* the model's load time (construct + `load()`) and the process's peak resident memory (ru_maxrss).
+
+The subprocess is started with the OMP/MKL/OpenBLAS thread variables set to `cores`, pins itself to `cores`
+CPUs (sched_setaffinity) and calls `pin_threads(cores)` before it imports the model, so nothing leaks between
+cells or into the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pipetune.errors import PipetuneError
+from pipetune.models.base import THREAD_ENV_VARS
+from pipetune.profiles import ProfileRow
+
+
+class ProfilingError(PipetuneError):
+    """A variant could not be loaded or run; the message says which phase failed and why."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured cell. `row` is the ProfileTable form; the extra fields are kept for reports and plots."""
+
+    variant: str
+    batch: int
+    cores: int
+    latency_mean_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    latency_p99_s: float
+    throughput_rps: float
+    load_time_s: float
+    memory_mb: float
+    n_batches: int
+    wall_s: float
+    cpus: tuple[int, ...] = field(default=())
+
+    @property
+    def row(self) -> ProfileRow:
+        return ProfileRow(
+            variant=self.variant,
+            batch=self.batch,
+            cores=self.cores,
+            latency_mean_s=self.latency_mean_s,
+            latency_p50_s=self.latency_p50_s,
+            latency_p99_s=self.latency_p99_s,
+            throughput_rps=self.throughput_rps,
+            load_time_s=self.load_time_s,
+            memory_mb=self.memory_mb,
+            source="measured",
+        )
+
+
+def available_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def choose_cpus(cores: int, cpus: Sequence[int] | None = None) -> list[int]:
+    """The CPUs a `cores`-core measurement is pinned to: the first `cores` of those this process may use."""
+    pool = list(cpus) if cpus is not None else available_cpus()
+    if cores < 1:
+        raise ProfilingError(f"cores={cores} must be >= 1")
+    if cores > len(pool):
+        raise ProfilingError(
+            f"cores={cores} but only {len(pool)} CPU(s) are available here ({pool}); profile at most "
+            f"{len(pool)} core(s) and let the fitted scaling law extrapolate the rest"
+        )
+    return pool[:cores]
+
+
+def measure_variant(
+    adapter_factory: Callable[[], Any],
+    batches: Sequence[int],
+    cores: int,
+    *,
+    variant: str | None = None,
+    min_batches: int = 100,
+    budget_s: float = 5.0,
+    min_time_s: float = 0.5,
+    warmup_s: float = 0.3,
+    warmup_batches: int = 3,
+    floor_batches: int = 10,
+    max_batches: int = 20000,
+    cpus: Sequence[int] | None = None,
+    load_timeout_s: float = 300.0,
+    on_cell: Callable[[Measurement], None] | None = None,
+) -> list[Measurement]:
+    """Load the model once in a pinned subprocess and measure every batch size in `batches` (ascending).
+
+    `adapter_factory` is any picklable zero-argument callable returning a ModelAdapter (a `ModelRef`, a
+    module-level class, a `functools.partial` of one). `budget_s` bounds the timed phase of each cell.
+    Raises ProfilingError naming the failed phase; cells measured before a failure are passed to `on_cell`
+    as they arrive (so a caller can save them) and are lost only if the caller ignores them.
+    """
+    batches = sorted({int(b) for b in batches})
+    if not batches or batches[0] < 1:
+        raise ProfilingError(f"batches={batches}: give positive batch sizes, e.g. 1,2,4,8")
+    chosen = choose_cpus(cores, cpus)
+    name = variant or getattr(adapter_factory, "label", None) or getattr(adapter_factory, "__name__", "model")
+    job = {
+        "factory": adapter_factory,
+        "batches": batches,
+        "pool_size": max(64, 4 * batches[-1]),
+        "budget_s": float(budget_s),
+        "min_batches": int(min_batches),
+        "min_time_s": float(min(min_time_s, budget_s)),
+        "warmup_s": float(warmup_s),
+        "warmup_batches": int(warmup_batches),
+        "floor_batches": int(floor_batches),
+        "max_batches": int(max_batches),
+    }
+    with tempfile.TemporaryDirectory(prefix="pipetune-profile-") as tmp:
+        job_path, result_path = Path(tmp) / "job.pkl", Path(tmp) / "result.json"
+        try:
+            with open(job_path, "wb") as f:
+                pickle.dump({"cpus": chosen, "cores": cores}, f)
+                pickle.dump(job, f)
+        except Exception as e:  # noqa: BLE001
+            raise ProfilingError(
+                f"{name}: the adapter factory cannot be sent to the measuring process ({e}); use a module-level "
+                "class, a functools.partial of one, or a ModelRef"
+            ) from None
+        env = {**os.environ, **{v: str(cores) for v in THREAD_ENV_VARS}}
+        # Thread pool size must not follow the parent's: tokenizers and torch read these at import.
+        env["TOKENIZERS_PARALLELISM"] = "false"
+        env["HF_HUB_OFFLINE"] = "1"
+        # The child must import what the parent can (the factory is pickled by reference to its module).
+        paths = [str(Path(__file__).resolve().parents[2])] + [os.path.abspath(p or ".") for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
+        # A slow model is allowed its budget several times over (warm-up, floor batches), plus the load.
+        timeout = load_timeout_s + len(batches) * (4 * budget_s + 5 * warmup_s + 30)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipetune.profiler.worker", str(job_path), str(result_path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            stderr = ""
+            timed_out = True
+        else:
+            timed_out = False
+        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    out: list[Measurement] = []
+    for cell in result.get("cells", []):
+        m = _summarise(name, cores, cell, result)
+        out.append(m)
+        if on_cell:
+            on_cell(m)
+    if timed_out:
+        raise ProfilingError(f"{name} on {cores} core(s): the measurement ran past {timeout:.0f} s and was killed")
+    if "error" in result:
+        raise ProfilingError(f"{name} on {cores} core(s) failed in {result['error']}")
+    if proc.returncode != 0 or len(out) != len(batches):
+        tail = (stderr or "").strip().splitlines()[-3:]
+        raise ProfilingError(
+            f"{name} on {cores} core(s): the measuring process exited with code {proc.returncode} "
+            f"after {len(out)}/{len(batches)} cells; its last words: {' | '.join(tail) or '(none)'}"
+        )
+    return out
+
+
+def _summarise(variant: str, cores: int, cell: dict, result: dict) -> Measurement:
+    lat = np.asarray(cell["latencies_s"], float)
+    p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99]))
+    return Measurement(
+        variant=variant,
+        batch=int(cell["batch"]),
+        cores=cores,
+        latency_mean_s=float(lat.mean()),
+        latency_p50_s=p50,
+        latency_p95_s=p95,
+        latency_p99_s=max(p99, p50),
+        throughput_rps=float(cell["throughput_rps"]),
+        load_time_s=float(result.get("load_time_s", 0.0)),
+        memory_mb=float(cell["memory_mb"]),
+        n_batches=int(lat.size),
+        wall_s=float(cell["wall_s"]),
+        cpus=tuple(result.get("cpus") or ()),
+    )
+
+
+def profile_variant(
+    adapter_factory: Callable[[], Any],
+    batch: int,
+    cores: int,
+    *,
+    variant: str | None = None,
+    min_batches: int = 100,
+    budget_s: float = 5.0,
+    **kwargs: Any,
+) -> ProfileRow:
+    """Measure one (batch, cores) cell of a model in a fresh pinned subprocess; return its ProfileRow.
+
+    For several batch sizes of one model, `measure_variant` loads the model once and is cheaper.
+    """
+    (m,) = measure_variant(
+        adapter_factory, [batch], cores, variant=variant, min_batches=min_batches, budget_s=budget_s, **kwargs
+    )
+    return m.row

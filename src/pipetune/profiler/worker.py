@@ -1,0 +1,132 @@
+"""The measuring process: `python -m pipetune.profiler.worker JOB.pkl RESULT.json`.
+
+It runs in a fresh interpreter so that thread settings, CPU affinity and imported libraries never leak between
+measurements. Order matters: pin the CPUs and thread pools FIRST, then unpickle the job (which imports the
+model's modules), then build and load the model, then measure. The result file is rewritten after every cell,
+so a crash part-way still leaves the cells measured before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import resource
+import sys
+import time
+import traceback
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _write(path: str, result: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, path)
+
+
+def _fail(path: str, result: dict, phase: str, exc: BaseException) -> None:
+    result["error"] = f"{phase}: {type(exc).__name__}: {exc}"
+    result["traceback"] = traceback.format_exc(limit=8)
+    _write(path, result)
+
+
+def measure_batch(adapter, pool: list, batch: int, job: dict) -> dict:  # noqa: ANN001
+    """Warm up, then time back-to-back batches; return latencies and the saturation throughput."""
+    n_pool = len(pool)
+
+    def batches():
+        i = 0
+        while True:
+            start = (i * batch) % n_pool
+            yield [pool[(start + j) % n_pool] for j in range(batch)]
+            i += 1
+
+    gen = batches()
+    # Warm-up: lazy initialisation, allocator growth and caches settle before anything is timed.
+    t0 = time.perf_counter()
+    n_warm = 0
+    while n_warm < job["warmup_batches"] or (time.perf_counter() - t0) < job["warmup_s"]:
+        out = adapter.predict(next(gen))
+        if len(out) != batch:
+            raise ValueError(f"predict returned {len(out)} outputs for a batch of {batch}")
+        n_warm += 1
+        if time.perf_counter() - t0 > 5 * job["warmup_s"] + 1:
+            break
+    # Measurement: back-to-back batches keep the model busy, so items/wall-time is the saturation throughput.
+    lat: list[float] = []
+    budget, min_batches, max_batches = job["budget_s"], job["min_batches"], job["max_batches"]
+    start = time.perf_counter()
+    while True:
+        b = next(gen)
+        t = time.perf_counter()
+        adapter.predict(b)
+        lat.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - start
+        n = len(lat)
+        if n >= max_batches:
+            break
+        if n >= min_batches and elapsed >= job["min_time_s"]:
+            break
+        if elapsed >= budget and n >= job["floor_batches"]:
+            break  # slow cell: fewer batches than asked, but never fewer than the floor
+    wall = time.perf_counter() - start
+    return {
+        "batch": batch,
+        "latencies_s": lat,
+        "wall_s": wall,
+        "throughput_rps": batch * len(lat) / wall,
+        "warmup_batches": n_warm,
+        "memory_mb": _peak_rss_mb(),
+    }
+
+
+def main(job_path: str, result_path: str) -> int:
+    result: dict = {"cells": [], "pid": os.getpid()}
+    try:
+        with open(job_path, "rb") as f:
+            header = pickle.load(f)  # plain dict: cpus, cores (no imports needed)
+            cpus = header["cpus"]
+            if cpus and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, cpus)
+            result["cpus"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+            from pipetune.models.base import pin_threads
+
+            pin_threads(header["cores"])
+            job = pickle.load(f)  # the factory: unpickling imports the model's modules, now pinned
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the parent as a report
+        _fail(result_path, result, "setup", e)
+        return 1
+    try:
+        t = time.perf_counter()
+        adapter = job["factory"]()
+        adapter.load()
+        result["load_time_s"] = time.perf_counter() - t
+        result["memory_after_load_mb"] = _peak_rss_mb()
+        result["name"] = getattr(adapter, "name", "")
+    except BaseException as e:  # noqa: BLE001
+        _fail(result_path, result, "load", e)
+        return 1
+    try:
+        pool = adapter.sample_inputs(job["pool_size"])
+        if len(pool) == 0:
+            raise ValueError("sample_inputs returned no inputs")
+    except BaseException as e:  # noqa: BLE001
+        _fail(result_path, result, "sample_inputs", e)
+        return 1
+    _write(result_path, result)
+    for batch in job["batches"]:
+        try:
+            result["cells"].append(measure_batch(adapter, pool, batch, job))
+        except BaseException as e:  # noqa: BLE001
+            _fail(result_path, result, f"predict at batch {batch}", e)
+            return 1
+        _write(result_path, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
