@@ -173,7 +173,8 @@ def _load(path: str, objective: dict | None):
 
 def _cdf_quantiles(res: SimResult) -> list[float]:
     lat = np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf)
-    q = np.quantile(lat, CDF_LEVELS) if lat.size else np.full(CDF_LEVELS.size, np.nan)
+    with np.errstate(invalid="ignore"):  # levels that fall among the drops are inf
+        q = np.quantile(lat, CDF_LEVELS, method="inverted_cdf") if lat.size else np.full(CDF_LEVELS.size, np.nan)
     return [float(x) if math.isfinite(x) else None for x in q]
 
 
@@ -236,7 +237,8 @@ def calibrate_point(pipe, prof, task: dict) -> dict:
     pct = pipe.sla.percentile
     # Drops/failures count as infinitely late: the simulated SLA-percentile latency of all requests.
     allq = np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf)
-    sim_q = float(np.percentile(allq, pct)) if allq.size else float("nan")
+    with np.errstate(invalid="ignore"):
+        sim_q = float(np.percentile(allq, pct, method="inverted_cdf")) if allq.size else float("nan")
     return {"sim_p99_s": sim_q if math.isfinite(sim_q) else None,
             "sim_p99_completed_s": float(np.percentile(lat, pct)) if lat.size else None,
             "sim_violation_rate": m["sla_violation_rate"], "sla_s": pipe.sla.seconds,
@@ -306,11 +308,14 @@ def calibration_tasks(exp: Experiment, results: list[dict]) -> list[dict]:
              "seconds": cal.seconds, "seed": i, "system": sysname, **c} for i, c in enumerate(cands)]
 
 
-def run_pool(tasks: list[dict], workers: int, description: str, progress=None) -> list[dict]:
-    """Run tasks in `workers` processes (1: in this process) with a rich progress bar."""
+def run_pool(tasks: list[dict], workers: int, description: str, progress=None, pool=None) -> list[dict]:
+    """Run tasks in `workers` processes (1: in this process) with a rich progress bar; `pool` reuses an
+    executor (worker start-up and imports are paid once per experiment)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     results: list[dict] = []
+    if not tasks:
+        return results
     own = progress is None
     prog = progress or Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), transient=False)
@@ -318,16 +323,20 @@ def run_pool(tasks: list[dict], workers: int, description: str, progress=None) -
         prog.start()
     try:
         bar = prog.add_task(description, total=len(tasks))
-        if workers <= 1 or len(tasks) <= 1:
+        if workers <= 1 or len(tasks) <= 1 and pool is None:
             for t in tasks:
                 results.append(run_task(t))
                 prog.advance(bar)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futs = [pool.submit(run_task, t) for t in tasks]
+            ex = pool or ProcessPoolExecutor(max_workers=workers)
+            try:
+                futs = [ex.submit(run_task, t) for t in tasks]
                 for f in as_completed(futs):
                     results.append(f.result())
                     prog.advance(bar)
+            finally:
+                if pool is None:
+                    ex.shutdown()
     finally:
         if own:
             prog.stop()
@@ -345,9 +354,14 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     t0 = time.perf_counter()
     tasks = build_tasks(exp, out)
     (out / "logs").mkdir(exist_ok=True)
-    results = run_pool(tasks, workers, f"{exp.name}: runs", progress)
-    t_grid = time.perf_counter() - t0
-    cal = run_pool(calibration_tasks(exp, results), workers, f"{exp.name}: calibration", progress)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        results = run_pool(tasks, workers, f"{exp.name}: runs", progress, pool)
+        t_grid = time.perf_counter() - t0
+        cal = run_pool(calibration_tasks(exp, results), workers, f"{exp.name}: calibration", progress, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     wall = time.perf_counter() - t0
     from pipetune.spec import load_pipeline
 

@@ -141,7 +141,8 @@ class SimResult:
 class Simulator(Backend):
     """Discrete-event simulation of a pipeline under a configuration that the adapter may change."""
 
-    def __init__(self, pipeline, profiles, arrivals, initial: dict[str, StageConfig], settings: SimSettings | None = None):
+    def __init__(self, pipeline, profiles, arrivals, initial: dict[str, StageConfig],
+                 settings: SimSettings | None = None, record_batches: bool = False):
         self.pipeline = pipeline
         self.profiles = profiles
         self.settings = s = settings or SimSettings()
@@ -217,6 +218,9 @@ class Simulator(Backend):
         self.cost_cores: list[float] = [0.0]
         self.events: list[dict] = []
         self._closed = False
+        # Optional audit trail (tests, debugging): one (start, stage, variant, replica state, replica id, k,
+        # service) tuple per batch started. None keeps the hot path free of it.
+        self.batch_log: list | None = [] if record_batches else None
         self._dispatch = self._make_dispatch()
 
         missing = [n for n in names if n not in initial]
@@ -447,6 +451,7 @@ class Simulator(Backend):
         timer_set, seq = self._timer_set, self._seq
         hpush = heapq.heappush
         wait_s, drop_s = self.wait_s, self.drop_s
+        blog = self.batch_log
 
         def dispatch(s: int, now: float) -> None:
             q = queues[s]
@@ -478,6 +483,8 @@ class Simulator(Backend):
                     continue
                 sh, sc, draw, _ = rep.dists[len(batch)]
                 svc = sh + sc * draw()
+                if blog is not None:
+                    blog.append((now, s, rep.gen.variant, rep.state, id(rep), len(batch), svc))
                 rep.busy = True
                 hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
 
@@ -586,6 +593,8 @@ class Simulator(Backend):
                     rep.state = READY
                     gen = rep.gen
                     gen.loading -= 1
+                    self.events.append({"t": t, "event": "ready", "stage": self.names[s], "variant": gen.variant,
+                                        "replica": id(rep)})
                     idle[s].append(rep)
                     if gen is self.pending[s] and gen.loading == 0:
                         self._promote(s, t)
