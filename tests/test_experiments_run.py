@@ -84,3 +84,13 @@ def test_paper_windows_load_from_shared():
                             "settings": {"shared_dir": str(SHARED)}})
     counts = workload_counts(exp.workloads[0], exp)
     assert counts.size == 1200 and 20 < counts.mean() < 40  # IPA's window divided by 8
+
+
+def test_several_pipelines_make_one_grid():
+    from pipetune.experiments.runner import build_tasks
+
+    exp = parse_experiment({**SMALL, "pipeline": ["example:synthetic", "example:synthetic"], "ablation": None,
+                            "sweep": None})
+    tasks = build_tasks(exp, None)
+    assert {t["pipeline"] for t in tasks} == {"synthetic", "synthetic-1"}
+    assert len(tasks) == 2 * 2 * 2

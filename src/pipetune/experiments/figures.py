@@ -27,9 +27,13 @@ def _mean_over_seeds(runs: list[dict], key: str) -> np.ndarray:
     return np.nanmean(np.stack([c[:n] for c in cols]), axis=0) if len(cols) > 1 else cols[0]
 
 
-def fig8_grid(data: dict, path: Path) -> Path:
+def _runs(data: dict, kind: str, pipe: str | None) -> list[dict]:
+    return [r for r in data["runs"] if r["kind"] == kind and (pipe is None or r.get("pipeline") == pipe)]
+
+
+def fig8_grid(data: dict, path: Path, pipe: str | None = None) -> Path:
     """IPA Figure 8: per workload (column), load / cost / accuracy over time (rows), one line per system."""
-    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    grid = _runs(data, "grid", pipe)
     workloads = [w["name"] for w in data["experiment"]["workloads"]]
     systems = [s["name"] for s in data["experiment"]["systems"]]
     fig, axes = plt.subplots(3, len(workloads), figsize=(3.6 * len(workloads), 6.4), squeeze=False, sharex="col")
@@ -50,19 +54,19 @@ def fig8_grid(data: dict, path: Path) -> Path:
     axes[1, 0].set_ylabel("cost (cores)")
     axes[2, 0].set_ylabel("accuracy (PAS)")
     axes[1, -1].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{data['experiment']['name']}: cost and accuracy over time", fontsize=10)
+    fig.suptitle(f"{pipe or data['experiment']['name']}: cost and accuracy over time", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def latency_cdf(data: dict, path: Path) -> Path:
+def latency_cdf(data: dict, path: Path, pipe: str | None = None) -> Path:
     """Empirical end-to-end latency CDF per workload and system; drops count as never finishing."""
-    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    grid = _runs(data, "grid", pipe)
     workloads = [w["name"] for w in data["experiment"]["workloads"]]
     systems = [s["name"] for s in data["experiment"]["systems"]]
-    sla = _sla(data)
+    sla = grid[0]["sla_s"] if grid else None
     fig, axes = plt.subplots(1, len(workloads), figsize=(3.4 * len(workloads), 2.9), squeeze=False)
     for j, w in enumerate(workloads):
         ax = axes[0, j]
@@ -76,7 +80,7 @@ def latency_cdf(data: dict, path: Path) -> Path:
         if sla:
             ax.axvline(sla, color="red", ls="--", lw=1, label="SLA")
         ax.set_xscale("log")
-        ax.set_title(w, fontsize=9)
+        ax.set_title(f"{pipe + ': ' if pipe else ''}{w}", fontsize=9)
         ax.set_xlabel("latency (s)")
         ax.set_ylim(0, 1.01)
     axes[0, 0].set_ylabel("fraction of requests")
@@ -87,8 +91,8 @@ def latency_cdf(data: dict, path: Path) -> Path:
     return path
 
 
-def ablation(data: dict, path: Path) -> Path | None:
-    runs = [r for r in data["runs"] if r["kind"] == "ablation"]
+def ablation(data: dict, path: Path, pipe: str | None = None) -> Path | None:
+    runs = _runs(data, "ablation", pipe)
     if not runs:
         return None
     workloads = list(dict.fromkeys(r["workload"] for r in runs))
@@ -109,15 +113,15 @@ def ablation(data: dict, path: Path) -> Path | None:
         ax.set_xticks(x, workloads, fontsize=8)
         ax.set_ylabel(lab)
     axes[0].legend(fontsize=7)
-    fig.suptitle("predictor ablation (ipa policy)", fontsize=10)
+    fig.suptitle(f"{pipe + ': ' if pipe else ''}predictor ablation (ipa policy)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def sweep(data: dict, path: Path) -> Path | None:
-    runs = [r for r in data["runs"] if r["kind"] == "sweep"]
+def sweep(data: dict, path: Path, pipe: str | None = None) -> Path | None:
+    runs = _runs(data, "sweep", pipe)
     if not runs:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -130,7 +134,7 @@ def sweep(data: dict, path: Path) -> Path | None:
     fig.colorbar(sc, ax=ax, label="SLA violations (%)")
     ax.set_xlabel("mean cores")
     ax.set_ylabel("mean PAS")
-    ax.set_title(f"objective preference sweep (α, β) on {runs[0]['workload']}", fontsize=9)
+    ax.set_title(f"{pipe + ': ' if pipe else ''}objective sweep (α, β) on {runs[0]['workload']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -138,47 +142,51 @@ def sweep(data: dict, path: Path) -> Path | None:
 
 
 def calibration(data: dict, path: Path) -> Path | None:
+    """Planner-predicted vs simulated p99 (both / SLA) of ipa's plans held at their planned rate."""
     cal = [c for c in data.get("calibration", []) if c.get("predicted_p99_s")]
     if not cal:
         return None
-    pred = np.array([c["predicted_p99_s"] for c in cal])
-    sim = np.array([c["sim_p99_s"] if c["sim_p99_s"] is not None else np.nan for c in cal])
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3))
-    ax = axes[0]
-    ax.scatter(pred, np.where(np.isfinite(sim), sim, np.nanmax(np.r_[sim, pred]) * 1.5), s=14)
-    lim = [0, max(np.nanmax(pred), np.nanmax(np.r_[sim[np.isfinite(sim)], [0]])) * 1.1]
-    ax.plot(lim, lim, color="0.5", lw=1, label="simulated = predicted")
-    sla = _sla(data)
-    if sla:
-        ax.axhline(sla, color="red", ls="--", lw=1, label="SLA")
-    ax.set_xlabel("planner-predicted p99 (s)")
-    ax.set_ylabel("simulated p99 (s)")
-    ax.legend(fontsize=7)
-    ratio = sim / pred
-    ax = axes[1]
-    ax.hist(ratio[np.isfinite(ratio)], bins=20, color="C1")
-    ax.axvline(1.0, color="0.3", lw=1)
-    ax.set_xlabel("simulated / predicted p99")
-    ax.set_ylabel("plans")
-    fig.suptitle("planner calibration: ipa plans held at their planned rate", fontsize=10)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    pipes = list(dict.fromkeys(c.get("pipeline", "") for c in cal))
+    allr = []
+    for k, pipe in enumerate(pipes):
+        cs = [c for c in cal if c.get("pipeline", "") == pipe]
+        sla = np.array([c["sla_s"] for c in cs])
+        pred = np.array([c["predicted_p99_s"] for c in cs]) / sla
+        sim = np.array([c["sim_p99_s"] if c["sim_p99_s"] is not None else np.inf for c in cs]) / sla
+        axes[0].scatter(pred, np.minimum(sim, 2.0), s=14, label=pipe or None, color=f"C{k}")
+        allr += list(sim * sla / (pred * sla))
+    axes[0].plot([0, 1.1], [0, 1.1], color="0.5", lw=1, label="simulated = predicted")
+    axes[0].axhline(1.0, color="red", ls="--", lw=1, label="SLA")
+    axes[0].set_xlabel("planner-predicted p99 / SLA")
+    axes[0].set_ylabel("simulated p99 / SLA (capped at 2)")
+    axes[0].legend(fontsize=6)
+    r = np.array(allr)
+    axes[1].hist(np.minimum(r[np.isfinite(r)], 3.0), bins=24, color="C1")
+    axes[1].axvline(1.0, color="0.3", lw=1)
+    axes[1].set_xlabel("simulated / predicted p99")
+    axes[1].set_ylabel("plans")
+    fig.suptitle("planner calibration: ipa plans held at their planned rate (steady Poisson)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def _sla(data: dict) -> float | None:
-    for r in data.get("calibration", []):
-        return r.get("sla_s")
-    return data.get("sla_s")
-
-
 def all_figures(data: dict, out: Path) -> dict[str, Path]:
-    figs = {}
-    figs["grid"] = fig8_grid(data, out / "sim-grid.png")
-    figs["cdf"] = latency_cdf(data, out / "sim-latency-cdf.png")
-    for name, fn in (("ablation", ablation), ("sweep", sweep), ("calibration", calibration)):
-        p = fn(data, out / f"sim-{name}.png")
-        if p:
-            figs[name] = p
+    """Every figure; with several pipelines, one grid/CDF/ablation/sweep figure per pipeline."""
+    pipes = list(data.get("pipelines", {})) or [None]
+    figs: dict[str, Path] = {}
+    for pipe in pipes:
+        sfx = f"-{pipe}" if pipe and len(pipes) > 1 else ""
+        key = f" ({pipe})" if sfx else ""
+        figs[f"grid{key}"] = fig8_grid(data, out / f"sim-grid{sfx}.png", pipe)
+        figs[f"cdf{key}"] = latency_cdf(data, out / f"sim-latency-cdf{sfx}.png", pipe)
+        for name, fn in (("ablation", ablation), ("sweep", sweep)):
+            p = fn(data, out / f"sim-{name}{sfx}.png", pipe)
+            if p:
+                figs[f"{name}{key}"] = p
+    p = calibration(data, out / "sim-calibration.png")
+    if p:
+        figs["calibration"] = p
     return figs

@@ -30,13 +30,21 @@ def system_table(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def pipeline_table(runs: list[dict]) -> list[dict]:
+    out = []
+    for pipe in dict.fromkeys(r.get("pipeline", "") for r in runs):
+        for row in system_table([r for r in runs if r.get("pipeline", "") == pipe]):
+            out.append({"pipeline": pipe, **row})
+    return out
+
+
 def workload_table(runs: list[dict]) -> list[dict]:
     by = defaultdict(list)
-    for r in runs:
-        by[(r["workload"], r["system"])].append(r["summary"])
+    for r in sorted(runs, key=lambda r: (r.get("pipeline", ""), r["workload"])):
+        by[(r.get("pipeline", ""), r["workload"], r["system"])].append(r["summary"])
     out = []
-    for (w, s), ms in by.items():
-        out.append({"workload": w, "system": s,
+    for (pipe, w, s), ms in by.items():
+        out.append({"pipeline": pipe, "workload": w, "system": s,
                     **{c: float(np.nanmean([m[c] for m in ms])) for c in ("sla_violation_rate", "mean_cores",
                                                                          "pas_mean", "latency_p99_s")}})
     return out
@@ -109,22 +117,23 @@ def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
     with open(out / "results.csv", "w", newline="") as f:
         keys = list(runs[0]["summary"]) if runs else []
         w = csv.writer(f)
-        w.writerow(["kind", "workload", "system", "policy", "predictor", "seed", *keys, "wall_s"])
-        for r in sorted(runs, key=lambda r: (r["kind"], r["workload"], r["system"], r["seed"])):
-            w.writerow([r["kind"], r["workload"], r["system"], r["policy"], r["predictor"], r["seed"],
+        w.writerow(["pipeline", "kind", "workload", "system", "policy", "predictor", "seed", *keys, "wall_s"])
+        for r in sorted(runs, key=lambda r: (r["pipeline"], r["kind"], r["workload"], r["system"], r["seed"])):
+            w.writerow([r["pipeline"], r["kind"], r["workload"], r["system"], r["policy"], r["predictor"], r["seed"],
                         *[r["summary"][k] for k in keys], f"{r['wall_s']:.3f}"])
     with open(out / "intervals.csv", "w", newline="") as f:
         w = csv.writer(f)
         cols = list(runs[0]["intervals"]) if runs else []
-        w.writerow(["kind", "workload", "system", "seed", *cols])
+        w.writerow(["pipeline", "kind", "workload", "system", "seed", *cols])
         for r in runs:
             iv = r["intervals"]
             for i in range(len(iv[cols[0]])):
-                w.writerow([r["kind"], r["workload"], r["system"], r["seed"], *[iv[c][i] for c in cols]])
+                w.writerow([r["pipeline"], r["kind"], r["workload"], r["system"], r["seed"], *[iv[c][i] for c in cols]])
     if data.get("calibration"):
         with open(out / "calibration.csv", "w", newline="") as f:
             w = csv.writer(f)
-            cols = ["workload", "rps", "predicted_p99_s", "sim_p99_s", "ratio", "sim_violation_rate", "configs"]
+            cols = ["pipeline", "workload", "rps", "sla_s", "predicted_p99_s", "sim_p99_s", "ratio",
+                    "sim_violation_rate", "configs"]
             w.writerow(cols)
             for c in data["calibration"]:
                 w.writerow([*(c.get(k) for k in cols[:-1]), json.dumps(c["configs"], sort_keys=True)])
@@ -137,53 +146,83 @@ def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
     return figs
 
 
+TITLES = {"grid": "Cost and accuracy over time (IPA Figure 8 style)", "cdf": "End-to-end latency CDF",
+          "ablation": "Predictor ablation", "sweep": "Objective preference sweep (α, β)",
+          "calibration": "Planner calibration"}
+
+
 def write_report(data: dict, out: Path, figs: dict) -> None:
     exp = data["experiment"]
     grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    pipes = list(data.get("pipelines", {}))
+    multi = len(pipes) > 1
     systems = system_table(grid)
+    per_p = pipeline_table(grid)
     per_w = workload_table(grid)
     cal = calibration_summary(data.get("calibration", []))
     find = findings(systems)
     pct = {"sla_violation_rate", "drop_rate", "late_rate"}
     cols = ["system", "runs", *SUMMARY_COLS]
-    wcols = ["workload", "system", "sla_violation_rate", "mean_cores", "pas_mean", "latency_p99_s"]
+    pcols = ["pipeline", "system", "sla_violation_rate", "drop_rate", "late_rate", "mean_cores", "pas_mean",
+             "latency_p99_s", "switches"]
+    wcols = (["pipeline"] if multi else []) + ["workload", "system", "sla_violation_rate", "mean_cores", "pas_mean",
+                                               "latency_p99_s"]
     n_runs = len(data["runs"])
-    md = [f"# Experiment: {exp['name']}", "", exp.get("description", "").strip(), "",
-          f"Pipeline: `{Path(data['pipeline_path']).name}` ({data['pipeline_path'].split('/src/')[-1]}); "
-          f"workloads: {', '.join(w['name'] for w in exp['workloads'])}; seeds: {exp['seeds']}; "
-          f"{n_runs} simulated runs + {len(data.get('calibration', []))} calibration points in "
-          f"{data['wall_s']:.1f} s wall on {data['workers']} worker processes.", "",
-          "SLA violation = dropped + failed + completed after the SLA. Cost = mean cores held (loading and "
-          "draining replicas included). Accuracy = PAS as served (product of the accuracies of the variants each "
-          "request actually passed through).", "",
-          "## Summary per system (mean over workloads and seeds)", "", _md_table(systems, cols, pct)]
+    where = ", ".join(f"`{k}` ({Path(v).as_posix().split('/src/')[-1]})" for k, v in data.get("pipelines", {}).items())
+    intro = (f"Pipelines: {where}; workloads: {', '.join(w['name'] for w in exp['workloads'])}; seeds: "
+             f"{exp['seeds']}; {n_runs} simulated runs + {len(data.get('calibration', []))} calibration points in "
+             f"{data['wall_s']:.1f} s wall ({data.get('grid_wall_s', data['wall_s']):.1f} s for the runs) on "
+             f"{data['workers']} worker processes.")
+    defs = ("SLA violation = dropped + failed + completed after the SLA. Cost = mean cores held (loading and "
+            "draining replicas included). Accuracy = PAS as served (product of the accuracies of the variants each "
+            "request actually passed through).")
+    md = [f"# Experiment: {exp['name']}", "", exp.get("description", "").strip(), "", intro, "", defs, "",
+          "## Summary per system (mean over pipelines, workloads and seeds)", "", _md_table(systems, cols, pct)]
     if find:
         md += ["## IPA's qualitative result, checked", "", *[f"- {x}" for x in find], ""]
+    if multi:
+        md += ["## Per pipeline", "", _md_table(per_p, pcols, pct)]
+        for pipe in pipes:
+            f = findings([r for r in per_p if r["pipeline"] == pipe])
+            md += [f"- **{pipe}**: " + " ".join(f)] if f else []
+        md += [""]
+    notes = data.get("notes") or []
+    if notes:
+        md += ["## Where and why ours differs", "", *[f"- {x}" for x in notes], ""]
     md += ["## Per workload", "", _md_table(per_w, wcols, pct)]
-    titles = {"grid": "Cost and accuracy over time (IPA Figure 8 style)", "cdf": "End-to-end latency CDF",
-              "ablation": "Predictor ablation", "sweep": "Objective preference sweep (α, β)",
-              "calibration": "Planner calibration"}
+    cal_text = ""
+    if cal:
+        cal_text = (f"{cal['plans']} distinct plans of the ipa system, each held fixed at its planned rate (steady "
+                    f"Poisson): simulated/predicted p99 median {_fmt(cal['ratio_median'])}, p90 "
+                    f"{_fmt(cal['ratio_p90'])}, max {_fmt(cal['ratio_max'])}; under-predicted in "
+                    f"{_fmt(cal['under_predicted_share'], True)} of plans; SLA violations mean "
+                    f"{_fmt(cal['sla_violation_rate_mean'], True)}, max {_fmt(cal['sla_violation_rate_max'], True)} "
+                    f"({cal['plans_over_1pct']} plans over 1%).")
     for k, p in figs.items():
-        md += [f"## {titles[k]}", "", f"![{k}]({Path(p).name})", ""]
-        if k == "calibration" and cal:
-            md += [f"{cal['plans']} distinct plans of the ipa system, each held fixed at its planned rate "
-                   f"(steady Poisson): simulated/predicted p{'99'} median {_fmt(cal['ratio_median'])}, p90 "
-                   f"{_fmt(cal['ratio_p90'])}, max {_fmt(cal['ratio_max'])}; under-predicted in "
-                   f"{_fmt(cal['under_predicted_share'], True)} of plans; SLA violations mean "
-                   f"{_fmt(cal['sla_violation_rate_mean'], True)}, max {_fmt(cal['sla_violation_rate_max'], True)}.",
-                   ""]
+        base = k.split(" (")[0]
+        md += [f"## {TITLES[base]}{k[len(base):]}", "", f"![{k}]({Path(p).name})", ""]
+        if base == "calibration" and cal_text:
+            md += [cal_text, ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
     body = [f"<h1>Experiment: {html.escape(exp['name'])}</h1>", f"<p>{html.escape(exp.get('description', ''))}</p>",
-            f"<p>{n_runs} runs in {data['wall_s']:.1f} s on {data['workers']} processes. SLA violation = dropped + "
-            "failed + late; cost = mean cores held (loading and draining included); accuracy = PAS as served.</p>",
-            "<h2>Summary per system</h2>", _html_table(systems, cols, pct)]
+            f"<p>{html.escape(intro)}</p><p>{html.escape(defs)}</p>", "<h2>Summary per system</h2>",
+            _html_table(systems, cols, pct)]
     if find:
-        body += ["<h2>IPA's qualitative result, checked</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in find] + ["</ul>"]
+        body += ["<h2>IPA's qualitative result, checked</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in find]
+        body += ["</ul>"]
+    if multi:
+        body += ["<h2>Per pipeline</h2>", _html_table(per_p, pcols, pct)]
+    if notes:
+        body += ["<h2>Where and why ours differs</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes] + ["</ul>"]
     body += ["<h2>Per workload</h2>", _html_table(per_w, wcols, pct)]
     for k, p in figs.items():
-        body += [f"<h2>{html.escape(titles[k])}</h2>", f'<img src="{Path(p).name}" style="max-width:100%">']
-    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
+        base = k.split(" (")[0]
+        body += [f"<h2>{html.escape(TITLES[base] + k[len(base):])}</h2>",
+                 f'<img src="{Path(p).name}" style="max-width:100%">']
+        if base == "calibration" and cal_text:
+            body += [f"<p>{html.escape(cal_text)}</p>"]
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}")
     (out / "report.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(exp['name'])}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

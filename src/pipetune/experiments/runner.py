@@ -207,7 +207,7 @@ def run_task(task: dict) -> dict:
             seen.add(key)
             plans.append({"rps": d.predicted_rps, "configs": d.configs, "predicted_p99_s": d.predicted_p99_s})
     return {
-        "kind": task["kind"], "workload": task["workload"], "system": task["system"], "seed": task["seed"],
+        "kind": task["kind"], "pipeline": task["pipeline"], "sla_s": pipe.sla.seconds, "workload": task["workload"], "system": task["system"], "seed": task["seed"],
         "policy": task["policy"], "predictor": task["predictor_label"], "objective": task.get("objective"),
         "summary": out.summary,
         "intervals": {k: [None if (isinstance(x, float) and math.isnan(x)) else float(x) for x in v]
@@ -247,65 +247,73 @@ def calibrate_point(pipe, prof, task: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------- grids
 def build_tasks(exp: Experiment, out_dir: Path | None = None, logs: bool = True) -> list[dict]:
-    pipe_path = str(exp.pipeline_path())
     settings = exp.settings.model_dump()
     counts = {w.name: workload_counts(w, exp) for w in exp.workloads}
+    paths = exp.pipeline_paths()
     tasks: list[dict] = []
 
     def label(p) -> str:
         return p if isinstance(p, str) else str(p.get("name", p))
 
-    def add(kind, wname, sysname, policy, predictor, seed, params=None, objective=None):
+    def add(pipe, kind, wname, sysname, policy, predictor, seed, params=None, objective=None):
         logpath = None
         if out_dir is not None and logs:
-            safe = f"{kind}-{wname}-{sysname}-s{seed}".replace("/", "_").replace(" ", "_")
+            safe = f"{pipe}-{kind}-{wname}-{sysname}-s{seed}".replace("/", "_").replace(" ", "_")
             logpath = str(out_dir / "logs" / f"{safe}.jsonl")
         tasks.append({
-            "kind": kind, "pipeline_path": pipe_path, "workload": wname, "system": sysname, "policy": policy,
-            "predictor": predictor, "predictor_label": label(predictor), "seed": seed, "params": params or {},
-            "objective": objective, "settings": settings, "counts": counts[wname].tolist(), "log": logpath,
+            "kind": kind, "pipeline": pipe, "pipeline_path": str(paths[pipe]), "workload": wname,
+            "system": sysname, "policy": policy, "predictor": predictor, "predictor_label": label(predictor),
+            "seed": seed, "params": params or {}, "objective": objective, "settings": settings,
+            "counts": counts[wname].tolist(), "log": logpath,
         })
 
-    for w in exp.workloads:
-        for s in exp.systems:
-            for seed in exp.seeds:
-                add("grid", w.name, s.name, s.policy, s.predictor, seed, s.params)
-    if exp.ablation:
-        for wname in exp.ablation.workloads or [w.name for w in exp.workloads]:
-            for p in exp.ablation.predictors:
-                add("ablation", wname, f"{exp.ablation.policy}+{label(p)}", exp.ablation.policy, p, exp.seeds[0])
-    if exp.sweep:
-        wname = exp.sweep.workload or exp.workloads[0].name
-        for a in exp.sweep.alpha:
-            for b in exp.sweep.beta:
-                add("sweep", wname, f"a={a:g},b={b:g}", exp.sweep.policy, exp.sweep.predictor, exp.seeds[0],
-                    objective={"alpha": a, "beta": b})
-    # The biggest runs first keeps both workers busy to the end.
+    for pipe in paths:
+        for w in exp.workloads:
+            for s in exp.systems:
+                for seed in exp.seeds:
+                    add(pipe, "grid", w.name, s.name, s.policy, s.predictor, seed, s.params)
+        if exp.ablation:
+            for wname in exp.ablation.workloads or [w.name for w in exp.workloads]:
+                for p in exp.ablation.predictors:
+                    add(pipe, "ablation", wname, f"{exp.ablation.policy}+{label(p)}", exp.ablation.policy, p,
+                        exp.seeds[0])
+        if exp.sweep:
+            wname = exp.sweep.workload or exp.workloads[0].name
+            for a in exp.sweep.alpha:
+                for b in exp.sweep.beta:
+                    add(pipe, "sweep", wname, f"a={a:g},b={b:g}", exp.sweep.policy, exp.sweep.predictor,
+                        exp.seeds[0], objective={"alpha": a, "beta": b})
+    # The biggest runs first keeps every worker busy to the end.
     tasks.sort(key=lambda t: -float(np.sum(t["counts"])))
     return tasks
 
 
 def calibration_tasks(exp: Experiment, results: list[dict]) -> list[dict]:
+    """Distinct plans of the ipa system (per pipeline, at most `samples`), to re-simulate at steady load."""
     if exp.calibration is None:
         return []
     cal = exp.calibration
     sysname = cal.system or next((s.name for s in exp.systems if s.policy == "ipa"), None)
     if sysname is None:
         return []
-    cands, seen = [], set()
-    for r in results:
-        if r["kind"] != "grid" or r["system"] != sysname:
-            continue
-        for p in r["plans"]:
-            key = (json.dumps(p["configs"], sort_keys=True), round(p["rps"], 1))
-            if key not in seen and p["rps"] > 0:
-                seen.add(key)
-                cands.append({**p, "workload": r["workload"]})
-    rng = np.random.default_rng(0)
-    if len(cands) > cal.samples:
-        cands = [cands[i] for i in sorted(rng.choice(len(cands), cal.samples, replace=False))]
-    return [{"kind": "calibration", "pipeline_path": str(exp.pipeline_path()), "settings": exp.settings.model_dump(),
-             "seconds": cal.seconds, "seed": i, "system": sysname, **c} for i, c in enumerate(cands)]
+    out = []
+    for pipe, path in exp.pipeline_paths().items():
+        cands, seen = [], set()
+        for r in results:
+            if r["kind"] != "grid" or r["system"] != sysname or r["pipeline"] != pipe:
+                continue
+            for p in r["plans"]:
+                key = (json.dumps(p["configs"], sort_keys=True), round(p["rps"], 1))
+                if key not in seen and p["rps"] > 0:
+                    seen.add(key)
+                    cands.append({**p, "workload": r["workload"]})
+        rng = np.random.default_rng(0)
+        if len(cands) > cal.samples:
+            cands = [cands[i] for i in sorted(rng.choice(len(cands), cal.samples, replace=False))]
+        out += [{"kind": "calibration", "pipeline": pipe, "pipeline_path": str(path),
+                 "settings": exp.settings.model_dump(), "seconds": cal.seconds, "seed": i, "system": sysname, **c}
+                for i, c in enumerate(cands)]
+    return out
 
 
 def run_pool(tasks: list[dict], workers: int, description: str, progress=None, pool=None) -> list[dict]:
@@ -365,8 +373,10 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     wall = time.perf_counter() - t0
     from pipetune.spec import load_pipeline
 
-    sla_s = load_pipeline(exp.pipeline_path(), check_profiles=False).sla.seconds
-    data = {"experiment": exp.model_dump(mode="json"), "pipeline_path": str(exp.pipeline_path()), "sla_s": sla_s,
+    paths = exp.pipeline_paths()
+    slas = {k: load_pipeline(p, check_profiles=False).sla.seconds for k, p in paths.items()}
+    data = {"experiment": exp.model_dump(mode="json"), "pipelines": {k: str(p) for k, p in paths.items()},
+            "sla_s": slas,
             "runs": results, "calibration": cal, "wall_s": wall, "grid_wall_s": t_grid, "workers": workers}
     write_outputs(data, out, figures=figures)
     return data

@@ -111,7 +111,9 @@ class Calibration(_Strict):
 class Experiment(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
-    pipeline: str = Field(description="example:NAME or a path to a pipeline YAML relative to this file")
+    pipeline: str | list[str] = Field(
+        description="example:NAME or a path to a pipeline YAML relative to this file; a list runs the grid on each"
+    )
     workloads: list[Workload] = Field(min_length=1)
     systems: list[System] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -123,6 +125,8 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _names(self) -> Experiment:
+        if isinstance(self.pipeline, list) and not self.pipeline:
+            raise ValueError("pipeline: the list is empty; name at least one pipeline")
         for what, items in (("workloads", self.workloads), ("systems", self.systems)):
             names = [x.name for x in items]
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -137,15 +141,34 @@ class Experiment(_Strict):
                 raise ValueError(f"ablation.workloads {bad} are not workloads; known: {sorted(known)}")
         return self
 
+    @property
+    def pipeline_refs(self) -> list[str]:
+        return [self.pipeline] if isinstance(self.pipeline, str) else list(self.pipeline)
+
+    def pipeline_paths(self) -> dict[str, Path]:
+        """label -> pipeline YAML; the label is the pipeline's folder name (e.g. video, synthetic)."""
+        out: dict[str, Path] = {}
+        for ref in self.pipeline_refs:
+            path = self._resolve_pipeline(ref)
+            label = path.parent.name
+            if label in out:
+                label = f"{label}-{len(out)}"
+            out[label] = path
+        return out
+
     def pipeline_path(self) -> Path:
-        if self.pipeline.startswith("example:"):
-            name = self.pipeline.split(":", 1)[1]
+        """The first (or only) pipeline's YAML."""
+        return next(iter(self.pipeline_paths().values()))
+
+    def _resolve_pipeline(self, ref: str) -> Path:
+        if ref.startswith("example:"):
+            name = ref.split(":", 1)[1]
             path = EXAMPLES_DIR / name / "pipeline.yaml"
             if not path.exists():
                 have = sorted(p.parent.relative_to(EXAMPLES_DIR).as_posix() for p in EXAMPLES_DIR.rglob("pipeline.yaml"))
                 raise ExperimentError(f"pipeline: no bundled example {name!r}; bundled: {have}")
             return path
-        p = Path(self.pipeline)
+        p = Path(ref)
         if not p.is_absolute() and self.base_dir:
             p = Path(self.base_dir) / p
         if not p.exists():
