@@ -11,6 +11,7 @@ forecaster of IPA's target would say. The oracle exists to separate planner erro
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class Decision:
     observed_rps: float  # mean arrivals/s over the last interval
     observed_peak_rps: float  # max per-second count over the last interval
     predicted_rps: float
+    planned_rps: float  # the rate planned for: the prediction, rounded up to `rps_quantum` when set
     policy: str
     feasible: bool
     binding: str | None
@@ -121,6 +123,7 @@ class Adapter:
         log: str | Path | IO[str] | None = None,
         future_counts: np.ndarray | None = None,
         planner: Callable | None = None,
+        rps_quantum: float = 0.0,
     ):
         if not interval_s > 0:
             raise PipetuneError(f"interval_s={interval_s} must be > 0 seconds (IPA uses 10)")
@@ -131,6 +134,9 @@ class Adapter:
         self.interval_s = float(interval_s)
         self.profiles = profiles
         self.policy_params = dict(policy_params or {})
+        if not rps_quantum >= 0:
+            raise PipetuneError(f"rps_quantum={rps_quantum} must be >= 0 (0: plan for the predicted rate as is)")
+        self.rps_quantum = float(rps_quantum)
         self.decisions: list[Decision] = []
         self.plans: list = []  # the Plan/Infeasible objects, for calibration
         self._own_log = False
@@ -163,8 +169,11 @@ class Adapter:
             raise PipetuneError(f"predictor {getattr(self.predictor, 'name', self.predictor)!r} returned {pred}; "
                                 "a prediction must be a finite rate >= 0")
         current = self._target or obs.in_effect
+        # Planning for the prediction rounded UP to a grid trades a little capacity for fewer distinct
+        # questions (plans are memoised by rate) and fewer flip-flops between near-equal plans.
+        planned = math.ceil(pred / self.rps_quantum - 1e-9) * self.rps_quantum if self.rps_quantum else pred
         t0 = time.perf_counter()
-        result = self.plan(pred, current)
+        result = self.plan(planned, current)
         solve = time.perf_counter() - t0
         configs = result.configs
         changed = [s for s, c in configs.items() if current.get(s) != c]
@@ -175,7 +184,7 @@ class Adapter:
         plan = result if result.feasible else result.fallback
         d = Decision(
             t=obs.now, observed_rps=float(recent.mean()), observed_peak_rps=float(recent.max()),
-            predicted_rps=pred, policy=self.policy, feasible=bool(result.feasible),
+            predicted_rps=pred, planned_rps=planned, policy=self.policy, feasible=bool(result.feasible),
             binding=None if result.feasible else result.binding,
             configs={s: _cfg(c) for s, c in configs.items()}, objective=float(plan.objective),
             objective_terms={k2: float(v) for k2, v in plan.objective_terms.items()}, pas=float(plan.pas),

@@ -113,7 +113,7 @@ def simulate(
     )
     adapter = Adapter(sim, pipeline, policy=policy, predictor=predictor, interval_s=settings.interval_s,
                       profiles=profiles, policy_params=params, log=log, future_counts=integer_counts(counts),
-                      planner=plan)
+                      planner=plan, rps_quantum=settings.rps_quantum)
     if hasattr(adapter.predictor, "reset"):
         adapter.predictor.reset()
     try:
@@ -202,10 +202,10 @@ def run_task(task: dict) -> dict:
     for d, p in zip(out.decisions, out.plans):
         if not p.feasible:
             continue
-        key = (json.dumps(d.configs, sort_keys=True), round(d.predicted_rps, 3))
+        key = (json.dumps(d.configs, sort_keys=True), round(d.planned_rps, 3))
         if key not in seen:
             seen.add(key)
-            plans.append({"rps": d.predicted_rps, "configs": d.configs, "predicted_p99_s": d.predicted_p99_s})
+            plans.append({"rps": d.planned_rps, "configs": d.configs, "predicted_p99_s": d.predicted_p99_s})
     return {
         "kind": task["kind"], "pipeline": task["pipeline"], "sla_s": pipe.sla.seconds, "workload": task["workload"], "system": task["system"], "seed": task["seed"],
         "policy": task["policy"], "predictor": task["predictor_label"], "objective": task.get("objective"),

@@ -84,7 +84,7 @@ class Settings(_Strict):
     batch_wait_s: float | None = Field(default=None, ge=0)
     service: str = Field(default="profile", description="profile | deterministic | exponential")
     load_time_s: float | None = Field(default=None, ge=0)
-    initial: str = Field(default="plan", description="plan: start warm with the plan for the first interval")
+    rps_quantum: float = Field(default=0.0, ge=0, description="plan for the prediction rounded up to this grid")
     shared_dir: str | None = Field(default=None, description="folder with traces/paper-windows (default ../shared)")
 
 
