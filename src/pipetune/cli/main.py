@@ -21,6 +21,8 @@ err_console = Console(stderr=True)
 
 # Command groups register themselves on `app` when imported (one module per concern).
 # (registered below as their modules land)
+from pipetune.cli import trace as _trace  # noqa: E402,F401
+from pipetune.cli import predictor as _predictor  # noqa: E402,F401
 from pipetune.cli import simulate as _simulate  # noqa: E402,F401
 from pipetune.cli import experiment as _experiment  # noqa: E402,F401
 from pipetune.cli import bench_simulator as _bench_simulator  # noqa: E402,F401

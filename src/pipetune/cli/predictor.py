@@ -1,0 +1,174 @@
+"""`pipetune predictor ...`: train the LSTM predictors, score every predictor on pattern windows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipetune.cli.main import app
+from pipetune.errors import PipetuneError
+
+predictor_app = typer.Typer(help="Load predictors: train, evaluate, list.", no_args_is_help=True)
+app.add_typer(predictor_app, name="predictor")
+console = Console()
+err_console = Console(stderr=True)
+
+EVAL_DEFAULT = ["reactive", "max", "moving-average", "ewma", "arima", "lstm", "quantile-lstm", "adaptive-quantile"]
+
+
+@predictor_app.command("list")
+def list_predictors() -> None:
+    """Every predictor, its parameters, and whether it needs training."""
+    from pipetune.predictors import DEFAULT_PREDICTOR, PREDICTORS
+
+    table = Table("name", "needs fit", "parameters (defaults)")
+    for name, cls in PREDICTORS.items():
+        p = cls()
+        label = name + (" (default)" if name == DEFAULT_PREDICTOR else "")
+        table.add_row(label, "yes" if cls.needs_fit else "no", ", ".join(f"{k}={v}" for k, v in p.get_params().items()))
+    console.print(table)
+
+
+@predictor_app.command("train")
+def train(
+    trace: Path = typer.Option(..., "--trace", help="Per-second counts to train on (e.g. twitter-train-14d.txt.gz)."),
+    kind: str = typer.Option("lstm", "--kind", help="lstm (IPA's, MSE) or quantile-lstm (pinball loss)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model file to write (.pt, weights + metadata)."),
+    epochs: int = typer.Option(30, help="IPA trains 30 epochs."),
+    batch_size: int = typer.Option(256, help="IPA uses 64; 256 fits 30 epochs of 14 days in ~5 min on 2 cores."),
+    lr: float = typer.Option(2e-3, help="Adam learning rate."),
+    quantile: Optional[float] = typer.Option(None, help="Pinball-loss quantile (quantile-lstm; default 0.95)."),
+    time_budget: float = typer.Option(270.0, help="Stop after the epoch that would pass this many seconds."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, help="torch threads (the machine is shared)."),
+) -> None:
+    """Train an LSTM predictor with a progress bar; the file records its metadata."""
+    import torch
+
+    from pipetune.predictors import IPALSTM, make_predictor
+    from pipetune.workloads import load_trace
+
+    if kind not in ("lstm", "quantile-lstm"):
+        raise PipetuneError(f"--kind {kind!r}: only lstm and quantile-lstm are trained; the others need no file")
+    torch.set_num_threads(threads)
+    params = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    if quantile is not None:
+        params["quantile"] = quantile
+    p = make_predictor(kind, **params)
+    assert isinstance(p, IPALSTM)
+    series = load_trace(trace)
+    with Progress(TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task(kind, total=epochs, loss="-")
+
+        def step(epoch: int, total: int, loss: float) -> None:
+            bar.update(task, completed=epoch, loss=f"{loss:.4f}")
+
+        p.fit(series, progress=step, source=str(trace), time_budget_s=time_budget)
+    p.save(output)
+    meta = p.metadata_
+    console.print(
+        f"wrote {output}: {meta['kind']}, {meta['samples']} samples, {meta['epochs_run']}/{epochs} epochs "
+        f"in {meta['train_seconds']} s, final {meta['loss']} loss {meta['final_loss']:.4f}"
+    )
+
+
+def _windows(trace: Optional[Path], window: list[str], names: Optional[str], damping: float,
+             shared: Optional[Path]) -> tuple[dict, str]:
+    from pipetune.workloads import (PATTERNS, concat, damp, load_trace, paper_window, parse_range, slice_trace,
+                                    synthetic_pattern)
+
+    if trace is not None:
+        x = load_trace(trace)
+        if not window:
+            return {trace.name: damp(x, damping)}, f"{trace} (whole, damped by {damping:g})"
+        out = {}
+        for w in window:
+            out[w] = damp(slice_trace(x, *parse_range(w)), damping)
+        return out, f"{trace} windows {', '.join(window)} (damped by {damping:g})"
+    wanted = [n.strip() for n in names.split(",")] if names else list(PATTERNS)
+    for n in wanted:
+        if n not in PATTERNS:
+            raise PipetuneError(f"--windows: {n!r} is not a pattern; use some of {', '.join(PATTERNS)}")
+    try:
+        return {n: paper_window(n, shared, damping) for n in wanted}, f"IPA's paper windows, damped by {damping:g}"
+    except PipetuneError:
+        err_console.print("[yellow]IPA's paper windows not found (../shared); scoring seeded synthetic patterns[/]")
+        return {n: synthetic_pattern(n) for n in wanted}, "synthetic patterns (seed 0, peak 30 rps)"
+
+
+@predictor_app.command("eval")
+def evaluate_cmd(
+    predictors: str = typer.Option(",".join(EVAL_DEFAULT), "--predictors", "-p", help="Comma-separated names."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Score on this trace instead of IPA's windows."),
+    window: list[str] = typer.Option([], "--window", "-w", help="START:STOP or START+DURATION in --trace; repeatable."),
+    windows: Optional[str] = typer.Option(None, "--windows", help="Which paper windows, e.g. bursty,steady-low."),
+    damping: float = typer.Option(8.0, help="Divide the counts by this (IPA: 8)."),
+    shared: Optional[Path] = typer.Option(None, "--shared", help="Folder holding traces/paper-windows (default ../shared)."),
+    interval: int = typer.Option(10, help="Seconds between decisions."),
+    horizon: int = typer.Option(20, help="Seconds the prediction must cover (target: their max)."),
+    warmup: int = typer.Option(120, help="First scored decision (s into each window)."),
+    lstm_model: Optional[Path] = typer.Option(None, help="Trained lstm file (default: the shipped one)."),
+    quantile_model: Optional[Path] = typer.Option(None, help="Trained quantile-lstm file (default: shipped)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: predicted vs realised, default predictor and lstm."),
+    json_out: bool = typer.Option(False, "--json", help="Print {\"predictors\": [...]} as JSON."),
+) -> None:
+    """Score predictors: SMAPE, under-prediction rate and over-provisioning against the next-20-s max."""
+    import torch
+
+    from pipetune.predictors import DEFAULT_PREDICTOR, PREDICTORS, make_predictor
+    from pipetune.predictors.evaluate import evaluate, plot_scores
+
+    torch.set_num_threads(1)
+    names = [n.strip() for n in predictors.split(",") if n.strip()]
+    names = [DEFAULT_PREDICTOR if n == "default" else n for n in names]
+    for n in names:
+        if n not in PREDICTORS:
+            raise PipetuneError(f"--predictors: {n!r} is unknown; use some of default, {', '.join(PREDICTORS)}")
+    data, described = _windows(trace, window, windows, damping, shared)
+    models = {"lstm": lstm_model, "quantile-lstm": quantile_model}
+    scores, skipped = [], []
+    with Progress(TextColumn("scoring {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("predictors", total=len(names))
+        for n in names:
+            bar.update(task, description=n)
+            if n in models:
+                try:
+                    p = make_predictor(n, model=models[n]) if models[n] else make_predictor(n, pretrained=True)
+                except PipetuneError as e:
+                    if models[n]:
+                        raise
+                    skipped.append(f"{n}: {e}")
+                    bar.advance(task)
+                    continue
+            else:
+                p = make_predictor(n)
+            scores.append(evaluate(p, data, interval=interval, horizon=horizon, warmup=warmup))
+            bar.advance(task)
+    if json_out:
+        out = {"windows": described, "interval_s": interval, "horizon_s": horizon, "warmup_s": warmup,
+               "predictors": [s.as_dict() for s in scores]}
+        if skipped:
+            out["skipped"] = skipped
+        print(json.dumps(out, indent=1))
+    else:
+        table = Table("predictor", "SMAPE", "under rate", "over-provision", "mean over", "predict ms", title=described)
+        for s in scores:
+            table.add_row(s.name + (" (default)" if s.name == DEFAULT_PREDICTOR else ""), f"{s.smape:.1%}",
+                          f"{s.under_rate:.1%}", f"{s.over_provision:.1%}", f"{s.mean_over:.1%}", f"{s.predict_ms:.3f}")
+        console.print(table)
+        for s in skipped:
+            console.print(f"[yellow]skipped {s}[/]")
+    if plot is not None:
+        shown = [s for s in scores if s.name in (DEFAULT_PREDICTOR, "lstm")] or scores[:1]
+        plot_scores(shown, plot, title=f"predicted vs realised max of the next {horizon} s — {described}")
+        if not json_out:
+            console.print(f"plot: {plot}")
