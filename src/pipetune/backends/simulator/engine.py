@@ -202,7 +202,8 @@ class Simulator(Backend):
 
         # ---- per-stage state ------------------------------------------------------------------------
         self.queues = [deque() for _ in range(S)]
-        self.qtimes = [deque() for _ in range(S)]
+        self.qtimes = [deque() for _ in range(S)]  # enqueue times, kept only when a batch wait needs them
+        self._track_qt = self.wait_s > 0
         self.idle: list[list[_Replica]] = [[] for _ in range(S)]
         self.capacity = [0] * S  # replicas LOADING or READY (will take work)
         self.active: list[_Generation | None] = [None] * S
@@ -452,6 +453,7 @@ class Simulator(Backend):
         hpush = heapq.heappush
         wait_s, drop_s = self.wait_s, self.drop_s
         blog = self.batch_log
+        track = self._track_qt
 
         def dispatch(s: int, now: float) -> None:
             q = queues[s]
@@ -469,7 +471,8 @@ class Simulator(Backend):
                 batch = []
                 while q and len(batch) < b:
                     rid = q.popleft()
-                    qt.popleft()
+                    if track:
+                        qt.popleft()
                     if status[rid]:
                         continue
                     if now - arrival[rid] > drop_s:
@@ -499,10 +502,12 @@ class Simulator(Backend):
         q = self.queues[c]
         if n == 1:
             q.append(rid)
-            self.qtimes[c].append(t)
+            if self._track_qt:
+                self.qtimes[c].append(t)
         else:
             q.extend([rid] * n)
-            self.qtimes[c].extend([t] * n)
+            if self._track_qt:
+                self.qtimes[c].extend([t] * n)
         self.live[rid] += n
         for j in self._join_watch[c]:
             a = self._anc[j]
@@ -520,6 +525,7 @@ class Simulator(Backend):
         hpop = heapq.heappop
         status, finish, live, done_log = self.status, self.finish, self.live, self._done_log
         queues, qtimes, idle, capacity = self.queues, self.qtimes, self.idle, self.capacity
+        track = self._track_qt
         acc_sum, acc_n, children, watch = self.acc_sum, self.acc_n, self._children, self._join_watch
         anc, jarr = self._anc, self._jarr
         unext, dispatch, enqueue = self._unext, self._dispatch, self._enqueue
@@ -528,13 +534,13 @@ class Simulator(Backend):
         src0 = sources[0][0]
         ai = self._ai
         next_arr = arr[ai] if ai < N else INF
+        t = self._now
         while True:
             if heap and heap[0][0] <= next_arr:
                 t = heap[0][0]
                 if t > t_end:
                     break
                 _, _, kind, s, rep, batch = hpop(heap)
-                self._now = t
                 if kind == _EV_DONE:
                     acc = rep.acc
                     asum, an = acc_sum[s], acc_n[s]
@@ -553,7 +559,8 @@ class Simulator(Backend):
                                 ja[rid] = ja.get(rid, 0) + n
                             elif capacity[c] and not watch[c] and n == 1:  # fast path of _enqueue
                                 queues[c].append(rid)
-                                qtimes[c].append(t)
+                                if track:
+                                    qtimes[c].append(t)
                                 live[rid] += 1
                             elif not enqueue(c, rid, n, t):
                                 break
@@ -609,10 +616,10 @@ class Simulator(Backend):
                 rid = ai
                 ai += 1
                 next_arr = arr[ai] if ai < N else INF
-                self._now = t
                 if simple_src and capacity[src0]:
                     queues[src0].append(rid)
-                    qtimes[src0].append(t)
+                    if track:
+                        qtimes[src0].append(t)
                     live[rid] = 1
                     if idle[src0]:
                         dispatch(src0, t)
@@ -625,6 +632,8 @@ class Simulator(Backend):
                     if idle[s]:
                         dispatch(s, t)
         self._ai = ai
+        if t_end == INF:  # drained: the clock stops at the last event
+            self._now = max(self._now, t)
 
     def _drained(self, s: int, rep: _Replica, t: float) -> None:
         self.events.append({"t": t, "event": "drained", "stage": self.names[s], "variant": rep.gen.variant})
