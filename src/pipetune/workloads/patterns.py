@@ -9,12 +9,14 @@ summarised on its 10-s means m10 and 60-s means m60:
 * episodes     the number of times m60 rises from below 1.25 b to above 1.5 b (a load surge; the 1.25 band
                is hysteresis so noise around one threshold does not count twice)
 * surge ratio  r  = max(m10) / median(m10)
+* contained    the first and the last minute are both below 1.25 b (every surge starts and ends inside the
+               window, so a window cut at the top of a surge does not pass for a burst)
 
 and classified as
 
 * steady     cv <= 0.10                       (steady-low: the lowest-mean such window; steady-high: the highest)
-* bursty     episodes == 1 and r >= 2         (the largest r wins: one surge at least doubling the load)
-* fluctuating episodes >= 2                   (the most episodes wins, then the largest cv)
+* bursty     contained, episodes == 1, r >= 2 (the largest r wins: one surge at least doubling the load)
+* fluctuating contained, episodes >= 2        (the most episodes wins, then the largest cv)
 
 Windows holding a 10-s block with no request at all are skipped: that is a gap in the recording.
 On IPA's published windows these rules return exactly their labels (checked in the tests): bursty has one
@@ -56,6 +58,7 @@ class WindowStats:
     cv: float
     episodes: int
     surge_ratio: float
+    contained: bool = True
 
 
 def window_stats(counts: np.ndarray, start: int = 0) -> WindowStats:
@@ -70,7 +73,7 @@ def window_stats(counts: np.ndarray, start: int = 0) -> WindowStats:
     cv = _excess_cv(m10)
     med = float(np.median(m10))
     ratio = float(m10.max() / med) if med > 0 else (np.inf if m10.max() > 0 else 1.0)
-    return WindowStats(start, mean, cv, _episodes(m60), ratio)
+    return WindowStats(start, mean, cv, _episodes(m60), ratio, _contained(m60))
 
 
 def _excess_cv(m10: np.ndarray) -> float:
@@ -78,6 +81,18 @@ def _excess_cv(m10: np.ndarray) -> float:
     if mean <= 0:
         return 0.0
     return float(np.sqrt(max(float(m10.var()) - mean / 10.0, 0.0)) / mean)
+
+
+def _baseline(m60: np.ndarray) -> float:
+    base = float(np.percentile(m60, 20))
+    if base <= 0:
+        base = float(m60[m60 > 0].min()) if np.any(m60 > 0) else 0.0
+    return base
+
+
+def _contained(m60: np.ndarray) -> bool:
+    low = EPISODE_LOW * _baseline(m60)
+    return bool(m60[0] < low and m60[-1] < low)
 
 
 def _episodes(m60: np.ndarray) -> int:
@@ -101,9 +116,9 @@ def classify_window(counts: np.ndarray, reference_level: float) -> str | None:
     s = window_stats(counts)
     if s.cv <= STEADY_CV:
         return "steady-low" if s.mean < reference_level else "steady-high"
-    if s.episodes >= 2:
+    if s.episodes >= 2 and s.contained:
         return "fluctuating"
-    if s.episodes == 1 and s.surge_ratio >= BURST_RATIO:
+    if s.episodes == 1 and s.contained and s.surge_ratio >= BURST_RATIO:
         return "bursty"
     return None
 
@@ -132,16 +147,16 @@ def find_patterns(counts: np.ndarray, duration: int = 1200, stride: int = 60) ->
         med = np.median(m10)
         ratio = m10.max() / med if med > 0 else np.inf
         m60 = m10[: w10 // 6 * 6].reshape(-1, 6).mean(1)
-        stats.append(WindowStats(int(i * 10), float(mean), float(cv), _episodes(m60), float(ratio)))
+        stats.append(WindowStats(int(i * 10), float(mean), float(cv), _episodes(m60), float(ratio), _contained(m60)))
     found: dict[str, WindowStats] = {}
     steady = [s for s in stats if s.cv <= STEADY_CV]
     if steady:
         found["steady-low"] = min(steady, key=lambda s: s.mean)
         found["steady-high"] = max(steady, key=lambda s: s.mean)
-    bursty = [s for s in stats if s.episodes == 1 and s.surge_ratio >= BURST_RATIO]
+    bursty = [s for s in stats if s.contained and s.episodes == 1 and s.surge_ratio >= BURST_RATIO]
     if bursty:
         found["bursty"] = max(bursty, key=lambda s: s.surge_ratio)
-    fluct = [s for s in stats if s.episodes >= 2]
+    fluct = [s for s in stats if s.contained and s.episodes >= 2]
     if fluct:
         found["fluctuating"] = max(fluct, key=lambda s: (s.episodes, s.cv))
     return {p: found[p] for p in PATTERNS if p in found}
@@ -203,9 +218,10 @@ def synthetic_rate(name: str, seconds: int = 1200, seed: int = 0, peak: float = 
     span = seconds / surges
     for k in range(surges):
         lo = k * span
-        start = lo + rng.uniform(0.15, 0.3) * span
-        hold = rng.uniform(0.25, 0.4) * span
-        rise = rng.uniform(30, 90)
+        rise = rng.uniform(30, 60)
+        # the surge starts and ends well inside its share of the window (the 'contained' rule)
+        start = lo + rise + rng.uniform(0.1, 0.2) * span
+        hold = rng.uniform(0.2, 0.3) * span
         height = (peak - base) * (1.0 if k == 0 else rng.uniform(0.7, 1.0))
         bump = _smooth_step(t, start, rise) * (1 - _smooth_step(t, start + hold, rise * 2))
         rate = np.maximum(rate, base + height * bump)
