@@ -41,3 +41,21 @@ def run_cmd(
                   f"max SLA violations {100 * cal['sla_violation_rate_max']:.2f}%")
     con.print(f"{len(data['runs'])} runs in {data['wall_s']:.1f} s on {data['workers']} processes -> "
               f"{out / 'report.md'}")
+
+
+@experiment_app.command("report")
+def report_cmd(
+    folder: Path = typer.Argument(..., help="an output folder of `pipetune experiment run` (holds results.json)"),
+) -> None:
+    """Re-render figures and report.md/report.html from FOLDER/results.json (no simulation)."""
+    import json
+
+    from pipetune.errors import PipetuneError
+    from pipetune.experiments.report import write_outputs
+
+    src = folder / "results.json"
+    if not src.exists():
+        raise PipetuneError(f"{src} does not exist; give the --out folder of `pipetune experiment run`")
+    data = json.loads(src.read_text())
+    write_outputs(data, folder)
+    Console().print(f"wrote {folder / 'report.md'} and {folder / 'report.html'}")

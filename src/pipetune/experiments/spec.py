@@ -121,6 +121,7 @@ class Experiment(_Strict):
     ablation: Ablation | None = None
     sweep: Sweep | None = None
     calibration: Calibration | None = Field(default_factory=Calibration)
+    notes: list[str] = Field(default_factory=list, description="the author's remarks, printed in the report")
     base_dir: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
