@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 # Debian packages the examples need (labelled text corpora, ...). Installed only where missing.
-APT_PACKAGES :=
+APT_PACKAGES := fortunes fortunes-min fortunes-de fortunes-es fortunes-it
 
 .PHONY: install test demo bench clean
 

@@ -118,7 +118,6 @@ def measure_variant(
     chosen = choose_cpus(cores, cpus)
     name = variant or getattr(adapter_factory, "label", None) or getattr(adapter_factory, "__name__", "model")
     job = {
-        "factory": adapter_factory,
         "batches": batches,
         "pool_size": max(64, 4 * batches[-1]),
         "budget_s": float(budget_s),
@@ -129,12 +128,37 @@ def measure_variant(
         "floor_batches": int(floor_batches),
         "max_batches": int(max_batches),
     }
+    timeout = load_timeout_s + len(batches) * (4 * budget_s + 5 * warmup_s + 30)
+    result, proc_rc, stderr, timed_out = _run_worker(adapter_factory, chosen, cores, job, timeout, name)
+    out: list[Measurement] = []
+    for cell in result.get("cells", []):
+        m = _summarise(name, cores, cell, result)
+        out.append(m)
+        if on_cell:
+            on_cell(m)
+    if timed_out:
+        raise ProfilingError(f"{name} on {cores} core(s): the measurement ran past {timeout:.0f} s and was killed")
+    if "error" in result:
+        raise ProfilingError(f"{name} on {cores} core(s) failed in {result['error']}")
+    if proc_rc != 0 or len(out) != len(batches):
+        tail = (stderr or "").strip().splitlines()[-3:]
+        raise ProfilingError(
+            f"{name} on {cores} core(s): the measuring process exited with code {proc_rc} "
+            f"after {len(out)}/{len(batches)} cells; its last words: {' | '.join(tail) or '(none)'}"
+        )
+    return out
+
+
+def _run_worker(
+    factory: Any, chosen: list[int], cores: int, job: dict, timeout: float, name: str
+) -> tuple[dict, int, str, bool]:
+    """Run `python -m pipetune.profiler.worker` pinned to `chosen`; return (result, exit code, stderr, timed out)."""
     with tempfile.TemporaryDirectory(prefix="pipetune-profile-") as tmp:
         job_path, result_path = Path(tmp) / "job.pkl", Path(tmp) / "result.json"
         try:
             with open(job_path, "wb") as f:
                 pickle.dump({"cpus": chosen, "cores": cores}, f)
-                pickle.dump(job, f)
+                pickle.dump({**job, "factory": factory}, f)
         except Exception as e:  # noqa: BLE001
             raise ProfilingError(
                 f"{name}: the adapter factory cannot be sent to the measuring process ({e}); use a module-level "
@@ -147,8 +171,6 @@ def measure_variant(
         # The child must import what the parent can (the factory is pickled by reference to its module).
         paths = [str(Path(__file__).resolve().parents[2])] + [os.path.abspath(p or ".") for p in sys.path]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
-        # A slow model is allowed its budget several times over (warm-up, floor batches), plus the load.
-        timeout = load_timeout_s + len(batches) * (4 * budget_s + 5 * warmup_s + 30)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipetune.profiler.worker", str(job_path), str(result_path)],
             env=env,
@@ -158,31 +180,81 @@ def measure_variant(
         )
         try:
             _, stderr = proc.communicate(timeout=timeout)
+            timed_out = False
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            stderr = ""
-            timed_out = True
-        else:
-            timed_out = False
+            stderr, timed_out = "", True
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    out: list[Measurement] = []
-    for cell in result.get("cells", []):
-        m = _summarise(name, cores, cell, result)
-        out.append(m)
-        if on_cell:
-            on_cell(m)
-    if timed_out:
-        raise ProfilingError(f"{name} on {cores} core(s): the measurement ran past {timeout:.0f} s and was killed")
-    if "error" in result:
-        raise ProfilingError(f"{name} on {cores} core(s) failed in {result['error']}")
-    if proc.returncode != 0 or len(out) != len(batches):
-        tail = (stderr or "").strip().splitlines()[-3:]
-        raise ProfilingError(
-            f"{name} on {cores} core(s): the measuring process exited with code {proc.returncode} "
-            f"after {len(out)}/{len(batches)} cells; its last words: {' | '.join(tail) or '(none)'}"
+    return result, proc.returncode, stderr or "", timed_out
+
+
+@dataclass(frozen=True)
+class OpenLoopResult:
+    """An open-loop run: Poisson arrivals at `rate_rps` served in fixed batches by one pinned replica."""
+
+    rate_rps: float
+    batch: int
+    duration_s: float
+    served: int
+    n_arrivals: int
+    elapsed_s: float
+    backlog_slope_per_s: float  # items/s the queue grew by, fitted over the second half of the run
+    backlog_end: int
+    backlog_max: int
+    sojourn_p50_s: float
+    sojourn_p99_s: float
+    backlog_series: tuple[tuple[float, int], ...] = field(default=(), repr=False)  # (seconds, queued items)
+
+    @property
+    def achieved_rps(self) -> float:
+        return self.served / self.elapsed_s
+
+    @property
+    def sustained(self) -> bool:
+        """Every arrival served within the run (plus one batch of slack) and no upward trend in the queue."""
+        return (
+            self.served >= self.n_arrivals - self.batch
+            and self.elapsed_s <= self.duration_s * 1.1 + 1.0
+            and self.backlog_slope_per_s < 0.02 * self.rate_rps
         )
-    return out
+
+
+def open_loop_run(
+    adapter_factory: Callable[[], Any],
+    batch: int,
+    cores: int,
+    rate_rps: float,
+    duration_s: float = 20.0,
+    *,
+    seed: int = 0,
+    cpus: Sequence[int] | None = None,
+    load_timeout_s: float = 300.0,
+) -> OpenLoopResult:
+    """Offer Poisson load at `rate_rps` items/s to one replica (fresh subprocess pinned like the profiler's)
+    that serves fixed batches of `batch`; report whether the queue stays bounded."""
+    chosen = choose_cpus(cores, cpus)
+    name = getattr(adapter_factory, "label", None) or "model"
+    job = {"mode": "open_loop", "batches": [batch], "rate_rps": float(rate_rps), "duration_s": float(duration_s),
+           "seed": seed, "pool_size": max(64, 4 * batch)}
+    result, rc, stderr, timed_out = _run_worker(adapter_factory, chosen, cores, job,
+                                                load_timeout_s + 4 * duration_s + 30, name)
+    if timed_out or "error" in result or "open_loop" not in result:
+        raise ProfilingError(f"{name}: open-loop run failed: {result.get('error') or stderr[-300:] or 'timed out'}")
+    r = result["open_loop"]
+    ts = np.array([t for t, _ in r["backlog"]], float)
+    q = np.array([b for _, b in r["backlog"]], float)
+    half = ts >= ts[-1] / 2 if len(ts) else ts
+    slope = float(np.polyfit(ts[half], q[half], 1)[0]) if half.sum() >= 3 else float("inf")
+    soj = np.asarray(r["sojourn_s"], float)
+    return OpenLoopResult(
+        rate_rps=float(rate_rps), batch=batch, duration_s=float(duration_s), served=int(r["served"]),
+        n_arrivals=int(r["n_arrivals"]), elapsed_s=float(r["elapsed_s"]), backlog_slope_per_s=slope,
+        backlog_end=int(q[-1]) if len(q) else 0, backlog_max=int(q.max()) if len(q) else 0,
+        sojourn_p50_s=float(np.percentile(soj, 50)) if soj.size else float("nan"),
+        sojourn_p99_s=float(np.percentile(soj, 99)) if soj.size else float("nan"),
+        backlog_series=tuple((float(t), int(b)) for t, b in r["backlog"]),
+    )
 
 
 def _summarise(variant: str, cores: int, cell: dict, result: dict) -> Measurement:

@@ -84,6 +84,50 @@ def measure_batch(adapter, pool: list, batch: int, job: dict) -> dict:  # noqa: 
     }
 
 
+def open_loop(adapter, pool: list, job: dict) -> dict:  # noqa: ANN001
+    """Serve Poisson arrivals at `rate_rps` (open loop: arrivals never wait for the server) in fixed batches of
+    `batch`; record the backlog (arrived - served) at every batch start and each item's sojourn time."""
+    import random
+
+    batch, rate, duration = job["batches"][0], job["rate_rps"], job["duration_s"]
+    rng = random.Random(job.get("seed", 0))
+    arrivals, t = [], 0.0
+    while t < duration:
+        t += rng.expovariate(rate)
+        arrivals.append(t)
+    for _ in range(3):  # warm-up outside the timed run
+        adapter.predict(pool[:batch])
+    n_pool = len(pool)
+    served, backlog, sojourn = 0, [], []
+    start = time.perf_counter()
+    while served + batch <= len(arrivals):
+        ready_at = arrivals[served + batch - 1]
+        now = time.perf_counter() - start
+        if now < ready_at:
+            time.sleep(ready_at - now)
+            now = time.perf_counter() - start
+        arrived = _count_le(arrivals, now)
+        backlog.append((now, arrived - served))
+        items = [pool[(served + j) % n_pool] for j in range(batch)]
+        adapter.predict(items)
+        done = time.perf_counter() - start
+        sojourn.extend(done - arrivals[served + j] for j in range(batch))
+        served += batch
+        if done > 3 * duration:  # far behind: the queue grows without bound; stop
+            break
+    end = time.perf_counter() - start
+    return {
+        "batch": batch, "rate_rps": rate, "duration_s": duration, "n_arrivals": len(arrivals), "served": served,
+        "elapsed_s": end, "backlog": backlog, "sojourn_s": sojourn,
+    }
+
+
+def _count_le(xs: list, t: float) -> int:
+    import bisect
+
+    return bisect.bisect_right(xs, t)
+
+
 def main(job_path: str, result_path: str) -> int:
     result: dict = {"cells": [], "pid": os.getpid()}
     try:
@@ -118,6 +162,14 @@ def main(job_path: str, result_path: str) -> int:
         _fail(result_path, result, "sample_inputs", e)
         return 1
     _write(result_path, result)
+    if job.get("mode") == "open_loop":
+        try:
+            result["open_loop"] = open_loop(adapter, pool, job)
+        except BaseException as e:  # noqa: BLE001
+            _fail(result_path, result, "open-loop run", e)
+            return 1
+        _write(result_path, result)
+        return 0
     for batch in job["batches"]:
         try:
             result["cells"].append(measure_batch(adapter, pool, batch, job))
