@@ -114,11 +114,13 @@ def stage_latency_arrays(
     max_wait: float | None = None,
 ) -> LatencyArrays:
     """Vectorised stage latency over broadcastable arrays; inf where the stage is unstable (ρ >= 1)."""
-    mean_s, p50_s, p99_s, thr, b, n, lam = np.broadcast_arrays(
+    # The terms that do not depend on the replica count are computed at their own (smaller) shape; only
+    # queueing is evaluated on the full grid (the optimizer passes rows x replica-candidates).
+    mean_s, p50_s, p99_s, thr, b, lam = np.broadcast_arrays(
         np.asarray(mean_s, float), np.asarray(p50_s, float), np.asarray(p99_s, float),
-        np.asarray(throughput, float), np.asarray(batch, float), np.asarray(replicas, np.int64),
-        np.asarray(rate, float),
+        np.asarray(throughput, float), np.asarray(batch, float), np.asarray(rate, float),
     )
+    n = np.asarray(replicas, np.int64)
     q = 1.0 - pct / 100.0
 
     # formation
@@ -132,16 +134,20 @@ def stage_latency_arrays(
 
     # queueing
     s_eff = b / thr
+    var_factor = (1.0 / b + service_scv(mean_s, p99_s)) / 2.0
     rho = lam / (n * thr)
     c = erlang_c(n, (lam / b) * s_eff)
-    var_factor = (1.0 / b + service_scv(mean_s, p99_s)) / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = s_eff * var_factor / (n * (1.0 - rho))
         wq_mean = np.where(rho < 1.0, c * scale, np.inf)
         wq_q = np.where(rho < 1.0, np.where(c > q, scale * np.log(np.maximum(c, q) / q), 0.0), np.inf)
 
     svc_q = service_quantile(p50_s, p99_s, pct)
-    return LatencyArrays(form_mean + wq_mean + mean_s, form_q + wq_q + svc_q, rho, form_q, wq_q, svc_q)
+    shape = np.broadcast_shapes(rho.shape, mean_s.shape)
+    return LatencyArrays(
+        form_mean + wq_mean + mean_s, form_q + wq_q + svc_q, rho,
+        np.broadcast_to(form_q, shape), wq_q, np.broadcast_to(svc_q, shape),
+    )
 
 
 def stage_latency(row, replicas: int, rate: float, pct: float = 99.0, max_wait: float | None = None) -> StageLatency:

@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from pipetune.latency import longest_path
+from pipetune.optimizer.incumbent import drop_unreachable
 from pipetune.optimizer.milp import solve
 from pipetune.optimizer.options import (
     Restriction,
@@ -109,19 +110,16 @@ def stage_options(pipeline, rps: float, profiles=None, restriction: Restriction 
         _base_cache[key] = hit
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
-    return [
-        expand_options(
-            base,
-            loads[base.stage],
-            pct=pipeline.sla.percentile,
-            sla_s=pipeline.sla.seconds,
-            headroom=caps.headroom,
-            max_replicas=caps.max_replicas,
-            fixed_replicas=(restriction.replicas or {}).get(base.stage),
-            max_wait=caps.max_batch_wait_s,
-        )
-        for base in hit[2]
-    ]
+    return expand_options(
+        hit[2],
+        [loads[base.stage] for base in hit[2]],
+        pct=pipeline.sla.percentile,
+        sla_s=pipeline.sla.seconds,
+        headroom=caps.headroom,
+        max_replicas=caps.max_replicas,
+        fixed_replicas=[(restriction.replicas or {}).get(base.stage) for base in hit[2]],
+        max_wait=caps.max_batch_wait_s,
+    )
 
 
 def _distance(so: StageOptions, cur: StageConfig | None) -> np.ndarray:
@@ -170,13 +168,15 @@ def plan_pipeline(
         else:
             names = np.array(so.variant_names)[so.var_idx]
             keeps.append((names == c.variant) & (so.batch == c.batch))
-    pruned = [pareto_prune(so, k) for so, k in zip(raw, keeps)]
+    budget = pipeline.caps.max_total_cores is not None
+    pruned = [pareto_prune(so, pipeline.objective, budget, k) for so, k in zip(raw, keeps)]
+    pruned = drop_unreachable(pipeline, pruned)
     dist = [_distance(so, cur.get(so.stage) if cur else None) for so in pruned] if cur else None
     sol = solve(pipeline, pruned, distance=dist)
     if sol is None:
         binding, reason = _diagnose(pipeline, pruned)
         return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
-    return assemble_plan(pipeline, policy, rps, pruned, sol.choice, time.perf_counter() - t0)
+    return assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0)
 
 
 def assemble_plan(pipeline, policy: str, rps: float, options: list[StageOptions], choice: list[int],

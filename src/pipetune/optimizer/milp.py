@@ -1,44 +1,58 @@
-"""The exact decision: a mixed-integer linear program solved by HiGHS.
+"""The exact decision: mixed-integer linear programs solved by HiGHS.
 
-Variables
-  y[s,o] in {0,1}   stage s runs option o (a (variant, batch, cores, replicas) tuple; see options.py)
-  t[s]   in [0,SLA] completion time of stage s along the slowest path that reaches it
-  w[k,v] >= 0       (pas only) running product of stage accuracies, see below
-Constraints
-  sum_o y[s,o] = 1                                   one option per stage
-  t[s] >= t[p] + sum_o L[s,o] y[s,o]  for edges p->s  longest path (sources: t[s] >= L_s)
-  sum cost[s,o] y[s,o] <= budget                     total cores, if capped
-Objective (maximise)
-  alpha * A  -  beta * sum cost y  -  gamma * sum batch y
+The linear model, `MILP(v)`, for a value v[s,o] per option
+  variables    y[s,o] in {0,1}   stage s runs option o (a (variant, batch, cores, replicas); see options.py)
+  maximise     sum v[s,o] y[s,o]
+  subject to   sum_o y[s,o] = 1                               one option per stage
+               sum_{s in path} sum_o L[s,o] y[s,o] <= SLA     every source-to-sink path (a DAG with many paths
+                                                              uses completion-time variables t[s] instead)
+               sum cost[s,o] y[s,o] <= budget                 total cores, if capped
+Latency L and cost are constants of an option (replicas follow in closed form from the other knobs), so nothing
+is bilinear (IPA's Gurobi model multiplies replicas by batch-dependent terms and needs NonConvex=2).
 
-A is linear in y for sum / mean / rank_sum. For pas (product of stage accuracies) it is made linear *exactly*:
-order the stages with more than one variant s_1..s_K; P_1 = sum_v a[1,v] x[1,v] with x[s,v] = sum_{o of v} y[s,o];
-for k >= 2 introduce w[k,v] = P_{k-1} * x[k,v] through
-  w[k,v] <= U_{k-1} x[k,v]      (U_{k-1} = product of the best accuracies so far, a valid bound on P_{k-1})
-  sum_v w[k,v] <= P_{k-1}
-and P_k = sum_v a[k,v] w[k,v]. Because x is binary and the objective pushes P_K up (alpha >= 0), every optimum
-has w[k,v] = P_{k-1} x[k,v] exactly: the product of a binary and a bounded continuous variable needs no
-approximation. Stages with a single variant contribute a constant factor. No term multiplies two decision
-variables, so there is nothing bilinear (IPA's Gurobi model multiplies replicas by batch-dependent latency).
+Linear accuracy methods (sum, mean, rank_sum): one MILP with v = alpha*acc - beta*cost - gamma*batch.
+
+Product accuracy (pas) is handled exactly by a short parametric search over *linear* MILPs. Write
+z = sum log(acc) (linear in y) and C = beta*cost + gamma*batch, so the objective is g = alpha*e^z - C.
+ 1. The optimum is a *supported* point of the (z, C) trade-off: any plan between two supported plans has a cost
+    at least their interpolation, and alpha*e^z - (interpolated C) is convex along the segment, so it is no
+    better than one of the two ends.
+ 2. At the optimum (z*, C*), the plan maximises the linear value lambda*z - C with lambda = alpha*e^{z*}
+    (because alpha*e^z lies above its tangent), i.e. it is found by MILP(lambda*z - C).
+ 3. Phi(lambda) = max (lambda*z - C) is convex and piecewise linear, and max g = sup_lambda Phi(lambda) - h(lambda)
+    with h the convex conjugate of alpha*e^z. Over an interval [a, b] of lambda, Phi is at most the chord of
+    its end values, which bounds every plan whose lambda lies inside; intervals whose bound cannot beat the best
+    plan found are closed, the others are split where the two end plans' lines cross (Eisner-Severance).
+Every step is an exact MILP and the bound is valid, so the result is the optimum, with no approximation of the
+product. In practice 2-6 MILPs are solved.
+
+Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import highspy
 import numpy as np
 
+from pipetune.optimizer.incumbent import best_by_enumeration, local_search, objective_of
 from pipetune.optimizer.options import StageOptions
 
 INF = highspy.kHighsInf
+MAX_PATH_ROWS = 64  # above this many source-to-sink paths, use completion-time variables instead
+ENUMERATE_AT_MOST = 4096  # combinations left after the LP reduction that are enumerated, not branched
+LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
 
 @dataclass
 class Solution:
-    choice: list[int]  # option index per stage (pipeline stage order)
+    choice: list[int]  # option index per stage (pipeline stage order), into `options`
     objective: float
     status: str
+    options: list[StageOptions]  # the (possibly reduced) option sets `choice` indexes
+    milps: int = 1  # how many MILPs were solved
 
 
 class _Builder:
@@ -60,7 +74,7 @@ class _Builder:
     def add_row(self, idx, val, lo: float, hi: float) -> None:
         self.rows.append((np.asarray(idx, np.int64), np.asarray(val, float), lo, hi))
 
-    def lp(self) -> highspy.HighsLp:
+    def lp(self, relax: bool = False) -> highspy.HighsLp:
         lp = highspy.HighsLp()
         ncol, nrow = len(self.cost), len(self.rows)
         lp.num_col_, lp.num_row_ = ncol, nrow
@@ -75,17 +89,239 @@ class _Builder:
         v = np.concatenate([r[1] for r in self.rows])
         order = np.lexsort((ri, ci))
         ri, ci, v = ri[order], ci[order], v[order]
-        starts = np.searchsorted(ci, np.arange(ncol + 1))
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.num_col_ = ncol
         lp.a_matrix_.num_row_ = nrow
-        lp.a_matrix_.start_ = starts.astype(np.int32)
+        lp.a_matrix_.start_ = np.searchsorted(ci, np.arange(ncol + 1)).astype(np.int32)
         lp.a_matrix_.index_ = ri.astype(np.int32)
         lp.a_matrix_.value_ = v
-        lp.integrality_ = [
-            highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in self.integer
-        ]
+        if not relax:
+            lp.integrality_ = [
+                highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in self.integer
+            ]
         return lp
+
+
+@dataclass
+class _Model:
+    builder: _Builder
+    y: list[np.ndarray]  # column indices of each stage's options
+
+
+def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _Model:
+    """MILP(v): maximise sum v y (stored negated: HiGHS minimises) under the SLA and budget rows."""
+    names = pipeline.stage_names
+    sla = pipeline.sla.seconds
+    budget = pipeline.caps.max_total_cores
+    bld = _Builder()
+    y = [bld.add_cols(len(so), -v, 0.0, 1.0, True) for so, v in zip(options, values)]
+    pos = {n: i for i, n in enumerate(names)}
+    for so, ys in zip(options, y):
+        bld.add_row(ys, np.ones(len(so)), 1.0, 1.0)
+    paths = pipeline.paths()
+    if len(paths) <= MAX_PATH_ROWS:
+        for path in paths:
+            bld.add_row(np.concatenate([y[pos[n]] for n in path]),
+                        np.concatenate([options[pos[n]].lat_slo for n in path]), -INF, sla)
+    else:
+        t = bld.add_cols(len(names), 0.0, 0.0, sla, False)
+        for st, so, ys in zip(names, options, y):
+            ins = pipeline.parents(st)
+            if not ins:
+                bld.add_row(np.concatenate([[t[pos[st]]], ys]), np.concatenate([[1.0], -so.lat_slo]), 0.0, INF)
+            for e in ins:
+                bld.add_row(np.concatenate([[t[pos[st]], t[pos[e.src]]], ys]),
+                            np.concatenate([[1.0, -1.0], -so.lat_slo]), 0.0, INF)
+    if budget is not None:
+        bld.add_row(np.concatenate(y), np.concatenate([so.cost for so in options]), -INF, float(budget))
+    return _Model(bld, y)
+
+
+def _highs(time_limit_s: float) -> highspy.Highs:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    # Measured on these models: feasibility jump and the sub-MIP heuristics (RINS/RENS) took most of the
+    # time and found nothing the MIP start does not already give.
+    h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
+    h.setOptionValue("mip_heuristic_run_rins", False)
+    h.setOptionValue("mip_heuristic_run_rens", False)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_abs_gap", 1e-10)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    return h
+
+
+def _value_of(values: list[np.ndarray], choice: list[int]) -> float:
+    return float(sum(v[c] for v, c in zip(values, choice)))
+
+
+def _local_improve(pipeline, options, values, start: list[int]) -> list[int]:
+    return local_search(pipeline, options, start=start, values=values) or start
+
+
+def reduce_by_lp(pipeline, options: list[StageOptions], values: list[np.ndarray]):
+    """Exact reduction by LP reduced costs, for MILP(values).
+
+    Solve the LP relaxation (an upper bound U) and build a good feasible plan from it (the fastest option in each
+    stage's LP support keeps every latency row satisfied, then a local search improves it; value V). An option
+    whose reduced cost d gives U - d < V cannot be in any optimal plan: drop it. Returns (options, values,
+    start plan, kept indices per stage), or None when the LP is infeasible.
+    """
+    m = _build(pipeline, options, values)
+    h = _highs(30.0)
+    h.passModel(m.builder.lp(relax=True))
+    h.run()
+    if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+        return None
+    upper = -h.getInfo().objective_function_value
+    sol = h.getSolution()
+    x = np.array(sol.col_value)
+    d = np.array(sol.col_dual)  # minimisation reduced costs: >= 0 at a lower bound
+    start = []
+    for so, ys in zip(options, m.y):
+        support = np.nonzero(x[ys] > 1e-9)[0]
+        start.append(int(support[np.argmin(so.lat_slo[support])]) if support.size else int(np.argmin(so.lat_slo)))
+    if pipeline.caps.max_total_cores is not None:
+        start = local_search(pipeline, options, values=values)  # the LP support may break the budget
+        if start is None:
+            return options, values, None, [np.arange(len(so)) for so in options]
+    else:
+        start = _local_improve(pipeline, options, values, start)
+    best = _value_of(values, start)
+    tol = 1e-9 * max(1.0, abs(best))
+    kept, red_o, red_v, red_start = [], [], [], []
+    for so, v, ys, c in zip(options, values, m.y, start):
+        keep = upper - np.maximum(d[ys], 0.0) >= best - tol
+        keep[c] = True
+        idx = np.nonzero(keep)[0]
+        kept.append(idx)
+        red_o.append(so.take(idx))
+        red_v.append(v[idx])
+        red_start.append(int(np.searchsorted(idx, c)))
+    return red_o, red_v, red_start, kept
+
+
+def solve_linear(pipeline, options: list[StageOptions], values: list[np.ndarray], *,
+                 time_limit_s: float = 30.0) -> tuple[list[int], float] | None:
+    """Exact MILP(values): (option index per stage into `options`, optimal value), or None if infeasible."""
+    red = reduce_by_lp(pipeline, options, values)
+    if red is None:
+        return None
+    r_opts, r_vals, start, kept = red
+    if math.prod(len(so) for so in r_opts) <= ENUMERATE_AT_MOST:
+        # Few combinations survive the exact reduction: finishing by complete enumeration is exact and
+        # cheaper than another HiGHS run (which costs a few ms even on a trivial model).
+        local = best_by_enumeration(pipeline, r_opts, r_vals)
+        if local is None:
+            return None
+        choice = [int(k[c]) for k, c in zip(kept, local)]
+        return choice, _value_of(values, choice)
+    m = _build(pipeline, r_opts, r_vals)
+    h = _highs(time_limit_s)
+    h.passModel(m.builder.lp())
+    if start is not None:
+        idx = np.concatenate(m.y).astype(np.int32)
+        val = np.concatenate([(np.arange(len(so)) == c).astype(float) for so, c in zip(r_opts, start)])
+        h.setSolution(int(idx.size), idx, val)  # a MIP start; HiGHS completes any continuous columns
+    h.run()
+    status = h.modelStatusToString(h.getModelStatus())
+    if status != "Optimal":
+        if status == "Infeasible":
+            return None
+        raise RuntimeError(f"HiGHS stopped with status {status!r}")
+    sol = np.array(h.getSolution().col_value)
+    local = [int(np.argmax(sol[ys])) for ys in m.y]
+    choice = [int(k[c]) for k, c in zip(kept, local)]
+    return choice, _value_of(values, choice)
+
+
+def least_change(pipeline, options, values, optimum: float, distance: list[np.ndarray], *,
+                 time_limit_s: float = 30.0) -> list[int] | None:
+    """Among plans with value >= optimum (up to 1e-9 relative), the one with the least `distance`."""
+    m = _build(pipeline, options, [-d for d in distance])  # maximise -distance
+    tol = 1e-9 * max(1.0, abs(optimum))
+    m.builder.add_row(np.concatenate(m.y), np.concatenate(values), optimum - tol, INF)
+    h = _highs(time_limit_s)
+    h.passModel(m.builder.lp())
+    h.run()
+    if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+        return None
+    sol = np.array(h.getSolution().col_value)
+    return [int(np.argmax(sol[ys])) for ys in m.y]
+
+
+def _linear_values(pipeline, options: list[StageOptions]) -> list[np.ndarray]:
+    obj = pipeline.objective
+    return [obj.alpha * so.acc_coef - obj.beta * so.cost - obj.gamma * so.batch for so in options]
+
+
+def _pas_parts(pipeline, options):
+    obj = pipeline.objective
+    z = [np.where(so.acc > 0, np.log(np.maximum(so.acc, 1e-300)), LOG_ZERO) for so in options]
+    c = [obj.beta * so.cost + obj.gamma * so.batch for so in options]
+    return z, c
+
+
+def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
+    """Parametric search over lambda (module docstring). Returns (choice, objective, milps) or None."""
+    alpha = pipeline.objective.alpha
+    z, c = _pas_parts(pipeline, options)
+
+    def point(choice):
+        zz = float(sum(a[i] for a, i in zip(z, choice)))
+        cc = float(sum(a[i] for a, i in zip(c, choice)))
+        return zz, cc
+
+    def g(zz, cc):
+        return alpha * math.exp(zz) - cc
+
+    def milp(lam):
+        r = solve_linear(pipeline, options, [lam * a - b for a, b in zip(z, c)], time_limit_s=time_limit_s)
+        return None if r is None else r[0]
+
+    z_lo = float(sum(a.min() for a in z))
+    z_hi = float(sum(a.max() for a in z))
+    if alpha == 0:
+        ch = milp(0.0)
+        return None if ch is None else (ch, g(*point(ch)), 1)
+    lam_a, lam_b = alpha * math.exp(z_lo), alpha * math.exp(z_hi)
+    ca = milp(lam_a)
+    if ca is None:
+        return None
+    cb = milp(lam_b) if lam_b > lam_a * (1 + 1e-12) else ca
+    milps = 2
+    found = {tuple(ca): point(ca), tuple(cb): point(cb)}
+    best = max(found, key=lambda k: g(*found[k]))
+    best_g = g(*found[best])
+    stack = [(lam_a, ca, lam_b, cb)]
+    while stack:
+        a, ya, b, yb = stack.pop()
+        (za, cca), (zb, ccb) = found[tuple(ya)], found[tuple(yb)]
+        if b <= a * (1 + 1e-12) or abs(zb - za) <= 1e-12:
+            continue  # one plan (or equal trade-offs) across the interval: nothing in between
+        phi_a, phi_b = a * za - cca, b * zb - ccb
+        slope = (phi_b - phi_a) / (b - a)
+        lam = min(max(alpha * math.exp(slope), a), b)  # maximiser of chord - h on [a, b]
+        chord = phi_a + slope * (lam - a)
+        bound = chord - (lam * math.log(lam / alpha) - lam)
+        if bound <= best_g + 1e-9 * max(1.0, abs(best_g)):
+            continue
+        # the two end plans' lines cross at lam_x; a plan better than both there is a new vertex
+        lam_x = (ccb - cca) / (zb - za)
+        if not (a < lam_x < b):
+            continue
+        yx = milp(lam_x)
+        milps += 1
+        px = point(yx)
+        if lam_x * px[0] - px[1] <= lam_x * za - cca + 1e-9 * max(1.0, abs(lam_x * za - cca)):
+            continue  # no vertex strictly between: Phi is max of the two lines here
+        found[tuple(yx)] = px
+        if g(*px) > best_g:
+            best, best_g = tuple(yx), g(*px)
+        stack.append((a, ya, lam_x, yx))
+        stack.append((lam_x, yx, b, yb))
+    return list(best), best_g, milps
 
 
 def solve(
@@ -95,117 +331,35 @@ def solve(
     distance: list[np.ndarray] | None = None,
     time_limit_s: float = 30.0,
 ) -> Solution | None:
-    """Maximise the objective over one option per stage; None if infeasible.
+    """Maximise the pipeline objective over one option per stage; None if no plan is feasible.
 
-    With `distance` (a per-option change cost against the current configuration), a second solve picks, among
-    the optimal plans, the one with the least change.
+    With `distance` (a per-option change cost against the current configuration), a last MILP picks, among the
+    optimal plans, the one with the least change.
     """
-    obj = pipeline.objective
-    names = pipeline.stage_names
-    sla = pipeline.sla.seconds
-    budget = pipeline.caps.max_total_cores
-    bld = _Builder()
-    y: list[np.ndarray] = []
-    for so in options:
-        y.append(bld.add_cols(len(so), 0.0, 0.0, 1.0, True))
-    t = bld.add_cols(len(names), 0.0, 0.0, sla, False)
-    pos = {n: i for i, n in enumerate(names)}
-
-    # objective, as a sparse vector to minimise (the negated maximisation)
-    obj_idx: list[np.ndarray] = []
-    obj_val: list[np.ndarray] = []
-    for so, ys in zip(options, y):
-        obj_idx.append(ys)
-        obj_val.append(obj.beta * so.cost + obj.gamma * so.batch)
-    if obj.accuracy == "pas":
-        acc_idx, acc_val = _pas_product(bld, options, y)
-    else:
-        acc_idx = np.concatenate(y)
-        acc_val = np.concatenate([so.acc_coef for so in options])
-    obj_idx.append(acc_idx)
-    obj_val.append(-obj.alpha * acc_val)
-    oi, ov = np.concatenate(obj_idx), np.concatenate(obj_val)
-
-    for so, ys in zip(options, y):
-        bld.add_row(ys, np.ones(len(so)), 1.0, 1.0)
-    for st, so, ys in zip(names, options, y):
-        ins = pipeline.parents(st)
-        if not ins:
-            bld.add_row(np.concatenate([[t[pos[st]]], ys]), np.concatenate([[1.0], -so.lat_slo]), 0.0, INF)
-        for e in ins:
-            bld.add_row(
-                np.concatenate([[t[pos[st]], t[pos[e.src]]], ys]),
-                np.concatenate([[1.0, -1.0], -so.lat_slo]),
-                0.0,
-                INF,
-            )
-    if budget is not None:
-        bld.add_row(np.concatenate(y), np.concatenate([so.cost for so in options]), -INF, float(budget))
-
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    # The feasibility-jump heuristic costs ~5 ms per call and never helps these small models (measured).
-    h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_abs_gap", 1e-10)
-    h.setOptionValue("time_limit", float(time_limit_s))
-    # Accumulate duplicate indices (a column may appear twice in the objective lists).
-    costs = np.zeros(len(bld.cost))
-    np.add.at(costs, oi, ov)
-    bld.cost = costs.tolist()
-    h.passModel(bld.lp())
-    h.run()
-    status = h.modelStatusToString(h.getModelStatus())
-    if status != "Optimal":
+    if pipeline.objective.accuracy == "pas":
+        r = _solve_pas(pipeline, options, time_limit_s)
+        if r is None:
+            return None
+        choice, best, milps = r
+        if distance is not None:
+            # Ties are looked for on the optimum's supporting line (lambda* z - C), where equal-objective
+            # alternatives live; the result is kept only if its true objective is still optimal.
+            z, c = _pas_parts(pipeline, options)
+            lam = pipeline.objective.alpha * math.exp(float(sum(a[i] for a, i in zip(z, choice))))
+            vals = [lam * a - b for a, b in zip(z, c)]
+            alt = least_change(pipeline, options, vals, _value_of(vals, choice), distance, time_limit_s=time_limit_s)
+            if alt is not None and objective_of(pipeline, options, alt) >= best - 1e-9 * max(1.0, abs(best)):
+                choice = alt
+            milps += 1
+        return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)
+    values = _linear_values(pipeline, options)
+    r = solve_linear(pipeline, options, values, time_limit_s=time_limit_s)
+    if r is None:
         return None
-    best = -h.getInfo().objective_function_value
-    sol = np.array(h.getSolution().col_value)
-
+    choice, best = r
+    milps = 1
     if distance is not None:
-        # Lexicographic second stage: stay within the optimum, minimise the change.
-        tol = 1e-9 * max(1.0, abs(best))
-        h.addRow(-INF, -best + tol, int(oi.size), oi.astype(np.int32), ov)
-        dcost = np.zeros(len(bld.cost))
-        for ys, d in zip(y, distance):
-            dcost[ys] = d
-        h.changeColsCost(len(dcost), np.arange(len(dcost), dtype=np.int32), dcost)
-        h.run()
-        if h.modelStatusToString(h.getModelStatus()) == "Optimal":
-            sol = np.array(h.getSolution().col_value)
-    choice = [int(np.argmax(sol[ys])) for ys in y]
-    return Solution(choice=choice, objective=best, status=status)
-
-
-def _pas_product(bld: _Builder, options: list[StageOptions], y: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Add the exact product linearisation; return the sparse expression of the pipeline accuracy."""
-    const = 1.0
-    chain: list[tuple[StageOptions, np.ndarray]] = []
-    for so, ys in zip(options, y):
-        variants = np.unique(so.var_idx)
-        if variants.size == 1:
-            const *= float(so.acc[0])
-        else:
-            chain.append((so, ys))
-    if not chain:
-        # Accuracy is a constant: express it through any one-per-stage row (sum y = 1) of the first stage.
-        so, ys = options[0], y[0]
-        return ys, np.full(len(so), const)
-    so, ys = chain[0]
-    p_idx, p_val = ys, so.acc * const  # P_1 (constants folded in)
-    bound = float(so.acc.max()) * const
-    for so, ys in chain[1:]:
-        variants = np.unique(so.var_idx)
-        w = bld.add_cols(variants.size, 0.0, 0.0, bound, False)
-        a_v = np.empty(variants.size)
-        for j, v in enumerate(variants):
-            members = ys[so.var_idx == v]
-            a_v[j] = float(so.acc[so.var_idx == v][0])
-            # w_v - U x_v <= 0
-            bld.add_row(np.concatenate([[w[j]], members]), np.concatenate([[1.0], np.full(members.size, -bound)]),
-                        -INF, 0.0)
-        # sum_v w_v - P_{k-1} <= 0
-        bld.add_row(np.concatenate([w, p_idx]), np.concatenate([np.ones(w.size), -p_val]), -INF, 0.0)
-        p_idx, p_val = w, a_v
-        bound *= float(a_v.max())
-    return p_idx, p_val
+        alt = least_change(pipeline, options, values, best, distance, time_limit_s=time_limit_s)
+        choice = alt or choice
+        milps += 1
+    return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)

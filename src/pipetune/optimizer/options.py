@@ -131,75 +131,79 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
 
 
 def expand_options(
-    base: BaseOptions,
-    load: float,
+    bases: list[BaseOptions],
+    loads: list[float],
     *,
     pct: float,
     sla_s: float,
     headroom: float,
     max_replicas: int,
-    fixed_replicas: int | None = None,
+    fixed_replicas: list[int | None] | None = None,
     max_wait: float | None = None,
-) -> StageOptions:
-    """Every option of a stage at `load` items/s whose latency can fit in the SLA (others can never be chosen)."""
-    m = base.var_idx.size
-    need = load * (1.0 + headroom) / base.thr
-    if fixed_replicas is not None:
-        n_min = np.full(m, fixed_replicas, np.int64)
-    else:
-        n_min = np.maximum(1, np.ceil(need - 1e-12)).astype(np.int64)
-        n_min = np.where(load / (n_min * base.thr) >= 1.0, n_min + 1, n_min)  # strict stability
+) -> list[StageOptions]:
+    """Every option of every stage at its load (items/s) whose latency can fit in the SLA.
+
+    All stages are computed in one vectorised pass (the per-call numpy overhead dominated when done per stage).
+    """
+    fixed_replicas = fixed_replicas or [None] * len(bases)
+    sizes = [b.var_idx.size for b in bases]
+    stage_of = np.repeat(np.arange(len(bases)), sizes)
+    cat = {f: np.concatenate([getattr(b, f) for b in bases]) for f in
+           ("var_idx", "acc", "acc_coef", "batch", "cores", "mean", "p50", "p99", "thr")}
+    lam = np.asarray(loads, float)[stage_of]
+    fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
+    thr = cat["thr"]
+    m = thr.size
+    n_min = np.maximum(1, np.ceil(lam * (1.0 + headroom) / thr - 1e-12)).astype(np.int64)
+    n_min = np.where(lam / (n_min * thr) >= 1.0, n_min + 1, n_min)  # strict stability
+    n_min = np.where(fixed >= 0, fixed, n_min)
 
     def grid(sel: np.ndarray, k: int):
         n = n_min[sel, None] + np.arange(k)[None, :]  # candidate replica counts
         lat = stage_latency_arrays(
-            mean_s=base.mean[sel, None], p50_s=base.p50[sel, None], p99_s=base.p99[sel, None],
-            throughput=base.thr[sel, None], batch=base.batch[sel, None], replicas=n, rate=load, pct=pct,
+            mean_s=cat["mean"][sel, None], p50_s=cat["p50"][sel, None], p99_s=cat["p99"][sel, None],
+            throughput=thr[sel, None], batch=cat["batch"][sel, None], replicas=n, rate=lam[sel, None], pct=pct,
             max_wait=max_wait,
         )
-        valid = (n <= max_replicas) & (n * base.thr[sel, None] >= load * (1.0 + headroom) - 1e-9)
+        valid = (n <= max_replicas) & (n * thr[sel, None] >= lam[sel, None] * (1.0 + headroom) - 1e-9)
+        valid &= (fixed[sel, None] < 0) | (np.arange(k)[None, :] == 0)  # fixed replicas: only n = fixed
         # Keep n up to and including the first n whose queueing quantile is zero: beyond it latency is flat.
         zero = lat.queue_slo <= 0
         zero_before = np.concatenate([np.zeros((n.shape[0], 1), bool), np.cumsum(zero, axis=1)[:, :-1] > 0], 1)
         keep = valid & ~zero_before & (lat.slo <= sla_s * (1 + 1e-12))
-        done = zero.any(axis=1) | (n[:, -1] >= max_replicas) | ~valid[:, 0]
-        return n, lat, valid, keep, done
+        done = zero.any(axis=1) | (n[:, -1] >= max_replicas) | ~valid[:, 0] | (fixed[sel] >= 0)
+        return n, lat.slo, lat.mean, valid, keep, done
 
     # A short first pass; only the rows whose queue has not vanished yet get the long one.
-    k0 = 1 if fixed_replicas is not None else 8
-    n, lat, valid, keep, done = grid(np.arange(m), k0)
+    k0, k1 = 8, MAX_EXTRA_REPLICAS + 1
+    n, lat_slo, lat_mean, valid, keep, done = grid(np.arange(m), k0)
     more = np.nonzero(~done)[0]
     if more.size:
-        n2, lat2, valid2, keep2, _ = grid(more, MAX_EXTRA_REPLICAS + 1)
-        pad = MAX_EXTRA_REPLICAS + 1 - k0
-        n = np.pad(n, ((0, 0), (0, pad)), constant_values=0)
-        keep = np.pad(keep, ((0, 0), (0, pad)))
-        valid = np.pad(valid, ((0, 0), (0, pad)))
-        fields = [np.pad(x, ((0, 0), (0, pad)), constant_values=np.inf) for x in (lat.slo, lat.mean)]
-        n[more], keep[more], valid[more] = n2, keep2, valid2
-        fields[0][more], fields[1][more] = lat2.slo, lat2.mean
-        lat_slo, lat_mean = fields
-    else:
-        lat_slo, lat_mean = lat.slo, lat.mean
+        pad = ((0, 0), (0, k1 - k0))
+        n, valid, keep = np.pad(n, pad), np.pad(valid, pad), np.pad(keep, pad)
+        lat_slo = np.pad(lat_slo, pad, constant_values=np.inf)
+        lat_mean = np.pad(lat_mean, pad, constant_values=np.inf)
+        n[more], lat_slo[more], lat_mean[more], valid[more], keep[more], _ = grid(more, k1)
     rows, cols = np.nonzero(keep)
-    so = StageOptions(
-        stage=base.stage,
-        load=load,
-        variant_names=base.variant_names,
-        var_idx=base.var_idx[rows],
-        acc=base.acc[rows],
-        acc_coef=base.acc_coef[rows],
-        batch=base.batch[rows],
-        cores=base.cores[rows],
-        replicas=n[rows, cols],
-        cost=(base.cores[rows] * n[rows, cols]).astype(float),
-        lat_slo=lat_slo[rows, cols],
-        lat_mean=lat_mean[rows, cols],
-        capacity=n[rows, cols] * base.thr[rows],
-    )
-    if len(so) == 0:
-        so.why_empty = _why_empty(base, load, headroom, max_replicas, fixed_replicas, valid)
-    return so
+    reps = n[rows, cols]
+    row_stage = stage_of[rows]
+    cut = np.searchsorted(row_stage, np.arange(len(bases) + 1))
+    out = []
+    for si, base in enumerate(bases):
+        r = rows[cut[si]:cut[si + 1]]
+        sl = slice(cut[si], cut[si + 1])
+        so = StageOptions(
+            stage=base.stage, load=float(loads[si]), variant_names=base.variant_names,
+            var_idx=cat["var_idx"][r], acc=cat["acc"][r], acc_coef=cat["acc_coef"][r], batch=cat["batch"][r],
+            cores=cat["cores"][r], replicas=reps[sl], cost=(cat["cores"][r] * reps[sl]).astype(float),
+            lat_slo=lat_slo[rows[sl], cols[sl]], lat_mean=lat_mean[rows[sl], cols[sl]], capacity=reps[sl] * thr[r],
+        )
+        if len(so) == 0:
+            mine = stage_of == si
+            so.why_empty = _why_empty(base, float(loads[si]), headroom, max_replicas, fixed_replicas[si],
+                                      valid[mine])
+        out.append(so)
+    return out
 
 
 def _why_empty(base, load, headroom, max_replicas, fixed_replicas, valid) -> str:
@@ -210,53 +214,75 @@ def _why_empty(base, load, headroom, max_replicas, fixed_replicas, valid) -> str
     return "sla: no option of this stage alone fits the SLA at this load"
 
 
-def pareto_prune(so: StageOptions, keep: np.ndarray | None = None) -> StageOptions:
-    """Drop options another option beats or ties on every term (accuracy, cost, latency, batch).
+def pareto_prune(so: StageOptions, objective, budget: bool = False, keep: np.ndarray | None = None) -> StageOptions:
+    """Drop options that another option of the same stage beats or ties on every term that matters.
 
-    Exact for the MILP: swapping a dominated option for its dominator keeps every constraint satisfied
-    (latency and cost only get smaller) and the objective no worse (pas is monotone in each factor).
+    Which terms matter depends on the objective, and using only those is what keeps the MILP small:
+      * sum / mean / rank_sum, no core budget: (value = alpha*acc - beta*cost - gamma*batch, latency);
+      * pas, no core budget: (accuracy, penalty = beta*cost + gamma*batch, latency);
+      * with a core budget, cost is one more term.
+    Exact: swapping a dominated option for its dominator keeps every constraint satisfied (latency and cost
+    only get smaller) and the objective no worse (pas is monotone in each factor, all factors >= 0).
     `keep` marks options that must survive (the current configuration, for the least-change tie-break).
     """
     if len(so) <= 1:
         return so
-    # 1) within (variant, batch) groups accuracy and batch are equal: a 2-D (cost, latency) frontier.
-    grp = so.var_idx * 4096 + so.batch
-    order = np.lexsort((so.lat_slo, so.cost, grp))
-    g, lat = grp[order], so.lat_slo[order]
-    _, first = np.unique(g, return_index=True)
-    gid = np.zeros(len(g), np.int64)
-    gid[first[1:]] = 1
-    gid = np.cumsum(gid)
-    shifted = lat - gid * 1e6  # later groups sit far lower, so a running minimum restarts per group
-    prev_min = np.concatenate([[np.inf], np.minimum.accumulate(shifted)[:-1]])
-    front = shifted < prev_min - 1e-15
-    survivors = order[front]
+    penalty = objective.beta * so.cost + objective.gamma * so.batch
+    if budget:
+        alive = _pareto_general(np.stack([-so.acc_coef, penalty, so.lat_slo, so.cost], axis=1))
+    elif objective.accuracy == "pas":
+        alive = _pareto_3d(so.acc, penalty, so.lat_slo)
+    else:
+        alive = _pareto_2d(so.lat_slo, objective.alpha * so.acc_coef - penalty)
     if keep is not None:
-        survivors = np.union1d(survivors, np.nonzero(keep)[0])
-    s = so.take(survivors)
-    k = None if keep is None else keep[survivors]
-    # 2) across groups: full 4-D dominance on the (few) survivors.
-    acc, cost, lat, bat = s.acc_coef, s.cost, s.lat_slo, s.batch
-    ge = (
-        (acc[:, None] >= acc[None, :])
-        & (cost[:, None] <= cost[None, :])
-        & (lat[:, None] <= lat[None, :])
-        & (bat[:, None] <= bat[None, :])
-    )
-    strict = (
-        (acc[:, None] > acc[None, :])
-        | (cost[:, None] < cost[None, :])
-        | (lat[:, None] < lat[None, :])
-        | (bat[:, None] < bat[None, :])
-    )
-    idx = np.arange(len(acc))
-    # i dominates j if ge and strict; among exact ties keep the lowest index.
-    dom = ge & (strict | (idx[:, None] < idx[None, :]))
+        alive = alive | keep
+    return so.take(np.nonzero(alive)[0])
+
+
+def _pareto_2d(lat: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Mask of points not dominated in (lat min, val max); of exact duplicates one survives."""
+    order = np.lexsort((-val, lat))
+    v = val[order]
+    prev_max = np.concatenate([[-np.inf], np.maximum.accumulate(v)[:-1]])
+    alive = np.zeros(lat.size, bool)
+    alive[order[v > prev_max]] = True
+    return alive
+
+
+def _pareto_3d(acc: np.ndarray, pen: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Mask of points not dominated in (acc max, pen min, lat min). Accuracy takes few values (one per
+    variant), so sweep them from the most accurate down with a (lat -> least penalty) staircase."""
+    alive = np.zeros(acc.size, bool)
+    st_lat = np.empty(0)
+    st_pen = np.empty(0)
+    for a in np.unique(acc)[::-1]:
+        idx = np.nonzero(acc == a)[0]
+        order = np.lexsort((pen[idx], lat[idx]))
+        idx = idx[order]
+        p = pen[idx]
+        prev_min = np.concatenate([[np.inf], np.minimum.accumulate(p)[:-1]])
+        idx = idx[p < prev_min]  # the group's own 2-D frontier
+        if st_lat.size:
+            j = np.searchsorted(st_lat, lat[idx], side="right") - 1
+            dominated = (j >= 0) & (st_pen[np.maximum(j, 0)] <= pen[idx])
+            idx = idx[~dominated]
+        alive[idx] = True
+        all_lat = np.concatenate([st_lat, lat[idx]])
+        all_pen = np.concatenate([st_pen, pen[idx]])
+        o = np.argsort(all_lat, kind="stable")
+        st_lat, st_pen = all_lat[o], np.minimum.accumulate(all_pen[o])
+    return alive
+
+
+def _pareto_general(cols: np.ndarray) -> np.ndarray:
+    """Mask of points not dominated when every column is minimised (pairwise; used for small sets)."""
+    n = cols.shape[0]
+    le = np.all(cols[:, None, :] <= cols[None, :, :], axis=2)
+    lt = np.any(cols[:, None, :] < cols[None, :, :], axis=2)
+    idx = np.arange(n)
+    dom = le & (lt | (idx[:, None] < idx[None, :]))
     np.fill_diagonal(dom, False)
-    alive = ~dom.any(axis=0)
-    if k is not None:
-        alive |= k
-    return s.take(np.nonzero(alive)[0])
+    return ~dom.any(axis=0)
 
 
 def stage_loads(pipeline, rps: float) -> dict[str, float]:

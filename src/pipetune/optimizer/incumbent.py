@@ -1,0 +1,103 @@
+"""A fast feasible starting point for the MILP (a MIP start), and exact latency-based option reduction.
+
+Neither changes the optimum: the start only lets HiGHS prune from the first node, and the reduction removes
+options that no feasible plan can contain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipetune.optimizer.options import StageOptions
+
+
+def _path_matrix(pipeline) -> np.ndarray:
+    names = pipeline.stage_names
+    at = {n: i for i, n in enumerate(names)}
+    paths = pipeline.paths()
+    m = np.zeros((len(paths), len(names)), bool)
+    for i, p in enumerate(paths):
+        m[i, [at[n] for n in p]] = True
+    return m
+
+
+def drop_unreachable(pipeline, options: list[StageOptions]) -> list[StageOptions]:
+    """Remove options whose latency cannot fit the SLA even with the fastest options everywhere else."""
+    pm = _path_matrix(pipeline)
+    fastest = np.array([so.lat_slo.min() if len(so) else np.inf for so in options])
+    out = []
+    for s, so in enumerate(options):
+        through = pm[:, s]
+        if not through.any() or len(so) == 0:
+            out.append(so)
+            continue
+        others = (pm[through] * np.where(np.isfinite(fastest), fastest, 0.0)).sum(axis=1) - fastest[s]
+        slack = pipeline.sla.seconds - others.max()
+        out.append(so.take(np.nonzero(so.lat_slo <= slack * (1 + 1e-12))[0]))
+    return out
+
+
+def objective_of(pipeline, options: list[StageOptions], choice: list[int]) -> float:
+    obj = pipeline.objective
+    if obj.accuracy == "pas":
+        acc = float(np.prod([so.acc[i] for so, i in zip(options, choice)]))
+    else:
+        acc = float(sum(so.acc_coef[i] for so, i in zip(options, choice)))
+    cost = sum(float(so.cost[i]) for so, i in zip(options, choice))
+    batch = sum(float(so.batch[i]) for so, i in zip(options, choice))
+    return obj.alpha * acc - obj.beta * cost - obj.gamma * batch
+
+
+def local_search(pipeline, options: list[StageOptions], start: list[int] | None = None,
+                 values: list[np.ndarray] | None = None, sweeps: int = 6) -> list[int] | None:
+    """A feasible plan with a high linear value sum(values[s][o]): start from `start` (default: the fastest
+    option of every stage), then move one stage at a time to its best option that keeps every path within the
+    SLA (and the budget), until nothing improves. Default values: the pipeline's linear objective."""
+    if any(len(so) == 0 for so in options):
+        return None
+    if values is None:
+        obj = pipeline.objective
+        values = [obj.alpha * so.acc_coef - obj.beta * so.cost - obj.gamma * so.batch for so in options]
+    pm = _path_matrix(pipeline)
+    sla = pipeline.sla.seconds * (1 + 1e-12)
+    budget = pipeline.caps.max_total_cores
+    choice = list(start) if start is not None else [int(np.argmin(so.lat_slo)) for so in options]
+    lat = np.array([so.lat_slo[i] for so, i in zip(options, choice)])
+    cost = np.array([so.cost[i] for so, i in zip(options, choice)])
+    if budget is not None and cost.sum() > budget:
+        choice = [int(np.argmin(so.cost)) for so in options]
+        lat = np.array([so.lat_slo[i] for so, i in zip(options, choice)])
+        cost = np.array([so.cost[i] for so, i in zip(options, choice)])
+    if (pm * lat).sum(axis=1).max() > sla or (budget is not None and cost.sum() > budget):
+        return None
+    for _ in range(sweeps):
+        improved = False
+        for s, so in enumerate(options):
+            rest = (pm * lat).sum(axis=1) - pm[:, s] * lat[s]
+            slack = np.where(pm[:, s], sla - rest, np.inf).min()
+            ok = so.lat_slo <= slack
+            if budget is not None:
+                ok &= so.cost <= budget - (cost.sum() - cost[s])
+            val = np.where(ok, values[s], -np.inf)
+            j = int(np.argmax(val))
+            if val[j] > values[s][choice[s]] + 1e-12:
+                choice[s], lat[s], cost[s] = j, so.lat_slo[j], so.cost[j]
+                improved = True
+        if not improved:
+            break
+    return choice
+
+
+def best_by_enumeration(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> list[int] | None:
+    """The feasible plan of highest linear value among all combinations (for small remainders only)."""
+    sizes = [len(so) for so in options]
+    grid = np.indices(sizes).reshape(len(sizes), -1)
+    lat = np.stack([so.lat_slo[grid[i]] for i, so in enumerate(options)])  # (stages, combos)
+    ok = (_path_matrix(pipeline).astype(float) @ lat).max(axis=0) <= pipeline.sla.seconds * (1 + 1e-12)
+    if pipeline.caps.max_total_cores is not None:
+        cost = sum(so.cost[grid[i]] for i, so in enumerate(options))
+        ok &= cost <= pipeline.caps.max_total_cores + 1e-9
+    if not ok.any():
+        return None
+    total = np.where(ok, sum(v[grid[i]] for i, v in enumerate(values)), -np.inf)
+    return [int(x) for x in grid[:, int(np.argmax(total))]]
