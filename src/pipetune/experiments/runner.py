@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -180,13 +181,11 @@ def _cdf_quantiles(res: SimResult) -> list[float]:
 
 def run_task(task: dict) -> dict:
     """Worker: one (kind, workload, system, seed) run or one calibration point. Returns plain data."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    # One thread per worker: the pool already uses every core (torch, if a predictor loads it, reads these).
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     t0 = time.perf_counter()
     pipe, prof = _load(task["pipeline_path"], task.get("objective"))
     settings = Settings.model_validate(task["settings"])
