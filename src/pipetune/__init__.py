@@ -1,0 +1,33 @@
+"""pipetune: serve multi-model inference pipelines and keep re-configuring them under an end-to-end SLA.
+
+    import pipetune
+    p = pipetune.load_pipeline("pipeline.yaml")
+    plan = pipetune.plan(p, rps=30)            # Plan, or Infeasible with a fallback
+"""
+
+from __future__ import annotations
+
+from pipetune.errors import PipetuneError
+from pipetune.spec import Pipeline, SpecError, load_pipeline
+
+__all__ = ["PipetuneError", "Pipeline", "SpecError", "load_pipeline", "plan", "example_path"]
+__version__ = "0.1.0"
+
+
+def plan(pipeline, rps: float, policy: str = "ipa", current=None, **params):
+    """Decide per stage (variant, batch, cores, replicas) at `rps`; see `pipetune.optimizer.plan_pipeline`."""
+    from pipetune.optimizer import plan_pipeline
+
+    if not isinstance(pipeline, Pipeline):
+        pipeline = load_pipeline(pipeline)
+    return plan_pipeline(pipeline, rps, policy=policy, current=current, **params)
+
+
+def example_path(name: str = "synthetic") -> str:
+    """Path of a bundled example pipeline YAML (synthetic, digits, text, paper/<name>)."""
+    from pathlib import Path
+
+    p = Path(__file__).parent / "examples" / name / "pipeline.yaml"
+    if not p.exists():
+        raise PipetuneError(f"no bundled example {name!r} (looked for {p})")
+    return str(p)

@@ -20,7 +20,8 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Command groups register themselves on `app` when imported (one module per concern).
-# (registered below as their modules land)
+from pipetune.cli import plan as _plan  # noqa: E402,F401
+from pipetune.cli import bench as _bench  # noqa: E402,F401
 from pipetune.cli import trace as _trace  # noqa: E402,F401
 from pipetune.cli import predictor as _predictor  # noqa: E402,F401
 from pipetune.cli import simulate as _simulate  # noqa: E402,F401

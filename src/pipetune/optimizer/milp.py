@@ -137,8 +137,34 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
     return _Model(bld, y)
 
 
+_banner_shown = False
+
+
+def _new_highs() -> highspy.Highs:
+    """A Highs object; the first one in a process prints a banner on C stdout, which would corrupt JSON
+    output, so that one is made with file descriptor 1 pointed at /dev/null."""
+    global _banner_shown
+    if _banner_shown:
+        return highspy.Highs()
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+        _banner_shown = True
+    return h
+
+
 def _highs(time_limit_s: float) -> highspy.Highs:
-    h = highspy.Highs()
+    h = _new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     # Measured on these models: feasibility jump and the sub-MIP heuristics (RINS/RENS) took most of the

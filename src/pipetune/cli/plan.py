@@ -1,0 +1,54 @@
+"""`pipetune plan PIPELINE --rps R [--policy P] [--json]`: one decision, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipetune.cli.main import app
+
+
+@app.command("plan")
+def plan_cmd(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML"),
+    rps: float = typer.Option(..., "--rps", help="requests per second to plan for"),
+    policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
+    replicas: int = typer.Option(None, help="rim: the fixed replica count per stage"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY."""
+    from pipetune.optimizer import plan_pipeline
+    from pipetune.spec import load_pipeline
+
+    p = load_pipeline(pipeline)
+    params = {"replicas": replicas} if replicas is not None else {}
+    result = plan_pipeline(p, rps, policy=policy, **params)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    render_plan(result, Console())
+
+
+def render_plan(result, console: Console) -> None:
+    plan = result if result.feasible else result.fallback
+    if not result.feasible:
+        console.print(f"[bold red]infeasible[/] ({result.binding}): {result.reason}")
+        console.print("[yellow]best-effort fallback (most capacity):[/]")
+    t = Table(title=f"{plan.pipeline} · {plan.policy} · {plan.rps:g} rps")
+    for col in ("stage", "variant", "acc", "batch", "cores", "replicas", "load/s", "capacity/s", "p-lat (s)"):
+        t.add_column(col, justify="left" if col in ("stage", "variant") else "right")
+    for name, c in plan.stages.items():
+        k = c.config
+        t.add_row(name, k.variant, f"{c.accuracy:.3f}", str(k.batch), str(k.cores), str(k.replicas),
+                  f"{c.load_rps:.1f}", f"{c.capacity_rps:.1f}", f"{c.latency_slo_s:.3f}")
+    console.print(t)
+    console.print(
+        f"accuracy {plan.accuracy:.4f} (pas {plan.pas:.4f}) · cost {plan.cost_cores} cores · "
+        f"e2e latency {plan.latency_e2e_slo_s:.3f} s at the SLA percentile (mean {plan.latency_e2e_mean_s:.3f} s) · "
+        f"critical path {' -> '.join(plan.critical_path)} · objective {plan.objective:.4f} · "
+        f"solved in {plan.solve_time_s * 1e3:.1f} ms"
+    )
