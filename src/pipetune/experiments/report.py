@@ -107,6 +107,20 @@ def auto_notes(data: dict, systems: list[dict], cal: dict) -> list[str]:
                 "queueing and service), so every policy holds more capacity than the SLA needs.")
         elif cal.get("under_predicted_share", 0) > 0.2:
             out.append(f"The planner under-predicts p99 for {100 * cal['under_predicted_share']:.0f}% of ipa plans.")
+    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    for r_sys in systems:
+        runs = [r for r in grid if r["system"] == r_sys["system"]]
+        if not runs or runs[0]["policy"] != "rim" or r_sys["sla_violation_rate"] <= 0.05:
+            continue
+        low = [r for r in grid if r["policy"] == "fa2-low"]
+        need = max((max(x for x in r["intervals"]["mean_cores"] if x is not None) for r in low), default=None)
+        held = max(r["summary"]["mean_cores"] for r in runs)
+        text = (f"{r_sys['system']} violates {100 * r_sys['sla_violation_rate']:.1f}%: it holds a fixed ~{held:.0f} "
+                "cores and can only trade accuracy for speed")
+        if need is not None and need > held:
+            text += (f", while FA2-low (the fastest variants, free to scale) needed up to {need:.0f} cores at the "
+                     "peaks: no variant switch makes up for missing replicas on these profiles")
+        out.append(text + ".")
     out.append("Our SLA violations count dropped, failed and late requests (IPA counted drops only); our cost counts "
                "replicas while they load and drain (IPA counted configured replicas); our accuracy is what each "
                "request was served with.")
