@@ -38,6 +38,3 @@ def run() -> None:
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
-
-if __name__ == "__main__":
-    run()
