@@ -211,7 +211,9 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
     intro = (f"Pipelines: {where}; workloads: {', '.join(w['name'] for w in exp['workloads'])}; seeds: "
              f"{exp['seeds']}; {n_runs} simulated runs + {len(data.get('calibration', []))} calibration points in "
              f"{data['wall_s']:.1f} s wall ({data.get('grid_wall_s', data['wall_s']):.1f} s for the runs) on "
-             f"{data['workers']} worker processes.")
+             f"{data['workers']} worker processes" + (
+                 f"; the runs used {data['grid_cpu_s']:.0f} CPU-seconds, i.e. {data['grid_cpu_s'] / data['workers']:.0f} s "
+                 f"on {data['workers']} dedicated cores (the machine was shared)." if data.get("grid_cpu_s") else "."))
     defs = ("SLA violation = dropped + failed + completed after the SLA. Cost = mean cores held (loading and "
             "draining replicas included). Accuracy = PAS as served (product of the accuracies of the variants each "
             "request actually passed through).")

@@ -186,11 +186,12 @@ def run_task(task: dict) -> dict:
         os.environ.setdefault(var, "1")
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pipe, prof = _load(task["pipeline_path"], task.get("objective"))
     settings = Settings.model_validate(task["settings"])
     if task["kind"] == "calibration":
-        return {**task, **calibrate_point(pipe, prof, task), "wall_s": time.perf_counter() - t0}
+        return {**task, **calibrate_point(pipe, prof, task), "wall_s": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0}
     counts = np.asarray(task["counts"], dtype=float)
     log = Path(task["log"]) if task.get("log") else None
     out = simulate(pipe, counts, policy=task["policy"], predictor=task["predictor"], seed=task["seed"],
@@ -214,6 +215,7 @@ def run_task(task: dict) -> dict:
         "cdf": _cdf_quantiles(out.result),
         "plans": plans,
         "wall_s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
         "plan_cache": {"hits": planner().hits, "misses": planner().misses},
     }
 
@@ -376,6 +378,8 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     slas = {k: load_pipeline(p, check_profiles=False).sla.seconds for k, p in paths.items()}
     data = {"experiment": exp.model_dump(mode="json"), "pipelines": {k: str(p) for k, p in paths.items()},
             "sla_s": slas,
-            "runs": results, "calibration": cal, "wall_s": wall, "grid_wall_s": t_grid, "workers": workers}
+            "runs": results, "calibration": cal, "wall_s": wall, "grid_wall_s": t_grid, "workers": workers,
+            "cpu_s": sum(r.get("cpu_s", 0.0) for r in results + cal),
+            "grid_cpu_s": sum(r.get("cpu_s", 0.0) for r in results)}
     write_outputs(data, out, figures=figures)
     return data
