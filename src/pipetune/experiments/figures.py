@@ -134,13 +134,20 @@ def sweep(data: dict, path: Path, pipe: str | None = None) -> Path | None:
     runs = _runs(data, "sweep", pipe)
     if not runs:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 4))
     cores = [r["summary"]["mean_cores"] for r in runs]
     pas = [r["summary"]["pas_mean"] for r in runs]
     viol = [100 * r["summary"]["sla_violation_rate"] for r in runs]
-    sc = ax.scatter(cores, pas, c=viol, cmap="viridis", s=30)
+    sc = ax.scatter(cores, pas, c=viol, cmap="viridis", s=36, vmin=0, vmax=max(1.0, max(viol)))
+    # Settings with the same α/β trade-off pick the same plans: one stacked label per distinct point.
+    groups: dict[tuple, list[str]] = defaultdict(list)
     for r, x, y in zip(runs, cores, pas):
-        ax.annotate(r["system"].replace(",", "\n"), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        groups[(round(x, 1), round(y, 3))].append(r["system"].replace("a=", "α=").replace(",b=", " β="))
+    offsets = [(5, 2), (5, -14), (-55, 2), (-55, -14)]
+    for k, ((x, y), labels) in enumerate(sorted(groups.items())):
+        ax.annotate("\n".join(labels), (x, y), fontsize=6, xytext=offsets[k % len(offsets)],
+                    textcoords="offset points", va="center")
+    ax.margins(0.15)
     fig.colorbar(sc, ax=ax, label="SLA violations (%)")
     ax.set_xlabel("mean cores")
     ax.set_ylabel("mean PAS")
