@@ -103,3 +103,16 @@ def test_oracle_and_predictor_errors():
         resolve_predictor("oracle")
     with pytest.raises(PipetuneError):
         resolve_predictor("no-such-predictor")
+
+
+def test_rps_quantum_plans_for_the_prediction_rounded_up(synth):
+    p, pr = synth
+    counts = np.full(40, 7.3)
+    first = plan_pipeline(p, 8.0, "ipa", profiles=pr)
+    sim = Simulator(p, pr, arrival_times(counts), first.configs)
+    ad = Adapter(sim, p, predictor="reactive", interval_s=10, profiles=pr, rps_quantum=2.0)
+    ad.run(40.0)
+    for d in ad.decisions:
+        assert d.planned_rps >= d.predicted_rps and d.planned_rps % 2.0 == 0
+    with pytest.raises(PipetuneError, match="rps_quantum"):
+        Adapter(sim, p, predictor="reactive", profiles=pr, rps_quantum=-1)
