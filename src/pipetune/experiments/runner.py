@@ -361,6 +361,13 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 2)
     t0 = time.perf_counter()
+    from pipetune.spec import load_pipeline
+
+    for label, path in exp.pipeline_paths().items():  # fail here, with the file named, not inside a worker
+        try:
+            load_pipeline(path)
+        except PipetuneError as e:
+            raise ExperimentError(f"pipeline {label!r} ({path}) cannot be used: {e}") from None
     tasks = build_tasks(exp, out)
     (out / "logs").mkdir(exist_ok=True)
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
