@@ -352,6 +352,25 @@ def run_pool(tasks: list[dict], workers: int, description: str, progress=None, p
     return results
 
 
+def variant_facts(pipe) -> dict:
+    """Per stage and variant: accuracy and the best throughput per core over the allowed (batch, cores), plus the
+    objective's weights: what the report needs to explain a policy's variant choices."""
+    from pipetune.profiles import load_profiles
+
+    prof = load_profiles(pipe)
+    stages = {}
+    for st in pipe.stages:
+        rows = []
+        for v in st.variants:
+            per_core = max(prof.row(st.name, v.name, b, c).throughput_rps / c
+                           for b in pipe.batch_sizes_for(st.name) for c in pipe.cores_for(st.name))
+            rows.append({"variant": v.name, "accuracy": v.accuracy, "items_per_s_per_core": per_core,
+                         "load_time_s": prof.get(st.name, v.name).load_time_s})
+        stages[st.name] = rows
+    return {"alpha": pipe.objective.alpha, "beta": pipe.objective.beta, "accuracy": pipe.objective.accuracy,
+            "stages": stages}
+
+
 def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = None, progress=None,
                    figures: bool = True) -> dict:
     """Run the grid (+ ablation, sweep, calibration), write results, figures and the report into `out_dir`."""
@@ -363,9 +382,11 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     t0 = time.perf_counter()
     from pipetune.spec import load_pipeline
 
+    variants: dict[str, dict] = {}
     for label, path in exp.pipeline_paths().items():  # fail here, with the file named, not inside a worker
         try:
-            load_pipeline(path)
+            pipe = load_pipeline(path)
+            variants[label] = variant_facts(pipe)
         except PipetuneError as e:
             raise ExperimentError(f"pipeline {label!r} ({path}) cannot be used: {e}") from None
     tasks = build_tasks(exp, out)
@@ -386,6 +407,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     data = {"experiment": exp.model_dump(mode="json"), "pipelines": {k: str(p) for k, p in paths.items()},
             "sla_s": slas,
             "runs": results, "calibration": cal, "wall_s": wall, "grid_wall_s": t_grid, "workers": workers,
+            "variants": variants,
             "cpu_s": sum(r.get("cpu_s", 0.0) for r in results + cal),
             "grid_cpu_s": sum(r.get("cpu_s", 0.0) for r in results)}
     write_outputs(data, out, figures=figures)
