@@ -22,6 +22,7 @@ err_console = Console(stderr=True)
 # Command groups register themselves on `app` when imported (one module per concern).
 from pipetune.cli import plan as _plan  # noqa: E402,F401
 from pipetune.cli import bench as _bench  # noqa: E402,F401
+from pipetune.cli import demo as _demo  # noqa: E402,F401
 from pipetune.cli import trace as _trace  # noqa: E402,F401
 from pipetune.cli import predictor as _predictor  # noqa: E402,F401
 from pipetune.cli import simulate as _simulate  # noqa: E402,F401
