@@ -82,3 +82,21 @@ def test_cli_accuracy_subset_and_refuses_to_write_a_subset(tmp_path):
     assert "pca-4" in r.output and "pixels" in r.output
     r = CliRunner().invoke(app, ["accuracy", str(spec), "--variants", "tree", "--limit", "40", "--write"])
     assert isinstance(r.exception, PipetuneError) and "--write with --limit" in str(r.exception)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3))
+def test_write_accuracies_roundtrips_any_values(tmp_path_factory, values):
+    p = tmp_path_factory.mktemp("acc") / "s.yaml"
+    p.write_text(FLOW_SPEC)
+    keys = [("a", "a"), ("b", "a"), ("b", "c")]
+    write_accuracies(p, dict(zip(keys, values)))
+    d = yaml.safe_load(p.read_text())
+    acc = {(s["name"], v["name"]): v["accuracy"] for s in d["stages"] for v in s["variants"]}
+    for k, v in zip(keys, values):
+        assert acc[k] == pytest.approx(v, abs=1e-4)
+    assert acc[("a", "b")] == 0.2
