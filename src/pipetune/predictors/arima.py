@@ -4,7 +4,8 @@ The series is the max of each 10 s; ARIMA(`order`) forecasts the next horizon/10
 is the largest of them. Estimating the parameters takes ~0.1 s, so they are re-estimated only every
 `refit_every` seconds of history (on the last `lookback` seconds); in between, the fitted parameters are
 applied to the newest blocks by the ARMA recursion (conditional residuals, then the forecast), which takes
-microseconds where rebuilding a statsmodels model takes ~0.1 s. `fit(series)` estimates them once on a
+microseconds where rebuilding a statsmodels model takes ~0.1 s. Between estimates only the AR/MA
+coefficients are kept; the process mean is the mean of the current lookback. `fit(series)` estimates them once on a
 training series instead, and then they stay fixed. Before `min_history` seconds, or if estimation fails,
 the 120-s window max is used (IPA's fallback).
 """
@@ -27,8 +28,8 @@ def _blocks(x: np.ndarray) -> np.ndarray:
 class ARIMAPredictor(Predictor):
     name = "arima"
 
-    def __init__(self, order: tuple[int, int, int] = (2, 0, 1), lookback: int = 600, refit_every: int = 600,
-                 min_history: int = 120, horizon: int = HORIZON_S):
+    def __init__(self, order: tuple[int, int, int] = (1, 1, 0), lookback: int = 600, refit_every: int = 600,
+                 min_history: int = 300, horizon: int = HORIZON_S):
         super().__init__(horizon)
         if lookback < 10 * IPA_BLOCK_S:
             raise PipetuneError(f"arima: lookback must be >= {10 * IPA_BLOCK_S} s, got {lookback}")
@@ -60,9 +61,13 @@ class ARIMAPredictor(Predictor):
         return mean, np.asarray(res.arparams, dtype=float), np.asarray(res.maparams, dtype=float)
 
     def _forecast(self, blocks: np.ndarray, steps: int) -> np.ndarray:
-        mean, ar, ma = self.params_
+        _, ar, ma = self.params_
         d = self.order[1]
-        y = (np.diff(blocks, n=d) if d else blocks) - mean
+        y = np.diff(blocks, n=d) if d else blocks
+        # The level is re-read from the current lookback at every call (the fitted constant is as old as
+        # the last estimate, and a surge moves the level within seconds); the AR/MA shape is kept.
+        mean = float(y.mean())
+        y = y - mean
         p, q = ar.size, ma.size
         eps = np.zeros(y.size)
         for t in range(y.size):  # conditional residuals (pre-sample values taken as 0)

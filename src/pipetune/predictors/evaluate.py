@@ -127,7 +127,8 @@ def plot_scores(scores: list[Score], path: str | Path, title: str = "predicted v
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.6 * len(names)), sharex=False, squeeze=False)
     for ax, wname in zip(axes[:, 0], names):
         first = next(w for w in scores[0].windows if w.name == wname)
-        ax.plot(first.times, first.realised, color="black", lw=1.6, label="realised max of next 20 s")
+        ax.plot(first.times, first.realised, color="black", lw=1.6, drawstyle="steps-post",
+                label="realised max of the next horizon")
         for s in scores:
             w = next(w for w in s.windows if w.name == wname)
             m = metrics(w.predicted, w.realised)
