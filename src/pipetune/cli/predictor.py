@@ -87,6 +87,8 @@ def _windows(trace: Optional[Path], window: list[str], names: Optional[str], dam
 
     if trace is not None:
         x = load_trace(trace)
+        if names:  # with --trace, --windows takes comma-separated ranges too
+            window = list(window) + [w.strip() for w in names.split(",") if w.strip()]
         if not window:
             return {trace.name: damp(x, damping)}, f"{trace} (whole, damped by {damping:g})"
         out = {}
@@ -109,7 +111,8 @@ def evaluate_cmd(
     predictors: str = typer.Option(",".join(EVAL_DEFAULT), "--predictors", "-p", help="Comma-separated names."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Score on this trace instead of IPA's windows."),
     window: list[str] = typer.Option([], "--window", "-w", help="START:STOP or START+DURATION in --trace; repeatable."),
-    windows: Optional[str] = typer.Option(None, "--windows", help="Which paper windows, e.g. bursty,steady-low."),
+    windows: Optional[str] = typer.Option(
+        None, "--windows", help="Paper windows by name (bursty,steady-low); with --trace, ranges (0:1200,5000+1200)."),
     damping: float = typer.Option(8.0, help="Divide the counts by this (IPA: 8)."),
     shared: Optional[Path] = typer.Option(None, "--shared", help="Folder holding traces/paper-windows (default ../shared)."),
     interval: int = typer.Option(10, help="Seconds between decisions."),
