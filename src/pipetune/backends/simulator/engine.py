@@ -462,7 +462,7 @@ class Simulator(Backend):
                 rep = free[-1]
                 b = rep.batch
                 qt = qtimes[s]
-                if wait_s > 0 and len(q) < b and now - qt[0] < wait_s:
+                if wait_s > 0 and len(q) < b and now < qt[0] + wait_s:  # the timer's own expression: no float gap
                     if not timer_set[s]:
                         timer_set[s] = True
                         hpush(heap, (qt[0] + wait_s, next(seq), _EV_TIMER, s, None, None))
