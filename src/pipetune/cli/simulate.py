@@ -48,8 +48,13 @@ def simulate_cmd(
     else:
         raise PipetuneError(f"--workload {workload!r}: not a pattern ({', '.join(PATTERNS)}), paper:NAME, or an "
                             "existing count file")
+    from rich.progress import Progress
+
     settings = Settings(interval_s=interval, drop_limit_s=drop_limit)
-    run = simulate(pipe, counts, policy=policy, predictor=predictor, seed=seed, settings=settings, log=log)
+    with Progress(transient=True, disable=as_json) as prog:
+        bar = prog.add_task("simulating", total=len(counts))
+        run = simulate(pipe, counts, policy=policy, predictor=predictor, seed=seed, settings=settings, log=log,
+                       on_step=lambda d: prog.update(bar, completed=d.t))
     s = run.summary
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
