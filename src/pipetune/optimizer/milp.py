@@ -37,12 +37,14 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
+from pipetune.optimizer.frontier import TooLarge, best_by_frontier
 from pipetune.optimizer.incumbent import best_by_enumeration, local_search, objective_of
 from pipetune.optimizer.options import StageOptions
 
 INF = highspy.kHighsInf
 MAX_PATH_ROWS = 64  # above this many source-to-sink paths, use completion-time variables instead
-ENUMERATE_AT_MOST = 4096  # combinations left after the LP reduction that are enumerated, not branched
+ENUMERATE_AT_MOST = 50_000  # combinations left after the LP reduction that are enumerated, not branched
+FRONTIER_MAX_STATES = 30_000  # partial plans the exact enumeration may hold before HiGHS branches instead
 LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
 
@@ -56,19 +58,23 @@ class Solution:
 
 
 class _Builder:
+    """Columns and rows of a model as numpy blocks (per-element Python lists cost more than the solve)."""
+
     def __init__(self) -> None:
-        self.cost: list[float] = []
-        self.lo: list[float] = []
-        self.hi: list[float] = []
-        self.integer: list[bool] = []
+        self.ncol = 0
+        self.cost: list[np.ndarray] = []
+        self.lo: list[np.ndarray] = []
+        self.hi: list[np.ndarray] = []
+        self.integer: list[np.ndarray] = []
         self.rows: list[tuple[np.ndarray, np.ndarray, float, float]] = []
 
     def add_cols(self, n: int, cost, lo, hi, integer: bool) -> np.ndarray:
-        start = len(self.cost)
-        self.cost.extend(np.broadcast_to(np.asarray(cost, float), (n,)).tolist())
-        self.lo.extend(np.broadcast_to(np.asarray(lo, float), (n,)).tolist())
-        self.hi.extend(np.broadcast_to(np.asarray(hi, float), (n,)).tolist())
-        self.integer.extend([integer] * n)
+        start = self.ncol
+        self.cost.append(np.broadcast_to(np.asarray(cost, float), (n,)))
+        self.lo.append(np.broadcast_to(np.asarray(lo, float), (n,)))
+        self.hi.append(np.broadcast_to(np.asarray(hi, float), (n,)))
+        self.integer.append(np.full(n, integer))
+        self.ncol += n
         return np.arange(start, start + n)
 
     def add_row(self, idx, val, lo: float, hi: float) -> None:
@@ -76,18 +82,18 @@ class _Builder:
 
     def lp(self, relax: bool = False) -> highspy.HighsLp:
         lp = highspy.HighsLp()
-        ncol, nrow = len(self.cost), len(self.rows)
+        ncol, nrow = self.ncol, len(self.rows)
         lp.num_col_, lp.num_row_ = ncol, nrow
-        lp.col_cost_ = np.array(self.cost)
-        lp.col_lower_ = np.array(self.lo)
-        lp.col_upper_ = np.array(self.hi)
-        lp.row_lower_ = np.array([r[2] for r in self.rows])
-        lp.row_upper_ = np.array([r[3] for r in self.rows])
+        lp.col_cost_ = np.concatenate(self.cost)
+        lp.col_lower_ = np.concatenate(self.lo)
+        lp.col_upper_ = np.concatenate(self.hi)
+        lp.row_lower_ = np.array([r[2] for r in self.rows], float)
+        lp.row_upper_ = np.array([r[3] for r in self.rows], float)
         # Row-wise entries, converted to the column-wise (CSC) form HiGHS expects.
-        ri = np.concatenate([np.full(r[0].size, i, np.int64) for i, r in enumerate(self.rows)])
+        ri = np.repeat(np.arange(nrow), [r[0].size for r in self.rows])
         ci = np.concatenate([r[0] for r in self.rows])
         v = np.concatenate([r[1] for r in self.rows])
-        order = np.lexsort((ri, ci))
+        order = np.argsort(ci, kind="stable")  # rows were added in order, so row order within a column holds
         ri, ci, v = ri[order], ci[order], v[order]
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.num_col_ = ncol
@@ -97,7 +103,8 @@ class _Builder:
         lp.a_matrix_.value_ = v
         if not relax:
             lp.integrality_ = [
-                highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in self.integer
+                highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                for i in np.concatenate(self.integer).tolist()
             ]
         return lp
 
@@ -186,18 +193,37 @@ def _local_improve(pipeline, options, values, start: list[int]) -> list[int]:
     return local_search(pipeline, options, start=start, values=values) or start
 
 
-def reduce_by_lp(pipeline, options: list[StageOptions], values: list[np.ndarray]):
-    """Exact reduction by LP reduced costs, for MILP(values).
+@dataclass
+class _Reduction:
+    options: list[StageOptions]
+    values: list[np.ndarray]
+    start: list[int] | None  # a feasible plan (indices into the reduced sets), None if none was found
+    kept: list[np.ndarray]  # indices of the kept options per stage, into the unreduced sets
+    upper: float  # LP optimum: a bound on every feasible plan's value
+    penalty: list[np.ndarray]  # reduced cost (>= 0) of each kept option
+    start_value: float
 
-    Solve the LP relaxation (an upper bound U) and build a good feasible plan from it (the fastest option in each
-    stage's LP support keeps every latency row satisfied, then a local search improves it; value V). An option
-    whose reduced cost d gives U - d < V cannot be in any optimal plan: drop it. Returns (options, values,
-    start plan, kept indices per stage), or None when the LP is infeasible.
-    """
-    m = _build(pipeline, options, values)
-    h = _highs(30.0)
-    h.passModel(m.builder.lp(relax=True))
-    h.run()
+
+class _Relaxation:
+    """The LP relaxation of MILP(v) over fixed option sets, built once; each `run(values)` only changes the
+    objective, so HiGHS restarts from the previous optimal basis (the parametric search solves it per lambda)."""
+
+    def __init__(self, pipeline, options: list[StageOptions]) -> None:
+        self.m = _build(pipeline, options, [np.zeros(len(so)) for so in options])
+        self.h = _highs(30.0)
+        self.h.passModel(self.m.builder.lp(relax=True))
+        self.cols = np.concatenate(self.m.y).astype(np.int32)
+
+    def run(self, values: list[np.ndarray]) -> highspy.Highs:
+        self.h.changeColsCost(int(self.cols.size), self.cols, -np.concatenate(values))
+        self.h.run()
+        return self.h
+
+
+def _reduce(pipeline, options: list[StageOptions], values: list[np.ndarray],
+            relaxation: _Relaxation | None = None) -> _Reduction | None:
+    relaxation = relaxation or _Relaxation(pipeline, options)
+    m, h = relaxation.m, relaxation.run(values)
     if h.modelStatusToString(h.getModelStatus()) != "Optimal":
         return None
     upper = -h.getInfo().objective_function_value
@@ -211,38 +237,69 @@ def reduce_by_lp(pipeline, options: list[StageOptions], values: list[np.ndarray]
     if pipeline.caps.max_total_cores is not None:
         start = local_search(pipeline, options, values=values)  # the LP support may break the budget
         if start is None:
-            return options, values, None, [np.arange(len(so)) for so in options]
+            return _Reduction(options, values, None, [np.arange(len(so)) for so in options], upper,
+                              [np.maximum(d[ys], 0.0) for ys in m.y], -math.inf)
     else:
         start = _local_improve(pipeline, options, values, start)
     best = _value_of(values, start)
     tol = 1e-9 * max(1.0, abs(best))
-    kept, red_o, red_v, red_start = [], [], [], []
+    kept, red_o, red_v, red_start, red_pen = [], [], [], [], []
     for so, v, ys, c in zip(options, values, m.y, start):
-        keep = upper - np.maximum(d[ys], 0.0) >= best - tol
+        pen = np.maximum(d[ys], 0.0)
+        keep = upper - pen >= best - tol
         keep[c] = True
         idx = np.nonzero(keep)[0]
         kept.append(idx)
         red_o.append(so.take(idx))
         red_v.append(v[idx])
+        red_pen.append(pen[idx])
         red_start.append(int(np.searchsorted(idx, c)))
-    return red_o, red_v, red_start, kept
+    return _Reduction(red_o, red_v, red_start, kept, upper, red_pen, best)
+
+
+def reduce_by_lp(pipeline, options: list[StageOptions], values: list[np.ndarray]):
+    """Exact reduction by LP reduced costs, for MILP(values).
+
+    Solve the LP relaxation (an upper bound U) and build a good feasible plan from it (the fastest option in each
+    stage's LP support keeps every latency row satisfied, then a local search improves it; value V). An option
+    whose reduced cost d gives U - d < V cannot be in any optimal plan: drop it. Returns (options, values,
+    start plan, kept indices per stage), or None when the LP is infeasible.
+    """
+    r = _reduce(pipeline, options, values)
+    return None if r is None else (r.options, r.values, r.start, r.kept)
 
 
 def solve_linear(pipeline, options: list[StageOptions], values: list[np.ndarray], *,
                  time_limit_s: float = 30.0) -> tuple[list[int], float] | None:
     """Exact MILP(values): (option index per stage into `options`, optimal value), or None if infeasible."""
-    red = reduce_by_lp(pipeline, options, values)
+    red = _reduce(pipeline, options, values)
     if red is None:
         return None
-    r_opts, r_vals, start, kept = red
+    return _finish(pipeline, values, red, time_limit_s)
+
+
+def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: float):
+    """The exact optimum of MILP(values) over the options that survived the reduction `red`."""
+    r_opts, r_vals, start, kept = red.options, red.values, red.start, red.kept
     if math.prod(len(so) for so in r_opts) <= ENUMERATE_AT_MOST:
         # Few combinations survive the exact reduction: finishing by complete enumeration is exact and
         # cheaper than another HiGHS run (which costs a few ms even on a trivial model).
         local = best_by_enumeration(pipeline, r_opts, r_vals)
-        if local is None:
-            return None
-        choice = [int(k[c]) for k, c in zip(kept, local)]
-        return choice, _value_of(values, choice)
+    else:
+        # Larger remainders: enumeration with exact dominance and LP bounds (frontier.py), which gives up
+        # (TooLarge) rather than grow past FRONTIER_MAX_STATES partial plans; then HiGHS branches.
+        local = best_by_frontier(pipeline, r_opts, r_vals, best_known=red.start_value, upper=red.upper,
+                                 penalty=red.penalty, max_states=FRONTIER_MAX_STATES)
+        if local is TooLarge:
+            local = _branch(pipeline, r_opts, r_vals, start, time_limit_s)
+    if local is None:
+        return None
+    choice = [int(k[c]) for k, c in zip(kept, local)]
+    return choice, _value_of(values, choice)
+
+
+def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] | None:
+    """MILP(values) on the reduced sets by HiGHS branch and bound, with the feasible plan as a MIP start."""
     m = _build(pipeline, r_opts, r_vals)
     h = _highs(time_limit_s)
     h.passModel(m.builder.lp())
@@ -257,9 +314,7 @@ def solve_linear(pipeline, options: list[StageOptions], values: list[np.ndarray]
             return None
         raise RuntimeError(f"HiGHS stopped with status {status!r}")
     sol = np.array(h.getSolution().col_value)
-    local = [int(np.argmax(sol[ys])) for ys in m.y]
-    choice = [int(k[c]) for k, c in zip(kept, local)]
-    return choice, _value_of(values, choice)
+    return [int(np.argmax(sol[ys])) for ys in m.y]
 
 
 def least_change(pipeline, options, values, optimum: float, distance: list[np.ndarray], *,
@@ -302,8 +357,12 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
     def g(zz, cc):
         return alpha * math.exp(zz) - cc
 
+    relaxation = _Relaxation(pipeline, options)
+
     def milp(lam):
-        r = solve_linear(pipeline, options, [lam * a - b for a, b in zip(z, c)], time_limit_s=time_limit_s)
+        vals = [lam * a - b for a, b in zip(z, c)]
+        red = _reduce(pipeline, options, vals, relaxation)
+        r = None if red is None else _finish(pipeline, vals, red, time_limit_s)
         return None if r is None else r[0]
 
     z_lo = float(sum(a.min() for a in z))
@@ -321,26 +380,53 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
     best = max(found, key=lambda k: g(*found[k]))
     best_g = g(*found[best])
     stack = [(lam_a, ca, lam_b, cb)]
+    tol_g = lambda: 1e-9 * max(1.0, abs(best_g))  # noqa: E731
+
+    def chord_bound(a, phi_a, b, phi_b):
+        """Upper bound of g over plans whose tangent lambda lies in [a, b], given Phi(a) <= phi_a and
+        Phi(b) <= phi_b: Phi is convex, so below its chord, and g = Phi - h with h = alpha*e^z's conjugate."""
+        slope = (phi_b - phi_a) / (b - a)
+        # maximiser of chord - h on [a, b]: alpha*e^slope clipped to [a, b] (compared in logs: no overflow)
+        lam = a if slope <= math.log(a / alpha) else b if slope >= math.log(b / alpha) else alpha * math.exp(slope)
+        return phi_a + slope * (lam - a) - (lam * math.log(lam / alpha) - lam)
+
     while stack:
         a, ya, b, yb = stack.pop()
         (za, cca), (zb, ccb) = found[tuple(ya)], found[tuple(yb)]
         if b <= a * (1 + 1e-12) or abs(zb - za) <= 1e-12:
             continue  # one plan (or equal trade-offs) across the interval: nothing in between
         phi_a, phi_b = a * za - cca, b * zb - ccb
-        slope = (phi_b - phi_a) / (b - a)
-        lam = min(max(alpha * math.exp(slope), a), b)  # maximiser of chord - h on [a, b]
-        chord = phi_a + slope * (lam - a)
-        bound = chord - (lam * math.log(lam / alpha) - lam)
-        if bound <= best_g + 1e-9 * max(1.0, abs(best_g)):
+        if chord_bound(a, phi_a, b, phi_b) <= best_g + tol_g():
             continue
         # the two end plans' lines cross at lam_x; a plan better than both there is a new vertex
         lam_x = (ccb - cca) / (zb - za)
         if not (a < lam_x < b):
             continue
-        yx = milp(lam_x)
+        vals = [lam_x * za_ - cc_ for za_, cc_ in zip(z, c)]
+        red = _reduce(pipeline, options, vals, relaxation)
+        line_x = lam_x * za - cca
+        tol_x = 1e-9 * max(1.0, abs(line_x))
+        if red is None:
+            continue
+        if red.start is not None:  # the reduction's feasible plan is a real plan: it may raise best_g
+            cand = [int(k[i]) for k, i in zip(red.kept, red.start)]
+            if g(*point(cand)) > best_g:
+                best, best_g = tuple(cand), g(*point(cand))
+        # The LP optimum bounds Phi(lam_x) from above. If it does not beat the end lines there, no vertex lies
+        # strictly between; if the chord bounds through it on both halves cannot beat best_g, nothing in
+        # [a, b] can. Either way the exact finishing of MILP(lam_x) is not needed.
+        if red.upper <= line_x + tol_x:
+            continue
+        if (chord_bound(a, phi_a, lam_x, red.upper) <= best_g + tol_g()
+                and chord_bound(lam_x, red.upper, b, phi_b) <= best_g + tol_g()):
+            continue
+        r = _finish(pipeline, vals, red, time_limit_s)
         milps += 1
+        if r is None:
+            continue
+        yx = r[0]
         px = point(yx)
-        if lam_x * px[0] - px[1] <= lam_x * za - cca + 1e-9 * max(1.0, abs(lam_x * za - cca)):
+        if lam_x * px[0] - px[1] <= line_x + tol_x:
             continue  # no vertex strictly between: Phi is max of the two lines here
         found[tuple(yx)] = px
         if g(*px) > best_g:

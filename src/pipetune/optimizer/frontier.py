@@ -1,0 +1,181 @@
+"""Exact finishing of a reduced MILP(v) by enumeration with dominance and bounds (no HiGHS branch and bound).
+
+After the LP reduced-cost reduction (milp.reduce_by_lp) a MILP usually keeps 2-10 options per stage, still far
+too many combinations to list flat at 25 stages, but HiGHS's branch and bound spent 0.1-5 s proving optimality
+on these small models. This module enumerates the same remainder stage by stage (topological order) and keeps
+only partial plans that can still be optimal. A partial plan is its value, the completion time T[s] of every
+assigned stage that still has an unassigned successor on some path ("open" stages), and its core cost (with a
+budget). Three exact rules drop partial plans; none can drop every optimal plan:
+
+ 1. Feasibility. T[s] = L[s] + max over path-predecessors T[p] is the longest path prefix ending at s, and every
+    path meets the SLA iff T[s] <= SLA for all s (latencies are >= 0). Adding `tail[s]`, the longest sum of the
+    *fastest* remaining options on any path suffix after s, gives a necessary condition T[s] + tail[s] <= SLA.
+    With a budget: cost + sum of the cheapest remaining costs <= budget.
+ 2. Bound. Every feasible integer plan is LP-feasible, so by LP duality its value is at most
+    U - sum_s pen[s, o_s], with U the LP optimum and pen >= 0 the reduced costs (the same bound the reduction
+    applies per option, here summed over the assigned stages plus the least penalty of each unassigned stage).
+    Also value <= partial value + sum of the best remaining values. A partial plan whose bound is below the
+    value of a known feasible plan (minus a 1e-9 relative tolerance) cannot complete to an optimal plan.
+ 3. Dominance. If partial plan A has value >= B's, every open T <= B's and cost <= B's, then any completion of B
+    is also a feasible completion of A with at least the same value, so B can go (of exact ties, one stays).
+Each rule only removes partial plans that some kept one matches or beats, so the best complete plan left is an
+optimum of MILP(v). If the number of partial plans outgrows `max_states` the routine gives up (returns
+`TooLarge`) and the caller solves the MILP with HiGHS instead, so the answer never depends on the cap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipetune.optimizer.options import StageOptions
+
+TooLarge = object()  # sentinel: the frontier outgrew max_states
+PAIRWISE_DOMINANCE_AT_MOST = 1000  # multi-dimensional dominance is quadratic; above this only rules 1-2 apply
+
+
+def _structure(pipeline):
+    """Immediate path-predecessors of each stage (from the explicit source-to-sink paths, like the oracle) and
+    the topological position of each stage; stages on no path carry no latency constraint."""
+    names = pipeline.stage_names
+    at = {n: i for i, n in enumerate(names)}
+    paths = [[at[n] for n in p] for p in pipeline.paths()]
+    preds: list[set[int]] = [set() for _ in names]
+    on_path = np.zeros(len(names), bool)
+    for p in paths:
+        for k, s in enumerate(p):
+            on_path[s] = True
+            if k:
+                preds[s].add(p[k - 1])
+    # Any order that puts path-predecessors first works; pick, greedily, the ready stage that leaves the fewest
+    # open stages, since the frontier's dimension (and size) grows with the number of open completion times.
+    succ: list[set[int]] = [set() for _ in names]
+    for s, ps in enumerate(preds):
+        for p_ in ps:
+            succ[p_].add(s)
+    done: set[int] = set()
+    order: list[int] = []
+    topo = [at[n] for n in pipeline.topological_order()]
+    while len(order) < len(names):
+        ready = [s for s in topo if s not in done and preds[s] <= done]
+
+        def open_after(s: int) -> int:
+            now = done | {s}
+            return sum(1 for u in now if succ[u] - now)
+
+        s = min(ready, key=open_after)
+        order.append(s)
+        done.add(s)
+    return paths, [sorted(x) for x in preds], on_path, order
+
+
+def _pareto_mask(vals: np.ndarray, times: np.ndarray, cost: np.ndarray | None) -> np.ndarray:
+    """Mask of states not dominated (value max, every time min, cost min); of exact ties the first stays."""
+    n = vals.size
+    cols = [-vals[:, None], times] + ([cost[:, None]] if cost is not None else [])
+    keys = np.concatenate(cols, axis=1)
+    if keys.shape[1] == 1:  # no resource left: the best value dominates all
+        alive = np.zeros(n, bool)
+        alive[int(np.argmax(vals))] = True
+        return alive
+    if keys.shape[1] == 2:  # one resource: sort by it, keep the strict running maxima of value
+        order = np.lexsort((-vals, keys[:, 1]))
+        v = vals[order]
+        prev = np.concatenate([[-np.inf], np.maximum.accumulate(v)[:-1]])
+        alive = np.zeros(n, bool)
+        alive[order[v > prev]] = True
+        return alive
+    if n > PAIRWISE_DOMINANCE_AT_MOST:
+        return np.ones(n, bool)
+    le = np.all(keys[:, None, :] <= keys[None, :, :], axis=2)  # le[i, j]: i is no worse than j everywhere
+    lt = np.any(keys[:, None, :] < keys[None, :, :], axis=2)
+    idx = np.arange(n)
+    dom = le & (lt | (idx[:, None] < idx[None, :]))
+    np.fill_diagonal(dom, False)
+    return ~dom.any(axis=0)
+
+
+def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndarray], *, best_known: float,
+                     upper: float | None = None, penalty: list[np.ndarray] | None = None,
+                     max_states: int = 30_000):
+    """The feasible plan of highest sum(values) (option index per stage), None if there is none, or
+    `TooLarge`. `best_known` must be the value of a feasible plan (or -inf); `upper`/`penalty` are the LP
+    bound and per-option reduced costs of rule 2 (optional)."""
+    paths, preds, on_path, order = _structure(pipeline)
+    S = len(options)
+    sla = pipeline.sla.seconds * (1 + 1e-12)
+    budget = pipeline.caps.max_total_cores
+    tol = 1e-9 * max(1.0, abs(best_known)) if np.isfinite(best_known) else 0.0
+    floor = best_known - tol
+
+    fastest = np.array([float(so.lat_slo.min()) for so in options])
+    # tail[s]: the longest sum of fastest latencies strictly after s on any path through s
+    tail = np.full(S, -np.inf)
+    for p in paths:
+        suffix = 0.0
+        for s in reversed(p):
+            tail[s] = max(tail[s], suffix)
+            suffix += fastest[s]
+    tail = np.where(np.isfinite(tail), tail, 0.0)
+    pos = {s: k for k, s in enumerate(order)}
+    last_use = {s: max((pos[c] for c in range(S) if s in preds[c]), default=-1) for s in range(S)}
+
+    best_rest = np.zeros(S + 1)  # sum of the best values of the stages from position k on
+    least_pen = np.zeros(S + 1)
+    least_cost = np.zeros(S + 1)
+    for k in range(S - 1, -1, -1):
+        s = order[k]
+        best_rest[k] = best_rest[k + 1] + float(values[s].max())
+        least_pen[k] = least_pen[k + 1] + (float(penalty[s].min()) if penalty is not None else 0.0)
+        least_cost[k] = least_cost[k + 1] + float(options[s].cost.min())
+
+    vals = np.zeros(1)
+    pen = np.zeros(1)
+    cost = np.zeros(1)
+    open_ids: list[int] = []
+    times = np.zeros((1, 0))
+    back: list[np.ndarray] = []  # per position: (parent state, option) of each state
+    picks: list[np.ndarray] = []
+    for k, s in enumerate(order):
+        so, v = options[s], values[s]
+        m = len(so)
+        n = vals.size
+        parent = np.repeat(np.arange(n), m)
+        opt = np.tile(np.arange(m), n)
+        nv = vals[parent] + v[opt]
+        np_ = pen[parent] + (penalty[s][opt] if penalty is not None else 0.0)
+        nc = cost[parent] + so.cost[opt]
+        ok = nv + best_rest[k + 1] >= floor
+        if upper is not None:  # LP duals carry simplex tolerances: this bound keeps 1e-7 more slack
+            ok &= upper - np_ - least_pen[k + 1] >= floor - 1e-7
+        if budget is not None:
+            ok &= nc + least_cost[k + 1] <= budget + 1e-9
+        cols = [open_ids.index(p) for p in preds[s]]
+        if on_path[s]:
+            start = times[parent][:, cols].max(axis=1) if cols else np.zeros(parent.size)
+            ts = start + so.lat_slo[opt]
+            ok &= ts + tail[s] <= sla
+        idx = np.nonzero(ok)[0]
+        parent, opt, nv, np_, nc = parent[idx], opt[idx], nv[idx], np_[idx], nc[idx]
+        keep_cols = [j for j, p in enumerate(open_ids) if last_use[p] > k]
+        new_open = [open_ids[j] for j in keep_cols]
+        nt = times[parent][:, keep_cols]
+        if on_path[s] and last_use[s] > k:
+            nt = np.concatenate([nt, ts[idx][:, None]], axis=1)
+            new_open.append(s)
+        if nv.size == 0:
+            return None
+        alive = _pareto_mask(nv, nt, nc if budget is not None else None)
+        if not alive.all():
+            a = np.nonzero(alive)[0]
+            parent, opt, nv, np_, nc, nt = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a]
+        if nv.size > max_states:
+            return TooLarge
+        vals, pen, cost, times, open_ids = nv, np_, nc, nt, new_open
+        back.append(parent)
+        picks.append(opt)
+    i = int(np.argmax(vals))
+    choice = [0] * S
+    for k in range(S - 1, -1, -1):
+        choice[order[k]] = int(picks[k][i])
+        i = int(back[k][i])
+    return choice

@@ -1,0 +1,83 @@
+"""The speed-ups of the exact optimizer keep it exact: every finishing path (flat enumeration, the dominance and
+bound enumeration of frontier.py, HiGHS branch and bound) agrees with the brute-force oracle, and so does the
+product-accuracy search with its LP fathoming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pipetune.optimizer.milp as milp
+from pipetune.optimizer import plan_pipeline, stage_options
+from pipetune.optimizer.frontier import TooLarge, best_by_frontier
+from pipetune.optimizer.incumbent import best_by_enumeration
+from pipetune.optimizer.instances import METHODS, random_instance
+from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations
+
+
+def _small_instances(seed: int, count: int, **kw):
+    rng = np.random.default_rng(seed)
+    out = []
+    attempts = 0
+    while len(out) < count and attempts < count * 5:
+        attempts += 1
+        s, v = int(rng.integers(2, 6)), int(rng.integers(2, 4))
+        pipeline, profiles, rps = random_instance(
+            rng, s, v, n_batches=int(rng.integers(2, 4)), n_cores=int(rng.integers(1, 3)),
+            method=METHODS[attempts % len(METHODS)], budget=bool(rng.random() < 0.3), max_replicas=20, **kw,
+        )
+        raw = stage_options(pipeline, rps, profiles)
+        if 0 < combinations(raw) <= MAX_COMBINATIONS // 8:
+            out.append((pipeline, profiles, rps, raw))
+    return out
+
+
+def _agrees(plan, oracle) -> bool:
+    if oracle is None:
+        return not plan.feasible
+    return plan.feasible and abs(plan.objective - oracle[0]) <= 1e-6 * max(1.0, abs(oracle[0]))
+
+
+@pytest.mark.parametrize("finish", ["frontier", "highs"])
+def test_every_finishing_path_matches_the_oracle(monkeypatch, finish):
+    # ENUMERATE_AT_MOST = 0 sends every MILP past the flat enumeration; a frontier cap of 0 sends it on to HiGHS.
+    monkeypatch.setattr(milp, "ENUMERATE_AT_MOST", 0)
+    if finish == "highs":
+        monkeypatch.setattr(milp, "FRONTIER_MAX_STATES", 0)
+    cases = _small_instances(seed=11 if finish == "frontier" else 12, count=25)
+    assert len(cases) >= 15
+    bad = []
+    for pipeline, profiles, rps, raw in cases:
+        expected = brute_force(pipeline, raw)
+        got = plan_pipeline(pipeline, rps, profiles=profiles)
+        if not _agrees(got, expected):
+            bad.append((pipeline.name, pipeline.objective.accuracy, expected and expected[0], got.objective))
+    assert not bad
+
+
+def test_frontier_equals_flat_enumeration_for_any_values():
+    # Arbitrary (also negative, tied) values: the frontier's rules may not depend on the objective's shape.
+    rng = np.random.default_rng(5)
+    checked = 0
+    for pipeline, _profiles, _rps, raw in _small_instances(seed=21, count=20, dag=True):
+        if any(len(so) == 0 for so in raw):
+            continue
+        for _ in range(3):
+            values = [np.round(rng.normal(size=len(so)), 1) for so in raw]  # rounding makes ties
+            flat = best_by_enumeration(pipeline, raw, values)
+            got = best_by_frontier(pipeline, raw, values, best_known=-np.inf)
+            assert got is not TooLarge
+            if flat is None:
+                assert got is None
+                continue
+            value = lambda ch: sum(v[i] for v, i in zip(values, ch))  # noqa: E731
+            assert got is not None and abs(value(got) - value(flat)) <= 1e-9
+            checked += 1
+    assert checked >= 20
+
+
+def test_frontier_gives_up_instead_of_growing():
+    cases = _small_instances(seed=31, count=5)
+    pipeline, _profiles, _rps, raw = max(cases, key=lambda c: combinations(c[3]))
+    values = [np.zeros(len(so)) for so in raw]
+    assert best_by_frontier(pipeline, raw, values, best_known=-np.inf, max_states=0) is TooLarge
