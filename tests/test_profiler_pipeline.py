@@ -117,3 +117,12 @@ def test_parse_budget_rejects_nonsense():
 
     with pytest.raises(PipetuneError, match="90s, 20m or 1h"):
         parse_budget("soon")
+
+
+def test_a_spent_budget_leaves_cells_for_the_next_run(tmp_path):
+    spec = _spec(tmp_path, broken=False)
+    pl = load_pipeline(spec, check_profiles=False)
+    r = profile_pipeline(pl, budget_s=1e-9, progress=False, plot=False)
+    assert r.measured == [] and not r.failed
+    assert {(v, tuple(b)) for _, v, _, b in r.out_of_budget} == {("fast", (1, 4)), ("slow", (1, 4))}
+    assert not (tmp_path / "prof.csv").exists()
