@@ -39,6 +39,8 @@ def run_cmd(
     if cal:
         con.print(f"calibration: {cal['plans']} plans, simulated/predicted p99 median {cal['ratio_median']:.2f}, "
                   f"max SLA violations {100 * cal['sla_violation_rate_max']:.2f}%")
+    for e in data.get("errors") or []:
+        con.print(f"[red]failed[/]: {e.get('pipeline')} / {e.get('workload')} / {e.get('system')}: {e['error']}")
     con.print(f"{len(data['runs'])} runs in {data['wall_s']:.1f} s on {data['workers']} processes -> "
               f"{out / 'report.md'}")
 

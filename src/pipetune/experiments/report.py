@@ -252,6 +252,11 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
     notes = list(exp.get("notes") or []) + auto_notes(data, systems, cal)
     if notes:
         md += ["## Where and why ours differs", "", *[f"- {x}" for x in notes], ""]
+    errors = data.get("errors") or []
+    if errors:
+        md += [f"## Runs that failed ({len(errors)})", "",
+               *[f"- {e.get('pipeline')} / {e.get('workload')} / {e.get('system')} ({e.get('kind')}): {e['error']}"
+                 for e in errors], ""]
     md += ["## Per workload", "", _md_table(per_w, wcols, pct)]
     cal_text = ""
     if cal:
@@ -277,6 +282,10 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
         body += ["<h2>Per pipeline</h2>", _html_table(per_p, pcols, pct)]
     if notes:
         body += ["<h2>Where and why ours differs</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes] + ["</ul>"]
+    if errors:
+        body += [f"<h2>Runs that failed ({len(errors)})</h2><ul>"] + [
+            f"<li>{html.escape(str(e.get('pipeline')))} / {html.escape(str(e.get('workload')))} / "
+            f"{html.escape(str(e.get('system')))}: {html.escape(e['error'])}</li>" for e in errors] + ["</ul>"]
     body += ["<h2>Per workload</h2>", _html_table(per_w, wcols, pct)]
     for k, p in figs.items():
         base = k.split(" (")[0]

@@ -180,7 +180,19 @@ def _cdf_quantiles(res: SimResult) -> list[float]:
 
 
 def run_task(task: dict) -> dict:
-    """Worker: one (kind, workload, system, seed) run or one calibration point. Returns plain data."""
+    """Worker: one run or calibration point; a failure comes back as data (the grid goes on, the report says)."""
+    try:
+        return _run_task(task)
+    except Exception as e:  # noqa: BLE001 - reported per run, not swallowed
+        import traceback
+
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return {k: task.get(k) for k in ("kind", "pipeline", "workload", "system", "policy", "seed", "rps")} | {
+            "error": f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})"}
+
+
+def _run_task(task: dict) -> dict:
+    """One (kind, workload, system, seed) run or one calibration point. Returns plain data."""
     # One thread per worker: the pool already uses every core (torch, if a predictor loads it, reads these).
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -400,6 +412,9 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
         if pool is not None:
             pool.shutdown()
     wall = time.perf_counter() - t0
+    errors = [r for r in results + cal if "error" in r]
+    results = [r for r in results if "error" not in r]
+    cal = [r for r in cal if "error" not in r]
     from pipetune.spec import load_pipeline
 
     paths = exp.pipeline_paths()
@@ -407,7 +422,7 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     data = {"experiment": exp.model_dump(mode="json"), "pipelines": {k: str(p) for k, p in paths.items()},
             "sla_s": slas,
             "runs": results, "calibration": cal, "wall_s": wall, "grid_wall_s": t_grid, "workers": workers,
-            "variants": variants,
+            "variants": variants, "errors": errors,
             "cpu_s": sum(r.get("cpu_s", 0.0) for r in results + cal),
             "grid_cpu_s": sum(r.get("cpu_s", 0.0) for r in results)}
     write_outputs(data, out, figures=figures)
