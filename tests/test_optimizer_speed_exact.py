@@ -81,3 +81,31 @@ def test_frontier_gives_up_instead_of_growing():
     pipeline, _profiles, _rps, raw = max(cases, key=lambda c: combinations(c[3]))
     values = [np.zeros(len(so)) for so in raw]
     assert best_by_frontier(pipeline, raw, values, best_known=-np.inf, max_states=0) is TooLarge
+
+
+def test_least_change_reduction_keeps_the_least_change_optimum():
+    # The tie-break MILP now runs on the options an LP bound allows; compare with listing every plan.
+    from pipetune.optimizer.incumbent import drop_unreachable
+    from pipetune.optimizer.options import pareto_prune
+
+    rng = np.random.default_rng(9)
+    checked = 0
+    for pipeline, _profiles, _rps, raw in _small_instances(seed=41, count=20):
+        if pipeline.objective.accuracy == "pas" or any(len(so) == 0 for so in raw):
+            continue
+        opts = drop_unreachable(pipeline, [pareto_prune(so, pipeline.objective, True) for so in raw])
+        values = milp._linear_values(pipeline, opts)
+        r = milp.solve_linear(pipeline, opts, values)
+        if r is None:
+            continue
+        optimum = r[1]
+        tol = 1e-9 * max(1.0, abs(optimum))
+        distance = [rng.integers(0, 3, size=len(so)).astype(float) for so in opts]
+        got = milp.least_change(pipeline, opts, values, optimum, distance)
+        ref = milp._least_change_by_enumeration(pipeline, opts, values, optimum - tol, distance)
+        assert got is not None and ref is not None
+        dist = lambda ch: sum(d[i] for d, i in zip(distance, ch))  # noqa: E731
+        assert dist(got) == dist(ref)
+        assert sum(v[i] for v, i in zip(values, got)) >= optimum - tol
+        checked += 1
+    assert checked >= 8

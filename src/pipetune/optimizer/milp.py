@@ -43,7 +43,7 @@ from pipetune.optimizer.options import StageOptions
 
 INF = highspy.kHighsInf
 MAX_PATH_ROWS = 64  # above this many source-to-sink paths, use completion-time variables instead
-ENUMERATE_AT_MOST = 50_000  # combinations left after the LP reduction that are enumerated, not branched
+ENUMERATE_AT_MOST = 1000  # combinations left after the LP reduction that are listed flat (above: frontier.py)
 FRONTIER_MAX_STATES = 30_000  # partial plans the exact enumeration may hold before HiGHS branches instead
 LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
@@ -319,17 +319,56 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
 
 def least_change(pipeline, options, values, optimum: float, distance: list[np.ndarray], *,
                  time_limit_s: float = 30.0) -> list[int] | None:
-    """Among plans with value >= optimum (up to 1e-9 relative), the one with the least `distance`."""
-    m = _build(pipeline, options, [-d for d in distance])  # maximise -distance
+    """Among plans with value >= optimum (up to 1e-9 relative), the one with the least `distance`.
+
+    Exact reduction first: a plan of value >= optimum - tol can only use options whose LP reduced-cost bound
+    U - d reaches optimum - tol (the argument of `reduce_by_lp`, with the optimum as the known value), which
+    leaves few options; small remainders are then listed flat, larger ones go to HiGHS.
+    """
     tol = 1e-9 * max(1.0, abs(optimum))
-    m.builder.add_row(np.concatenate(m.y), np.concatenate(values), optimum - tol, INF)
-    h = _highs(time_limit_s)
-    h.passModel(m.builder.lp())
-    h.run()
-    if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+    red = _reduce(pipeline, options, values)
+    if red is None:
         return None
-    sol = np.array(h.getSolution().col_value)
-    return [int(np.argmax(sol[ys])) for ys in m.y]
+    kept, sub_o, sub_v, sub_d = [], [], [], []
+    for k, so_r, v_r, pen in zip(red.kept, red.options, red.values, red.penalty):
+        keep = np.nonzero(red.upper - pen >= optimum - tol - 1e-7)[0]  # 1e-7: simplex tolerances on duals
+        if keep.size == 0:  # cannot happen for a true optimum; keep everything rather than guess
+            keep = np.arange(len(so_r))
+        kept.append(k[keep])
+        sub_o.append(so_r.take(keep))
+        sub_v.append(v_r[keep])
+    sub_d = [d[k] for d, k in zip(distance, kept)]
+    if math.prod(len(so) for so in sub_o) <= ENUMERATE_AT_MOST * 20:
+        local = _least_change_by_enumeration(pipeline, sub_o, sub_v, optimum - tol, sub_d)
+    else:
+        m = _build(pipeline, sub_o, [-d for d in sub_d])  # maximise -distance
+        m.builder.add_row(np.concatenate(m.y), np.concatenate(sub_v), optimum - tol, INF)
+        h = _highs(time_limit_s)
+        h.passModel(m.builder.lp())
+        h.run()
+        if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+            return None
+        sol = np.array(h.getSolution().col_value)
+        local = [int(np.argmax(sol[ys])) for ys in m.y]
+    if local is None:
+        return None
+    return [int(k[c]) for k, c in zip(kept, local)]
+
+
+def _least_change_by_enumeration(pipeline, options, values, floor: float, distance) -> list[int] | None:
+    from pipetune.optimizer.incumbent import _path_matrix
+
+    sizes = [len(so) for so in options]
+    grid = np.indices(sizes).reshape(len(sizes), -1)
+    lat = np.stack([so.lat_slo[grid[i]] for i, so in enumerate(options)])
+    ok = (_path_matrix(pipeline).astype(float) @ lat).max(axis=0) <= pipeline.sla.seconds * (1 + 1e-12)
+    if pipeline.caps.max_total_cores is not None:
+        ok &= sum(so.cost[grid[i]] for i, so in enumerate(options)) <= pipeline.caps.max_total_cores + 1e-9
+    ok &= sum(v[grid[i]] for i, v in enumerate(values)) >= floor
+    if not ok.any():
+        return None
+    total = np.where(ok, sum(d[grid[i]] for i, d in enumerate(distance)), np.inf)
+    return [int(x) for x in grid[:, int(np.argmin(total))]]
 
 
 def _linear_values(pipeline, options: list[StageOptions]) -> list[np.ndarray]:
