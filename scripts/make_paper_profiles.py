@@ -484,8 +484,9 @@ def plot(name: str, table: ProfileTable) -> Path:
                 ax_t.plot(b, [r.throughput_rps for r in rows], style, color=color, lw=1, label=lab)
                 for ax, ys in ((ax_l, [r.latency_p99_s for r in rows]), (ax_t, [r.throughput_rps for r in rows])):
                     for r, y in zip(rows, ys):
-                        ax.plot(r.batch, y, "o", color=color, ms=5,
-                                mfc=color if r.source == "measured" else "white")
+                        measured = r.source == "measured"  # on top: fitted 2-core points often coincide
+                        ax.plot(r.batch, y, "o", color=color, ms=5, mfc=color if measured else "white",
+                                zorder=4 if measured else 3)
         for ax, ylab in ((ax_l, "p99 latency per batch (s)"), (ax_t, "saturation throughput (items/s)")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
