@@ -407,7 +407,8 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
     try:
         results = run_pool(tasks, workers, f"{exp.name}: runs", progress, pool)
         t_grid = time.perf_counter() - t0
-        cal = run_pool(calibration_tasks(exp, results), workers, f"{exp.name}: calibration", progress, pool)
+        ok = [r for r in results if "error" not in r]
+        cal = run_pool(calibration_tasks(exp, ok), workers, f"{exp.name}: calibration", progress, pool)
     finally:
         if pool is not None:
             pool.shutdown()
