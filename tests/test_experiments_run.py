@@ -94,3 +94,16 @@ def test_several_pipelines_make_one_grid():
     tasks = build_tasks(exp, None)
     assert {t["pipeline"] for t in tasks} == {"synthetic", "synthetic-1"}
     assert len(tasks) == 2 * 2 * 2
+
+
+def test_a_failing_run_is_reported_not_fatal(tmp_path):
+    exp = parse_experiment({
+        **SMALL, "ablation": None, "sweep": None, "calibration": None,
+        "workloads": [{"name": "steady-low", "synthetic": "steady-low", "seconds": 120, "peak": 10}],
+        "systems": [{"name": "IPA", "policy": "ipa", "predictor": "oracle"},
+                    {"name": "bad", "policy": "fa2-high", "predictor": "oracle", "params": {"heavy": {"detect": "nope"}}}],
+    })
+    data = run_experiment(exp, tmp_path, workers=1, figures=False)
+    assert [r["system"] for r in data["runs"]] == ["IPA"]
+    assert len(data["errors"]) == 1 and "nope" in data["errors"][0]["error"]
+    assert "Runs that failed (1)" in (tmp_path / "report.md").read_text()
