@@ -31,7 +31,7 @@ def table(spec: str, cores: int) -> str:
             b1, b8 = rows.get((1, cores)), rows.get((8, cores))
             out.append(
                 f"| {s.name} | {v.name} | {v.accuracy:.3f} | "
-                f"{f'{b1.latency_p99_s * 1e3:.2f}' if b1 else '-'} | {f'{b1.throughput_rps:.0f}' if b1 else '-'} | "
+                f"{f'{b1.latency_p99_s * 1e3:.3g}' if b1 else '-'} | {f'{b1.throughput_rps:.0f}' if b1 else '-'} | "
                 f"{f'{b8.throughput_rps:.0f}' if b8 else '-'} | {f'{b1.load_time_s:.1f}' if b1 else '-'} | "
                 f"{f'{b1.memory_mb:.0f}' if b1 else '-'} |"
             )

@@ -101,3 +101,14 @@ def test_a_failure_mid_way_keeps_the_cells_measured_before_it():
 def test_an_unpicklable_factory_is_refused_with_the_fix():
     with pytest.raises(ProfilingError, match="module-level class"):
         measure_variant(lambda: SleepModel(), [1], 1)
+
+
+def test_memory_is_the_models_process_not_the_profilers():
+    import numpy as np  # noqa: F401 - make this (parent) process big; the child must not inherit its peak
+
+    ballast = bytearray(300 * 1024 * 1024)  # 300 MB resident in the parent
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+    (m,) = measure_variant(functools.partial(CallableAdapter, fn=sorted, inputs=[3, 1, 2]), [1], 1, budget_s=0.05,
+                           min_batches=5)
+    assert 5 < m.memory_mb < 200
+    del ballast

@@ -59,11 +59,11 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    try:
-        import torch
+    try:  # the version only: importing torch here would bloat this process for nothing
+        from importlib.metadata import version
 
-        tv = f", torch {torch.__version__}"
-    except ImportError:
+        tv = f", torch {version('torch')}"
+    except Exception:  # noqa: BLE001
         tv = ""
     return f"machine: {socket.gethostname()}, {cpu}, {len(_cpus())} CPU(s) usable, Python {platform.python_version()}{tv}"
 

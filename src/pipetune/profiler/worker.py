@@ -35,7 +35,16 @@ def _pin_threads(cores: int) -> None:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    """Peak resident memory of this process's address space (VmHWM). Not ru_maxrss: Linux carries that over
+    exec from the parent, so a small model would report the (larger) profiler process that started it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux (fallback)
 
 
 def _write(path: str, result: dict) -> None:
