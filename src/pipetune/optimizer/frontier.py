@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipetune.optimizer.incumbent import cached_for
 from pipetune.optimizer.options import StageOptions
 
 TooLarge = object()  # sentinel: the frontier outgrew max_states
@@ -34,6 +35,10 @@ PAIRWISE_DOMINANCE_AT_MOST = 1000  # multi-dimensional dominance is quadratic; a
 
 
 def _structure(pipeline):
+    return cached_for(pipeline, "frontier_structure", _compute_structure)
+
+
+def _compute_structure(pipeline):
     """Immediate path-predecessors of each stage (from the explicit source-to-sink paths, like the oracle) and
     the topological position of each stage; stages on no path carry no latency constraint."""
     names = pipeline.stage_names

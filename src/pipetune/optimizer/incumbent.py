@@ -11,14 +11,35 @@ import numpy as np
 from pipetune.optimizer.options import StageOptions
 
 
-def _path_matrix(pipeline) -> np.ndarray:
+_structure_cache: dict[tuple[int, str], tuple[object, object]] = {}
+
+
+def cached_for(pipeline, what: str, compute):
+    """`compute(pipeline)`, remembered per pipeline object: the DAG's paths and orders are walked in Python and
+    one decision asks for them many times (every LP reduction, enumeration and local search)."""
+    key = (id(pipeline), what)
+    hit = _structure_cache.get(key)
+    if hit is None or hit[0] is not pipeline:
+        if len(_structure_cache) > 256:
+            _structure_cache.clear()
+        hit = (pipeline, compute(pipeline))
+        _structure_cache[key] = hit
+    return hit[1]
+
+
+def _compute_path_matrix(pipeline) -> np.ndarray:
     names = pipeline.stage_names
     at = {n: i for i, n in enumerate(names)}
     paths = pipeline.paths()
     m = np.zeros((len(paths), len(names)), bool)
     for i, p in enumerate(paths):
         m[i, [at[n] for n in p]] = True
+    m.flags.writeable = False
     return m
+
+
+def _path_matrix(pipeline) -> np.ndarray:
+    return cached_for(pipeline, "path_matrix", _compute_path_matrix)
 
 
 def drop_unreachable(pipeline, options: list[StageOptions]) -> list[StageOptions]:

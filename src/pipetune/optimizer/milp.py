@@ -38,7 +38,7 @@ import highspy
 import numpy as np
 
 from pipetune.optimizer.frontier import TooLarge, best_by_frontier
-from pipetune.optimizer.incumbent import best_by_enumeration, local_search, objective_of
+from pipetune.optimizer.incumbent import best_by_enumeration, cached_for, local_search, objective_of
 from pipetune.optimizer.options import StageOptions
 
 INF = highspy.kHighsInf
@@ -125,7 +125,7 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
     pos = {n: i for i, n in enumerate(names)}
     for so, ys in zip(options, y):
         bld.add_row(ys, np.ones(len(so)), 1.0, 1.0)
-    paths = pipeline.paths()
+    paths = cached_for(pipeline, "paths", lambda p: p.paths())
     if len(paths) <= MAX_PATH_ROWS:
         for path in paths:
             bld.add_row(np.concatenate([y[pos[n]] for n in path]),
