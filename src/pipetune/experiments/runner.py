@@ -186,9 +186,10 @@ def run_task(task: dict) -> dict:
     except Exception as e:  # noqa: BLE001 - reported per run, not swallowed
         import traceback
 
-        where = traceback.extract_tb(e.__traceback__)[-1]
+        frames = traceback.extract_tb(e.__traceback__)
+        where = next((f for f in reversed(frames) if "/pipetune/" in f.filename), frames[-1])
         return {k: task.get(k) for k in ("kind", "pipeline", "workload", "system", "policy", "seed", "rps")} | {
-            "error": f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})"}
+            "error": f"{type(e).__name__}: {e} (at {where.filename.split('/src/')[-1]}:{where.lineno})"}
 
 
 def _run_task(task: dict) -> dict:
