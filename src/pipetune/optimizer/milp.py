@@ -410,10 +410,17 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         ch = milp(0.0)
         return None if ch is None else (ch, g(*point(ch)), 1)
     lam_a, lam_b = alpha * math.exp(z_lo), alpha * math.exp(z_hi)
-    ca = milp(lam_a)
-    if ca is None:
+    cb = milp(lam_b)
+    if cb is None:
         return None
-    cb = milp(lam_b) if lam_b > lam_a * (1 + 1e-12) else ca
+    # Narrow the range from below with the plan just found: a plan with g > g_b has
+    # lambda = alpha*e^z = g + C > g_b + (least possible C), so smaller lambdas cannot hold a better plan.
+    lam_a = max(lam_a, g(*point(cb)) + float(sum(a.min() for a in c)))
+    if lam_a >= lam_b:
+        return list(cb), g(*point(cb)), 1
+    ca = milp(lam_a) if lam_b > lam_a * (1 + 1e-12) else cb
+    if ca is None:  # cannot happen (cb is feasible); kept for safety
+        return list(cb), g(*point(cb)), 1
     milps = 2
     found = {tuple(ca): point(ca), tuple(cb): point(cb)}
     best = max(found, key=lambda k: g(*found[k]))
