@@ -106,6 +106,9 @@ def test_least_change_reduction_keeps_the_least_change_optimum():
         assert got is not None and ref is not None
         dist = lambda ch: sum(d[i] for d, i in zip(distance, ch))  # noqa: E731
         assert dist(got) == dist(ref)
+        reused = milp.least_change(pipeline, opts, values, optimum, distance,
+                                   reduction=milp._reduce(pipeline, opts, values))
+        assert reused is not None and dist(reused) == dist(ref)
         assert sum(v[i] for v, i in zip(values, got)) >= optimum - tol
         checked += 1
     assert checked >= 8

@@ -318,7 +318,7 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
 
 
 def least_change(pipeline, options, values, optimum: float, distance: list[np.ndarray], *,
-                 time_limit_s: float = 30.0) -> list[int] | None:
+                 time_limit_s: float = 30.0, reduction: _Reduction | None = None) -> list[int] | None:
     """Among plans with value >= optimum (up to 1e-9 relative), the one with the least `distance`.
 
     Exact reduction first: a plan of value >= optimum - tol can only use options whose LP reduced-cost bound
@@ -326,7 +326,7 @@ def least_change(pipeline, options, values, optimum: float, distance: list[np.nd
     leaves few options; small remainders are then listed flat, larger ones go to HiGHS.
     """
     tol = 1e-9 * max(1.0, abs(optimum))
-    red = _reduce(pipeline, options, values)
+    red = reduction or _reduce(pipeline, options, values)  # `reduction`: the one already made for `values`
     if red is None:
         return None
     kept, sub_o, sub_v, sub_d = [], [], [], []
@@ -511,13 +511,14 @@ def solve(
             milps += 1
         return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)
     values = _linear_values(pipeline, options)
-    r = solve_linear(pipeline, options, values, time_limit_s=time_limit_s)
+    red = _reduce(pipeline, options, values)
+    r = None if red is None else _finish(pipeline, values, red, time_limit_s)
     if r is None:
         return None
     choice, best = r
     milps = 1
     if distance is not None:
-        alt = least_change(pipeline, options, values, best, distance, time_limit_s=time_limit_s)
+        alt = least_change(pipeline, options, values, best, distance, time_limit_s=time_limit_s, reduction=red)
         choice = alt or choice
         milps += 1
     return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)
