@@ -26,7 +26,16 @@ z = sum log(acc) (linear in y) and C = beta*cost + gamma*batch, so the objective
 Every step is an exact MILP and the bound is valid, so the result is the optimum, with no approximation of the
 product. In practice 2-6 MILPs are solved.
 
-Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`).
+Two more exact cuts keep the number of MILPs small: the search starts at the most accurate end (lambda_b) and
+raises the low end to g_b + (least penalty), below which no plan beats that first plan; and before paying for the
+exact finishing at a crossing lambda_x, the LP optimum there (an upper bound of Phi(lambda_x)) is used in the
+chord bounds of both halves, which often closes them.
+
+Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`). What
+survives is finished by flat enumeration when at most ENUMERATE_AT_MOST combinations are left, else by the
+dominance-and-bound enumeration of frontier.py (exact; argument there), and only when that outgrows
+FRONTIER_MAX_STATES partial plans (wide DAGs with many open branches) by HiGHS branch and bound. HiGHS solves
+every LP relaxation, and is the solver of record for the MILPs it gets; the enumerations are exact finishers.
 """
 
 from __future__ import annotations
