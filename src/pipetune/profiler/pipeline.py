@@ -28,8 +28,9 @@ METHOD_HEADER = [
     "MEASURED by `pipetune profile` (pipetune.profiler): each (variant, cores) runs in a fresh subprocess pinned to",
     "`cores` CPUs (sched_setaffinity + OMP/MKL/OpenBLAS/torch thread limits); after a warm-up, back-to-back batches",
     "are timed: latency_* = per-batch wall time (mean, p50, p99); throughput_rps = items / wall time with the model",
-    "kept busy (saturation, one replica); load_time_s = construct + load(); memory_mb = peak RSS of that process",
-    "(includes the Python runtime and the libraries the model imports).",
+    "kept busy (saturation, one replica); load_time_s = construct + load(); memory_mb = peak resident memory",
+    "(VmHWM: the Python runtime, the libraries the model imports, the model). One dated line per run follows;",
+    "a later run's measurements replace earlier ones of the same (variant, batch, cores).",
 ]
 
 DEFAULT_CELL_BUDGET_S = 2.0
@@ -176,7 +177,7 @@ def profile_pipeline(
             cell_budget_s = DEFAULT_CELL_BUDGET_S
     run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC:"
     stamp = (
-        run_id + " measured {cells} cell(s) of this file; "
+        run_id + " measured {cells} cell(s) of this file ({what}); "
         f"per-cell timed budget {cell_budget_s:.2g} s, >= {min_batches} batches where the budget allows; "
         "shared noisy machine (other jobs running), treat as +-20%"
     )
@@ -206,7 +207,7 @@ def profile_pipeline(
             def save(m: Measurement, _s: str = s, _table: ProfileTable = table, _path: Path = path) -> None:
                 nonlocal done_cells
                 _table.upsert(m.row)
-                _update_header(_table, stamp.format(cells="some"), run_id)
+                _update_header(_table, stamp.format(cells="some", what="in progress"), run_id)
                 _table.to_csv(_path)
                 written.add(_path)
                 report.measured.append((_s, m))
@@ -226,8 +227,9 @@ def profile_pipeline(
     # Final header: the real count of this run's cells.
     for path in written:
         table = tables[path]
-        n = sum(1 for st, m in report.measured if (Path(out) if out else pipeline.profile_path(st, m.variant)) == path)
-        table.header = table.header[:-1] + [stamp.format(cells=n)]
+        mine = [m for st, m in report.measured if (Path(out) if out else pipeline.profile_path(st, m.variant)) == path]
+        what = ", ".join(sorted({m.variant for m in mine}))
+        table.header = table.header[:-1] + [stamp.format(cells=len(mine), what=what)]
         table.to_csv(path)
     report.files = sorted(written)
     if plot:
