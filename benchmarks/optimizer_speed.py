@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--cells", default="9x9,15x9,25x9")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--oracle", type=int, default=0, help="small instances checked with the flat enumeration off")
-    ap.add_argument("--png", default="optimizer_speed.png")
+    ap.add_argument("--png", default=str(Path(__file__).with_suffix(".png")))
     args = ap.parse_args()
 
     import matplotlib
