@@ -156,3 +156,11 @@ def test_public_api(synthetic_path):
     plan = pipetune.plan(p, rps=30)
     assert plan.feasible and isinstance(next(iter(plan.configs.values())), StageConfig)
     assert pipetune.plan(pipetune.example_path("synthetic"), 30).objective == pytest.approx(plan.objective)
+
+
+def test_sla_unreachable_at_load_is_infeasible_not_an_error(synthetic):
+    # At a load where every stage alone still fits but the path cannot, the answer names the SLA.
+    tight = synthetic.model_copy(update={"sla": synthetic.sla.model_copy(update={"seconds": 0.3})})
+    for rps in (1, 30, 120, 250):
+        r = plan_pipeline(tight, rps)
+        assert r.feasible or r.binding in ("sla", "sla+budget") or r.binding.startswith(("capacity:", "sla:"))

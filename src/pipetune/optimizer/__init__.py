@@ -170,7 +170,12 @@ def plan_pipeline(
             keeps.append((names == c.variant) & (so.batch == c.batch))
     budget = pipeline.caps.max_total_cores is not None
     pruned = [pareto_prune(so, pipeline.objective, budget, k) for so, k in zip(raw, keeps)]
-    pruned = drop_unreachable(pipeline, pruned)
+    reachable = drop_unreachable(pipeline, pruned)
+    if any(len(so) == 0 for so in reachable):
+        # No option of some stage fits the SLA next to the fastest options of the others.
+        binding, reason = _diagnose(pipeline, pruned)
+        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
+    pruned = reachable
     dist = [_distance(so, cur.get(so.stage) if cur else None) for so in pruned] if cur else None
     sol = solve(pipeline, pruned, distance=dist)
     if sol is None:
