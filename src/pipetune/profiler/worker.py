@@ -18,20 +18,9 @@ import traceback
 
 
 def _pin_threads(cores: int) -> None:
-    """Like `pipetune.models.base.pin_threads`, without importing torch when the model does not use it: torch
-    sizes its pool from OMP_NUM_THREADS (set by the parent) when imported later, and importing it here would
-    add seconds of start-up and ~150 MB to every non-torch model's measured memory."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-        os.environ[var] = str(cores)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(cores)
-    if "numpy" in sys.modules:
-        try:
-            from threadpoolctl import threadpool_limits
+    from pipetune.models.base import pin_threads  # imports no torch: safe before the model's own imports
 
-            threadpool_limits(cores)
-        except ImportError:
-            pass
+    pin_threads(cores)
 
 
 def _peak_rss_mb() -> float:
