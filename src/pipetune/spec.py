@@ -321,7 +321,9 @@ def _find_cycle(nodes: list[str], pairs: list[tuple[str, str]]) -> list[str] | N
     return None
 
 
-def format_validation_error(err: ValidationError, where: str = "") -> str:
+def format_validation_error(err: ValidationError, where: str = "", what: str = "pipeline spec",
+                            docs: str = "docs/spec.md") -> str:
+    """One line per problem: the field's dotted path, what is wrong and how to fix it."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"] if x != "__root__") or "(top level)"
@@ -329,10 +331,24 @@ def format_validation_error(err: ValidationError, where: str = "") -> str:
         if e["type"] == "missing":
             msg = "is required but missing; add it"
         elif e["type"] == "extra_forbidden":
-            msg = "is not a known field; check its spelling (see docs/spec.md)"
+            msg = f"is not a known field; check its spelling (see {docs})"
         lines.append(f"  {loc}: {msg}")
-    head = f"invalid pipeline spec{(' ' + where) if where else ''}:"
+    head = f"invalid {what}{(' ' + where) if where else ''}:"
     return "\n".join([head, *lines])
+
+
+def read_yaml_mapping(path: str | Path, what: str, error: type[PipetuneError]) -> dict:
+    """Read a YAML file that must hold a mapping; every failure is an `error` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} {path} does not exist; give the path to a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise error(f"{what} {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise error(f"invalid {what} {path}: the top level must be a mapping")
+    return data
 
 
 def parse_pipeline(data: dict, base_dir: str | Path | None = None, where: str = "") -> Pipeline:
@@ -350,12 +366,7 @@ def load_pipeline(path: str | Path, check_profiles: bool = True) -> Pipeline:
     """Read and validate a pipeline YAML. With `check_profiles`, also load every profile and check that each
     variant has rows and that the SLA can be met by at least one configuration."""
     path = Path(path)
-    if not path.exists():
-        raise SpecError(f"pipeline spec {path} does not exist; give the path to a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"pipeline spec {path} is not valid YAML: {e}") from None
+    data = read_yaml_mapping(path, "pipeline spec", SpecError)
     p = parse_pipeline(data, base_dir=path.parent, where=str(path))
     if check_profiles:
         from pipetune.profiles import load_profiles  # spec sits below profiles; import lazily

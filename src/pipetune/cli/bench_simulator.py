@@ -8,13 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-try:
-    from pipetune.cli.bench import bench_app
-except ImportError:  # the lead's `pipetune bench` group has not landed: register our own
-    from pipetune.cli.main import app
-
-    bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-    app.add_typer(bench_app, name="bench")
+from pipetune.cli.bench import bench_app
 
 
 @bench_app.command("simulator")

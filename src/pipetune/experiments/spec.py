@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipetune.errors import PipetuneError
+from pipetune.spec import format_validation_error, read_yaml_mapping
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
@@ -181,34 +181,16 @@ class Experiment(_Strict):
         return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
 
 
-def _format(err: ValidationError, where: str) -> str:
-    lines = [f"invalid experiment file {where}:"]
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "missing":
-            msg = "is required but missing; add it"
-        elif e["type"] == "extra_forbidden":
-            msg = "is not a known field; check its spelling (see docs/experiments.md)"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_experiment(data: Any, base_dir: str | Path | None = None, where: str = "(dict)") -> Experiment:
     if not isinstance(data, dict):
         raise ExperimentError(f"invalid experiment file {where}: the top level must be a mapping")
     try:
         return Experiment.model_validate({**data, "base_dir": str(base_dir) if base_dir else None})
     except ValidationError as e:
-        raise ExperimentError(_format(e, where)) from None
+        raise ExperimentError(format_validation_error(e, where, "experiment file", "docs/experiments.md")) from None
 
 
 def load_experiment(path: str | Path) -> Experiment:
     path = Path(path)
-    if not path.exists():
-        raise ExperimentError(f"experiment file {path} does not exist; give the path to a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ExperimentError(f"experiment file {path} is not valid YAML: {e}") from None
+    data = read_yaml_mapping(path, "experiment file", ExperimentError)
     return parse_experiment(data, base_dir=path.parent, where=str(path))
