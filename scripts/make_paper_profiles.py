@@ -364,14 +364,9 @@ def measure(only: list[str], budget_s: float, cell_budget_s: float, max_batch_s:
 
 
 def machine_line() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pipetune.profiler.pipeline import cpu_name
+
+    cpu = cpu_name()
     import torch
     import transformers
 

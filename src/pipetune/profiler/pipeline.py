@@ -51,15 +51,19 @@ class ProfileReport:
         return not self.failed
 
 
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    cpu = cpu_name()
     try:  # the version only: importing torch here would bloat this process for nothing
         from importlib.metadata import version
 
