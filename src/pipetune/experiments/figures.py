@@ -34,6 +34,13 @@ def _mean_over_seeds(runs: list[dict], key: str) -> np.ndarray:
     return np.nanmean(np.stack([c[:n] for c in cols]), axis=0) if len(cols) > 1 else cols[0]
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def _runs(data: dict, kind: str, pipe: str | None) -> list[dict]:
     return [r for r in data["runs"] if r["kind"] == kind and (pipe is None or r.get("pipeline") == pipe)]
 
@@ -62,10 +69,7 @@ def fig8_grid(data: dict, path: Path, pipe: str | None = None) -> Path:
     axes[2, 0].set_ylabel("accuracy (PAS)")
     axes[1, -1].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{pipe or data['experiment']['name']}: cost and accuracy over time", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def latency_cdf(data: dict, path: Path, pipe: str | None = None) -> Path:
@@ -95,10 +99,7 @@ def latency_cdf(data: dict, path: Path, pipe: str | None = None) -> Path:
         ax.set_ylim(0, 1.01)
     axes[0, 0].set_ylabel("fraction of requests")
     axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def ablation(data: dict, path: Path, pipe: str | None = None) -> Path | None:
@@ -124,10 +125,7 @@ def ablation(data: dict, path: Path, pipe: str | None = None) -> Path | None:
         ax.set_ylabel(lab)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{pipe + ': ' if pipe else ''}predictor ablation (ipa policy)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def sweep(data: dict, path: Path, pipe: str | None = None) -> Path | None:
@@ -152,10 +150,7 @@ def sweep(data: dict, path: Path, pipe: str | None = None) -> Path | None:
     ax.set_xlabel("mean cores")
     ax.set_ylabel("mean PAS")
     ax.set_title(f"{pipe + ': ' if pipe else ''}objective sweep (α, β) on {runs[0]['workload']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def calibration(data: dict, path: Path) -> Path | None:
@@ -184,10 +179,7 @@ def calibration(data: dict, path: Path) -> Path | None:
     axes[1].set_xlabel("simulated / predicted p99")
     axes[1].set_ylabel("plans")
     fig.suptitle("planner calibration: ipa plans held at their planned rate (steady Poisson)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def all_figures(data: dict, out: Path) -> dict[str, Path]:
