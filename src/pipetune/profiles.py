@@ -212,38 +212,50 @@ class ScalingLaw:
         b = np.array([r.batch for r in rows], float)
         c = np.array([r.cores for r in rows], float)
         t = np.array([r.latency_mean_s for r in rows], float)
-        # Relative least squares (each cell weighs the same whatever its scale), grid over s, NNLS for (a, k).
-        best: tuple[float, ScalingLaw] | None = None
+        # Relative least squares (each cell weighs the same whatever its scale), grid over s, NNLS for (a, k),
+        # all grid points at once (this fit runs for every variant a profile pack or benchmark instance loads).
         s_grid = np.linspace(0.0, 1.0, 101) if len(set(c)) > 1 else np.array([1.0])
-        for s in s_grid:
-            g = s + (1.0 - s) / c
-            X = np.stack([g, g * b], axis=1) / t[:, None]
-            y = np.ones_like(t)
-            coef = _nnls2(X, y)
-            err = float(np.sum((X @ coef - y) ** 2))
-            if best is None or err < best[0] - 1e-15:
-                best = (err, cls(float(coef[0]), float(coef[1]), float(s)))
-        assert best is not None
-        law = best[1]
+        g = s_grid[:, None] + (1.0 - s_grid[:, None]) / c[None, :]  # (grid, cells)
+        x0, x1 = g / t, g * b / t  # the two columns of X per grid point; the target is y = 1
+        coef, err = _nnls2_batched(x0, x1)
+        i = int(np.argmin(err))  # first grid point of least error
+        law = cls(float(coef[i, 0]), float(coef[i, 1]), float(s_grid[i]))
         if law.a + law.k <= 0:  # degenerate data: fall back to a per-item constant
             law = cls(0.0, float(np.median(t / b)), law.s)
         return law
 
 
-def _nnls2(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares with two columns: try the free solution, then each one-column solution."""
-    cands = []
-    sol, *_ = np.linalg.lstsq(X, y, rcond=None)
-    if np.all(sol >= 0):
-        cands.append(sol)
-    for j in range(2):
-        col = X[:, j]
-        denom = float(col @ col)
-        v = max(0.0, float(col @ y) / denom) if denom > 0 else 0.0
-        s = np.zeros(2)
-        s[j] = v
-        cands.append(s)
-    return min(cands, key=lambda s: float(np.sum((X @ s - y) ** 2)))
+def _nnls2_batched(x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative least squares min ||a x0 + k x1 - 1||^2, a, k >= 0, for each row of x0/x1 (one problem per
+    row): the optimum is the free solution when it is non-negative, else the better one-column solution (the
+    problem is convex, so the optimum lies in the interior or on one of the two faces); of equal errors the free
+    solution wins, then a-only. Returns (coef (m, 2), squared error (m,))."""
+    n = x0.shape[1]
+    g00, g01, g11 = (x0 * x0).sum(1), (x0 * x1).sum(1), (x1 * x1).sum(1)
+    r0, r1 = x0.sum(1), x1.sum(1)
+
+    def sse(a, k):  # ||a x0 + k x1 - 1||^2 per row, from the Gram matrix (a, k: one column per candidate)
+        G00, G01, G11, R0, R1 = (v[:, None] for v in (g00, g01, g11, r0, r1))
+        return a * a * G00 + 2 * a * k * G01 + k * k * G11 - 2 * (a * R0 + k * R1) + n
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        det = g00 * g11 - g01 * g01
+        free_ok = det > 1e-12 * np.maximum(g00 * g11, 1e-300)  # columns not (nearly) collinear
+        fa = np.where(free_ok, (g11 * r0 - g01 * r1) / det, 0.0)
+        fk = np.where(free_ok, (g00 * r1 - g01 * r0) / det, 0.0)
+        # Collinear columns (every cell at one batch size: x1 = b x0) leave a line of equal fits; the a-only end
+        # is taken (one batch size cannot tell a fixed from a per-item cost).
+        free_ok &= (fa >= 0) & (fk >= 0)
+        a_only = np.where(g00 > 0, np.maximum(r0 / g00, 0.0), 0.0)
+        k_only = np.where(g11 > 0, np.maximum(r1 / g11, 0.0), 0.0)
+    cand_a = np.stack([np.where(free_ok, fa, 0.0), a_only, np.zeros_like(a_only)], 1)
+    cand_k = np.stack([np.where(free_ok, fk, 0.0), np.zeros_like(k_only), k_only], 1)
+    err = sse(cand_a, cand_k)
+    err[:, 0] = np.where(free_ok, err[:, 0], np.inf)
+    j = np.argmin(err, axis=1)
+    rows = np.arange(x0.shape[0])
+    coef = np.stack([cand_a[rows, j], cand_k[rows, j]], 1)
+    return coef, err[rows, j]
 
 
 class VariantProfile:
