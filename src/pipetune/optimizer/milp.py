@@ -34,7 +34,8 @@ chord bounds of both halves, which often closes them.
 Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`). What
 survives is finished by flat enumeration when at most ENUMERATE_AT_MOST combinations are left, else by the
 dominance-and-bound enumeration of frontier.py (exact; argument there), and only when that outgrows
-FRONTIER_MAX_STATES partial plans (wide DAGs with many open branches) by HiGHS branch and bound. HiGHS solves
+FRONTIER_MAX_STATES partial plans by HiGHS branch and bound. DAGs wider than FRONTIER_MAX_WIDTH open completion
+times go to HiGHS directly: there the enumeration's bounds are too weak to keep it small. HiGHS solves
 every LP relaxation, and is the solver of record for the MILPs it gets; the enumerations are exact finishers.
 """
 
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
-from pipetune.optimizer.frontier import TooLarge, best_by_frontier
+from pipetune.optimizer.frontier import TooLarge, best_by_frontier, frontier_width
 from pipetune.optimizer.incumbent import best_by_enumeration, cached_for, local_search, objective_of
 from pipetune.optimizer.options import StageOptions
 
@@ -54,6 +55,7 @@ INF = highspy.kHighsInf
 MAX_PATH_ROWS = 64  # above this many source-to-sink paths, use completion-time variables instead
 ENUMERATE_AT_MOST = 1000  # combinations left after the LP reduction that are listed flat (above: frontier.py)
 FRONTIER_MAX_STATES = 30_000  # partial plans the exact enumeration may hold before HiGHS branches instead
+FRONTIER_MAX_WIDTH = 4  # wider DAGs (more open completion times at once) go to HiGHS directly (frontier_width)
 LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
 
@@ -299,9 +301,12 @@ def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: f
         # Few combinations survive the exact reduction: finishing by complete enumeration is exact and
         # cheaper than another HiGHS run (which costs a few ms even on a trivial model).
         local = best_by_enumeration(pipeline, r_opts, r_vals)
+    elif frontier_width(pipeline) > FRONTIER_MAX_WIDTH:
+        local = _branch(pipeline, r_opts, r_vals, start, time_limit_s)
     else:
-        # Larger remainders: enumeration with exact dominance and LP bounds (frontier.py), which gives up
-        # (TooLarge) rather than grow past FRONTIER_MAX_STATES partial plans; then HiGHS branches.
+        # Larger remainders of chains and narrow DAGs: enumeration with exact dominance and LP bounds
+        # (frontier.py), which gives up (TooLarge) rather than grow past FRONTIER_MAX_STATES partial plans;
+        # then HiGHS branches.
         local = best_by_frontier(pipeline, r_opts, r_vals, best_known=red.start_value, upper=red.upper,
                                  penalty=red.penalty, max_states=FRONTIER_MAX_STATES)
         if local is TooLarge:
