@@ -38,13 +38,17 @@ def _agrees(plan, oracle) -> bool:
     return plan.feasible and abs(plan.objective - oracle[0]) <= 1e-6 * max(1.0, abs(oracle[0]))
 
 
-@pytest.mark.parametrize("finish", ["frontier", "highs"])
+@pytest.mark.parametrize("finish", ["frontier", "highs", "highs-direct"])
 def test_every_finishing_path_matches_the_oracle(monkeypatch, finish):
-    # ENUMERATE_AT_MOST = 0 sends every MILP past the flat enumeration; a frontier cap of 0 sends it on to HiGHS.
+    # ENUMERATE_AT_MOST = 0 sends every MILP past the flat enumeration; a frontier cap of 0 sends it on to HiGHS;
+    # a frontier width limit of 0 sends it to HiGHS directly, here with completion-time variables for every DAG.
     monkeypatch.setattr(milp, "ENUMERATE_AT_MOST", 0)
     if finish == "highs":
         monkeypatch.setattr(milp, "FRONTIER_MAX_STATES", 0)
-    cases = _small_instances(seed=11 if finish == "frontier" else 12, count=25)
+    if finish == "highs-direct":
+        monkeypatch.setattr(milp, "FRONTIER_MAX_WIDTH", 0)
+        monkeypatch.setattr(milp, "MAX_PATH_ROWS", 1)
+    cases = _small_instances(seed={"frontier": 11, "highs": 12, "highs-direct": 13}[finish], count=25)
     assert len(cases) >= 15
     bad = []
     for pipeline, profiles, rps, raw in cases:
@@ -112,3 +116,19 @@ def test_least_change_reduction_keeps_the_least_change_optimum():
         assert sum(v[i] for v, i in zip(values, got)) >= optimum - tol
         checked += 1
     assert checked >= 8
+
+
+def test_bench_optimizer_prints_the_issue_json_shape():
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipetune.cli.main import app
+
+    res = CliRunner().invoke(app, ["bench", "optimizer", "--stages", "1,3", "--variants", "2", "--instances", "2",
+                                   "--oracle", "6", "--repeats", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [(c["stages"], c["variants"], c["instances"]) for c in out["cells"]] == [(1, 2, 2), (3, 2, 2)]
+    assert all(c["median_ms"] > 0 and c["p95_ms"] >= c["median_ms"] for c in out["cells"])
+    assert out["oracle"]["instances"] == 6 and out["oracle"]["agree"] == 6

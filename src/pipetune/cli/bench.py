@@ -21,6 +21,7 @@ def bench_optimizer(
     seed: int = typer.Option(0),
     stages: str = typer.Option("1-9,15,25", help="stage counts, e.g. '1-9,15,25'"),
     variants: str = typer.Option("1-9", help="variant counts, e.g. '1-9'"),
+    repeats: int = typer.Option(3, min=1, help="cold decisions timed per instance (their median counts)"),
 ) -> None:
     """Decision time (build + solve) on IPA's grid and beyond, and agreement with the brute-force oracle."""
     from rich.progress import Progress
@@ -31,7 +32,8 @@ def bench_optimizer(
     cells = [(s, v) for s in parse_range(stages) for v in parse_range(variants)]
     with Progress(console=err, transient=True) as prog:
         task = prog.add_task("optimizer benchmark", total=len(cells) * instances + oracle)
-        result = run_optimizer_benchmark(cells, instances, oracle, seed, advance=lambda: prog.advance(task))
+        result = run_optimizer_benchmark(cells, instances, oracle, seed, advance=lambda: prog.advance(task),
+                                         repeats=repeats)
     if as_json:
         print(json.dumps(result))
         return
