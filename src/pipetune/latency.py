@@ -67,12 +67,14 @@ def erlang_c(n: np.ndarray, a: np.ndarray) -> np.ndarray:
     Erlang B comes from the stable recursion B_k = a B_{k-1} / (k + a B_{k-1}), run once per distinct `a`
     up to the largest n asked for, then gathered (the optimizer asks for many n per offered load).
     """
-    n, a = np.broadcast_arrays(np.asarray(n, dtype=np.int64), np.asarray(a, dtype=float))
-    shape = a.shape
-    n, a = n.ravel(), a.ravel()
-    if n.size == 0:
+    n, a = np.asarray(n, dtype=np.int64), np.asarray(a, dtype=float)
+    shape = np.broadcast_shapes(n.shape, a.shape)
+    if math.prod(shape) == 0:
         return np.ones(shape)
-    ua, inv = np.unique(a, return_inverse=True)
+    # distinct offered loads on a's own shape (the optimizer passes one load per row and many n per row)
+    ua, inv = np.unique(a.ravel(), return_inverse=True)
+    inv = np.broadcast_to(inv.reshape(a.shape), shape).ravel()
+    n, a = np.broadcast_to(n, shape).ravel(), np.broadcast_to(a, shape).ravel()
     nmax = max(int(n.max()), 1)
     table = np.empty((ua.size, nmax + 1))
     bk = np.ones(ua.size)
@@ -127,7 +129,10 @@ def stage_latency_arrays(
     pos = lam > 0
     safe_lam = np.where(pos, lam, 1.0)
     form_mean = np.where(b > 1, np.where(pos, (b - 1) / (2 * safe_lam), np.inf), 0.0)
-    form_q = np.where(b > 1, np.where(pos, gammaincinv(np.maximum(b - 1, 1), 1 - q) / safe_lam, np.inf), 0.0)
+    # Gamma quantile per distinct batch size (a handful), not per option
+    ub, binv = np.unique(b, return_inverse=True)
+    gq = gammaincinv(np.maximum(ub - 1, 1), 1 - q)[binv.reshape(b.shape)]
+    form_q = np.where(b > 1, np.where(pos, gq / safe_lam, np.inf), 0.0)
     if max_wait is not None:
         form_mean = np.minimum(form_mean, max_wait)
         form_q = np.minimum(form_q, max_wait)

@@ -179,10 +179,13 @@ def expand_options(
     n, lat_slo, lat_mean, valid, keep, done = grid(np.arange(m), k0)
     more = np.nonzero(~done)[0]
     if more.size:
-        pad = ((0, 0), (0, k1 - k0))
-        n, valid, keep = np.pad(n, pad), np.pad(valid, pad), np.pad(keep, pad)
-        lat_slo = np.pad(lat_slo, pad, constant_values=np.inf)
-        lat_mean = np.pad(lat_mean, pad, constant_values=np.inf)
+        def widen(x, fill):
+            out = np.full((m, k1), fill, dtype=x.dtype)
+            out[:, :k0] = x
+            return out
+
+        n, valid, keep = widen(n, 0), widen(valid, False), widen(keep, False)
+        lat_slo, lat_mean = widen(lat_slo, np.inf), widen(lat_mean, np.inf)
         n[more], lat_slo[more], lat_mean[more], valid[more], keep[more], _ = grid(more, k1)
     rows, cols = np.nonzero(keep)
     reps = n[rows, cols]
