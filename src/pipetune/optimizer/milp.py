@@ -56,7 +56,8 @@ MAX_PATH_ROWS = 16  # above this many source-to-sink paths, completion-time vari
 # geo-mean decision time against 64 on 80 random 25x9 instances)
 ENUMERATE_AT_MOST = 1000  # combinations left after the LP reduction that are listed flat (above: frontier.py)
 FRONTIER_MAX_STATES = 30_000  # partial plans the exact enumeration may hold before HiGHS branches instead
-FRONTIER_MAX_WIDTH = 4  # wider DAGs (more open completion times at once) go to HiGHS directly (frontier_width)
+FRONTIER_MAX_WIDTH = 4  # wider DAGs (more open completion times at once) with more than
+FRONTIER_DIRECT_ABOVE = 1e9  # this many combinations left go to HiGHS directly (frontier_width)
 LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
 
@@ -298,11 +299,12 @@ def solve_linear(pipeline, options: list[StageOptions], values: list[np.ndarray]
 def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: float):
     """The exact optimum of MILP(values) over the options that survived the reduction `red`."""
     r_opts, r_vals, start, kept = red.options, red.values, red.start, red.kept
-    if math.prod(len(so) for so in r_opts) <= ENUMERATE_AT_MOST:
+    combos = math.prod(len(so) for so in r_opts)
+    if combos <= ENUMERATE_AT_MOST:
         # Few combinations survive the exact reduction: finishing by complete enumeration is exact and
         # cheaper than another HiGHS run (which costs a few ms even on a trivial model).
         local = best_by_enumeration(pipeline, r_opts, r_vals)
-    elif frontier_width(pipeline) > FRONTIER_MAX_WIDTH:
+    elif frontier_width(pipeline) > FRONTIER_MAX_WIDTH and combos > FRONTIER_DIRECT_ABOVE:
         local = _branch(pipeline, r_opts, r_vals, start, time_limit_s)
     else:
         # Larger remainders of chains and narrow DAGs: enumeration with exact dominance and LP bounds
