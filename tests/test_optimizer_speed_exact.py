@@ -47,6 +47,7 @@ def test_every_finishing_path_matches_the_oracle(monkeypatch, finish):
         monkeypatch.setattr(milp, "FRONTIER_MAX_STATES", 0)
     if finish == "highs-direct":
         monkeypatch.setattr(milp, "FRONTIER_MAX_WIDTH", 0)
+        monkeypatch.setattr(milp, "FRONTIER_DIRECT_ABOVE", 0)
         monkeypatch.setattr(milp, "MAX_PATH_ROWS", 1)
     cases = _small_instances(seed={"frontier": 11, "highs": 12, "highs-direct": 13}[finish], count=25)
     assert len(cases) >= 15
