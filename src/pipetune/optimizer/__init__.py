@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from pipetune.latency import longest_path
-from pipetune.optimizer.incumbent import drop_unreachable
+from pipetune.optimizer.incumbent import cached_for, drop_unreachable
 from pipetune.optimizer.milp import solve
 from pipetune.optimizer.options import (
     Restriction,
@@ -38,18 +38,10 @@ DEFAULT_RIM_REPLICAS = 3
 
 __all__ = ["POLICIES", "plan_pipeline", "Plan", "Infeasible", "StageConfig", "StageChoice", "stage_options"]
 
-_profile_cache: dict[int, tuple[object, PipelineProfiles]] = {}
-_base_cache: dict[tuple, tuple[object, object, list]] = {}
 
 
 def _profiles_for(pipeline) -> PipelineProfiles:
-    hit = _profile_cache.get(id(pipeline))
-    if hit is None or hit[0] is not pipeline:
-        if len(_profile_cache) > 64:
-            _profile_cache.clear()
-        hit = (pipeline, load_profiles(pipeline))
-        _profile_cache[id(pipeline)] = hit
-    return hit[1]
+    return cached_for(pipeline, "profiles", load_profiles)
 
 
 def policy_restriction(pipeline, profiles, policy: str, current=None, **params) -> Restriction:
@@ -101,23 +93,18 @@ def stage_options(pipeline, rps: float, profiles=None, restriction: Restriction 
     """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates)."""
     profiles = profiles or _profiles_for(pipeline)
     restriction = restriction or Restriction()
-    key = (id(pipeline), id(profiles), repr(restriction))
-    hit = _base_cache.get(key)
-    if hit is None or hit[0] is not pipeline or hit[1] is not profiles:
-        if len(_base_cache) > 256:
-            _base_cache.clear()
-        hit = (pipeline, profiles, build_base_options(pipeline, profiles, restriction))
-        _base_cache[key] = hit
+    bases = cached_for((pipeline, profiles), f"base options {restriction!r}",
+                       lambda owners: build_base_options(*owners, restriction))
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
     return expand_options(
-        hit[2],
-        [loads[base.stage] for base in hit[2]],
+        bases,
+        [loads[base.stage] for base in bases],
         pct=pipeline.sla.percentile,
         sla_s=pipeline.sla.seconds,
         headroom=caps.headroom,
         max_replicas=caps.max_replicas,
-        fixed_replicas=[(restriction.replicas or {}).get(base.stage) for base in hit[2]],
+        fixed_replicas=[(restriction.replicas or {}).get(base.stage) for base in bases],
         max_wait=caps.max_batch_wait_s,
     )
 

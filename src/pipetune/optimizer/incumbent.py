@@ -6,25 +6,33 @@ options that no feasible plan can contain.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from pipetune.optimizer.options import StageOptions
 
 
-_structure_cache: dict[tuple[int, str], tuple[object, object]] = {}
+_per_object: dict[tuple, tuple[tuple, object]] = {}
 
 
-def cached_for(pipeline, what: str, compute):
-    """`compute(pipeline)`, remembered per pipeline object: the DAG's paths and orders are walked in Python and
-    one decision asks for them many times (every LP reduction, enumeration and local search)."""
-    key = (id(pipeline), what)
-    hit = _structure_cache.get(key)
-    if hit is None or hit[0] is not pipeline:
-        if len(_structure_cache) > 256:
-            _structure_cache.clear()
-        hit = (pipeline, compute(pipeline))
-        _structure_cache[key] = hit
-    return hit[1]
+def cached_for(owner, what: str, compute):
+    """`compute(owner)`, remembered while `owner` lives (`owner` may be a tuple of objects: the entry is kept while
+    all of them live). The DAG's paths and orders are walked in Python and one decision asks for them many times;
+    the adapter re-plans the same pipeline every few seconds. Entries hold only weak references to their owners
+    and vanish with them, so a process that plans many pipelines (the benchmark, the tests) keeps a small heap
+    (a dict of strong references had grown to 256 pipelines with their profiles, and the garbage collector's
+    walks over them showed up in the timings)."""
+    objs = owner if isinstance(owner, tuple) else (owner,)
+    key = (tuple(id(o) for o in objs), what)
+    hit = _per_object.get(key)
+    if hit is not None and all(r() is o for r, o in zip(hit[0], objs)):
+        return hit[1]
+    value = compute(owner)
+    # ids are unique among live objects, so the callback of a dead owner only ever removes its own entry
+    refs = tuple(weakref.ref(o, lambda _ref, k=key: _per_object.pop(k, None)) for o in objs)
+    _per_object[key] = (refs, value)
+    return value
 
 
 def _compute_path_matrix(pipeline) -> np.ndarray:
