@@ -40,6 +40,16 @@ def run_optimizer_benchmark(
     cells: list[tuple[int, int]], instances: int, oracle_instances: int, seed: int = 0,
     advance: Callable[[], None] = lambda: None, repeats: int = REPEATS,
 ) -> dict:
+    # Everything alive now (modules, the CLI) lives for the whole run: frozen, the full collection before each
+    # timed decision walks only what the benchmark made since (67 ms -> ~0 ms a collection here).
+    gc.freeze()
+    try:
+        return _run(cells, instances, oracle_instances, seed, advance, repeats)
+    finally:
+        gc.unfreeze()
+
+
+def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
     rng = np.random.default_rng(seed)
     out_cells = []
     by_method: dict[str, list[float]] = {m: [] for m in METHODS}
