@@ -39,7 +39,6 @@ DEFAULT_RIM_REPLICAS = 3
 __all__ = ["POLICIES", "plan_pipeline", "Plan", "Infeasible", "StageConfig", "StageChoice", "stage_options"]
 
 
-
 def _profiles_for(pipeline) -> PipelineProfiles:
     return cached_for(pipeline, "profiles", load_profiles)
 

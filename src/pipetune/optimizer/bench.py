@@ -14,8 +14,8 @@ from pipetune.optimizer.instances import METHODS, random_instance
 from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations
 
 IPA_9x9_SECONDS = 2.1  # IPA's Gurobi decision time at 9 stages x 9 variants (shared/reference/ipa.yaml)
-REPEATS = 3  # cold decisions timed per instance; the instance's time is their median (this VM's speed drifts
-# by +-30% over seconds: a fixed numpy loop took 0.26-0.36 s back to back)
+REPEATS = 3  # cold decisions timed per instance; the instance's time is their median (the development VM's
+# speed drifts by up to 2x over seconds: a fixed numpy loop took 0.18-0.36 s back to back)
 
 
 def parse_range(text: str) -> list[int]:

@@ -41,20 +41,20 @@ def _structure(pipeline):
 def frontier_width(pipeline) -> int:
     """The most completion times a partial plan carries at once in this pipeline's stage order (1 for a chain).
     The frontier's size grows with it: measured on the 25-stage benchmark DAGs (width 4-9), the enumeration
-    either outgrew its cap or took as long as HiGHS branch and bound, so callers go straight to HiGHS there."""
+    either outgrew its cap or took as long as HiGHS branch and bound, so large wide remainders go straight to
+    HiGHS (milp.FRONTIER_MAX_WIDTH, FRONTIER_DIRECT_ABOVE)."""
     return cached_for(pipeline, "frontier_width", _compute_width)
 
 
 def _compute_width(pipeline) -> int:
-    _, preds, _, order = _structure(pipeline)
-    pos = {s: k for k, s in enumerate(order)}
-    last_use = {s: max((pos[c] for c in range(len(order)) if s in preds[c]), default=-1) for s in order}
+    *_, order, last_use = _structure(pipeline)
     return max((sum(1 for s in order[:k + 1] if last_use[s] > k) for k in range(len(order))), default=0)
 
 
 def _compute_structure(pipeline):
-    """Immediate path-predecessors of each stage (from the explicit source-to-sink paths, like the oracle) and
-    the topological position of each stage; stages on no path carry no latency constraint."""
+    """Immediate path-predecessors of each stage (from the explicit source-to-sink paths, like the oracle), the
+    order stages are assigned in, and per stage the last position that reads its completion time (-1: none);
+    stages on no path carry no latency constraint."""
     names = pipeline.stage_names
     at = {n: i for i, n in enumerate(names)}
     paths = [[at[n] for n in p] for p in pipeline.paths()]
@@ -84,7 +84,9 @@ def _compute_structure(pipeline):
         s = min(ready, key=open_after)
         order.append(s)
         done.add(s)
-    return paths, [sorted(x) for x in preds], on_path, order
+    pos = {s: k for k, s in enumerate(order)}
+    last_use = [max((pos[c] for c in succ[s]), default=-1) for s in range(len(names))]
+    return paths, [sorted(x) for x in preds], on_path, order, last_use
 
 
 def _pareto_mask(vals: np.ndarray, times: np.ndarray, cost: np.ndarray | None) -> np.ndarray:
@@ -119,7 +121,7 @@ def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndar
     """The feasible plan of highest sum(values) (option index per stage), None if there is none, or
     `TooLarge`. `best_known` must be the value of a feasible plan (or -inf); `upper`/`penalty` are the LP
     bound and per-option reduced costs of rule 2 (optional)."""
-    paths, preds, on_path, order = _structure(pipeline)
+    paths, preds, on_path, order, last_use = _structure(pipeline)
     S = len(options)
     sla = pipeline.sla.seconds * (1 + 1e-12)
     budget = pipeline.caps.max_total_cores
@@ -135,8 +137,6 @@ def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndar
             tail[s] = max(tail[s], suffix)
             suffix += fastest[s]
     tail = np.where(np.isfinite(tail), tail, 0.0)
-    pos = {s: k for k, s in enumerate(order)}
-    last_use = {s: max((pos[c] for c in range(S) if s in preds[c]), default=-1) for s in range(S)}
 
     best_rest = np.zeros(S + 1)  # sum of the best values of the stages from position k on
     least_pen = np.zeros(S + 1)

@@ -35,7 +35,8 @@ Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible 
 survives is finished by flat enumeration when at most ENUMERATE_AT_MOST combinations are left, else by the
 dominance-and-bound enumeration of frontier.py (exact; argument there), and only when that outgrows
 FRONTIER_MAX_STATES partial plans by HiGHS branch and bound. DAGs wider than FRONTIER_MAX_WIDTH open completion
-times go to HiGHS directly: there the enumeration's bounds are too weak to keep it small. HiGHS solves
+times with more than FRONTIER_DIRECT_ABOVE combinations left go to HiGHS directly: there the enumeration's bounds
+are too weak to keep it small. HiGHS solves
 every LP relaxation, and is the solver of record for the MILPs it gets; the enumerations are exact finishers.
 """
 
