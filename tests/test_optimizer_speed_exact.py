@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pipetune.optimizer.milp as milp
 from pipetune.optimizer import plan_pipeline, stage_options
@@ -133,3 +135,29 @@ def test_bench_optimizer_prints_the_issue_json_shape():
     assert [(c["stages"], c["variants"], c["instances"]) for c in out["cells"]] == [(1, 2, 2), (3, 2, 2)]
     assert all(c["median_ms"] > 0 and c["p95_ms"] >= c["median_ms"] for c in out["cells"])
     assert out["oracle"]["instances"] == 6 and out["oracle"]["agree"] == 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
+                min_size=1, max_size=60))
+def test_grouped_pareto_keeps_exactly_the_undominated(points):
+    """The all-stages-at-once prune against the definition, pairwise: a point goes iff another point of its
+    stage is no worse on every term and better on one, or is an exact duplicate listed before it."""
+    from pipetune.optimizer.options import _pareto_2d, _pareto_3d
+
+    p = np.array(sorted(points, key=lambda t: t[0]), float)  # grouped by stage, as the prune concatenates them
+    stage = p[:, 0].astype(np.int64)
+    acc, pen, lat = p[:, 1] / 4, p[:, 2] / 10, p[:, 3] * 0.3
+
+    def expected(cols):  # every column minimised
+        n = len(cols)
+        keep = np.ones(n, bool)
+        for i in range(n):
+            for j in range(n):
+                if i != j and stage[i] == stage[j] and all(cj <= ci for ci, cj in zip(cols[i], cols[j])):
+                    if any(cj < ci for ci, cj in zip(cols[i], cols[j])) or j < i:
+                        keep[i] = False
+        return keep
+
+    assert _pareto_3d(stage, acc, pen, lat).tolist() == expected(list(zip(-acc, pen, lat))).tolist()
+    assert _pareto_2d(stage, lat, acc - pen).tolist() == expected(list(zip(lat, -(acc - pen)))).tolist()

@@ -63,3 +63,15 @@ def test_measured_rows_win_over_the_law():
     t = ProfileTable(rows).filled([1, 2, 4], [1, 2])
     assert len(t.rows) == 6
     assert sum(r.source == "fitted" for r in t.rows) == 4
+
+
+def test_cells_are_the_numbers_of_row_measured_or_fitted():
+    rows = [ProfileRow("v", b, c, 0.01 * b / c + 0.002, 0.01 * b / c + 0.001, 0.02 * b / c + 0.004,
+                       b / (0.01 * b / c + 0.002)) for b in (1, 4) for c in (1, 2)]
+    vp = VariantProfile("v", rows)
+    for grid in ([(1, 1), (4, 2)], [(1, 1), (2, 2), (8, 1), (4, 4)]):  # all measured; some fitted
+        cells = vp.cells(grid)
+        assert cells.shape == (len(grid), 4)
+        for (b, c), got in zip(grid, cells):
+            r = vp.row(b, c)
+            assert got.tolist() == [r.latency_mean_s, r.latency_p50_s, r.latency_p99_s, r.throughput_rps]

@@ -258,6 +258,10 @@ def _nnls2_batched(x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return coef, err[rows, j]
 
 
+def _cell_tuple(r: ProfileRow) -> tuple[float, float, float, float]:
+    return r.latency_mean_s, r.latency_p50_s, r.latency_p99_s, r.throughput_rps
+
+
 class VariantProfile:
     """All cells of one variant: measured rows as given, the rest from the fitted scaling law."""
 
@@ -271,6 +275,18 @@ class VariantProfile:
         self.load_time_s = float(np.median([r.load_time_s for r in rows]))
         self.memory_mb = float(np.max([r.memory_mb for r in rows]))
         self._cache: dict[tuple[int, int], ProfileRow] = {}
+        self._cell_index = {cell: i for i, cell in enumerate(self.measured)}
+        self._cell_values = np.array([_cell_tuple(r) for r in self.measured.values()], float).reshape(-1, 4)
+
+    def cells(self, grid: list[tuple[int, int]]) -> np.ndarray:
+        """(mean, p50, p99, throughput) of each (batch, cores) cell of `grid`, shape (len(grid), 4): the numbers
+        of `row()`. The optimizer reads every cell of every variant on each new pipeline; this is its fast path
+        (one gather from the measured table: per-cell ProfileRow lookups cost more than the rest of building
+        its options)."""
+        idx = [self._cell_index.get(cell, -1) for cell in grid]
+        if -1 not in idx:
+            return self._cell_values[idx]
+        return np.array([_cell_tuple(self.row(*cell)) for cell in grid], float).reshape(-1, 4)
 
     def row(self, batch: int, cores: int) -> ProfileRow:
         key = (batch, cores)

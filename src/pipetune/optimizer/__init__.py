@@ -27,7 +27,7 @@ from pipetune.optimizer.options import (
     StageOptions,
     build_base_options,
     expand_options,
-    pareto_prune,
+    pareto_prune_stages,
     stage_loads,
 )
 from pipetune.optimizer.plan import Infeasible, Plan, StageChoice, StageConfig
@@ -155,7 +155,7 @@ def plan_pipeline(
             names = np.array(so.variant_names)[so.var_idx]
             keeps.append((names == c.variant) & (so.batch == c.batch))
     budget = pipeline.caps.max_total_cores is not None
-    pruned = [pareto_prune(so, pipeline.objective, budget, k) for so, k in zip(raw, keeps)]
+    pruned = pareto_prune_stages(raw, pipeline.objective, budget, keeps)
     reachable = drop_unreachable(pipeline, pruned)
     if any(len(so) == 0 for so in reachable):
         # No option of some stage fits the SLA next to the fastest options of the others.

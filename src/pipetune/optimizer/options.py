@@ -104,27 +104,22 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
     out = []
     for st in pipeline.stages:
         names = [v.name for v in st.variants]
-        accs = [v.accuracy for v in st.variants]
-        coefs = accuracy_coefficients(method, accs, len(pipeline.stages))
-        allowed_v = set(r.variants[st.name]) if r.variants and st.name in r.variants else set(names)
+        accs = np.array([v.accuracy for v in st.variants], float)
+        coefs = np.array(accuracy_coefficients(method, list(accs), len(pipeline.stages)), float)
+        allowed = r.variants.get(st.name) if r.variants else None
+        vis = [vi for vi, vn in enumerate(names) if allowed is None or vn in allowed]
         batches = r.batches[st.name] if r.batches and st.name in r.batches else pipeline.batch_sizes_for(st.name)
         cores = r.cores[st.name] if r.cores and st.name in r.cores else pipeline.cores_for(st.name)
-        rows = []
-        for vi, vn in enumerate(names):
-            if vn not in allowed_v:
-                continue
-            vp = profiles.get(st.name, vn)
-            for b in batches:
-                for c in cores:
-                    row = vp.row(b, c)
-                    rows.append((vi, accs[vi], coefs[vi], b, c, row.latency_mean_s, row.latency_p50_s,
-                                 row.latency_p99_s, row.throughput_rps))
-        a = np.array(rows, dtype=float).reshape(-1, 9)
+        grid = [(b, c) for b in batches for c in cores]  # batch-major within each variant
+        cells = (np.concatenate([profiles.get(st.name, names[vi]).cells(grid) for vi in vis]).T if vis
+                 else np.empty((4, 0)))
+        var_idx = np.repeat(np.asarray(vis, np.int64), len(grid))
         out.append(
             BaseOptions(
-                stage=st.name, variant_names=names, var_idx=a[:, 0].astype(np.int64), acc=a[:, 1],
-                acc_coef=a[:, 2], batch=a[:, 3].astype(np.int64), cores=a[:, 4].astype(np.int64), mean=a[:, 5],
-                p50=a[:, 6], p99=a[:, 7], thr=a[:, 8],
+                stage=st.name, variant_names=names, var_idx=var_idx, acc=accs[var_idx], acc_coef=coefs[var_idx],
+                batch=np.tile(np.repeat(np.asarray(batches, np.int64), len(cores)), len(vis)),
+                cores=np.tile(np.asarray(cores, np.int64), len(batches) * len(vis)),
+                mean=cells[0], p50=cells[1], p99=cells[2], thr=cells[3],
             )
         )
     return out
@@ -218,7 +213,13 @@ def _why_empty(base, load, headroom, max_replicas, fixed_replicas, valid) -> str
 
 
 def pareto_prune(so: StageOptions, objective, budget: bool = False, keep: np.ndarray | None = None) -> StageOptions:
-    """Drop options that another option of the same stage beats or ties on every term that matters.
+    """`pareto_prune_stages` for one stage."""
+    return pareto_prune_stages([so], objective, budget, [keep])[0]
+
+
+def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = False,
+                        keeps: list[np.ndarray | None] | None = None) -> list[StageOptions]:
+    """Per stage, drop options that another option of the same stage beats or ties on every term that matters.
 
     Which terms matter depends on the objective, and using only those is what keeps the MILP small:
       * sum / mean / rank_sum, no core budget: (value = alpha*acc - beta*cost - gamma*batch, latency);
@@ -226,54 +227,93 @@ def pareto_prune(so: StageOptions, objective, budget: bool = False, keep: np.nda
       * with a core budget, cost is one more term.
     Exact: swapping a dominated option for its dominator keeps every constraint satisfied (latency and cost
     only get smaller) and the objective no worse (pas is monotone in each factor, all factors >= 0).
-    `keep` marks options that must survive (the current configuration, for the least-change tie-break).
+    `keeps[s]` marks options of stage s that must survive (the current configuration, for the least-change
+    tie-break). All stages are pruned in one vectorised pass (per-stage numpy calls cost more than the work).
     """
-    if len(so) <= 1:
-        return so
-    penalty = objective.beta * so.cost + objective.gamma * so.batch
+    keeps = keeps or [None] * len(options)
+    sizes = np.array([len(so) for so in options])
+    stage = np.repeat(np.arange(len(options)), sizes)
+    cat = {f: np.concatenate([getattr(so, f) for so in options]) for f in ("acc", "acc_coef", "cost", "batch",
+                                                                           "lat_slo")}
+    penalty = objective.beta * cat["cost"] + objective.gamma * cat["batch"]
     if budget:
-        alive = _pareto_general(np.stack([-so.acc_coef, penalty, so.lat_slo, so.cost], axis=1))
+        cut = np.concatenate([[0], np.cumsum(sizes)])
+        alive = np.concatenate([
+            _pareto_general(np.stack([-cat["acc_coef"][a:b], penalty[a:b], cat["lat_slo"][a:b], cat["cost"][a:b]],
+                                     axis=1)) if b - a > 1 else np.ones(b - a, bool)
+            for a, b in zip(cut[:-1], cut[1:])
+        ])
     elif objective.accuracy == "pas":
-        alive = _pareto_3d(so.acc, penalty, so.lat_slo)
+        alive = _pareto_3d(stage, cat["acc"], penalty, cat["lat_slo"])
     else:
-        alive = _pareto_2d(so.lat_slo, objective.alpha * so.acc_coef - penalty)
-    if keep is not None:
-        alive = alive | keep
-    return so.take(np.nonzero(alive)[0])
+        alive = _pareto_2d(stage, cat["lat_slo"], objective.alpha * cat["acc_coef"] - penalty)
+    out = []
+    start = 0
+    for so, k, n in zip(options, keeps, sizes.tolist()):
+        mine = alive[start:start + n]
+        start += n
+        if k is not None:
+            mine = mine | k
+        out.append(so if mine.all() else so.take(np.nonzero(mine)[0]))
+    return out
 
 
-def _pareto_2d(lat: np.ndarray, val: np.ndarray) -> np.ndarray:
-    """Mask of points not dominated in (lat min, val max); of exact duplicates one survives."""
-    order = np.lexsort((-val, lat))
-    v = val[order]
-    prev_max = np.concatenate([[-np.inf], np.maximum.accumulate(v)[:-1]])
+def _dense_rank(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer ranks with x's exact order and ties (0 = smallest), and how many distinct values."""
+    u, inv = np.unique(x, return_inverse=True)
+    return inv.reshape(x.shape).astype(np.int64), int(u.size)
+
+
+def _pareto_2d(stage: np.ndarray, lat: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Mask of points not dominated within their stage in (lat min, val max); of exact duplicates one survives.
+    Sorted by (stage, lat, -val), a point survives iff its value beats the running maximum of its stage so far.
+    Values are replaced by their integer ranks shifted up by stage, so one running maximum over all stages
+    restarts at each stage (exactly: integers, and ranks keep every tie)."""
+    if lat.size == 0:
+        return np.zeros(0, bool)
+    order = np.lexsort((-val, lat, stage))
+    r, n = _dense_rank(val[order])
+    x = r + stage[order] * (n + 1)
+    prev = np.concatenate([[-1], np.maximum.accumulate(x)[:-1]])
     alive = np.zeros(lat.size, bool)
-    alive[order[v > prev_max]] = True
+    alive[order[x > prev]] = True
     return alive
 
 
-def _pareto_3d(acc: np.ndarray, pen: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Mask of points not dominated in (acc max, pen min, lat min). Accuracy takes few values (one per
-    variant), so sweep them from the most accurate down with a (lat -> least penalty) staircase."""
+def _pareto_3d(stage: np.ndarray, acc: np.ndarray, pen: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Mask of points not dominated within their stage in (acc max, pen min, lat min); of exact duplicates one
+    survives. Accuracy takes few values per stage (one per variant):
+     1. within each (stage, accuracy) group, the 2-D frontier in (lat, pen) (as `_pareto_2d`);
+     2. a survivor of level t (t-th highest accuracy of its stage) is dominated iff a survivor of a higher level
+        has lat <= and pen <= its own: one sweep per level, over all stages at once (levels are few)."""
+    if acc.size == 0:
+        return np.zeros(0, bool)
+    n_stages = int(stage.max()) + 1
+    pr, n_pen = _dense_rank(pen)
+    # 1. group frontiers: sort by (stage, acc desc, lat, pen); a running minimum of pen ranks restarting per group
+    order = np.lexsort((pr, lat, -acc, stage))
+    s_o, a_o = stage[order], acc[order]
+    new_group = np.concatenate([[True], (s_o[1:] != s_o[:-1]) | (a_o[1:] != a_o[:-1])])
+    gid = np.cumsum(new_group) - 1
+    x = pr[order] - gid * (n_pen + 1)  # later groups lie wholly below earlier ones: the minimum restarts
+    prev = np.concatenate([[n_pen + 1], np.minimum.accumulate(x)[:-1]])
+    keep = order[x < prev]
+    # level of each survivor within its stage: 0 for the most accurate group
+    new_stage = np.concatenate([[True], s_o[1:] != s_o[:-1]])
+    level_o = gid - (np.maximum.accumulate(np.where(new_stage, gid, 0)))
+    level = np.empty(acc.size, np.int64)
+    level[order] = level_o
+    # 2. across levels, in (stage, lat, level) order: dominators of equal latency come first
+    k = keep[np.lexsort((level[keep], lat[keep], stage[keep]))]
+    ks, kl, kp = stage[k], level[k], pr[k]
+    off = (n_stages - 1 - ks) * (n_pen + 2)  # earlier stages lie wholly above later ones: the minimum restarts
+    dominated = np.zeros(k.size, bool)
+    for t in range(1, int(kl.max()) + 1 if kl.size else 1):
+        x = np.where(kl < t, kp, n_pen + 1) + off
+        m = np.minimum.accumulate(x)
+        dominated |= (kl == t) & (m <= kp + off)
     alive = np.zeros(acc.size, bool)
-    st_lat = np.empty(0)
-    st_pen = np.empty(0)
-    for a in np.unique(acc)[::-1]:
-        idx = np.nonzero(acc == a)[0]
-        order = np.lexsort((pen[idx], lat[idx]))
-        idx = idx[order]
-        p = pen[idx]
-        prev_min = np.concatenate([[np.inf], np.minimum.accumulate(p)[:-1]])
-        idx = idx[p < prev_min]  # the group's own 2-D frontier
-        if st_lat.size:
-            j = np.searchsorted(st_lat, lat[idx], side="right") - 1
-            dominated = (j >= 0) & (st_pen[np.maximum(j, 0)] <= pen[idx])
-            idx = idx[~dominated]
-        alive[idx] = True
-        all_lat = np.concatenate([st_lat, lat[idx]])
-        all_pen = np.concatenate([st_pen, pen[idx]])
-        o = np.argsort(all_lat, kind="stable")
-        st_lat, st_pen = all_lat[o], np.minimum.accumulate(all_pen[o])
+    alive[k[~dominated]] = True
     return alive
 
 
