@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipetune.optimizer.incumbent import cached_for
-from pipetune.optimizer.options import StageOptions
+from pipetune.optimizer.options import StageOptions, pareto_pairwise
 
 TooLarge = object()  # sentinel: the frontier outgrew max_states
 PAIRWISE_DOMINANCE_AT_MOST = 1000  # multi-dimensional dominance is quadratic; above this only rules 1-2 apply
@@ -107,12 +107,7 @@ def _pareto_mask(vals: np.ndarray, times: np.ndarray, cost: np.ndarray | None) -
         return alive
     if n > PAIRWISE_DOMINANCE_AT_MOST:
         return np.ones(n, bool)
-    le = np.all(keys[:, None, :] <= keys[None, :, :], axis=2)  # le[i, j]: i is no worse than j everywhere
-    lt = np.any(keys[:, None, :] < keys[None, :, :], axis=2)
-    idx = np.arange(n)
-    dom = le & (lt | (idx[:, None] < idx[None, :]))
-    np.fill_diagonal(dom, False)
-    return ~dom.any(axis=0)
+    return pareto_pairwise(keys)
 
 
 def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndarray], *, best_known: float,
@@ -157,35 +152,39 @@ def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndar
     for k, s in enumerate(order):
         so, v = options[s], values[s]
         m = len(so)
-        n = vals.size
-        parent = np.repeat(np.arange(n), m)
-        opt = np.tile(np.arange(m), n)
-        nv = vals[parent] + v[opt]
-        np_ = pen[parent] + (penalty[s][opt] if penalty is not None else 0.0)
-        nc = cost[parent] + so.cost[opt]
+        # every state extended by every option, as an (states, options) grid; only survivors are flattened
+        nv = vals[:, None] + v[None, :]
         ok = nv + best_rest[k + 1] >= floor
+        np_ = pen[:, None] + (penalty[s][None, :] if penalty is not None else 0.0)
         if upper is not None:  # LP duals carry simplex tolerances: this bound keeps 1e-7 more slack
             ok &= upper - np_ - least_pen[k + 1] >= floor - 1e-7
         if budget is not None:
+            nc = cost[:, None] + so.cost[None, :]
             ok &= nc + least_cost[k + 1] <= budget + 1e-9
-        cols = [open_ids.index(p) for p in preds[s]]
         if on_path[s]:
-            start = times[parent][:, cols].max(axis=1) if cols else np.zeros(parent.size)
-            ts = start + so.lat_slo[opt]
+            cols = [open_ids.index(p) for p in preds[s]]
+            start = (times[:, cols[0]] if len(cols) == 1 else times[:, cols].max(axis=1) if cols
+                     else np.zeros(vals.size))
+            ts = start[:, None] + so.lat_slo[None, :]
             ok &= ts + tail[s] <= sla
-        idx = np.nonzero(ok)[0]
-        parent, opt, nv, np_, nc = parent[idx], opt[idx], nv[idx], np_[idx], nc[idx]
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            return None
+        parent = idx // m
+        opt = idx - parent * m
+        nv, np_ = nv.ravel()[idx], np.broadcast_to(np_, ok.shape).ravel()[idx]
+        nc = nc.ravel()[idx] if budget is not None else cost[parent]
         keep_cols = [j for j, p in enumerate(open_ids) if last_use[p] > k]
         new_open = [open_ids[j] for j in keep_cols]
-        nt = times[parent][:, keep_cols]
-        if on_path[s] and last_use[s] > k:
-            nt = np.concatenate([nt, ts[idx][:, None]], axis=1)
+        grow = on_path[s] and last_use[s] > k
+        nt = np.empty((idx.size, len(keep_cols) + grow))
+        nt[:, :len(keep_cols)] = times[parent][:, keep_cols] if len(keep_cols) < len(open_ids) else times[parent]
+        if grow:
+            nt[:, -1] = ts.ravel()[idx]
             new_open.append(s)
-        if nv.size == 0:
-            return None
         alive = _pareto_mask(nv, nt, nc if budget is not None else None)
         if not alive.all():
-            a = np.nonzero(alive)[0]
+            a = np.flatnonzero(alive)
             parent, opt, nv, np_, nc, nt = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a]
         if nv.size > max_states:
             return TooLarge
