@@ -50,6 +50,12 @@ def _path_matrix(pipeline) -> np.ndarray:
     return cached_for(pipeline, "path_matrix", _compute_path_matrix)
 
 
+def _search_paths(pipeline) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The path matrix as floats, and per stage the paths through it (what `local_search` reads per move)."""
+    pm = _path_matrix(pipeline)
+    return pm.astype(float), [np.flatnonzero(col) for col in pm.T]
+
+
 def drop_unreachable(pipeline, options: list[StageOptions]) -> list[StageOptions]:
     """Remove options whose latency cannot fit the SLA even with the fastest options everywhere else."""
     pm = _path_matrix(pipeline)
@@ -87,7 +93,7 @@ def local_search(pipeline, options: list[StageOptions], start: list[int] | None 
     if values is None:
         obj = pipeline.objective
         values = [obj.alpha * so.acc_coef - obj.beta * so.cost - obj.gamma * so.batch for so in options]
-    pm = _path_matrix(pipeline)
+    pm, through = cached_for(pipeline, "local_search_paths", _search_paths)
     sla = pipeline.sla.seconds * (1 + 1e-12)
     budget = pipeline.caps.max_total_cores
     choice = list(start) if start is not None else [int(np.argmin(so.lat_slo)) for so in options]
@@ -97,13 +103,15 @@ def local_search(pipeline, options: list[StageOptions], start: list[int] | None 
         choice = [int(np.argmin(so.cost)) for so in options]
         lat = np.array([so.lat_slo[i] for so, i in zip(options, choice)])
         cost = np.array([so.cost[i] for so, i in zip(options, choice)])
-    if (pm * lat).sum(axis=1).max() > sla or (budget is not None and cost.sum() > budget):
+    path_lat = pm @ lat  # every path's latency, recomputed after each move
+    if path_lat.max(initial=0.0) > sla or (budget is not None and cost.sum() > budget):
         return None
     for _ in range(sweeps):
         improved = False
         for s, so in enumerate(options):
-            rest = (pm * lat).sum(axis=1) - pm[:, s] * lat[s]
-            slack = np.where(pm[:, s], sla - rest, np.inf).min()
+            t = through[s]
+            # the most this stage may take: the SLA less the rest of its tightest path
+            slack = sla - (float(path_lat[t].max()) - lat[s]) if t.size else np.inf
             ok = so.lat_slo <= slack
             if budget is not None:
                 ok &= so.cost <= budget - (cost.sum() - cost[s])
@@ -111,6 +119,7 @@ def local_search(pipeline, options: list[StageOptions], start: list[int] | None 
             j = int(np.argmax(val))
             if val[j] > values[s][choice[s]] + 1e-12:
                 choice[s], lat[s], cost[s] = j, so.lat_slo[j], so.cost[j]
+                path_lat = pm @ lat
                 improved = True
         if not improved:
             break

@@ -232,6 +232,10 @@ class _Relaxation:
         self.h = _highs(30.0)
         self.h.passModel(self.m.builder.lp(relax=True))
         self.cols = np.concatenate(self.m.y).astype(np.int32)
+        # the option columns come first, stage after stage: per-stage slices of one concatenated array
+        self.cut = np.cumsum([0] + [len(so) for so in options])
+        self.stage_of = np.repeat(np.arange(len(options)), np.diff(self.cut))
+        self.lat = np.concatenate([so.lat_slo for so in options])
 
     def run(self, values: list[np.ndarray]) -> highspy.Highs:
         self.h.changeColsCost(int(self.cols.size), self.cols, -np.concatenate(values))
@@ -242,36 +246,40 @@ class _Relaxation:
 def _reduce(pipeline, options: list[StageOptions], values: list[np.ndarray],
             relaxation: _Relaxation | None = None) -> _Reduction | None:
     relaxation = relaxation or _Relaxation(pipeline, options)
-    m, h = relaxation.m, relaxation.run(values)
+    h = relaxation.run(values)
     if h.modelStatusToString(h.getModelStatus()) != "Optimal":
         return None
     upper = -h.getInfo().objective_function_value
     sol = h.getSolution()
-    x = np.array(sol.col_value)
-    d = np.array(sol.col_dual)  # minimisation reduced costs: >= 0 at a lower bound
-    start = []
-    for so, ys in zip(options, m.y):
-        support = np.nonzero(x[ys] > 1e-9)[0]
-        start.append(int(support[np.argmin(so.lat_slo[support])]) if support.size else int(np.argmin(so.lat_slo)))
+    n = relaxation.cols.size
+    x = np.asarray(sol.col_value)[:n]
+    d = np.maximum(np.asarray(sol.col_dual)[:n], 0.0)  # minimisation reduced costs: >= 0 at a lower bound
+    # start: per stage the fastest option in the LP support (or the fastest option, if the support is empty)
+    cut, stage_of = relaxation.cut, relaxation.stage_of
+    in_support = x > 1e-9
+    has = np.zeros(len(options), bool)
+    has[stage_of[in_support]] = True
+    key = np.where(in_support | ~has[stage_of], relaxation.lat, np.inf)
+    first = np.lexsort((key, stage_of))[cut[:-1]]  # per stage, the least key (first index among ties)
+    start = (first - cut[:-1]).tolist()
     if pipeline.caps.max_total_cores is not None:
         start = local_search(pipeline, options, values=values)  # the LP support may break the budget
         if start is None:
             return _Reduction(options, values, None, [np.arange(len(so)) for so in options], upper,
-                              [np.maximum(d[ys], 0.0) for ys in m.y], -math.inf)
+                              np.split(d, cut[1:-1]), -math.inf)
     else:
         start = _local_improve(pipeline, options, values, start)
     best = _value_of(values, start)
     tol = 1e-9 * max(1.0, abs(best))
+    keep = upper - d >= best - tol
+    keep[cut[:-1] + np.asarray(start)] = True
     kept, red_o, red_v, red_start, red_pen = [], [], [], [], []
-    for so, v, ys, c in zip(options, values, m.y, start):
-        pen = np.maximum(d[ys], 0.0)
-        keep = upper - pen >= best - tol
-        keep[c] = True
-        idx = np.nonzero(keep)[0]
+    for k, (so, v, c) in enumerate(zip(options, values, start)):
+        idx = np.flatnonzero(keep[cut[k]:cut[k + 1]])
         kept.append(idx)
-        red_o.append(so.take(idx))
+        red_o.append(so.take(idx) if idx.size < len(so) else so)
         red_v.append(v[idx])
-        red_pen.append(pen[idx])
+        red_pen.append(d[cut[k]:cut[k + 1]][idx])
         red_start.append(int(np.searchsorted(idx, c)))
     return _Reduction(red_o, red_v, red_start, kept, upper, red_pen, best)
 
