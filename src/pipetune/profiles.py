@@ -308,6 +308,18 @@ class VariantProfile:
             )
         return self._cache[key]
 
+def stack_cells(variants: list[VariantProfile], grid: list[tuple[int, int]]) -> np.ndarray:
+    """`cells(grid)` of several variants, concatenated. Variants profiled on the same cells (the usual case)
+    are gathered at once: per-variant lookups were most of the time of building a pipeline's options."""
+    if not variants:
+        return np.empty((0, 4))
+    layout = variants[0]._cell_index
+    if all(vp._cell_index == layout for vp in variants[1:]):
+        idx = [layout.get(cell, -1) for cell in grid]
+        if -1 not in idx:
+            return np.stack([vp._cell_values for vp in variants])[:, idx].reshape(-1, 4)
+    return np.concatenate([vp.cells(grid) for vp in variants])
+
 
 @dataclass
 class PipelineProfiles:

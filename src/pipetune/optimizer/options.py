@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipetune.latency import stage_latency_arrays
+from pipetune.profiles import stack_cells
 
 MAX_EXTRA_REPLICAS = 64  # safety bound on the listed replica alternatives above n_min
 
@@ -111,8 +112,7 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
         batches = r.batches[st.name] if r.batches and st.name in r.batches else pipeline.batch_sizes_for(st.name)
         cores = r.cores[st.name] if r.cores and st.name in r.cores else pipeline.cores_for(st.name)
         grid = [(b, c) for b in batches for c in cores]  # batch-major within each variant
-        cells = (np.concatenate([profiles.get(st.name, names[vi]).cells(grid) for vi in vis]).T if vis
-                 else np.empty((4, 0)))
+        cells = stack_cells([profiles.get(st.name, names[vi]) for vi in vis], grid).T
         var_idx = np.repeat(np.asarray(vis, np.int64), len(grid))
         out.append(
             BaseOptions(
