@@ -135,7 +135,9 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
     sla = pipeline.sla.seconds
     budget = pipeline.caps.max_total_cores
     bld = _Builder()
-    y = [bld.add_cols(len(so), -v, 0.0, 1.0, True) for so, v in zip(options, values)]
+    cut = np.cumsum([0] + [len(so) for so in options])
+    cols = bld.add_cols(int(cut[-1]), -np.concatenate(values), 0.0, 1.0, True)  # all options, stage after stage
+    y = [cols[a:b] for a, b in zip(cut[:-1], cut[1:])]
     pos = {n: i for i, n in enumerate(names)}
     for so, ys in zip(options, y):
         bld.add_row(ys, np.ones(len(so)), 1.0, 1.0)
