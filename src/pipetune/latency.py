@@ -76,13 +76,14 @@ def erlang_c(n: np.ndarray, a: np.ndarray) -> np.ndarray:
     inv = np.broadcast_to(inv.reshape(a.shape), shape).ravel()
     n, a = np.broadcast_to(n, shape).ravel(), np.broadcast_to(a, shape).ravel()
     nmax = max(int(n.max()), 1)
-    table = np.empty((ua.size, nmax + 1))
-    bk = np.ones(ua.size)
-    table[:, 0] = 1.0
-    for k in range(1, nmax + 1):
-        bk = ua * bk / (k + ua * bk)
-        table[:, k] = bk
-    blk = table[inv, np.clip(n, 0, nmax)]
+    table = np.empty((nmax + 1, ua.size))  # row k: B_k of every distinct load (contiguous rows)
+    table[0] = 1.0
+    t, den = np.empty(ua.size), np.empty(ua.size)
+    for k in range(1, nmax + 1):  # in place: this loop runs up to ~100 times per call
+        np.multiply(ua, table[k - 1], out=t)
+        np.add(t, k, out=den)
+        np.divide(t, den, out=table[k])
+    blk = table[np.clip(n, 0, nmax), inv]
     rho = np.divide(a, n, out=np.full(a.shape, np.inf), where=n > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = blk / (1.0 - rho * (1.0 - blk))
