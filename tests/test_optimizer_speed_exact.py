@@ -92,15 +92,15 @@ def test_frontier_gives_up_instead_of_growing():
 
 def test_least_change_reduction_keeps_the_least_change_optimum():
     # The tie-break MILP now runs on the options an LP bound allows; compare with listing every plan.
-    from pipetune.optimizer.incumbent import drop_unreachable
-    from pipetune.optimizer.options import pareto_prune
+    from pipetune.optimizer.incumbent import stage_slack
+    from pipetune.optimizer.options import pareto_prune_stages
 
     rng = np.random.default_rng(9)
     checked = 0
     for pipeline, _profiles, _rps, raw in _small_instances(seed=41, count=20):
         if pipeline.objective.accuracy == "pas" or any(len(so) == 0 for so in raw):
             continue
-        opts = drop_unreachable(pipeline, [pareto_prune(so, pipeline.objective, True) for so in raw])
+        opts = pareto_prune_stages(raw, pipeline.objective, True, max_latency=stage_slack(pipeline, raw))
         values = milp._linear_values(pipeline, opts)
         r = milp.solve_linear(pipeline, opts, values)
         if r is None:
@@ -161,3 +161,18 @@ def test_grouped_pareto_keeps_exactly_the_undominated(points):
 
     assert _pareto_3d(stage, acc, pen, lat).tolist() == expected(list(zip(-acc, pen, lat))).tolist()
     assert _pareto_2d(stage, lat, acc - pen).tolist() == expected(list(zip(lat, -(acc - pen)))).tolist()
+
+
+def test_stage_slack_drops_exactly_what_cannot_fit_next_to_the_fastest_others():
+    from pipetune.optimizer.incumbent import stage_slack
+    from pipetune.latency import longest_path
+
+    for pipeline, _profiles, _rps, raw in _small_instances(seed=5, count=12, dag=True):
+        slack = stage_slack(pipeline, raw)
+        fastest = {so.stage: float(so.lat_slo.min()) for so in raw}
+        for so, limit in zip(raw, slack):
+            for lat in so.lat_slo:
+                # the longest path with this option at its stage and the fastest options elsewhere
+                worst, _ = longest_path(pipeline, {**fastest, so.stage: float(lat)})
+                fits = worst <= pipeline.sla.seconds * (1 + 1e-9)
+                assert (lat <= limit) == fits or abs(worst - pipeline.sla.seconds) < 1e-9 * pipeline.sla.seconds

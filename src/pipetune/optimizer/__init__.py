@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from pipetune.latency import longest_path
-from pipetune.optimizer.incumbent import cached_for, drop_unreachable
+from pipetune.optimizer.incumbent import cached_for, stage_slack
 from pipetune.optimizer.milp import solve
 from pipetune.optimizer.options import (
     Restriction,
@@ -155,13 +155,12 @@ def plan_pipeline(
             names = np.array(so.variant_names)[so.var_idx]
             keeps.append((names == c.variant) & (so.batch == c.batch))
     budget = pipeline.caps.max_total_cores is not None
-    pruned = pareto_prune_stages(raw, pipeline.objective, budget, keeps)
-    reachable = drop_unreachable(pipeline, pruned)
-    if any(len(so) == 0 for so in reachable):
-        # No option of some stage fits the SLA next to the fastest options of the others.
-        binding, reason = _diagnose(pipeline, pruned)
+    # Dominated options go, and so do options that cannot fit the SLA even next to the fastest options of the
+    # other stages (pruning does not change a stage's fastest latency, so both are decided on `raw` at once).
+    pruned = pareto_prune_stages(raw, pipeline.objective, budget, keeps, max_latency=stage_slack(pipeline, raw))
+    if any(len(so) == 0 for so in pruned):
+        binding, reason = _diagnose(pipeline, raw)
         return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
-    pruned = reachable
     dist = [_distance(so, cur.get(so.stage) if cur else None) for so in pruned] if cur else None
     sol = solve(pipeline, pruned, distance=dist)
     if sol is None:

@@ -56,20 +56,15 @@ def _search_paths(pipeline) -> tuple[np.ndarray, list[np.ndarray]]:
     return pm.astype(float), [np.flatnonzero(col) for col in pm.T]
 
 
-def drop_unreachable(pipeline, options: list[StageOptions]) -> list[StageOptions]:
-    """Remove options whose latency cannot fit the SLA even with the fastest options everywhere else."""
-    pm = _path_matrix(pipeline)
-    fastest = np.array([so.lat_slo.min() if len(so) else np.inf for so in options])
-    out = []
-    for s, so in enumerate(options):
-        through = pm[:, s]
-        if not through.any() or len(so) == 0:
-            out.append(so)
-            continue
-        others = (pm[through] * np.where(np.isfinite(fastest), fastest, 0.0)).sum(axis=1) - fastest[s]
-        slack = pipeline.sla.seconds - others.max()
-        out.append(so.take(np.nonzero(so.lat_slo <= slack * (1 + 1e-12))[0]))
-    return out
+def stage_slack(pipeline, options: list[StageOptions]) -> np.ndarray:
+    """Per stage, the most SLA-percentile latency one of its options may have: the SLA less the fastest options
+    of the other stages on its tightest path (inf for a stage on no path)."""
+    pm, _ = cached_for(pipeline, "local_search_paths", _search_paths)
+    fastest = np.array([float(so.lat_slo.min()) if len(so) else 0.0 for so in options])
+    tightest = np.where(pm > 0, (pm @ fastest)[:, None], -np.inf).max(axis=0, initial=-np.inf)
+    with np.errstate(invalid="ignore"):
+        slack = pipeline.sla.seconds - (tightest - fastest)
+    return np.where(np.isfinite(tightest), slack, np.inf) * (1 + 1e-12)
 
 
 def objective_of(pipeline, options: list[StageOptions], choice: list[int]) -> float:

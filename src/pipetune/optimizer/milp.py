@@ -318,7 +318,7 @@ def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: f
         # Few combinations survive the exact reduction: finishing by complete enumeration is exact and
         # cheaper than another HiGHS run (which costs a few ms even on a trivial model).
         local = best_by_enumeration(pipeline, r_opts, r_vals)
-    elif frontier_width(pipeline) > FRONTIER_MAX_WIDTH and combos > FRONTIER_DIRECT_ABOVE:
+    elif combos > FRONTIER_DIRECT_ABOVE and frontier_width(pipeline) > FRONTIER_MAX_WIDTH:
         local = _branch(pipeline, r_opts, r_vals, start, time_limit_s)
     else:
         # Larger remainders of chains and narrow DAGs: enumeration with exact dominance and LP bounds

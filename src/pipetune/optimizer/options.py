@@ -218,7 +218,8 @@ def pareto_prune(so: StageOptions, objective, budget: bool = False, keep: np.nda
 
 
 def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = False,
-                        keeps: list[np.ndarray | None] | None = None) -> list[StageOptions]:
+                        keeps: list[np.ndarray | None] | None = None,
+                        max_latency: np.ndarray | None = None) -> list[StageOptions]:
     """Per stage, drop options that another option of the same stage beats or ties on every term that matters.
 
     Which terms matter depends on the objective, and using only those is what keeps the MILP small:
@@ -228,7 +229,8 @@ def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = F
     Exact: swapping a dominated option for its dominator keeps every constraint satisfied (latency and cost
     only get smaller) and the objective no worse (pas is monotone in each factor, all factors >= 0).
     `keeps[s]` marks options of stage s that must survive (the current configuration, for the least-change
-    tie-break). All stages are pruned in one vectorised pass (per-stage numpy calls cost more than the work).
+    tie-break). `max_latency[s]`, if given, also drops the options of stage s that are slower (kept or not).
+    All stages are pruned in one vectorised pass (per-stage numpy calls cost more than the work).
     """
     keeps = keeps or [None] * len(options)
     sizes = np.array([len(so) for so in options])
@@ -254,6 +256,8 @@ def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = F
         start += n
         if k is not None:
             mine = mine | k
+        if max_latency is not None:
+            mine = mine & (so.lat_slo <= max_latency[len(out)])
         out.append(so if mine.all() else so.take(np.nonzero(mine)[0]))
     return out
 
