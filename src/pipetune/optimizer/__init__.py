@@ -92,18 +92,18 @@ def stage_options(pipeline, rps: float, profiles=None, restriction: Restriction 
     """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates)."""
     profiles = profiles or _profiles_for(pipeline)
     restriction = restriction or Restriction()
-    bases = cached_for((pipeline, profiles), f"base options {restriction!r}",
-                       lambda owners: build_base_options(*owners, restriction))
+    base = cached_for((pipeline, profiles), f"base options {restriction!r}",
+                      lambda owners: build_base_options(*owners, restriction))
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
     return expand_options(
-        bases,
-        [loads[base.stage] for base in bases],
+        base,
+        [loads[s] for s in base.stages],
         pct=pipeline.sla.percentile,
         sla_s=pipeline.sla.seconds,
         headroom=caps.headroom,
         max_replicas=caps.max_replicas,
-        fixed_replicas=[(restriction.replicas or {}).get(base.stage) for base in bases],
+        fixed_replicas=[(restriction.replicas or {}).get(s) for s in base.stages],
         max_wait=caps.max_batch_wait_s,
     )
 
@@ -221,9 +221,9 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
     """Fallback: per stage the option with the most capacity per replica, scaled to the load where possible."""
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
-    bases = build_base_options(pipeline, profiles, restriction)
+    table = build_base_options(pipeline, profiles, restriction)
     fallback_opts: list[StageOptions] = []
-    for base in bases:
+    for base in (table.stage(s) for s in range(len(table))):
         fixed = (restriction.replicas or {}).get(base.stage)
         load = loads[base.stage]
         n = np.ceil(load * (1 + caps.headroom) / base.thr + 1e-9).astype(np.int64)

@@ -50,6 +50,35 @@ class BaseOptions:
     thr: np.ndarray
 
 
+_BASE_ARRAYS = ("var_idx", "acc", "acc_coef", "batch", "cores", "mean", "p50", "p99", "thr")
+
+
+@dataclass
+class BaseTable:
+    """`BaseOptions` of every stage, stage after stage in one set of arrays (rows cut[s]:cut[s+1] are stage s):
+    the options of all stages are computed in one vectorised pass."""
+
+    stages: list[str]
+    variant_names: list[list[str]]
+    cut: np.ndarray
+    var_idx: np.ndarray
+    acc: np.ndarray
+    acc_coef: np.ndarray
+    batch: np.ndarray
+    cores: np.ndarray
+    mean: np.ndarray
+    p50: np.ndarray
+    p99: np.ndarray
+    thr: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def stage(self, s: int) -> BaseOptions:
+        rows = slice(int(self.cut[s]), int(self.cut[s + 1]))
+        return BaseOptions(self.stages[s], self.variant_names[s], **{f: getattr(self, f)[rows] for f in _BASE_ARRAYS})
+
+
 @dataclass
 class StageOptions:
     """All options of one stage at one load, one entry per (variant, batch, cores, replicas)."""
@@ -99,34 +128,42 @@ def accuracy_coefficients(method: str, accs: list[float], n_stages: int) -> list
     raise ValueError(f"unknown accuracy method {method!r}")
 
 
-def build_base_options(pipeline, profiles, restriction: Restriction | None = None) -> list[BaseOptions]:
+def build_base_options(pipeline, profiles, restriction: Restriction | None = None) -> BaseTable:
     r = restriction or Restriction()
     method = pipeline.objective.accuracy
-    out = []
+    names_all: list[list[str]] = []
+    rows_var, rows_acc, rows_coef, grids, variants = [], [], [], [], []
     for st in pipeline.stages:
         names = [v.name for v in st.variants]
-        accs = np.array([v.accuracy for v in st.variants], float)
-        coefs = np.array(accuracy_coefficients(method, list(accs), len(pipeline.stages)), float)
+        coefs = accuracy_coefficients(method, [v.accuracy for v in st.variants], len(pipeline.stages))
         allowed = r.variants.get(st.name) if r.variants else None
         vis = [vi for vi, vn in enumerate(names) if allowed is None or vn in allowed]
         batches = r.batches[st.name] if r.batches and st.name in r.batches else pipeline.batch_sizes_for(st.name)
         cores = r.cores[st.name] if r.cores and st.name in r.cores else pipeline.cores_for(st.name)
-        grid = [(b, c) for b in batches for c in cores]  # batch-major within each variant
-        cells = stack_cells([profiles.get(st.name, names[vi]) for vi in vis], grid).T
-        var_idx = np.repeat(np.asarray(vis, np.int64), len(grid))
-        out.append(
-            BaseOptions(
-                stage=st.name, variant_names=names, var_idx=var_idx, acc=accs[var_idx], acc_coef=coefs[var_idx],
-                batch=np.tile(np.repeat(np.asarray(batches, np.int64), len(cores)), len(vis)),
-                cores=np.tile(np.asarray(cores, np.int64), len(batches) * len(vis)),
-                mean=cells[0], p50=cells[1], p99=cells[2], thr=cells[3],
-            )
-        )
-    return out
+        names_all.append(names)
+        grids.append([(b, c) for b in batches for c in cores])  # batch-major within each variant
+        rows_var += vis
+        rows_acc += [st.variants[vi].accuracy for vi in vis]
+        rows_coef += [coefs[vi] for vi in vis]
+        variants.append([profiles.get(st.name, names[vi]) for vi in vis])
+    per_variant = [len(g) for g, vs in zip(grids, variants) for _ in vs]  # cells of each variant row
+    cells = stack_cells([vp for vs in variants for vp in vs], grids[0]).T if all(g == grids[0] for g in grids) \
+        else np.concatenate([stack_cells(vs, g) for vs, g in zip(variants, grids)]).T
+    cut = np.cumsum([0] + [len(vs) * len(g) for vs, g in zip(variants, grids)])
+    cell_b = [b for g, vs in zip(grids, variants) for _ in vs for b, _c in g]
+    cell_c = [c for g, vs in zip(grids, variants) for _ in vs for _b, c in g]
+    return BaseTable(
+        stages=pipeline.stage_names, variant_names=names_all, cut=cut,
+        var_idx=np.repeat(np.asarray(rows_var, np.int64), per_variant),
+        acc=np.repeat(np.asarray(rows_acc, float), per_variant),
+        acc_coef=np.repeat(np.asarray(rows_coef, float), per_variant),
+        batch=np.asarray(cell_b, np.int64), cores=np.asarray(cell_c, np.int64),
+        mean=cells[0], p50=cells[1], p99=cells[2], thr=cells[3],
+    )
 
 
 def expand_options(
-    bases: list[BaseOptions],
+    base: BaseTable,
     loads: list[float],
     *,
     pct: float,
@@ -140,11 +177,9 @@ def expand_options(
 
     All stages are computed in one vectorised pass (the per-call numpy overhead dominated when done per stage).
     """
-    fixed_replicas = fixed_replicas or [None] * len(bases)
-    sizes = [b.var_idx.size for b in bases]
-    stage_of = np.repeat(np.arange(len(bases)), sizes)
-    cat = {f: np.concatenate([getattr(b, f) for b in bases]) for f in
-           ("var_idx", "acc", "acc_coef", "batch", "cores", "mean", "p50", "p99", "thr")}
+    fixed_replicas = fixed_replicas or [None] * len(base)
+    stage_of = np.repeat(np.arange(len(base)), np.diff(base.cut))
+    cat = {f: getattr(base, f) for f in _BASE_ARRAYS}
     lam = np.asarray(loads, float)[stage_of]
     fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
     thr = cat["thr"]
@@ -184,21 +219,21 @@ def expand_options(
         n[more], lat_slo[more], lat_mean[more], valid[more], keep[more], _ = grid(more, k1)
     rows, cols = np.nonzero(keep)
     reps = n[rows, cols]
-    row_stage = stage_of[rows]
-    cut = np.searchsorted(row_stage, np.arange(len(bases) + 1))
+    got = {f: cat[f][rows] for f in ("var_idx", "acc", "acc_coef", "batch", "cores")}
+    cost = (got["cores"] * reps).astype(float)
+    slo, mean, capacity = lat_slo[rows, cols], lat_mean[rows, cols], reps * thr[rows]
+    cut = np.searchsorted(stage_of[rows], np.arange(len(base) + 1))
     out = []
-    for si, base in enumerate(bases):
-        r = rows[cut[si]:cut[si + 1]]
-        sl = slice(cut[si], cut[si + 1])
+    for si in range(len(base)):
+        sl = slice(cut[si], cut[si + 1])  # each stage's options: views of the arrays of all stages
         so = StageOptions(
-            stage=base.stage, load=float(loads[si]), variant_names=base.variant_names,
-            var_idx=cat["var_idx"][r], acc=cat["acc"][r], acc_coef=cat["acc_coef"][r], batch=cat["batch"][r],
-            cores=cat["cores"][r], replicas=reps[sl], cost=(cat["cores"][r] * reps[sl]).astype(float),
-            lat_slo=lat_slo[rows[sl], cols[sl]], lat_mean=lat_mean[rows[sl], cols[sl]], capacity=reps[sl] * thr[r],
+            stage=base.stages[si], load=float(loads[si]), variant_names=base.variant_names[si],
+            **{f: v[sl] for f, v in got.items()}, replicas=reps[sl], cost=cost[sl], lat_slo=slo[sl],
+            lat_mean=mean[sl], capacity=capacity[sl],
         )
         if len(so) == 0:
             mine = stage_of == si
-            so.why_empty = _why_empty(base, float(loads[si]), headroom, max_replicas, fixed_replicas[si],
+            so.why_empty = _why_empty(base.stage(si), float(loads[si]), headroom, max_replicas, fixed_replicas[si],
                                       valid[mine])
         out.append(so)
     return out
