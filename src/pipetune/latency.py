@@ -104,6 +104,32 @@ def service_quantile(p50_s: np.ndarray, p99_s: np.ndarray, pct: float) -> np.nda
     return np.maximum(0.0, np.asarray(p50_s) + (np.asarray(p99_s) - np.asarray(p50_s)) * t)
 
 
+def _formation(b: np.ndarray, lam: np.ndarray, q: float, max_wait: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Batch formation wait: (mean, quantile at 1 - q) per element of the batch sizes `b` at rates `lam`."""
+    pos = lam > 0
+    safe_lam = np.where(pos, lam, 1.0)
+    form_mean = np.where(b > 1, np.where(pos, (b - 1) / (2 * safe_lam), np.inf), 0.0)
+    # Gamma quantile per distinct batch size (a handful), not per option
+    ub, binv = np.unique(b, return_inverse=True)
+    gq = gammaincinv(np.maximum(ub - 1, 1), 1 - q)[binv.reshape(b.shape)]
+    form_q = np.where(b > 1, np.where(pos, gq / safe_lam, np.inf), 0.0)
+    if max_wait is not None:
+        form_mean = np.minimum(form_mean, max_wait)
+        form_q = np.minimum(form_q, max_wait)
+    return form_mean, form_q
+
+
+def latency_floor(*, p50_s: np.ndarray, p99_s: np.ndarray, batch: np.ndarray, rate: np.ndarray | float, pct: float,
+                  max_wait: float | None = None) -> np.ndarray:
+    """The SLA-percentile sojourn without its queueing term: a lower bound at any replica count (the queueing
+    quantile is >= 0, and `stage_latency_arrays` adds it in between, so its sum is never below this one)."""
+    p50_s, p99_s, b, lam = np.broadcast_arrays(
+        np.asarray(p50_s, float), np.asarray(p99_s, float), np.asarray(batch, float), np.asarray(rate, float),
+    )
+    _, form_q = _formation(b, lam, 1.0 - pct / 100.0, max_wait)
+    return form_q + service_quantile(p50_s, p99_s, pct)
+
+
 def stage_latency_arrays(
     *,
     mean_s: np.ndarray,
@@ -126,17 +152,7 @@ def stage_latency_arrays(
     n = np.asarray(replicas, np.int64)
     q = 1.0 - pct / 100.0
 
-    # formation
-    pos = lam > 0
-    safe_lam = np.where(pos, lam, 1.0)
-    form_mean = np.where(b > 1, np.where(pos, (b - 1) / (2 * safe_lam), np.inf), 0.0)
-    # Gamma quantile per distinct batch size (a handful), not per option
-    ub, binv = np.unique(b, return_inverse=True)
-    gq = gammaincinv(np.maximum(ub - 1, 1), 1 - q)[binv.reshape(b.shape)]
-    form_q = np.where(b > 1, np.where(pos, gq / safe_lam, np.inf), 0.0)
-    if max_wait is not None:
-        form_mean = np.minimum(form_mean, max_wait)
-        form_q = np.minimum(form_q, max_wait)
+    form_mean, form_q = _formation(b, lam, q, max_wait)
 
     # queueing
     s_eff = b / thr
