@@ -22,13 +22,16 @@ z = sum log(acc) (linear in y) and C = beta*cost + gamma*batch, so the objective
  3. Phi(lambda) = max (lambda*z - C) is convex and piecewise linear, and max g = sup_lambda Phi(lambda) - h(lambda)
     with h the convex conjugate of alpha*e^z. Over an interval [a, b] of lambda, Phi is at most the chord of
     its end values, which bounds every plan whose lambda lies inside; intervals whose bound cannot beat the best
-    plan found are closed, the others are split where the two end plans' lines cross (Eisner-Severance).
+    plan found are closed, the others are split: first where that bound is attained (exact Phi there cuts the
+    bound most), and, when that finds no plan above the end lines, where the two end plans' lines cross
+    (Eisner-Severance). On the pas instances of three benchmark draws (15 at 9x9, 17 at 25x9) this takes 54 and
+    79 MILPs instead of 67 and 117 with crossings only.
 Every step is an exact MILP and the bound is valid, so the result is the optimum, with no approximation of the
-product. In practice 2-6 MILPs are solved.
+product. In practice 2-8 MILPs are solved (3.6 on average at 9x9, 4.6 at 25x9).
 
 Two more exact cuts keep the number of MILPs small: the search starts at the most accurate end (lambda_b) and
 raises the low end to g_b + (least penalty), below which no plan beats that first plan; and before paying for the
-exact finishing at a crossing lambda_x, the LP optimum there (an upper bound of Phi(lambda_x)) is used in the
+exact finishing at a split point lambda_x, the LP optimum there (an upper bound of Phi(lambda_x)) is used in the
 chord bounds of both halves, which often closes them.
 
 Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`). What
@@ -461,19 +464,24 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
     found = {tuple(ca): point(ca), tuple(cb): point(cb)}
     best = max(found, key=lambda k: g(*found[k]))
     best_g = g(*found[best])
-    stack = [(lam_a, ca, lam_b, cb)]
+    stack = [(lam_a, ca, lam_b, cb, True)]
     tol_g = lambda: 1e-9 * max(1.0, abs(best_g))  # noqa: E731
+
+    def chord_argmax(a, phi_a, b, phi_b):
+        """Where the chord bound below is attained."""
+        slope = (phi_b - phi_a) / (b - a)
+        # maximiser of chord - h on [a, b]: alpha*e^slope clipped to [a, b] (compared in logs: no overflow)
+        lam = a if slope <= math.log(a / alpha) else b if slope >= math.log(b / alpha) else alpha * math.exp(slope)
+        return lam, slope
 
     def chord_bound(a, phi_a, b, phi_b):
         """Upper bound of g over plans whose tangent lambda lies in [a, b], given Phi(a) <= phi_a and
         Phi(b) <= phi_b: Phi is convex, so below its chord, and g = Phi - h with h = alpha*e^z's conjugate."""
-        slope = (phi_b - phi_a) / (b - a)
-        # maximiser of chord - h on [a, b]: alpha*e^slope clipped to [a, b] (compared in logs: no overflow)
-        lam = a if slope <= math.log(a / alpha) else b if slope >= math.log(b / alpha) else alpha * math.exp(slope)
+        lam, slope = chord_argmax(a, phi_a, b, phi_b)
         return phi_a + slope * (lam - a) - (lam * math.log(lam / alpha) - lam)
 
     while stack:
-        a, ya, b, yb = stack.pop()
+        a, ya, b, yb, aim = stack.pop()
         (za, cca), (zb, ccb) = found[tuple(ya)], found[tuple(yb)]
         if b <= a * (1 + 1e-12) or abs(zb - za) <= 1e-12:
             continue  # one plan (or equal trade-offs) across the interval: nothing in between
@@ -484,10 +492,26 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         lam_x = (ccb - cca) / (zb - za)
         if not (a < lam_x < b):
             continue
+        crossing = True
+        if aim:  # first look where the bound is attained: Phi there cuts the bound most
+            lam_s, _ = chord_argmax(a, phi_a, b, phi_b)
+            if a < lam_s < b and abs(lam_s - lam_x) > 1e-9 * lam_x:
+                lam_x, crossing = lam_s, False
         vals = [lam_x * za_ - cc_ for za_, cc_ in zip(z, c)]
         red = _reduce(pipeline, options, vals, relaxation)
-        line_x = lam_x * za - cca
+        line_x = max(lam_x * za - cca, lam_x * zb - ccb)
         tol_x = 1e-9 * max(1.0, abs(line_x))
+
+        def flat_side():
+            """Phi(lam_x) is no more than the better end line there. At the crossing: Phi is the max of the two
+            lines on [a, b], no vertex lies between. Elsewhere: on the side of the better line Phi is that line
+            (nothing there beats its end plan); the other side goes on, split at the crossing next."""
+            if crossing:
+                return
+            if lam_x * za - cca >= lam_x * zb - ccb:
+                stack.append((lam_x, ya, b, yb, False))
+            else:
+                stack.append((a, ya, lam_x, yb, False))
         if red is None:
             continue
         if red.start is not None:  # the reduction's feasible plan is a real plan: it may raise best_g
@@ -498,6 +522,7 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         # strictly between; if the chord bounds through it on both halves cannot beat best_g, nothing in
         # [a, b] can. Either way the exact finishing of MILP(lam_x) is not needed.
         if red.upper <= line_x + tol_x:
+            flat_side()
             continue
         if (chord_bound(a, phi_a, lam_x, red.upper) <= best_g + tol_g()
                 and chord_bound(lam_x, red.upper, b, phi_b) <= best_g + tol_g()):
@@ -509,12 +534,13 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         yx = r[0]
         px = point(yx)
         if lam_x * px[0] - px[1] <= line_x + tol_x:
-            continue  # no vertex strictly between: Phi is max of the two lines here
+            flat_side()
+            continue
         found[tuple(yx)] = px
         if g(*px) > best_g:
             best, best_g = tuple(yx), g(*px)
-        stack.append((a, ya, lam_x, yx))
-        stack.append((lam_x, yx, b, yb))
+        stack.append((a, ya, lam_x, yx, True))
+        stack.append((lam_x, yx, b, yb, True))
     return list(best), best_g, milps
 
 
