@@ -121,7 +121,7 @@ def test_least_change_reduction_keeps_the_least_change_optimum():
     assert checked >= 8
 
 
-def test_bench_optimizer_prints_the_issue_json_shape():
+def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
     import json
 
     from typer.testing import CliRunner
@@ -129,12 +129,22 @@ def test_bench_optimizer_prints_the_issue_json_shape():
     from pipetune.cli.main import app
 
     res = CliRunner().invoke(app, ["bench", "optimizer", "--stages", "1,3", "--variants", "2", "--instances", "2",
-                                   "--oracle", "6", "--repeats", "1", "--json"])
+                                   "--oracle", "6", "--repeats", "1", "--json", "--plot", str(tmp_path / "b.png")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert [(c["stages"], c["variants"], c["instances"]) for c in out["cells"]] == [(1, 2, 2), (3, 2, 2)]
     assert all(c["median_ms"] > 0 and c["p95_ms"] >= c["median_ms"] for c in out["cells"])
     assert out["oracle"]["instances"] == 6 and out["oracle"]["agree"] == 6
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    # a saved result redraws without timing anything; a wrong file is a user error that names the option
+    (tmp_path / "r.json").write_text(res.stdout)
+    again = CliRunner().invoke(app, ["bench", "optimizer", "--from-json", str(tmp_path / "r.json"), "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout) == out
+    (tmp_path / "bad.json").write_text("{}")
+    bad = CliRunner().invoke(app, ["bench", "optimizer", "--from-json", str(tmp_path / "bad.json")])
+    from pipetune.errors import PipetuneError
+
+    assert isinstance(bad.exception, PipetuneError) and "--from-json" in str(bad.exception)
 
 
 @settings(max_examples=300, deadline=None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +24,8 @@ def bench_optimizer(
     stages: str = typer.Option("1-9,15,25", help="stage counts, e.g. '1-9,15,25'"),
     variants: str = typer.Option("1-9", help="variant counts, e.g. '1-9'"),
     repeats: int = typer.Option(3, min=1, help="cold decisions timed per instance (their median counts)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: median decision time per stages x variants."),
+    from_json: Optional[Path] = typer.Option(None, "--from-json", help="redraw a saved --json result; no timing"),
 ) -> None:
     """Decision time (build + solve) on IPA's grid and beyond, and agreement with the brute-force oracle."""
     from rich.progress import Progress
@@ -29,11 +33,17 @@ def bench_optimizer(
     from pipetune.optimizer.bench import parse_range, run_optimizer_benchmark
 
     err = Console(stderr=True)
-    cells = [(s, v) for s in parse_range(stages) for v in parse_range(variants)]
-    with Progress(console=err, transient=True) as prog:
-        task = prog.add_task("optimizer benchmark", total=len(cells) * instances + oracle)
-        result = run_optimizer_benchmark(cells, instances, oracle, seed, advance=lambda: prog.advance(task),
-                                         repeats=repeats)
+    if from_json is not None:
+        result = _read_result(from_json)
+    else:
+        cells = [(s, v) for s in parse_range(stages) for v in parse_range(variants)]
+        with Progress(console=err, transient=True) as prog:
+            task = prog.add_task("optimizer benchmark", total=len(cells) * instances + oracle)
+            result = run_optimizer_benchmark(cells, instances, oracle, seed, advance=lambda: prog.advance(task),
+                                             repeats=repeats)
+    if plot is not None:
+        _plot_optimizer(result, plot)
+        err.print(f"wrote {plot}")
     if as_json:
         print(json.dumps(result))
         return
@@ -56,3 +66,55 @@ def bench_optimizer(
     con.print(f"oracle: {o['agree']}/{o['instances']} agree within 1e-6 relative")
     for k, v in result.get("summary", {}).items():
         con.print(f"{k}: {v}")
+
+
+def _read_result(path: Path) -> dict:
+    from pipetune.errors import PipetuneError
+
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise PipetuneError(f"--from-json {path}: cannot read a benchmark result ({e}); give the file that "
+                            "`pipetune bench optimizer --json` printed") from None
+    if not isinstance(result, dict) or not isinstance(result.get("cells"), list) or "oracle" not in result:
+        raise PipetuneError(f"--from-json {path}: not a `bench optimizer --json` result (needs 'cells' and 'oracle')")
+    return result
+
+
+def _plot_optimizer(result: dict, path: Path) -> None:
+    """Heatmap of the median decision time per (stages, variants) cell, log colour scale, values written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    cells = result["cells"]
+    ss = sorted({c["stages"] for c in cells})
+    vs = sorted({c["variants"] for c in cells})
+    grid = np.full((len(ss), len(vs)), np.nan)
+    for c in cells:
+        grid[ss.index(c["stages"]), vs.index(c["variants"])] = c["median_ms"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(vs), 1.2 + 0.42 * len(ss)))
+    im = ax.imshow(grid, cmap="viridis", norm=LogNorm(vmin=np.nanmin(grid), vmax=np.nanmax(grid)), aspect="auto")
+    for i in range(len(ss)):
+        for j in range(len(vs)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.0f}" if grid[i, j] >= 10 else f"{grid[i, j]:.1f}", ha="center",
+                        va="center", fontsize=7, color="white" if grid[i, j] < np.sqrt(np.nanmax(grid)) else "black")
+    ax.set_xticks(range(len(vs)), [str(v) for v in vs])
+    ax.set_yticks(range(len(ss)), [str(s) for s in ss])
+    ax.set_xlabel("variants per stage")
+    ax.set_ylabel("stages")
+    fig.colorbar(im, ax=ax, label="median decision time (ms)")
+    o, summ = result["oracle"], result.get("summary", {})
+    title = f"decision time, median of {cells[0].get('instances', '?')} random instances per cell"
+    if "median_ms_9x9" in summ:
+        title += f"\n9x9: {summ['median_ms_9x9']:.1f} ms ({summ['speedup_vs_ipa_9x9']:.0f}x faster than IPA's 2.1 s)"
+    title += f"; oracle {o['agree']}/{o['instances']}"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
