@@ -224,8 +224,9 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
     table = build_base_options(pipeline, profiles, restriction)
     fallback_opts: list[StageOptions] = []
     for base in (table.stage(s) for s in range(len(table))):
-        fixed = (restriction.replicas or {}).get(base.stage)
-        load = loads[base.stage]
+        stage = base.stages[0]
+        fixed = (restriction.replicas or {}).get(stage)
+        load = loads[stage]
         n = np.ceil(load * (1 + caps.headroom) / base.thr + 1e-9).astype(np.int64)
         n = np.clip(np.maximum(n, 1), 1, caps.max_replicas) if fixed is None else np.full(base.thr.size, fixed)
         capacity = n * base.thr
@@ -234,7 +235,7 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
         key = np.where(meets, -base.p99, -np.inf)
         i = int(np.argmax(key)) if meets.any() else int(np.argmax(capacity))
         so = StageOptions(
-            stage=base.stage, load=load, variant_names=base.variant_names, var_idx=base.var_idx[[i]],
+            stage=stage, load=load, variant_names=base.variant_names[0], var_idx=base.var_idx[[i]],
             acc=base.acc[[i]], acc_coef=base.acc_coef[[i]], batch=base.batch[[i]], cores=base.cores[[i]],
             replicas=n[[i]], cost=(base.cores[[i]] * n[[i]]).astype(float), lat_slo=np.array([math.inf]),
             lat_mean=np.array([math.inf]), capacity=capacity[[i]],

@@ -6,7 +6,7 @@ latency. Past the first n where the queueing quantile is zero (Erlang C <= 1 - p
 so they are dominated and never listed. This is what keeps the model free of bilinear terms: latency and cost
 are constants of an option, not products of decision variables.
 
-Options are computed for all stages at once with numpy; the rate-independent part (`BaseOptions`) is cached
+Options are computed for all stages at once with numpy; the rate-independent part (`BaseTable`) is cached
 per (pipeline, profiles, restriction) since the adapter re-plans the same pipeline every few seconds.
 """
 
@@ -33,30 +33,13 @@ class Restriction:
     replicas: dict[str, int] | None = None  # fixed replica count per stage
 
 
-@dataclass
-class BaseOptions:
-    """Rate-independent facts of each (variant, batch, cores) of one stage."""
-
-    stage: str
-    variant_names: list[str]
-    var_idx: np.ndarray
-    acc: np.ndarray
-    acc_coef: np.ndarray
-    batch: np.ndarray
-    cores: np.ndarray
-    mean: np.ndarray
-    p50: np.ndarray
-    p99: np.ndarray
-    thr: np.ndarray
-
-
 _BASE_ARRAYS = ("var_idx", "acc", "acc_coef", "batch", "cores", "mean", "p50", "p99", "thr")
 
 
 @dataclass
 class BaseTable:
-    """`BaseOptions` of every stage, stage after stage in one set of arrays (rows cut[s]:cut[s+1] are stage s):
-    the options of all stages are computed in one vectorised pass."""
+    """Rate-independent facts of each (variant, batch, cores) of every stage, stage after stage in one set of
+    arrays (rows cut[s]:cut[s+1] are stage s): the options of all stages are computed in one vectorised pass."""
 
     stages: list[str]
     variant_names: list[list[str]]
@@ -74,9 +57,11 @@ class BaseTable:
     def __len__(self) -> int:
         return len(self.stages)
 
-    def stage(self, s: int) -> BaseOptions:
+    def stage(self, s: int) -> BaseTable:
+        """The table of stage s alone."""
         rows = slice(int(self.cut[s]), int(self.cut[s + 1]))
-        return BaseOptions(self.stages[s], self.variant_names[s], **{f: getattr(self, f)[rows] for f in _BASE_ARRAYS})
+        return BaseTable([self.stages[s]], [self.variant_names[s]], np.array([0, rows.stop - rows.start]),
+                         **{f: getattr(self, f)[rows] for f in _BASE_ARRAYS})
 
 
 @dataclass
