@@ -50,8 +50,8 @@ def _path_matrix(pipeline) -> np.ndarray:
     return cached_for(pipeline, "path_matrix", _compute_path_matrix)
 
 
-def _search_paths(pipeline) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The path matrix as floats, and per stage the paths through it (what `local_search` reads per move)."""
+def _path_lists(pipeline) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The path matrix as floats, and per stage the indices of the paths through it."""
     pm = _path_matrix(pipeline)
     return pm.astype(float), [np.flatnonzero(col) for col in pm.T]
 
@@ -59,7 +59,7 @@ def _search_paths(pipeline) -> tuple[np.ndarray, list[np.ndarray]]:
 def stage_slack(pipeline, options: list[StageOptions]) -> np.ndarray:
     """Per stage, the most SLA-percentile latency one of its options may have: the SLA less the fastest options
     of the other stages on its tightest path (inf for a stage on no path)."""
-    pm, _ = cached_for(pipeline, "local_search_paths", _search_paths)
+    pm, _ = cached_for(pipeline, "local_path_lists", _path_lists)
     fastest = np.array([float(so.lat_slo.min()) if len(so) else 0.0 for so in options])
     tightest = np.where(pm > 0, (pm @ fastest)[:, None], -np.inf).max(axis=0, initial=-np.inf)
     with np.errstate(invalid="ignore"):
@@ -88,7 +88,7 @@ def local_search(pipeline, options: list[StageOptions], start: list[int] | None 
     if values is None:
         obj = pipeline.objective
         values = [obj.alpha * so.acc_coef - obj.beta * so.cost - obj.gamma * so.batch for so in options]
-    pm, through = cached_for(pipeline, "local_search_paths", _search_paths)
+    pm, through = cached_for(pipeline, "local_path_lists", _path_lists)
     sla = pipeline.sla.seconds * (1 + 1e-12)
     budget = pipeline.caps.max_total_cores
     choice = list(start) if start is not None else [int(np.argmin(so.lat_slo)) for so in options]
