@@ -59,7 +59,7 @@ def _path_lists(pipeline) -> tuple[np.ndarray, list[np.ndarray]]:
 def stage_slack(pipeline, options: list[StageOptions]) -> np.ndarray:
     """Per stage, the most SLA-percentile latency one of its options may have: the SLA less the fastest options
     of the other stages on its tightest path (inf for a stage on no path)."""
-    pm, _ = cached_for(pipeline, "local_path_lists", _path_lists)
+    pm, _ = cached_for(pipeline, "path_lists", _path_lists)
     fastest = np.array([float(so.lat_slo.min()) if len(so) else 0.0 for so in options])
     tightest = np.where(pm > 0, (pm @ fastest)[:, None], -np.inf).max(axis=0, initial=-np.inf)
     with np.errstate(invalid="ignore"):
@@ -88,7 +88,7 @@ def local_search(pipeline, options: list[StageOptions], start: list[int] | None 
     if values is None:
         obj = pipeline.objective
         values = [obj.alpha * so.acc_coef - obj.beta * so.cost - obj.gamma * so.batch for so in options]
-    pm, through = cached_for(pipeline, "local_path_lists", _path_lists)
+    pm, through = cached_for(pipeline, "path_lists", _path_lists)
     sla = pipeline.sla.seconds * (1 + 1e-12)
     budget = pipeline.caps.max_total_cores
     choice = list(start) if start is not None else [int(np.argmin(so.lat_slo)) for so in options]
