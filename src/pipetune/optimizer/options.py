@@ -168,7 +168,6 @@ def expand_options(
     lam = np.asarray(loads, float)[stage_of]
     fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
     thr = cat["thr"]
-    m = thr.size
     n_min = np.maximum(1, np.ceil(lam * (1.0 + headroom) / thr - 1e-12)).astype(np.int64)
     n_min = np.where(lam / (n_min * thr) >= 1.0, n_min + 1, n_min)  # strict stability
     n_min = np.where(fixed >= 0, fixed, n_min)
