@@ -360,12 +360,14 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
 
 
 def least_change(pipeline, options, values, optimum: float, distance: list[np.ndarray], *,
-                 time_limit_s: float = 30.0, reduction: _Reduction | None = None) -> list[int] | None:
+                 time_limit_s: float = 30.0, reduction: _Reduction | None = None,
+                 known: list[int] | None = None) -> list[int] | None:
     """Among plans with value >= optimum (up to 1e-9 relative), the one with the least `distance`.
 
     Exact reduction first: a plan of value >= optimum - tol can only use options whose LP reduced-cost bound
     U - d reaches optimum - tol (the argument of `reduce_by_lp`, with the optimum as the known value), which
-    leaves few options; small remainders are then listed flat, larger ones go to HiGHS.
+    leaves few options; small remainders are then listed flat, larger ones go to HiGHS, with `known` (a plan
+    worth the optimum, e.g. the one just found) as its MIP start.
     """
     tol = 1e-9 * max(1.0, abs(optimum))
     red = reduction or _reduce(pipeline, options, values)  # `reduction`: the one already made for `values`
@@ -386,7 +388,16 @@ def least_change(pipeline, options, values, optimum: float, distance: list[np.nd
         m = _build(pipeline, sub_o, [-d for d in sub_d])  # maximise -distance
         m.builder.add_row(np.concatenate(m.y), np.concatenate(sub_v), optimum - tol, INF)
         h = _highs(time_limit_s)
+        # The value row must hold to `tol`: at HiGHS's default 1e-6 feasibility tolerance it took plans one batch
+        # unit (gamma = 1e-6) below the optimum when they changed less.
+        h.setOptionValue("mip_feasibility_tolerance", 1e-10)
+        h.setOptionValue("primal_feasibility_tolerance", 1e-10)
         h.passModel(m.builder.lp())
+        at = [np.flatnonzero(k == c) for k, c in zip(kept, known)] if known is not None else []
+        if at and all(i.size for i in at):  # a MIP start: the known optimal plan, if the reduction kept it
+            idx = np.concatenate(m.y).astype(np.int32)
+            h.setSolution(int(idx.size), idx,
+                          np.concatenate([(np.arange(len(so)) == i[0]).astype(float) for so, i in zip(sub_o, at)]))
         h.run()
         if h.modelStatusToString(h.getModelStatus()) != "Optimal":
             return None
@@ -592,7 +603,8 @@ def solve(
             z, c = _pas_parts(pipeline, options)
             lam = pipeline.objective.alpha * math.exp(float(sum(a[i] for a, i in zip(z, choice))))
             vals = [lam * a - b for a, b in zip(z, c)]
-            alt = least_change(pipeline, options, vals, _value_of(vals, choice), distance, time_limit_s=time_limit_s)
+            alt = least_change(pipeline, options, vals, _value_of(vals, choice), distance, time_limit_s=time_limit_s,
+                               known=choice)
             if alt is not None and objective_of(pipeline, options, alt) >= best - 1e-9 * max(1.0, abs(best)):
                 choice = alt
             milps += 1
@@ -605,7 +617,9 @@ def solve(
     choice, best = r
     milps = 1
     if distance is not None:
-        alt = least_change(pipeline, options, values, best, distance, time_limit_s=time_limit_s, reduction=red)
-        choice = alt or choice
+        alt = least_change(pipeline, options, values, best, distance, time_limit_s=time_limit_s, reduction=red,
+                           known=choice)
+        if alt is not None and _value_of(values, alt) >= best - 1e-9 * max(1.0, abs(best)):
+            choice = alt
         milps += 1
     return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)
