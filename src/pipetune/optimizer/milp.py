@@ -133,6 +133,7 @@ class _Builder:
 class _Model:
     builder: _Builder
     y: list[np.ndarray]  # column indices of each stage's options
+    cut: np.ndarray  # the option columns come first, stage after stage: stage s owns columns cut[s]:cut[s+1]
 
 
 def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _Model:
@@ -163,7 +164,7 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
                             np.concatenate([[1.0, -1.0], -so.lat_slo]), 0.0, INF)
     if budget is not None:
         bld.add_row(np.concatenate(y), np.concatenate([so.cost for so in options]), -INF, float(budget))
-    return _Model(bld, y)
+    return _Model(bld, y, cut)
 
 
 _banner_shown = False
@@ -208,8 +209,9 @@ def _highs(time_limit_s: float) -> highspy.Highs:
     h.setOptionValue("mip_pscost_minreliable", 4)
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_abs_gap", 1e-10)
-    # Rows hold to 1e-9, not HiGHS's default 1e-6 (a path could exceed the SLA by a microsecond; latencies are
-    # 1e-3..10 s here). No measurable cost on the 25x9 models that branch (geometric mean 0.99x).
+    # Rows hold to 1e-9, not HiGHS's default 1e-6: a path could exceed the SLA by a microsecond, and the least-change
+    # MILP's value row took plans one batch unit (gamma = 1e-6) below the optimum. No measurable cost on the 25x9
+    # models that branch (geometric mean 0.99x).
     h.setOptionValue("mip_feasibility_tolerance", 1e-9)
     h.setOptionValue("primal_feasibility_tolerance", 1e-9)
     h.setOptionValue("time_limit", float(time_limit_s))
@@ -246,9 +248,8 @@ class _Relaxation:
         # relaxations; the later runs start from the previous basis anyway.
         self.h.setOptionValue("presolve", "off")
         self.h.passModel(self.m.builder.lp(relax=True))
-        self.cols = np.concatenate(self.m.y).astype(np.int32)
-        # the option columns come first, stage after stage: per-stage slices of one concatenated array
-        self.cut = np.cumsum([0] + [len(so) for so in options])
+        self.cut = self.m.cut
+        self.cols = np.arange(self.cut[-1], dtype=np.int32)
         self.stage_of = np.repeat(np.arange(len(options)), np.diff(self.cut))
         self.lat = np.concatenate([so.lat_slo for so in options])
 
@@ -392,10 +393,6 @@ def least_change(pipeline, options, values, optimum: float, distance: list[np.nd
         m = _build(pipeline, sub_o, [-d for d in sub_d])  # maximise -distance
         m.builder.add_row(np.concatenate(m.y), np.concatenate(sub_v), optimum - tol, INF)
         h = _highs(time_limit_s)
-        # The value row must hold to `tol`: at HiGHS's default 1e-6 feasibility tolerance it took plans one batch
-        # unit (gamma = 1e-6) below the optimum when they changed less.
-        h.setOptionValue("mip_feasibility_tolerance", 1e-10)
-        h.setOptionValue("primal_feasibility_tolerance", 1e-10)
         h.passModel(m.builder.lp())
         at = [np.flatnonzero(k == c) for k, c in zip(kept, known)] if known is not None else []
         if at and all(i.size for i in at):  # a MIP start: the known optimal plan, if the reduction kept it

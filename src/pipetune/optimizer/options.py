@@ -12,7 +12,6 @@ per (pipeline, profiles, restriction) since the adapter re-plans the same pipeli
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,10 +163,9 @@ def expand_options(
     """
     fixed_replicas = fixed_replicas or [None] * len(base)
     stage_of = np.repeat(np.arange(len(base)), np.diff(base.cut))
-    cat = {f: getattr(base, f) for f in _BASE_ARRAYS}
     lam = np.asarray(loads, float)[stage_of]
     fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
-    thr = cat["thr"]
+    thr = base.thr
     n_min = np.maximum(1, np.ceil(lam * (1.0 + headroom) / thr - 1e-12)).astype(np.int64)
     n_min = np.where(lam / (n_min * thr) >= 1.0, n_min + 1, n_min)  # strict stability
     n_min = np.where(fixed >= 0, fixed, n_min)
@@ -182,8 +180,8 @@ def expand_options(
     def grid(sel: np.ndarray, k: int):
         n, valid = capacity(sel, k)
         lat = stage_latency_arrays(
-            mean_s=cat["mean"][sel, None], p50_s=cat["p50"][sel, None], p99_s=cat["p99"][sel, None],
-            throughput=thr[sel, None], batch=cat["batch"][sel, None], replicas=n, rate=lam[sel, None], pct=pct,
+            mean_s=base.mean[sel, None], p50_s=base.p50[sel, None], p99_s=base.p99[sel, None],
+            throughput=thr[sel, None], batch=base.batch[sel, None], replicas=n, rate=lam[sel, None], pct=pct,
             max_wait=max_wait,
         )
         # Keep n up to and including the first n whose queueing quantile is zero: beyond it latency is flat.
@@ -195,7 +193,7 @@ def expand_options(
 
     # Rows whose batch formation and service alone exceed the SLA fit at no replica count: they get no replica
     # grid (its queueing term is most of the work; about half the rows of the benchmark's instances).
-    floor = latency_floor(p50_s=cat["p50"], p99_s=cat["p99"], batch=cat["batch"], rate=lam, pct=pct,
+    floor = latency_floor(p50_s=base.p50, p99_s=base.p99, batch=base.batch, rate=lam, pct=pct,
                           max_wait=max_wait)
     live = np.flatnonzero(floor <= sla_s * (1 + 1e-12))
     # A short first pass; only the rows whose queue has not vanished yet get the long one.
@@ -214,7 +212,7 @@ def expand_options(
     local, cols = np.nonzero(keep)
     rows = live[local]
     reps = n[local, cols]
-    got = {f: cat[f][rows] for f in ("var_idx", "acc", "acc_coef", "batch", "cores")}
+    got = {f: getattr(base, f)[rows] for f in ("var_idx", "acc", "acc_coef", "batch", "cores")}
     cost = (got["cores"] * reps).astype(float)
     slo, mean, capacity_rps = lat_slo[local, cols], lat_mean[local, cols], reps * thr[rows]
     cut = np.searchsorted(stage_of[rows], np.arange(len(base) + 1))
@@ -240,11 +238,6 @@ def _why_empty(base, load, headroom, max_replicas, fixed_replicas, valid) -> str
         best = float((n * base.thr).max()) if base.thr.size else 0.0
         return f"capacity: needs {load * (1 + headroom):.4g} items/s, the most {n} replicas can serve is {best:.4g}"
     return "sla: no option of this stage alone fits the SLA at this load"
-
-
-def pareto_prune(so: StageOptions, objective, budget: bool = False, keep: np.ndarray | None = None) -> StageOptions:
-    """`pareto_prune_stages` for one stage."""
-    return pareto_prune_stages([so], objective, budget, [keep])[0]
 
 
 def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = False,
@@ -369,6 +362,3 @@ def pareto_pairwise(keys: np.ndarray) -> np.ndarray:
 def stage_loads(pipeline, rps: float) -> dict[str, float]:
     return {s: rps * f for s, f in pipeline.load_factors().items()}
 
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)
