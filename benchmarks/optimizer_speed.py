@@ -69,9 +69,17 @@ def main() -> None:
                     w0, c0 = time.perf_counter(), time.process_time()
                     plan_pipeline(pipeline, rps * 1.03, profiles=profiles, current=current)
                     warm = ((time.perf_counter() - w0) * 1e3, (time.process_time() - c0) * 1e3)
-                rows.append({"cell": f"{s}x{v}", "method": pipeline.objective.accuracy, "cold_wall": cold[0],
-                             "cold_cpu": cold[1], "warm_wall": warm[0], "warm_cpu": warm[1],
-                             "branch": used_branch})
+                rows.append(
+                    {
+                        "cell": f"{s}x{v}",
+                        "method": pipeline.objective.accuracy,
+                        "cold_wall": cold[0],
+                        "cold_cpu": cold[1],
+                        "warm_wall": warm[0],
+                        "warm_cpu": warm[1],
+                        "branch": used_branch,
+                    }
+                )
                 prog.advance(task)
 
         checked = agree = 0
@@ -82,9 +90,14 @@ def main() -> None:
             while checked < args.oracle and attempts < args.oracle * 4:
                 attempts += 1
                 pipeline, profiles, rps = random_instance(
-                    orng, int(orng.integers(2, 6)), int(orng.integers(1, 5)), n_batches=int(orng.integers(2, 5)),
-                    n_cores=int(orng.integers(1, 3)), method=METHODS[attempts % len(METHODS)],
-                    budget=bool(orng.random() < 0.25), max_replicas=30,
+                    orng,
+                    int(orng.integers(2, 6)),
+                    int(orng.integers(1, 5)),
+                    n_batches=int(orng.integers(2, 5)),
+                    n_cores=int(orng.integers(1, 3)),
+                    method=METHODS[attempts % len(METHODS)],
+                    budget=bool(orng.random() < 0.25),
+                    max_replicas=30,
                 )
                 raw = stage_options(pipeline, rps, profiles)
                 if combinations(raw) > MAX_COMBINATIONS // 4:
@@ -107,8 +120,11 @@ def main() -> None:
     for m in METHODS:
         sel = [r for r in rows if r["cell"] == "9x9" and r["method"] == m]
         if sel:
-            out["by_method_9x9"][m] = {"n": len(sel), "cold_wall": stats(sel, "cold_wall"),
-                                       "cold_cpu": stats(sel, "cold_cpu")}
+            out["by_method_9x9"][m] = {
+                "n": len(sel),
+                "cold_wall": stats(sel, "cold_wall"),
+                "cold_cpu": stats(sel, "cold_cpu"),
+            }
     if args.oracle:
         out["oracle_frontier_path"] = {"instances": checked, "agree": int(agree)}
     print(json.dumps(out, indent=1))

@@ -20,7 +20,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=3600)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--predictors", default="reactive,max,moving-average,ewma,adaptive-quantile,lstm,quantile-lstm,arima")
+    ap.add_argument(
+        "--predictors", default="reactive,max,moving-average,ewma,adaptive-quantile,lstm,quantile-lstm,arima"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -54,10 +56,17 @@ def main() -> None:
                 break  # refits take seconds each on a shared machine; one pass is enough
         budget = 5.0 if "lstm" in name else 10.0
         med = float(np.median(medians))
-        rows.append({"name": name, "calls": x.size // 10, "median_ms": round(med, 4),
-                     "mean_ms": round(float(np.median(means)), 4),
-                     "p99_ms": round(float(np.median(p99s)), 3), "budget_ms": budget,
-                     "budget_over_median": round(budget / med, 1) if med > 0 else None})
+        rows.append(
+            {
+                "name": name,
+                "calls": x.size // 10,
+                "median_ms": round(med, 4),
+                "mean_ms": round(float(np.median(means)), 4),
+                "p99_ms": round(float(np.median(p99s)), 3),
+                "budget_ms": budget,
+                "budget_over_median": round(budget / med, 1) if med > 0 else None,
+            }
+        )
     if args.json:
         print(json.dumps({"seconds": int(x.size), "predictors": rows}, indent=1))
         return
@@ -66,8 +75,10 @@ def main() -> None:
         if "skipped" in r:
             print(f"{r['name']:<20} skipped: {r['skipped']}")
         else:
-            print(f"{r['name']:<20}{r['median_ms']:>11.4f}{r['mean_ms']:>10.4f}{r['p99_ms']:>10.3f}{r['budget_ms']:>8.0f}"
-                  f"{r['budget_over_median']:>16}")
+            print(
+                f"{r['name']:<20}{r['median_ms']:>11.4f}{r['mean_ms']:>10.4f}{r['p99_ms']:>10.3f}{r['budget_ms']:>8.0f}"
+                f"{r['budget_over_median']:>16}"
+            )
 
 
 if __name__ == "__main__":

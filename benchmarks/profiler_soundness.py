@@ -45,17 +45,21 @@ def main() -> int:
     ref = variant_model_ref(pipeline, a.stage, a.variant)
     (m,) = measure_variant(ref, [a.batch], a.cores, variant=a.variant, budget_s=a.budget, min_batches=100)
     x = m.throughput_rps
-    print(f"profiled {a.stage}/{a.variant} batch {a.batch} on {a.cores} core(s): saturation {x:.1f} items/s "
-          f"(p50 {m.latency_p50_s * 1e3:.2f} ms, p99 {m.latency_p99_s * 1e3:.2f} ms, {m.n_batches} batches)")
+    print(
+        f"profiled {a.stage}/{a.variant} batch {a.batch} on {a.cores} core(s): saturation {x:.1f} items/s "
+        f"(p50 {m.latency_p50_s * 1e3:.2f} ms, p99 {m.latency_p99_s * 1e3:.2f} ms, {m.n_batches} batches)"
+    )
     runs = {}
     for frac in (0.9, 1.1):
         r = open_loop_run(ref, a.batch, a.cores, frac * x, a.duration)
         runs[frac] = r
-        print(f"open loop at {frac:.0%} of profiled ({r.rate_rps:.1f} items/s, {a.duration:.0f} s): achieved "
-              f"{r.achieved_rps:.1f} items/s = {r.achieved_rps / x:.3f} x profiled; queued when arrivals stopped "
-              f"{r.backlog_at_window_end}, max {r.backlog_max}, trend {r.backlog_slope_per_s:+.2f} items/s; sojourn p50 "
-              f"{r.sojourn_p50_s * 1e3:.1f} ms p99 {r.sojourn_p99_s * 1e3:.1f} ms; "
-              f"{'sustained' if r.sustained else 'QUEUE GROWS'}")
+        print(
+            f"open loop at {frac:.0%} of profiled ({r.rate_rps:.1f} items/s, {a.duration:.0f} s): achieved "
+            f"{r.achieved_rps:.1f} items/s = {r.achieved_rps / x:.3f} x profiled; queued when arrivals stopped "
+            f"{r.backlog_at_window_end}, max {r.backlog_max}, trend {r.backlog_slope_per_s:+.2f} items/s; sojourn p50 "
+            f"{r.sojourn_p50_s * 1e3:.1f} ms p99 {r.sojourn_p99_s * 1e3:.1f} ms; "
+            f"{'sustained' if r.sustained else 'QUEUE GROWS'}"
+        )
     (m2,) = measure_variant(ref, [a.batch], a.cores, variant=a.variant, budget_s=a.budget, min_batches=100)
     drift = m2.throughput_rps / x
     print(f"profiled again afterwards: {m2.throughput_rps:.1f} items/s ({drift:.3f} x the first profile)")
@@ -64,8 +68,10 @@ def main() -> int:
     if not ok and abs(drift - 1) > 0.10:
         print("INCONCLUSIVE: the machine's foreign load moved the profiled rate by more than 10% during the run")
         return 2
-    print(f"{'PASS' if ok else 'FAIL'}: 90% of the profiled rate is sustained without queue growth and 110% is "
-          f"not{'' if ok else ' (see above)'} -> profiled throughput within 10% of the open-loop capacity")
+    print(
+        f"{'PASS' if ok else 'FAIL'}: 90% of the profiled rate is sustained without queue growth and 110% is "
+        f"not{'' if ok else ' (see above)'} -> profiled throughput within 10% of the open-loop capacity"
+    )
     return 0 if ok else 1
 
 
@@ -79,8 +85,12 @@ def _plot(runs, x, a, out: Path) -> None:  # noqa: ANN001
     for f, color in zip(sorted(runs), ("C2", "C3")):
         r = runs[f]
         ts = [t for t, _ in r.backlog_series]
-        ax[0].plot(ts, [b for _, b in r.backlog_series], color=color,
-                   label=f"{f:.0%} of profiled: {'sustained' if r.sustained else 'queue grows'}")
+        ax[0].plot(
+            ts,
+            [b for _, b in r.backlog_series],
+            color=color,
+            label=f"{f:.0%} of profiled: {'sustained' if r.sustained else 'queue grows'}",
+        )
         ax[1].bar(f"{f:.0%}", r.achieved_rps / x, color=color)
         ax[1].bar(f"{f:.0%}", r.rate_rps / x, fill=False, edgecolor="k")
     ax[0].axvline(a.duration, color="k", ls=":", lw=1)

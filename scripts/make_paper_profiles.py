@@ -58,8 +58,14 @@ ADAPTER = "pipetune.models.paper:PaperModel"
 # accuracy, ROUGE-L, language-ID accuracy, BLEU. Stored in the YAML as fractions.
 S2T = {"s2t-small-librispeech": 58.72, "s2t-medium-librispeech": 64.88, "s2t-large-librispeech": 66.74}
 QA = {"roberta-base-squad2": 82.91, "xlm-roberta-base-squad2": 77.14}
-SUM = {"distilbart-xsum-1-1": 32.26, "distilbart-xsum-12-1": 33.37, "distilbart-xsum-6-6": 35.73,
-       "distilbart-xsum-12-3": 36.39, "distilbart-xsum-9-6": 36.61, "distilbart-xsum-12-6": 36.99}
+SUM = {
+    "distilbart-xsum-1-1": 32.26,
+    "distilbart-xsum-12-1": 33.37,
+    "distilbart-xsum-6-6": 35.73,
+    "distilbart-xsum-12-3": 36.39,
+    "distilbart-xsum-9-6": 36.61,
+    "distilbart-xsum-12-6": 36.99,
+}
 
 # Input shapes: what one item of each stage is (fixed, so that latency is comparable across variants).
 IMG640 = InputShape("image", image_size=640)
@@ -75,42 +81,63 @@ TXT64_SUM32 = InputShape("tokens", tokens=64, new_tokens=32)
 PIPELINES: dict[str, dict] = {
     "video": {
         "description": "object detection on 640x640 frames, then ImageNet classification of each crop "
-                       "(one crop per frame, resized to 224x224)",
-        "sla": 6.89, "objective": {"alpha": 2, "beta": 1, "gamma": 1.0e-6},
+        "(one crop per frame, resized to 224x224)",
+        "sla": 6.89,
+        "objective": {"alpha": 2, "beta": 1, "gamma": 1.0e-6},
         "objective_note": "IPA's video weights (alpha 2, beta 1, gamma 1e-6)",
         "stages": [
-            ("crop", "detection mAP (YOLOv5 as published; D-FINE stand-in is measured)", IMG640,
-             {"yolov5n": 45.7, "yolov5s": 56.8, "yolov5m": 64.1, "yolov5l": 67.3, "yolov5x": 68.9}),
-            ("classification", "ImageNet top-1", IMG224,
-             {"resnet18": 69.75, "resnet34": 73.31, "resnet50": 76.13, "resnet101": 77.37, "resnet152": 78.31}),
+            (
+                "crop",
+                "detection mAP (YOLOv5 as published; D-FINE stand-in is measured)",
+                IMG640,
+                {"yolov5n": 45.7, "yolov5s": 56.8, "yolov5m": 64.1, "yolov5l": 67.3, "yolov5x": 68.9},
+            ),
+            (
+                "classification",
+                "ImageNet top-1",
+                IMG224,
+                {"resnet18": 69.75, "resnet34": 73.31, "resnet50": 76.13, "resnet101": 77.37, "resnet152": 78.31},
+            ),
         ],
     },
     "audio-qa": {
         "description": "speech recognition of 10 s utterances, then extractive question answering on the text",
-        "sla": 9.23, "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
+        "sla": 9.23,
+        "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
         "objective_note": "IPA's audio-qa weights (alpha 10, beta 0.5); gamma not published, 1e-6",
         "stages": [("audio", "100 - WER (LibriSpeech)", AUDIO10S, S2T), ("nlp-qa", "SQuAD2 F1", QA128, QA)],
     },
     "audio-sent": {
         "description": "speech recognition of 10 s utterances, then sentiment analysis of the text",
-        "sla": 9.42, "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
+        "sla": 9.42,
+        "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
         "objective_note": "IPA publishes no audio-sent weights; audio-qa's are used (alpha 10, beta 0.5)",
         "stages": [
             ("audio", "100 - WER (LibriSpeech)", AUDIO10S, S2T),
-            ("nlp-sent", "sentiment accuracy", SENT64,
-             {"distilbert-sst2": 91.1, "bert-sentiment": 79.90, "distilbert-sentiment": 79.63,
-              "roberta-sentiment": 83.03}),
+            (
+                "nlp-sent",
+                "sentiment accuracy",
+                SENT64,
+                {
+                    "distilbert-sst2": 91.1,
+                    "bert-sentiment": 79.90,
+                    "distilbert-sentiment": 79.63,
+                    "roberta-sentiment": 83.03,
+                },
+            ),
         ],
     },
     "sum-qa": {
         "description": "summarise a 256-token news article into 32 tokens, then answer a question on it",
-        "sla": 3.84, "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
+        "sla": 3.84,
+        "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
         "objective_note": "IPA's sum-qa weights (alpha 10, beta 0.5); gamma not published, 1e-6",
         "stages": [("nlp-sum", "ROUGE-L (XSum)", DOC256_SUM32, SUM), ("nlp-qa", "SQuAD2 F1", QA128, QA)],
     },
     "nlp": {
         "description": "identify the language of a 64-token text, translate it French->English, summarise it",
-        "sla": 17.61, "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
+        "sla": 17.61,
+        "objective": {"alpha": 10, "beta": 0.5, "gamma": 1.0e-6},
         "objective_note": "IPA's nlp weights (alpha 10, beta 0.5); gamma not published, 1e-6",
         "stages": [
             ("nlp-li", "language-ID accuracy", TXT64, {"xlm-roberta-base-language-id": 99.59}),
@@ -130,14 +157,19 @@ def pipeline_dict(name: str) -> dict:
     p = PIPELINES[name]
     stages = []
     for stage, metric, shape, accs in p["stages"]:
-        stages.append({
-            "name": stage,
-            "variants": [
-                {"name": v, "accuracy": round(a / 100.0, 6),
-                 "model": {"adapter": ADAPTER, "params": {"variant": v, "shape": shape_params(shape)}}}
-                for v, a in accs.items()
-            ],
-        })
+        stages.append(
+            {
+                "name": stage,
+                "variants": [
+                    {
+                        "name": v,
+                        "accuracy": round(a / 100.0, 6),
+                        "model": {"adapter": ADAPTER, "params": {"variant": v, "shape": shape_params(shape)}},
+                    }
+                    for v, a in accs.items()
+                ],
+            }
+        )
     names = [s[0] for s in p["stages"]]
     return {
         "name": f"ipa-{name}",
@@ -163,7 +195,11 @@ def write_spec(name: str) -> Path:
         "# variant; pipetune searches the caps below. Models: random-weight builds of the paper's architectures",
         "# (pipetune.models.paper); profile.csv says how each number was obtained.",
     ]
-    text = "\n".join(head) + "\n" + yaml.safe_dump(pipeline_dict(name), sort_keys=False, width=120, default_flow_style=None)
+    text = (
+        "\n".join(head)
+        + "\n"
+        + yaml.safe_dump(pipeline_dict(name), sort_keys=False, width=120, default_flow_style=None)
+    )
     path = PACK_DIR / name / "pipeline.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -174,8 +210,11 @@ def write_spec(name: str) -> Path:
 def load_raw() -> dict:
     if RAW_FILE.exists():
         return json.loads(RAW_FILE.read_text())
-    return {"about": "raw per-batch latencies behind the paper profile packs; see scripts/make_paper_profiles.py",
-            "runs": [], "cells": {}}
+    return {
+        "about": "raw per-batch latencies behind the paper profile packs; see scripts/make_paper_profiles.py",
+        "runs": [],
+        "cells": {},
+    }
 
 
 def save_raw(raw: dict) -> None:
@@ -263,11 +302,19 @@ def worker(job: dict) -> None:
         mean = sum(lat) / len(lat)
         known[b] = mean
         cell = {
-            "batch": b, "mean_s": mean, "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99),
-            "throughput_rps": b * len(lat) / wall, "load_time_s": load_s,
+            "batch": b,
+            "mean_s": mean,
+            "p50_s": pct(50),
+            "p95_s": pct(95),
+            "p99_s": pct(99),
+            "throughput_rps": b * len(lat) / wall,
+            "load_time_s": load_s,
             "memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "n_batches": len(lat), "wall_s": wall, "cpus": sorted(os.sched_getaffinity(0)),
-            "loadavg_1m": round(os.getloadavg()[0], 2), "latencies_s": [round(x, 6) for x in lat],
+            "n_batches": len(lat),
+            "wall_s": wall,
+            "cpus": sorted(os.sched_getaffinity(0)),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+            "latencies_s": [round(x, 6) for x in lat],
             "cpu_mean_s": sum(cpu) / len(cpu),
         }
         print(json.dumps(cell), flush=True)
@@ -277,10 +324,19 @@ def run_worker(job: dict, on_cell, timeout_s: float) -> str | None:  # noqa: ANN
     """Start a measuring process for one (variant, shape, cores); call on_cell per cell; return an error or None."""
     import subprocess
 
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           **{v: str(job["cores"]) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        **{v: str(job["cores"]) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+    }
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--worker", json.dumps(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     t0 = time.perf_counter()
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -300,14 +356,24 @@ def run_worker(job: dict, on_cell, timeout_s: float) -> str | None:  # noqa: ANN
     return None
 
 
-def measure(only: list[str], budget_s: float, cell_budget_s: float, max_batch_s: float, console: Console,
-            max_batch_s_multicore: float | None = None, cores_list: list[int] | None = None) -> None:
+def measure(
+    only: list[str],
+    budget_s: float,
+    cell_budget_s: float,
+    max_batch_s: float,
+    console: Console,
+    max_batch_s_multicore: float | None = None,
+    cores_list: list[int] | None = None,
+) -> None:
     raw = load_raw()
     work = unique_work(only)
     run = {
-        "started": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "machine": machine_line(),
+        "started": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "machine": machine_line(),
         "command": "python scripts/make_paper_profiles.py " + " ".join(sys.argv[1:]),
-        "cell_budget_s": cell_budget_s, "max_batch_s": max_batch_s, "loadavg_1m_at_start": os.getloadavg()[0],
+        "cell_budget_s": cell_budget_s,
+        "max_batch_s": max_batch_s,
+        "loadavg_1m_at_start": os.getloadavg()[0],
         "max_batch_s_multicore": max_batch_s_multicore if max_batch_s_multicore is not None else max_batch_s,
     }
     raw["runs"].append(run)
@@ -315,8 +381,13 @@ def measure(only: list[str], budget_s: float, cell_budget_s: float, max_batch_s:
     failures: list[str] = []
     cpus_all = sorted(os.sched_getaffinity(0))
 
-    prog = Progress(TextColumn("[bold]paper profiles[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console)
+    prog = Progress(
+        TextColumn("[bold]paper profiles[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
     with prog:
         passes = cores_list or MEASURED_CORES
         task = prog.add_task("", total=len(passes) * len(work))
@@ -337,9 +408,15 @@ def measure(only: list[str], budget_s: float, cell_budget_s: float, max_batch_s:
                     continue
                 prog.update(task, description=f"{key} on {cores} core(s)")
                 job = {
-                    "variant": v, "shape": shape_params(shape), "cores": cores, "cpus": cpus_all[:cores],
-                    "batches": MEASURED_BATCHES, "skip": sorted(have), "cell_budget_s": cell_budget_s,
-                    "min_batches": 2, "max_batches": 50,
+                    "variant": v,
+                    "shape": shape_params(shape),
+                    "cores": cores,
+                    "cpus": cpus_all[:cores],
+                    "batches": MEASURED_BATCHES,
+                    "skip": sorted(have),
+                    "cell_budget_s": cell_budget_s,
+                    "min_batches": 2,
+                    "max_batches": 50,
                     "max_batch_s": max_batch_s if cores == 1 else run["max_batch_s_multicore"],
                     "known_means": {b: c["mean_s"] for b, c in have.items()},
                 }
@@ -355,7 +432,7 @@ def measure(only: list[str], budget_s: float, cell_budget_s: float, max_batch_s:
                 else:
                     raw.setdefault("complete", {})[f"{key}/{cores}"] = True
                     save_raw(raw)
-    run["finished"] = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    run["finished"] = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
     run["wall_s"] = round(time.perf_counter() - t0, 1)
     run["loadavg_1m_at_end"] = os.getloadavg()[0]
     run["failures"] = failures
@@ -370,8 +447,10 @@ def machine_line() -> str:
     import torch
     import transformers
 
-    return (f"{cpu}, {os.cpu_count()} vCPUs (a 2-core VM shared with other engineers' jobs), Python "
-            f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} vCPUs (a 2-core VM shared with other engineers' jobs), Python "
+        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
+    )
 
 
 # ---- 3. tables ---------------------------------------------------------------------------------------------------
@@ -379,12 +458,20 @@ def measured_rows(raw: dict, variant: str, shape: InputShape) -> list[ProfileRow
     rows = []
     for cores, cells in raw["cells"].get(cell_key(variant, shape), {}).items():
         for b, c in cells.items():
-            rows.append(ProfileRow(
-                variant=variant, batch=int(b), cores=int(cores), latency_mean_s=c["mean_s"],
-                latency_p50_s=c["p50_s"], latency_p99_s=max(c["p99_s"], c["p50_s"]),
-                throughput_rps=c["throughput_rps"], load_time_s=c["load_time_s"], memory_mb=c["memory_mb"],
-                source="measured",
-            ))
+            rows.append(
+                ProfileRow(
+                    variant=variant,
+                    batch=int(b),
+                    cores=int(cores),
+                    latency_mean_s=c["mean_s"],
+                    latency_p50_s=c["p50_s"],
+                    latency_p99_s=max(c["p99_s"], c["p50_s"]),
+                    throughput_rps=c["throughput_rps"],
+                    load_time_s=c["load_time_s"],
+                    memory_mb=c["memory_mb"],
+                    source="measured",
+                )
+            )
     return rows
 
 
@@ -426,9 +513,13 @@ def build_table(name: str, raw: dict) -> tuple[ProfileTable, list[str]]:
         f"Profile pack of IPA's {name} pipeline (see README.md beside this file). Made by:",
         "  python scripts/make_paper_profiles.py   (measures, then writes this file; --no-measure rewrites it from",
         "  src/pipetune/examples/paper/measurements.json, which holds every measured cell and its batch count)",
-        "Runs: " + "; ".join(f"{r['started']} to {r.get('finished', 'interrupted (resumed by the next run)')}"
-                             f" (`{r['command'].removeprefix('python scripts/make_paper_profiles.py ')}`, load "
-                             f"average {r.get('loadavg_1m_at_start', 0):.1f} at start)" for r in runs),
+        "Runs: "
+        + "; ".join(
+            f"{r['started']} to {r.get('finished', 'interrupted (resumed by the next run)')}"
+            f" (`{r['command'].removeprefix('python scripts/make_paper_profiles.py ')}`, load "
+            f"average {r.get('loadavg_1m_at_start', 0):.1f} at start)"
+            for r in runs
+        ),
         "Machine: " + (runs[-1]["machine"] if runs else "(no measurement yet)"),
         "Models: random-weight builds of the paper's architectures from transformers configurations "
         "(pipetune.models.paper); latency does not depend on weight values. yolov5* rows are D-FINE n/s/m/l/x,",
@@ -480,8 +571,15 @@ def plot(name: str, table: ProfileTable) -> Path:
                 for ax, ys in ((ax_l, [r.latency_p99_s for r in rows]), (ax_t, [r.throughput_rps for r in rows])):
                     for r, y in zip(rows, ys):
                         measured = r.source == "measured"  # on top: fitted 2-core points often coincide
-                        ax.plot(r.batch, y, "o", color=color, ms=5, mfc=color if measured else "white",
-                                zorder=4 if measured else 3)
+                        ax.plot(
+                            r.batch,
+                            y,
+                            "o",
+                            color=color,
+                            ms=5,
+                            mfc=color if measured else "white",
+                            zorder=4 if measured else 3,
+                        )
         for ax, ylab in ((ax_l, "p99 latency per batch (s)"), (ax_t, "saturation throughput (items/s)")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -490,8 +588,11 @@ def plot(name: str, table: ProfileTable) -> Path:
             ax.set_title(f"{stage}: {shape.describe()}", fontsize=8)
             ax.grid(alpha=0.3, which="both")
         ax_t.legend(fontsize=6, ncol=2, loc="best")
-    fig.suptitle(f"IPA {name} pipeline, random-weight models on this 2-core VM "
-                 "(filled = measured, hollow = fitted; solid 1 core, dashed 2 cores)", fontsize=9)
+    fig.suptitle(
+        f"IPA {name} pipeline, random-weight models on this 2-core VM "
+        "(filled = measured, hollow = fitted; solid 1 core, dashed 2 cores)",
+        fontsize=9,
+    )
     fig.tight_layout()
     out = FIG_DIR / f"paper-{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -508,21 +609,33 @@ def summary_rows(name: str, table: ProfileTable) -> list[dict]:
             if v not in vps:
                 continue
             r1, r8 = vps[v].row(1, 1), vps[v].row(8, 1)
-            out.append({
-                "stage": stage, "variant": v, "accuracy": a / 100.0, "p99_b1_s": r1.latency_p99_s,
-                "thr_b1": r1.throughput_rps, "thr_b8": r8.throughput_rps,
-                "b8_fitted": r8.source == "fitted", "load_s": r1.load_time_s, "mem_mb": r1.memory_mb,
-            })
+            out.append(
+                {
+                    "stage": stage,
+                    "variant": v,
+                    "accuracy": a / 100.0,
+                    "p99_b1_s": r1.latency_p99_s,
+                    "thr_b1": r1.throughput_rps,
+                    "thr_b8": r8.throughput_rps,
+                    "b8_fitted": r8.source == "fitted",
+                    "load_s": r1.load_time_s,
+                    "mem_mb": r1.memory_mb,
+                }
+            )
     return out
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| stage | variant | accuracy | p99 at batch 1 (s) | throughput b=1 (items/s) | throughput b=8 (items/s) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | variant | accuracy | p99 at batch 1 (s) | throughput b=1 (items/s) | throughput b=8 (items/s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         mark = " (fitted)" if r["b8_fitted"] else ""
-        lines.append(f"| {r['stage']} | {r['variant']} | {r['accuracy']:.4f} | {r['p99_b1_s']:.3g} | "
-                     f"{r['thr_b1']:.3g} | {r['thr_b8']:.3g}{mark} |")
+        lines.append(
+            f"| {r['stage']} | {r['variant']} | {r['accuracy']:.4f} | {r['p99_b1_s']:.3g} | "
+            f"{r['thr_b1']:.3g} | {r['thr_b8']:.3g}{mark} |"
+        )
     return "\n".join(lines)
 
 
@@ -532,7 +645,8 @@ def write_readme(name: str, rows: list[dict]) -> Path:
         f"# IPA's `{name}` pipeline — profile pack",
         "",
         f"{p['description'][0].upper() + p['description'][1:]}. Stages: "
-        + " → ".join(f"`{s[0]}`" for s in p["stages"]) + f". SLA {p['sla']} s (IPA's), bound at p99.",
+        + " → ".join(f"`{s[0]}`" for s in p["stages"])
+        + f". SLA {p['sla']} s (IPA's), bound at p99.",
         "",
         "* `pipeline.yaml` — the spec: IPA's variants with their published accuracies as fractions "
         f"({', '.join(f'{s[0]}: {s[1]}' for s in p['stages'])}), IPA's SLA, objective: {p['objective_note']}.",
@@ -542,7 +656,8 @@ def write_readme(name: str, rows: list[dict]) -> Path:
         "",
         "The models are the paper's architectures built from `transformers` configurations with random weights "
         "(`pipetune.models.paper`): real shapes and costs, meaningless outputs. Inputs per item: "
-        + "; ".join(f"`{s[0]}`: {s[2].describe()}" for s in p["stages"]) + ".",
+        + "; ".join(f"`{s[0]}`: {s[2].describe()}" for s in p["stages"])
+        + ".",
     ]
     if name == "video":
         lines += [
@@ -562,7 +677,7 @@ def write_readme(name: str, rows: list[dict]) -> Path:
         "",
         markdown_table(rows),
         "",
-        "Throughput is items/s one replica sustains with back-to-back batches. \"(fitted)\" marks a batch-8 "
+        'Throughput is items/s one replica sustains with back-to-back batches. "(fitted)" marks a batch-8 '
         "cell that was too slow to measure within the time budget and comes from the fitted scaling law.",
     ]
     path = PACK_DIR / name / "README.md"
@@ -610,7 +725,7 @@ def write_index(tables: dict[str, list[dict]], raw: dict) -> Path:
         "for relative costs and for the simulator, not as absolute speeds of these models.",
         "",
         "Tables: 1 core per replica; p99 of one batch of 1; saturation throughput (items/s, one replica, "
-        "back-to-back batches) at batch 1 and 8; \"(fitted)\" = not measured within the budget.",
+        'back-to-back batches) at batch 1 and 8; "(fitted)" = not measured within the budget.',
     ]
     for name, rows in tables.items():
         lines += ["", f"## {name} (SLA {PIPELINES[name]['sla']} s)", "", markdown_table(rows)]
@@ -621,7 +736,7 @@ def write_index(tables: dict[str, list[dict]], raw: dict) -> Path:
 
 def parse_budget(text: str) -> float:
     t = text.strip().lower()
-    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    mult = {"s": 1, "m": 60, "h": 3600}.get(t[-1:])
     try:
         return float(t[:-1]) * mult if mult else float(t)
     except ValueError:
@@ -634,11 +749,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", default="45m", help="wall-time budget for measuring (e.g. 35m)")
     ap.add_argument("--cell-budget", type=float, default=3.0, help="timed seconds per (variant, batch, cores)")
     ap.add_argument("--max-batch-s", type=float, default=5.0, help="largest predicted batch time worth measuring")
-    ap.add_argument("--max-batch-s-multicore", type=float, default=None,
-                    help="the same limit for the 2-core pass (default: --max-batch-s); lower it to reach every "
-                         "variant's batches 1 and 2 on 2 cores within the budget")
-    ap.add_argument("--remeasure", default="", help="comma-separated core counts (e.g. 2, on a quieter machine) "
-                    "or VARIANT@SHAPE/CORES keys whose cells are measured again; the old cells are replaced")
+    ap.add_argument(
+        "--max-batch-s-multicore",
+        type=float,
+        default=None,
+        help="the same limit for the 2-core pass (default: --max-batch-s); lower it to reach every "
+        "variant's batches 1 and 2 on 2 cores within the budget",
+    )
+    ap.add_argument(
+        "--remeasure",
+        default="",
+        help="comma-separated core counts (e.g. 2, on a quieter machine) "
+        "or VARIANT@SHAPE/CORES keys whose cells are measured again; the old cells are replaced",
+    )
     ap.add_argument("--cores", default="1,2", help="core counts to measure (default 1,2)")
     ap.add_argument("--no-measure", action="store_true", help="only rewrite specs/tables/plots from measurements")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -660,8 +783,10 @@ def main(argv: list[str] | None = None) -> int:
             if "/" in c:  # one variant-shape on one core count
                 key, cores = c.rsplit("/", 1)
                 if key not in raw["cells"]:
-                    raise PipetuneError(f"--remeasure {c}: no measured cells for {key!r}; keys look like "
-                                        "s2t-large-librispeech@fbank1000x80-gen40/1")
+                    raise PipetuneError(
+                        f"--remeasure {c}: no measured cells for {key!r}; keys look like "
+                        "s2t-large-librispeech@fbank1000x80-gen40/1"
+                    )
                 raw["cells"][key].pop(cores, None)
                 raw.get("complete", {}).pop(c, None)
                 continue
@@ -675,8 +800,15 @@ def main(argv: list[str] | None = None) -> int:
             cores = sorted({int(x) for x in args.cores.split(",") if x.strip()})
         except ValueError:
             raise PipetuneError(f"--cores {args.cores!r}: give core counts such as 1,2") from None
-        measure(only, parse_budget(args.budget), args.cell_budget, args.max_batch_s, console,
-                args.max_batch_s_multicore, cores)
+        measure(
+            only,
+            parse_budget(args.budget),
+            args.cell_budget,
+            args.max_batch_s,
+            console,
+            args.max_batch_s_multicore,
+            cores,
+        )
     raw = load_raw()
     from pipetune.spec import load_pipeline
 

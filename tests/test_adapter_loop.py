@@ -31,8 +31,16 @@ def drive(synth, counts, policy="ipa", predictor="oracle", log=None, seed=0):
     p, pr = synth
     first = plan_pipeline(p, float(counts[:10].max()), policy, profiles=pr)
     sim = Simulator(p, pr, arrival_times(counts, seed=seed), first.configs, SimSettings(seed=seed))
-    ad = Adapter(sim, p, policy=policy, predictor=predictor, interval_s=10, profiles=pr, log=log,
-                 future_counts=integer_counts(counts))
+    ad = Adapter(
+        sim,
+        p,
+        policy=policy,
+        predictor=predictor,
+        interval_s=10,
+        profiles=pr,
+        log=log,
+        future_counts=integer_counts(counts),
+    )
     ad.run(float(counts.size))
     ad.close()
     sim.close()

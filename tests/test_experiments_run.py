@@ -18,10 +18,14 @@ SHARED = ROOT.parent / "shared"
 SMALL = {
     "name": "tiny",
     "pipeline": "example:synthetic",
-    "workloads": [{"name": "bursty", "synthetic": "bursty", "seconds": 180, "peak": 20},
-                  {"name": "steady-low", "synthetic": "steady-low", "seconds": 180, "peak": 20}],
-    "systems": [{"name": "IPA", "policy": "ipa", "predictor": "oracle"},
-                {"name": "FA2-low", "policy": "fa2-low", "predictor": "reactive"}],
+    "workloads": [
+        {"name": "bursty", "synthetic": "bursty", "seconds": 180, "peak": 20},
+        {"name": "steady-low", "synthetic": "steady-low", "seconds": 180, "peak": 20},
+    ],
+    "systems": [
+        {"name": "IPA", "policy": "ipa", "predictor": "oracle"},
+        {"name": "FA2-low", "policy": "fa2-low", "predictor": "reactive"},
+    ],
     "ablation": {"predictors": ["oracle", "reactive"], "workloads": ["bursty"]},
     "sweep": {"alpha": [1, 10], "beta": [0.05]},
     "calibration": {"samples": 3, "seconds": 60},
@@ -37,8 +41,18 @@ def test_small_grid_writes_results_figures_and_report(tmp_path):
     for r in rows:
         assert 0.0 <= float(r["sla_violation_rate"]) <= 1.0
         assert int(r["completed"]) + int(r["dropped"]) + int(r["failed"]) == int(r["requests"])
-    for name in ("sim-grid.png", "sim-latency-cdf.png", "sim-ablation.png", "sim-sweep.png", "sim-calibration.png",
-                 "report.md", "report.html", "intervals.csv", "results.json", "calibration.csv"):
+    for name in (
+        "sim-grid.png",
+        "sim-latency-cdf.png",
+        "sim-ablation.png",
+        "sim-sweep.png",
+        "sim-calibration.png",
+        "report.md",
+        "report.html",
+        "intervals.csv",
+        "results.json",
+        "calibration.csv",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     report = (tmp_path / "report.md").read_text()
     assert "| IPA |" in report and "FA2-low" in report
@@ -79,9 +93,15 @@ def test_shipped_experiment_files_are_valid():
 def test_paper_windows_load_from_shared():
     if not (SHARED / "traces" / "paper-windows").exists():
         pytest.skip(f"{SHARED} is absent: the paper windows are shared data")
-    exp = parse_experiment({**SMALL, "ablation": None, "sweep": None,
-                            "workloads": [{"name": "steady-high", "paper": "steady-high"}],
-                            "settings": {"shared_dir": str(SHARED)}})
+    exp = parse_experiment(
+        {
+            **SMALL,
+            "ablation": None,
+            "sweep": None,
+            "workloads": [{"name": "steady-high", "paper": "steady-high"}],
+            "settings": {"shared_dir": str(SHARED)},
+        }
+    )
     counts = workload_counts(exp.workloads[0], exp)
     assert counts.size == 1200 and 20 < counts.mean() < 40  # IPA's window divided by 8
 
@@ -89,20 +109,28 @@ def test_paper_windows_load_from_shared():
 def test_several_pipelines_make_one_grid():
     from pipetune.experiments.runner import build_tasks
 
-    exp = parse_experiment({**SMALL, "pipeline": ["example:synthetic", "example:synthetic"], "ablation": None,
-                            "sweep": None})
+    exp = parse_experiment(
+        {**SMALL, "pipeline": ["example:synthetic", "example:synthetic"], "ablation": None, "sweep": None}
+    )
     tasks = build_tasks(exp, None)
     assert {t["pipeline"] for t in tasks} == {"synthetic", "synthetic-1"}
     assert len(tasks) == 2 * 2 * 2
 
 
 def test_a_failing_run_is_reported_not_fatal(tmp_path):
-    exp = parse_experiment({
-        **SMALL, "ablation": None, "sweep": None, "calibration": None,
-        "workloads": [{"name": "steady-low", "synthetic": "steady-low", "seconds": 120, "peak": 10}],
-        "systems": [{"name": "IPA", "policy": "ipa", "predictor": "oracle"},
-                    {"name": "bad", "policy": "fa2-high", "predictor": "oracle", "params": {"heavy": {"detect": "nope"}}}],
-    })
+    exp = parse_experiment(
+        {
+            **SMALL,
+            "ablation": None,
+            "sweep": None,
+            "calibration": None,
+            "workloads": [{"name": "steady-low", "synthetic": "steady-low", "seconds": 120, "peak": 10}],
+            "systems": [
+                {"name": "IPA", "policy": "ipa", "predictor": "oracle"},
+                {"name": "bad", "policy": "fa2-high", "predictor": "oracle", "params": {"heavy": {"detect": "nope"}}},
+            ],
+        }
+    )
     data = run_experiment(exp, tmp_path, workers=1, figures=False)
     assert [r["system"] for r in data["runs"]] == ["IPA"]
     assert len(data["errors"]) == 1 and "nope" in data["errors"][0]["error"]

@@ -76,8 +76,9 @@ def test_torch_adapter_stacks_a_batch_and_returns_one_output_per_input():
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 3)
-    a = TorchAdapter(lambda: lin, inputs=lambda n: [torch.ones(4) * i for i in range(n)],
-                     postprocess=lambda t: int(t.argmax()))
+    a = TorchAdapter(
+        lambda: lin, inputs=lambda n: [torch.ones(4) * i for i in range(n)], postprocess=lambda t: int(t.argmax())
+    )
     a.load()
     xs = a.sample_inputs(5)
     out = a.predict(xs)

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipetune.configs import StageConfig
 from pipetune.latency import longest_path, stage_latency
 from pipetune.optimizer import plan_pipeline, stage_options
 from pipetune.optimizer.instances import METHODS, random_instance
 from pipetune.optimizer.oracle import brute_force, combinations
-from pipetune.optimizer.plan import StageConfig
 
 
 def check_plan_is_feasible(pipeline, profiles, plan, rps):
@@ -47,8 +47,9 @@ def check_plan_is_feasible(pipeline, profiles, plan, rps):
 )
 def test_optimal_and_feasible_against_oracle(seed, stages, variants, method, dag, budget):
     rng = np.random.default_rng(seed)
-    pipeline, profiles, rps = random_instance(rng, stages, variants, n_batches=3, n_cores=2, dag=dag,
-                                              method=method, budget=budget, max_replicas=25)
+    pipeline, profiles, rps = random_instance(
+        rng, stages, variants, n_batches=3, n_cores=2, dag=dag, method=method, budget=budget, max_replicas=25
+    )
     raw = stage_options(pipeline, rps, profiles)
     if combinations(raw) > 400_000:
         return
@@ -108,8 +109,9 @@ def test_infeasible_names_binding_stage_and_gives_fallback(synthetic):
 
 def test_budget_cap_binds(synthetic):
     free = plan_pipeline(synthetic, 150)
-    capped_spec = synthetic.model_copy(update={"caps": synthetic.caps.model_copy(
-        update={"max_total_cores": float(free.cost_cores - 2)})})
+    capped_spec = synthetic.model_copy(
+        update={"caps": synthetic.caps.model_copy(update={"max_total_cores": float(free.cost_cores - 2)})}
+    )
     capped = plan_pipeline(capped_spec, 150)
     if capped.feasible:
         assert capped.cost_cores <= free.cost_cores - 2
@@ -142,8 +144,12 @@ def test_bad_inputs_are_user_errors(synthetic):
 
 
 def test_cli_plan_json(synthetic_path):
-    r = subprocess.run([sys.executable, "-m", "pipetune", "plan", str(synthetic_path), "--rps", "40", "--json"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipetune", "plan", str(synthetic_path), "--rps", "40", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     d = json.loads(r.stdout)
     assert d["feasible"] and set(d["stages"]) == {"detect", "classify", "tag", "fuse"}
     assert d["latency_e2e_slo_s"] <= 2.0 and d["solve_time_s"] > 0

@@ -25,8 +25,15 @@ def _small_instances(seed: int, count: int, **kw):
         attempts += 1
         s, v = int(rng.integers(2, 6)), int(rng.integers(2, 4))
         pipeline, profiles, rps = random_instance(
-            rng, s, v, n_batches=int(rng.integers(2, 4)), n_cores=int(rng.integers(1, 3)),
-            method=METHODS[attempts % len(METHODS)], budget=bool(rng.random() < 0.3), max_replicas=20, **kw,
+            rng,
+            s,
+            v,
+            n_batches=int(rng.integers(2, 4)),
+            n_cores=int(rng.integers(1, 3)),
+            method=METHODS[attempts % len(METHODS)],
+            budget=bool(rng.random() < 0.3),
+            max_replicas=20,
+            **kw,
         )
         raw = stage_options(pipeline, rps, profiles)
         if 0 < combinations(raw) <= MAX_COMBINATIONS // 8:
@@ -118,8 +125,9 @@ def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path
         assert got is not None and ref is not None
         dist = lambda ch: sum(d[i] for d, i in zip(distance, ch))  # noqa: E731
         assert dist(got) == dist(ref)
-        reused = milp.least_change(pipeline, opts, values, optimum, distance,
-                                   reduction=milp._reduce(pipeline, opts, values))
+        reused = milp.least_change(
+            pipeline, opts, values, optimum, distance, reduction=milp._reduce(pipeline, opts, values)
+        )
         assert reused is not None and dist(reused) == dist(ref)
         assert sum(v[i] for v, i in zip(values, got)) >= optimum - tol
         checked += 1
@@ -133,8 +141,26 @@ def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
 
     from pipetune.cli.main import app
 
-    res = CliRunner().invoke(app, ["bench", "optimizer", "--stages", "1,3", "--variants", "2", "--instances", "2",
-                                   "--oracle", "6", "--repeats", "1", "--json", "--plot", str(tmp_path / "b.png")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "optimizer",
+            "--stages",
+            "1,3",
+            "--variants",
+            "2",
+            "--instances",
+            "2",
+            "--oracle",
+            "6",
+            "--repeats",
+            "1",
+            "--json",
+            "--plot",
+            str(tmp_path / "b.png"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert [(c["stages"], c["variants"], c["instances"]) for c in out["cells"]] == [(1, 2, 2), (3, 2, 2)]
@@ -153,8 +179,11 @@ def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
-                min_size=1, max_size=60))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=60
+    )
+)
 def test_grouped_pareto_keeps_exactly_the_undominated(points):
     """The all-stages-at-once prune against the definition, pairwise: a point goes iff another point of its
     stage is no worse on every term and better on one, or is an exact duplicate listed before it."""
@@ -179,8 +208,8 @@ def test_grouped_pareto_keeps_exactly_the_undominated(points):
 
 
 def test_stage_slack_drops_exactly_what_cannot_fit_next_to_the_fastest_others():
-    from pipetune.optimizer.incumbent import stage_slack
     from pipetune.latency import longest_path
+    from pipetune.optimizer.incumbent import stage_slack
 
     for pipeline, _profiles, _rps, raw in _small_instances(seed=5, count=12, dag=True):
         slack = stage_slack(pipeline, raw)
@@ -200,8 +229,14 @@ def test_product_accuracy_search_matches_the_oracle():
     checked, bad = 0, []
     while checked < 120:
         pipeline, profiles, rps = random_instance(
-            rng, int(rng.integers(1, 6)), int(rng.integers(1, 5)), n_batches=int(rng.integers(2, 5)),
-            n_cores=int(rng.integers(1, 3)), method="pas", budget=bool(rng.random() < 0.25), max_replicas=30,
+            rng,
+            int(rng.integers(1, 6)),
+            int(rng.integers(1, 5)),
+            n_batches=int(rng.integers(2, 5)),
+            n_cores=int(rng.integers(1, 3)),
+            method="pas",
+            budget=bool(rng.random() < 0.25),
+            max_replicas=30,
         )
         raw = stage_options(pipeline, rps, profiles)
         if combinations(raw) > MAX_COMBINATIONS // 4:
@@ -222,8 +257,12 @@ def test_holding_the_current_configuration_never_costs_objective(monkeypatch):
     rng = np.random.default_rng(5)
     checked = 0
     for _ in range(12):
-        pipeline, profiles, rps = random_instance(rng, int(rng.integers(12, 18)), int(rng.integers(6, 10)),
-                                                  method=["sum", "mean", "rank_sum"][int(rng.integers(0, 3))])
+        pipeline, profiles, rps = random_instance(
+            rng,
+            int(rng.integers(12, 18)),
+            int(rng.integers(6, 10)),
+            method=["sum", "mean", "rank_sum"][int(rng.integers(0, 3))],
+        )
         first = plan_pipeline(pipeline, rps, profiles=profiles)
         if not first.feasible:
             continue

@@ -24,13 +24,31 @@ torch.set_num_threads(1)
 # Parameter counts (millions) of the real checkpoints, from their model cards / papers. D-FINE: the paper's
 # n/s/m/l/x sizes (4/10/19/31/62 M, rounded there, hence the wider tolerance on those).
 PUBLISHED_PARAMS_M = {
-    "resnet18": 11.69, "resnet34": 21.80, "resnet50": 25.56, "resnet101": 44.55, "resnet152": 60.19,
-    "s2t-small-librispeech": 29.5, "s2t-medium-librispeech": 71.2, "s2t-large-librispeech": 268.0,
-    "roberta-base-squad2": 124.1, "xlm-roberta-base-squad2": 277.5, "distilbert-sst2": 66.96,
-    "bert-sentiment": 167.4, "roberta-sentiment": 124.6, "xlm-roberta-base-language-id": 278.1,
-    "distilbart-xsum-12-1": 222.0, "distilbart-xsum-6-6": 230.0, "distilbart-xsum-12-3": 255.0,
-    "distilbart-xsum-9-6": 268.0, "distilbart-xsum-12-6": 306.0, "opus-mt-fr-en": 75.1,
-    "yolov5n": 4.0, "yolov5s": 10.0, "yolov5m": 19.0, "yolov5l": 31.0, "yolov5x": 62.0,
+    "resnet18": 11.69,
+    "resnet34": 21.80,
+    "resnet50": 25.56,
+    "resnet101": 44.55,
+    "resnet152": 60.19,
+    "s2t-small-librispeech": 29.5,
+    "s2t-medium-librispeech": 71.2,
+    "s2t-large-librispeech": 268.0,
+    "roberta-base-squad2": 124.1,
+    "xlm-roberta-base-squad2": 277.5,
+    "distilbert-sst2": 66.96,
+    "bert-sentiment": 167.4,
+    "roberta-sentiment": 124.6,
+    "xlm-roberta-base-language-id": 278.1,
+    "distilbart-xsum-12-1": 222.0,
+    "distilbart-xsum-6-6": 230.0,
+    "distilbart-xsum-12-3": 255.0,
+    "distilbart-xsum-9-6": 268.0,
+    "distilbart-xsum-12-6": 306.0,
+    "opus-mt-fr-en": 75.1,
+    "yolov5n": 4.0,
+    "yolov5s": 10.0,
+    "yolov5m": 19.0,
+    "yolov5l": 31.0,
+    "yolov5x": 62.0,
 }
 
 

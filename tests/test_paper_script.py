@@ -21,9 +21,17 @@ def _script():
 
 def _job(**kw):
     job = {
-        "variant": "resnet18", "shape": {"kind": "image", "image_size": 32}, "cores": 1,
-        "cpus": sorted(os.sched_getaffinity(0))[:1], "batches": [1, 2, 4, 8, 16], "skip": [],
-        "cell_budget_s": 0.1, "min_batches": 2, "max_batches": 50, "max_batch_s": 0.0, "known_means": {},
+        "variant": "resnet18",
+        "shape": {"kind": "image", "image_size": 32},
+        "cores": 1,
+        "cpus": sorted(os.sched_getaffinity(0))[:1],
+        "batches": [1, 2, 4, 8, 16],
+        "skip": [],
+        "cell_budget_s": 0.1,
+        "min_batches": 2,
+        "max_batches": 50,
+        "max_batch_s": 0.0,
+        "known_means": {},
     }
     job.update(kw)
     return job

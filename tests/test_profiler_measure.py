@@ -37,8 +37,9 @@ class SleepModel(ModelAdapter):
 
 
 def test_profile_variant_measures_latency_and_throughput_of_a_known_model():
-    row = profile_variant(functools.partial(SleepModel, 0.002, 0.001), 4, 1, variant="sleep", budget_s=0.5,
-                          min_batches=30)
+    row = profile_variant(
+        functools.partial(SleepModel, 0.002, 0.001), 4, 1, variant="sleep", budget_s=0.5, min_batches=30
+    )
     expect = 0.002 + 0.004
     assert row.variant == "sleep" and row.batch == 4 and row.cores == 1 and row.source == "measured"
     assert expect <= row.latency_p50_s < expect * 1.6  # sleep never returns early; a loaded machine adds some
@@ -58,8 +59,9 @@ def test_cells_share_one_load_and_latency_grows_with_batch():
 
 
 def test_a_slow_cell_stops_at_its_budget_but_never_below_the_floor():
-    (m,) = measure_variant(functools.partial(SleepModel, 0.02, 0.0), [1], 1, budget_s=0.05, min_batches=100,
-                           floor_batches=10)
+    (m,) = measure_variant(
+        functools.partial(SleepModel, 0.02, 0.0), [1], 1, budget_s=0.05, min_batches=100, floor_batches=10
+    )
     assert 10 <= m.n_batches < 100
 
 
@@ -75,8 +77,9 @@ def test_the_subprocess_is_pinned_and_its_threads_limited():
 
 
 def test_a_plain_callable_adapter_can_be_profiled():
-    row = profile_variant(functools.partial(CallableAdapter, fn=sorted, inputs=[3, 1, 2]), 2, 1, budget_s=0.1,
-                          min_batches=5)
+    row = profile_variant(
+        functools.partial(CallableAdapter, fn=sorted, inputs=[3, 1, 2]), 2, 1, budget_s=0.1, min_batches=5
+    )
     assert row.throughput_rps > 0 and row.latency_p99_s >= row.latency_p50_s
 
 
@@ -93,8 +96,14 @@ def test_a_model_that_fails_to_load_is_reported_with_its_reason():
 def test_a_failure_mid_way_keeps_the_cells_measured_before_it():
     got = []
     with pytest.raises(ProfilingError, match=r"predict at batch 2: ValueError: shape mismatch"):
-        measure_variant(functools.partial(SleepModel, 0.0, 0.0, "predict"), [1, 2, 4], 1, budget_s=0.1,
-                        min_batches=5, on_cell=got.append)
+        measure_variant(
+            functools.partial(SleepModel, 0.0, 0.0, "predict"),
+            [1, 2, 4],
+            1,
+            budget_s=0.1,
+            min_batches=5,
+            on_cell=got.append,
+        )
     assert [m.batch for m in got] == [1]
 
 
@@ -107,8 +116,9 @@ def test_memory_is_the_models_process_not_the_profilers():
     import numpy as np  # noqa: F401 - make this (parent) process big; the child must not inherit its peak
 
     ballast = bytearray(300 * 1024 * 1024)  # 300 MB resident in the parent
-    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
-    (m,) = measure_variant(functools.partial(CallableAdapter, fn=sorted, inputs=[3, 1, 2]), [1], 1, budget_s=0.05,
-                           min_batches=5)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    (m,) = measure_variant(
+        functools.partial(CallableAdapter, fn=sorted, inputs=[3, 1, 2]), [1], 1, budget_s=0.05, min_batches=5
+    )
     assert 5 < m.memory_mb < 200
     del ballast

@@ -42,10 +42,13 @@ def _spec(tmp_path: Path, broken: bool = True) -> Path:
         {"name": "nomodel", "accuracy": 0.5},
     ]
     if broken:
-        variants.append({"name": "broken", "accuracy": 0.99,
-                         "model": {"adapter": f"{here}:Busy", "params": {"broken": True}}})
+        variants.append(
+            {"name": "broken", "accuracy": 0.99, "model": {"adapter": f"{here}:Busy", "params": {"broken": True}}}
+        )
     spec = {
-        "name": "t", "sla": {"seconds": 1.0}, "profile": "prof.csv",
+        "name": "t",
+        "sla": {"seconds": 1.0},
+        "profile": "prof.csv",
         "caps": {"batch_sizes": [1, 4], "cores": [1]},
         "stages": [{"name": "s", "variants": variants}],
     }
@@ -75,12 +78,14 @@ def test_profile_pipeline_skips_failures_and_resumes(tmp_path):
     assert [m.variant for _, m in r2.measured] == []
     assert (tmp_path / "prof.csv").read_text().split("variant,batch")[1] == before
     # a new batch size measures only the missing cells
-    r3 = profile_pipeline(pl, variants=["fast"], batches=[1, 2, 4], cell_budget_s=0.1, min_batches=10,
-                          progress=False, plot=False)
+    r3 = profile_pipeline(
+        pl, variants=["fast"], batches=[1, 2, 4], cell_budget_s=0.1, min_batches=10, progress=False, plot=False
+    )
     assert [(m.variant, m.batch) for _, m in r3.measured] == [("fast", 2)]
     # --force re-measures
-    r4 = profile_pipeline(pl, variants=["fast"], batches=[1], cell_budget_s=0.1, min_batches=10, force=True,
-                          progress=False, plot=False)
+    r4 = profile_pipeline(
+        pl, variants=["fast"], batches=[1], cell_budget_s=0.1, min_batches=10, force=True, progress=False, plot=False
+    )
     assert [(m.variant, m.batch) for _, m in r4.measured] == [("fast", 1)]
     # the written table is a valid profile for the spec once the unprofiled variants are gone
     assert len(ProfileTable.read_csv(tmp_path / "prof.csv").rows) == 5
@@ -90,8 +95,9 @@ def test_cli_profile_reports_the_failure_and_exits_nonzero(tmp_path):
     from pipetune.cli.main import app
 
     spec = _spec(tmp_path)
-    res = CliRunner().invoke(app, ["profile", str(spec), "--batches", "1", "--cell-budget", "0.05",
-                                   "--min-batches", "5", "--no-plot"])
+    res = CliRunner().invoke(
+        app, ["profile", str(spec), "--batches", "1", "--cell-budget", "0.05", "--min-batches", "5", "--no-plot"]
+    )
     assert res.exit_code == 1, res.output
     assert "FAILED" in res.output and "broken" in res.output and "model file truncated" in res.output
     assert "fast" in res.output and "slow" in res.output

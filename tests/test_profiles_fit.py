@@ -23,8 +23,11 @@ def test_csv_round_trip_keeps_header_and_rows(tmp_path):
 def test_law_recovers_generating_parameters():
     a, k, s = 0.004, 0.01, 0.3
     law = ScalingLaw(a, k, s)
-    rows = [ProfileRow("v", b, c, law.mean(b, c), law.mean(b, c), 1.3 * law.mean(b, c), b / law.mean(b, c))
-            for b in (1, 2, 4, 8) for c in (1, 2)]
+    rows = [
+        ProfileRow("v", b, c, law.mean(b, c), law.mean(b, c), 1.3 * law.mean(b, c), b / law.mean(b, c))
+        for b in (1, 2, 4, 8)
+        for c in (1, 2)
+    ]
     fit = ScalingLaw.fit(rows)
     for b in (1, 16, 64):
         for c in (1, 4, 8):
@@ -66,8 +69,13 @@ def test_measured_rows_win_over_the_law():
 
 
 def test_cells_are_the_numbers_of_row_measured_or_fitted():
-    rows = [ProfileRow("v", b, c, 0.01 * b / c + 0.002, 0.01 * b / c + 0.001, 0.02 * b / c + 0.004,
-                       b / (0.01 * b / c + 0.002)) for b in (1, 4) for c in (1, 2)]
+    rows = [
+        ProfileRow(
+            "v", b, c, 0.01 * b / c + 0.002, 0.01 * b / c + 0.001, 0.02 * b / c + 0.004, b / (0.01 * b / c + 0.002)
+        )
+        for b in (1, 4)
+        for c in (1, 2)
+    ]
     vp = VariantProfile("v", rows)
     for grid in ([(1, 1), (4, 2)], [(1, 1), (2, 2), (8, 1), (4, 4)]):  # all measured; some fitted
         cells = vp.cells(grid)

@@ -14,9 +14,24 @@ runner = CliRunner()
 
 
 def test_simulate_prints_json_and_writes_a_plot(tmp_path):
-    res = runner.invoke(app, ["simulate", str(SYNTH), "--workload", "steady-low", "--seconds", "120",
-                              "--predictor", "oracle", "--json", "--out", str(tmp_path), "--log",
-                              str(tmp_path / "d.jsonl")])
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            str(SYNTH),
+            "--workload",
+            "steady-low",
+            "--seconds",
+            "120",
+            "--predictor",
+            "oracle",
+            "--json",
+            "--out",
+            str(tmp_path),
+            "--log",
+            str(tmp_path / "d.jsonl"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["requests"] == summary["completed"] + summary["dropped"] + summary["failed"]

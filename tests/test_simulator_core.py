@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from pipetune.backends.simulator import SimSettings, Simulator, SimulatorError
 from pipetune.backends.simulator.bench import erlang_c, simulate_wait, single_stage
 from pipetune.backends.simulator.service import exponential, fit_error, fit_shifted_gamma
+from pipetune.configs import StageConfig as C
 from pipetune.metrics import summarize
-from pipetune.optimizer.plan import StageConfig as C
 from pipetune.profiles import load_profiles
 from pipetune.spec import load_pipeline
 
@@ -28,8 +28,12 @@ def synth():
 
 
 def base_config(cls="cls-18", cls_reps=2):
-    return {"detect": C("det-small", 2, 1, 2), "classify": C(cls, 4, 1, cls_reps),
-            "tag": C("tag-lite", 2, 1, 1), "fuse": C("fuse-rules", 1, 1, 1)}
+    return {
+        "detect": C("det-small", 2, 1, 2),
+        "classify": C(cls, 4, 1, cls_reps),
+        "tag": C("tag-lite", 2, 1, 1),
+        "fuse": C("fuse-rules", 1, 1, 1),
+    }
 
 
 def poisson(rate, seconds, seed=0):
@@ -60,8 +64,9 @@ def test_same_seed_same_run_other_seed_differs(synth):
 
 def test_every_request_is_completed_dropped_or_failed(synth):
     arr = poisson(60, 60)  # overload: classify cannot keep up with 120 crops/s on 1 replica
-    sim, res = run(synth, arr, base_config(cls="cls-152", cls_reps=1),
-                   steps=[(30.0, {"tag": C("tag-lite", 2, 1, 0)})])  # tag removed: later requests fail
+    sim, res = run(
+        synth, arr, base_config(cls="cls-152", cls_reps=1), steps=[(30.0, {"tag": C("tag-lite", 2, 1, 0)})]
+    )  # tag removed: later requests fail
     assert res.status.size == arr.size
     assert set(np.unique(res.status)) <= {1, 2, 3}
     m = summarize(res, 60.0)
@@ -143,8 +148,14 @@ def test_service_fit_matches_the_row():
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rate=st.floats(1, 80), reps=st.integers(1, 4), batch=st.sampled_from([1, 2, 4, 8]),
-       seed=st.integers(0, 10_000), switch=st.booleans(), wait=st.sampled_from([None, 0.05]))
+@given(
+    rate=st.floats(1, 80),
+    reps=st.integers(1, 4),
+    batch=st.sampled_from([1, 2, 4, 8]),
+    seed=st.integers(0, 10_000),
+    switch=st.booleans(),
+    wait=st.sampled_from([None, 0.05]),
+)
 def test_conservation_property(synth, rate, reps, batch, seed, switch, wait):
     arr = poisson(rate, 20, seed)
     cfg = {**base_config(), "classify": C("cls-50", batch, 1, reps)}

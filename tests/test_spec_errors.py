@@ -146,7 +146,6 @@ def test_cli_prints_error_without_traceback(tmp_path):
     d["edges"].append({"from": "b", "to": "a"})
     f = tmp_path / "cyc.yaml"
     f.write_text(yaml.safe_dump(d))
-    r = subprocess.run([sys.executable, "-m", "pipetune", "plan", str(f), "--rps", "1"],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "pipetune", "plan", str(f), "--rps", "1"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "cycle" in r.stderr and "Traceback" not in r.stderr

@@ -10,8 +10,11 @@ from pipetune.workloads import arrival_times, integer_counts
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(0, 50), min_size=1, max_size=60), st.sampled_from(["poisson", "uniform", "step"]),
-       st.integers(0, 10))
+@given(
+    st.lists(st.integers(0, 50), min_size=1, max_size=60),
+    st.sampled_from(["poisson", "uniform", "step"]),
+    st.integers(0, 10),
+)
 def test_counts_per_second_are_kept(counts, process, seed):
     t = arrival_times(np.array(counts, dtype=float), process, seed)
     assert np.all(np.diff(t) >= 0)

@@ -22,12 +22,15 @@ def _minute(path: Path, events: list[dict], extra: bytes = b"") -> None:
 
 def test_counts_tweets_and_deletions_and_fills_gaps(tmp_path: Path):
     t0 = 1_524_662_100_000
-    _minute(tmp_path / "2018/04/25/07/15.json.bz2", [
-        {"created_at": "x", "timestamp_ms": str(t0 + 100)},
-        {"created_at": "x", "timestamp_ms": str(t0 + 900)},
-        {"delete": {"status": {"id": 1}, "timestamp_ms": str(t0 + 3_500)}},
-        {"limit": {"track": 5, "timestamp_ms": str(t0 + 3_600)}},  # not a request
-    ])
+    _minute(
+        tmp_path / "2018/04/25/07/15.json.bz2",
+        [
+            {"created_at": "x", "timestamp_ms": str(t0 + 100)},
+            {"created_at": "x", "timestamp_ms": str(t0 + 900)},
+            {"delete": {"status": {"id": 1}, "timestamp_ms": str(t0 + 3_500)}},
+            {"limit": {"track": 5, "timestamp_ms": str(t0 + 3_600)}},  # not a request
+        ],
+    )
     counts, report = build_counts(tmp_path)
     np.testing.assert_array_equal(counts, [2, 0, 0, 1])
     assert report.start_epoch_s == t0 // 1000

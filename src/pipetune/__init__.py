@@ -1,16 +1,17 @@
 """pipetune: serve multi-model inference pipelines and keep re-configuring them under an end-to-end SLA.
 
-    import pipetune
-    p = pipetune.load_pipeline("pipeline.yaml")
-    plan = pipetune.plan(p, rps=30)            # Plan, or Infeasible with a fallback
+import pipetune
+p = pipetune.load_pipeline("pipeline.yaml")
+plan = pipetune.plan(p, rps=30)            # Plan, or Infeasible with a fallback
 """
 
 from __future__ import annotations
 
+from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.spec import Pipeline, SpecError, load_pipeline
 
-__all__ = ["PipetuneError", "Pipeline", "SpecError", "load_pipeline", "plan", "example_path"]
+__all__ = ["PipetuneError", "StageConfig", "Pipeline", "SpecError", "load_pipeline", "plan", "example_path"]
 __version__ = "0.1.0"
 
 

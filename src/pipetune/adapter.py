@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import numpy as np
 
 from pipetune.backends.base import Backend
+from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
-from pipetune.optimizer.plan import StageConfig
 
 HORIZON_S = 20
 INTERVAL_S = 10.0
@@ -75,10 +76,6 @@ def resolve_predictor(spec: Any, future_counts: np.ndarray | None = None, horizo
     except ImportError as e:  # pragma: no cover - the predictors package is part of the product
         raise PipetuneError(f"predictor {spec!r} needs pipetune.predictors.make_predictor: {e}") from None
     return make_predictor(spec, **params)
-
-
-def _cfg(c: StageConfig) -> dict:
-    return {"variant": c.variant, "batch": c.batch, "cores": c.cores, "replicas": c.replicas}
 
 
 @dataclass
@@ -154,8 +151,9 @@ class Adapter:
         self._target: dict[str, StageConfig] | None = None
 
     def plan(self, rps: float, current: dict[str, StageConfig] | None):
-        return self._plan(self.pipeline, rps, policy=self.policy, current=current, profiles=self.profiles,
-                          **self.policy_params)
+        return self._plan(
+            self.pipeline, rps, policy=self.policy, current=current, profiles=self.profiles, **self.policy_params
+        )
 
     def step(self) -> Decision:
         """One decision at the backend's current time."""
@@ -166,8 +164,10 @@ class Adapter:
         recent = hist[-k:] if hist.size else np.zeros(1)
         pred = float(self.predictor.predict(hist))
         if not np.isfinite(pred) or pred < 0:
-            raise PipetuneError(f"predictor {getattr(self.predictor, 'name', self.predictor)!r} returned {pred}; "
-                                "a prediction must be a finite rate >= 0")
+            raise PipetuneError(
+                f"predictor {getattr(self.predictor, 'name', self.predictor)!r} returned {pred}; "
+                "a prediction must be a finite rate >= 0"
+            )
         current = self._target or obs.in_effect
         # Planning for the prediction rounded UP to a grid trades a little capacity for fewer distinct
         # questions (plans are memoised by rate) and fewer flip-flops between near-equal plans.
@@ -183,14 +183,24 @@ class Adapter:
             self._target = {**current, **configs}
         plan = result if result.feasible else result.fallback
         d = Decision(
-            t=obs.now, observed_rps=float(recent.mean()), observed_peak_rps=float(recent.max()),
-            predicted_rps=pred, planned_rps=planned, policy=self.policy, feasible=bool(result.feasible),
+            t=obs.now,
+            observed_rps=float(recent.mean()),
+            observed_peak_rps=float(recent.max()),
+            predicted_rps=pred,
+            planned_rps=planned,
+            policy=self.policy,
+            feasible=bool(result.feasible),
             binding=None if result.feasible else result.binding,
-            configs={s: _cfg(c) for s, c in configs.items()}, objective=float(plan.objective),
-            objective_terms={k2: float(v) for k2, v in plan.objective_terms.items()}, pas=float(plan.pas),
-            cost_cores=int(plan.cost_cores), predicted_p99_s=float(plan.latency_e2e_slo_s),
-            solve_time_s=float(getattr(result, "solve_time_s", solve) or solve), applied=applied,
-            changed_stages=changed, in_effect={s: _cfg(c) for s, c in obs.in_effect.items()},
+            configs={s: c.to_dict() for s, c in configs.items()},
+            objective=float(plan.objective),
+            objective_terms={k2: float(v) for k2, v in plan.objective_terms.items()},
+            pas=float(plan.pas),
+            cost_cores=int(plan.cost_cores),
+            predicted_p99_s=float(plan.latency_e2e_slo_s),
+            solve_time_s=float(getattr(result, "solve_time_s", solve) or solve),
+            applied=applied,
+            changed_stages=changed,
+            in_effect={s: c.to_dict() for s, c in obs.in_effect.items()},
             violations_last_interval=int(obs.sla_violations),
             requests_last_interval=int(obs.completed + obs.dropped + obs.failed),
         )

@@ -119,12 +119,22 @@ def _formation(b: np.ndarray, lam: np.ndarray, q: float, max_wait: float | None)
     return form_mean, form_q
 
 
-def latency_floor(*, p50_s: np.ndarray, p99_s: np.ndarray, batch: np.ndarray, rate: np.ndarray | float, pct: float,
-                  max_wait: float | None = None) -> np.ndarray:
+def latency_floor(
+    *,
+    p50_s: np.ndarray,
+    p99_s: np.ndarray,
+    batch: np.ndarray,
+    rate: np.ndarray | float,
+    pct: float,
+    max_wait: float | None = None,
+) -> np.ndarray:
     """The SLA-percentile sojourn without its queueing term: a lower bound at any replica count (the queueing
     quantile is >= 0, and `stage_latency_arrays` adds it in between, so its sum is never below this one)."""
     p50_s, p99_s, b, lam = np.broadcast_arrays(
-        np.asarray(p50_s, float), np.asarray(p99_s, float), np.asarray(batch, float), np.asarray(rate, float),
+        np.asarray(p50_s, float),
+        np.asarray(p99_s, float),
+        np.asarray(batch, float),
+        np.asarray(rate, float),
     )
     _, form_q = _formation(b, lam, 1.0 - pct / 100.0, max_wait)
     return form_q + service_quantile(p50_s, p99_s, pct)
@@ -146,8 +156,12 @@ def stage_latency_arrays(
     # The terms that do not depend on the replica count are computed at their own (smaller) shape; only
     # queueing is evaluated on the full grid (the optimizer passes rows x replica-candidates).
     mean_s, p50_s, p99_s, thr, b, lam = np.broadcast_arrays(
-        np.asarray(mean_s, float), np.asarray(p50_s, float), np.asarray(p99_s, float),
-        np.asarray(throughput, float), np.asarray(batch, float), np.asarray(rate, float),
+        np.asarray(mean_s, float),
+        np.asarray(p50_s, float),
+        np.asarray(p99_s, float),
+        np.asarray(throughput, float),
+        np.asarray(batch, float),
+        np.asarray(rate, float),
     )
     n = np.asarray(replicas, np.int64)
     q = 1.0 - pct / 100.0
@@ -167,20 +181,35 @@ def stage_latency_arrays(
     svc_q = service_quantile(p50_s, p99_s, pct)
     shape = np.broadcast_shapes(rho.shape, mean_s.shape)
     return LatencyArrays(
-        form_mean + wq_mean + mean_s, form_q + wq_q + svc_q, rho,
-        np.broadcast_to(form_q, shape), wq_q, np.broadcast_to(svc_q, shape),
+        form_mean + wq_mean + mean_s,
+        form_q + wq_q + svc_q,
+        rho,
+        np.broadcast_to(form_q, shape),
+        wq_q,
+        np.broadcast_to(svc_q, shape),
     )
 
 
 def stage_latency(row, replicas: int, rate: float, pct: float = 99.0, max_wait: float | None = None) -> StageLatency:
     """Scalar convenience over `stage_latency_arrays` for one ProfileRow."""
     r = stage_latency_arrays(
-        mean_s=row.latency_mean_s, p50_s=row.latency_p50_s, p99_s=row.latency_p99_s,
-        throughput=row.throughput_rps, batch=row.batch, replicas=replicas, rate=rate, pct=pct, max_wait=max_wait,
+        mean_s=row.latency_mean_s,
+        p50_s=row.latency_p50_s,
+        p99_s=row.latency_p99_s,
+        throughput=row.throughput_rps,
+        batch=row.batch,
+        replicas=replicas,
+        rate=rate,
+        pct=pct,
+        max_wait=max_wait,
     )
     return StageLatency(
-        mean_s=float(r.mean), slo_s=float(r.slo), utilization=float(r.utilization),
-        formation_s=float(r.formation_slo), queue_s=float(r.queue_slo), service_s=float(r.service_slo),
+        mean_s=float(r.mean),
+        slo_s=float(r.slo),
+        utilization=float(r.utilization),
+        formation_s=float(r.formation_slo),
+        queue_s=float(r.queue_slo),
+        service_s=float(r.service_slo),
     )
 
 

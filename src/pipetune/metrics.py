@@ -89,10 +89,12 @@ def per_interval(res, interval_s: float = 10.0, duration_s: float | None = None)
         "t_start_s": edges[:-1],
         "arrivals": arrivals,
         "rps": arrivals / interval_s,
-        "sla_violation_rate": np.divide(np.bincount(bins, viol, minlength=k), arrivals,
-                                        out=np.zeros(k), where=arrivals > 0),
-        "drop_rate": np.divide(np.bincount(bins, st == DROPPED, minlength=k), arrivals,
-                               out=np.zeros(k), where=arrivals > 0),
+        "sla_violation_rate": np.divide(
+            np.bincount(bins, viol, minlength=k), arrivals, out=np.zeros(k), where=arrivals > 0
+        ),
+        "drop_rate": np.divide(
+            np.bincount(bins, st == DROPPED, minlength=k), arrivals, out=np.zeros(k), where=arrivals > 0
+        ),
         "mean_cores": core_seconds(res.cost_t, res.cost_cores, edges) / interval_s,
     }
     nd = np.bincount(bins[done], minlength=k).astype(float)
@@ -106,6 +108,6 @@ def per_interval(res, interval_s: float = 10.0, duration_s: float | None = None)
     cuts = np.searchsorted(lb, np.arange(k + 1))
     for i in range(k):
         if cuts[i + 1] > cuts[i]:
-            p99[i] = np.percentile(ll[cuts[i]:cuts[i + 1]], 99)
+            p99[i] = np.percentile(ll[cuts[i] : cuts[i + 1]], 99)
     out["latency_p99_s"] = p99
     return out

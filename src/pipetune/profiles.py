@@ -20,9 +20,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -133,9 +134,16 @@ class ProfileTable:
         for r in sorted(self.rows, key=lambda r: (r.variant, r.cores, r.batch)):
             w.writerow(
                 [
-                    r.variant, r.batch, r.cores, f"{r.latency_mean_s:.6g}", f"{r.latency_p50_s:.6g}",
-                    f"{r.latency_p99_s:.6g}", f"{r.throughput_rps:.6g}", f"{r.load_time_s:.4g}",
-                    f"{r.memory_mb:.4g}", r.source,
+                    r.variant,
+                    r.batch,
+                    r.cores,
+                    f"{r.latency_mean_s:.6g}",
+                    f"{r.latency_p50_s:.6g}",
+                    f"{r.latency_p99_s:.6g}",
+                    f"{r.throughput_rps:.6g}",
+                    f"{r.load_time_s:.4g}",
+                    f"{r.memory_mb:.4g}",
+                    r.source,
                 ]
             )
         text = buf.getvalue()
@@ -307,6 +315,7 @@ class VariantProfile:
                 source="fitted",
             )
         return self._cache[key]
+
 
 def stack_cells(variants: list[VariantProfile], grid: list[tuple[int, int]]) -> np.ndarray:
     """`cells(grid)` of several variants, concatenated. Variants profiled on the same cells (the usual case)

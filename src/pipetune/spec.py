@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pipetune.errors import PipetuneError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipetune.errors import PipetuneError
 
 AccuracyMethod = Literal["pas", "sum", "mean", "rank_sum"]
 
@@ -52,9 +53,7 @@ class Variant(_Strict):
     @classmethod
     def _accuracy_in_unit_interval(cls, v: float) -> float:
         if not (0.0 <= v <= 1.0) or math.isnan(v):
-            raise ValueError(
-                f"accuracy {v} is outside [0, 1]; write it as a fraction (76.1% -> 0.761, WER 0.3 -> 0.7)"
-            )
+            raise ValueError(f"accuracy {v} is outside [0, 1]; write it as a fraction (76.1% -> 0.761, WER 0.3 -> 0.7)")
         return float(v)
 
 
@@ -275,7 +274,7 @@ class Pipeline(_Strict):
 
 
 def _topo(nodes: list[str], pairs: list[tuple[str, str]]) -> list[str] | None:
-    indeg = {n: 0 for n in nodes}
+    indeg = dict.fromkeys(nodes, 0)
     kids: dict[str, list[str]] = defaultdict(list)
     for a, b in pairs:
         indeg[b] += 1
@@ -296,7 +295,7 @@ def _find_cycle(nodes: list[str], pairs: list[tuple[str, str]]) -> list[str] | N
     kids: dict[str, list[str]] = defaultdict(list)
     for a, b in pairs:
         kids[a].append(b)
-    color = {n: 0 for n in nodes}
+    color = dict.fromkeys(nodes, 0)
     stack: list[str] = []
 
     def dfs(n: str) -> list[str] | None:
@@ -304,7 +303,7 @@ def _find_cycle(nodes: list[str], pairs: list[tuple[str, str]]) -> list[str] | N
         stack.append(n)
         for k in kids[n]:
             if color[k] == 1:
-                return stack[stack.index(k):] + [k]
+                return stack[stack.index(k) :] + [k]
             if color[k] == 0:
                 found = dfs(k)
                 if found:
@@ -321,8 +320,9 @@ def _find_cycle(nodes: list[str], pairs: list[tuple[str, str]]) -> list[str] | N
     return None
 
 
-def format_validation_error(err: ValidationError, where: str = "", what: str = "pipeline spec",
-                            docs: str = "docs/spec.md") -> str:
+def format_validation_error(
+    err: ValidationError, where: str = "", what: str = "pipeline spec", docs: str = "docs/spec.md"
+) -> str:
     """One line per problem: the field's dotted path, what is wrong and how to fix it."""
     lines = []
     for e in err.errors():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipetune.optimizer.plan import StageConfig
+from pipetune.configs import StageConfig
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -24,8 +23,8 @@ def bench_optimizer(
     stages: str = typer.Option("1-9,15,25", help="stage counts, e.g. '1-9,15,25'"),
     variants: str = typer.Option("1-9", help="variant counts, e.g. '1-9'"),
     repeats: int = typer.Option(3, min=1, help="cold decisions timed per instance (their median counts)"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: median decision time per stages x variants."),
-    from_json: Optional[Path] = typer.Option(None, "--from-json", help="redraw a saved --json result; no timing"),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG: median decision time per stages x variants."),
+    from_json: Path | None = typer.Option(None, "--from-json", help="redraw a saved --json result; no timing"),
 ) -> None:
     """Decision time (build + solve) on IPA's grid and beyond, and agreement with the brute-force oracle."""
     from rich.progress import Progress
@@ -39,8 +38,9 @@ def bench_optimizer(
         cells = [(s, v) for s in parse_range(stages) for v in parse_range(variants)]
         with Progress(console=err, transient=True) as prog:
             task = prog.add_task("optimizer benchmark", total=len(cells) * instances + oracle)
-            result = run_optimizer_benchmark(cells, instances, oracle, seed, advance=lambda: prog.advance(task),
-                                             repeats=repeats)
+            result = run_optimizer_benchmark(
+                cells, instances, oracle, seed, advance=lambda: prog.advance(task), repeats=repeats
+            )
     if plot is not None:
         _plot_optimizer(result, plot)
         err.print(f"wrote {plot}")
@@ -74,8 +74,10 @@ def _read_result(path: Path) -> dict:
     try:
         result = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise PipetuneError(f"--from-json {path}: cannot read a benchmark result ({e}); give the file that "
-                            "`pipetune bench optimizer --json` printed") from None
+        raise PipetuneError(
+            f"--from-json {path}: cannot read a benchmark result ({e}); give the file that "
+            "`pipetune bench optimizer --json` printed"
+        ) from None
     if not isinstance(result, dict) or not isinstance(result.get("cells"), list) or "oracle" not in result:
         raise PipetuneError(f"--from-json {path}: not a `bench optimizer --json` result (needs 'cells' and 'oracle')")
     return result
@@ -101,8 +103,15 @@ def _plot_optimizer(result: dict, path: Path) -> None:
     for i in range(len(ss)):
         for j in range(len(vs)):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.0f}" if grid[i, j] >= 10 else f"{grid[i, j]:.1f}", ha="center",
-                        va="center", fontsize=7, color="white" if grid[i, j] < np.sqrt(np.nanmax(grid)) else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.0f}" if grid[i, j] >= 10 else f"{grid[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if grid[i, j] < np.sqrt(np.nanmax(grid)) else "black",
+                )
     ax.set_xticks(range(len(vs)), [str(v) for v in vs])
     ax.set_yticks(range(len(ss)), [str(s) for s in ss])
     ax.set_xlabel("variants per stage")

@@ -30,12 +30,19 @@ def bench_simulator(
         print(json.dumps(res))
         return
     con = Console()
-    con.print(f"speed: {res['requests_per_s']:,.0f} simulated requests/s (goal 200,000; ratio "
-              f"{res['speed_ratio_to_goal']:.2f})")
+    con.print(
+        f"speed: {res['requests_per_s']:,.0f} simulated requests/s (goal 200,000; ratio "
+        f"{res['speed_ratio_to_goal']:.2f})"
+    )
     t = Table(title="mean wait in queue: simulation vs theory")
     for c in ("model", "rho", "sim wait (ms)", "theory (ms)", "rel. error"):
         t.add_column(c, justify="right")
     for r in res["md1"] + res["mmc"]:
-        t.add_row(r["model"], f"{r['rho']:.2f}", f"{1e3 * r['sim_wait_s']:.3f}", f"{1e3 * r['theory_wait_s']:.3f}",
-                  f"{100 * r['rel_err']:.2f}%")
+        t.add_row(
+            r["model"],
+            f"{r['rho']:.2f}",
+            f"{1e3 * r['sim_wait_s']:.3f}",
+            f"{1e3 * r['theory_wait_s']:.3f}",
+            f"{100 * r['rel_err']:.2f}%",
+        )
     con.print(t)

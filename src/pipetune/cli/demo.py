@@ -36,24 +36,30 @@ def demo_cmd(
     for rps in (5, 30):
         render_plan(plan_pipeline(pipeline, rps), con)
     con.rule("[bold]2. the adapter on the simulator[/] (decide every 10 s on the predicted load)")
-    exp = parse_experiment({
-        "name": "demo",
-        "description": "pipetune demo: the synthetic DAG under two synthetic load patterns",
-        "pipeline": "example:synthetic",
-        "workloads": [
-            {"name": "bursty", "synthetic": "bursty", "peak": 30, "seconds": seconds},
-            {"name": "fluctuating", "synthetic": "fluctuating", "peak": 30, "seconds": seconds},
-        ],
-        "systems": [
-            {"name": "IPA", "policy": "ipa", "predictor": "default"},
-            {"name": "FA2-low", "policy": "fa2-low", "predictor": "default"},
-            {"name": "FA2-high", "policy": "fa2-high", "predictor": "default"},
-            {"name": "RIM", "policy": "rim", "predictor": "default", "params": {"replicas": 3}},
-        ],
-        "calibration": None,
-    }, base_dir=Path.cwd(), where="(demo)")
+    exp = parse_experiment(
+        {
+            "name": "demo",
+            "description": "pipetune demo: the synthetic DAG under two synthetic load patterns",
+            "pipeline": "example:synthetic",
+            "workloads": [
+                {"name": "bursty", "synthetic": "bursty", "peak": 30, "seconds": seconds},
+                {"name": "fluctuating", "synthetic": "fluctuating", "peak": 30, "seconds": seconds},
+            ],
+            "systems": [
+                {"name": "IPA", "policy": "ipa", "predictor": "default"},
+                {"name": "FA2-low", "policy": "fa2-low", "predictor": "default"},
+                {"name": "FA2-high", "policy": "fa2-high", "predictor": "default"},
+                {"name": "RIM", "policy": "rim", "predictor": "default", "params": {"replicas": 3}},
+            ],
+            "calibration": None,
+        },
+        base_dir=Path.cwd(),
+        where="(demo)",
+    )
     data = run_experiment(exp, out)
     for row in system_table([r for r in data["runs"] if r["kind"] == "grid"]):
-        con.print(f"{row['system']:>10}: SLA violations {100 * row['sla_violation_rate']:.2f}%  "
-                  f"mean cores {row['mean_cores']:.2f}  mean PAS {row['pas_mean']:.3f}")
+        con.print(
+            f"{row['system']:>10}: SLA violations {100 * row['sla_violation_rate']:.2f}%  "
+            f"mean cores {row['mean_cores']:.2f}  mean PAS {row['pas_mean']:.3f}"
+        )
     con.print(f"report: {out / 'report.html'} (and report.md, figures *.png)")

@@ -9,8 +9,9 @@ from rich.console import Console
 
 from pipetune.cli.main import app
 
-experiment_app = typer.Typer(help="Reproduce IPA-style evaluations on the simulator (see docs/experiments.md).",
-                             no_args_is_help=True)
+experiment_app = typer.Typer(
+    help="Reproduce IPA-style evaluations on the simulator (see docs/experiments.md).", no_args_is_help=True
+)
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -33,16 +34,21 @@ def run_cmd(
     con = Console()
     grid = [r for r in data["runs"] if r["kind"] == "grid"]
     for row in system_table(grid):
-        con.print(f"{row['system']:>14}: SLA violations {100 * row['sla_violation_rate']:.2f}%  "
-                  f"mean cores {row['mean_cores']:.2f}  mean PAS {row['pas_mean']:.3f}")
+        con.print(
+            f"{row['system']:>14}: SLA violations {100 * row['sla_violation_rate']:.2f}%  "
+            f"mean cores {row['mean_cores']:.2f}  mean PAS {row['pas_mean']:.3f}"
+        )
     cal = calibration_summary(data.get("calibration", []))
     if cal:
-        con.print(f"calibration: {cal['plans']} plans, simulated/predicted p99 median {cal['ratio_median']:.2f}, "
-                  f"max SLA violations {100 * cal['sla_violation_rate_max']:.2f}%")
+        con.print(
+            f"calibration: {cal['plans']} plans, simulated/predicted p99 median {cal['ratio_median']:.2f}, "
+            f"max SLA violations {100 * cal['sla_violation_rate_max']:.2f}%"
+        )
     for e in data.get("errors") or []:
         con.print(f"[red]failed[/]: {e.get('pipeline')} / {e.get('workload')} / {e.get('system')}: {e['error']}")
-    con.print(f"{len(data['runs'])} runs in {data['wall_s']:.1f} s on {data['workers']} processes -> "
-              f"{out / 'report.md'}")
+    con.print(
+        f"{len(data['runs'])} runs in {data['wall_s']:.1f} s on {data['workers']} processes -> {out / 'report.md'}"
+    )
 
 
 @experiment_app.command("report")

@@ -20,16 +20,15 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Command groups register themselves on `app` when imported (one module per concern).
-from pipetune.cli import plan as _plan  # noqa: E402,F401
 from pipetune.cli import bench as _bench  # noqa: E402,F401
-from pipetune.cli import demo as _demo  # noqa: E402,F401
-from pipetune.cli import trace as _trace  # noqa: E402,F401
-from pipetune.cli import predictor as _predictor  # noqa: E402,F401
-from pipetune.cli import simulate as _simulate  # noqa: E402,F401
-from pipetune.cli import experiment as _experiment  # noqa: E402,F401
 from pipetune.cli import bench_simulator as _bench_simulator  # noqa: E402,F401
+from pipetune.cli import demo as _demo  # noqa: E402,F401
+from pipetune.cli import experiment as _experiment  # noqa: E402,F401
+from pipetune.cli import plan as _plan  # noqa: E402,F401
+from pipetune.cli import predictor as _predictor  # noqa: E402,F401
 from pipetune.cli import profile as _profile  # noqa: E402,F401
-
+from pipetune.cli import simulate as _simulate  # noqa: E402,F401
+from pipetune.cli import trace as _trace  # noqa: E402,F401
 
 
 def run() -> None:
@@ -38,4 +37,3 @@ def run() -> None:
     except PipetuneError as e:
         err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-

@@ -43,8 +43,17 @@ def render_plan(result, console: Console) -> None:
         t.add_column(col, justify="left" if col in ("stage", "variant") else "right")
     for name, c in plan.stages.items():
         k = c.config
-        t.add_row(name, k.variant, f"{c.accuracy:.3f}", str(k.batch), str(k.cores), str(k.replicas),
-                  f"{c.load_rps:.1f}", f"{c.capacity_rps:.1f}", f"{c.latency_slo_s:.3f}")
+        t.add_row(
+            name,
+            k.variant,
+            f"{c.accuracy:.3f}",
+            str(k.batch),
+            str(k.cores),
+            str(k.replicas),
+            f"{c.load_rps:.1f}",
+            f"{c.capacity_rps:.1f}",
+            f"{c.latency_slo_s:.3f}",
+        )
     console.print(t)
     console.print(
         f"accuracy {plan.accuracy:.4f} (pas {plan.pas:.4f}) · cost {plan.cost_cores} cores · "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -41,9 +40,13 @@ def train(
     kind: str = typer.Option("lstm", "--kind", help="lstm (IPA's, MSE) or quantile-lstm (pinball loss)."),
     output: Path = typer.Option(..., "-o", "--output", help="Model file to write (.pt, weights + metadata)."),
     epochs: int = typer.Option(30, help="IPA trains 30 epochs."),
-    batch_size: int = typer.Option(512, help="IPA uses 64; 512 cuts the optimiser steps 8x so 30 epochs of 14 days fit ~5 min on 2 cores."),
-    lr: float = typer.Option(3e-3, help="Adam learning rate (IPA: 1e-3 at batch 64; larger batches take larger steps)."),
-    quantile: Optional[float] = typer.Option(None, help="Pinball-loss quantile (quantile-lstm; default 0.95)."),
+    batch_size: int = typer.Option(
+        512, help="IPA uses 64; 512 cuts the optimiser steps 8x so 30 epochs of 14 days fit ~5 min on 2 cores."
+    ),
+    lr: float = typer.Option(
+        3e-3, help="Adam learning rate (IPA: 1e-3 at batch 64; larger batches take larger steps)."
+    ),
+    quantile: float | None = typer.Option(None, help="Pinball-loss quantile (quantile-lstm; default 0.95)."),
     time_budget: float = typer.Option(270.0, help="Stop after the epoch that would pass this many seconds."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, help="torch threads (the machine is shared)."),
@@ -63,9 +66,15 @@ def train(
     p = make_predictor(kind, **params)
     assert isinstance(p, IPALSTM)
     series = load_trace(trace)
-    with Progress(TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("training {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(kind, total=epochs, loss="-")
 
         def step(epoch: int, total: int, loss: float) -> None:
@@ -80,10 +89,18 @@ def train(
     )
 
 
-def _windows(trace: Optional[Path], window: list[str], names: Optional[str], damping: float,
-             shared: Optional[Path]) -> tuple[dict, str]:
-    from pipetune.workloads import (PATTERNS, concat, damp, load_trace, paper_window, parse_range, slice_trace,
-                                    synthetic_pattern)
+def _windows(
+    trace: Path | None, window: list[str], names: str | None, damping: float, shared: Path | None
+) -> tuple[dict, str]:
+    from pipetune.workloads import (
+        PATTERNS,
+        damp,
+        load_trace,
+        paper_window,
+        parse_range,
+        slice_trace,
+        synthetic_pattern,
+    )
 
     if trace is not None:
         x = load_trace(trace)
@@ -109,19 +126,22 @@ def _windows(trace: Optional[Path], window: list[str], names: Optional[str], dam
 @predictor_app.command("eval")
 def evaluate_cmd(
     predictors: str = typer.Option(",".join(EVAL_DEFAULT), "--predictors", "-p", help="Comma-separated names."),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="Score on this trace instead of IPA's windows."),
+    trace: Path | None = typer.Option(None, "--trace", help="Score on this trace instead of IPA's windows."),
     window: list[str] = typer.Option([], "--window", "-w", help="START:STOP or START+DURATION in --trace; repeatable."),
-    windows: Optional[str] = typer.Option(
-        None, "--windows", help="Paper windows by name (bursty,steady-low); with --trace, ranges (0:1200,5000+1200)."),
+    windows: str | None = typer.Option(
+        None, "--windows", help="Paper windows by name (bursty,steady-low); with --trace, ranges (0:1200,5000+1200)."
+    ),
     damping: float = typer.Option(8.0, help="Divide the counts by this (IPA: 8)."),
-    shared: Optional[Path] = typer.Option(None, "--shared", help="Folder holding traces/paper-windows (default ../shared)."),
+    shared: Path | None = typer.Option(
+        None, "--shared", help="Folder holding traces/paper-windows (default ../shared)."
+    ),
     interval: int = typer.Option(10, help="Seconds between decisions."),
     horizon: int = typer.Option(20, help="Seconds the prediction must cover (target: their max)."),
     warmup: int = typer.Option(120, help="First scored decision (s into each window)."),
-    lstm_model: Optional[Path] = typer.Option(None, help="Trained lstm file (default: the shipped one)."),
-    quantile_model: Optional[Path] = typer.Option(None, help="Trained quantile-lstm file (default: shipped)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: predicted vs realised, default predictor and lstm."),
-    json_out: bool = typer.Option(False, "--json", help="Print {\"predictors\": [...]} as JSON."),
+    lstm_model: Path | None = typer.Option(None, help="Trained lstm file (default: the shipped one)."),
+    quantile_model: Path | None = typer.Option(None, help="Trained quantile-lstm file (default: shipped)."),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG: predicted vs realised, default predictor and lstm."),
+    json_out: bool = typer.Option(False, "--json", help='Print {"predictors": [...]} as JSON.'),
 ) -> None:
     """Score predictors: SMAPE, under-prediction rate and over-provisioning against the next-20-s max."""
     import torch
@@ -138,8 +158,14 @@ def evaluate_cmd(
     data, described = _windows(trace, window, windows, damping, shared)
     models = {"lstm": lstm_model, "quantile-lstm": quantile_model}
     scores, skipped = [], []
-    with Progress(TextColumn("scoring {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
+    with Progress(
+        TextColumn("scoring {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("predictors", total=len(names))
         for n in names:
             bar.update(task, description=n)
@@ -157,16 +183,27 @@ def evaluate_cmd(
             scores.append(evaluate(p, data, interval=interval, horizon=horizon, warmup=warmup))
             bar.advance(task)
     if json_out:
-        out = {"windows": described, "interval_s": interval, "horizon_s": horizon, "warmup_s": warmup,
-               "predictors": [s.as_dict() for s in scores]}
+        out = {
+            "windows": described,
+            "interval_s": interval,
+            "horizon_s": horizon,
+            "warmup_s": warmup,
+            "predictors": [s.as_dict() for s in scores],
+        }
         if skipped:
             out["skipped"] = skipped
         print(json.dumps(out, indent=1))
     else:
         table = Table("predictor", "SMAPE", "under rate", "over-provision", "mean over", "predict ms", title=described)
         for s in scores:
-            table.add_row(s.name + (" (default)" if s.name == DEFAULT_PREDICTOR else ""), f"{s.smape:.1%}",
-                          f"{s.under_rate:.1%}", f"{s.over_provision:.1%}", f"{s.mean_over:.1%}", f"{s.predict_ms:.3f}")
+            table.add_row(
+                s.name + (" (default)" if s.name == DEFAULT_PREDICTOR else ""),
+                f"{s.smape:.1%}",
+                f"{s.under_rate:.1%}",
+                f"{s.over_provision:.1%}",
+                f"{s.mean_over:.1%}",
+                f"{s.predict_ms:.3f}",
+            )
         console.print(table)
         for s in skipped:
             console.print(f"[yellow]skipped {s}[/]")

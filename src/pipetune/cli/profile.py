@@ -77,9 +77,17 @@ def profile_cmd(
         t.add_column(col, justify="right" if col not in ("stage", "variant") else "left")
     for stage, m in report.measured:
         t.add_row(
-            stage, m.variant, str(m.cores), str(m.batch), f"{m.latency_p50_s * 1e3:.3g}",
-            f"{m.latency_p95_s * 1e3:.3g}", f"{m.latency_p99_s * 1e3:.3g}", f"{m.throughput_rps:.4g}",
-            f"{m.load_time_s:.2f}", f"{m.memory_mb:.0f}", str(m.n_batches),
+            stage,
+            m.variant,
+            str(m.cores),
+            str(m.batch),
+            f"{m.latency_p50_s * 1e3:.3g}",
+            f"{m.latency_p95_s * 1e3:.3g}",
+            f"{m.latency_p99_s * 1e3:.3g}",
+            f"{m.throughput_rps:.4g}",
+            f"{m.load_time_s:.2f}",
+            f"{m.memory_mb:.0f}",
+            str(m.n_batches),
         )
     console.print(t)
     for s, v, why in report.skipped:

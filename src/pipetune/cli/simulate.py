@@ -16,8 +16,11 @@ from pipetune.errors import PipetuneError
 @app.command("simulate")
 def simulate_cmd(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
-    workload: str = typer.Option("bursty", help="synthetic pattern (bursty, steady-low, steady-high, "
-                                 "fluctuating), paper:NAME for IPA's window (needs ../shared), or a count file"),
+    workload: str = typer.Option(
+        "bursty",
+        help="synthetic pattern (bursty, steady-low, steady-high, "
+        "fluctuating), paper:NAME for IPA's window (needs ../shared), or a count file",
+    ),
     policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
     predictor: str = typer.Option("reactive", help="oracle or any predictor name (reactive, max, lstm, ...)"),
     seconds: int = typer.Option(1200, help="synthetic pattern length / trace seconds to keep"),
@@ -46,21 +49,34 @@ def simulate_cmd(
     elif Path(workload).exists():
         counts = load_trace(workload)[:seconds]
     else:
-        raise PipetuneError(f"--workload {workload!r}: not a pattern ({', '.join(PATTERNS)}), paper:NAME, or an "
-                            "existing count file")
+        raise PipetuneError(
+            f"--workload {workload!r}: not a pattern ({', '.join(PATTERNS)}), paper:NAME, or an existing count file"
+        )
     from rich.progress import Progress
 
     settings = Settings(interval_s=interval, drop_limit_s=drop_limit)
     with Progress(transient=True, disable=as_json) as prog:
         bar = prog.add_task("simulating", total=len(counts))
-        run = simulate(pipe, counts, policy=policy, predictor=predictor, seed=seed, settings=settings, log=log,
-                       on_step=lambda d: prog.update(bar, completed=d.t))
+        run = simulate(
+            pipe,
+            counts,
+            policy=policy,
+            predictor=predictor,
+            seed=seed,
+            settings=settings,
+            log=log,
+            on_step=lambda d: prog.update(bar, completed=d.t),
+        )
     s = run.summary
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(s, indent=1))
-        _plot(per_interval(run.result, interval, float(len(counts))), pipe.sla.seconds,
-              f"{pipe.name}: {policy} + {predictor} on {workload}", out / "sim-run.png")
+        _plot(
+            per_interval(run.result, interval, float(len(counts))),
+            pipe.sla.seconds,
+            f"{pipe.name}: {policy} + {predictor} on {workload}",
+            out / "sim-run.png",
+        )
     if as_json:
         print(json.dumps(s, default=float))
         return
@@ -69,8 +85,19 @@ def simulate_cmd(
     t.add_column("value", justify="right")
     for k in ("sla_violation_rate", "drop_rate", "late_rate"):
         t.add_row(k, f"{100 * s[k]:.2f}%")
-    for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s", "pas_mean", "norm_acc_mean", "mean_cores",
-              "core_seconds", "decisions", "applied", "switches", "solve_time_median_s"):
+    for k in (
+        "latency_p50_s",
+        "latency_p95_s",
+        "latency_p99_s",
+        "pas_mean",
+        "norm_acc_mean",
+        "mean_cores",
+        "core_seconds",
+        "decisions",
+        "applied",
+        "switches",
+        "solve_time_median_s",
+    ):
         v = s[k]
         t.add_row(k, f"{v:.4g}" if isinstance(v, float) and not np.isnan(v) else str(v))
     Console().print(t)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -15,21 +14,31 @@ from rich.table import Table
 from pipetune.cli.main import app
 from pipetune.errors import PipetuneError
 
-trace_app = typer.Typer(help="Per-second request traces: build from tweets, cut, damp, find patterns.", no_args_is_help=True)
+trace_app = typer.Typer(
+    help="Per-second request traces: build from tweets, cut, damp, find patterns.", no_args_is_help=True
+)
 app.add_typer(trace_app, name="trace")
 console = Console()
 
 
 @trace_app.command("build")
 def build(
-    directory: Path = typer.Argument(..., help="Root of an Archive Team twitter-stream tree (YYYY/MM/DD/HH/MM.json.bz2)."),
+    directory: Path = typer.Argument(
+        ..., help="Root of an Archive Team twitter-stream tree (YYYY/MM/DD/HH/MM.json.bz2)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Counts file to write (one integer a line; .gz gzips)."),
 ) -> None:
     """Count tweets and deletions per second; damaged files are counted as far as they read, and reported."""
     from pipetune.workloads import build_counts, save_trace
 
-    with Progress(TextColumn("reading minute files"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("reading minute files"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("files", total=None)
 
         def step(done: int, total: int) -> None:
@@ -51,15 +60,22 @@ def build(
 
 
 @trace_app.command("info")
-def info(trace: Path = typer.Argument(..., help="Counts file (plain, .gz or .csv)."),
-         json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def info(
+    trace: Path = typer.Argument(..., help="Counts file (plain, .gz or .csv)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """Length, mean, percentiles and zero seconds of a trace."""
     from pipetune.workloads import load_trace
 
     x = load_trace(trace)
     stats = {
-        "seconds": int(x.size), "total": float(x.sum()), "mean": float(x.mean()), "max": float(x.max()),
-        "p50": float(np.percentile(x, 50)), "p95": float(np.percentile(x, 95)), "zero_seconds": int((x == 0).sum()),
+        "seconds": int(x.size),
+        "total": float(x.sum()),
+        "mean": float(x.mean()),
+        "max": float(x.max()),
+        "p50": float(np.percentile(x, 50)),
+        "p95": float(np.percentile(x, 95)),
+        "zero_seconds": int((x == 0).sum()),
     }
     if json_out:
         print(json.dumps(stats))
@@ -72,9 +88,11 @@ def info(trace: Path = typer.Argument(..., help="Counts file (plain, .gz or .csv
 def cut(
     trace: Path = typer.Argument(..., help="Counts file."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the result."),
-    window: list[str] = typer.Option([], "--window", "-w", help="START:STOP or START+DURATION seconds; repeat to concatenate."),
+    window: list[str] = typer.Option(
+        [], "--window", "-w", help="START:STOP or START+DURATION seconds; repeat to concatenate."
+    ),
     damping: float = typer.Option(1.0, help="Divide counts by this (IPA uses 8)."),
-    peak: Optional[float] = typer.Option(None, help="Rescale so the busiest second is PEAK rps."),
+    peak: float | None = typer.Option(None, help="Rescale so the busiest second is PEAK rps."),
 ) -> None:
     """Slice windows, concatenate them, damp and rescale (IPA's steady-high is one 600-s window twice)."""
     from pipetune.workloads import concat, damp, load_trace, parse_range, rescale, save_trace, slice_trace
@@ -95,8 +113,8 @@ def patterns(
     trace: Path = typer.Argument(..., help="Counts file to search."),
     duration: int = typer.Option(1200, help="Window length in seconds."),
     stride: int = typer.Option(60, help="Search step in seconds (rounded down to 10)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG with the four windows found."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Also write each window as NAME.txt here."),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG with the four windows found."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Also write each window as NAME.txt here."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find bursty, steady-low, steady-high and fluctuating windows by the documented rules."""
@@ -104,15 +122,31 @@ def patterns(
 
     x = load_trace(trace)
     found = find_patterns(x, duration=duration, stride=stride)
-    rows = {k: {"start": v.start, "stop": v.start + duration, "mean": round(v.mean, 3), "cv": round(v.cv, 4),
-                "episodes": v.episodes, "surge_ratio": round(v.surge_ratio, 3)} for k, v in found.items()}
+    rows = {
+        k: {
+            "start": v.start,
+            "stop": v.start + duration,
+            "mean": round(v.mean, 3),
+            "cv": round(v.cv, 4),
+            "episodes": v.episodes,
+            "surge_ratio": round(v.surge_ratio, 3),
+        }
+        for k, v in found.items()
+    }
     if json_out:
         print(json.dumps({"duration": duration, "windows": rows}))
     else:
         table = Table("pattern", "start", "stop", "mean rps", "cv", "surges", "surge ratio")
         for k, r in rows.items():
-            table.add_row(k, str(r["start"]), str(r["stop"]), f"{r['mean']:.1f}", f"{r['cv']:.3f}",
-                          str(r["episodes"]), f"{r['surge_ratio']:.2f}")
+            table.add_row(
+                k,
+                str(r["start"]),
+                str(r["stop"]),
+                f"{r['mean']:.1f}",
+                f"{r['cv']:.3f}",
+                str(r["episodes"]),
+                f"{r['surge_ratio']:.2f}",
+            )
         console.print(table)
         missing = [p for p in ("bursty", "steady-low", "steady-high", "fluctuating") if p not in found]
         if missing:

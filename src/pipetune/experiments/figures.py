@@ -60,7 +60,9 @@ def fig8_grid(data: dict, path: Path, pipe: str | None = None) -> Path:
             t = _arr(runs[0]["intervals"]["t_start_s"]) / 60.0
             if i == 0:
                 axes[0, j].plot(t, _mean_over_seeds(runs, "rps"), color="0.4", lw=1)
-            axes[1, j].plot(t, _mean_over_seeds(runs, "mean_cores"), color=colors[i % len(colors)], label=s, **_style(i))
+            axes[1, j].plot(
+                t, _mean_over_seeds(runs, "mean_cores"), color=colors[i % len(colors)], label=s, **_style(i)
+            )
             axes[2, j].plot(t, _mean_over_seeds(runs, "pas_mean"), color=colors[i % len(colors)], label=s, **_style(i))
         axes[0, j].set_title(w)
         axes[2, j].set_xlabel("time (min)")
@@ -143,8 +145,14 @@ def sweep(data: dict, path: Path, pipe: str | None = None) -> Path | None:
         groups[(round(x, 1), round(y, 3))].append(r["system"].replace("a=", "α=").replace(",b=", " β="))
     offsets = [(5, 2), (5, -14), (-55, 2), (-55, -14)]
     for k, ((x, y), labels) in enumerate(sorted(groups.items())):
-        ax.annotate("\n".join(labels), (x, y), fontsize=6, xytext=offsets[k % len(offsets)],
-                    textcoords="offset points", va="center")
+        ax.annotate(
+            "\n".join(labels),
+            (x, y),
+            fontsize=6,
+            xytext=offsets[k % len(offsets)],
+            textcoords="offset points",
+            va="center",
+        )
     ax.margins(0.15)
     fig.colorbar(sc, ax=ax, label="SLA violations (%)")
     ax.set_xlabel("mean cores")

@@ -11,8 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-SUMMARY_COLS = ["sla_violation_rate", "drop_rate", "late_rate", "mean_cores", "pas_mean", "norm_acc_mean",
-                "latency_p99_s", "switches", "decisions"]
+SUMMARY_COLS = [
+    "sla_violation_rate",
+    "drop_rate",
+    "late_rate",
+    "mean_cores",
+    "pas_mean",
+    "norm_acc_mean",
+    "latency_p99_s",
+    "switches",
+    "decisions",
+]
 
 
 def system_table(runs: list[dict]) -> list[dict]:
@@ -44,9 +53,17 @@ def workload_table(runs: list[dict]) -> list[dict]:
         by[(r.get("pipeline", ""), r["workload"], r["system"])].append(r["summary"])
     out = []
     for (pipe, w, s), ms in by.items():
-        out.append({"pipeline": pipe, "workload": w, "system": s,
-                    **{c: float(np.nanmean([m[c] for m in ms])) for c in ("sla_violation_rate", "mean_cores",
-                                                                         "pas_mean", "latency_p99_s")}})
+        out.append(
+            {
+                "pipeline": pipe,
+                "workload": w,
+                "system": s,
+                **{
+                    c: float(np.nanmean([m[c] for m in ms]))
+                    for c in ("sla_violation_rate", "mean_cores", "pas_mean", "latency_p99_s")
+                },
+            }
+        )
     return out
 
 
@@ -98,13 +115,15 @@ def auto_notes(data: dict, systems: list[dict], cal: dict) -> list[str]:
         out.append(
             f"IPA's SLA violations ({100 * ipa['sla_violation_rate']:.2f}%) come from load prediction: the same "
             f"policy with a perfect predictor violates {100 * oracle['sla_violation_rate']:.2f}%. Misses concentrate "
-            "at the start of surges, when new replicas need their load time before they serve.")
+            "at the start of surges, when new replicas need their load time before they serve."
+        )
     if cal and cal.get("ratio_median") is not None:
         if cal["ratio_median"] < 0.8:
             out.append(
                 f"The planner is conservative: its p99 is {1 / cal['ratio_median']:.1f}x the simulated p99 for the "
                 "median ipa plan (it adds stage p99s along a path and, within a stage, the p99s of batch formation, "
-                "queueing and service), so every policy holds more capacity than the SLA needs.")
+                "queueing and service), so every policy holds more capacity than the SLA needs."
+            )
         elif cal.get("under_predicted_share", 0) > 0.2:
             out.append(f"The planner under-predicts p99 for {100 * cal['under_predicted_share']:.0f}% of ipa plans.")
     grid = [r for r in data["runs"] if r["kind"] == "grid"]
@@ -115,11 +134,15 @@ def auto_notes(data: dict, systems: list[dict], cal: dict) -> list[str]:
         low = [r for r in grid if r["policy"] == "fa2-low"]
         need = max((max(x for x in r["intervals"]["mean_cores"] if x is not None) for r in low), default=None)
         held = max(r["summary"]["mean_cores"] for r in runs)
-        text = (f"{r_sys['system']} violates {100 * r_sys['sla_violation_rate']:.1f}%: it holds a fixed ~{held:.0f} "
-                "cores and can only trade accuracy for speed")
+        text = (
+            f"{r_sys['system']} violates {100 * r_sys['sla_violation_rate']:.1f}%: it holds a fixed ~{held:.0f} "
+            "cores and can only trade accuracy for speed"
+        )
         if need is not None and need > held:
-            text += (f", while FA2-low (the fastest variants, free to scale) needed up to {need:.0f} cores at the "
-                     "peaks: no variant switch makes up for missing replicas on these profiles")
+            text += (
+                f", while FA2-low (the fastest variants, free to scale) needed up to {need:.0f} cores at the "
+                "peaks: no variant switch makes up for missing replicas on these profiles"
+            )
         out.append(text + ".")
     overloaded = set()
     for pipe in data.get("pipelines") or {}:
@@ -129,14 +152,20 @@ def auto_notes(data: dict, systems: list[dict], cal: dict) -> list[str]:
         if decided and infeasible / decided > 0.5:
             overloaded.add(pipe)
         if decided and infeasible / decided > 0.2:
-            worst = sorted({r["system"] for r in runs if r["summary"].get("infeasible_decisions", 0)
-                            > 0.5 * r["summary"]["decisions"]})
+            worst = sorted(
+                {
+                    r["system"]
+                    for r in runs
+                    if r["summary"].get("infeasible_decisions", 0) > 0.5 * r["summary"]["decisions"]
+                }
+            )
             out.append(
                 f"On {pipe}, {100 * infeasible / decided:.0f}% of all decisions found no plan that meets the SLA at "
                 f"the predicted load within the caps (mostly {', '.join(worst) or 'several systems'}); the adapter "
                 "then applies the planner's best-effort fallback and requests are dropped. The windows' load is "
                 "beyond what these profiles (measured on a 2-vCPU VM) can serve under this SLA; IPA's testbed was a "
-                "cluster of 96-core servers.")
+                "cluster of 96-core servers."
+            )
     for pipe, facts in (data.get("variants") or {}).items():
         if pipe in overloaded:
             continue  # the fallback, not the objective, chose the variants there
@@ -153,17 +182,23 @@ def auto_notes(data: dict, systems: list[dict], cal: dict) -> list[str]:
             better = [v for v in vs if v["accuracy"] > fast["accuracy"]]
             if better:
                 nxt = max(better, key=lambda v: v["items_per_s_per_core"])
-                steps.append(f"{stage}: {fast['variant']} -> {nxt['variant']} gains "
-                             f"{nxt['accuracy'] - fast['accuracy']:.3f} accuracy for "
-                             f"{fast['items_per_s_per_core'] / nxt['items_per_s_per_core']:.1f}x the cores per item")
+                steps.append(
+                    f"{stage}: {fast['variant']} -> {nxt['variant']} gains "
+                    f"{nxt['accuracy'] - fast['accuracy']:.3f} accuracy for "
+                    f"{fast['items_per_s_per_core'] / nxt['items_per_s_per_core']:.1f}x the cores per item"
+                )
         if steps:
-            out.append(f"On {pipe}, IPA served the same variants as FA2-low: with alpha={facts['alpha']:g} per unit of "
-                       f"accuracy and beta={facts['beta']:g} per core, no heavier variant pays for its cores on these "
-                       f"profiles ({'; '.join(steps)}). A PAS gain over FA2-low, as IPA reports, needs heavier variants "
-                       "that cost less, relative to the lightest, than they do on these profiles.")
-    out.append("Our SLA violations count dropped, failed and late requests (IPA counted drops only); our cost counts "
-               "replicas while they load and drain (IPA counted configured replicas); our accuracy is what each "
-               "request was served with.")
+            out.append(
+                f"On {pipe}, IPA served the same variants as FA2-low: with alpha={facts['alpha']:g} per unit of "
+                f"accuracy and beta={facts['beta']:g} per core, no heavier variant pays for its cores on these "
+                f"profiles ({'; '.join(steps)}). A PAS gain over FA2-low, as IPA reports, needs heavier variants "
+                "that cost less, relative to the lightest, than they do on these profiles."
+            )
+    out.append(
+        "Our SLA violations count dropped, failed and late requests (IPA counted drops only); our cost counts "
+        "replicas while they load and drain (IPA counted configured replicas); our accuracy is what each "
+        "request was served with."
+    )
     return out
 
 
@@ -184,8 +219,9 @@ def _md_table(rows: list[dict], cols: list[str], pct: set[str]) -> str:
 
 def _html_table(rows: list[dict], cols: list[str], pct: set[str]) -> str:
     th = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), c in pct))}</td>" for c in cols) + "</tr>"
-                  for r in rows)
+    trs = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), c in pct))}</td>" for c in cols) + "</tr>" for r in rows
+    )
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
@@ -198,8 +234,19 @@ def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
         w = csv.writer(f)
         w.writerow(["pipeline", "kind", "workload", "system", "policy", "predictor", "seed", *keys, "wall_s"])
         for r in sorted(runs, key=lambda r: (r["pipeline"], r["kind"], r["workload"], r["system"], r["seed"])):
-            w.writerow([r["pipeline"], r["kind"], r["workload"], r["system"], r["policy"], r["predictor"], r["seed"],
-                        *[r["summary"][k] for k in keys], f"{r['wall_s']:.3f}"])
+            w.writerow(
+                [
+                    r["pipeline"],
+                    r["kind"],
+                    r["workload"],
+                    r["system"],
+                    r["policy"],
+                    r["predictor"],
+                    r["seed"],
+                    *[r["summary"][k] for k in keys],
+                    f"{r['wall_s']:.3f}",
+                ]
+            )
     with open(out / "intervals.csv", "w", newline="") as f:
         w = csv.writer(f)
         cols = list(runs[0]["intervals"]) if runs else []
@@ -211,8 +258,17 @@ def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
     if data.get("calibration"):
         with open(out / "calibration.csv", "w", newline="") as f:
             w = csv.writer(f)
-            cols = ["pipeline", "workload", "rps", "sla_s", "predicted_p99_s", "sim_p99_s", "ratio",
-                    "sim_violation_rate", "configs"]
+            cols = [
+                "pipeline",
+                "workload",
+                "rps",
+                "sla_s",
+                "predicted_p99_s",
+                "sim_p99_s",
+                "ratio",
+                "sim_violation_rate",
+                "configs",
+            ]
             w.writerow(cols)
             for c in data["calibration"]:
                 w.writerow([*(c.get(k) for k in cols[:-1]), json.dumps(c["configs"], sort_keys=True)])
@@ -225,9 +281,13 @@ def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
     return figs
 
 
-TITLES = {"grid": "Cost and accuracy over time (IPA Figure 8 style)", "cdf": "End-to-end latency CDF",
-          "ablation": "Predictor ablation", "sweep": "Objective preference sweep (α, β)",
-          "calibration": "Planner calibration"}
+TITLES = {
+    "grid": "Cost and accuracy over time (IPA Figure 8 style)",
+    "cdf": "End-to-end latency CDF",
+    "ablation": "Predictor ablation",
+    "sweep": "Objective preference sweep (α, β)",
+    "calibration": "Planner calibration",
+}
 
 
 def write_report(data: dict, out: Path, figs: dict) -> None:
@@ -242,23 +302,57 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
     find = findings(systems)
     pct = {"sla_violation_rate", "drop_rate", "late_rate"}
     cols = ["system", "runs", *SUMMARY_COLS]
-    pcols = ["pipeline", "system", "sla_violation_rate", "drop_rate", "late_rate", "mean_cores", "pas_mean",
-             "latency_p99_s", "switches"]
-    wcols = (["pipeline"] if multi else []) + ["workload", "system", "sla_violation_rate", "mean_cores", "pas_mean",
-                                               "latency_p99_s"]
+    pcols = [
+        "pipeline",
+        "system",
+        "sla_violation_rate",
+        "drop_rate",
+        "late_rate",
+        "mean_cores",
+        "pas_mean",
+        "latency_p99_s",
+        "switches",
+    ]
+    wcols = (["pipeline"] if multi else []) + [
+        "workload",
+        "system",
+        "sla_violation_rate",
+        "mean_cores",
+        "pas_mean",
+        "latency_p99_s",
+    ]
     n_runs = len(data["runs"])
     where = ", ".join(f"`{k}` ({Path(v).as_posix().split('/src/')[-1]})" for k, v in data.get("pipelines", {}).items())
-    intro = (f"Pipelines: {where}; workloads: {', '.join(w['name'] for w in exp['workloads'])}; seeds: "
-             f"{exp['seeds']}; {n_runs} simulated runs + {len(data.get('calibration', []))} calibration points in "
-             f"{data['wall_s']:.1f} s wall ({data.get('grid_wall_s', data['wall_s']):.1f} s for the runs) on "
-             f"{data['workers']} worker processes" + (
-                 f"; the runs used {data['grid_cpu_s']:.0f} CPU-seconds, i.e. {data['grid_cpu_s'] / data['workers']:.0f} s "
-                 f"on {data['workers']} dedicated cores (the machine was shared)." if data.get("grid_cpu_s") else "."))
-    defs = ("SLA violation = dropped + failed + completed after the SLA. Cost = mean cores held (loading and "
-            "draining replicas included). Accuracy = PAS as served (product of the accuracies of the variants each "
-            "request actually passed through).")
-    md = [f"# Experiment: {exp['name']}", "", exp.get("description", "").strip(), "", intro, "", defs, "",
-          "## Summary per system (mean over pipelines, workloads and seeds)", "", _md_table(systems, cols, pct)]
+    intro = (
+        f"Pipelines: {where}; workloads: {', '.join(w['name'] for w in exp['workloads'])}; seeds: "
+        f"{exp['seeds']}; {n_runs} simulated runs + {len(data.get('calibration', []))} calibration points in "
+        f"{data['wall_s']:.1f} s wall ({data.get('grid_wall_s', data['wall_s']):.1f} s for the runs) on "
+        f"{data['workers']} worker processes"
+        + (
+            f"; the runs used {data['grid_cpu_s']:.0f} CPU-seconds, i.e. {data['grid_cpu_s'] / data['workers']:.0f} s "
+            f"on {data['workers']} dedicated cores (the machine was shared)."
+            if data.get("grid_cpu_s")
+            else "."
+        )
+    )
+    defs = (
+        "SLA violation = dropped + failed + completed after the SLA. Cost = mean cores held (loading and "
+        "draining replicas included). Accuracy = PAS as served (product of the accuracies of the variants each "
+        "request actually passed through)."
+    )
+    md = [
+        f"# Experiment: {exp['name']}",
+        "",
+        exp.get("description", "").strip(),
+        "",
+        intro,
+        "",
+        defs,
+        "",
+        "## Summary per system (mean over pipelines, workloads and seeds)",
+        "",
+        _md_table(systems, cols, pct),
+    ]
     if find:
         md += ["## IPA's qualitative result, checked", "", *[f"- {x}" for x in find], ""]
     if multi:
@@ -272,27 +366,39 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
         md += ["## Where and why ours differs", "", *[f"- {x}" for x in notes], ""]
     errors = data.get("errors") or []
     if errors:
-        md += [f"## Runs that failed ({len(errors)})", "",
-               *[f"- {e.get('pipeline')} / {e.get('workload')} / {e.get('system')} ({e.get('kind')}): {e['error']}"
-                 for e in errors], ""]
+        md += [
+            f"## Runs that failed ({len(errors)})",
+            "",
+            *[
+                f"- {e.get('pipeline')} / {e.get('workload')} / {e.get('system')} ({e.get('kind')}): {e['error']}"
+                for e in errors
+            ],
+            "",
+        ]
     md += ["## Per workload", "", _md_table(per_w, wcols, pct)]
     cal_text = ""
     if cal:
-        cal_text = (f"{cal['plans']} distinct plans of the ipa system, each held fixed at its planned rate (steady "
-                    f"Poisson): simulated/predicted p99 median {_fmt(cal['ratio_median'])}, p90 "
-                    f"{_fmt(cal['ratio_p90'])}, max {_fmt(cal['ratio_max'])}; under-predicted in "
-                    f"{_fmt(cal['under_predicted_share'], True)} of plans; SLA violations mean "
-                    f"{_fmt(cal['sla_violation_rate_mean'], True)}, max {_fmt(cal['sla_violation_rate_max'], True)} "
-                    f"({cal['plans_over_1pct']} plans over 1%).")
+        cal_text = (
+            f"{cal['plans']} distinct plans of the ipa system, each held fixed at its planned rate (steady "
+            f"Poisson): simulated/predicted p99 median {_fmt(cal['ratio_median'])}, p90 "
+            f"{_fmt(cal['ratio_p90'])}, max {_fmt(cal['ratio_max'])}; under-predicted in "
+            f"{_fmt(cal['under_predicted_share'], True)} of plans; SLA violations mean "
+            f"{_fmt(cal['sla_violation_rate_mean'], True)}, max {_fmt(cal['sla_violation_rate_max'], True)} "
+            f"({cal['plans_over_1pct']} plans over 1%)."
+        )
     for k, p in figs.items():
         base = k.split(" (")[0]
-        md += [f"## {TITLES[base]}{k[len(base):]}", "", f"![{k}]({Path(p).name})", ""]
+        md += [f"## {TITLES[base]}{k[len(base) :]}", "", f"![{k}]({Path(p).name})", ""]
         if base == "calibration" and cal_text:
             md += [cal_text, ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    body = [f"<h1>Experiment: {html.escape(exp['name'])}</h1>", f"<p>{html.escape(exp.get('description', ''))}</p>",
-            f"<p>{html.escape(intro)}</p><p>{html.escape(defs)}</p>", "<h2>Summary per system</h2>",
-            _html_table(systems, cols, pct)]
+    body = [
+        f"<h1>Experiment: {html.escape(exp['name'])}</h1>",
+        f"<p>{html.escape(exp.get('description', ''))}</p>",
+        f"<p>{html.escape(intro)}</p><p>{html.escape(defs)}</p>",
+        "<h2>Summary per system</h2>",
+        _html_table(systems, cols, pct),
+    ]
     if find:
         body += ["<h2>IPA's qualitative result, checked</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in find]
         body += ["</ul>"]
@@ -301,18 +407,29 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
     if notes:
         body += ["<h2>Where and why ours differs</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes] + ["</ul>"]
     if errors:
-        body += [f"<h2>Runs that failed ({len(errors)})</h2><ul>"] + [
-            f"<li>{html.escape(str(e.get('pipeline')))} / {html.escape(str(e.get('workload')))} / "
-            f"{html.escape(str(e.get('system')))}: {html.escape(e['error'])}</li>" for e in errors] + ["</ul>"]
+        body += (
+            [f"<h2>Runs that failed ({len(errors)})</h2><ul>"]
+            + [
+                f"<li>{html.escape(str(e.get('pipeline')))} / {html.escape(str(e.get('workload')))} / "
+                f"{html.escape(str(e.get('system')))}: {html.escape(e['error'])}</li>"
+                for e in errors
+            ]
+            + ["</ul>"]
+        )
     body += ["<h2>Per workload</h2>", _html_table(per_w, wcols, pct)]
     for k, p in figs.items():
         base = k.split(" (")[0]
-        body += [f"<h2>{html.escape(TITLES[base] + k[len(base):])}</h2>",
-                 f'<img src="{Path(p).name}" style="max-width:100%">']
+        body += [
+            f"<h2>{html.escape(TITLES[base] + k[len(base) :])}</h2>",
+            f'<img src="{Path(p).name}" style="max-width:100%">',
+        ]
         if base == "calibration" and cal_text:
             body += [f"<p>{html.escape(cal_text)}</p>"]
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}")
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
+    )
     (out / "report.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(exp['name'])}</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )

@@ -12,19 +12,20 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from pipetune.adapter import Adapter, Decision
 from pipetune.backends.simulator import SimResult, SimSettings, Simulator
+from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.experiments.spec import Experiment, ExperimentError, Settings, Workload
 from pipetune.metrics import per_interval, summarize
-from pipetune.optimizer.plan import StageConfig
 
 CDF_LEVELS = np.linspace(0.0, 1.0, 201)
 
@@ -43,8 +44,13 @@ class PlanCache:
         self.max_entries = max_entries
 
     def __call__(self, pipeline, rps, policy="ipa", current=None, profiles=None, **params):
-        key = (id(pipeline), policy, round(float(rps), 6),
-               tuple(sorted(current.items())) if current else None, repr(sorted(params.items())))
+        key = (
+            id(pipeline),
+            policy,
+            round(float(rps), 6),
+            tuple(sorted(current.items())) if current else None,
+            repr(sorted(params.items())),
+        )
         hit = self._cache.get(key)
         if hit is not None and hit[0] is pipeline:
             self.hits += 1
@@ -108,13 +114,31 @@ def simulate(
     initial = dict(first.configs)
     arrivals = arrival_times(counts, process=settings.arrival_process, seed=seed)
     sim = Simulator(
-        pipeline, profiles, arrivals, initial,
-        SimSettings(seed=seed, drop_limit_s=settings.drop_limit_s, batch_wait_s=settings.batch_wait_s,
-                    service=settings.service, load_time_s=settings.load_time_s),
+        pipeline,
+        profiles,
+        arrivals,
+        initial,
+        SimSettings(
+            seed=seed,
+            drop_limit_s=settings.drop_limit_s,
+            batch_wait_s=settings.batch_wait_s,
+            service=settings.service,
+            load_time_s=settings.load_time_s,
+        ),
     )
-    adapter = Adapter(sim, pipeline, policy=policy, predictor=predictor, interval_s=settings.interval_s,
-                      profiles=profiles, policy_params=params, log=log, future_counts=integer_counts(counts),
-                      planner=plan, rps_quantum=settings.rps_quantum)
+    adapter = Adapter(
+        sim,
+        pipeline,
+        policy=policy,
+        predictor=predictor,
+        interval_s=settings.interval_s,
+        profiles=profiles,
+        policy_params=params,
+        log=log,
+        future_counts=integer_counts(counts),
+        planner=plan,
+        rps_quantum=settings.rps_quantum,
+    )
     if hasattr(adapter.predictor, "reset"):
         adapter.predictor.reset()
     try:
@@ -144,7 +168,7 @@ def workload_counts(w: Workload, exp: Experiment) -> np.ndarray:
         path = exp.resolve(w.trace)
         if not path.exists():
             raise ExperimentError(f"workloads[{w.name}].trace: {path} does not exist; give a per-second count file")
-        counts = load_trace(path)[w.start:]
+        counts = load_trace(path)[w.start :]
         if w.damping != 1:
             counts = damp(counts, w.damping)
     if w.duration is not None:
@@ -189,7 +213,8 @@ def run_task(task: dict) -> dict:
         frames = traceback.extract_tb(e.__traceback__)
         where = next((f for f in reversed(frames) if "/pipetune/" in f.filename), frames[-1])
         return {k: task.get(k) for k in ("kind", "pipeline", "workload", "system", "policy", "seed", "rps")} | {
-            "error": f"{type(e).__name__}: {e} (at {where.filename.split('/src/')[-1]}:{where.lineno})"}
+            "error": f"{type(e).__name__}: {e} (at {where.filename.split('/src/')[-1]}:{where.lineno})"
+        }
 
 
 def _run_task(task: dict) -> dict:
@@ -203,12 +228,25 @@ def _run_task(task: dict) -> dict:
     pipe, prof = _load(task["pipeline_path"], task.get("objective"))
     settings = Settings.model_validate(task["settings"])
     if task["kind"] == "calibration":
-        return {**task, **calibrate_point(pipe, prof, task), "wall_s": time.perf_counter() - t0,
-                "cpu_s": time.process_time() - c0}
+        return {
+            **task,
+            **calibrate_point(pipe, prof, task),
+            "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0,
+        }
     counts = np.asarray(task["counts"], dtype=float)
     log = Path(task["log"]) if task.get("log") else None
-    out = simulate(pipe, counts, policy=task["policy"], predictor=task["predictor"], seed=task["seed"],
-                   settings=settings, profiles=prof, policy_params=task.get("params"), log=log)
+    out = simulate(
+        pipe,
+        counts,
+        policy=task["policy"],
+        predictor=task["predictor"],
+        seed=task["seed"],
+        settings=settings,
+        profiles=prof,
+        policy_params=task.get("params"),
+        log=log,
+    )
     iv = per_interval(out.result, settings.interval_s, float(counts.size))
     plans = []
     seen = set()
@@ -220,11 +258,19 @@ def _run_task(task: dict) -> dict:
             seen.add(key)
             plans.append({"rps": d.planned_rps, "configs": d.configs, "predicted_p99_s": d.predicted_p99_s})
     return {
-        "kind": task["kind"], "pipeline": task["pipeline"], "sla_s": pipe.sla.seconds, "workload": task["workload"], "system": task["system"], "seed": task["seed"],
-        "policy": task["policy"], "predictor": task["predictor_label"], "objective": task.get("objective"),
+        "kind": task["kind"],
+        "pipeline": task["pipeline"],
+        "sla_s": pipe.sla.seconds,
+        "workload": task["workload"],
+        "system": task["system"],
+        "seed": task["seed"],
+        "policy": task["policy"],
+        "predictor": task["predictor_label"],
+        "objective": task.get("objective"),
         "summary": out.summary,
-        "intervals": {k: [None if (isinstance(x, float) and math.isnan(x)) else float(x) for x in v]
-                      for k, v in iv.items()},
+        "intervals": {
+            k: [None if (isinstance(x, float) and math.isnan(x)) else float(x) for x in v] for k, v in iv.items()
+        },
         "cdf": _cdf_quantiles(out.result),
         "plans": plans,
         "wall_s": time.perf_counter() - t0,
@@ -241,9 +287,18 @@ def calibrate_point(pipe, prof, task: dict) -> dict:
     seconds = int(task["seconds"])
     arr = arrival_times(np.full(seconds, float(task["rps"])), process="poisson", seed=task["seed"])
     configs = {s: StageConfig(**c) for s, c in task["configs"].items()}
-    sim = Simulator(pipe, prof, arr, configs,
-                    SimSettings(seed=task["seed"], drop_limit_s=settings.drop_limit_s,
-                                batch_wait_s=settings.batch_wait_s, service=settings.service))
+    sim = Simulator(
+        pipe,
+        prof,
+        arr,
+        configs,
+        SimSettings(
+            seed=task["seed"],
+            drop_limit_s=settings.drop_limit_s,
+            batch_wait_s=settings.batch_wait_s,
+            service=settings.service,
+        ),
+    )
     sim.close()
     res = sim.result(float(seconds))
     m = summarize(res, float(seconds))
@@ -253,10 +308,13 @@ def calibrate_point(pipe, prof, task: dict) -> dict:
     allq = np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf)
     with np.errstate(invalid="ignore"):
         sim_q = float(np.percentile(allq, pct, method="inverted_cdf")) if allq.size else float("nan")
-    return {"sim_p99_s": sim_q if math.isfinite(sim_q) else None,
-            "sim_p99_completed_s": float(np.percentile(lat, pct)) if lat.size else None,
-            "sim_violation_rate": m["sla_violation_rate"], "sla_s": pipe.sla.seconds,
-            "ratio": (sim_q / task["predicted_p99_s"]) if math.isfinite(sim_q) else None}
+    return {
+        "sim_p99_s": sim_q if math.isfinite(sim_q) else None,
+        "sim_p99_completed_s": float(np.percentile(lat, pct)) if lat.size else None,
+        "sim_violation_rate": m["sla_violation_rate"],
+        "sla_s": pipe.sla.seconds,
+        "ratio": (sim_q / task["predicted_p99_s"]) if math.isfinite(sim_q) else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- grids
@@ -274,12 +332,24 @@ def build_tasks(exp: Experiment, out_dir: Path | None = None, logs: bool = True)
         if out_dir is not None and logs:
             safe = f"{pipe}-{kind}-{wname}-{sysname}-s{seed}".replace("/", "_").replace(" ", "_")
             logpath = str(out_dir / "logs" / f"{safe}.jsonl")
-        tasks.append({
-            "kind": kind, "pipeline": pipe, "pipeline_path": str(paths[pipe]), "workload": wname,
-            "system": sysname, "policy": policy, "predictor": predictor, "predictor_label": label(predictor),
-            "seed": seed, "params": params or {}, "objective": objective, "settings": settings,
-            "counts": counts[wname].tolist(), "log": logpath,
-        })
+        tasks.append(
+            {
+                "kind": kind,
+                "pipeline": pipe,
+                "pipeline_path": str(paths[pipe]),
+                "workload": wname,
+                "system": sysname,
+                "policy": policy,
+                "predictor": predictor,
+                "predictor_label": label(predictor),
+                "seed": seed,
+                "params": params or {},
+                "objective": objective,
+                "settings": settings,
+                "counts": counts[wname].tolist(),
+                "log": logpath,
+            }
+        )
 
     for pipe in paths:
         for w in exp.workloads:
@@ -289,14 +359,29 @@ def build_tasks(exp: Experiment, out_dir: Path | None = None, logs: bool = True)
         if exp.ablation:
             for wname in exp.ablation.workloads or [w.name for w in exp.workloads]:
                 for p in exp.ablation.predictors:
-                    add(pipe, "ablation", wname, f"{exp.ablation.policy}+{label(p)}", exp.ablation.policy, p,
-                        exp.seeds[0])
+                    add(
+                        pipe,
+                        "ablation",
+                        wname,
+                        f"{exp.ablation.policy}+{label(p)}",
+                        exp.ablation.policy,
+                        p,
+                        exp.seeds[0],
+                    )
         if exp.sweep:
             wname = exp.sweep.workload or exp.workloads[0].name
             for a in exp.sweep.alpha:
                 for b in exp.sweep.beta:
-                    add(pipe, "sweep", wname, f"a={a:g},b={b:g}", exp.sweep.policy, exp.sweep.predictor,
-                        exp.seeds[0], objective={"alpha": a, "beta": b})
+                    add(
+                        pipe,
+                        "sweep",
+                        wname,
+                        f"a={a:g},b={b:g}",
+                        exp.sweep.policy,
+                        exp.sweep.predictor,
+                        exp.seeds[0],
+                        objective={"alpha": a, "beta": b},
+                    )
     # The biggest runs first keeps every worker busy to the end.
     tasks.sort(key=lambda t: -float(np.sum(t["counts"])))
     return tasks
@@ -324,9 +409,19 @@ def calibration_tasks(exp: Experiment, results: list[dict]) -> list[dict]:
         rng = np.random.default_rng(0)
         if len(cands) > cal.samples:
             cands = [cands[i] for i in sorted(rng.choice(len(cands), cal.samples, replace=False))]
-        out += [{"kind": "calibration", "pipeline": pipe, "pipeline_path": str(path),
-                 "settings": exp.settings.model_dump(), "seconds": cal.seconds, "seed": i, "system": sysname, **c}
-                for i, c in enumerate(cands)]
+        out += [
+            {
+                "kind": "calibration",
+                "pipeline": pipe,
+                "pipeline_path": str(path),
+                "settings": exp.settings.model_dump(),
+                "seconds": cal.seconds,
+                "seed": i,
+                "system": sysname,
+                **c,
+            }
+            for i, c in enumerate(cands)
+        ]
     return out
 
 
@@ -339,8 +434,9 @@ def run_pool(tasks: list[dict], workers: int, description: str, progress=None, p
     if not tasks:
         return results
     own = progress is None
-    prog = progress or Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=False)
+    prog = progress or Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    )
     if own:
         prog.start()
     try:
@@ -375,17 +471,31 @@ def variant_facts(pipe) -> dict:
     for st in pipe.stages:
         rows = []
         for v in st.variants:
-            per_core = max(prof.row(st.name, v.name, b, c).throughput_rps / c
-                           for b in pipe.batch_sizes_for(st.name) for c in pipe.cores_for(st.name))
-            rows.append({"variant": v.name, "accuracy": v.accuracy, "items_per_s_per_core": per_core,
-                         "load_time_s": prof.get(st.name, v.name).load_time_s})
+            per_core = max(
+                prof.row(st.name, v.name, b, c).throughput_rps / c
+                for b in pipe.batch_sizes_for(st.name)
+                for c in pipe.cores_for(st.name)
+            )
+            rows.append(
+                {
+                    "variant": v.name,
+                    "accuracy": v.accuracy,
+                    "items_per_s_per_core": per_core,
+                    "load_time_s": prof.get(st.name, v.name).load_time_s,
+                }
+            )
         stages[st.name] = rows
-    return {"alpha": pipe.objective.alpha, "beta": pipe.objective.beta, "accuracy": pipe.objective.accuracy,
-            "stages": stages}
+    return {
+        "alpha": pipe.objective.alpha,
+        "beta": pipe.objective.beta,
+        "accuracy": pipe.objective.accuracy,
+        "stages": stages,
+    }
 
 
-def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = None, progress=None,
-                   figures: bool = True) -> dict:
+def run_experiment(
+    exp: Experiment, out_dir: str | Path, workers: int | None = None, progress=None, figures: bool = True
+) -> dict:
     """Run the grid (+ ablation, sweep, calibration), write results, figures and the report into `out_dir`."""
     from pipetune.experiments.report import write_outputs
 
@@ -421,11 +531,19 @@ def run_experiment(exp: Experiment, out_dir: str | Path, workers: int | None = N
 
     paths = exp.pipeline_paths()
     slas = {k: load_pipeline(p, check_profiles=False).sla.seconds for k, p in paths.items()}
-    data = {"experiment": exp.model_dump(mode="json"), "pipelines": {k: str(p) for k, p in paths.items()},
-            "sla_s": slas,
-            "runs": results, "calibration": cal, "wall_s": wall, "grid_wall_s": t_grid, "workers": workers,
-            "variants": variants, "errors": errors,
-            "cpu_s": sum(r.get("cpu_s", 0.0) for r in results + cal),
-            "grid_cpu_s": sum(r.get("cpu_s", 0.0) for r in results)}
+    data = {
+        "experiment": exp.model_dump(mode="json"),
+        "pipelines": {k: str(p) for k, p in paths.items()},
+        "sla_s": slas,
+        "runs": results,
+        "calibration": cal,
+        "wall_s": wall,
+        "grid_wall_s": t_grid,
+        "workers": workers,
+        "variants": variants,
+        "errors": errors,
+        "cpu_s": sum(r.get("cpu_s", 0.0) for r in results + cal),
+        "grid_cpu_s": sum(r.get("cpu_s", 0.0) for r in results),
+    }
     write_outputs(data, out, figures=figures)
     return data

@@ -166,7 +166,9 @@ class Experiment(_Strict):
             name = ref.split(":", 1)[1]
             path = EXAMPLES_DIR / name / "pipeline.yaml"
             if not path.exists():
-                have = sorted(p.parent.relative_to(EXAMPLES_DIR).as_posix() for p in EXAMPLES_DIR.rglob("pipeline.yaml"))
+                have = sorted(
+                    p.parent.relative_to(EXAMPLES_DIR).as_posix() for p in EXAMPLES_DIR.rglob("pipeline.yaml")
+                )
                 raise ExperimentError(f"pipeline: no bundled example {name!r}; bundled: {have}")
             return path
         p = Path(ref)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pipetune.models.base import ModelAdapter
 
@@ -230,8 +231,7 @@ class SentenceTransformerAdapter(_Common):
 
     def encode(self, batch: Sequence[str]) -> Any:
         model = self._require_loaded("model")
-        return model.encode(list(batch), batch_size=max(1, len(batch)), convert_to_numpy=True,
-                            show_progress_bar=False)
+        return model.encode(list(batch), batch_size=max(1, len(batch)), convert_to_numpy=True, show_progress_bar=False)
 
     def predict(self, batch: Sequence[Any]) -> list[Any]:
         emb = self.encode(batch)

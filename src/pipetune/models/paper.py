@@ -25,8 +25,9 @@ makes fixed-size inputs (`InputShape` says which, and is written into every prof
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pipetune.errors import PipetuneError
 from pipetune.models.base import ModelAdapter
@@ -86,44 +87,112 @@ def _dfine(bb: dict, det: dict) -> dict:
 # D-FINE sizes: the published n/s/m/l/x configurations (D-FINE, Peng et al. 2024; transformers' D-FINE port).
 _DFINE = {
     "n": _dfine(
-        dict(hidden_sizes=[128, 256, 512, 1024], stem_channels=[3, 16, 16], stage_in_channels=[16, 64, 256, 512],
-             stage_mid_channels=[16, 32, 64, 128], stage_out_channels=[64, 256, 512, 1024],
-             stage_num_blocks=[1, 1, 2, 1], stage_numb_of_layers=[3, 3, 3, 3], use_learnable_affine_block=True,
-             out_indices=[3, 4]),
-        dict(num_feature_levels=2, encoder_ffn_dim=512, encode_proj_layers=[1], d_model=128, encoder_hidden_dim=128,
-             decoder_ffn_dim=512, encoder_in_channels=[512, 1024], decoder_n_points=[6, 6],
-             decoder_in_channels=[128, 128], feat_strides=[16, 32], depth_mult=0.5, decoder_layers=3,
-             hidden_expansion=0.34),
+        dict(
+            hidden_sizes=[128, 256, 512, 1024],
+            stem_channels=[3, 16, 16],
+            stage_in_channels=[16, 64, 256, 512],
+            stage_mid_channels=[16, 32, 64, 128],
+            stage_out_channels=[64, 256, 512, 1024],
+            stage_num_blocks=[1, 1, 2, 1],
+            stage_numb_of_layers=[3, 3, 3, 3],
+            use_learnable_affine_block=True,
+            out_indices=[3, 4],
+        ),
+        dict(
+            num_feature_levels=2,
+            encoder_ffn_dim=512,
+            encode_proj_layers=[1],
+            d_model=128,
+            encoder_hidden_dim=128,
+            decoder_ffn_dim=512,
+            encoder_in_channels=[512, 1024],
+            decoder_n_points=[6, 6],
+            decoder_in_channels=[128, 128],
+            feat_strides=[16, 32],
+            depth_mult=0.5,
+            decoder_layers=3,
+            hidden_expansion=0.34,
+        ),
     ),
     "s": _dfine(
-        dict(hidden_sizes=[128, 256, 512, 1024], stem_channels=[3, 16, 16], stage_in_channels=[16, 64, 256, 512],
-             stage_mid_channels=[16, 32, 64, 128], stage_out_channels=[64, 256, 512, 1024],
-             stage_num_blocks=[1, 1, 2, 1], stage_numb_of_layers=[3, 3, 3, 3], use_learnable_affine_block=True,
-             out_indices=[2, 3, 4]),
-        dict(decoder_layers=3, hidden_expansion=0.5, depth_mult=0.34, decoder_n_points=[3, 6, 3],
-             encoder_in_channels=[256, 512, 1024]),
+        dict(
+            hidden_sizes=[128, 256, 512, 1024],
+            stem_channels=[3, 16, 16],
+            stage_in_channels=[16, 64, 256, 512],
+            stage_mid_channels=[16, 32, 64, 128],
+            stage_out_channels=[64, 256, 512, 1024],
+            stage_num_blocks=[1, 1, 2, 1],
+            stage_numb_of_layers=[3, 3, 3, 3],
+            use_learnable_affine_block=True,
+            out_indices=[2, 3, 4],
+        ),
+        dict(
+            decoder_layers=3,
+            hidden_expansion=0.5,
+            depth_mult=0.34,
+            decoder_n_points=[3, 6, 3],
+            encoder_in_channels=[256, 512, 1024],
+        ),
     ),
     "m": _dfine(
-        dict(hidden_sizes=[192, 384, 768, 1536], stem_channels=[3, 24, 32], stage_in_channels=[32, 96, 384, 768],
-             stage_mid_channels=[32, 64, 128, 256], stage_out_channels=[96, 384, 768, 1536],
-             stage_num_blocks=[1, 1, 3, 1], stage_numb_of_layers=[4, 4, 4, 4], use_learnable_affine_block=True,
-             out_indices=[2, 3, 4]),
-        dict(decoder_layers=4, decoder_n_points=[3, 6, 3], encoder_in_channels=[384, 768, 1536], depth_mult=0.67,
-             hidden_expansion=1.0),
+        dict(
+            hidden_sizes=[192, 384, 768, 1536],
+            stem_channels=[3, 24, 32],
+            stage_in_channels=[32, 96, 384, 768],
+            stage_mid_channels=[32, 64, 128, 256],
+            stage_out_channels=[96, 384, 768, 1536],
+            stage_num_blocks=[1, 1, 3, 1],
+            stage_numb_of_layers=[4, 4, 4, 4],
+            use_learnable_affine_block=True,
+            out_indices=[2, 3, 4],
+        ),
+        dict(
+            decoder_layers=4,
+            decoder_n_points=[3, 6, 3],
+            encoder_in_channels=[384, 768, 1536],
+            depth_mult=0.67,
+            hidden_expansion=1.0,
+        ),
     ),
     "l": _dfine(
-        dict(hidden_sizes=[256, 512, 1024, 2048], stem_channels=[3, 32, 48], stage_in_channels=[48, 128, 512, 1024],
-             stage_mid_channels=[48, 96, 192, 384], stage_out_channels=[128, 512, 1024, 2048],
-             stage_num_blocks=[1, 1, 3, 1], stage_numb_of_layers=[6, 6, 6, 6], out_indices=[2, 3, 4]),
-        dict(encoder_ffn_dim=1024, encoder_in_channels=[512, 1024, 2048], decoder_n_points=[3, 6, 3],
-             hidden_expansion=1.0, decoder_layers=6),
+        dict(
+            hidden_sizes=[256, 512, 1024, 2048],
+            stem_channels=[3, 32, 48],
+            stage_in_channels=[48, 128, 512, 1024],
+            stage_mid_channels=[48, 96, 192, 384],
+            stage_out_channels=[128, 512, 1024, 2048],
+            stage_num_blocks=[1, 1, 3, 1],
+            stage_numb_of_layers=[6, 6, 6, 6],
+            out_indices=[2, 3, 4],
+        ),
+        dict(
+            encoder_ffn_dim=1024,
+            encoder_in_channels=[512, 1024, 2048],
+            decoder_n_points=[3, 6, 3],
+            hidden_expansion=1.0,
+            decoder_layers=6,
+        ),
     ),
     "x": _dfine(
-        dict(hidden_sizes=[256, 512, 1024, 2048], stem_channels=[3, 32, 64], stage_in_channels=[64, 128, 512, 1024],
-             stage_mid_channels=[64, 128, 256, 512], stage_out_channels=[128, 512, 1024, 2048],
-             stage_num_blocks=[1, 2, 5, 2], stage_numb_of_layers=[6, 6, 6, 6], out_indices=[2, 3, 4]),
-        dict(encoder_in_channels=[512, 1024, 2048], encoder_hidden_dim=384, encoder_ffn_dim=2048,
-             decoder_n_points=[3, 6, 3], decoder_in_channels=[384, 384, 384], hidden_expansion=1.0, decoder_layers=6),
+        dict(
+            hidden_sizes=[256, 512, 1024, 2048],
+            stem_channels=[3, 32, 64],
+            stage_in_channels=[64, 128, 512, 1024],
+            stage_mid_channels=[64, 128, 256, 512],
+            stage_out_channels=[128, 512, 1024, 2048],
+            stage_num_blocks=[1, 2, 5, 2],
+            stage_numb_of_layers=[6, 6, 6, 6],
+            out_indices=[2, 3, 4],
+        ),
+        dict(
+            encoder_in_channels=[512, 1024, 2048],
+            encoder_hidden_dim=384,
+            encoder_ffn_dim=2048,
+            decoder_n_points=[3, 6, 3],
+            decoder_in_channels=[384, 384, 384],
+            hidden_expansion=1.0,
+            decoder_layers=6,
+        ),
     ),
 }
 
@@ -137,12 +206,15 @@ _RESNET = {  # torchvision / microsoft resnet-N: depths, block type
 
 # facebook/s2t-{small,medium,large}-librispeech-asr
 _S2T = {
-    "small": dict(d_model=256, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=2048,
-                  decoder_ffn_dim=2048),
-    "medium": dict(d_model=512, encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
-                   decoder_ffn_dim=2048),
-    "large": dict(d_model=1024, encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096,
-                  decoder_ffn_dim=4096),
+    "small": dict(
+        d_model=256, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=2048, decoder_ffn_dim=2048
+    ),
+    "medium": dict(
+        d_model=512, encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048
+    ),
+    "large": dict(
+        d_model=1024, encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096
+    ),
 }
 
 _BASE_ENCODER = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -152,73 +224,99 @@ def _variants() -> dict[str, PaperVariant]:
     v: dict[str, PaperVariant] = {}
     for size in "nsmlx":
         v[f"yolov5{size}"] = PaperVariant(
-            f"yolov5{size}", "d-fine", f"ultralytics yolov5{size} (stand-in: D-FINE-{size.upper()})",
+            f"yolov5{size}",
+            "d-fine",
+            f"ultralytics yolov5{size} (stand-in: D-FINE-{size.upper()})",
             f"DFineForObjectDetection, D-FINE-{size.upper()} configuration (HGNetV2 backbone), 80 classes",
             {"size": size},
         )
     for depth in _RESNET:
         v[f"resnet{depth}"] = PaperVariant(
-            f"resnet{depth}", "resnet", f"torchvision resnet{depth}",
+            f"resnet{depth}",
+            "resnet",
+            f"torchvision resnet{depth}",
             f"ResNetForImageClassification, depths {_RESNET[depth][0]}, {_RESNET[depth][1]} blocks, 1000 classes",
             {"depth": depth},
         )
     for size, kw in _S2T.items():
         v[f"s2t-{size}-librispeech"] = PaperVariant(
-            f"s2t-{size}-librispeech", "speech2text", f"facebook/s2t-{size}-librispeech-asr",
+            f"s2t-{size}-librispeech",
+            "speech2text",
+            f"facebook/s2t-{size}-librispeech-asr",
             f"Speech2TextForConditionalGeneration, d_model {kw['d_model']}, 12 encoder / 6 decoder layers, "
             f"{kw['encoder_attention_heads']} heads, ffn {kw['encoder_ffn_dim']}, vocab 10000",
             {"size": size},
         )
     v["roberta-base-squad2"] = PaperVariant(
-        "roberta-base-squad2", "qa", "deepset/roberta-base-squad2",
+        "roberta-base-squad2",
+        "qa",
+        "deepset/roberta-base-squad2",
         "RobertaForQuestionAnswering, 12 layers, hidden 768, 12 heads, vocab 50265",
         {"arch": "roberta", "vocab_size": 50265},
     )
     v["xlm-roberta-base-squad2"] = PaperVariant(
-        "xlm-roberta-base-squad2", "qa", "deepset/xlm-roberta-base-squad2",
+        "xlm-roberta-base-squad2",
+        "qa",
+        "deepset/xlm-roberta-base-squad2",
         "XLMRobertaForQuestionAnswering, 12 layers, hidden 768, 12 heads, vocab 250002",
         {"arch": "xlm-roberta", "vocab_size": 250002},
     )
     v["distilbert-sst2"] = PaperVariant(
-        "distilbert-sst2", "seqcls", "distilbert-base-uncased-finetuned-sst-2-english",
+        "distilbert-sst2",
+        "seqcls",
+        "distilbert-base-uncased-finetuned-sst-2-english",
         "DistilBertForSequenceClassification, 6 layers, dim 768, 12 heads, vocab 30522, 2 labels",
         {"arch": "distilbert", "vocab_size": 30522, "num_labels": 2},
     )
     v["bert-sentiment"] = PaperVariant(
-        "bert-sentiment", "seqcls", "nlptown/bert-base-multilingual-uncased-sentiment",
+        "bert-sentiment",
+        "seqcls",
+        "nlptown/bert-base-multilingual-uncased-sentiment",
         "BertForSequenceClassification, 12 layers, hidden 768, 12 heads, vocab 105879, 5 labels",
         {"arch": "bert", "vocab_size": 105879, "num_labels": 5},
     )
     v["distilbert-sentiment"] = PaperVariant(
-        "distilbert-sentiment", "seqcls", "lxyuan/distilbert-base-multilingual-cased-sentiments-student",
+        "distilbert-sentiment",
+        "seqcls",
+        "lxyuan/distilbert-base-multilingual-cased-sentiments-student",
         "DistilBertForSequenceClassification, 6 layers, dim 768, 12 heads, vocab 119547, 3 labels",
         {"arch": "distilbert", "vocab_size": 119547, "num_labels": 3},
     )
     v["roberta-sentiment"] = PaperVariant(
-        "roberta-sentiment", "seqcls", "cardiffnlp/twitter-roberta-base-sentiment",
+        "roberta-sentiment",
+        "seqcls",
+        "cardiffnlp/twitter-roberta-base-sentiment",
         "RobertaForSequenceClassification, 12 layers, hidden 768, 12 heads, vocab 50265, 3 labels",
         {"arch": "roberta", "vocab_size": 50265, "num_labels": 3},
     )
     v["xlm-roberta-base-language-id"] = PaperVariant(
-        "xlm-roberta-base-language-id", "seqcls", "papluca/xlm-roberta-base-language-detection",
+        "xlm-roberta-base-language-id",
+        "seqcls",
+        "papluca/xlm-roberta-base-language-detection",
         "XLMRobertaForSequenceClassification, 12 layers, hidden 768, 12 heads, vocab 250002, 20 labels",
         {"arch": "xlm-roberta", "vocab_size": 250002, "num_labels": 20},
     )
     for enc, dec in [(1, 1), (12, 1), (6, 6), (12, 3), (9, 6), (12, 6)]:
         n = f"distilbart-xsum-{enc}-{dec}"
         v[n] = PaperVariant(
-            n, "bart", f"sshleifer/{n}",
+            n,
+            "bart",
+            f"sshleifer/{n}",
             f"BartForConditionalGeneration, d_model 1024, {enc} encoder / {dec} decoder layers, 16 heads, "
             "ffn 4096, vocab 50264",
             {"encoder_layers": enc, "decoder_layers": dec},
         )
     v["opus-mt-fr-en"] = PaperVariant(
-        "opus-mt-fr-en", "marian", "Helsinki-NLP/opus-mt-fr-en",
+        "opus-mt-fr-en",
+        "marian",
+        "Helsinki-NLP/opus-mt-fr-en",
         "MarianMTModel, d_model 512, 6 encoder / 6 decoder layers, 8 heads, ffn 2048, vocab 59514",
         {"d_model": 512, "heads": 8, "ffn": 2048, "vocab_size": 59514},
     )
     v["opus-mt-tc-big-fr-en"] = PaperVariant(
-        "opus-mt-tc-big-fr-en", "marian", "Helsinki-NLP/opus-mt-tc-big-fr-en",
+        "opus-mt-tc-big-fr-en",
+        "marian",
+        "Helsinki-NLP/opus-mt-tc-big-fr-en",
         "MarianMTModel, d_model 1024, 6 encoder / 6 decoder layers, 16 heads, ffn 4096, vocab ~53k "
         "(vocabulary size approximate; it only sizes the embedding and output projection)",
         {"d_model": 1024, "heads": 16, "ffn": 4096, "vocab_size": 53017},
@@ -233,9 +331,7 @@ def paper_variant(name: str) -> PaperVariant:
     try:
         return PAPER_VARIANTS[name]
     except KeyError:
-        raise PaperModelError(
-            f"unknown paper variant {name!r}; known variants: {sorted(PAPER_VARIANTS)}"
-        ) from None
+        raise PaperModelError(f"unknown paper variant {name!r}; known variants: {sorted(PAPER_VARIANTS)}") from None
 
 
 # ---- builders (transformers imported lazily: it is an optional dependency) --------------------------------
@@ -260,9 +356,20 @@ def _build_s2t(cfg: dict):
     from transformers import Speech2TextConfig, Speech2TextForConditionalGeneration
 
     config = Speech2TextConfig(
-        vocab_size=10000, encoder_layers=12, decoder_layers=6, input_feat_per_channel=80, num_conv_layers=2,
-        conv_kernel_sizes=[5, 5], conv_channels=1024, max_source_positions=6000, max_target_positions=1024,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, scale_embedding=True,
+        vocab_size=10000,
+        encoder_layers=12,
+        decoder_layers=6,
+        input_feat_per_channel=80,
+        num_conv_layers=2,
+        conv_kernel_sizes=[5, 5],
+        conv_channels=1024,
+        max_source_positions=6000,
+        max_target_positions=1024,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        scale_embedding=True,
         **_S2T[cfg["size"]],
     )
     return Speech2TextForConditionalGeneration(config)
@@ -272,8 +379,9 @@ def _encoder_config(arch: str, vocab_size: int, num_labels: int = 2):
     if arch == "distilbert":
         from transformers import DistilBertConfig
 
-        return DistilBertConfig(vocab_size=vocab_size, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
-                                num_labels=num_labels)
+        return DistilBertConfig(
+            vocab_size=vocab_size, dim=768, n_layers=6, n_heads=12, hidden_dim=3072, num_labels=num_labels
+        )
     if arch == "bert":
         from transformers import BertConfig
 
@@ -281,12 +389,24 @@ def _encoder_config(arch: str, vocab_size: int, num_labels: int = 2):
     if arch == "roberta":
         from transformers import RobertaConfig
 
-        return RobertaConfig(vocab_size=vocab_size, max_position_embeddings=514, type_vocab_size=1,
-                             num_labels=num_labels, pad_token_id=1, **_BASE_ENCODER)
+        return RobertaConfig(
+            vocab_size=vocab_size,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            num_labels=num_labels,
+            pad_token_id=1,
+            **_BASE_ENCODER,
+        )
     from transformers import XLMRobertaConfig
 
-    return XLMRobertaConfig(vocab_size=vocab_size, max_position_embeddings=514, type_vocab_size=1,
-                            num_labels=num_labels, pad_token_id=1, **_BASE_ENCODER)
+    return XLMRobertaConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        num_labels=num_labels,
+        pad_token_id=1,
+        **_BASE_ENCODER,
+    )
 
 
 def _build_qa(cfg: dict):
@@ -307,10 +427,21 @@ def _build_bart(cfg: dict):
     from transformers import BartConfig, BartForConditionalGeneration
 
     config = BartConfig(
-        vocab_size=50264, d_model=1024, encoder_layers=cfg["encoder_layers"], decoder_layers=cfg["decoder_layers"],
-        encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
-        max_position_embeddings=1024, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-        forced_bos_token_id=None, forced_eos_token_id=None,
+        vocab_size=50264,
+        d_model=1024,
+        encoder_layers=cfg["encoder_layers"],
+        decoder_layers=cfg["decoder_layers"],
+        encoder_attention_heads=16,
+        decoder_attention_heads=16,
+        encoder_ffn_dim=4096,
+        decoder_ffn_dim=4096,
+        max_position_embeddings=1024,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
     )
     return BartForConditionalGeneration(config)
 
@@ -320,10 +451,22 @@ def _build_marian(cfg: dict):
 
     v = cfg["vocab_size"]
     config = MarianConfig(
-        vocab_size=v, decoder_vocab_size=v, d_model=cfg["d_model"], encoder_layers=6, decoder_layers=6,
-        encoder_attention_heads=cfg["heads"], decoder_attention_heads=cfg["heads"], encoder_ffn_dim=cfg["ffn"],
-        decoder_ffn_dim=cfg["ffn"], max_position_embeddings=512, pad_token_id=v - 1, eos_token_id=0,
-        decoder_start_token_id=v - 1, forced_eos_token_id=None, scale_embedding=True, activation_function="swish",
+        vocab_size=v,
+        decoder_vocab_size=v,
+        d_model=cfg["d_model"],
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=cfg["heads"],
+        decoder_attention_heads=cfg["heads"],
+        encoder_ffn_dim=cfg["ffn"],
+        decoder_ffn_dim=cfg["ffn"],
+        max_position_embeddings=512,
+        pad_token_id=v - 1,
+        eos_token_id=0,
+        decoder_start_token_id=v - 1,
+        forced_eos_token_id=None,
+        scale_embedding=True,
+        activation_function="swish",
     )
     return MarianMTModel(config)
 
@@ -399,9 +542,7 @@ class PaperModel(ModelAdapter):
         # D-FINE picks its 300 queries among the feature-map cells: a small image has too few of them.
         smallest = 256 if fam == "d-fine" else 32
         if want == "image" and s.image_size < smallest:
-            raise PaperModelError(
-                f"shape.image_size={s.image_size} is too small for {self.name}; use >= {smallest}"
-            )
+            raise PaperModelError(f"shape.image_size={s.image_size} is too small for {self.name}; use >= {smallest}")
         if want == "fbank" and (s.frames < 16 or s.features != 80):
             raise PaperModelError(f"shape for {self.name}: need frames >= 16 and features == 80 (got {s})")
         if want == "tokens":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -55,7 +55,9 @@ def policy_restriction(pipeline, profiles, policy: str, current=None, **params) 
         for st in pipeline.stages:
             b0, c0 = pipeline.batch_sizes_for(st.name)[0], pipeline.cores_for(st.name)[0]
             pick[st.name] = (
-                max(st.variants, key=lambda v: (profiles.row(st.name, v.name, b0, c0).throughput_rps, -v.accuracy)).name,
+                max(
+                    st.variants, key=lambda v: (profiles.row(st.name, v.name, b0, c0).throughput_rps, -v.accuracy)
+                ).name,
             )
         return Restriction(variants=pick)
     if policy == "fa2-high":
@@ -92,8 +94,9 @@ def stage_options(pipeline, rps: float, profiles=None, restriction: Restriction 
     """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates)."""
     profiles = profiles or _profiles_for(pipeline)
     restriction = restriction or Restriction()
-    base = cached_for((pipeline, profiles), f"base options {restriction!r}",
-                      lambda owners: build_base_options(*owners, restriction))
+    base = cached_for(
+        (pipeline, profiles), f"base options {restriction!r}", lambda owners: build_base_options(*owners, restriction)
+    )
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
     return expand_options(
@@ -143,8 +146,16 @@ def plan_pipeline(
     if empty:
         so = empty[0]
         kind = so.why_empty.split(":")[0]
-        return _infeasible(pipeline, policy, rps, f"{kind}:{so.stage}", f"stage {so.stage!r}: {so.why_empty}",
-                           profiles, restriction, t0)
+        return _infeasible(
+            pipeline,
+            policy,
+            rps,
+            f"{kind}:{so.stage}",
+            f"stage {so.stage!r}: {so.why_empty}",
+            profiles,
+            restriction,
+            t0,
+        )
     cur = dict(current) if current else None
     keeps = []
     for so in raw:
@@ -169,14 +180,24 @@ def plan_pipeline(
     return assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0)
 
 
-def assemble_plan(pipeline, policy: str, rps: float, options: list[StageOptions], choice: list[int],
-                  solve_time_s: float, feasible: bool = True, note: str = "") -> Plan:
+def assemble_plan(
+    pipeline,
+    policy: str,
+    rps: float,
+    options: list[StageOptions],
+    choice: list[int],
+    solve_time_s: float,
+    feasible: bool = True,
+    note: str = "",
+) -> Plan:
     obj = pipeline.objective
     stages: dict[str, StageChoice] = {}
     for so, i in zip(options, choice):
         stages[so.stage] = StageChoice(
             config=StageConfig(
-                variant=so.variant_names[so.var_idx[i]], batch=int(so.batch[i]), cores=int(so.cores[i]),
+                variant=so.variant_names[so.var_idx[i]],
+                batch=int(so.batch[i]),
+                cores=int(so.cores[i]),
                 replicas=int(so.replicas[i]),
             ),
             accuracy=float(so.acc[i]),
@@ -194,10 +215,22 @@ def assemble_plan(pipeline, policy: str, rps: float, options: list[StageOptions]
     mean, _ = longest_path(pipeline, {s: c.latency_mean_s for s, c in stages.items()})
     terms = {"accuracy": obj.alpha * accuracy, "cost": -obj.beta * cost, "batch": -obj.gamma * batch_sum}
     return Plan(
-        pipeline=pipeline.name, policy=policy, rps=rps, stages=stages, accuracy=accuracy, pas=pas,
-        cost_cores=int(cost), batch_sum=int(batch_sum), objective=float(sum(terms.values())),
-        objective_terms=terms, latency_e2e_mean_s=mean, latency_e2e_slo_s=slo, critical_path=path,
-        solve_time_s=solve_time_s, feasible=feasible, note=note,
+        pipeline=pipeline.name,
+        policy=policy,
+        rps=rps,
+        stages=stages,
+        accuracy=accuracy,
+        pas=pas,
+        cost_cores=int(cost),
+        batch_sum=int(batch_sum),
+        objective=float(sum(terms.values())),
+        objective_terms=terms,
+        latency_e2e_mean_s=mean,
+        latency_e2e_slo_s=slo,
+        critical_path=path,
+        solve_time_s=solve_time_s,
+        feasible=feasible,
+        note=note,
     )
 
 
@@ -235,22 +268,46 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
         key = np.where(meets, -base.p99, -np.inf)
         i = int(np.argmax(key)) if meets.any() else int(np.argmax(capacity))
         so = StageOptions(
-            stage=stage, load=load, variant_names=base.variant_names[0], var_idx=base.var_idx[[i]],
-            acc=base.acc[[i]], acc_coef=base.acc_coef[[i]], batch=base.batch[[i]], cores=base.cores[[i]],
-            replicas=n[[i]], cost=(base.cores[[i]] * n[[i]]).astype(float), lat_slo=np.array([math.inf]),
-            lat_mean=np.array([math.inf]), capacity=capacity[[i]],
+            stage=stage,
+            load=load,
+            variant_names=base.variant_names[0],
+            var_idx=base.var_idx[[i]],
+            acc=base.acc[[i]],
+            acc_coef=base.acc_coef[[i]],
+            batch=base.batch[[i]],
+            cores=base.cores[[i]],
+            replicas=n[[i]],
+            cost=(base.cores[[i]] * n[[i]]).astype(float),
+            lat_slo=np.array([math.inf]),
+            lat_mean=np.array([math.inf]),
+            capacity=capacity[[i]],
         )
         from pipetune.latency import stage_latency_arrays
 
         lat = stage_latency_arrays(
-            mean_s=base.mean[[i]], p50_s=base.p50[[i]], p99_s=base.p99[[i]], throughput=base.thr[[i]],
-            batch=base.batch[[i]], replicas=n[[i]], rate=load, pct=pipeline.sla.percentile,
+            mean_s=base.mean[[i]],
+            p50_s=base.p50[[i]],
+            p99_s=base.p99[[i]],
+            throughput=base.thr[[i]],
+            batch=base.batch[[i]],
+            replicas=n[[i]],
+            rate=load,
+            pct=pipeline.sla.percentile,
             max_wait=caps.max_batch_wait_s,
         )
         so.lat_slo, so.lat_mean = lat.slo, lat.mean
         fallback_opts.append(so)
     dt = time.perf_counter() - t0
-    fb = assemble_plan(pipeline, policy, rps, fallback_opts, [0] * len(fallback_opts), dt, feasible=False,
-                       note=f"best-effort fallback: {reason}")
-    return Infeasible(pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb,
-                      solve_time_s=dt)
+    fb = assemble_plan(
+        pipeline,
+        policy,
+        rps,
+        fallback_opts,
+        [0] * len(fallback_opts),
+        dt,
+        feasible=False,
+        note=f"best-effort fallback: {reason}",
+    )
+    return Infeasible(
+        pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb, solve_time_s=dt
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,8 +37,12 @@ def agrees(result, oracle) -> bool:
 
 
 def run_optimizer_benchmark(
-    cells: list[tuple[int, int]], instances: int, oracle_instances: int, seed: int = 0,
-    advance: Callable[[], None] = lambda: None, repeats: int = REPEATS,
+    cells: list[tuple[int, int]],
+    instances: int,
+    oracle_instances: int,
+    seed: int = 0,
+    advance: Callable[[], None] = lambda: None,
+    repeats: int = REPEATS,
 ) -> dict:
     # Everything alive now (modules, the CLI) lives for the whole run: frozen, the full collection before each
     # timed decision walks only what the benchmark made since (67 ms -> ~0 ms a collection here).
@@ -71,10 +75,16 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
             if (s, v) == (9, 9):
                 by_method[pipeline.objective.accuracy].append(dt)
             advance()
-        out_cells.append({
-            "stages": s, "variants": v, "median_ms": round(float(np.median(times)), 3),
-            "p95_ms": round(float(np.percentile(times, 95)), 3), "instances": len(times), "repeats": repeats,
-        })
+        out_cells.append(
+            {
+                "stages": s,
+                "variants": v,
+                "median_ms": round(float(np.median(times)), 3),
+                "p95_ms": round(float(np.percentile(times, 95)), 3),
+                "instances": len(times),
+                "repeats": repeats,
+            }
+        )
 
     checked = agree = 0
     attempts = 0
@@ -84,8 +94,14 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
         s = int(rng.integers(1, 5))
         v = int(rng.integers(1, 5))
         pipeline, profiles, rps = random_instance(
-            rng, s, v, n_batches=int(rng.integers(2, 5)), n_cores=int(rng.integers(1, 3)),
-            method=METHODS[attempts % len(METHODS)], budget=bool(rng.random() < 0.25), max_replicas=30,
+            rng,
+            s,
+            v,
+            n_batches=int(rng.integers(2, 5)),
+            n_cores=int(rng.integers(1, 3)),
+            method=METHODS[attempts % len(METHODS)],
+            budget=bool(rng.random() < 0.25),
+            max_replicas=30,
         )
         raw = stage_options(pipeline, rps, profiles)
         if combinations(raw) > MAX_COMBINATIONS // 4:
@@ -96,9 +112,15 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
         ok = agrees(got, expected)
         agree += ok
         if not ok and len(mismatches) < 5:
-            mismatches.append({"stages": s, "variants": v, "method": pipeline.objective.accuracy,
-                               "oracle": None if expected is None else expected[0],
-                               "milp": got.objective if got.feasible else None})
+            mismatches.append(
+                {
+                    "stages": s,
+                    "variants": v,
+                    "method": pipeline.objective.accuracy,
+                    "oracle": None if expected is None else expected[0],
+                    "milp": got.objective if got.feasible else None,
+                }
+            )
         advance()
     result = {"cells": out_cells, "oracle": {"instances": checked, "agree": agree}}
     if mismatches:

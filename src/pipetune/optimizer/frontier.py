@@ -48,7 +48,7 @@ def frontier_width(pipeline) -> int:
 
 def _compute_width(pipeline) -> int:
     *_, order, last_use = _structure(pipeline)
-    return max((sum(1 for s in order[:k + 1] if last_use[s] > k) for k in range(len(order))), default=0)
+    return max((sum(1 for s in order[: k + 1] if last_use[s] > k) for k in range(len(order))), default=0)
 
 
 def _compute_structure(pipeline):
@@ -110,9 +110,16 @@ def _pareto_mask(vals: np.ndarray, times: np.ndarray, cost: np.ndarray | None) -
     return pareto_pairwise(keys)
 
 
-def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndarray], *, best_known: float,
-                     upper: float | None = None, penalty: list[np.ndarray] | None = None,
-                     max_states: int = 30_000):
+def best_by_frontier(
+    pipeline,
+    options: list[StageOptions],
+    values: list[np.ndarray],
+    *,
+    best_known: float,
+    upper: float | None = None,
+    penalty: list[np.ndarray] | None = None,
+    max_states: int = 30_000,
+):
     """The feasible plan of highest sum(values) (option index per stage), None if there is none, or
     `TooLarge`. `best_known` must be the value of a feasible plan (or -inf); `upper`/`penalty` are the LP
     bound and per-option reduced costs of rule 2 (optional)."""
@@ -163,8 +170,7 @@ def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndar
             ok &= nc + least_cost[k + 1] <= budget + 1e-9
         if on_path[s]:
             cols = [open_ids.index(p) for p in preds[s]]
-            start = (times[:, cols[0]] if len(cols) == 1 else times[:, cols].max(axis=1) if cols
-                     else np.zeros(vals.size))
+            start = times[:, cols[0]] if len(cols) == 1 else times[:, cols].max(axis=1) if cols else np.zeros(vals.size)
             ts = start[:, None] + so.lat_slo[None, :]
             ok &= ts + tail[s] <= sla
         idx = np.flatnonzero(ok)
@@ -178,7 +184,7 @@ def best_by_frontier(pipeline, options: list[StageOptions], values: list[np.ndar
         new_open = [open_ids[j] for j in keep_cols]
         grow = on_path[s] and last_use[s] > k
         nt = np.empty((idx.size, len(keep_cols) + grow))
-        nt[:, :len(keep_cols)] = times[parent][:, keep_cols] if len(keep_cols) < len(open_ids) else times[parent]
+        nt[:, : len(keep_cols)] = times[parent][:, keep_cols] if len(keep_cols) < len(open_ids) else times[parent]
         if grow:
             nt[:, -1] = ts.ravel()[idx]
             new_open.append(s)

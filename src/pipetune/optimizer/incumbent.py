@@ -12,7 +12,6 @@ import numpy as np
 
 from pipetune.optimizer.options import StageOptions
 
-
 _per_object: dict[tuple, tuple[tuple, object]] = {}
 
 
@@ -78,8 +77,13 @@ def objective_of(pipeline, options: list[StageOptions], choice: list[int]) -> fl
     return obj.alpha * acc - obj.beta * cost - obj.gamma * batch
 
 
-def local_search(pipeline, options: list[StageOptions], start: list[int] | None = None,
-                 values: list[np.ndarray] | None = None, sweeps: int = 3) -> list[int] | None:
+def local_search(
+    pipeline,
+    options: list[StageOptions],
+    start: list[int] | None = None,
+    values: list[np.ndarray] | None = None,
+    sweeps: int = 3,
+) -> list[int] | None:
     """A feasible plan with a high linear value sum(values[s][o]): start from `start` (default: the fastest
     option of every stage), then move one stage at a time to its best option that keeps every path within the
     SLA (and the budget), until nothing improves. Default values: the pipeline's linear objective."""

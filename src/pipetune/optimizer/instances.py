@@ -91,7 +91,9 @@ def random_instance(
     hi, _ = longest_path(pipeline, slow)
     sla = float(rng.uniform(2.0 * lo, max(2.5 * lo, 2.0 * hi)))
     # Load: enough to need several replicas of a mid variant at the busiest stage.
-    mid = {s: cells[(s, f"{s}-v{variants // 2}")].row(batches[len(batches) // 2], cores[0]).throughput_rps for s in names}
+    mid = {
+        s: cells[(s, f"{s}-v{variants // 2}")].row(batches[len(batches) // 2], cores[0]).throughput_rps for s in names
+    }
     factors = pipeline.load_factors()
     rps = float(rng.uniform(0.5, 8.0) * min(mid[s] / factors[s] for s in names))
     caps = {"batch_sizes": batches, "cores": cores, "max_replicas": max_replicas}

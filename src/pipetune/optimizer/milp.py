@@ -151,8 +151,12 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
     paths = cached_for(pipeline, "paths", lambda p: p.paths())
     if len(paths) <= MAX_PATH_ROWS:
         for path in paths:
-            bld.add_row(np.concatenate([y[pos[n]] for n in path]),
-                        np.concatenate([options[pos[n]].lat_slo for n in path]), -INF, sla)
+            bld.add_row(
+                np.concatenate([y[pos[n]] for n in path]),
+                np.concatenate([options[pos[n]].lat_slo for n in path]),
+                -INF,
+                sla,
+            )
     else:
         t = bld.add_cols(len(names), 0.0, 0.0, sla, False)
         for st, so, ys in zip(names, options, y):
@@ -160,8 +164,12 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
             if not ins:
                 bld.add_row(np.concatenate([[t[pos[st]]], ys]), np.concatenate([[1.0], -so.lat_slo]), 0.0, INF)
             for e in ins:
-                bld.add_row(np.concatenate([[t[pos[st]], t[pos[e.src]]], ys]),
-                            np.concatenate([[1.0, -1.0], -so.lat_slo]), 0.0, INF)
+                bld.add_row(
+                    np.concatenate([[t[pos[st]], t[pos[e.src]]], ys]),
+                    np.concatenate([[1.0, -1.0], -so.lat_slo]),
+                    0.0,
+                    INF,
+                )
     if budget is not None:
         bld.add_row(np.concatenate(y), np.concatenate([so.cost for so in options]), -INF, float(budget))
     return _Model(bld, y, cut)
@@ -259,8 +267,9 @@ class _Relaxation:
         return self.h
 
 
-def _reduce(pipeline, options: list[StageOptions], values: list[np.ndarray],
-            relaxation: _Relaxation | None = None) -> _Reduction | None:
+def _reduce(
+    pipeline, options: list[StageOptions], values: list[np.ndarray], relaxation: _Relaxation | None = None
+) -> _Reduction | None:
     relaxation = relaxation or _Relaxation(pipeline, options)
     h = relaxation.run(values)
     if h.modelStatusToString(h.getModelStatus()) != "Optimal":
@@ -281,8 +290,9 @@ def _reduce(pipeline, options: list[StageOptions], values: list[np.ndarray],
     if pipeline.caps.max_total_cores is not None:
         start = local_search(pipeline, options, values=values)  # the LP support may break the budget
         if start is None:
-            return _Reduction(options, values, None, [np.arange(len(so)) for so in options], upper,
-                              np.split(d, cut[1:-1]), -math.inf)
+            return _Reduction(
+                options, values, None, [np.arange(len(so)) for so in options], upper, np.split(d, cut[1:-1]), -math.inf
+            )
     else:
         start = _local_improve(pipeline, options, values, start)
     best = _value_of(values, start)
@@ -291,11 +301,11 @@ def _reduce(pipeline, options: list[StageOptions], values: list[np.ndarray],
     keep[cut[:-1] + np.asarray(start)] = True
     kept, red_o, red_v, red_start, red_pen = [], [], [], [], []
     for k, (so, v, c) in enumerate(zip(options, values, start)):
-        idx = np.flatnonzero(keep[cut[k]:cut[k + 1]])
+        idx = np.flatnonzero(keep[cut[k] : cut[k + 1]])
         kept.append(idx)
         red_o.append(so.take(idx) if idx.size < len(so) else so)
         red_v.append(v[idx])
-        red_pen.append(d[cut[k]:cut[k + 1]][idx])
+        red_pen.append(d[cut[k] : cut[k + 1]][idx])
         red_start.append(int(np.searchsorted(idx, c)))
     return _Reduction(red_o, red_v, red_start, kept, upper, red_pen, best)
 
@@ -312,8 +322,9 @@ def reduce_by_lp(pipeline, options: list[StageOptions], values: list[np.ndarray]
     return None if r is None else (r.options, r.values, r.start, r.kept)
 
 
-def solve_linear(pipeline, options: list[StageOptions], values: list[np.ndarray], *,
-                 time_limit_s: float = 30.0) -> tuple[list[int], float] | None:
+def solve_linear(
+    pipeline, options: list[StageOptions], values: list[np.ndarray], *, time_limit_s: float = 30.0
+) -> tuple[list[int], float] | None:
     """Exact MILP(values): (option index per stage into `options`, optimal value), or None if infeasible."""
     red = _reduce(pipeline, options, values)
     if red is None:
@@ -335,8 +346,15 @@ def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: f
         # Larger remainders of chains and narrow DAGs: enumeration with exact dominance and LP bounds
         # (frontier.py), which gives up (TooLarge) rather than grow past FRONTIER_MAX_STATES partial plans;
         # then HiGHS branches.
-        local = best_by_frontier(pipeline, r_opts, r_vals, best_known=red.start_value, upper=red.upper,
-                                 penalty=red.penalty, max_states=FRONTIER_MAX_STATES)
+        local = best_by_frontier(
+            pipeline,
+            r_opts,
+            r_vals,
+            best_known=red.start_value,
+            upper=red.upper,
+            penalty=red.penalty,
+            max_states=FRONTIER_MAX_STATES,
+        )
         if local is TooLarge:
             local = _branch(pipeline, r_opts, r_vals, start, time_limit_s)
     if local is None:
@@ -364,9 +382,17 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
     return [int(np.argmax(sol[ys])) for ys in m.y]
 
 
-def least_change(pipeline, options, values, optimum: float, distance: list[np.ndarray], *,
-                 time_limit_s: float = 30.0, reduction: _Reduction | None = None,
-                 known: list[int] | None = None) -> list[int] | None:
+def least_change(
+    pipeline,
+    options,
+    values,
+    optimum: float,
+    distance: list[np.ndarray],
+    *,
+    time_limit_s: float = 30.0,
+    reduction: _Reduction | None = None,
+    known: list[int] | None = None,
+) -> list[int] | None:
     """Among plans with value >= optimum (up to 1e-9 relative), the one with the least `distance`.
 
     Exact reduction first: a plan of value >= optimum - tol can only use options whose LP reduced-cost bound
@@ -397,8 +423,11 @@ def least_change(pipeline, options, values, optimum: float, distance: list[np.nd
         at = [np.flatnonzero(k == c) for k, c in zip(kept, known)] if known is not None else []
         if at and all(i.size for i in at):  # a MIP start: the known optimal plan, if the reduction kept it
             idx = np.concatenate(m.y).astype(np.int32)
-            h.setSolution(int(idx.size), idx,
-                          np.concatenate([(np.arange(len(so)) == i[0]).astype(float) for so, i in zip(sub_o, at)]))
+            h.setSolution(
+                int(idx.size),
+                idx,
+                np.concatenate([(np.arange(len(so)) == i[0]).astype(float) for so, i in zip(sub_o, at)]),
+            )
         h.run()
         if h.modelStatusToString(h.getModelStatus()) != "Optimal":
             return None
@@ -565,8 +594,10 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         if red.upper <= line_x + tol_x:
             flat_side()
             continue
-        if (chord_bound(a, phi_a, lam_x, red.upper) <= best_g + tol_g()
-                and chord_bound(lam_x, red.upper, b, phi_b) <= best_g + tol_g()):
+        if (
+            chord_bound(a, phi_a, lam_x, red.upper) <= best_g + tol_g()
+            and chord_bound(lam_x, red.upper, b, phi_b) <= best_g + tol_g()
+        ):
             continue
         yx = finish(lam_x, red)
         if yx is None:
@@ -604,8 +635,9 @@ def solve(
             z, c = _pas_parts(pipeline, options)
             lam = pipeline.objective.alpha * math.exp(float(sum(a[i] for a, i in zip(z, choice))))
             vals = [lam * a - b for a, b in zip(z, c)]
-            alt = least_change(pipeline, options, vals, _value_of(vals, choice), distance, time_limit_s=time_limit_s,
-                               known=choice)
+            alt = least_change(
+                pipeline, options, vals, _value_of(vals, choice), distance, time_limit_s=time_limit_s, known=choice
+            )
             if alt is not None and objective_of(pipeline, options, alt) >= best - 1e-9 * max(1.0, abs(best)):
                 choice = alt
             milps += 1
@@ -618,8 +650,9 @@ def solve(
     choice, best = r
     milps = 1
     if distance is not None:
-        alt = least_change(pipeline, options, values, best, distance, time_limit_s=time_limit_s, reduction=red,
-                           known=choice)
+        alt = least_change(
+            pipeline, options, values, best, distance, time_limit_s=time_limit_s, reduction=red, known=choice
+        )
         if alt is not None and _value_of(values, alt) >= best - 1e-9 * max(1.0, abs(best)):
             choice = alt
         milps += 1

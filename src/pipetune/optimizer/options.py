@@ -59,8 +59,12 @@ class BaseTable:
     def stage(self, s: int) -> BaseTable:
         """The table of stage s alone."""
         rows = slice(int(self.cut[s]), int(self.cut[s + 1]))
-        return BaseTable([self.stages[s]], [self.variant_names[s]], np.array([0, rows.stop - rows.start]),
-                         **{f: getattr(self, f)[rows] for f in _BASE_ARRAYS})
+        return BaseTable(
+            [self.stages[s]],
+            [self.variant_names[s]],
+            np.array([0, rows.stop - rows.start]),
+            **{f: getattr(self, f)[rows] for f in _BASE_ARRAYS},
+        )
 
 
 @dataclass
@@ -90,9 +94,7 @@ class StageOptions:
         return StageOptions(self.stage, self.load, self.variant_names, why_empty=self.why_empty, **kw)
 
     def describe(self, i: int) -> str:
-        return (
-            f"{self.variant_names[self.var_idx[i]]} b{self.batch[i]} c{self.cores[i]} x{self.replicas[i]}"
-        )
+        return f"{self.variant_names[self.var_idx[i]]} b{self.batch[i]} c{self.cores[i]} x{self.replicas[i]}"
 
 
 _ARRAYS = ("var_idx", "acc", "acc_coef", "batch", "cores", "replicas", "cost", "lat_slo", "lat_mean", "capacity")
@@ -131,18 +133,27 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
         rows_coef += [coefs[vi] for vi in vis]
         variants.append([profiles.get(st.name, names[vi]) for vi in vis])
     per_variant = [len(g) for g, vs in zip(grids, variants) for _ in vs]  # cells of each variant row
-    cells = stack_cells([vp for vs in variants for vp in vs], grids[0]).T if all(g == grids[0] for g in grids) \
+    cells = (
+        stack_cells([vp for vs in variants for vp in vs], grids[0]).T
+        if all(g == grids[0] for g in grids)
         else np.concatenate([stack_cells(vs, g) for vs, g in zip(variants, grids)]).T
+    )
     cut = np.cumsum([0] + [len(vs) * len(g) for vs, g in zip(variants, grids)])
     cell_b = [b for g, vs in zip(grids, variants) for _ in vs for b, _c in g]
     cell_c = [c for g, vs in zip(grids, variants) for _ in vs for _b, c in g]
     return BaseTable(
-        stages=pipeline.stage_names, variant_names=names_all, cut=cut,
+        stages=pipeline.stage_names,
+        variant_names=names_all,
+        cut=cut,
         var_idx=np.repeat(np.asarray(rows_var, np.int64), per_variant),
         acc=np.repeat(np.asarray(rows_acc, float), per_variant),
         acc_coef=np.repeat(np.asarray(rows_coef, float), per_variant),
-        batch=np.asarray(cell_b, np.int64), cores=np.asarray(cell_c, np.int64),
-        mean=cells[0], p50=cells[1], p99=cells[2], thr=cells[3],
+        batch=np.asarray(cell_b, np.int64),
+        cores=np.asarray(cell_c, np.int64),
+        mean=cells[0],
+        p50=cells[1],
+        p99=cells[2],
+        thr=cells[3],
     )
 
 
@@ -180,8 +191,14 @@ def expand_options(
     def grid(sel: np.ndarray, k: int):
         n, valid = capacity(sel, k)
         lat = stage_latency_arrays(
-            mean_s=base.mean[sel, None], p50_s=base.p50[sel, None], p99_s=base.p99[sel, None],
-            throughput=thr[sel, None], batch=base.batch[sel, None], replicas=n, rate=lam[sel, None], pct=pct,
+            mean_s=base.mean[sel, None],
+            p50_s=base.p50[sel, None],
+            p99_s=base.p99[sel, None],
+            throughput=thr[sel, None],
+            batch=base.batch[sel, None],
+            replicas=n,
+            rate=lam[sel, None],
+            pct=pct,
             max_wait=max_wait,
         )
         # Keep n up to and including the first n whose queueing quantile is zero: beyond it latency is flat.
@@ -193,14 +210,14 @@ def expand_options(
 
     # Rows whose batch formation and service alone exceed the SLA fit at no replica count: they get no replica
     # grid (its queueing term is most of the work; about half the rows of the benchmark's instances).
-    floor = latency_floor(p50_s=base.p50, p99_s=base.p99, batch=base.batch, rate=lam, pct=pct,
-                          max_wait=max_wait)
+    floor = latency_floor(p50_s=base.p50, p99_s=base.p99, batch=base.batch, rate=lam, pct=pct, max_wait=max_wait)
     live = np.flatnonzero(floor <= sla_s * (1 + 1e-12))
     # A short first pass; only the rows whose queue has not vanished yet get the long one.
     k0, k1 = 8, MAX_EXTRA_REPLICAS + 1
     n, lat_slo, lat_mean, keep, done = grid(live, k0)
     more = np.flatnonzero(~done)
     if more.size:
+
         def widen(x, fill):
             out = np.full((live.size, k1), fill, dtype=x.dtype)
             out[:, :k0] = x
@@ -220,14 +237,21 @@ def expand_options(
     for si in range(len(base)):
         sl = slice(cut[si], cut[si + 1])  # each stage's options: views of the arrays of all stages
         so = StageOptions(
-            stage=base.stages[si], load=float(loads[si]), variant_names=base.variant_names[si],
-            **{f: v[sl] for f, v in got.items()}, replicas=reps[sl], cost=cost[sl], lat_slo=slo[sl],
-            lat_mean=mean[sl], capacity=capacity_rps[sl],
+            stage=base.stages[si],
+            load=float(loads[si]),
+            variant_names=base.variant_names[si],
+            **{f: v[sl] for f, v in got.items()},
+            replicas=reps[sl],
+            cost=cost[sl],
+            lat_slo=slo[sl],
+            lat_mean=mean[sl],
+            capacity=capacity_rps[sl],
         )
         if len(so) == 0:
             mine = np.flatnonzero(stage_of == si)
-            so.why_empty = _why_empty(base.stage(si), float(loads[si]), headroom, max_replicas, fixed_replicas[si],
-                                      capacity(mine, k0)[1])
+            so.why_empty = _why_empty(
+                base.stage(si), float(loads[si]), headroom, max_replicas, fixed_replicas[si], capacity(mine, k0)[1]
+            )
         out.append(so)
     return out
 
@@ -240,9 +264,13 @@ def _why_empty(base, load, headroom, max_replicas, fixed_replicas, valid) -> str
     return "sla: no option of this stage alone fits the SLA at this load"
 
 
-def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = False,
-                        keeps: list[np.ndarray | None] | None = None,
-                        max_latency: np.ndarray | None = None) -> list[StageOptions]:
+def pareto_prune_stages(
+    options: list[StageOptions],
+    objective,
+    budget: bool = False,
+    keeps: list[np.ndarray | None] | None = None,
+    max_latency: np.ndarray | None = None,
+) -> list[StageOptions]:
     """Per stage, drop options that another option of the same stage beats or ties on every term that matters.
 
     Which terms matter depends on the objective, and using only those is what keeps the MILP small:
@@ -258,16 +286,22 @@ def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = F
     keeps = keeps or [None] * len(options)
     sizes = np.array([len(so) for so in options])
     stage = np.repeat(np.arange(len(options)), sizes)
-    cat = {f: np.concatenate([getattr(so, f) for so in options]) for f in ("acc", "acc_coef", "cost", "batch",
-                                                                           "lat_slo")}
+    cat = {
+        f: np.concatenate([getattr(so, f) for so in options]) for f in ("acc", "acc_coef", "cost", "batch", "lat_slo")
+    }
     penalty = objective.beta * cat["cost"] + objective.gamma * cat["batch"]
     if budget:
         cut = np.concatenate([[0], np.cumsum(sizes)])
-        alive = np.concatenate([
-            pareto_pairwise(np.stack([-cat["acc_coef"][a:b], penalty[a:b], cat["lat_slo"][a:b], cat["cost"][a:b]],
-                                     axis=1)) if b - a > 1 else np.ones(b - a, bool)
-            for a, b in zip(cut[:-1], cut[1:])
-        ])
+        alive = np.concatenate(
+            [
+                pareto_pairwise(
+                    np.stack([-cat["acc_coef"][a:b], penalty[a:b], cat["lat_slo"][a:b], cat["cost"][a:b]], axis=1)
+                )
+                if b - a > 1
+                else np.ones(b - a, bool)
+                for a, b in zip(cut[:-1], cut[1:])
+            ]
+        )
     elif objective.accuracy == "pas":
         alive = _pareto_3d(stage, cat["acc"], penalty, cat["lat_slo"])
     else:
@@ -275,7 +309,7 @@ def pareto_prune_stages(options: list[StageOptions], objective, budget: bool = F
     out = []
     start = 0
     for so, k, n in zip(options, keeps, sizes.tolist()):
-        mine = alive[start:start + n]
+        mine = alive[start : start + n]
         start += n
         if k is not None:
             mine = mine | k
@@ -361,4 +395,3 @@ def pareto_pairwise(keys: np.ndarray) -> np.ndarray:
 
 def stage_loads(pipeline, rps: float) -> dict[str, float]:
     return {s: rps * f for s, f in pipeline.load_factors().items()}
-

@@ -4,19 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-
-@dataclass(frozen=True, order=True)
-class StageConfig:
-    """The knobs of one stage: which variant, what batch size, how many replicas with how many cores each."""
-
-    variant: str
-    batch: int
-    cores: int
-    replicas: int
-
-    @property
-    def total_cores(self) -> int:
-        return self.cores * self.replicas
+from pipetune.configs import StageConfig
 
 
 @dataclass(frozen=True)
@@ -83,7 +71,12 @@ class Infeasible:
 
     def to_dict(self) -> dict:
         return {
-            "pipeline": self.pipeline, "policy": self.policy, "rps": self.rps, "feasible": False,
-            "binding": self.binding, "reason": self.reason, "solve_time_s": self.solve_time_s,
+            "pipeline": self.pipeline,
+            "policy": self.policy,
+            "rps": self.rps,
+            "feasible": False,
+            "binding": self.binding,
+            "reason": self.reason,
+            "solve_time_s": self.solve_time_s,
             "fallback": self.fallback.to_dict(),
         }

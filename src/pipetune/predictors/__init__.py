@@ -1,9 +1,9 @@
 """Load predictors: how many requests per second to provision for over the next decision horizon.
 
-    from pipetune.predictors import make_predictor, DEFAULT_PREDICTOR
-    p = make_predictor("default")          # adaptive-quantile: no pre-trained file, calibrates online
-    p.fit(series)                          # optional for predictors that need no fitting
-    p.predict(history) -> float            # per-second counts so far -> rps for the next 20 s
+from pipetune.predictors import make_predictor, DEFAULT_PREDICTOR
+p = make_predictor("default")          # adaptive-quantile: no pre-trained file, calibrates online
+p.fit(series)                          # optional for predictors that need no fitting
+p.predict(history) -> float            # per-second counts so far -> rps for the next 20 s
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ PREDICTORS: dict[str, type[Predictor]] = {
 DEFAULT_PREDICTOR = AdaptiveQuantile.name
 
 
-def make_predictor(name: str = "default", model: str | Path | None = None, pretrained: bool = False,
-                   **params: Any) -> Predictor:
+def make_predictor(
+    name: str = "default", model: str | Path | None = None, pretrained: bool = False, **params: Any
+) -> Predictor:
     """A predictor by name ("default" = adaptive-quantile) with hyper-parameters `params`.
 
     For the LSTM kinds, `model=` loads a trained file and `pretrained=True` the one shipped with pipetune."""
@@ -44,7 +45,9 @@ def make_predictor(name: str = "default", model: str | Path | None = None, pretr
     cls = PREDICTORS[name]
     if model is not None or pretrained:
         if not issubclass(cls, IPALSTM):
-            raise PipetuneError(f"predictor {name!r} has no trained model file; model= applies to lstm and quantile-lstm")
+            raise PipetuneError(
+                f"predictor {name!r} has no trained model file; model= applies to lstm and quantile-lstm"
+            )
         path = Path(model) if model is not None else pretrained_path(name)
         if model is None and not path.exists():
             raise PipetuneError(f"no pre-trained {name} shipped at {path}; train one with `pipetune predictor train`")
@@ -60,7 +63,21 @@ def make_predictor(name: str = "default", model: str | Path | None = None, pretr
 
 
 __all__ = [
-    "Predictor", "NotFittedError", "make_predictor", "PREDICTORS", "DEFAULT_PREDICTOR", "HORIZON_S", "INTERVAL_S",
-    "Reactive", "WindowMax", "MovingAverage", "EWMA", "ARIMAPredictor", "IPALSTM", "QuantileLSTM",
-    "AdaptiveQuantile", "ipa_features", "training_pairs",
+    "Predictor",
+    "NotFittedError",
+    "make_predictor",
+    "PREDICTORS",
+    "DEFAULT_PREDICTOR",
+    "HORIZON_S",
+    "INTERVAL_S",
+    "Reactive",
+    "WindowMax",
+    "MovingAverage",
+    "EWMA",
+    "ARIMAPredictor",
+    "IPALSTM",
+    "QuantileLSTM",
+    "AdaptiveQuantile",
+    "ipa_features",
+    "training_pairs",
 ]

@@ -47,7 +47,9 @@ class AdaptiveQuantile(Predictor):
     ):
         super().__init__(horizon)
         if not 0 < alpha < 1:
-            raise PipetuneError(f"adaptive-quantile: alpha (target under-prediction rate) must be in (0, 1), got {alpha}")
+            raise PipetuneError(
+                f"adaptive-quantile: alpha (target under-prediction rate) must be in (0, 1), got {alpha}"
+            )
         if gamma < 0:
             raise PipetuneError(f"adaptive-quantile: gamma (calibration step) must be >= 0, got {gamma}")
         if level_window < 1 or noise_window < 3 or interval < 1:

@@ -28,8 +28,14 @@ def _blocks(x: np.ndarray) -> np.ndarray:
 class ARIMAPredictor(Predictor):
     name = "arima"
 
-    def __init__(self, order: tuple[int, int, int] = (1, 1, 0), lookback: int = 600, refit_every: int = 600,
-                 min_history: int = 300, horizon: int = HORIZON_S):
+    def __init__(
+        self,
+        order: tuple[int, int, int] = (1, 1, 0),
+        lookback: int = 600,
+        refit_every: int = 600,
+        min_history: int = 300,
+        horizon: int = HORIZON_S,
+    ):
         super().__init__(horizon)
         if lookback < 10 * IPA_BLOCK_S:
             raise PipetuneError(f"arima: lookback must be >= {10 * IPA_BLOCK_S} s, got {lookback}")
@@ -85,7 +91,7 @@ class ARIMAPredictor(Predictor):
             fc = blocks[-1] + np.cumsum(fc)
         return fc
 
-    def fit(self, series: np.ndarray) -> "ARIMAPredictor":
+    def fit(self, series: np.ndarray) -> ARIMAPredictor:
         s = as_series(series)
         s = s[s > 0]
         blocks = _blocks(s)

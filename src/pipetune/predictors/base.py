@@ -45,14 +45,15 @@ class Predictor:
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
         return [
-            name for name, param in sig.parameters.items()
+            name
+            for name, param in sig.parameters.items()
             if name != "self" and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
         ]
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._param_names()}
 
-    def set_params(self, **params: Any) -> "Predictor":
+    def set_params(self, **params: Any) -> Predictor:
         valid = self._param_names()
         for k, v in params.items():
             if k not in valid:
@@ -61,7 +62,7 @@ class Predictor:
         self.reset()
         return self
 
-    def clone(self) -> "Predictor":
+    def clone(self) -> Predictor:
         return type(self)(**self.get_params())
 
     def __repr__(self) -> str:
@@ -69,7 +70,7 @@ class Predictor:
         return f"{type(self).__name__}({args})"
 
     # -- the contract ---------------------------------------------------------------------------------
-    def fit(self, series: np.ndarray) -> "Predictor":
+    def fit(self, series: np.ndarray) -> Predictor:
         """Learn from per-second counts. Stateless predictors only check the series."""
         as_series(series, "fit series")
         return self
@@ -114,7 +115,10 @@ def ipa_features(history: np.ndarray, lookback: int = IPA_LOOKBACK_S, block: int
 
 
 def training_pairs(
-    series: np.ndarray, lookback: int = IPA_LOOKBACK_S, block: int = IPA_BLOCK_S, horizon: int = HORIZON_S,
+    series: np.ndarray,
+    lookback: int = IPA_LOOKBACK_S,
+    block: int = IPA_BLOCK_S,
+    horizon: int = HORIZON_S,
     drop_zeros: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """IPA's training set: X = 12 block maxima, y = max over the next `horizon` s, one sample per block.

@@ -18,9 +18,9 @@ any predictor's cold-start fallback, which is scored separately with warmup=inte
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -75,8 +75,13 @@ def metrics(predicted: np.ndarray, realised: np.ndarray) -> dict[str, float]:
 
 
 def run_window(
-    predictor: Predictor, counts: np.ndarray, name: str = "window",
-    interval: int = INTERVAL_S, horizon: int = HORIZON_S, warmup: int = 120, timings: list[float] | None = None,
+    predictor: Predictor,
+    counts: np.ndarray,
+    name: str = "window",
+    interval: int = INTERVAL_S,
+    horizon: int = HORIZON_S,
+    warmup: int = 120,
+    timings: list[float] | None = None,
 ) -> WindowResult:
     if interval < 1 or horizon < 1 or warmup < 1:
         raise PipetuneError("evaluation: interval, horizon and warmup must be >= 1 second")
@@ -102,8 +107,12 @@ def run_window(
 
 
 def evaluate(
-    predictor: Predictor, windows: Mapping[str, np.ndarray], interval: int = INTERVAL_S, horizon: int = HORIZON_S,
-    warmup: int = 120, name: str | None = None,
+    predictor: Predictor,
+    windows: Mapping[str, np.ndarray],
+    interval: int = INTERVAL_S,
+    horizon: int = HORIZON_S,
+    warmup: int = 120,
+    name: str | None = None,
 ) -> Score:
     timings: list[float] = []
     results = [run_window(predictor, w, n, interval, horizon, warmup, timings) for n, w in windows.items()]
@@ -111,8 +120,11 @@ def evaluate(
     r = np.concatenate([r.realised for r in results])
     m = metrics(p, r)
     return Score(
-        name=name or predictor.name, decisions=int(p.size), predict_ms=float(np.median(timings) * 1e3),
-        windows=results, **m,
+        name=name or predictor.name,
+        decisions=int(p.size),
+        predict_ms=float(np.median(timings) * 1e3),
+        windows=results,
+        **m,
     )
 
 
@@ -127,13 +139,24 @@ def plot_scores(scores: list[Score], path: str | Path, title: str = "predicted v
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.6 * len(names)), sharex=False, squeeze=False)
     for ax, wname in zip(axes[:, 0], names):
         first = next(w for w in scores[0].windows if w.name == wname)
-        ax.plot(first.times, first.realised, color="black", lw=1.6, drawstyle="steps-post",
-                label="realised max of the next horizon")
+        ax.plot(
+            first.times,
+            first.realised,
+            color="black",
+            lw=1.6,
+            drawstyle="steps-post",
+            label="realised max of the next horizon",
+        )
         for s in scores:
             w = next(w for w in s.windows if w.name == wname)
             m = metrics(w.predicted, w.realised)
-            ax.plot(w.times, w.predicted, lw=1.1, drawstyle="steps-post",
-                    label=f"{s.name} (under {m['under_rate']:.0%}, over {m['over_provision']:.0%})")
+            ax.plot(
+                w.times,
+                w.predicted,
+                lw=1.1,
+                drawstyle="steps-post",
+                label=f"{s.name} (under {m['under_rate']:.0%}, over {m['over_provision']:.0%})",
+            )
         ax.set_title(wname, fontsize=10)
         ax.set_ylabel("rps")
         ax.legend(fontsize=7, loc="upper left")

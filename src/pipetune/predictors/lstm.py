@@ -19,8 +19,9 @@ date, torch version. `load()` checks the kind.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -97,9 +98,13 @@ class IPALSTM(Predictor):
 
     # -- training -----------------------------------------------------------------------------------
     def fit(
-        self, series: np.ndarray, progress: Callable[[int, int, float], None] | None = None,
-        source: str = "array", max_samples: int | None = None, time_budget_s: float | None = None,
-    ) -> "IPALSTM":
+        self,
+        series: np.ndarray,
+        progress: Callable[[int, int, float], None] | None = None,
+        source: str = "array",
+        max_samples: int | None = None,
+        time_budget_s: float | None = None,
+    ) -> IPALSTM:
         """Train on per-second counts. `progress(epoch, epochs, loss)` is called after each epoch.
 
         With `time_budget_s`, training stops after the epoch that would overrun it (the metadata records
@@ -161,7 +166,7 @@ class IPALSTM(Predictor):
             "loss": "pinball" if self.quantile is not None else "mse",
             "features": f"max of each {IPA_BLOCK_S} s over the last {IPA_LOOKBACK_S} s, divided by their mean",
             "target": f"max over the next {self.horizon} s",
-            "trained_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "torch": str(_torch().__version__),
         }
         return self
@@ -195,7 +200,7 @@ class IPALSTM(Predictor):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "IPALSTM":
+    def load(cls, path: str | Path) -> IPALSTM:
         torch = _torch()
         path = Path(path)
         if not path.exists():

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -49,8 +50,12 @@ def measure_accuracy(
     todo = [(s, v.name) for s in names for v in pipeline.stage(s).variants if not variants or v.name in variants]
     out: list[AccuracyResult] = []
     with Progress(
-        TextColumn("[bold]accuracy[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=not progress,
+        TextColumn("[bold]accuracy[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
     ) as prog:
         task = prog.add_task("", total=len(todo))
         for s, v in todo:

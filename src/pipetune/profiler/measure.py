@@ -20,9 +20,10 @@ import pickle
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -239,10 +240,17 @@ def open_loop_run(
     that serves fixed batches of `batch`; report whether the queue stays bounded."""
     chosen = choose_cpus(cores, cpus)
     name = getattr(adapter_factory, "label", None) or "model"
-    job = {"mode": "open_loop", "batches": [batch], "rate_rps": float(rate_rps), "duration_s": float(duration_s),
-           "seed": seed, "pool_size": max(64, 4 * batch)}
-    result, rc, stderr, timed_out = _run_worker(adapter_factory, chosen, cores, job,
-                                                load_timeout_s + 4 * duration_s + 30, name)
+    job = {
+        "mode": "open_loop",
+        "batches": [batch],
+        "rate_rps": float(rate_rps),
+        "duration_s": float(duration_s),
+        "seed": seed,
+        "pool_size": max(64, 4 * batch),
+    }
+    result, rc, stderr, timed_out = _run_worker(
+        adapter_factory, chosen, cores, job, load_timeout_s + 4 * duration_s + 30, name
+    )
     if timed_out or "error" in result or "open_loop" not in result:
         raise ProfilingError(f"{name}: open-loop run failed: {result.get('error') or stderr[-300:] or 'timed out'}")
     r = result["open_loop"]
@@ -253,9 +261,15 @@ def open_loop_run(
     slope = float(np.polyfit(ts[half], q[half], 1)[0]) if half.sum() >= 3 else float("inf")
     soj = np.asarray(r["sojourn_s"], float)
     return OpenLoopResult(
-        rate_rps=float(rate_rps), batch=batch, duration_s=float(duration_s), served=int(r["served"]),
-        n_arrivals=int(r["n_arrivals"]), elapsed_s=float(r["elapsed_s"]), backlog_slope_per_s=slope,
-        backlog_end=int(q[-1]) if len(q) else 0, backlog_max=int(q.max()) if len(q) else 0,
+        rate_rps=float(rate_rps),
+        batch=batch,
+        duration_s=float(duration_s),
+        served=int(r["served"]),
+        n_arrivals=int(r["n_arrivals"]),
+        elapsed_s=float(r["elapsed_s"]),
+        backlog_slope_per_s=slope,
+        backlog_end=int(q[-1]) if len(q) else 0,
+        backlog_max=int(q.max()) if len(q) else 0,
         sojourn_p50_s=float(np.percentile(soj, 50)) if soj.size else float("nan"),
         sojourn_p99_s=float(np.percentile(soj, 99)) if soj.size else float("nan"),
         backlog_series=tuple((float(t), int(b)) for t, b in r["backlog"]),

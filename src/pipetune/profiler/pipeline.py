@@ -12,9 +12,10 @@ import datetime as _dt
 import platform
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -70,7 +71,9 @@ def machine_line() -> str:
         tv = f", torch {version('torch')}"
     except Exception:  # noqa: BLE001
         tv = ""
-    return f"machine: {socket.gethostname()}, {cpu}, {len(_cpus())} CPU(s) usable, Python {platform.python_version()}{tv}"
+    return (
+        f"machine: {socket.gethostname()}, {cpu}, {len(_cpus())} CPU(s) usable, Python {platform.python_version()}{tv}"
+    )
 
 
 def _cpus() -> list[int]:
@@ -101,8 +104,7 @@ def parse_budget(text: str | float | int | None) -> float | None:
 
 def _update_header(table: ProfileTable, stamp: str, run_id: str) -> None:
     keep = [
-        h for h in table.header
-        if h not in METHOD_HEADER and not h.startswith("machine: ") and not h.startswith(run_id)
+        h for h in table.header if h not in METHOD_HEADER and not h.startswith("machine: ") and not h.startswith(run_id)
     ]
     # Each run adds one dated line; the method text and the machine line are kept once, at the top.
     table.header = METHOD_HEADER + [machine_line()] + keep + [stamp]
@@ -179,7 +181,7 @@ def profile_pipeline(
             cell_budget_s = max(0.2, min(10.0, 0.5 * budget_s / n_cells))
         else:
             cell_budget_s = DEFAULT_CELL_BUDGET_S
-    run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC:"
+    run_id = f"{_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M:%S} UTC:"
     stamp = (
         run_id + " measured {cells} cell(s) of this file ({what}); "
         f"per-cell timed budget {cell_budget_s:.2g} s, >= {min_batches} batches where the budget allows; "
@@ -248,11 +250,8 @@ def profile_pipeline(
 
 
 def _measured(table: ProfileTable, variant: str, batch: int, cores: int) -> bool:
-    return any(
-        (r.variant, r.batch, r.cores) == (variant, batch, cores) and r.source == "measured" for r in table.rows
-    )
+    return any((r.variant, r.batch, r.cores) == (variant, batch, cores) and r.source == "measured" for r in table.rows)
 
 
 def _stage_map(pipeline: Any) -> dict[str, str]:
     return {v.name: s.name for s in pipeline.stages for v in s.variants}
-

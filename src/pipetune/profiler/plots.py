@@ -8,9 +8,7 @@ from pathlib import Path
 from pipetune.profiles import ProfileTable
 
 
-def plot_profile(
-    table: ProfileTable, out: str | Path, title: str = "", stage_of: dict[str, str] | None = None
-) -> Path:
+def plot_profile(table: ProfileTable, out: str | Path, title: str = "", stage_of: dict[str, str] | None = None) -> Path:
     """One row of two panels per stage (all variants of a stage together); solid = 1 core, dashed = more."""
     import matplotlib
 

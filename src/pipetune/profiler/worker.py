@@ -132,8 +132,14 @@ def open_loop(adapter, pool: list, job: dict) -> dict:  # noqa: ANN001
             break
     end = time.perf_counter() - start
     return {
-        "batch": batch, "rate_rps": rate, "duration_s": duration, "n_arrivals": len(arrivals), "served": served,
-        "elapsed_s": end, "backlog": backlog, "sojourn_s": sojourn,
+        "batch": batch,
+        "rate_rps": rate,
+        "duration_s": duration,
+        "n_arrivals": len(arrivals),
+        "served": served,
+        "elapsed_s": end,
+        "backlog": backlog,
+        "sojourn_s": sojourn,
     }
 
 

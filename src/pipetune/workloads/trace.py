@@ -15,8 +15,8 @@ import csv
 import gzip
 import io
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -210,4 +210,6 @@ def parse_range(text: str) -> tuple[int, int]:
         a, b = text.split(":", 1)
         return int(a), int(b)
     except ValueError:
-        raise TraceError(f"range {text!r}: write START:STOP or START+DURATION in seconds, e.g. 1301160:1302360") from None
+        raise TraceError(
+            f"range {text!r}: write START:STOP or START+DURATION in seconds, e.g. 1301160:1302360"
+        ) from None

@@ -14,9 +14,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -42,8 +42,8 @@ import numpy as np
 
 from pipetune.backends.base import Backend, Observation
 from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_gamma
+from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
-from pipetune.optimizer.plan import StageConfig
 
 LOADING, READY, DRAINING, RETIRED = 0, 1, 2, 3
 PENDING, COMPLETED, DROPPED, FAILED = 0, 1, 2, 3
@@ -141,8 +141,15 @@ class SimResult:
 class Simulator(Backend):
     """Discrete-event simulation of a pipeline under a configuration that the adapter may change."""
 
-    def __init__(self, pipeline, profiles, arrivals, initial: dict[str, StageConfig],
-                 settings: SimSettings | None = None, record_batches: bool = False):
+    def __init__(
+        self,
+        pipeline,
+        profiles,
+        arrivals,
+        initial: dict[str, StageConfig],
+        settings: SimSettings | None = None,
+        record_batches: bool = False,
+    ):
         self.pipeline = pipeline
         self.profiles = profiles
         self.settings = s = settings or SimSettings()
@@ -233,7 +240,7 @@ class Simulator(Backend):
             for _ in range(cfg.replicas):
                 self._add_replica(idx[n], gen, READY)
             self.active[idx[n]] = gen
-        self.events.append({"t": 0.0, "event": "initial", "configs": {n: _cfg_dict(initial[n]) for n in names}})
+        self.events.append({"t": 0.0, "event": "initial", "configs": {n: initial[n].to_dict() for n in names}})
 
     # ------------------------------------------------------------------ helpers
     def _ancestors(self, name: str) -> set[str]:
@@ -292,8 +299,12 @@ class Simulator(Backend):
         if load is None:
             load = self.profiles.get(n, cfg.variant).load_time_s
         return _Generation(
-            variant=cfg.variant, cores=cfg.cores, batch=cfg.batch, acc=self._acc_of[(n, cfg.variant)],
-            dists=self._dists(n, cfg.variant, cfg.cores, cfg.batch), load_time_s=float(load),
+            variant=cfg.variant,
+            cores=cfg.cores,
+            batch=cfg.batch,
+            acc=self._acc_of[(n, cfg.variant)],
+            dists=self._dists(n, cfg.variant, cfg.cores, cfg.batch),
+            load_time_s=float(load),
         )
 
     def _cores_changed(self, t: float, delta: float) -> None:
@@ -352,8 +363,16 @@ class Simulator(Backend):
             for r in list(old.replicas):
                 self._release(s, r, t)
         self.active[s], self.pending[s] = new, None
-        self.events.append({"t": t, "event": "switch", "stage": self.names[s], "variant": new.variant,
-                            "cores": new.cores, "from": old.variant if old else None})
+        self.events.append(
+            {
+                "t": t,
+                "event": "switch",
+                "stage": self.names[s],
+                "variant": new.variant,
+                "cores": new.cores,
+                "from": old.variant if old else None,
+            }
+        )
 
     # ------------------------------------------------------------------ Backend interface
     def now(self) -> float:
@@ -392,7 +411,7 @@ class Simulator(Backend):
                 if cfg.replicas == 0:
                     self._promote(s, self._now)
             self._dispatch(s, self._now)
-        self.events.append({"t": self._now, "event": "apply", "configs": {n: _cfg_dict(c) for n, c in configs.items()}})
+        self.events.append({"t": self._now, "event": "apply", "configs": {n: c.to_dict() for n, c in configs.items()}})
 
     def _set_batch(self, s: int, gen: _Generation, batch: int) -> None:
         if batch != gen.batch:
@@ -418,23 +437,32 @@ class Simulator(Backend):
         return out
 
     def replicas_ready(self) -> dict[str, int]:
-        return {n: len(self.idle[s]) + sum(
-            1 for g in (self.active[s], self.pending[s]) if g for r in g.replicas if r.state == READY and r.busy
-        ) for s, n in enumerate(self.names)}
+        return {
+            n: len(self.idle[s])
+            + sum(1 for g in (self.active[s], self.pending[s]) if g for r in g.replicas if r.state == READY and r.busy)
+            for s, n in enumerate(self.names)
+        }
 
     def observe(self) -> Observation:
         now = self._now
-        new = self._done_log[self._obs_ptr:]
+        new = self._done_log[self._obs_ptr :]
         self._obs_ptr = len(self._done_log)
         st = self.status
         comp = [i for i in new if st[i] == COMPLETED]
         lat = np.array([self.finish[i] - self._arr[i] for i in comp], dtype=float)
         late = int(np.sum(lat > self.sla_s))
         obs = Observation(
-            now=now, since=self._obs_t, arrivals_per_s=self._arrivals_upto(int(now)),
-            completed=len(comp), dropped=sum(1 for i in new if st[i] == DROPPED),
-            failed=sum(1 for i in new if st[i] == FAILED), late=late, latencies_s=lat,
-            in_effect=self.in_effect(), replicas_ready=self.replicas_ready(), cores_held=self._cores,
+            now=now,
+            since=self._obs_t,
+            arrivals_per_s=self._arrivals_upto(int(now)),
+            completed=len(comp),
+            dropped=sum(1 for i in new if st[i] == DROPPED),
+            failed=sum(1 for i in new if st[i] == FAILED),
+            late=late,
+            latencies_s=lat,
+            in_effect=self.in_effect(),
+            replicas_ready=self.replicas_ready(),
+            cores_held=self._cores,
         )
         self._obs_t = now
         return obs
@@ -600,8 +628,9 @@ class Simulator(Backend):
                     rep.state = READY
                     gen = rep.gen
                     gen.loading -= 1
-                    self.events.append({"t": t, "event": "ready", "stage": self.names[s], "variant": gen.variant,
-                                        "replica": id(rep)})
+                    self.events.append(
+                        {"t": t, "event": "ready", "stage": self.names[s], "variant": gen.variant, "replica": id(rep)}
+                    )
                     idle[s].append(rep)
                     if gen is self.pending[s] and gen.loading == 0:
                         self._promote(s, t)
@@ -679,12 +708,14 @@ class Simulator(Backend):
         pas[status != COMPLETED] = np.nan
         norm[status != COMPLETED] = np.nan
         return SimResult(
-            arrival_s=np.array(self._arr), finish_s=np.array(self.finish), status=status, pas=pas,
-            norm_acc=norm, cost_t=np.array(self.cost_t), cost_cores=np.array(self.cost_cores),
-            events=self.events, sla_s=self.sla_s,
+            arrival_s=np.array(self._arr),
+            finish_s=np.array(self.finish),
+            status=status,
+            pas=pas,
+            norm_acc=norm,
+            cost_t=np.array(self.cost_t),
+            cost_cores=np.array(self.cost_cores),
+            events=self.events,
+            sla_s=self.sla_s,
             horizon_s=float(horizon_s if horizon_s is not None else (self._arr[-1] if self._N else 0.0)),
         )
-
-
-def _cfg_dict(c: StageConfig) -> dict:
-    return {"variant": c.variant, "batch": c.batch, "cores": c.cores, "replicas": c.replicas}

@@ -13,8 +13,9 @@ stored on disk; load time therefore includes the fit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -27,10 +27,39 @@ TOPICS = ("computers", "education", "food", "law", "love", "politics", "science"
 
 # The English package's category files (the top folder also holds fortunes-it's files; these are English).
 ENGLISH_FILES = (
-    "art", "computers", "cookie", "definitions", "drugs", "education", "ethnic", "food", "fortunes", "goedel",
-    "humorists", "kids", "law", "linuxcookie", "literature", "love", "magic", "medicine", "men-women",
-    "miscellaneous", "news", "people", "pets", "platitudes", "politics", "riddles", "science", "songs-poems",
-    "sports", "startrek", "wisdom", "work", "zippy",
+    "art",
+    "computers",
+    "cookie",
+    "definitions",
+    "drugs",
+    "education",
+    "ethnic",
+    "food",
+    "fortunes",
+    "goedel",
+    "humorists",
+    "kids",
+    "law",
+    "linuxcookie",
+    "literature",
+    "love",
+    "magic",
+    "medicine",
+    "men-women",
+    "miscellaneous",
+    "news",
+    "people",
+    "pets",
+    "platitudes",
+    "politics",
+    "riddles",
+    "science",
+    "songs-poems",
+    "sports",
+    "startrek",
+    "wisdom",
+    "work",
+    "zippy",
 )
 
 MIN_CHARS, MAX_CHARS = 20, 600
@@ -69,7 +98,7 @@ def _files(lang: str, root: Path) -> list[tuple[str, Path]]:
         return []
     files = []
     for p in sorted(sub.iterdir()):
-        if p.is_file() and not p.suffix in (".dat", ".u8") and not p.name.endswith("-pre"):
+        if p.is_file() and p.suffix not in (".dat", ".u8") and not p.name.endswith("-pre"):
             files.append((p.name.removesuffix(".fortunes"), p))
     return files
 

@@ -15,8 +15,9 @@ Stage inputs and outputs (one per item):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,9 @@ class LanguageID(_LanguageData):
 
             def fn(texts: list[str]) -> list[str]:
                 # lingua's batch call runs on a thread pool sized by the CPUs this process may use
-                res = det.detect_languages_in_parallel_of(texts) if len(texts) > 1 else [det.detect_language_of(texts[0])]
+                res = (
+                    det.detect_languages_in_parallel_of(texts) if len(texts) > 1 else [det.detect_language_of(texts[0])]
+                )
                 return [r.iso_code_639_1.name.lower() if r is not None else "und" for r in res]
 
         self._fn = fn
