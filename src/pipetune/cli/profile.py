@@ -1,4 +1,5 @@
-"""`pipetune profile` (measure real models into ProfileTables) and `pipetune accuracy` (score every variant)."""
+"""`pipetune profile` (measure real models into ProfileTables), `pipetune profile import` (profiles made by other
+tools) and `pipetune accuracy` (score every variant)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,28 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from pipetune.cli.main import app
 from pipetune.errors import PipetuneError
+
+
+class _MeasureByDefault(TyperGroup):
+    """`pipetune profile SPEC ...` measures (as before); `pipetune profile import ...` imports."""
+
+    def parse_args(self, ctx, args):  # noqa: ANN001, ANN201
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["measure", *args]
+        return super().parse_args(ctx, args)
+
+
+profile_app = typer.Typer(
+    cls=_MeasureByDefault,
+    no_args_is_help=True,
+    help="Measure real models into a ProfileTable (`profile SPEC`, i.e. `profile measure SPEC`) or import one "
+    "made by another tool (`profile import FORMAT FILE ...`).",
+)
+app.add_typer(profile_app, name="profile")
 
 # Wide enough for the result tables when stdout is a file or a pipe (rich would fold them at 80 columns).
 console = Console() if sys.stdout.isatty() else Console(width=150)
@@ -38,7 +58,7 @@ def _load(spec: Path):  # noqa: ANN202
     return load_pipeline(spec, check_profiles=False)
 
 
-@app.command("profile")
+@profile_app.command("measure")
 def profile_cmd(
     spec: Path = typer.Argument(..., help="pipeline YAML whose variants name their models (`model:`)"),
     stages: str = typer.Option(None, "--stages", help="comma-separated stages (default: all)"),
@@ -102,6 +122,59 @@ def profile_cmd(
         console.print(f"plot  {f}")
     if report.failed:
         raise typer.Exit(1)
+
+
+@profile_app.command("import")
+def import_cmd(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="triton (perf_analyzer -f CSV) | capacity | generic"),
+    files: list[str] = typer.Argument(..., help="files to import; FILE=VARIANT:BATCH:CORES names a file's cell"),
+    out: Path = typer.Option(..., "-o", "--out", help="the ProfileTable CSV to write"),
+    variant: str = typer.Option(None, "--variant", help="variant of every file that does not name one"),
+    batch: int = typer.Option(None, "--batch", help="batch size (perf_analyzer's -b) of files that do not name one"),
+    cores: int = typer.Option(None, "--cores", help="cores per replica of files that do not name them"),
+    mapping: str = typer.Option(None, "--map", help="generic: OURS=THEIRS column names, e.g. latency_p99_s=p99"),
+    unit: str = typer.Option("s", "--unit", help="generic: latency unit of the file (s, ms, us)"),
+    prefix: str = typer.Option("resnet", "--prefix", help="capacity: variant name = PREFIX + ARCH"),
+    p99_ratio: float = typer.Option(1.0, "--p99-ratio", help="capacity: p99 = mean x this (the table has no tails)"),
+    force: bool = typer.Option(False, "--force", help="overwrite OUT if it exists"),
+) -> None:
+    """Convert profiles made by other tools into a validated ProfileTable, provenance in its header.
+
+    triton: one perf_analyzer -f CSV per (variant, batch, cores) cell; latency from the lowest concurrency, throughput
+    the highest Inferences/Second (see docs/profiles.md). capacity: InfAdapter's capacity table (one cell per ARCH,
+    BATCH, CPU). generic: any CSV with --map and --unit.
+    """
+    from pipetune.profiler.importers import import_profiles
+
+    if out.exists() and not force:
+        raise PipetuneError(f"-o {out}: the file exists; pass --force to overwrite it or choose another path")
+    table = import_profiles(
+        fmt,
+        files,
+        variant=variant,
+        batch=batch,
+        cores=cores,
+        mapping=mapping,
+        unit=unit,
+        prefix=prefix,
+        p99_ratio=p99_ratio,
+    )
+    table.to_csv(out)
+    t = Table(title=f"imported {len(table.rows)} cell(s) from {len(files)} file(s) -> {out}")
+    for col in ("variant", "batch", "cores", "mean ms", "p50 ms", "p99 ms", "items/s"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    for r in sorted(table.rows, key=lambda r: (r.variant, r.cores, r.batch)):
+        t.add_row(
+            r.variant,
+            str(r.batch),
+            str(r.cores),
+            f"{r.latency_mean_s * 1e3:.4g}",
+            f"{r.latency_p50_s * 1e3:.4g}",
+            f"{r.latency_p99_s * 1e3:.4g}",
+            f"{r.throughput_rps:.4g}",
+        )
+    console.print(t)
+    console.print(f"wrote {out}")
 
 
 @app.command("accuracy")
