@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 # Debian packages the examples need (labelled text corpora, ...). Installed only where missing.
 APT_PACKAGES := fortunes fortunes-min fortunes-de fortunes-es fortunes-it
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench figures clean
 
 install: $(STAMP)
 
@@ -31,6 +31,16 @@ demo: install
 
 bench: install
 	$(BIN)/pipetune bench optimizer
+
+# The experiment reports the docs cite: runs go to results/figures/ (git-ignored); only report.md and the PNGs it
+# shows are copied into docs/figures/. paper-grid needs the paper profile packs and ../shared (IPA's windows).
+FIG_RUNS := results/figures
+figures: install
+	$(BIN)/pipetune experiment run experiments/synthetic.yaml --out $(FIG_RUNS)/synthetic
+	$(BIN)/pipetune experiment run experiments/paper-grid.yaml --out $(FIG_RUNS)/paper-grid
+	mkdir -p docs/figures/sim-report docs/figures/sim-paper-grid
+	cp $(FIG_RUNS)/synthetic/report.md $(FIG_RUNS)/synthetic/*.png docs/figures/sim-report/
+	cp $(FIG_RUNS)/paper-grid/report.md $(FIG_RUNS)/paper-grid/*.png docs/figures/sim-paper-grid/
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
