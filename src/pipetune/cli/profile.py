@@ -71,6 +71,10 @@ def profile_cmd(
     force: bool = typer.Option(False, "--force", help="re-measure cells already in the table"),
     out: Path = typer.Option(None, "--out", help="write every row here instead of the spec's profile files"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the latency/throughput PNG"),
+    refuse_unclean: bool = typer.Option(
+        False, "--refuse-unclean", help="do not write cells still contended or unphysical after re-measuring"
+    ),
+    retries: int = typer.Option(2, "--retries", help="re-measurements of a contended or unphysical cell"),
 ) -> None:
     """Measure latency (p50/p99), saturation throughput, load time and memory per (variant, batch, cores).
 
@@ -78,6 +82,8 @@ def profile_cmd(
     """
     from pipetune.profiler.pipeline import parse_budget, profile_pipeline
 
+    if retries < 0:
+        raise PipetuneError(f"--retries {retries}: give 0 or more re-measurements")
     pipeline = _load(spec)
     report = profile_pipeline(
         pipeline,
@@ -91,6 +97,8 @@ def profile_cmd(
         force=force,
         out=out,
         plot=not no_plot,
+        refuse_unclean=refuse_unclean,
+        retries=retries,
     )
     t = Table(title=f"{pipeline.name}: {len(report.measured)} cell(s) measured in {report.elapsed_s:.0f} s")
     for col in ("stage", "variant", "cores", "batch", "p50 ms", "p95 ms", "p99 ms", "items/s", "load s", "MB", "n"):
@@ -110,6 +118,9 @@ def profile_cmd(
             str(m.n_batches),
         )
     console.print(t)
+    for s, m in report.flagged():
+        what = "refused" if refuse_unclean else "flagged"
+        console.print(f"[yellow]{what}[/] {s}/{m.variant} b{m.batch} c{m.cores}: {'; '.join(m.flags)}", highlight=False)
     for s, v, why in report.skipped:
         console.print(f"[dim]skipped {s}/{v}: {why}[/]", highlight=False)
     for s, v, c, todo in report.out_of_budget:

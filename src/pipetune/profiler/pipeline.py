@@ -46,6 +46,10 @@ class ProfileReport:
     plots: list[Path] = field(default_factory=list)
     elapsed_s: float = 0.0
     out_of_budget: list[tuple[str, str, int, list[int]]] = field(default_factory=list)
+    refused: list[tuple[str, Measurement]] = field(default_factory=list)  # flagged cells not written (refuse=True)
+
+    def flagged(self) -> list[tuple[str, Measurement]]:
+        return [(s, m) for s, m in self.measured if m.flags] + self.refused
 
     @property
     def ok(self) -> bool:
@@ -125,12 +129,18 @@ def profile_pipeline(
     plot: bool = True,
     console: Console | None = None,
     progress: bool = True,
+    refuse_unclean: bool = False,
+    max_wait_share: float = 0.10,
+    retries: int = 2,
 ) -> ProfileReport:
     """Measure the missing (variant, batch, cores) cells of `pipeline` and write them to its profile file(s).
 
     batches/cores default to each stage's options (`batch_sizes`/`cores` of the stage or the pipeline's caps),
     cores limited to the CPUs present. `budget_s` is the whole run's time budget: it sets the per-cell budget
     (unless `cell_budget_s` is given) and, once spent, the remaining cells are left for a later run.
+    Cells measured while the process was descheduled (wait share > `max_wait_share`) or that break physics are
+    re-measured up to `retries` times; what stays unclean is written with its reason in the file's header, or,
+    with `refuse_unclean`, not written at all (the reason still in the header; the cell is fitted).
     """
     console = console or Console(stderr=True)
     report = ProfileReport()
@@ -212,17 +222,36 @@ def profile_pipeline(
 
             def save(m: Measurement, _s: str = s, _table: ProfileTable = table, _path: Path = path) -> None:
                 nonlocal done_cells
-                _table.upsert(m.row)
+                key = (_s, m.variant, m.batch, m.cores)
+                again = [i for i, (st, x) in enumerate(report.measured) if (st, x.variant, x.batch, x.cores) == key]
+                if refuse_unclean and m.flags:
+                    _table.rows = [r for r in _table.rows if (r.variant, r.batch, r.cores) != key[1:]]
+                    report.measured = [x for i, x in enumerate(report.measured) if i not in again]
+                    report.refused.append((_s, m))
+                else:
+                    _table.upsert(m.row)
+                    if again:
+                        report.measured[again[0]] = (_s, m)
+                    else:
+                        report.measured.append((_s, m))
                 _update_header(_table, stamp.format(cells="some", what="in progress"), run_id)
                 _table.to_csv(_path)
                 written.add(_path)
-                report.measured.append((_s, m))
-                done_cells += 1
-                prog.advance(task)
+                if not again:
+                    done_cells += 1
+                    prog.advance(task)
 
             try:
                 measure_variant(
-                    ref, todo, c, variant=vname, budget_s=cell_budget_s, min_batches=min_batches, on_cell=save
+                    ref,
+                    todo,
+                    c,
+                    variant=vname,
+                    budget_s=cell_budget_s,
+                    min_batches=min_batches,
+                    on_cell=save,
+                    max_wait_share=max_wait_share,
+                    retries=retries,
                 )
             except PipetuneError as e:
                 msg = str(e)
@@ -230,12 +259,28 @@ def profile_pipeline(
                 console.print(f"[yellow]skipped[/] {s}/{vname} on {c} core(s): {msg}", highlight=False)
                 measured_here = sum(1 for st, m in report.measured if st == s and m.variant == vname and m.cores == c)
                 prog.advance(task, len(todo) - measured_here)
+
     # Final header: the real count of this run's cells.
+    def file_of(st: str, m: Measurement) -> Path:
+        return Path(out) if out else pipeline.profile_path(st, m.variant)
+
     for path in written:
         table = tables[path]
-        mine = [m for st, m in report.measured if (Path(out) if out else pipeline.profile_path(st, m.variant)) == path]
+        mine = [m for st, m in report.measured if file_of(st, m) == path]
+        refused = [m for st, m in report.refused if file_of(st, m) == path]
         what = ", ".join(sorted({m.variant for m in mine}))
-        table.header = table.header[:-1] + [stamp.format(cells=len(mine), what=what)]
+        # Flag lines of cells this run measured again are stale: drop them, then add this run's.
+        redone = {f"{m.variant} b{m.batch} c{m.cores}:" for m in mine + refused}
+        header = [h for h in table.header[:-1] if " ".join(h.split(" ")[1:4]) not in redone]
+        lines = [_contention_line(run_id, mine + refused)]
+        lines += [
+            f"flagged {m.variant} b{m.batch} c{m.cores}: {'; '.join(m.flags)} ({run_id[:-1]})" for m in mine if m.flags
+        ]
+        lines += [
+            f"refused {m.variant} b{m.batch} c{m.cores}: not written, fitted instead: {'; '.join(m.flags)} ({run_id[:-1]})"
+            for m in refused
+        ]
+        table.header = header + lines + [stamp.format(cells=len(mine), what=what)]
         table.to_csv(path)
     report.files = sorted(written)
     if plot:
@@ -247,6 +292,21 @@ def profile_pipeline(
             report.plots.append(png)
     report.elapsed_s = time.perf_counter() - t_start
     return report
+
+
+def _contention_line(run_id: str, cells: list[Measurement]) -> str:
+    """One line of contention figures for a run's cells: wait share, CPU per wall second per core, load."""
+    ws = sorted(m.wait_share for m in cells if m.wait_share is not None)
+    per_core = sorted(m.cpu_per_wall / m.cores for m in cells)
+    loads = [m.loadavg for m in cells if m.loadavg == m.loadavg]
+    wtxt = f"median {ws[len(ws) // 2]:.0%}, max {ws[-1]:.0%}" if ws else "not observable (no schedstat)"
+    ptxt = f"{per_core[0]:.2f}-{per_core[-1]:.2f}" if per_core else "n/a"
+    ltxt = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a"
+    n_rep = sum(1 for m in cells if m.attempts > 1)
+    return (
+        f"{run_id} contention: runnable time spent waiting for a CPU {wtxt}; CPU s per wall s per core {ptxt}; "
+        f"1-min load {ltxt}; {n_rep} of {len(cells)} cell(s) re-measured, {sum(1 for m in cells if m.flags)} flagged"
+    )
 
 
 def _measured(table: ProfileTable, variant: str, batch: int, cores: int) -> bool:

@@ -36,6 +36,32 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux (fallback)
 
 
+def _sched() -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) summed over this process's threads, from
+    /proc/self/task/*/schedstat; None where the kernel does not expose it."""
+    run = wait = 0.0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    seen = False
+    for t in tasks:
+        try:
+            with open(f"/proc/self/task/{t}/schedstat") as f:
+                parts = f.read().split()
+        except OSError:
+            continue  # a thread that ended between the listing and the read
+        run, wait, seen = run + int(parts[0]) * 1e-9, wait + int(parts[1]) * 1e-9, True
+    return (run, wait) if seen else None
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 def _write(path: str, result: dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -74,6 +100,9 @@ def measure_batch(adapter, pool: list, batch: int, job: dict) -> dict:  # noqa: 
     # Measurement: back-to-back batches keep the model busy, so items/wall-time is the saturation throughput.
     lat: list[float] = []
     budget, min_batches, max_batches = job["budget_s"], job["min_batches"], job["max_batches"]
+    # Contention: CPU time of the whole process against wall time, and the time its threads were runnable but
+    # waiting for a CPU (descheduled: another process held the core), with the load average around the run.
+    load0, sched0, cpu0 = _loadavg(), _sched(), time.process_time()
     start = time.perf_counter()
     while True:
         b = next(gen)
@@ -89,8 +118,16 @@ def measure_batch(adapter, pool: list, batch: int, job: dict) -> dict:  # noqa: 
         if elapsed >= budget and n >= job["floor_batches"]:
             break  # slow cell: fewer batches than asked, but never fewer than the floor
     wall = time.perf_counter() - start
+    cpu_s, sched1 = time.process_time() - cpu0, _sched()
+    wait_share = None
+    if sched0 is not None and sched1 is not None:
+        ran, waited = sched1[0] - sched0[0], sched1[1] - sched0[1]
+        wait_share = waited / (ran + waited) if ran + waited > 0 else 0.0
     return {
         "batch": batch,
+        "cpu_s": cpu_s,
+        "wait_share": wait_share,
+        "loadavg": [load0, _loadavg()],
         "latencies_s": lat,
         "wall_s": wall,
         "throughput_rps": batch * len(lat) / wall,
