@@ -91,7 +91,10 @@ def test_adapter_only_uses_the_backend_interface(synth):
             return inner.observe()
 
         def apply(self, configs):
-            inner.apply(configs)
+            return inner.apply(configs)
+
+        def stage_status(self):
+            return inner.stage_status()
 
         def in_effect(self):
             return inner.in_effect()

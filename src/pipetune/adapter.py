@@ -14,18 +14,19 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from pipetune.backends.base import Backend
-from pipetune.configs import StageConfig
+from pipetune.configs import ApplyState, StageConfig
 from pipetune.errors import PipetuneError
 
 HORIZON_S = 20
 INTERVAL_S = 10.0
+MAX_RETRIES = 3  # re-applies of a stage whose request the backend refused, before planning from what serves
 
 
 class OraclePredictor:
@@ -100,9 +101,29 @@ class Decision:
     in_effect: dict[str, dict]
     violations_last_interval: int
     requests_last_interval: int
+    # What the backend answered (per stage changed or retried: state and reason), and what went wrong.
+    apply_status: dict[str, dict] = field(default_factory=dict)
+    pending_stages: list[str] = field(default_factory=list)  # asked for earlier, not serving yet
+    retried_stages: list[str] = field(default_factory=list)  # re-applied because the last request failed
+    abandoned_stages: list[str] = field(default_factory=list)  # failed MAX_RETRIES times: planning from what serves
+    overrun: bool = False  # the decision took longer than the interval: nothing applied
+    error: str | None = None  # the planner failed: nothing applied
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, default=float)
+        """One strict JSON line: a non-finite number (an infeasible plan's latency, say) is written as null."""
+        return json.dumps(_finite(self.__dict__), allow_nan=False)
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 class Adapter:
@@ -149,6 +170,7 @@ class Adapter:
             planner = plan_pipeline
         self._plan = planner
         self._target: dict[str, StageConfig] | None = None
+        self._retries: dict[str, int] = {}
 
     def plan(self, rps: float, current: dict[str, StageConfig] | None):
         return self._plan(
@@ -156,9 +178,16 @@ class Adapter:
         )
 
     def step(self) -> Decision:
-        """One decision at the backend's current time."""
+        """One decision at the backend's current time.
+
+        The adapter keeps a target (what it last asked for). Before planning it asks the backend where each
+        stage's request stands: a FAILED request is re-applied up to MAX_RETRIES times, then abandoned (the
+        target falls back to what serves). Nothing is applied when the planner fails or overruns the interval:
+        the last good configuration keeps serving and the decision says why.
+        """
         be = self.backend
         obs = be.observe()
+        status = be.stage_status()
         hist = obs.arrivals_per_s
         k = max(1, int(round(self.interval_s)))
         recent = hist[-k:] if hist.size else np.zeros(1)
@@ -168,20 +197,42 @@ class Adapter:
                 f"predictor {getattr(self.predictor, 'name', self.predictor)!r} returned {pred}; "
                 "a prediction must be a finite rate >= 0"
             )
-        current = self._target or obs.in_effect
+        target = dict(self._target or obs.in_effect)
+        retry, abandoned = [], []
+        for s, st in status.items():
+            if st.state is ApplyState.FAILED and target.get(s) == st.target:
+                self._retries[s] = self._retries.get(s, 0) + 1
+                if self._retries[s] > MAX_RETRIES:
+                    abandoned.append(s)
+                    target[s] = obs.in_effect[s]
+                    self._retries.pop(s)
+                else:
+                    retry.append(s)
+            elif st.state is not ApplyState.FAILED:
+                self._retries.pop(s, None)
+        pending = sorted(s for s, st in status.items() if st.state is ApplyState.PENDING)
         # Planning for the prediction rounded UP to a grid trades a little capacity for fewer distinct
         # questions (plans are memoised by rate) and fewer flip-flops between near-equal plans.
         planned = math.ceil(pred / self.rps_quantum - 1e-9) * self.rps_quantum if self.rps_quantum else pred
         t0 = time.perf_counter()
-        result = self.plan(planned, current)
+        error = None
+        try:
+            result = self.plan(planned, target)
+        except PipetuneError as e:  # a solver error, say: keep what serves, say why
+            result, error = None, f"{type(e).__name__}: {e}"
         solve = time.perf_counter() - t0
-        configs = result.configs
-        changed = [s for s, c in configs.items() if current.get(s) != c]
-        applied = bool(changed)
-        if applied:
-            be.apply({s: configs[s] for s in changed})
-            self._target = {**current, **configs}
-        plan = result if result.feasible else result.fallback
+        overrun = error is None and solve > self.interval_s
+        configs = target if result is None or overrun else result.configs
+        changed = [s for s, c in configs.items() if target.get(s) != c]
+        retried = sorted(s for s in retry if configs.get(s) == target.get(s))  # same request again
+        to_apply = sorted(set(changed) | set(retried))
+        apply_status: dict[str, dict] = {}
+        if to_apply:
+            answer = be.apply({s: configs[s] for s in to_apply})
+            apply_status = {s: {"state": st.state.value, "reason": st.reason} for s, st in answer.items()}
+        self._target = {**target, **configs}
+        plan = None if result is None else (result if result.feasible else result.fallback)
+        nan = float("nan")
         d = Decision(
             t=obs.now,
             observed_rps=float(recent.mean()),
@@ -189,20 +240,26 @@ class Adapter:
             predicted_rps=pred,
             planned_rps=planned,
             policy=self.policy,
-            feasible=bool(result.feasible),
-            binding=None if result.feasible else result.binding,
+            feasible=bool(result is not None and result.feasible),
+            binding=None if result is None or result.feasible else result.binding,
             configs={s: c.to_dict() for s, c in configs.items()},
-            objective=float(plan.objective),
-            objective_terms={k2: float(v) for k2, v in plan.objective_terms.items()},
-            pas=float(plan.pas),
-            cost_cores=int(plan.cost_cores),
-            predicted_p99_s=float(plan.latency_e2e_slo_s),
+            objective=float(plan.objective) if plan else nan,
+            objective_terms={k2: float(v) for k2, v in plan.objective_terms.items()} if plan else {},
+            pas=float(plan.pas) if plan else nan,
+            cost_cores=int(plan.cost_cores) if plan else sum(c.total_cores for c in configs.values()),
+            predicted_p99_s=float(plan.latency_e2e_slo_s) if plan else nan,
             solve_time_s=float(getattr(result, "solve_time_s", solve) or solve),
-            applied=applied,
+            applied=bool(to_apply),
             changed_stages=changed,
             in_effect={s: c.to_dict() for s, c in obs.in_effect.items()},
             violations_last_interval=int(obs.sla_violations),
             requests_last_interval=int(obs.completed + obs.dropped + obs.failed),
+            apply_status=apply_status,
+            pending_stages=pending,
+            retried_stages=retried,
+            abandoned_stages=sorted(abandoned),
+            overrun=overrun,
+            error=error,
         )
         self.decisions.append(d)
         self.plans.append(result)

@@ -1,18 +1,25 @@
-"""The interface every backend offers the adapter: the discrete-event simulator here, the live runtime elsewhere.
+"""The interface every backend offers the adapter: the discrete-event simulator and the live runtime alike.
 
-A backend runs one pipeline. The adapter (and nothing else) drives it through five calls:
+A backend runs one pipeline. The adapter (and nothing else) drives it through these calls:
 
 * `now()`            — the backend's clock in seconds since the run started (virtual in the simulator, wall
                        time live);
 * `wait_until(t)`    — let time pass until `t` (the simulator processes events, a live backend sleeps);
 * `observe()`        — what happened so far: arrivals per whole second, and since the previous observation the
                        completions, drops, failures and end-to-end latencies, plus the configuration in effect;
-* `apply(configs)`   — ask for a new configuration (one `StageConfig` per stage). It takes effect as the
-                       backend can: replicas start and load, variant switches are make-before-break, scale-downs
-                       drain. `in_effect()` says what actually serves right now;
-* `in_effect()` / `replicas_ready()`.
+* `apply(configs)`   — ask for a new configuration (one `StageConfig` per stage to change). It takes effect as
+                       the backend can: replicas start and load, variant switches are make-before-break,
+                       scale-downs drain. It answers per stage with a `StageStatus`: PENDING (accepted, not
+                       serving yet), APPLIED (serving as asked) or FAILED (refused, with the reason; the previous
+                       configuration keeps serving);
+* `stage_status()`   — the same answer polled later: where each stage's last request stands now;
+* `in_effect()`      — what actually serves right now (ready replicas of the serving generation);
+* `replicas_ready()` — every ready replica per stage, both generations during a variant switch;
+* `close()`          — stop accepting arrivals and let in-flight work finish.
 
-The adapter never asks which backend it drives; anything a policy needs must come through here.
+A live backend cannot promise that a request takes effect, so the adapter compares what it asked for with
+`stage_status()` and re-applies what failed. The adapter never asks which backend it drives; anything a policy
+needs must come through here.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipetune.configs import StageConfig
+from pipetune.configs import ApplyState, StageConfig, StageStatus
 
 
 @dataclass
@@ -63,8 +70,15 @@ class Backend(ABC):
         """Everything observed since the previous call (arrivals: the whole history)."""
 
     @abstractmethod
-    def apply(self, configs: dict[str, StageConfig]) -> None:
-        """Request a configuration; it takes effect with the backend's real delays."""
+    def apply(self, configs: dict[str, StageConfig]) -> dict[str, StageStatus]:
+        """Request a configuration for the stages named; it takes effect with the backend's real delays.
+
+        Returns one `StageStatus` per stage named: PENDING, APPLIED, or FAILED with the reason (a failed stage
+        keeps serving its previous configuration)."""
+
+    @abstractmethod
+    def stage_status(self) -> dict[str, StageStatus]:
+        """Where each stage's last requested configuration stands now (stages never re-configured: APPLIED)."""
 
     @abstractmethod
     def in_effect(self) -> dict[str, StageConfig]:
@@ -76,3 +90,13 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop accepting arrivals and let in-flight work finish (or be dropped)."""
+
+
+def status_from_effect(target: StageConfig, serving: StageConfig, failed_reason: str | None = None) -> StageStatus:
+    """The status of a request for `target` given what serves now: FAILED when refused, APPLIED once the
+    serving configuration is exactly the target (all its replicas ready), PENDING until then."""
+    if failed_reason:
+        return StageStatus(ApplyState.FAILED, target, failed_reason)
+    if serving == target:
+        return StageStatus(ApplyState.APPLIED, target)
+    return StageStatus(ApplyState.PENDING, target)

@@ -251,7 +251,7 @@ def _run_task(task: dict) -> dict:
     plans = []
     seen = set()
     for d, p in zip(out.decisions, out.plans):
-        if not p.feasible:
+        if p is None or not p.feasible:
             continue
         key = (json.dumps(d.configs, sort_keys=True), round(d.planned_rps, 3))
         if key not in seen:

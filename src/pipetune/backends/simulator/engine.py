@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipetune.backends.base import Backend, Observation
+from pipetune.backends.base import Backend, Observation, status_from_effect
 from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_gamma
-from pipetune.configs import StageConfig
+from pipetune.configs import StageConfig, StageStatus
 from pipetune.errors import PipetuneError
 
 LOADING, READY, DRAINING, RETIRED = 0, 1, 2, 3
@@ -240,6 +240,8 @@ class Simulator(Backend):
             for _ in range(cfg.replicas):
                 self._add_replica(idx[n], gen, READY)
             self.active[idx[n]] = gen
+        self._requested: dict[str, StageConfig] = {n: initial[n] for n in names}  # the last request per stage
+        self._refused: dict[str, str] = {}  # stage -> why its last request was refused
         self.events.append({"t": 0.0, "event": "initial", "configs": {n: initial[n].to_dict() for n in names}})
 
     # ------------------------------------------------------------------ helpers
@@ -378,13 +380,20 @@ class Simulator(Backend):
     def now(self) -> float:
         return self._now
 
-    def apply(self, configs: dict[str, StageConfig]) -> None:
+    def apply(self, configs: dict[str, StageConfig]) -> dict[str, StageStatus]:
         unknown = sorted(set(configs) - set(self._idx))
         if unknown:
             raise SimulatorError(f"configuration names unknown stages {unknown}; known stages: {self.names}")
+        accepted = {}
         for name, cfg in configs.items():
             s = self._idx[name]
-            self._check_config(name, cfg)
+            try:
+                self._check_config(name, cfg)
+            except SimulatorError as e:  # refused: the previous configuration keeps serving
+                self._requested[name], self._refused[name] = cfg, str(e)
+                continue
+            self._requested[name] = accepted[name] = cfg
+            self._refused.pop(name, None)
             act, pen = self.active[s], self.pending[s]
             if act is not None and (act.variant, act.cores) == (cfg.variant, cfg.cores):
                 if pen is not None:  # going back to what serves: cancel the half-loaded generation
@@ -411,7 +420,16 @@ class Simulator(Backend):
                 if cfg.replicas == 0:
                     self._promote(s, self._now)
             self._dispatch(s, self._now)
-        self.events.append({"t": self._now, "event": "apply", "configs": {n: c.to_dict() for n, c in configs.items()}})
+        self.events.append({"t": self._now, "event": "apply", "configs": {n: c.to_dict() for n, c in accepted.items()}})
+        for name, reason in self._refused.items():
+            if name in configs:
+                self.events.append({"t": self._now, "event": "refused", "stage": name, "reason": reason})
+        status = self.stage_status()
+        return {n: status[n] for n in configs}
+
+    def stage_status(self) -> dict[str, StageStatus]:
+        serving = self.in_effect()
+        return {n: status_from_effect(self._requested[n], serving[n], self._refused.get(n)) for n in self.names}
 
     def _set_batch(self, s: int, gen: _Generation, batch: int) -> None:
         if batch != gen.batch:
