@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from pipetune.cli.main import app
+from pipetune.cli.app import app
 
 bench_app = typer.Typer(help="Benchmarks: figures and ratios, never pass/fail.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from pipetune.cli.main import app
+from pipetune.cli.app import app
 
 
 @app.command("demo")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from pipetune.cli.main import app
+from pipetune.cli.app import app
 
 experiment_app = typer.Typer(
     help="Reproduce IPA-style evaluations on the simulator (see docs/experiments.md).", no_args_is_help=True

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipetune.cli.main import app
+from pipetune.cli.app import app
 
 
 @app.command("plan")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipetune.cli.main import app
+from pipetune.cli.app import app
 from pipetune.errors import PipetuneError
 
 predictor_app = typer.Typer(help="Load predictors: train, evaluate, list.", no_args_is_help=True)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from pipetune.cli.main import app
+from pipetune.cli.app import app
 from pipetune.errors import PipetuneError
 
 
