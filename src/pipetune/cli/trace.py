@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipetune.cli.main import app
+from pipetune.cli.app import app
 from pipetune.errors import PipetuneError
 
 trace_app = typer.Typer(
