@@ -52,6 +52,12 @@ def build(
         f"wrote {output}: {counts.size} s from epoch {report.start_epoch_s}, {int(counts.sum())} requests "
         f"({tweets} tweets + {deletions} deletions) from {len(report.files)} files"
     )
+    if report.out_of_range:
+        console.print(
+            f"[yellow]warning:[/] skipped {report.out_of_range} events whose timestamp lies outside their file's "
+            "minute (more than 600 s off): "
+            + ", ".join(f"{f.path} ({f.out_of_range})" for f in report.files if f.out_of_range)
+        )
     for f in report.incomplete:
         console.print(
             f"[yellow]warning:[/] {f.path}: {f.problem or 'unreadable lines'}; counted {f.tweets + f.deletions} "

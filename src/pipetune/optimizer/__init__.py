@@ -260,8 +260,10 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
         stage = base.stages[0]
         fixed = (restriction.replicas or {}).get(stage)
         load = loads[stage]
-        n = np.ceil(load * (1 + caps.headroom) / base.thr + 1e-9).astype(np.int64)
-        n = np.clip(np.maximum(n, 1), 1, caps.max_replicas) if fixed is None else np.full(base.thr.size, fixed)
+        # clipped to the caps before the cast (bounded work and no int64 overflow at any load)
+        need = np.minimum(np.ceil(load * (1 + caps.headroom) / base.thr + 1e-9), caps.max_replicas)
+        n = np.maximum(need, 1).astype(np.int64) if fixed is None else np.full(base.thr.size, fixed)
+        n = np.minimum(n, caps.max_replicas)
         capacity = n * base.thr
         meets = capacity > load
         # enough capacity: the lowest-latency such option; otherwise the most capacity

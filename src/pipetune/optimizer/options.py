@@ -177,9 +177,15 @@ def expand_options(
     lam = np.asarray(loads, float)[stage_of]
     fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
     thr = base.thr
-    n_min = np.maximum(1, np.ceil(lam * (1.0 + headroom) / thr - 1e-12)).astype(np.int64)
+    # Bounded by the caps whatever the load: a replica count above max_replicas is never an option, so n_min is
+    # clipped to max_replicas + 1 ("too many") before it becomes an integer. Every grid below then spans at most
+    # max_replicas + MAX_EXTRA_REPLICAS + 1 replicas (Erlang C's recursion runs that far, not to n_min).
+    too_many = float(max_replicas + 1)
+    need = np.minimum(np.ceil(lam * (1.0 + headroom) / thr - 1e-12), too_many)
+    n_min = np.maximum(1, np.nan_to_num(need, nan=too_many)).astype(np.int64)
     n_min = np.where(lam / (n_min * thr) >= 1.0, n_min + 1, n_min)  # strict stability
-    n_min = np.where(fixed >= 0, fixed, n_min)
+    n_min = np.where(fixed >= 0, np.minimum(fixed, max_replicas + 1), n_min)
+    n_min = np.minimum(n_min, max_replicas + 1)
 
     def capacity(sel: np.ndarray, k: int):
         """Replica counts n_min .. n_min + k - 1 of the rows `sel`, and which of them carry the load within caps."""
@@ -211,7 +217,8 @@ def expand_options(
     # Rows whose batch formation and service alone exceed the SLA fit at no replica count: they get no replica
     # grid (its queueing term is most of the work; about half the rows of the benchmark's instances).
     floor = latency_floor(p50_s=base.p50, p99_s=base.p99, batch=base.batch, rate=lam, pct=pct, max_wait=max_wait)
-    live = np.flatnonzero(floor <= sla_s * (1 + 1e-12))
+    # Rows that need more than max_replicas replicas fit at no allowed count either (bounded work at any load).
+    live = np.flatnonzero((floor <= sla_s * (1 + 1e-12)) & (n_min <= max_replicas))
     # A short first pass; only the rows whose queue has not vanished yet get the long one.
     k0, k1 = 8, MAX_EXTRA_REPLICAS + 1
     n, lat_slo, lat_mean, keep, done = grid(live, k0)

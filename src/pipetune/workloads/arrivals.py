@@ -20,6 +20,9 @@ from pipetune.errors import PipetuneError
 from pipetune.workloads.trace import validate_counts
 
 PROCESSES = ("poisson", "uniform", "step")
+# The simulator materialises every request (a timestamp and its per-stage records): a workload holding more
+# is refused before anything is allocated, whatever one huge count or --peak asks for.
+MAX_REQUESTS = 20_000_000
 
 
 def integer_counts(counts: np.ndarray) -> np.ndarray:
@@ -36,7 +39,16 @@ def arrival_times(counts: np.ndarray, process: str = "poisson", seed: int = 0) -
     """Sorted request timestamps (float64 seconds) for per-second `counts` under `process`."""
     if process not in PROCESSES:
         raise PipetuneError(f"arrival process {process!r} is unknown; use one of {', '.join(PROCESSES)}")
-    n = integer_counts(counts)
+    arr = validate_counts(counts)
+    asked = float(arr.sum())
+    if asked > MAX_REQUESTS:
+        i = int(np.argmax(arr))
+        raise PipetuneError(
+            f"the workload holds {asked:.4g} requests (its busiest second, {i}, holds {arr[i]:.4g}); the simulator "
+            f"replays at most {MAX_REQUESTS:,} requests, each one materialised: lower the peak (--peak, damp) or "
+            "shorten the trace"
+        )
+    n = integer_counts(arr)
     total = int(n.sum())
     if total == 0:
         return np.zeros(0)

@@ -34,6 +34,7 @@ class FileReport:
     first_s: int | None = None
     last_s: int | None = None
     problem: str | None = None  # why reading stopped early, if it did
+    out_of_range: int = 0  # events whose timestamp lies outside the file's minute (+- OUT_OF_RANGE_SLACK_S): skipped
 
     @property
     def covered_s(self) -> int:
@@ -53,6 +54,11 @@ class BuildReport:
     @property
     def incomplete(self) -> list[FileReport]:
         return [f for f in self.files if not f.complete]
+
+    @property
+    def out_of_range(self) -> int:
+        """Events skipped because their timestamp lies outside their file's minute (see OUT_OF_RANGE_SLACK_S)."""
+        return sum(f.out_of_range for f in self.files)
 
 
 def find_minute_files(root: str | Path) -> list[Path]:
@@ -91,9 +97,34 @@ def _event_ms(obj: object) -> tuple[str, int] | None:
     return None
 
 
+# An event may lag or lead the other events of its file by this much and still count; one further off (a stray
+# -5 s, 5 years off, 1e30 ms) is counted as out of range, reported and skipped: the trace spans [first, last]
+# counted second, so a single stray timestamp would otherwise make it years long (GBs of zeros).
+OUT_OF_RANGE_SLACK_S = 600
+
+
+def _named_minute_s(path: Path) -> int | None:
+    """Epoch second of the minute a `.../YYYY/MM/DD/HH/MM.json[.bz2|.gz]` file is named for, or None. (The
+    archive's hour directories are not always UTC, so only differences between names are used.)"""
+    import calendar
+
+    parts = [*path.parent.parts[-4:], path.name.split(".", 1)[0]]
+    try:
+        y, mo, d, h, mi = (int(x) for x in parts)
+    except ValueError:
+        return None
+    if not (1970 <= y <= 9999 and 1 <= mo <= 12 and 1 <= d <= 31 and 0 <= h <= 23 and 0 <= mi <= 59):
+        return None
+    return calendar.timegm((y, mo, d, h, mi, 0, 0, 0, 0))
+
+
 def read_minute_file(path: Path, seconds: list[int]) -> FileReport:
-    """Append the epoch second of every counted event in `path` to `seconds`; never raises on bad content."""
+    """Append the epoch second of every counted event in `path` to `seconds`; never raises on bad content.
+
+    Events further than a minute and OUT_OF_RANGE_SLACK_S from the median event of the file are counted in
+    `out_of_range` and skipped."""
     report = FileReport(path=str(path))
+    mine: list[int] = []
     try:
         with _open_events(path) as fh:
             for line in fh:
@@ -103,25 +134,27 @@ def read_minute_file(path: Path, seconds: list[int]) -> FileReport:
                     continue
                 try:
                     ev = _event_ms(json.loads(line))
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, OverflowError):
                     report.bad_lines += 1  # a half-written line at a cut, or garbage
                     continue
                 if ev is None:
                     report.other += 1
                     continue
                 kind, ms = ev
-                s = ms // 1000
-                seconds.append(s)
-                if kind == "tweet":
-                    report.tweets += 1
-                else:
-                    report.deletions += 1
-                report.first_s = s if report.first_s is None else min(report.first_s, s)
-                report.last_s = s if report.last_s is None else max(report.last_s, s)
+                mine.append((ms // 1000, kind == "tweet"))
     except EOFError as e:
         report.problem = f"compressed stream ends early ({e})"
     except OSError as e:  # corrupt bz2/gzip data
         report.problem = f"corrupt data ({e})"
+    mid = sorted(s for s, _ in mine)[len(mine) // 2] if mine else 0
+    kept = [(s, t) for s, t in mine if abs(s - mid) <= 60 + OUT_OF_RANGE_SLACK_S]
+    ok = [s for s, _ in kept]
+    report.tweets = sum(1 for _, t in kept if t)
+    report.deletions = len(kept) - report.tweets
+    report.out_of_range = len(mine) - len(kept)
+    seconds.extend(ok)
+    if ok:
+        report.first_s, report.last_s = min(ok), max(ok)
     if report.problem is None and report.lines and report.covered_s < 55:
         report.problem = f"covers only {report.covered_s} s of its minute (cut short)"
     return report
@@ -134,13 +167,30 @@ def build_counts(
     files = find_minute_files(root)
     seconds: list[int] = []
     reports = []
+    ends = []
     for i, path in enumerate(files):
         reports.append(read_minute_file(path, seconds))
+        ends.append(len(seconds))
         if progress is not None:
             progress(i + 1, len(files))
     if not seconds:
         raise PipetuneError(f"{root}: no tweet or deletion with a timestamp_ms in {len(files)} files")
     s = np.asarray(seconds, dtype=np.int64)
+    # A whole file far from the others (its events agree with each other, not with the rest): the files' names
+    # bound how long the trace can be, so a file whose median event lies further than that span (and the slack)
+    # from the median of all events is skipped whole (after the per-file filter its events lie within 660 s).
+    named = [m for m in (_named_minute_s(p) for p in files) if m is not None]
+    if len(named) == len(files) and len(files) > 1:
+        reach = max(named) - min(named) + 60 + OUT_OF_RANGE_SLACK_S
+        centre = int(np.median(s))
+        keep = np.ones(s.size, bool)
+        for r, a, b in zip(reports, [0, *ends[:-1]], ends):
+            if b > a and abs(int(np.median(s[a:b])) - centre) > reach:
+                keep[a:b] = False
+                r.out_of_range += b - a
+                r.tweets = r.deletions = 0
+                r.first_s = r.last_s = None
+        s = s[keep]
     start = int(s.min())
     counts = np.bincount(s - start).astype(np.float64)
     return counts, BuildReport(start_epoch_s=start, files=reports)
