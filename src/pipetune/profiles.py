@@ -222,15 +222,34 @@ class ScalingLaw:
         t = np.array([r.latency_mean_s for r in rows], float)
         # Relative least squares (each cell weighs the same whatever its scale), grid over s, NNLS for (a, k),
         # all grid points at once (this fit runs for every variant a profile pack or benchmark instance loads).
+        # No free lunch: a core gain only from >= 2 measured core counts (else s = 1: cores do not help), a
+        # batching gain only from >= 2 measured batch sizes (else a = 0: latency grows linearly with the batch,
+        # throughput stays what was measured). `assumptions()` says which of these a law rests on.
         s_grid = np.linspace(0.0, 1.0, 101) if len(set(c)) > 1 else np.array([1.0])
         g = s_grid[:, None] + (1.0 - s_grid[:, None]) / c[None, :]  # (grid, cells)
         x0, x1 = g / t, g * b / t  # the two columns of X per grid point; the target is y = 1
+        if len(set(b)) < 2:
+            x0 = np.zeros_like(x0)  # no fixed per-call cost to amortise: the fit is per item only
         coef, err = _nnls2_batched(x0, x1)
         i = int(np.argmin(err))  # first grid point of least error
         law = cls(float(coef[i, 0]), float(coef[i, 1]), float(s_grid[i]))
         if law.a + law.k <= 0:  # degenerate data: fall back to a per-item constant
             law = cls(0.0, float(np.median(t / b)), law.s)
         return law
+
+
+def law_assumptions(rows: list[ProfileRow]) -> list[str]:
+    """What a fitted law of these (measured) rows assumes for want of data, in words (empty: nothing)."""
+    out = []
+    batches, cores = sorted({r.batch for r in rows}), sorted({r.cores for r in rows})
+    if len(batches) < 2:
+        out.append(
+            f"measured at one batch size ({batches[0]}): no batching gain assumed (fitted latency grows linearly "
+            "with the batch)"
+        )
+    if len(cores) < 2:
+        out.append(f"measured on one core count ({cores[0]}): no speed-up from more cores assumed")
+    return out
 
 
 def _nnls2_batched(x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +297,7 @@ class VariantProfile:
         self.measured = {(r.batch, r.cores): r for r in rows}
         base = [r for r in rows if r.source == "measured"] or rows
         self.law = ScalingLaw.fit(base)
+        self.assumptions = law_assumptions(base)
         self.p99_ratio = max(1.0, float(np.median([r.latency_p99_s / r.latency_mean_s for r in base])))
         self.p50_ratio = float(np.median([r.latency_p50_s / r.latency_mean_s for r in base]))
         self.load_time_s = float(np.median([r.load_time_s for r in rows]))
@@ -295,6 +315,11 @@ class VariantProfile:
         if -1 not in idx:
             return self._cell_values[idx]
         return np.array([_cell_tuple(self.row(*cell)) for cell in grid], float).reshape(-1, 4)
+
+    def fitted(self, grid: list[tuple[int, int]]) -> np.ndarray:
+        """Per (batch, cores) cell of `grid`: True where its numbers come from the fitted law (not measured, or
+        marked `fitted` in the file)."""
+        return np.array([c not in self.measured or self.measured[c].source == "fitted" for c in grid], bool)
 
     def row(self, batch: int, cores: int) -> ProfileRow:
         key = (batch, cores)

@@ -19,6 +19,9 @@ def plan_cmd(
     policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
     replicas: int = typer.Option(None, help="rim: the fixed replica count per stage"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    measured_only: bool = typer.Option(
+        False, "--measured-only", help="plan on measured profile cells alone (no cell from a fitted law)"
+    ),
 ) -> None:
     """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY."""
     from pipetune.optimizer import plan_pipeline
@@ -26,7 +29,7 @@ def plan_cmd(
 
     p = load_pipeline(pipeline)
     params = {"replicas": replicas} if replicas is not None else {}
-    result = plan_pipeline(p, rps, policy=policy, **params)
+    result = plan_pipeline(p, rps, policy=policy, measured_only=measured_only, **params)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -45,7 +48,7 @@ def render_plan(result, console: Console) -> None:
         k = c.config
         t.add_row(
             name,
-            k.variant,
+            k.variant + (" *" if c.fitted else ""),
             f"{c.accuracy:.3f}",
             str(k.batch),
             str(k.cores),
@@ -55,6 +58,10 @@ def render_plan(result, console: Console) -> None:
             f"{c.latency_slo_s:.3f}",
         )
     console.print(t)
+    if any(c.fitted for c in plan.stages.values()):
+        console.print("[yellow]* rests on a fitted (not measured) profile cell; --measured-only plans without[/]")
+    for a in plan.assumptions:
+        console.print(f"[yellow]note:[/] {a}")
     console.print(
         f"accuracy {plan.accuracy:.4f} (pas {plan.pas:.4f}) · cost {plan.cost_cores} cores · "
         f"e2e latency {plan.latency_e2e_slo_s:.3f} s at the SLA percentile (mean {plan.latency_e2e_mean_s:.3f} s) · "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -129,9 +130,12 @@ def plan_pipeline(
     policy: str = "ipa",
     current: Mapping[str, StageConfig] | None = None,
     profiles: PipelineProfiles | None = None,
+    measured_only: bool = False,
     **params,
 ) -> Plan | Infeasible:
-    """The best configuration at `rps` requests/s under `policy`, or Infeasible with a best-effort fallback."""
+    """The best configuration at `rps` requests/s under `policy`, or Infeasible with a best-effort fallback.
+
+    `measured_only`: plan on the profile's measured cells alone (no cell from a fitted law)."""
     if not (rps >= 0 and math.isfinite(rps)):
         from pipetune.errors import PipetuneError
 
@@ -141,6 +145,8 @@ def plan_pipeline(
     if policy == "static-peak":
         rps = float(params.get("peak_rps", rps))
     restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)
+    if measured_only:
+        restriction = replace(restriction, measured_only=True)
     raw = stage_options(pipeline, rps, profiles, restriction)
     empty = [so for so in raw if len(so) == 0]
     if empty:
@@ -177,7 +183,7 @@ def plan_pipeline(
     if sol is None:
         binding, reason = _diagnose(pipeline, pruned)
         return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
-    return assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0)
+    return assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0, profiles=profiles)
 
 
 def assemble_plan(
@@ -189,6 +195,7 @@ def assemble_plan(
     solve_time_s: float,
     feasible: bool = True,
     note: str = "",
+    profiles: PipelineProfiles | None = None,
 ) -> Plan:
     obj = pipeline.objective
     stages: dict[str, StageChoice] = {}
@@ -205,7 +212,15 @@ def assemble_plan(
             capacity_rps=float(so.capacity[i]),
             latency_mean_s=float(so.lat_mean[i]),
             latency_slo_s=float(so.lat_slo[i]),
+            fitted=bool(so.fitted[i]),
         )
+    # Said once per plan: what the fitted cells it rests on assume for want of measurements.
+    assumptions = [
+        f"{s}/{c.config.variant}: {a}"
+        for s, c in stages.items()
+        if c.fitted and profiles is not None
+        for a in profiles.get(s, c.config.variant).assumptions
+    ]
     pas = float(np.prod([c.accuracy for c in stages.values()]))
     coef = [float(so.acc_coef[i]) for so, i in zip(options, choice)]
     accuracy = pas if obj.accuracy == "pas" else float(sum(coef))
@@ -231,6 +246,7 @@ def assemble_plan(
         solve_time_s=solve_time_s,
         feasible=feasible,
         note=note,
+        assumptions=assumptions,
     )
 
 
@@ -283,6 +299,7 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
             lat_slo=np.array([math.inf]),
             lat_mean=np.array([math.inf]),
             capacity=capacity[[i]],
+            fitted=base.fitted[[i]],
         )
         from pipetune.latency import stage_latency_arrays
 
@@ -309,6 +326,7 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
         dt,
         feasible=False,
         note=f"best-effort fallback: {reason}",
+        profiles=profiles,
     )
     return Infeasible(
         pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb, solve_time_s=dt

@@ -30,9 +30,10 @@ class Restriction:
     batches: dict[str, tuple[int, ...]] | None = None
     cores: dict[str, tuple[int, ...]] | None = None
     replicas: dict[str, int] | None = None  # fixed replica count per stage
+    measured_only: bool = False  # only (variant, batch, cores) cells the profile measured, none from the fit
 
 
-_BASE_ARRAYS = ("var_idx", "acc", "acc_coef", "batch", "cores", "mean", "p50", "p99", "thr")
+_BASE_ARRAYS = ("var_idx", "acc", "acc_coef", "batch", "cores", "mean", "p50", "p99", "thr", "fitted")
 
 
 @dataclass
@@ -52,9 +53,16 @@ class BaseTable:
     p50: np.ndarray
     p99: np.ndarray
     thr: np.ndarray
+    fitted: np.ndarray  # bool: the cell's numbers come from the profile's fitted law, not a measurement
 
     def __len__(self) -> int:
         return len(self.stages)
+
+    def select(self, keep: np.ndarray) -> BaseTable:
+        """The rows where `keep` is True (the stage cut moves with them)."""
+        stage_of = np.repeat(np.arange(len(self.stages)), np.diff(self.cut))
+        cut = np.concatenate([[0], np.cumsum(np.bincount(stage_of[keep], minlength=len(self.stages)))])
+        return BaseTable(self.stages, self.variant_names, cut, **{f: getattr(self, f)[keep] for f in _BASE_ARRAYS})
 
     def stage(self, s: int) -> BaseTable:
         """The table of stage s alone."""
@@ -84,6 +92,7 @@ class StageOptions:
     lat_slo: np.ndarray
     lat_mean: np.ndarray
     capacity: np.ndarray
+    fitted: np.ndarray  # bool per option: it rests on a fitted (not measured) profile cell
     why_empty: str = field(default="")
 
     def __len__(self) -> int:
@@ -97,7 +106,19 @@ class StageOptions:
         return f"{self.variant_names[self.var_idx[i]]} b{self.batch[i]} c{self.cores[i]} x{self.replicas[i]}"
 
 
-_ARRAYS = ("var_idx", "acc", "acc_coef", "batch", "cores", "replicas", "cost", "lat_slo", "lat_mean", "capacity")
+_ARRAYS = (
+    "var_idx",
+    "acc",
+    "acc_coef",
+    "batch",
+    "cores",
+    "replicas",
+    "cost",
+    "lat_slo",
+    "lat_mean",
+    "capacity",
+    "fitted",
+)
 
 
 def accuracy_coefficients(method: str, accs: list[float], n_stages: int) -> list[float]:
@@ -141,7 +162,8 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
     cut = np.cumsum([0] + [len(vs) * len(g) for vs, g in zip(variants, grids)])
     cell_b = [b for g, vs in zip(grids, variants) for _ in vs for b, _c in g]
     cell_c = [c for g, vs in zip(grids, variants) for _ in vs for _b, c in g]
-    return BaseTable(
+    fitted = np.concatenate([vp.fitted(g) for g, vs in zip(grids, variants) for vp in vs] or [np.zeros(0, bool)])
+    table = BaseTable(
         stages=pipeline.stage_names,
         variant_names=names_all,
         cut=cut,
@@ -154,7 +176,20 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
         p50=cells[1],
         p99=cells[2],
         thr=cells[3],
+        fitted=fitted.astype(bool),
     )
+    if not r.measured_only:
+        return table
+    table = table.select(~table.fitted)
+    for si, st in enumerate(pipeline.stages):
+        if table.cut[si + 1] == table.cut[si]:
+            from pipetune.errors import PipetuneError
+
+            raise PipetuneError(
+                f"--measured-only: stage {st.name!r} has no measured (variant, batch, cores) cell among the batch "
+                "sizes and core counts it may use; profile one (`pipetune profile`) or plan without --measured-only"
+            )
+    return table
 
 
 def expand_options(
@@ -236,7 +271,7 @@ def expand_options(
     local, cols = np.nonzero(keep)
     rows = live[local]
     reps = n[local, cols]
-    got = {f: getattr(base, f)[rows] for f in ("var_idx", "acc", "acc_coef", "batch", "cores")}
+    got = {f: getattr(base, f)[rows] for f in ("var_idx", "acc", "acc_coef", "batch", "cores", "fitted")}
     cost = (got["cores"] * reps).astype(float)
     slo, mean, capacity_rps = lat_slo[local, cols], lat_mean[local, cols], reps * thr[rows]
     cut = np.searchsorted(stage_of[rows], np.arange(len(base) + 1))

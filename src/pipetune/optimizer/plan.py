@@ -17,6 +17,7 @@ class StageChoice:
     capacity_rps: float  # items/s the replicas sustain
     latency_mean_s: float  # predicted mean sojourn (batch wait + queueing + service)
     latency_slo_s: float  # predicted sojourn at the SLA percentile
+    fitted: bool = False  # its profile cell comes from the fitted law, not a measurement
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Plan:
     solve_time_s: float
     feasible: bool = True
     note: str = ""
+    assumptions: list[str] = field(default_factory=list)  # what the fitted cells it rests on assume
 
     @property
     def configs(self) -> dict[str, StageConfig]:
