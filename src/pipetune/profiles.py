@@ -42,6 +42,11 @@ COLUMNS = [
     "source",
 ]
 REQUIRED = COLUMNS[:7]
+# One service model for the planner and the simulator: a replica serves one batch at a time, for a time drawn
+# from the row's latency columns, so it sustains at most batch / latency_mean_s items/s. A row claiming more
+# (a server that overlaps requests) is refused: the planner would count capacity the simulator never serves.
+# A throughput below it is kept (per-batch overhead outside the timed call; the planner is then the cautious one).
+THROUGHPUT_TOLERANCE = 0.10
 
 
 class ProfileError(PipetuneError):
@@ -200,6 +205,15 @@ def _validate_row(r: ProfileRow, where: str) -> None:
             raise ProfileError(f"{where}: {name}={v} must be >= 0")
     if r.latency_p99_s < r.latency_p50_s:
         raise ProfileError(f"{where}: latency_p99_s < latency_p50_s; percentiles must not decrease")
+    sequential = r.batch / r.latency_mean_s
+    if r.throughput_rps > sequential * (1 + THROUGHPUT_TOLERANCE):
+        raise ProfileError(
+            f"{where}: throughput_rps={r.throughput_rps:.6g} is {r.throughput_rps / sequential:.3g}x "
+            f"batch / latency_mean_s = {sequential:.6g}: the row claims a replica that overlaps batches, but the "
+            "planner and the simulator both model a replica serving one batch at a time (its latency columns "
+            f"are its service time). Set throughput_rps to at most {sequential * (1 + THROUGHPUT_TOLERANCE):.6g} "
+            "(batch / latency_mean_s), or profile the server at concurrency 1 and model its overlap as replicas"
+        )
     if r.source not in ("measured", "fitted"):
         raise ProfileError(f"{where}: source={r.source!r}; use 'measured' or 'fitted'")
 

@@ -161,12 +161,22 @@ def import_triton(path: Path, cell: CellSpec) -> tuple[list[ProfileRow], list[st
         raise ImportError_(f"{path}: a concurrency appears twice; one row per concurrency (one -f run per file)")
     low = min(parsed, key=lambda p: p[0])
     best = max(parsed, key=lambda p: p[1])
-    row = ProfileRow(variant, batch, cores, low[2], low[3], low[4], best[1])
+    # One service model (profiles.THROUGHPUT_TOLERANCE): a replica serves one batch at a time, so it sustains at
+    # most batch / mean latency; the extra the server gets by overlapping requests is not counted.
+    sequential = batch / low[2]
+    tput = min(best[1], sequential)
+    cap = (
+        f", capped at batch / mean latency = {sequential:.4g}/s (the planner and the simulator model one batch at "
+        "a time per replica; the overlap at higher concurrency is not counted)"
+        if best[1] > sequential
+        else ""
+    )
+    row = ProfileRow(variant, batch, cores, low[2], low[3], low[4], tput)
     prov = [
         f"imported: triton perf_analyzer CSV {path.name} (sha256 {digest}) -> {variant} batch {batch} cores {cores}: "
         f"latency from concurrency {low[0]:g} (line {low[6]}, server queue {low[5] * 1e3:.3g} ms of "
-        f"{low[2] * 1e3:.3g} ms mean), throughput the max Inferences/Second {best[1]:g} at concurrency {best[0]:g}; "
-        "microseconds -> seconds"
+        f"{low[2] * 1e3:.3g} ms mean), throughput the max Inferences/Second {best[1]:g} at concurrency {best[0]:g}"
+        f"{cap}; microseconds -> seconds"
     ]
     return [row], prov
 
