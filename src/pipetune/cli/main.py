@@ -14,6 +14,7 @@ from pipetune.cli import experiment as _experiment  # noqa: F401
 from pipetune.cli import plan as _plan  # noqa: F401
 from pipetune.cli import predictor as _predictor  # noqa: F401
 from pipetune.cli import profile as _profile  # noqa: F401
+from pipetune.cli import serve as _serve  # noqa: F401
 from pipetune.cli import simulate as _simulate  # noqa: F401
 from pipetune.cli import trace as _trace  # noqa: F401
 from pipetune.cli.app import app, err_console

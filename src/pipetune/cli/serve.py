@@ -1,0 +1,113 @@
+"""`pipetune serve PIPELINE`: serve a pipeline on Ray Serve behind an Open Inference Protocol endpoint and keep
+re-configuring it with the adapter (`--no-adapt`: serve the starting plan as it is)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from pipetune.cli.app import app
+
+
+@app.command("serve")
+def serve_cmd(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML (every variant needs a `model:` mapping)"),
+    address: str = typer.Option(None, help="an existing Ray cluster (host:port or ray://...); default: a local Ray"),
+    num_cpus: int = typer.Option(
+        None,
+        "--num-cpus",
+        min=2,
+        help="local Ray only: the logical CPUs Ray may hand out (default: the machine's cores). More than the "
+        "physical cores oversubscribes them: replicas then share cores and serve slower than profiled.",
+    ),
+    host: str = typer.Option("127.0.0.1", help="address the HTTP endpoint binds"),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
+    adapt: bool = typer.Option(True, "--adapt/--no-adapt", help="re-plan every --interval seconds"),
+    policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
+    predictor: str = typer.Option("default", help="load predictor (default, reactive, max, arima, lstm, ...)"),
+    interval: float = typer.Option(10.0, min=0.5, help="seconds between decisions"),
+    rps: float = typer.Option(1.0, min=0.0, help="the load the starting plan is made for (without --plan)"),
+    plan: Path = typer.Option(None, "--plan", help="start from this plan (`pipetune plan --json` output)"),
+    duration: float = typer.Option(None, min=1.0, help="stop after this many seconds (default: run until Ctrl-C)"),
+    log: Path = typer.Option(None, help="write the adapter's decisions here (JSON lines)"),
+    export: Path = typer.Option(
+        None, "--export", help="write the Ray Serve config of the starting plan (for `serve deploy` / KubeRay) and exit"
+    ),
+    switch_reserve: float = typer.Option(
+        0.25, min=0.0, max=0.9, help="share of the replica CPUs the planner leaves free for make-before-break switches"
+    ),
+) -> None:
+    """Serve PIPELINE on Ray Serve (V2 endpoint at http://HOST:PORT/v2, metrics at /metrics) and adapt it."""
+    import yaml
+
+    from pipetune.errors import PipetuneError
+    from pipetune.profiles import load_profiles
+    from pipetune.serving.session import configs_from_plan_file, initial_configs, planning_pipeline
+    from pipetune.spec import load_pipeline
+
+    con = Console()
+    pipe = load_pipeline(pipeline)
+    profiles = load_profiles(pipe)
+    if export is not None:
+        from pipetune.serving.backend import ServeTarget
+
+        cpus = float(num_cpus or os.cpu_count() or 2)
+        planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
+        configs = configs_from_plan_file(plan, pipe) if plan else initial_configs(planning, profiles, rps, policy)
+        target = ServeTarget.of(pipe, configs, profiles, host=host, port=port)
+        try:
+            export.write_text(yaml.safe_dump(target.serve_config(), sort_keys=False))
+        except OSError as e:
+            raise PipetuneError(f"--export {export}: cannot write ({e}); give a writable file path") from None
+        con.print(
+            f"wrote the Ray Serve config of {pipe.name} ({', '.join(f'{s}={c.variant}' for s, c in configs.items())}) to {export}"
+        )
+        return
+
+    from pipetune.serving.backend import RayServeBackend
+    from pipetune.serving.session import run_adapter
+
+    os.environ.setdefault("RAY_TMPDIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "pipetune-ray"))
+    con.print(f"[bold]starting Ray Serve[/] for {pipe.name} ({'cluster ' + address if address else 'local Ray'}) ...")
+    import ray
+
+    if not ray.is_initialized() and address is None:
+        ray.init(num_cpus=num_cpus, namespace="pipetune", log_to_driver=False, include_dashboard=False)
+    elif address is not None:
+        ray.init(address=address, namespace="pipetune", log_to_driver=False)
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
+    configs = configs_from_plan_file(plan, pipe) if plan else initial_configs(planning, profiles, rps, policy)
+    be = RayServeBackend(pipe, configs, profiles, host=host, port=port)
+    con.print(
+        f"[green]serving[/] http://{host}:{port}/v2/models/{pipe.name}/infer · metrics http://{host}:{port}/metrics · "
+        f"{cpus:g} Ray CPUs, plans use at most {planning.caps.max_total_cores:g}"
+    )
+    for s, c in be.in_effect().items():
+        con.print(f"  {s}: {c.variant} batch {c.batch} x {c.replicas} replicas of {c.cores} cores")
+    until = duration if duration is not None else math.inf
+    try:
+        if adapt:
+
+            def show(d) -> None:  # noqa: ANN001 - a Decision
+                what = ", ".join(d.changed_stages) or "no change"
+                con.print(
+                    f"t={d.t:7.1f}s observed {d.observed_rps:6.1f} rps, predicted {d.predicted_rps:6.1f} -> "
+                    f"{what}; {d.cost_cores} cores; violations {d.violations_last_interval}/{d.requests_last_interval}"
+                )
+
+            run_adapter(
+                be, planning, profiles, policy=policy, predictor=predictor, interval_s=interval, until_s=until,
+                log=log, on_step=show,
+            )  # fmt: skip
+        else:
+            be.wait_until(until)
+    except KeyboardInterrupt:
+        con.print("stopping (Ctrl-C) ...")
+    finally:
+        be.close()
+        ray.shutdown()

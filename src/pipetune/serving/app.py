@@ -1,0 +1,380 @@
+"""The Ray Serve deployments: one application per (stage, variant, cores) and one ingress that walks the DAG.
+
+Why one application per (stage, variant, cores): Ray Serve's declarative API (`deploy_apps`) restarts every
+deployment of an application whose `import_path` or `args` change, but changes a deployment's `num_replicas`
+and `user_config` in place. Giving each generation of a stage its own application (its args fixed for life)
+makes the three kinds of change cheap and safe:
+
+* batch size -> that application's `user_config` (`reconfigure` calls `set_max_batch_size`): in place;
+* replicas   -> its `num_replicas`: Ray starts or drains replicas, the others keep serving;
+* variant or cores -> a NEW application is deployed beside the old one (make-before-break); the ingress moves
+  the stage's traffic only once every new replica has loaded, warmed and passed its health check, and the old
+  application is then deleted, which drains its in-flight requests.
+
+The ingress is an HTTP deployment speaking the Open Inference Protocol (`protocol.py`). Its routing table
+(stage -> application), its admission limit and its deadline arrive through its own `user_config`, so they too
+change in place. It keeps the counters the adapter observes and the Prometheus metrics (`/metrics`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pipetune.models.base import pin_threads
+from pipetune.models.registry import model_ref
+from pipetune.serving.protocol import (
+    ProtocolError,
+    TensorSpec,
+    decode_request,
+    encode_response,
+    error_body,
+    model_metadata,
+)
+
+STAGE_DEPLOYMENT = "stage"  # the one deployment inside each stage application
+INGRESS_DEPLOYMENT = "ingress"
+MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whatever the load)
+RETRY_AFTER_S = "1"
+
+
+# ---- one stage generation -------------------------------------------------------------------------------
+@serve.deployment(name=STAGE_DEPLOYMENT, health_check_period_s=5, graceful_shutdown_timeout_s=30)
+class StageReplica:
+    """One replica of one (stage, variant, cores): pins threads, loads and warms the model, then serves
+    batches of items through `@serve.batch` (its size and wait set at run time by `reconfigure`)."""
+
+    def __init__(self, stage: str, variant: str, cores: int, model: dict, warmup_batch: int = 1):
+        self.stage, self.variant, self.cores = stage, variant, int(cores)
+        pin_threads(self.cores)
+        self.adapter = model_ref(model, f"stages[{stage}].variants[{variant}].model")()
+        self.adapter.load()
+        # Warm before the replica can be marked ready: first calls pay lazy initialisation.
+        for n in sorted({1, max(1, int(warmup_batch))}):
+            out = self.adapter.predict(self.adapter.sample_inputs(n))
+            if len(out) != n:
+                raise RuntimeError(f"{stage}/{variant}: predict returned {len(out)} outputs for {n} inputs")
+        # predict() runs off the event loop so items keep queueing for the next batch meanwhile.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-{variant}")
+        self.batch = 1
+        self.wait_s = 0.0
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()  # reported with each output: where it ran
+
+    def reconfigure(self, config: dict) -> None:
+        self.batch = int(config.get("batch", 1))
+        self.wait_s = float(config.get("wait_s", 0.0))
+        self.run_batch.set_max_batch_size(self.batch)
+        self.run_batch.set_batch_wait_timeout_s(self.wait_s)
+
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+    async def run_batch(self, items: list[Any]) -> list[tuple[Any, int, float]]:
+        t0 = time.perf_counter()
+        outs = await asyncio.get_running_loop().run_in_executor(self._pool, self.adapter.predict, items)
+        dt = time.perf_counter() - t0
+        if len(outs) != len(items):
+            raise RuntimeError(f"{self.stage}/{self.variant}: {len(outs)} outputs for a batch of {len(items)}")
+        return [(o, len(items), dt, self.node) for o in outs]
+
+    async def __call__(self, item: Any) -> tuple[Any, int, float, str]:
+        return await self.run_batch(item)
+
+    def check_health(self) -> None:
+        if self._pool is None:  # pragma: no cover - set in __init__
+            raise RuntimeError("not loaded")
+
+
+def build_stage(args: dict) -> Any:
+    """Application builder for one stage generation (`import_path: pipetune.serving.app:build_stage`)."""
+    return StageReplica.bind(args["stage"], args["variant"], int(args["cores"]), args["model"], args.get("warmup", 1))
+
+
+# ---- the ingress ----------------------------------------------------------------------------------------
+class _Metrics:
+    """The Prometheus metrics of the ingress, in a registry of its own (one scrape target: `/metrics`)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        lat = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
+        self.requests = Counter(
+            "pipetune_requests_total", "infer requests by outcome (arrived, completed, refused, dropped, failed, late)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.bad_input = Counter("pipetune_bad_requests_total", "requests refused with 400", registry=r)
+        self.e2e = Histogram("pipetune_e2e_latency_seconds", "end-to-end latency", buckets=lat, registry=r)
+        self.stage = Histogram(
+            "pipetune_stage_latency_seconds", "per-stage latency seen by the ingress (queue + batch + hop)",
+            ["stage", "variant"], buckets=lat, registry=r,
+        )  # fmt: skip
+        self.batch = Histogram(
+            "pipetune_batch_size", "realised batch sizes", ["stage", "variant"],
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=r,
+        )  # fmt: skip
+        self.inflight = Gauge("pipetune_inflight_requests", "requests in the pipeline now", registry=r)
+        self.max_inflight = Gauge("pipetune_admission_limit", "in-flight requests admitted at most", registry=r)
+        self.config = Gauge(
+            "pipetune_stage_config", "configuration in effect per stage (value: the knob)",
+            ["stage", "variant", "knob"], registry=r,
+        )  # fmt: skip
+        self.predicted = Gauge("pipetune_predicted_rps", "load predicted by the adapter", registry=r)
+        self.decision = Histogram(
+            "pipetune_decision_seconds", "adapter decision time (observe + predict + plan)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
+        )  # fmt: skip
+        for o in ("arrived", "completed", "refused", "dropped", "failed", "late"):
+            self.requests.labels(o)
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT, max_ongoing_requests=2048, graceful_shutdown_timeout_s=30)
+class Ingress:
+    """HTTP ingress: the V2 endpoint, admission control, the DAG walk, counters and metrics."""
+
+    def __init__(self, graph: dict) -> None:
+        self.name: str = graph["name"]
+        self.topo: list[str] = graph["topo"]
+        self.parents: dict[str, list[tuple[str, float]]] = {
+            s: [tuple(p) for p in ps] for s, ps in graph["parents"].items()
+        }
+        self.join: dict[str, bool] = graph["join"]
+        self.sinks: list[str] = graph["sinks"]
+        self.inputs = [TensorSpec(d["name"], d["datatype"], tuple(d["shape"])) for d in graph["inputs"]]
+        self.outputs = [TensorSpec(s, "BYTES", (-1,)) for s in self.sinks]
+        self.sla_s = float(graph["sla_s"])
+        self.metrics = _Metrics()
+        self.routes: dict[str, str] = {}
+        self.variants: dict[str, str] = {}
+        self.max_inflight = 0
+        self.drop_after_s = 2 * self.sla_s
+        self.epoch = time.time()
+        self._handles: dict[str, Any] = {}
+        self.inflight = 0
+        # Observed since the previous stats() call (bounded), and arrivals per whole second since the epoch.
+        self._arrivals: list[int] = []
+        self._counts = dict.fromkeys(("completed", "refused", "dropped", "failed", "late"), 0)
+        self._latencies: list[float] = []
+        self._nodes: dict[str, set[str]] = {}  # per stage, the Ray nodes whose replicas served it
+
+    # -- configuration, in place ---------------------------------------------------------------------------
+    def reconfigure(self, config: dict) -> None:
+        self.routes = dict(config.get("routes", {}))
+        self.variants = dict(config.get("variants", {}))
+        self.max_inflight = int(config.get("max_inflight", 0))
+        self.drop_after_s = float(config.get("drop_after_s", 2 * self.sla_s))
+        # The backend's clock, so arrivals per second line up with its `now()`. A config without one (an
+        # exported config run by `serve deploy`) or with a far-off one keeps the ingress's own start time:
+        # the arrival counts grow one entry per second from the epoch, so it must be recent.
+        epoch = float(config.get("epoch") or 0.0)
+        if epoch != self.epoch and abs(time.time() - epoch) < 3600:
+            self.epoch = epoch
+            self._arrivals = []
+        self._handles = {a: h for a, h in self._handles.items() if a in self.routes.values()}
+        self.metrics.max_inflight.set(self.max_inflight)
+        self.metrics.config.clear()
+        for stage, cfg in config.get("configs", {}).items():
+            for knob in ("batch", "cores", "replicas"):
+                self.metrics.config.labels(stage, cfg["variant"], knob).set(cfg[knob])
+
+    def record_decision(self, predicted_rps: float, decision_s: float) -> None:
+        self.metrics.predicted.set(predicted_rps)
+        self.metrics.decision.observe(decision_s)
+
+    def stats(self) -> dict:
+        """What happened since the previous call (arrivals: per second since the epoch)."""
+        self._tick_arrivals()
+        out = {
+            "arrivals_per_s": list(self._arrivals[:-1]),  # whole seconds only
+            **self._counts,
+            "latencies_s": self._latencies,
+            "inflight": self.inflight,
+            "routes": dict(self.routes),
+            "max_inflight": self.max_inflight,
+            "epoch": self.epoch,
+            "nodes": {st: sorted(ns) for st, ns in self._nodes.items()},
+        }
+        self._counts = dict.fromkeys(self._counts, 0)
+        self._latencies = []
+        return out
+
+    def _tick_arrivals(self) -> int:
+        sec = int(time.time() - self.epoch)
+        if sec >= len(self._arrivals):
+            self._arrivals.extend([0] * (sec + 1 - len(self._arrivals)))
+        return sec
+
+    def _count(self, outcome: str, latency: float | None = None) -> None:
+        self._counts[outcome] += 1
+        self.metrics.requests.labels(outcome).inc()
+        if latency is not None and len(self._latencies) < MAX_WINDOW:
+            self._latencies.append(latency)
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/")
+        method = request.method
+        if path == "/v2/health/live" and method == "GET":
+            return _json(200, {"live": True})
+        if path == "/v2/health/ready" and method == "GET":
+            ready = self._ready()
+            return _json(200 if ready else 503, {"ready": ready})
+        if path == "/metrics" and method == "GET":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self.metrics.inflight.set(self.inflight)
+            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        if path in ("/v2", ""):
+            return _json(200, {"name": "pipetune", "version": "0.1.0", "extensions": []})
+        parts = path.split("/")  # '', 'v2', 'models', name, ...
+        if len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models":
+            if parts[3] != self.name:
+                return _error(404, f"model {parts[3]!r} is not served here; this server serves {self.name!r}")
+            rest = parts[4:]
+            if rest and rest[0] == "versions" and len(rest) >= 2:
+                rest = rest[2:]  # /versions/{v}/... is the same model
+            if not rest and method == "GET":
+                return _json(200, model_metadata(self.name, self.inputs, self.outputs))
+            if rest == ["ready"] and method == "GET":
+                ready = self._ready()
+                return _json(200 if ready else 503, {"name": self.name, "ready": ready})
+            if rest == ["infer"] and method == "POST":
+                return await self._infer(request)
+        return _error(404, f"{method} {path} is not part of the Open Inference Protocol endpoint")
+
+    def _ready(self) -> bool:
+        return bool(self.routes) and all(s in self.routes for s in self.topo)
+
+    async def _infer(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        body = await request.body()
+        try:
+            items, rid = decode_request(body, self.inputs)
+        except ProtocolError as e:
+            self.metrics.bad_input.inc()
+            return _error(400, str(e))
+        self._arrivals[self._tick_arrivals()] += 1
+        self.metrics.requests.labels("arrived").inc()
+        if not self._ready():
+            self._count("refused")
+            return _error(503, "the pipeline is not ready yet", retry=True)
+        if self.inflight >= self.max_inflight:
+            # Above what the configuration serves within the SLA: refuse now, keep the admitted ones fast.
+            self._count("refused")
+            return _error(503, f"at capacity ({self.max_inflight} requests in flight); retry later", retry=True)
+        self.inflight += 1
+        variants = dict(self.variants)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(self._walk(x) for x in items)), timeout=max(0.0, self.drop_after_s)
+            )
+        except TimeoutError:
+            self._count("dropped")
+            return _error(504, f"dropped: not finished within {self.drop_after_s:g} s")
+        except Exception as e:  # a model raised: the request failed, with the reason
+            self._count("failed")
+            return _error(500, f"failed: {type(e).__name__}: {e}")
+        finally:
+            self.inflight -= 1
+        dt = time.perf_counter() - t0
+        self.metrics.e2e.observe(dt)
+        self._count("completed", dt)  # late requests completed too; `late` counts the SLA misses among them
+        if dt > self.sla_s:
+            self._count("late")
+        outputs = {s: [r[s] for r in results] for s in self.sinks}
+        try:
+            resp = encode_response(self.name, outputs, rid, {"variants": variants, "e2e_s": dt})
+            return Response(json.dumps(resp, allow_nan=False).encode(), media_type="application/json")
+        except (TypeError, ValueError) as e:
+            return _error(500, f"failed: an output is not JSON-serialisable ({e})")
+
+    def _handle(self, stage: str) -> Any:
+        app = self.routes[stage]
+        h = self._handles.get(app)
+        if h is None:
+            h = self._handles[app] = serve.get_deployment_handle(STAGE_DEPLOYMENT, app_name=app)
+        return h
+
+    async def _call(self, stage: str, item: Any) -> Any:
+        variant = self.variants.get(stage, "")
+        t0 = time.perf_counter()
+        out, batch, _service, node = await self._handle(stage).remote(item)
+        self.metrics.stage.labels(stage, variant).observe(time.perf_counter() - t0)
+        self._nodes.setdefault(stage, set()).add(node)
+        self.metrics.batch.labels(stage, variant).observe(batch)
+        return out
+
+    async def _walk(self, x: Any) -> dict[str, Any]:
+        """One item through the DAG: branches run concurrently; a join waits for all its parents; an edge
+        with multiplicity other than 1 fans a list output out into one item per element."""
+        tasks: dict[str, asyncio.Task] = {}
+
+        async def run(stage: str) -> list[Any]:
+            ps = self.parents[stage]
+            if not ps:
+                ins = [x]
+            else:
+                outs = {p: await tasks[p] for p, _ in ps}
+                if self.join[stage] and len(ps) > 1:
+                    ins = [{p: (o[0] if len(o) == 1 else o) for p, o in outs.items()}]
+                else:
+                    ins = [it for p, m in ps for o in outs[p] for it in _fan_out(o, m)]
+            return list(await asyncio.gather(*(self._call(stage, it) for it in ins)))
+
+        for s in self.topo:
+            tasks[s] = asyncio.ensure_future(run(s))
+        try:
+            done = {s: await tasks[s] for s in self.sinks}
+        finally:
+            for t in tasks.values():
+                t.cancel()
+        return {s: (o[0] if len(o) == 1 else o) for s, o in done.items()}
+
+
+def _fan_out(output: Any, multiplicity: float) -> list[Any]:
+    if multiplicity != 1 and isinstance(output, list):
+        return output
+    return [output]
+
+
+def _json(status: int, body: dict) -> Response:
+    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str, retry: bool = False) -> Response:
+    headers = {"Retry-After": RETRY_AFTER_S} if retry else None
+    return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")
+
+
+def build_ingress(args: dict) -> Any:
+    """Application builder for the ingress (`import_path: pipetune.serving.app:build_ingress`)."""
+    return Ingress.bind(args["graph"])
+
+
+def graph_args(pipeline: Any, inputs: list[TensorSpec]) -> dict:
+    """What the ingress needs of a pipeline spec (JSON-serialisable, so it fits a Serve config's `args`)."""
+    return {
+        "name": pipeline.name,
+        "topo": pipeline.topological_order(),
+        "parents": {s: [[e.src, e.multiplicity] for e in pipeline.parents(s)] for s in pipeline.stage_names},
+        "join": {s: pipeline.stage(s).fan_in == "join" for s in pipeline.stage_names},
+        "sinks": pipeline.sinks(),
+        "inputs": [s.to_dict() for s in inputs],
+        "sla_s": float(pipeline.sla.seconds),
+    }
+
+
+def admission_limit(capacity_rps: float, sla_s: float) -> int:
+    """In-flight requests to admit: by Little's law, at the configuration's capacity a request that finds
+    more than capacity x SLA ahead of it would finish after the SLA."""
+    if not capacity_rps > 0 or not math.isfinite(capacity_rps):
+        return 0
+    return max(1, math.ceil(capacity_rps * sla_s))
