@@ -19,7 +19,7 @@ pipelining inside the model server).
       mean wait  Wq = C · S_eff / (n (1 − ρ)) · (c_a² + c_s²) / 2
       p-quantile Wq_p = S_eff (c_a² + c_s²) / 2 / (n (1 − ρ)) · ln(C / (1 − p))   (0 when C ≤ 1 − p)
   i.e. the M/M/n waiting-time tail scaled by the G/G/n variability factor.
-* **Service.** The profile's p-quantile of S (interpolated between p50 and p99), or its mean.
+* **Service.** The profile's p-quantile of S (`profiles.service_quantile`: between p50 and p99), or its mean.
 
 The stage's SLA-percentile sojourn is the *sum* of the three quantiles: an upper bound of the quantile of the
 sum for these non-negative terms. End to end, the SLA term is the longest path of stage terms — again a
@@ -38,6 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.special import gammaincinv
+
+from pipetune.profiles import service_quantile
 
 LN100_MINUS_1 = math.log(100.0) - 1.0
 
@@ -96,12 +98,8 @@ def service_scv(mean_s: np.ndarray, p99_s: np.ndarray) -> np.ndarray:
     return np.clip((theta / np.asarray(mean_s)) ** 2, 0.0, 1.0)
 
 
-def service_quantile(p50_s: np.ndarray, p99_s: np.ndarray, pct: float) -> np.ndarray:
-    """Quantile of service time, interpolated in log-odds between p50 and p99 (as ProfileRow.quantile)."""
-    if pct == 99:
-        return np.asarray(p99_s, dtype=float)
-    t = math.log(0.5 / (1 - pct / 100.0)) / math.log(50.0)
-    return np.maximum(0.0, np.asarray(p50_s) + (np.asarray(p99_s) - np.asarray(p50_s)) * t)
+def _broadcast_floats(*xs: np.ndarray | float) -> list[np.ndarray]:
+    return np.broadcast_arrays(*(np.asarray(x, float) for x in xs))
 
 
 def _formation(b: np.ndarray, lam: np.ndarray, q: float, max_wait: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -130,12 +128,7 @@ def latency_floor(
 ) -> np.ndarray:
     """The SLA-percentile sojourn without its queueing term: a lower bound at any replica count (the queueing
     quantile is >= 0, and `stage_latency_arrays` adds it in between, so its sum is never below this one)."""
-    p50_s, p99_s, b, lam = np.broadcast_arrays(
-        np.asarray(p50_s, float),
-        np.asarray(p99_s, float),
-        np.asarray(batch, float),
-        np.asarray(rate, float),
-    )
+    p50_s, p99_s, b, lam = _broadcast_floats(p50_s, p99_s, batch, rate)
     _, form_q = _formation(b, lam, 1.0 - pct / 100.0, max_wait)
     return form_q + service_quantile(p50_s, p99_s, pct)
 
@@ -155,14 +148,7 @@ def stage_latency_arrays(
     """Vectorised stage latency over broadcastable arrays; inf where the stage is unstable (ρ >= 1)."""
     # The terms that do not depend on the replica count are computed at their own (smaller) shape; only
     # queueing is evaluated on the full grid (the optimizer passes rows x replica-candidates).
-    mean_s, p50_s, p99_s, thr, b, lam = np.broadcast_arrays(
-        np.asarray(mean_s, float),
-        np.asarray(p50_s, float),
-        np.asarray(p99_s, float),
-        np.asarray(throughput, float),
-        np.asarray(batch, float),
-        np.asarray(rate, float),
-    )
+    mean_s, p50_s, p99_s, thr, b, lam = _broadcast_floats(mean_s, p50_s, p99_s, throughput, batch, rate)
     n = np.asarray(replicas, np.int64)
     q = 1.0 - pct / 100.0
 

@@ -67,14 +67,23 @@ class ProfileRow:
     source: Literal["measured", "fitted"] = "measured"
 
     def quantile(self, pct: float) -> float:
-        """Service-time quantile at `pct` (50..99.9) interpolated in log-odds space between p50 and p99."""
-        if pct == 50:
-            return self.latency_p50_s
-        if pct == 99:
-            return self.latency_p99_s
-        # Exponential-tail interpolation: q(p) = p50 + (p99 - p50) * ln(0.5/(1-p)) / ln(50).
-        t = math.log(0.5 / (1 - pct / 100.0)) / math.log(50.0)
-        return max(0.0, self.latency_p50_s + (self.latency_p99_s - self.latency_p50_s) * t)
+        """Service-time quantile at `pct` (50..99.9): `service_quantile` of this row's p50 and p99."""
+        return float(service_quantile(self.latency_p50_s, self.latency_p99_s, pct))
+
+
+def service_quantile(p50_s: float | np.ndarray, p99_s: float | np.ndarray, pct: float) -> np.ndarray:
+    """Service-time quantile at `pct` (50..99.9), elementwise, interpolated in log-odds space between p50 and p99.
+
+    Exponential-tail interpolation: q(p) = p50 + (p99 - p50) * ln(0.5 / (1 - p)) / ln(50), at least 0; exactly p50
+    at 50 and p99 at 99. The one home of this formula: `ProfileRow.quantile` and the latency model call it."""
+    if pct == 50:
+        return np.asarray(p50_s, dtype=float)
+    if pct == 99:
+        return np.asarray(p99_s, dtype=float)
+    t = math.log(0.5 / (1 - pct / 100.0)) / math.log(50.0)
+    return np.maximum(
+        0.0, np.asarray(p50_s, dtype=float) + (np.asarray(p99_s, dtype=float) - np.asarray(p50_s, dtype=float)) * t
+    )
 
 
 @dataclass

@@ -85,10 +85,9 @@ def _read_result(path: Path) -> dict:
 
 def _plot_optimizer(result: dict, path: Path) -> None:
     """Heatmap of the median decision time per (stages, variants) cell, log colour scale, values written in."""
-    import matplotlib
+    from pipetune.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
     from matplotlib.colors import LogNorm
 
@@ -123,7 +122,4 @@ def _plot_optimizer(result: dict, path: Path) -> None:
         title += f"\n9x9: {summ['median_ms_9x9']:.1f} ms ({summ['speedup_vs_ipa_9x9']:.0f}x faster than IPA's 2.1 s)"
     title += f"; oracle {o['agree']}/{o['instances']}"
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -106,10 +106,9 @@ def simulate_cmd(
 
 
 def _plot(iv: dict, sla: float, title: str, path: Path) -> None:
-    import matplotlib
+    from pipetune.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t = iv["t_start_s"] / 60
     fig, axes = plt.subplots(4, 1, figsize=(7, 7), sharex=True)
@@ -125,6 +124,4 @@ def _plot(iv: dict, sla: float, title: str, path: Path) -> None:
     axes[3].set_xlabel("time (min)")
     axes[3].legend(fontsize=7)
     axes[0].set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -183,10 +183,9 @@ def synth(
 
 
 def _plot_windows(windows: dict[str, np.ndarray], path: Path, title: str) -> None:
-    import matplotlib
+    from pipetune.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not windows:
         raise PipetuneError("nothing to plot: no window matched any pattern")
@@ -201,7 +200,4 @@ def _plot_windows(windows: dict[str, np.ndarray], path: Path, title: str) -> Non
     axes[0, 0].legend(fontsize=7)
     axes[-1, 0].set_xlabel("second in window")
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -6,16 +6,13 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
 import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from pipetune.experiments.runner import CDF_LEVELS
+from pipetune.plotting import pyplot, save_figure
 
-from pipetune.experiments.runner import CDF_LEVELS  # noqa: E402
-
-DPI = 80
+plt = pyplot()
 STYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (1, 1))]
 
 
@@ -32,13 +29,6 @@ def _mean_over_seeds(runs: list[dict], key: str) -> np.ndarray:
     cols = [_arr(r["intervals"][key]) for r in runs]
     n = min(len(c) for c in cols)
     return np.nanmean(np.stack([c[:n] for c in cols]), axis=0) if len(cols) > 1 else cols[0]
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
 
 
 def _runs(data: dict, kind: str, pipe: str | None) -> list[dict]:
@@ -71,7 +61,7 @@ def fig8_grid(data: dict, path: Path, pipe: str | None = None) -> Path:
     axes[2, 0].set_ylabel("accuracy (PAS)")
     axes[1, -1].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{pipe or data['experiment']['name']}: cost and accuracy over time", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def latency_cdf(data: dict, path: Path, pipe: str | None = None) -> Path:
@@ -101,7 +91,7 @@ def latency_cdf(data: dict, path: Path, pipe: str | None = None) -> Path:
         ax.set_ylim(0, 1.01)
     axes[0, 0].set_ylabel("fraction of requests")
     axes[0, -1].legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ablation(data: dict, path: Path, pipe: str | None = None) -> Path | None:
@@ -127,7 +117,7 @@ def ablation(data: dict, path: Path, pipe: str | None = None) -> Path | None:
         ax.set_ylabel(lab)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{pipe + ': ' if pipe else ''}predictor ablation (ipa policy)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep(data: dict, path: Path, pipe: str | None = None) -> Path | None:
@@ -158,7 +148,7 @@ def sweep(data: dict, path: Path, pipe: str | None = None) -> Path | None:
     ax.set_xlabel("mean cores")
     ax.set_ylabel("mean PAS")
     ax.set_title(f"{pipe + ': ' if pipe else ''}objective sweep (α, β) on {runs[0]['workload']}", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def calibration(data: dict, path: Path) -> Path | None:
@@ -187,7 +177,7 @@ def calibration(data: dict, path: Path) -> Path | None:
     axes[1].set_xlabel("simulated / predicted p99")
     axes[1].set_ylabel("plans")
     fig.suptitle("planner calibration: ipa plans held at their planned rate (steady Poisson)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def all_figures(data: dict, out: Path) -> dict[str, Path]:

@@ -130,10 +130,9 @@ def evaluate(
 
 def plot_scores(scores: list[Score], path: str | Path, title: str = "predicted vs realised load") -> Path:
     """One panel per window: the realised 20-s max and each scored predictor's prediction."""
-    import matplotlib
+    from pipetune.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [w.name for w in scores[0].windows]
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.6 * len(names)), sharex=False, squeeze=False)
@@ -163,9 +162,4 @@ def plot_scores(scores: list[Score], path: str | Path, title: str = "predicted v
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("decision time in window (s)")
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

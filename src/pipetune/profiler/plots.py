@@ -10,10 +10,9 @@ from pipetune.profiles import ProfileTable
 
 def plot_profile(table: ProfileTable, out: str | Path, title: str = "", stage_of: dict[str, str] | None = None) -> Path:
     """One row of two panels per stage (all variants of a stage together); solid = 1 core, dashed = more."""
-    import matplotlib
+    from pipetune.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stage_of = stage_of or {}
     groups: dict[str, list[str]] = defaultdict(list)
@@ -48,9 +47,4 @@ def plot_profile(table: ProfileTable, out: str | Path, title: str = "", stage_of
         ax_t.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
