@@ -4,7 +4,8 @@ IPA (Ghafouri et al., JSys 2024) serves real Hugging Face / Ultralytics checkpoi
 downloaded here, and the latency of a dense network does not depend on its weight values, so every variant is
 built from a `transformers` configuration whose sizes (hidden size, layers, heads, feed-forward size,
 vocabulary) match the published checkpoint, initialised with `torch.manual_seed(seed)`. Outputs are therefore
-meaningless; shapes and costs are real. Accuracies come from the paper (see `PAPER_ACCURACY`).
+meaningless; shapes and costs are real. Accuracies come from the paper (the `accuracy` of each variant in
+the pipelines under `pipetune/examples/paper`, written by `scripts/make_paper_profiles.py`).
 
 What is *not* the paper's model:
 
@@ -18,6 +19,10 @@ What is *not* the paper's model:
 * Checkpoints the paper names loosely (`bert-sentiment`, `distilbert-sentiment`, `roberta-sentiment`) are
   mapped to the common public checkpoint of that name (see `checkpoint`); their vocabulary sizes follow it.
 
+The catalogue of variants (names, checkpoints, size configurations, default input shapes) is data:
+`paper_variants.yaml` beside this module, read once at import (`read_catalogue`); this module keeps the code
+that builds each family's architecture from it.
+
 Each adapter implements `pipetune.models.base.ModelAdapter` (MLServer's load/predict shape): construction is
 cheap, `load()` builds the model, `predict(batch)` runs it under `torch.inference_mode()`, `sample_inputs(n)`
 makes fixed-size inputs (`InputShape` says which, and is written into every profile header).
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipetune.errors import PipetuneError
@@ -74,257 +80,46 @@ class PaperVariant:
     """One variant of a paper stage: how to build it and what the real checkpoint is."""
 
     name: str
-    family: str  # d-fine | resnet | speech2text | roberta-qa | xlmr-qa | seqcls | bart | marian
+    family: str  # d-fine | resnet | speech2text | qa | seqcls | bart | marian (a key of _BUILDERS)
     checkpoint: str  # the real checkpoint the sizes are taken from
     builder: str  # what is really built (transformers class and sizes), for headers and READMEs
     config: dict = field(default_factory=dict)
 
 
-def _dfine(bb: dict, det: dict) -> dict:
-    return {"backbone": bb, "detector": det}
+CATALOGUE = Path(__file__).with_name("paper_variants.yaml")
+_SECTIONS = ("input_shapes", "dfine_sizes", "resnet_depths", "s2t_sizes", "variants")
 
 
-# D-FINE sizes: the published n/s/m/l/x configurations (D-FINE, Peng et al. 2024; transformers' D-FINE port).
-_DFINE = {
-    "n": _dfine(
-        dict(
-            hidden_sizes=[128, 256, 512, 1024],
-            stem_channels=[3, 16, 16],
-            stage_in_channels=[16, 64, 256, 512],
-            stage_mid_channels=[16, 32, 64, 128],
-            stage_out_channels=[64, 256, 512, 1024],
-            stage_num_blocks=[1, 1, 2, 1],
-            stage_numb_of_layers=[3, 3, 3, 3],
-            use_learnable_affine_block=True,
-            out_indices=[3, 4],
-        ),
-        dict(
-            num_feature_levels=2,
-            encoder_ffn_dim=512,
-            encode_proj_layers=[1],
-            d_model=128,
-            encoder_hidden_dim=128,
-            decoder_ffn_dim=512,
-            encoder_in_channels=[512, 1024],
-            decoder_n_points=[6, 6],
-            decoder_in_channels=[128, 128],
-            feat_strides=[16, 32],
-            depth_mult=0.5,
-            decoder_layers=3,
-            hidden_expansion=0.34,
-        ),
-    ),
-    "s": _dfine(
-        dict(
-            hidden_sizes=[128, 256, 512, 1024],
-            stem_channels=[3, 16, 16],
-            stage_in_channels=[16, 64, 256, 512],
-            stage_mid_channels=[16, 32, 64, 128],
-            stage_out_channels=[64, 256, 512, 1024],
-            stage_num_blocks=[1, 1, 2, 1],
-            stage_numb_of_layers=[3, 3, 3, 3],
-            use_learnable_affine_block=True,
-            out_indices=[2, 3, 4],
-        ),
-        dict(
-            decoder_layers=3,
-            hidden_expansion=0.5,
-            depth_mult=0.34,
-            decoder_n_points=[3, 6, 3],
-            encoder_in_channels=[256, 512, 1024],
-        ),
-    ),
-    "m": _dfine(
-        dict(
-            hidden_sizes=[192, 384, 768, 1536],
-            stem_channels=[3, 24, 32],
-            stage_in_channels=[32, 96, 384, 768],
-            stage_mid_channels=[32, 64, 128, 256],
-            stage_out_channels=[96, 384, 768, 1536],
-            stage_num_blocks=[1, 1, 3, 1],
-            stage_numb_of_layers=[4, 4, 4, 4],
-            use_learnable_affine_block=True,
-            out_indices=[2, 3, 4],
-        ),
-        dict(
-            decoder_layers=4,
-            decoder_n_points=[3, 6, 3],
-            encoder_in_channels=[384, 768, 1536],
-            depth_mult=0.67,
-            hidden_expansion=1.0,
-        ),
-    ),
-    "l": _dfine(
-        dict(
-            hidden_sizes=[256, 512, 1024, 2048],
-            stem_channels=[3, 32, 48],
-            stage_in_channels=[48, 128, 512, 1024],
-            stage_mid_channels=[48, 96, 192, 384],
-            stage_out_channels=[128, 512, 1024, 2048],
-            stage_num_blocks=[1, 1, 3, 1],
-            stage_numb_of_layers=[6, 6, 6, 6],
-            out_indices=[2, 3, 4],
-        ),
-        dict(
-            encoder_ffn_dim=1024,
-            encoder_in_channels=[512, 1024, 2048],
-            decoder_n_points=[3, 6, 3],
-            hidden_expansion=1.0,
-            decoder_layers=6,
-        ),
-    ),
-    "x": _dfine(
-        dict(
-            hidden_sizes=[256, 512, 1024, 2048],
-            stem_channels=[3, 32, 64],
-            stage_in_channels=[64, 128, 512, 1024],
-            stage_mid_channels=[64, 128, 256, 512],
-            stage_out_channels=[128, 512, 1024, 2048],
-            stage_num_blocks=[1, 2, 5, 2],
-            stage_numb_of_layers=[6, 6, 6, 6],
-            out_indices=[2, 3, 4],
-        ),
-        dict(
-            encoder_in_channels=[512, 1024, 2048],
-            encoder_hidden_dim=384,
-            encoder_ffn_dim=2048,
-            decoder_n_points=[3, 6, 3],
-            decoder_in_channels=[384, 384, 384],
-            hidden_expansion=1.0,
-            decoder_layers=6,
-        ),
-    ),
-}
+def read_catalogue(path: str | Path = CATALOGUE) -> dict[str, Any]:
+    """The variant catalogue (see the YAML file's header), checked: every section present, every variant of a
+    family this module builds, with a default input shape."""
+    import yaml
 
-_RESNET = {  # torchvision / microsoft resnet-N: depths, block type
-    18: ([2, 2, 2, 2], "basic"),
-    34: ([3, 4, 6, 3], "basic"),
-    50: ([3, 4, 6, 3], "bottleneck"),
-    101: ([3, 4, 23, 3], "bottleneck"),
-    152: ([3, 8, 36, 3], "bottleneck"),
-}
-
-# facebook/s2t-{small,medium,large}-librispeech-asr
-_S2T = {
-    "small": dict(
-        d_model=256, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=2048, decoder_ffn_dim=2048
-    ),
-    "medium": dict(
-        d_model=512, encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048
-    ),
-    "large": dict(
-        d_model=1024, encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096
-    ),
-}
-
-_BASE_ENCODER = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise PaperModelError(f"paper variant catalogue {path}: cannot be read ({e})") from None
+    missing = [k for k in _SECTIONS if not isinstance((data or {}).get(k), dict)]
+    if missing:
+        raise PaperModelError(f"paper variant catalogue {path}: section(s) {missing} missing; give each as a mapping")
+    for name, v in data["variants"].items():
+        need = [k for k in ("family", "checkpoint", "builder") if not isinstance(v.get(k), str)]
+        if need:
+            raise PaperModelError(f"{path}: variants.{name}: give {need} (strings)")
+        if v["family"] not in _BUILDERS or v["family"] not in data["input_shapes"]:
+            raise PaperModelError(
+                f"{path}: variants.{name}.family {v['family']!r} has no builder or input shape; "
+                f"use one of {sorted(set(_BUILDERS) & set(data['input_shapes']))}"
+            )
+    return data
 
 
-def _variants() -> dict[str, PaperVariant]:
-    v: dict[str, PaperVariant] = {}
-    for size in "nsmlx":
-        v[f"yolov5{size}"] = PaperVariant(
-            f"yolov5{size}",
-            "d-fine",
-            f"ultralytics yolov5{size} (stand-in: D-FINE-{size.upper()})",
-            f"DFineForObjectDetection, D-FINE-{size.upper()} configuration (HGNetV2 backbone), 80 classes",
-            {"size": size},
-        )
-    for depth in _RESNET:
-        v[f"resnet{depth}"] = PaperVariant(
-            f"resnet{depth}",
-            "resnet",
-            f"torchvision resnet{depth}",
-            f"ResNetForImageClassification, depths {_RESNET[depth][0]}, {_RESNET[depth][1]} blocks, 1000 classes",
-            {"depth": depth},
-        )
-    for size, kw in _S2T.items():
-        v[f"s2t-{size}-librispeech"] = PaperVariant(
-            f"s2t-{size}-librispeech",
-            "speech2text",
-            f"facebook/s2t-{size}-librispeech-asr",
-            f"Speech2TextForConditionalGeneration, d_model {kw['d_model']}, 12 encoder / 6 decoder layers, "
-            f"{kw['encoder_attention_heads']} heads, ffn {kw['encoder_ffn_dim']}, vocab 10000",
-            {"size": size},
-        )
-    v["roberta-base-squad2"] = PaperVariant(
-        "roberta-base-squad2",
-        "qa",
-        "deepset/roberta-base-squad2",
-        "RobertaForQuestionAnswering, 12 layers, hidden 768, 12 heads, vocab 50265",
-        {"arch": "roberta", "vocab_size": 50265},
-    )
-    v["xlm-roberta-base-squad2"] = PaperVariant(
-        "xlm-roberta-base-squad2",
-        "qa",
-        "deepset/xlm-roberta-base-squad2",
-        "XLMRobertaForQuestionAnswering, 12 layers, hidden 768, 12 heads, vocab 250002",
-        {"arch": "xlm-roberta", "vocab_size": 250002},
-    )
-    v["distilbert-sst2"] = PaperVariant(
-        "distilbert-sst2",
-        "seqcls",
-        "distilbert-base-uncased-finetuned-sst-2-english",
-        "DistilBertForSequenceClassification, 6 layers, dim 768, 12 heads, vocab 30522, 2 labels",
-        {"arch": "distilbert", "vocab_size": 30522, "num_labels": 2},
-    )
-    v["bert-sentiment"] = PaperVariant(
-        "bert-sentiment",
-        "seqcls",
-        "nlptown/bert-base-multilingual-uncased-sentiment",
-        "BertForSequenceClassification, 12 layers, hidden 768, 12 heads, vocab 105879, 5 labels",
-        {"arch": "bert", "vocab_size": 105879, "num_labels": 5},
-    )
-    v["distilbert-sentiment"] = PaperVariant(
-        "distilbert-sentiment",
-        "seqcls",
-        "lxyuan/distilbert-base-multilingual-cased-sentiments-student",
-        "DistilBertForSequenceClassification, 6 layers, dim 768, 12 heads, vocab 119547, 3 labels",
-        {"arch": "distilbert", "vocab_size": 119547, "num_labels": 3},
-    )
-    v["roberta-sentiment"] = PaperVariant(
-        "roberta-sentiment",
-        "seqcls",
-        "cardiffnlp/twitter-roberta-base-sentiment",
-        "RobertaForSequenceClassification, 12 layers, hidden 768, 12 heads, vocab 50265, 3 labels",
-        {"arch": "roberta", "vocab_size": 50265, "num_labels": 3},
-    )
-    v["xlm-roberta-base-language-id"] = PaperVariant(
-        "xlm-roberta-base-language-id",
-        "seqcls",
-        "papluca/xlm-roberta-base-language-detection",
-        "XLMRobertaForSequenceClassification, 12 layers, hidden 768, 12 heads, vocab 250002, 20 labels",
-        {"arch": "xlm-roberta", "vocab_size": 250002, "num_labels": 20},
-    )
-    for enc, dec in [(1, 1), (12, 1), (6, 6), (12, 3), (9, 6), (12, 6)]:
-        n = f"distilbart-xsum-{enc}-{dec}"
-        v[n] = PaperVariant(
-            n,
-            "bart",
-            f"sshleifer/{n}",
-            f"BartForConditionalGeneration, d_model 1024, {enc} encoder / {dec} decoder layers, 16 heads, "
-            "ffn 4096, vocab 50264",
-            {"encoder_layers": enc, "decoder_layers": dec},
-        )
-    v["opus-mt-fr-en"] = PaperVariant(
-        "opus-mt-fr-en",
-        "marian",
-        "Helsinki-NLP/opus-mt-fr-en",
-        "MarianMTModel, d_model 512, 6 encoder / 6 decoder layers, 8 heads, ffn 2048, vocab 59514",
-        {"d_model": 512, "heads": 8, "ffn": 2048, "vocab_size": 59514},
-    )
-    v["opus-mt-tc-big-fr-en"] = PaperVariant(
-        "opus-mt-tc-big-fr-en",
-        "marian",
-        "Helsinki-NLP/opus-mt-tc-big-fr-en",
-        "MarianMTModel, d_model 1024, 6 encoder / 6 decoder layers, 16 heads, ffn 4096, vocab ~53k "
-        "(vocabulary size approximate; it only sizes the embedding and output projection)",
-        {"d_model": 1024, "heads": 16, "ffn": 4096, "vocab_size": 53017},
-    )
-    return v
-
-
-PAPER_VARIANTS: dict[str, PaperVariant] = _variants()
+def _variants(catalogue: dict[str, Any]) -> dict[str, PaperVariant]:
+    return {
+        name: PaperVariant(name, v["family"], v["checkpoint"], v["builder"], dict(v.get("config") or {}))
+        for name, v in catalogue["variants"].items()
+    }
 
 
 def paper_variant(name: str) -> PaperVariant:
@@ -338,7 +133,7 @@ def paper_variant(name: str) -> PaperVariant:
 def _build_dfine(cfg: dict):
     from transformers import DFineConfig, DFineForObjectDetection, HGNetV2Config
 
-    sizes = _DFINE[cfg["size"]]
+    sizes = _CATALOGUE["dfine_sizes"][cfg["size"]]
     config = DFineConfig(backbone_config=HGNetV2Config(**sizes["backbone"]), num_labels=80, **sizes["detector"])
     return DFineForObjectDetection(config)
 
@@ -346,7 +141,8 @@ def _build_dfine(cfg: dict):
 def _build_resnet(cfg: dict):
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    depths, layer = _RESNET[cfg["depth"]]
+    r = _CATALOGUE["resnet_depths"][cfg["depth"]]
+    depths, layer = r["depths"], r["layer"]
     hidden = [64, 128, 256, 512] if layer == "basic" else [256, 512, 1024, 2048]
     config = ResNetConfig(embedding_size=64, hidden_sizes=hidden, depths=depths, layer_type=layer, num_labels=1000)
     return ResNetForImageClassification(config)
@@ -370,9 +166,13 @@ def _build_s2t(cfg: dict):
         eos_token_id=2,
         decoder_start_token_id=2,
         scale_embedding=True,
-        **_S2T[cfg["size"]],
+        **_CATALOGUE["s2t_sizes"][cfg["size"]],
     )
     return Speech2TextForConditionalGeneration(config)
+
+
+# the encoders the question-answering and sequence-classification variants share (BERT-base sizes)
+_BASE_ENCODER = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 
 
 def _encoder_config(arch: str, vocab_size: int, num_labels: int = 2):
@@ -483,23 +283,14 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
 
 _GENERATIVE = {"speech2text", "bart", "marian"}
 
+_CATALOGUE = read_catalogue()
+PAPER_VARIANTS: dict[str, PaperVariant] = _variants(_CATALOGUE)
+
 
 def default_shape(variant: str) -> InputShape:
-    """The input shape a variant is profiled at when a pipeline does not say otherwise."""
-    fam = paper_variant(variant).family
-    if fam == "d-fine":
-        return InputShape("image", image_size=640)
-    if fam == "resnet":
-        return InputShape("image", image_size=224)
-    if fam == "speech2text":
-        return InputShape("fbank", frames=1000, features=80, new_tokens=40)
-    if fam == "bart":
-        return InputShape("tokens", tokens=256, new_tokens=32)
-    if fam == "marian":
-        return InputShape("tokens", tokens=128, new_tokens=128)
-    if fam == "qa":
-        return InputShape("tokens", tokens=128)
-    return InputShape("tokens", tokens=64)
+    """The input shape a variant is profiled at when a pipeline does not say otherwise (the catalogue's
+    `input_shapes` of its family)."""
+    return InputShape(**_CATALOGUE["input_shapes"][paper_variant(variant).family])
 
 
 def _as_shape(shape: InputShape | dict, variant: str) -> InputShape:
