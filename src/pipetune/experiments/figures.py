@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.ticker
 import numpy as np
 
-from pipetune.experiments.runner import CDF_LEVELS
+from pipetune.experiments.worker import CDF_LEVELS
 from pipetune.plotting import pyplot, save_figure
 
 plt = pyplot()
