@@ -263,6 +263,8 @@ class RayServeBackend(ServeTarget, Backend):
         self._target: dict[str, StageConfig] = {}
         self._failed: dict[str, str] = {}
         self._snapshot: dict[str, Any] = {}
+        self._snapshot_t = -math.inf  # monotonic time the snapshot was asked for
+        self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
         self._epoch = time.time()
         held = 0
         for s, c in initial.items():
@@ -299,10 +301,11 @@ class RayServeBackend(ServeTarget, Backend):
         return int(d.replica_states.get("RUNNING", 0)) if d is not None else 0
 
     def _converge(self) -> None:
+        t_snap = time.monotonic()
         snap = self._status()
         changed = False
         with self._lock:
-            self._snapshot = snap
+            self._snapshot, self._snapshot_t = snap, t_snap
             for s, gens in self._gens.items():
                 for key, g in list(gens.items()):
                     if key == self._serving[s]:
@@ -407,6 +410,8 @@ class RayServeBackend(ServeTarget, Backend):
                         del gens[k]  # an earlier switch that has not finished is replaced by this one
                 gens[key] = _Gen(c.variant, c.cores, c.replicas, c.batch)
             self._deploy()
+            now = time.monotonic()
+            self._deployed_t.update(dict.fromkeys(configs, now))
             for s in configs:
                 if s not in out:
                     out[s] = self._stage_status(s)
@@ -419,9 +424,17 @@ class RayServeBackend(ServeTarget, Backend):
         key = (target.variant, target.cores)
         if self._serving[s] != key:
             return StageStatus(ApplyState.PENDING, target, f"{target.variant} on {target.cores} cores is loading")
-        running = self._running(self.app_name(s, key), self._snapshot)
+        app = self.app_name(s, key)
+        running = self._running(app, self._snapshot)
         if len(self._gens[s]) > 1 or running != target.replicas:
             return StageStatus(ApplyState.PENDING, target, f"{running}/{target.replicas} replicas running")
+        # A status read before the last deploy cannot show it; an in-place change (batch size: user_config)
+        # is UPDATING until every replica has run `reconfigure`.
+        if self._snapshot_t <= self._deployed_t.get(s, -math.inf):
+            return StageStatus(ApplyState.PENDING, target, "waiting for Ray Serve to report the change")
+        d = self._snapshot[app].deployments.get(STAGE_DEPLOYMENT)
+        if d is None or not str(d.status).endswith("HEALTHY"):
+            return StageStatus(ApplyState.PENDING, target, f"deployment {getattr(d, 'status', 'missing')}")
         return StageStatus(ApplyState.APPLIED, target)
 
     def stage_status(self) -> dict[str, StageStatus]:

@@ -1,0 +1,248 @@
+"""The live runtime on a real two-node Ray cluster (one per test session): V2 endpoint with a standard client,
+metrics, reconfiguration under load with every request accounted for, and the adapter in the loop.
+
+The cluster is `ray.cluster_utils.Cluster` with two raylets on this machine, so every test here also serves
+across nodes. Ray's files go to a private temp dir (RAY_TMPDIR), never under the home folder's defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipetune import example_path
+from pipetune.configs import ApplyState, StageConfig
+
+pytestmark = pytest.mark.slow
+
+DIGITS = example_path("digits")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    os.makedirs(os.path.join(tmp, "ray"))  # Ray writes its address file there before it makes the folder
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    cluster.add_node(num_cpus=4)
+    ray.init(address=cluster.address, namespace="pipetune-test", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+    if old is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from pipetune.profiles import load_profiles
+    from pipetune.spec import load_pipeline
+
+    p = load_pipeline(DIGITS)
+    return p, load_profiles(p)
+
+
+@pytest.fixture()
+def backend(ray_cluster, digits):
+    from pipetune.serving.backend import RayServeBackend
+
+    p, prof = digits
+    init = {"features": StageConfig("pca-16", 1, 1, 1), "classify": StageConfig("logreg", 1, 1, 2)}
+    be = RayServeBackend(p, init, prof, port=_free_port(), drop_after_s=5.0)
+    yield be
+    from ray import serve
+
+    be._stop.set()
+    serve.shutdown()
+
+
+def _body(be, n: int = 1) -> dict:
+    from pipetune.models.registry import variant_model_ref
+    from pipetune.serving.protocol import encode_request
+
+    xs = variant_model_ref(be.pipeline, "features", "pca-16")().sample_inputs(n)
+    return encode_request(xs, be._inputs[0])
+
+
+def open_loop(url: str, body: dict, rps: float, seconds: float, out: list) -> None:
+    """Send `rps` requests/s for `seconds`, each at its scheduled time (open loop); append one outcome each:
+    (status, reason, variants); status 0 = lost (no HTTP answer)."""
+    import httpx
+
+    async def one(client, t_send):
+        await asyncio.sleep(max(0.0, t_send - time.perf_counter()))
+        try:
+            r = await client.post(url, json=body)
+        except httpx.HTTPError as e:
+            out.append((0, f"{type(e).__name__}: {e}", None))
+            return
+        j = r.json()
+        out.append((r.status_code, j.get("error", ""), (j.get("parameters") or {}).get("variants")))
+
+    async def main():
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+            t0 = time.perf_counter() + 0.05
+            n = int(rps * seconds)
+            await asyncio.gather(*(one(client, t0 + i / rps) for i in range(n)))
+
+    asyncio.run(main())
+
+
+def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):
+    """A stock V2 client (Triton's) works unchanged; bad input is a 400 that never reaches a model; the
+    metrics endpoint reports arrivals, outcomes and the configuration; replicas run on both Ray nodes."""
+    import httpx
+
+    http = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    be = backend
+    c = http.InferenceServerClient(url=f"127.0.0.1:{be.port}")
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("digits")
+    meta = c.get_model_metadata("digits")
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
+    x = np.stack(_body_items(be, 4)).astype(np.float32)
+    inp = http.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=False)
+    res = c.infer("digits", [inp], outputs=[http.InferRequestedOutput("classify", binary_data=False)])
+    labels = [json.loads(v) for v in res.as_numpy("classify")]
+    assert len(labels) == 4 and all(0 <= int(v) <= 9 for v in labels)
+    assert res.get_response()["parameters"]["variants"] == {"features": "pca-16", "classify": "logreg"}
+    bad = http.InferInput("input", [1, 3], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 3), np.float32), binary_data=False)
+    with pytest.raises(InferenceServerException, match="shape"):
+        c.infer("digits", [bad])
+    r = httpx.post(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", content=b"{")
+    assert r.status_code == 400 and "not JSON" in r.json()["error"]
+
+    out: list = []
+    open_loop(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", _body(be), 20, 3, out)
+    assert [s for s, *_ in out].count(200) == len(out)
+    metrics = httpx.get(f"http://127.0.0.1:{be.port}/metrics").text
+    assert _metric(metrics, 'pipetune_requests_total{outcome="completed"}') >= 61  # 60 + the client's one
+    assert _metric(metrics, "pipetune_bad_requests_total") == 2
+    assert 'pipetune_stage_config{knob="replicas",stage="classify",variant="logreg"} 2.0' in metrics
+    assert "pipetune_stage_latency_seconds_bucket" in metrics and "pipetune_batch_size_bucket" in metrics
+    obs = be.observe()
+    assert obs.completed >= 61 and obs.failed == 0
+    assert 40 <= obs.arrivals_per_s.sum() <= 61  # whole seconds only: the current one is still counting
+    assert obs.cores_held == 1 + 1 + 2  # ingress + features + 2 x classify
+    stats = be.ingress_handle().stats.remote().result()
+    assert len(stats["nodes"]["classify"]) == 2, "the two classify replicas should run on both Ray nodes"
+
+
+def _body_items(be, n):
+    from pipetune.models.registry import variant_model_ref
+
+    return variant_model_ref(be.pipeline, "features", "pca-16")().sample_inputs(n)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+def _wait_applied(be, stage: str, timeout: float = 60.0) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        st = be.stage_status()[stage]
+        assert st.state is not ApplyState.FAILED, st.reason
+        if st.state is ApplyState.APPLIED:
+            return time.perf_counter() - t0
+        time.sleep(0.05)
+    raise AssertionError(f"{stage} not applied within {timeout} s: {be.stage_status()[stage]}")
+
+
+def test_zero_lost_while_batch_replicas_and_variant_change(backend):
+    """Under open-loop load, change a batch size, the replicas, a variant (make-before-break) and the cores:
+    every request sent is accounted for (no request without an HTTP answer, no failure), and traffic moves
+    to the new variant only once it serves."""
+    be = backend
+    url = f"http://127.0.0.1:{be.port}/v2/models/digits/infer"
+    out: list = []
+    sender = threading.Thread(target=open_loop, args=(url, _body(be), 25, 28, out))
+    sender.start()
+    time.sleep(3)
+    be.apply({"classify": StageConfig("logreg", 4, 1, 2)})
+    t_batch = _wait_applied(be, "classify")
+    time.sleep(2)
+    be.apply({"classify": StageConfig("logreg", 4, 1, 3)})
+    t_replica = _wait_applied(be, "classify")
+    time.sleep(2)
+    answer = be.apply({"classify": StageConfig("knn", 4, 1, 2)})
+    assert answer["classify"].state is ApplyState.PENDING  # the new variant loads first
+    t_switch = _wait_applied(be, "classify")
+    time.sleep(2)
+    be.apply({"features": StageConfig("pca-16", 2, 2, 1)})
+    t_cores = _wait_applied(be, "features")
+    sender.join()
+    statuses = [s for s, *_ in out]
+    lost = [r for s, r, _ in out if s == 0]
+    failed = [r for s, r, _ in out if s not in (0, 200, 503)]
+    print(f"apply s: batch {t_batch:.2f}, replica {t_replica:.2f}, switch {t_switch:.2f}, cores {t_cores:.2f}")
+    assert len(out) == 25 * 28
+    assert lost == [] and failed == [], (lost[:3], failed[:3])
+    assert statuses.count(200) >= 0.95 * len(out)
+    seen = [v["classify"] for s, _, v in out if s == 200]
+    assert "logreg" in seen and "knn" in seen
+    first_knn = seen.index("knn")
+    assert all(v == "knn" for v in seen[first_knn + 50 :]), "traffic went back to the old variant"
+    assert be.in_effect() == {"features": StageConfig("pca-16", 2, 2, 1), "classify": StageConfig("knn", 4, 1, 2)}
+    assert t_batch < 5.0 and t_switch < 60.0
+
+
+def test_failed_and_unplaceable_requests_are_reported(backend):
+    """A configuration that cannot be placed is FAILED with the reason; the old one keeps serving."""
+    be = backend
+    st = be.apply({"classify": StageConfig("svc", 1, 2, 8)})["classify"]
+    assert st.state is ApplyState.FAILED and "CPUs" in st.reason
+    assert be.in_effect()["classify"] == StageConfig("logreg", 1, 1, 2)
+    assert be.stage_status()["classify"].state is ApplyState.FAILED
+
+
+def test_adapter_drives_the_live_backend(backend, digits, tmp_path):
+    """The same Adapter that drives the simulator decides on the live backend; decisions are logged."""
+    from pipetune.serving.session import planning_pipeline, run_adapter
+
+    be = backend
+    p, prof = digits
+    planning = planning_pipeline(p, be.budget_cores, 0.25)
+    out: list = []
+    sender = threading.Thread(
+        target=open_loop, args=(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", _body(be), 30, 11, out)
+    )
+    sender.start()
+    log = tmp_path / "decisions.jsonl"
+    decisions = run_adapter(be, planning, prof, predictor="reactive", interval_s=3.0, until_s=be.now() + 10.5, log=log)
+    sender.join()
+    assert len(decisions) >= 3
+    assert all(d.error is None and not d.overrun for d in decisions)
+    assert any(d.observed_rps > 10 for d in decisions)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == len(decisions) and all(set(x["in_effect"]) == {"features", "classify"} for x in lines)
+    assert [s for s, *_ in out].count(0) == 0
