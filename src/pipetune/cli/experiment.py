@@ -26,12 +26,20 @@ def run_cmd(
     (CSV/JSON), figures (PNG) and report.md / report.html into OUT."""
     from pipetune.experiments import load_experiment
     from pipetune.experiments.report import calibration_summary, system_table
-    from pipetune.experiments.runner import run_experiment
+    from pipetune.experiments.runner import ExperimentInterrupted, run_experiment
 
     exp = load_experiment(file)
     out = out or Path("results") / exp.name
-    data = run_experiment(exp, out, workers=workers or None, figures=not no_figures)
     con = Console()
+    try:
+        data = run_experiment(exp, out, workers=workers or None, figures=not no_figures)
+    except ExperimentInterrupted as e:
+        p = e.data["partial"]
+        con.print(
+            f"[yellow]interrupted[/]: {p['runs_done']} of {p['runs_planned']} runs completed; their results and a "
+            f"partial report are in {e.out / 'report.md'}"
+        )
+        raise typer.Exit(130) from None
     grid = [r for r in data["runs"] if r["kind"] == "grid"]
     for row in system_table(grid):
         con.print(

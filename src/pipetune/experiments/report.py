@@ -290,6 +290,23 @@ TITLES = {
 }
 
 
+def partial_note(data: dict) -> str:
+    """What a report of an interrupted experiment says about itself ("" for a complete one)."""
+    p = data.get("partial")
+    if not p:
+        return ""
+    cal = (
+        f", {p['calibration_done']} of {p['calibration_planned']} calibration points"
+        if p.get("calibration_planned")
+        else ""
+    )
+    return (
+        f"The experiment was {p['reason']}: {p['runs_done']} of {p['runs_planned']} runs completed{cal}. The tables "
+        "cover the completed runs only; run the experiment again for the full grid (`pipetune experiment report` "
+        "draws the figures of these)."
+    )
+
+
 def write_report(data: dict, out: Path, figs: dict) -> None:
     exp = data["experiment"]
     grid = [r for r in data["runs"] if r["kind"] == "grid"]
@@ -340,9 +357,11 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
         "draining replicas included). Accuracy = PAS as served (product of the accuracies of the variants each "
         "request actually passed through)."
     )
+    partial = partial_note(data)
     md = [
-        f"# Experiment: {exp['name']}",
+        f"# Experiment: {exp['name']}" + (" (partial)" if partial else ""),
         "",
+        *([f"**Partial results.** {partial}", ""] if partial else []),
         exp.get("description", "").strip(),
         "",
         intro,
@@ -393,7 +412,8 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
             md += [cal_text, ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
     body = [
-        f"<h1>Experiment: {html.escape(exp['name'])}</h1>",
+        f"<h1>Experiment: {html.escape(exp['name'])}{' (partial)' if partial else ''}</h1>",
+        *([f"<p><strong>Partial results.</strong> {html.escape(partial)}</p>"] if partial else []),
         f"<p>{html.escape(exp.get('description', ''))}</p>",
         f"<p>{html.escape(intro)}</p><p>{html.escape(defs)}</p>",
         "<h2>Summary per system</h2>",

@@ -15,15 +15,27 @@
     sweep: {workload: bursty, predictor: oracle, alpha: [1, 10], beta: [0.01, 0.1]}   # optional
     calibration: {samples: 40, seconds: 300}                              # optional
 
-Errors name the field and the fix (ExperimentError, a PipetuneError).
+Everything is checked when the file is read, before anything runs: policies and their parameters (a typo such
+as `replica: 3` is refused with the parameter it means), predictors and theirs, arrival processes, service modes,
+load patterns. Errors name the field and the fix (ExperimentError, a PipetuneError).
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipetune.errors import PipetuneError
 from pipetune.spec import format_validation_error, read_yaml_mapping
@@ -39,6 +51,113 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _hint(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _one_of(what: str, value: Any, known: list[str] | tuple[str, ...]) -> None:
+    if value not in known:
+        raise ValueError(f"{what} {value!r} is unknown{_hint(str(value), list(known))}; use one of {', '.join(known)}")
+
+
+# ---- policies and their parameters (what pipetune.optimizer.plan_pipeline reads from **params) ---------------
+class _PolicyParams(_Strict):
+    measured_only: bool = Field(default=False, description="true or false: plan on measured profile cells alone")
+
+
+class _FA2HighParams(_PolicyParams):
+    heavy: dict[str, str] = Field(default_factory=dict, description="{stage: the variant held fixed}")
+
+
+class _RimParams(_PolicyParams):
+    replicas: PositiveInt | dict[str, PositiveInt] | None = Field(
+        default=None, description="a whole number >= 1, or {stage: whole number >= 1}"
+    )
+
+
+class _StaticPeakParams(_PolicyParams):
+    peak_rps: PositiveFloat | None = Field(default=None, description="a rate > 0 (default: the workload's peak)")
+
+
+POLICY_PARAMS: dict[str, type[_PolicyParams]] = {
+    "ipa": _PolicyParams,
+    "fa2-low": _PolicyParams,
+    "fa2-high": _FA2HighParams,
+    "rim": _RimParams,
+    "static-peak": _StaticPeakParams,
+}
+POLICIES = tuple(POLICY_PARAMS)
+
+
+def check_policy(policy: str) -> str:
+    _one_of("policy", policy, POLICIES)
+    return policy
+
+
+def check_policy_params(policy: str, params: dict[str, Any]) -> None:
+    """Refuse a parameter `policy` does not read (naming the one meant) or a value of the wrong type."""
+    model = POLICY_PARAMS[policy]
+    valid = list(model.model_fields)
+    for k in params:
+        if k not in valid:
+            owners = [p for p, m in POLICY_PARAMS.items() if k in m.model_fields]
+            where = f" (a parameter of {', '.join(owners)})" if owners else _hint(k, valid)
+            raise ValueError(f"params.{k}: policy {policy!r} has no parameter {k!r}{where}; valid: {', '.join(valid)}")
+    try:
+        model.model_validate(params)
+    except ValidationError as e:
+        k = str(e.errors()[0]["loc"][0])
+        raise ValueError(
+            f"params.{k}: {params[k]!r} is not valid for policy {policy!r}; give {model.model_fields[k].description}"
+        ) from None
+
+
+# ---- predictors ------------------------------------------------------------------------------------------------
+ORACLE_PARAMS = ("horizon", "stat")
+
+
+def check_predictor(spec: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A predictor name, or {name: ..., parameters...}: the name known, every parameter one it takes, and (for the
+    predictors that need no trained file) the values accepted by its constructor."""
+    from pipetune.errors import PipetuneError as _Err
+    from pipetune.predictors import DEFAULT_PREDICTOR, PREDICTORS
+    from pipetune.predictors.lstm import IPALSTM
+
+    params: dict[str, Any] = {}
+    name: Any = spec
+    if isinstance(spec, dict):
+        if "name" not in spec:
+            raise ValueError("predictor: a mapping needs a name, e.g. {name: ewma, alpha: 0.2}")
+        name = spec["name"]
+        params = {k: v for k, v in spec.items() if k != "name"}
+    known = ["oracle", "default", *PREDICTORS]
+    if not isinstance(name, str):
+        raise ValueError(f"predictor name {name!r} must be a string; use one of {', '.join(known)}")
+    _one_of("predictor", name, known)
+    if name == "oracle":
+        valid: list[str] = list(ORACLE_PARAMS)
+    else:
+        cls = PREDICTORS[DEFAULT_PREDICTOR if name == "default" else name]
+        trained = issubclass(cls, IPALSTM)
+        valid = cls._param_names() + (["model", "pretrained"] if trained else [])
+    for k in params:
+        if k not in valid:
+            raise ValueError(f"predictor {name!r} has no parameter {k!r}{_hint(k, valid)}; valid: {', '.join(valid)}")
+    if name == "oracle":
+        if params.get("stat", "max") not in ("max", "mean"):
+            raise ValueError(f"predictor 'oracle': stat {params['stat']!r} is unknown; use max or mean")
+        h = params.get("horizon", 1)
+        if not (isinstance(h, int) and not isinstance(h, bool) and h >= 1):
+            raise ValueError(f"predictor 'oracle': horizon {h!r} must be a whole number of seconds >= 1")
+    elif not trained:
+        try:
+            cls(**params)  # cheap: no model file, no torch
+        except (_Err, TypeError, ValueError) as e:
+            raise ValueError(f"predictor {name!r}: {e}") from None
+    return spec
+
+
 class Workload(_Strict):
     name: str = Field(min_length=1)
     synthetic: str | None = Field(default=None, description="a pattern of pipetune.workloads.synthetic_pattern")
@@ -51,6 +170,15 @@ class Workload(_Strict):
     damping: float = Field(default=1.0, gt=0, description="trace: divide counts by this (paper: IPA's 8)")
     scale: float = Field(default=1.0, gt=0, description="multiply the counts (to fit a pipeline's capacity)")
     seed: int = 0
+
+    @field_validator("synthetic", "paper")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        from pipetune.workloads import PATTERNS
+
+        if v is not None:
+            _one_of("pattern", v, PATTERNS)
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> Workload:
@@ -68,13 +196,13 @@ class System(_Strict):
     predictor: str | dict[str, Any] = "reactive"
     params: dict[str, Any] = Field(default_factory=dict, description="policy parameters (e.g. rim replicas)")
 
-    @field_validator("policy")
-    @classmethod
-    def _policy(cls, v: str) -> str:
-        known = ("ipa", "fa2-low", "fa2-high", "rim", "static-peak")
-        if v not in known:
-            raise ValueError(f"policy {v!r} is unknown; use one of {', '.join(known)}")
-        return v
+    _policy = field_validator("policy")(classmethod(lambda cls, v: check_policy(v)))
+    _predictor = field_validator("predictor")(classmethod(lambda cls, v: check_predictor(v)))
+
+    @model_validator(mode="after")
+    def _params(self) -> System:
+        check_policy_params(self.policy, self.params)
+        return self
 
 
 class Settings(_Strict):
@@ -82,10 +210,20 @@ class Settings(_Strict):
     arrival_process: str = Field(default="poisson", description="poisson | uniform | step")
     drop_limit_s: float | None = Field(default=None, gt=0, description="default: the SLA")
     batch_wait_s: float | None = Field(default=None, ge=0)
-    service: str = Field(default="profile", description="profile | deterministic | exponential")
+    service: Literal["profile", "deterministic", "exponential"] = Field(
+        default="profile", description="service times: drawn from the profile, fixed at its mean, or exponential"
+    )
     load_time_s: float | None = Field(default=None, ge=0)
     rps_quantum: float = Field(default=0.0, ge=0, description="plan for the prediction rounded up to this grid")
     shared_dir: str | None = Field(default=None, description="folder with traces/paper-windows (default ../shared)")
+
+    @field_validator("arrival_process")
+    @classmethod
+    def _process(cls, v: str) -> str:
+        from pipetune.workloads.arrivals import PROCESSES
+
+        _one_of("arrival process", v, PROCESSES)
+        return v
 
 
 class Ablation(_Strict):
@@ -93,13 +231,28 @@ class Ablation(_Strict):
     predictors: list[str | dict[str, Any]] = Field(min_length=1)
     workloads: list[str] | None = None
 
+    _policy = field_validator("policy")(classmethod(lambda cls, v: check_policy(v)))
+
+    @field_validator("predictors")
+    @classmethod
+    def _predictors(cls, v: list) -> list:
+        for i, p in enumerate(v):
+            try:
+                check_predictor(p)
+            except ValueError as e:
+                raise ValueError(f"item {i}: {e}") from None
+        return v
+
 
 class Sweep(_Strict):
     workload: str | None = None
     predictor: str | dict[str, Any] = "oracle"
     policy: str = "ipa"
-    alpha: list[float] = Field(min_length=1)
-    beta: list[float] = Field(min_length=1)
+    alpha: list[float] = Field(min_length=1, description="objective.alpha values (each checked by the pipeline)")
+    beta: list[float] = Field(min_length=1, description="objective.beta values (each checked by the pipeline)")
+
+    _policy = field_validator("policy")(classmethod(lambda cls, v: check_policy(v)))
+    _predictor = field_validator("predictor")(classmethod(lambda cls, v: check_predictor(v)))
 
 
 class Calibration(_Strict):
@@ -136,6 +289,12 @@ class Experiment(_Strict):
         known = {w.name for w in self.workloads}
         if self.sweep and self.sweep.workload and self.sweep.workload not in known:
             raise ValueError(f"sweep.workload {self.sweep.workload!r} is not a workload; known: {sorted(known)}")
+        systems = [s.name for s in self.systems]
+        if self.calibration and self.calibration.system and self.calibration.system not in systems:
+            raise ValueError(
+                f"calibration.system {self.calibration.system!r} is not a system{_hint(self.calibration.system, systems)}"
+                f"; known: {systems}"
+            )
         if self.ablation and self.ablation.workloads:
             bad = [w for w in self.ablation.workloads if w not in known]
             if bad:

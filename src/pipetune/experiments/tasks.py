@@ -166,3 +166,15 @@ def sweep_points(exp: Experiment) -> list[tuple[float, float]]:
     if exp.sweep is None:
         return []
     return [(a, b) for a in exp.sweep.alpha for b in exp.sweep.beta]
+
+
+def swept_pipeline(pipe, objective: dict[str, float] | None, where: str = ""):
+    """`pipe` with a sweep's objective weights, validated as a whole pipeline (`model_copy(update=...)` would skip
+    validation and let e.g. a negative alpha through): a SpecError names objective.alpha / beta."""
+    if not objective:
+        return pipe
+    from pipetune.spec import parse_pipeline
+
+    data = pipe.model_dump(by_alias=True)
+    data["objective"] = {**data["objective"], **objective}
+    return parse_pipeline(data, base_dir=pipe.base_dir, where=where or f"with the sweep's objective {objective}")

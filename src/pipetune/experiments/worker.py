@@ -18,7 +18,7 @@ from pipetune.backends.simulator import SimResult
 from pipetune.experiments.calibration import calibrate_point
 from pipetune.experiments.one_run import simulate
 from pipetune.experiments.plan_cache import planner
-from pipetune.experiments.tasks import CalibrationTask, RunTask, Task
+from pipetune.experiments.tasks import CalibrationTask, RunTask, Task, swept_pipeline
 from pipetune.metrics import per_interval
 
 CDF_LEVELS = np.linspace(0.0, 1.0, 201)  # the levels of each run's stored latency CDF (results.json "cdf")
@@ -32,9 +32,7 @@ def _load(path: str, objective: dict | None):
         from pipetune.profiles import load_profiles
         from pipetune.spec import load_pipeline
 
-        pipe = load_pipeline(path)
-        if objective:
-            pipe = pipe.model_copy(update={"objective": pipe.objective.model_copy(update=objective)})
+        pipe = swept_pipeline(load_pipeline(path), objective)
         _LOADED[key] = (pipe, load_profiles(pipe))
     return _LOADED[key]
 
