@@ -186,20 +186,10 @@ def _encoder_config(arch: str, vocab_size: int, num_labels: int = 2):
         from transformers import BertConfig
 
         return BertConfig(vocab_size=vocab_size, num_labels=num_labels, **_BASE_ENCODER)
-    if arch == "roberta":
-        from transformers import RobertaConfig
+    import transformers
 
-        return RobertaConfig(
-            vocab_size=vocab_size,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            num_labels=num_labels,
-            pad_token_id=1,
-            **_BASE_ENCODER,
-        )
-    from transformers import XLMRobertaConfig
-
-    return XLMRobertaConfig(
+    cls = {"roberta": transformers.RobertaConfig, "xlm-roberta": transformers.XLMRobertaConfig}[arch]
+    return cls(
         vocab_size=vocab_size,
         max_position_embeddings=514,
         type_vocab_size=1,
