@@ -123,3 +123,38 @@ def _plot_optimizer(result: dict, path: Path) -> None:
     title += f"; oracle {o['agree']}/{o['instances']}"
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)
+
+
+@bench_app.command("serving")
+def bench_serving(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    num_cpus: int = typer.Option(8, "--num-cpus", min=3, help="logical CPUs of the local Ray"),
+    port: int = typer.Option(8765, min=1, max=65535, help="HTTP port of the endpoint under test"),
+    step_s: float = typer.Option(8.0, min=1.0, help="seconds per offered rate when finding the ceiling"),
+) -> None:
+    """The live runtime on no-op models: hop overhead, 2-stage ceiling, apply times, load generator, lost."""
+    import os
+
+    from pipetune.adapter import _finite
+    from pipetune.serving.bench import run_serving_benchmark
+
+    err = Console(stderr=True)
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
+    result = run_serving_benchmark(num_cpus=num_cpus, port=port, step_s=step_s, progress=err.print)
+    if as_json:
+        print(json.dumps(_finite(result), allow_nan=False))
+        return
+    con = Console()
+    h, a = result["hop_overhead_ms"], result["apply_s"]
+    con.print(f"one stage hop: p50 {h['p50']:.2f} ms, p99 {h['p99']:.2f} ms (goal <= 3 / 7 ms)")
+    con.print(f"2-stage no-op ceiling: {result['noop_max_rps']:g} rps at p99 <= 200 ms (goal >= 90)")
+    con.print(
+        f"apply: batch {a['batch']:.2f} s (goal <= 0.5), replica {a['replicas']:.2f} s (goal <= 3 + load), "
+        f"variant {a['variant']:.2f} s, of which after ready {a['variant_after_ready']:.2f} s (goal <= 0.5)"
+    )
+    con.print(f"lost during the applies: {result['lost']} of {result['apply_phase']['sent']} (goal 0)")
+    if result.get("loadgen"):
+        g = result["loadgen"]
+        con.print(
+            f"load generator: {g['achieved_rps']:.0f} of {g['target_rps']:.0f} rps, send error p99 {g['send_error_p99_ms']:.2f} ms"
+        )

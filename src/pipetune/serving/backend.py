@@ -216,7 +216,7 @@ class RayServeBackend(ServeTarget, Backend):
         ingress_cpus: float = 1.0,
         drop_after_s: float | None = None,
         batch_wait_s: float | None = None,
-        poll_s: float = 0.2,
+        poll_s: float = 0.1,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         namespace: str = "pipetune",
     ):

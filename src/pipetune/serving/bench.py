@@ -1,0 +1,218 @@
+"""`pipetune bench serving`: what the live runtime itself costs and how fast it re-configures, on no-op models.
+
+Figures (one JSON object):
+* `hop_overhead_ms`  — one call through a Ray Serve handle to a no-op stage replica (p50, p99): what each stage
+                       hop adds to a request, bounded below by Ray's actor RPC and the `@serve.batch` queue;
+* `noop_max_rps`     — the highest open-loop rate a 2-stage no-op pipeline sustains through the V2 endpoint
+                       (delivered >= 98% of offered, none refused, p99 <= 200 ms); bounded by the CPU the HTTP
+                       proxy and the ingress burn per request (on 2 cores, the machine);
+* `apply_s`          — decision to applied for a batch change (in place, user_config), a replica added (in
+                       place, num_replicas; includes starting a Ray worker) and a variant switch (the new
+                       generation's start + load + warm-up, then the route move); `variant_after_ready_s` is
+                       the route move alone: from the new generation reported RUNNING to the first response
+                       it served;
+* `loadgen`          — the load generator against a trivial local V2 server (`pipetune.loadgen`);
+* `lost`             — requests of the open loop running through the apply measurements that got no HTTP
+                       answer or an error other than 503 (goal: 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipetune.configs import ApplyState, StageConfig
+from pipetune.models.base import ModelAdapter
+
+
+class NoOp(ModelAdapter):
+    """Returns its inputs: a stage that costs nothing but the runtime's own overhead."""
+
+    name = "noop"
+
+    def __init__(self, tag: str = "noop"):
+        self.tag = tag
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, batch: Sequence[Any]) -> list[Any]:
+        return list(batch)
+
+    def sample_inputs(self, n: int) -> list[Any]:
+        return ["x" * 16 for _ in range(n)]
+
+
+def noop_pipeline(stages: int = 2) -> Any:
+    from pipetune.spec import parse_pipeline
+
+    names = [f"s{i}" for i in range(stages)]
+    model = {"adapter": "pipetune.serving.bench:NoOp"}
+    return parse_pipeline(
+        {
+            "name": "noop",
+            "sla": {"seconds": 0.2},
+            "caps": {"batch_sizes": [1, 8], "cores": [1], "max_replicas": 4},
+            "stages": [
+                {"name": n, "variants": [{"name": "a", "accuracy": 1.0, "model": model},
+                                         {"name": "b", "accuracy": 1.0, "model": {**model, "params": {"tag": "b"}}}]}
+                for n in names
+            ],
+            "edges": [{"from": a, "to": b} for a, b in zip(names, names[1:])],
+        }
+    )  # fmt: skip
+
+
+def open_loop(url: str, body: dict, rps: float, seconds: float) -> list[tuple[float, int, str, dict | None, float]]:
+    """Send `rps` requests/s for `seconds` at their scheduled times (open loop). One record per request:
+    (planned send time, HTTP status or 0 when no answer came, error, served variants, latency s)."""
+    import httpx
+
+    out: list = []
+
+    async def one(client: httpx.AsyncClient, t_send: float) -> None:
+        await asyncio.sleep(max(0.0, t_send - time.perf_counter()))
+        t0 = time.perf_counter()
+        try:
+            r = await client.post(url, json=body)
+            j = r.json()
+            out.append((t_send, r.status_code, j.get("error", ""), (j.get("parameters") or {}).get("variants"),
+                        time.perf_counter() - t0))  # fmt: skip
+        except (httpx.HTTPError, ValueError) as e:
+            out.append((t_send, 0, f"{type(e).__name__}: {e}", None, time.perf_counter() - t0))
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+            t0 = time.perf_counter() + 0.05
+            await asyncio.gather(*(one(client, t0 + i / rps) for i in range(int(rps * seconds))))
+
+    asyncio.run(main())
+    return out
+
+
+def _pct(xs: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs, float), q)) if len(xs) else float("nan")
+
+
+def run_serving_benchmark(
+    num_cpus: int = 8,
+    port: int = 8765,
+    rates: Sequence[float] = (40, 60, 80, 90, 100, 110, 120, 140),
+    step_s: float = 8.0,
+    hops: int = 300,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    import threading
+
+    import ray
+    from ray import serve
+
+    from pipetune.serving.backend import RayServeBackend
+    from pipetune.serving.protocol import encode_request
+
+    say = progress or (lambda _m: None)
+    pipe = noop_pipeline(2)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=num_cpus, namespace="pipetune-bench", log_to_driver=False, include_dashboard=False)
+    init = {s: StageConfig("a", 1, 1, 1) for s in pipe.stage_names}
+    be = RayServeBackend(pipe, init, None, port=port)
+    url = f"http://127.0.0.1:{port}/v2/models/noop/infer"
+    body = encode_request(["x" * 16], be._inputs[0])
+    result: dict[str, Any] = {"device": "this machine", "ray_cpus": be.cluster_cpus}
+    try:
+        say("hop overhead")
+        h = serve.get_deployment_handle("stage", app_name=be.app_name("s0", ("a", 1)))
+        for _ in range(20):
+            h.remote("x").result()
+        ts = []
+        for _ in range(hops):
+            t0 = time.perf_counter()
+            h.remote("x").result()
+            ts.append(time.perf_counter() - t0)
+        result["hop_overhead_ms"] = {"p50": _pct(ts, 50) * 1e3, "p99": _pct(ts, 99) * 1e3}
+
+        say("no-op pipeline ceiling")
+        steps, best = [], 0.0
+        for rps in rates:
+            recs = open_loop(url, body, rps, step_s)
+            ok = [r for r in recs if r[1] == 200]
+            lat = [r[4] for r in ok]
+            step = {
+                "target_rps": rps,
+                "delivered": len(ok) / max(1, len(recs)),
+                "refused": sum(r[1] == 503 for r in recs),
+                "p99_ms": _pct(lat, 99) * 1e3 if lat else None,
+            }
+            steps.append(step)
+            sustained = step["delivered"] >= 0.98 and step["p99_ms"] is not None and step["p99_ms"] <= 200
+            say(f"  {rps:g} rps: delivered {step['delivered']:.1%}, p99 {step['p99_ms'] or 0:.0f} ms")
+            if sustained:
+                best = rps
+            elif best:
+                break
+            time.sleep(1.0)
+        result["noop_max_rps"] = best
+        result["noop_steps"] = steps
+
+        say("apply times under 20 rps")
+        recs: list = []
+        sender = threading.Thread(target=lambda: recs.extend(open_loop(url, body, 20, 40)))
+        sender.start()
+        time.sleep(3)
+        apply_s: dict[str, float] = {}
+        apply_s["batch"] = _timed_apply(be, "s1", StageConfig("a", 8, 1, 1))
+        time.sleep(2)
+        apply_s["replicas"] = _timed_apply(be, "s1", StageConfig("a", 8, 1, 2))
+        time.sleep(2)
+        t_ask = time.perf_counter()
+        be.apply({"s0": StageConfig("b", 1, 1, 1)})
+        t_running = None
+        new_app = be.app_name("s0", ("b", 1))
+        while time.perf_counter() - t_ask < 60:
+            st = serve.status().applications.get(new_app)
+            if st is not None and str(st.status).endswith("RUNNING"):
+                t_running = time.perf_counter()
+                break
+            time.sleep(0.02)
+        apply_s["variant"] = _timed_apply(be, "s0", None, t_ask)
+        sender.join()
+        first_b = min((r[0] for r in recs if r[1] == 200 and r[3] and r[3].get("s0") == "b"), default=None)
+        # planned send times are on the same perf_counter clock; the first request sent after the move
+        apply_s["variant_after_ready"] = (first_b - t_running) if (first_b and t_running) else float("nan")
+        result["apply_s"] = apply_s
+        result["lost"] = sum(1 for r in recs if r[1] not in (200, 503))
+        result["apply_phase"] = {"sent": len(recs), "completed": sum(r[1] == 200 for r in recs),
+                                 "refused": sum(r[1] == 503 for r in recs)}  # fmt: skip
+    finally:
+        be._stop.set()
+        serve.shutdown()
+        if started:
+            ray.shutdown()
+    try:
+        from pipetune.loadgen import bench_loadgen  # type: ignore[attr-defined]
+
+        say("load generator against a trivial local server")
+        result["loadgen"] = bench_loadgen(500.0, 10.0)
+    except ImportError:
+        result["loadgen"] = None
+    return result
+
+
+def _timed_apply(be: Any, stage: str, config: StageConfig | None, t0: float | None = None) -> float:
+    t0 = time.perf_counter() if t0 is None else t0
+    if config is not None:
+        be.apply({stage: config})
+    while time.perf_counter() - t0 < 120:
+        st = be.stage_status()[stage]
+        if st.state is ApplyState.FAILED:
+            raise RuntimeError(st.reason)
+        if st.state is ApplyState.APPLIED:
+            return time.perf_counter() - t0
+        time.sleep(0.01)
+    return float("nan")
