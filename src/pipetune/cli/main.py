@@ -11,6 +11,7 @@ from pipetune.cli import bench as _bench  # noqa: F401
 from pipetune.cli import bench_simulator as _bench_simulator  # noqa: F401
 from pipetune.cli import demo as _demo  # noqa: F401
 from pipetune.cli import experiment as _experiment  # noqa: F401
+from pipetune.cli import loadtest as _loadtest  # noqa: F401
 from pipetune.cli import plan as _plan  # noqa: F401
 from pipetune.cli import predictor as _predictor  # noqa: F401
 from pipetune.cli import profile as _profile  # noqa: F401

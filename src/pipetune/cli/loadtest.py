@@ -1,0 +1,122 @@
+"""`pipetune loadtest`: open-loop V2 load against any Open Inference Protocol server (pipetune's, Triton, ...)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from pipetune.cli.app import app
+
+
+class _Bar:
+    """A rich progress bar over the planned requests, refreshed by the load generator ~4 times a second."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("loadtest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            auto_refresh=False,  # refreshed from the event loop: no thread competing with the sender
+        )
+        self.task = None
+
+    def start(self, plan) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task("load", total=int(plan.times.size), detail="")
+
+    def update(self, rec, sent: int, due: int) -> None:
+        c = rec.counts()
+        answered = c["completed"] + c["refused"] + c["dropped"] + c["failed"] + c["timeout"]
+        open_now = sent - answered
+        detail = (
+            f"sent {sent}  ok {c['completed']}  503 {c['refused']}  504 {c['dropped']}  failed {c['failed']}  "
+            f"timeout {c['timeout']}  not sent {due - sent}  open {max(open_now, 0)}"
+        )
+        # done: answered, plus those that fell due and were not sent (the concurrency cap)
+        self.progress.update(self.task, completed=answered + due - sent, detail=detail)
+        self.progress.refresh()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@app.command("loadtest")
+def loadtest_cmd(
+    url: str = typer.Option(..., "--url", help="server base URL (http://127.0.0.1:8000) or a V2 model URL"),
+    trace: Path | None = typer.Option(None, "--trace", help="per-second request counts file (plain, .gz, .csv)"),
+    pattern: str | None = typer.Option(None, "--pattern", help="bursty, steady-low, steady-high or fluctuating"),
+    scale: float = typer.Option(1.0, "--scale", help="multiply every per-second count (a pattern peaks at 30 x S)"),
+    duration: int | None = typer.Option(
+        None, "--duration", help="seconds to run (default: the whole trace; a pattern: 120 s, its shape drawn over D)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of the pattern, the arrival times and generated inputs"),
+    model: str | None = typer.Option(None, "--model", help="model name on the server (default: the pipeline's)"),
+    pipeline: Path | None = typer.Option(
+        None, "--pipeline", help="pipeline YAML: send its source stage's example data (else: generated inputs)"
+    ),
+    out: Path = typer.Option(Path("results/loadtest"), "--out", help="folder for summary.json, timeline.csv, ..."),
+    sla: float | None = typer.Option(None, "--sla", help="SLA in seconds: count the requests not served within it"),
+    max_requests: int = typer.Option(100_000, "--max-requests", help="send at most this many (the plan is cut)"),
+    concurrency: int = typer.Option(
+        512, "--concurrency", help="open requests at most; one falling due above it is counted not_sent"
+    ),
+    timeout: float = typer.Option(10.0, "--timeout", help="per-request timeout (s)"),
+    process: str = typer.Option("poisson", "--process", help="arrivals within a second: poisson, uniform, step"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (and no progress bar)"),
+    no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
+) -> None:
+    """Send a trace or pattern of V2 inference requests open loop; write a summary, a timeline and a plot."""
+    from pipetune.loadgen.loadtest import loadtest
+
+    err = Console(stderr=True)
+    bar = None if as_json else _Bar(err)
+    summary, _, paths = loadtest(
+        url,
+        trace=trace,
+        pattern=pattern,
+        scale=scale,
+        duration=duration,
+        seed=seed,
+        model=model,
+        pipeline=pipeline,
+        out=out,
+        sla_s=sla,
+        max_requests=max_requests,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        process=process,
+        progress=bar,
+        plot=not no_plot,
+    )
+    if as_json:
+        print(json.dumps(summary, allow_nan=False))
+        return
+    con = Console()
+    o, lat, se = summary["outcomes"], summary["latency_ms"], summary["send_error_ms"]
+    con.print(
+        f"{summary['planned']} planned over {summary['workload']['duration_s']} s ({summary['offered_rps']:.1f} rps): "
+        f"completed {o['completed']}, refused {o['refused']}, dropped {o['dropped']}, failed {o['failed']}, "
+        f"timeout {o['timeout']}, not sent {o['not_sent']}"
+    )
+    if lat["p50"] is not None:
+        con.print(
+            f"achieved {summary['achieved_rps']:.1f} rps; latency p50 {lat['p50']:.1f} / p90 {lat['p90']:.1f} / "
+            f"p99 {lat['p99']:.1f} ms"
+        )
+    if se["p99"] is not None:
+        con.print(f"send-time error p50 {se['p50']:.2f} ms, p99 {se['p99']:.2f} ms")
+    if "sla" in summary:
+        s = summary["sla"]
+        con.print(f"SLA {s['seconds']:g} s: {s['violations']} violations ({100 * s['violation_rate']:.2f}%)")
+    for reason, n in list(summary["reasons"].items())[:3]:
+        con.print(f"  {n} x {reason}", highlight=False)
+    con.print("wrote " + ", ".join(str(p) for p in paths.values()))
