@@ -160,3 +160,25 @@ def test_unreachable_server_is_a_clear_error(monkeypatch, capsys, tmp_path):
         cli_run()
     err = capsys.readouterr().err
     assert e.value.code == 2 and "cannot reach" in err and "Traceback" not in err
+
+
+def test_pipeline_example_data_is_what_is_sent(mixed_url, tmp_path: Path):
+    from pipetune.loadgen.schedule import check_items, pipeline_items
+
+    text = Path(__file__).resolve().parents[1] / "src/pipetune/examples/text/pipeline.yaml"
+    items, name = pipeline_items(text, 3)
+    assert name == "text" and all(isinstance(x, str) and x for x in items)
+    summary, rec, _ = loadtest(
+        f"{mixed_url}/v2/models/echo", trace=_one_second(tmp_path, 5), pipeline=text, out=None, plot=False
+    )
+    assert summary["inputs"].startswith("pipeline:") and summary["planned"] == 5
+    with pytest.raises(LoadgenError, match="takes FP32"):
+        check_items(items, TensorSpec("input", "FP32", (-1, 64)), "--pipeline")
+    with pytest.raises(LoadgenError, match="item shape"):
+        check_items([np.zeros(8)], TensorSpec("input", "FP32", (-1, 64)), "--pipeline")
+
+
+def _one_second(tmp_path: Path, n: int) -> Path:
+    p = tmp_path / "one.txt"
+    p.write_text(f"{n}\n")
+    return p

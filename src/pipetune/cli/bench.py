@@ -158,3 +158,15 @@ def bench_serving(
         con.print(
             f"load generator: {g['achieved_rps']:.0f} of {g['target_rps']:.0f} rps, send error p99 {g['send_error_p99_ms']:.2f} ms"
         )
+
+
+@bench_app.command("loadgen")
+def bench_loadgen_cmd(
+    rate: float = typer.Option(500.0, "--rate", help="target requests per second (Poisson arrivals)"),
+    duration: float = typer.Option(10.0, "--duration", help="seconds"),
+    detail: bool = typer.Option(False, "--detail", help="add send-error p50/max, latency p99, CPU per request"),
+) -> None:
+    """The load generator alone against a trivial local V2 server (another process): rate and send accuracy."""
+    from pipetune.loadgen import bench_loadgen
+
+    print(json.dumps(bench_loadgen(rate, duration, detail=detail), allow_nan=False))
