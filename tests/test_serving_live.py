@@ -7,7 +7,6 @@ across nodes. Ray's files go to a private temp dir (RAY_TMPDIR), never under the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import pytest
 
 from pipetune import example_path
 from pipetune.configs import ApplyState, StageConfig
+from pipetune.serving.client import open_loop
 
 pytestmark = pytest.mark.slow
 
@@ -86,31 +86,6 @@ def _body(be, n: int = 1) -> dict:
     return encode_request(xs, be._inputs[0])
 
 
-def open_loop(url: str, body: dict, rps: float, seconds: float, out: list) -> None:
-    """Send `rps` requests/s for `seconds`, each at its scheduled time (open loop); append one outcome each:
-    (status, reason, variants); status 0 = lost (no HTTP answer)."""
-    import httpx
-
-    async def one(client, t_send):
-        await asyncio.sleep(max(0.0, t_send - time.perf_counter()))
-        try:
-            r = await client.post(url, json=body)
-        except httpx.HTTPError as e:
-            out.append((0, f"{type(e).__name__}: {e}", None))
-            return
-        j = r.json()
-        out.append((r.status_code, j.get("error", ""), (j.get("parameters") or {}).get("variants")))
-
-    async def main():
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
-            t0 = time.perf_counter() + 0.05
-            n = int(rps * seconds)
-            await asyncio.gather(*(one(client, t0 + i / rps) for i in range(n)))
-
-    asyncio.run(main())
-
-
 def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):
     """A stock V2 client (Triton's) works unchanged; bad input is a 400 that never reaches a model; the
     metrics endpoint reports arrivals, outcomes and the configuration; replicas run on both Ray nodes."""
@@ -138,9 +113,8 @@ def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):
     r = httpx.post(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", content=b"{")
     assert r.status_code == 400 and "not JSON" in r.json()["error"]
 
-    out: list = []
-    open_loop(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", _body(be), 20, 3, out)
-    assert [s for s, *_ in out].count(200) == len(out)
+    out = open_loop(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", _body(be), 20, 3)
+    assert [o.status for o in out].count(200) == len(out)
     metrics = httpx.get(f"http://127.0.0.1:{be.port}/metrics").text
     assert _metric(metrics, 'pipetune_requests_total{outcome="completed"}') >= 61  # 60 + the client's one
     assert _metric(metrics, "pipetune_bad_requests_total") == 2
@@ -185,7 +159,7 @@ def test_zero_lost_while_batch_replicas_and_variant_change(backend):
     be = backend
     url = f"http://127.0.0.1:{be.port}/v2/models/digits/infer"
     out: list = []
-    sender = threading.Thread(target=open_loop, args=(url, _body(be), 25, 28, out))
+    sender = threading.Thread(target=lambda: out.extend(open_loop(url, _body(be), 25, 28)))
     sender.start()
     time.sleep(3)
     be.apply({"classify": StageConfig("logreg", 4, 1, 2)})
@@ -201,14 +175,14 @@ def test_zero_lost_while_batch_replicas_and_variant_change(backend):
     be.apply({"features": StageConfig("pca-16", 2, 2, 1)})
     t_cores = _wait_applied(be, "features")
     sender.join()
-    statuses = [s for s, *_ in out]
-    lost = [r for s, r, _ in out if s == 0]
-    failed = [r for s, r, _ in out if s not in (0, 200, 503)]
+    statuses = [o.status for o in out]
+    lost = [o.error for o in out if o.status == 0]
+    failed = [o.error for o in out if o.status not in (0, 200, 503)]
     print(f"apply s: batch {t_batch:.2f}, replica {t_replica:.2f}, switch {t_switch:.2f}, cores {t_cores:.2f}")
     assert len(out) == 25 * 28
     assert lost == [] and failed == [], (lost[:3], failed[:3])
     assert statuses.count(200) >= 0.95 * len(out)
-    seen = [v["classify"] for s, _, v in out if s == 200]
+    seen = [o.variants["classify"] for o in out if o.status == 200]
     assert "logreg" in seen and "knn" in seen
     first_knn = seen.index("knn")
     assert all(v == "knn" for v in seen[first_knn + 50 :]), "traffic went back to the old variant"
@@ -233,9 +207,8 @@ def test_adapter_drives_the_live_backend(backend, digits, tmp_path):
     p, prof = digits
     planning = planning_pipeline(p, be.budget_cores, 0.25)
     out: list = []
-    sender = threading.Thread(
-        target=open_loop, args=(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", _body(be), 30, 11, out)
-    )
+    url = f"http://127.0.0.1:{be.port}/v2/models/digits/infer"
+    sender = threading.Thread(target=lambda: out.extend(open_loop(url, _body(be), 30, 11)))
     sender.start()
     log = tmp_path / "decisions.jsonl"
     decisions = run_adapter(be, planning, prof, predictor="reactive", interval_s=3.0, until_s=be.now() + 10.5, log=log)
@@ -245,4 +218,4 @@ def test_adapter_drives_the_live_backend(backend, digits, tmp_path):
     assert any(d.observed_rps > 10 for d in decisions)
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == len(decisions) and all(set(x["in_effect"]) == {"features", "classify"} for x in lines)
-    assert [s for s, *_ in out].count(0) == 0
+    assert [o.status for o in out].count(0) == 0

@@ -1,8 +1,9 @@
-"""`pipetune demo`: the main job on the embedded default (no data, no cluster needed).
+"""`pipetune demo`: the main job on the embedded default (a local Ray; no data, no cluster needed).
 
-Until the live Ray Serve demo lands, this is the best end-to-end job the project has: it plans the bundled
-synthetic DAG at a few loads, then lets the adapter drive the discrete-event simulator with IPA and its three
-baselines under a bursty and a fluctuating load pattern, and writes figures and a report.
+Live (default): the text pipeline served on a local Ray through the V2 endpoint under a compressed bursty load,
+once with pipetune's adapter and once under Ray Serve's own autoscaling, plus the simulator twin; a report
+(PNG, HTML, JSON). `--sim`: the simulator-only demo (plans the synthetic DAG, then IPA and its three baselines
+under two load patterns).
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from pipetune.cli.app import app
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="where the results, figures and report go"),
-    seconds: int = typer.Option(600, help="length of each simulated load pattern (s)"),
+    sim: bool = typer.Option(False, "--sim", help="the simulator-only demo (no Ray)"),
+    seconds: int = typer.Option(
+        None, min=120, help="length of the load pattern (s); default 180 live, 600 per pattern with --sim"
+    ),
+    peak: float = typer.Option(24.0, min=1.0, help="live: peak of the bursty pattern (rps)"),
+    num_cpus: int = typer.Option(16, "--num-cpus", min=6, help="live: logical CPUs of the local Ray"),
+    port: int = typer.Option(8000, min=1, max=65535, help="live: HTTP port of the endpoint"),
 ) -> None:
-    """Plan the bundled example, then simulate IPA vs FA2-low / FA2-high / RIM on it; write a report."""
+    """Serve the text example live under pipetune and under Ray's autoscaling; report both (--sim: simulate)."""
+    if not sim:
+        _live(out, seconds or 180, peak, num_cpus, port)
+        return
+    seconds = seconds or 600
     from pipetune import example_path
     from pipetune.cli.plan import render_plan
     from pipetune.experiments.report import system_table
@@ -63,3 +74,18 @@ def demo_cmd(
             f"mean cores {row['mean_cores']:.2f}  mean PAS {row['pas_mean']:.3f}"
         )
     con.print(f"report: {out / 'report.html'} (and report.md, figures *.png)")
+
+
+def _live(out: Path, seconds: int, peak: float, num_cpus: int, port: int) -> None:
+    from pipetune.serving.demo import run_live_demo
+
+    con = Console()
+    res = run_live_demo(out, seconds=seconds, peak=peak, num_cpus=num_cpus, port=port, say=con.print)
+    for name, s in res["summaries"].items():
+        p99 = s.get("latency_p99_s")
+        con.print(
+            f"{name:>16}: {s['requests']} requests, SLA violations {100 * s['sla_violation_rate']:.1f}%, "
+            f"p99 {p99 if p99 is None else round(p99, 3)} s, accuracy served {s.get('pas_mean') or 0:.3f}, "
+            f"mean cores {s.get('mean_cores') or 0:.1f}"
+        )
+    con.print(f"report: {out / 'live-demo.html'} (figure {out / 'live-demo.png'}, data {out / 'live-demo.json'})")

@@ -22,6 +22,7 @@ import asyncio
 import json
 import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +45,8 @@ STAGE_DEPLOYMENT = "stage"  # the one deployment inside each stage application
 INGRESS_DEPLOYMENT = "ingress"
 MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whatever the load)
 RETRY_AFTER_S = "1"
+RATE_WINDOW_S = 3.0  # completions counted for the measured throughput
+ADMIT_SHARE = 0.8  # of the measured throughput x SLA: the p99 sits above the mean wait
 
 
 # ---- one stage generation -------------------------------------------------------------------------------
@@ -164,12 +167,15 @@ class Ingress:
         self._counts = dict.fromkeys(("completed", "refused", "dropped", "failed", "late"), 0)
         self._latencies: list[float] = []
         self._nodes: dict[str, set[str]] = {}  # per stage, the Ray nodes whose replicas served it
+        self._done_t: deque[float] = deque()  # completion times within the last RATE_WINDOW_S
+        self.floor_inflight = 1
 
     # -- configuration, in place ---------------------------------------------------------------------------
     def reconfigure(self, config: dict) -> None:
         self.routes = dict(config.get("routes", {}))
         self.variants = dict(config.get("variants", {}))
         self.max_inflight = int(config.get("max_inflight", 0))
+        self.floor_inflight = max(1, int(config.get("floor_inflight", 1)))
         self.drop_after_s = float(config.get("drop_after_s", 2 * self.sla_s))
         # The backend's clock, so arrivals per second line up with its `now()`. A config without one (an
         # exported config run by `serve deploy`) or with a far-off one keeps the ingress's own start time:
@@ -250,6 +256,19 @@ class Ingress:
                 return await self._infer(request)
         return _error(404, f"{method} {path} is not part of the Open Inference Protocol endpoint")
 
+    def _limit(self) -> int:
+        """In-flight requests to admit now: the profile's limit (capacity x SLA), and no more than Little's law
+        allows at the throughput actually measured over the last `RATE_WINDOW_S` (ADMIT_SHARE x completions/s
+        x SLA), since a profile measured one model at a time overstates a machine whose cores the proxy, the
+        ingress and every replica share. Never below what the replicas hold in service at once."""
+        now = time.monotonic()
+        while self._done_t and self._done_t[0] < now - RATE_WINDOW_S:
+            self._done_t.popleft()
+        measured = ADMIT_SHARE * len(self._done_t) / RATE_WINDOW_S * self.sla_s
+        limit = min(self.max_inflight, max(self.floor_inflight, math.ceil(measured)))
+        self.metrics.max_inflight.set(limit)
+        return limit
+
     def _ready(self) -> bool:
         return bool(self.routes) and all(s in self.routes for s in self.topo)
 
@@ -266,10 +285,11 @@ class Ingress:
         if not self._ready():
             self._count("refused")
             return _error(503, "the pipeline is not ready yet", retry=True)
-        if self.inflight >= self.max_inflight:
+        limit = self._limit()
+        if self.inflight >= limit:
             # Above what the configuration serves within the SLA: refuse now, keep the admitted ones fast.
             self._count("refused")
-            return _error(503, f"at capacity ({self.max_inflight} requests in flight); retry later", retry=True)
+            return _error(503, f"at capacity ({limit} requests in flight); retry later", retry=True)
         self.inflight += 1
         variants = dict(self.variants)
         try:
@@ -287,6 +307,8 @@ class Ingress:
         dt = time.perf_counter() - t0
         self.metrics.e2e.observe(dt)
         self._count("completed", dt)  # late requests completed too; `late` counts the SLA misses among them
+        if len(self._done_t) < MAX_WINDOW:
+            self._done_t.append(time.monotonic())
         if dt > self.sla_s:
             self._count("late")
         outputs = {s: [r[s] for r in results] for s in self.sinks}

@@ -74,8 +74,12 @@ class ServeTarget:
         drop_after_s: float | None = None,
         batch_wait_s: float | None = None,
         inputs: list[TensorSpec] | None = None,
+        autoscale: dict | None = None,
     ):
         self.pipeline = pipeline
+        # Ray Serve's own autoscaling (`autoscaling_config` per stage) instead of pipetune's replica counts: the
+        # baseline a Ray user gets without pipetune. The adapter must not drive a backend in this mode.
+        self.autoscale = dict(autoscale) if autoscale else None
         self.profiles = profiles
         self.name = pipeline.name
         self.host, self.port = host, int(port)
@@ -126,6 +130,17 @@ class ServeTarget:
         name = self.app_name(stage, g.key)
         self._app_cores[name] = g.cores
         max_batch = max(self.pipeline.batch_sizes_for(stage))
+        deployment: dict[str, Any] = {
+            "name": STAGE_DEPLOYMENT,
+            "num_replicas": g.replicas,
+            # enough requests per replica to fill its largest batch while the previous one runs
+            "max_ongoing_requests": 2 * max_batch,
+            "user_config": {"batch": g.batch, "wait_s": self.batch_wait_s},
+            "ray_actor_options": {"num_cpus": g.cores},
+        }
+        if self.autoscale:
+            del deployment["num_replicas"]
+            deployment["autoscaling_config"] = {"initial_replicas": g.replicas, **self.autoscale}
         return {
             "name": name,
             "route_prefix": None,
@@ -137,16 +152,7 @@ class ServeTarget:
                 "model": {"adapter": ref.adapter, "params": ref.params},
                 "warmup": max_batch,
             },
-            "deployments": [
-                {
-                    "name": STAGE_DEPLOYMENT,
-                    "num_replicas": g.replicas,
-                    # enough requests per replica to fill its largest batch while the previous one runs
-                    "max_ongoing_requests": 2 * max_batch,
-                    "user_config": {"batch": g.batch, "wait_s": self.batch_wait_s},
-                    "ray_actor_options": {"num_cpus": g.cores},
-                }
-            ],
+            "deployments": [deployment],
         }
 
     def _ingress_app_config(self) -> dict:
@@ -173,6 +179,11 @@ class ServeTarget:
                         "variants": variants,
                         "configs": configs,
                         "max_inflight": self._admission(configs),
+                        # what the replicas hold in service at once: admission never goes below it
+                        # (under Ray's autoscaling: no admission control at all, as Serve has none)
+                        "floor_inflight": 4096
+                        if self.autoscale
+                        else sum(c["replicas"] * c["batch"] for c in configs.values()),
                         "drop_after_s": self.drop_after_s,
                         "epoch": self._epoch,
                     },
@@ -181,7 +192,10 @@ class ServeTarget:
         }
 
     def _admission(self, configs: dict[str, dict]) -> int:
-        """Admit at most capacity x SLA requests, capacity from the profiles of the serving configuration."""
+        """Admit at most capacity x SLA requests, capacity from the profiles of the serving configuration.
+        Under Ray's autoscaling the replica count is Ray's, so the ingress admits everything (as Serve does)."""
+        if self.autoscale:
+            return 4096
         if len(configs) < len(self.pipeline.stage_names) or self.profiles is None:
             return 0 if len(configs) < len(self.pipeline.stage_names) else 4096
         factors = self.pipeline.load_factors()
@@ -219,6 +233,7 @@ class RayServeBackend(ServeTarget, Backend):
         poll_s: float = 0.1,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         namespace: str = "pipetune",
+        autoscale: dict | None = None,
     ):
         import ray
         from ray import serve
@@ -234,6 +249,7 @@ class RayServeBackend(ServeTarget, Backend):
             ingress_cpus=ingress_cpus,
             drop_after_s=drop_after_s,
             batch_wait_s=batch_wait_s,
+            autoscale=autoscale,
         )
         self.poll_s = poll_s
         self._started_ray = False

@@ -18,7 +18,6 @@ Figures (one JSON object):
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,34 +66,6 @@ def noop_pipeline(stages: int = 2) -> Any:
     )  # fmt: skip
 
 
-def open_loop(url: str, body: dict, rps: float, seconds: float) -> list[tuple[float, int, str, dict | None, float]]:
-    """Send `rps` requests/s for `seconds` at their scheduled times (open loop). One record per request:
-    (planned send time, HTTP status or 0 when no answer came, error, served variants, latency s)."""
-    import httpx
-
-    out: list = []
-
-    async def one(client: httpx.AsyncClient, t_send: float) -> None:
-        await asyncio.sleep(max(0.0, t_send - time.perf_counter()))
-        t0 = time.perf_counter()
-        try:
-            r = await client.post(url, json=body)
-            j = r.json()
-            out.append((t_send, r.status_code, j.get("error", ""), (j.get("parameters") or {}).get("variants"),
-                        time.perf_counter() - t0))  # fmt: skip
-        except (httpx.HTTPError, ValueError) as e:
-            out.append((t_send, 0, f"{type(e).__name__}: {e}", None, time.perf_counter() - t0))
-
-    async def main() -> None:
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
-            t0 = time.perf_counter() + 0.05
-            await asyncio.gather(*(one(client, t0 + i / rps) for i in range(int(rps * seconds))))
-
-    asyncio.run(main())
-    return out
-
-
 def _pct(xs: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs, float), q)) if len(xs) else float("nan")
 
@@ -113,6 +84,7 @@ def run_serving_benchmark(
     from ray import serve
 
     from pipetune.serving.backend import RayServeBackend
+    from pipetune.serving.client import open_loop
     from pipetune.serving.protocol import encode_request
 
     say = progress or (lambda _m: None)
@@ -141,12 +113,12 @@ def run_serving_benchmark(
         steps, best = [], 0.0
         for rps in rates:
             recs = open_loop(url, body, rps, step_s)
-            ok = [r for r in recs if r[1] == 200]
-            lat = [r[4] for r in ok]
+            ok = [r for r in recs if r.status == 200]
+            lat = [r.latency_s for r in ok]
             step = {
                 "target_rps": rps,
                 "delivered": len(ok) / max(1, len(recs)),
-                "refused": sum(r[1] == 503 for r in recs),
+                "refused": sum(r.status == 503 for r in recs),
                 "p99_ms": _pct(lat, 99) * 1e3 if lat else None,
             }
             steps.append(step)
@@ -182,13 +154,15 @@ def run_serving_benchmark(
             time.sleep(0.02)
         apply_s["variant"] = _timed_apply(be, "s0", None, t_ask)
         sender.join()
-        first_b = min((r[0] for r in recs if r[1] == 200 and r[3] and r[3].get("s0") == "b"), default=None)
+        first_b = min(
+            (r.planned for r in recs if r.status == 200 and r.variants and r.variants.get("s0") == "b"), default=None
+        )
         # planned send times are on the same perf_counter clock; the first request sent after the move
         apply_s["variant_after_ready"] = (first_b - t_running) if (first_b and t_running) else float("nan")
         result["apply_s"] = apply_s
-        result["lost"] = sum(1 for r in recs if r[1] not in (200, 503))
-        result["apply_phase"] = {"sent": len(recs), "completed": sum(r[1] == 200 for r in recs),
-                                 "refused": sum(r[1] == 503 for r in recs)}  # fmt: skip
+        result["lost"] = sum(1 for r in recs if r.status not in (200, 503))
+        result["apply_phase"] = {"sent": len(recs), "completed": sum(r.status == 200 for r in recs),
+                                 "refused": sum(r.status == 503 for r in recs)}  # fmt: skip
     finally:
         be._stop.set()
         serve.shutdown()
