@@ -182,3 +182,22 @@ def _one_second(tmp_path: Path, n: int) -> Path:
     p = tmp_path / "one.txt"
     p.write_text(f"{n}\n")
     return p
+
+
+def test_ctrl_c_stops_sending_and_keeps_what_was_recorded(slow_url):
+    import os
+    import signal
+    import threading
+
+    plan = np.arange(200) / 20.0  # 10 s planned; interrupted after ~1 s
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        rec = run(plan, RunOptions(f"{slow_url}/v2/models/echo/infer", BODIES, concurrency=100, timeout_s=5))
+    finally:
+        timer.cancel()
+    c = rec.counts()
+    assert rec.interrupted and sum(c.values()) == 200
+    assert c["not_sent"] > 150 and c["completed"] > 5  # the first 0.5 s of requests were answered
+    assert rec.elapsed_s < 3.0
+    assert any(r and r.startswith("interrupted") for r in rec.reasons)

@@ -37,10 +37,10 @@ class _Bar:
         c = rec.counts()
         answered = c["completed"] + c["refused"] + c["dropped"] + c["failed"] + c["timeout"]
         open_now = sent - answered
-        detail = (
-            f"sent {sent}  ok {c['completed']}  503 {c['refused']}  504 {c['dropped']}  failed {c['failed']}  "
-            f"timeout {c['timeout']}  not sent {due - sent}  open {max(open_now, 0)}"
-        )
+        errors = c["failed"] + c["timeout"]
+        detail = f"ok {c['completed']} 503 {c['refused']} 504 {c['dropped']} err {errors} open {max(open_now, 0)}"
+        if due > sent:
+            detail += f" not-sent {due - sent}"
         # done: answered, plus those that fell due and were not sent (the concurrency cap)
         self.progress.update(self.task, completed=answered + due - sent, detail=detail)
         self.progress.refresh()
@@ -99,6 +99,8 @@ def loadtest_cmd(
     )
     if as_json:
         print(json.dumps(summary, allow_nan=False))
+        if summary["interrupted"]:
+            raise typer.Exit(130)
         return
     con = Console()
     o, lat, se = summary["outcomes"], summary["latency_ms"], summary["send_error_ms"]
@@ -120,3 +122,6 @@ def loadtest_cmd(
     for reason, n in list(summary["reasons"].items())[:3]:
         con.print(f"  {n} x {reason}", highlight=False)
     con.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if summary["interrupted"]:
+        err.print("[yellow]interrupted:[/] sending stopped; the outputs hold what was sent and answered until then")
+        raise typer.Exit(130)

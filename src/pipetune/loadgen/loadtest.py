@@ -130,9 +130,11 @@ def loadtest(
     bodies, inputs = build_bodies(ep, meta, pipeline, seed)
     if progress is not None:
         progress.start(plan)
-    rec = run(plan.times, RunOptions(ep.infer_url, bodies, concurrency, timeout_s, progress and progress.update))
-    if progress is not None:
-        progress.stop()
+    try:
+        rec = run(plan.times, RunOptions(ep.infer_url, bodies, concurrency, timeout_s, progress and progress.update))
+    finally:
+        if progress is not None:
+            progress.stop()
     info = {
         "url": ep.infer_url,
         "model": ep.model,

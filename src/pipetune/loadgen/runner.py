@@ -35,6 +35,7 @@ import numpy as np
 
 OUTCOMES = ("completed", "refused", "dropped", "failed", "timeout", "not_sent")
 COMPLETED, REFUSED, DROPPED, FAILED, TIMEOUT, NOT_SENT = range(len(OUTCOMES))
+OPEN = len(OUTCOMES)  # sent, no answer yet (only while the run goes on)
 LEAD_IN_S = 0.05  # the first planned time is this far after the session is up
 MAX_REASON = 300
 
@@ -73,7 +74,8 @@ class Records:
         )
 
     def counts(self) -> dict[str, int]:
-        c = np.bincount(self.outcome.astype(np.int64), minlength=len(OUTCOMES))
+        """Requests per outcome (during a run, the open ones are in none of them)."""
+        c = np.bincount(self.outcome.astype(np.int64), minlength=len(OUTCOMES) + 1)
         return {name: int(c[i]) for i, name in enumerate(OUTCOMES)}
 
 
@@ -164,7 +166,7 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
                     continue
                 state["inflight"] += 1
                 state["sent"] += 1
-                rec.outcome[i] = FAILED  # until it answers: a request started is never reported as not sent
+                rec.outcome[i] = OPEN
                 rec.reasons[i] = None
                 task = loop.create_task(one(i))
                 tasks.add(task)
@@ -181,7 +183,10 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
                 tick.cancel()
     rec.cpu_s = time.process_time() - cpu0
     last = np.nanmax(np.concatenate([rec.done, rec.sent, [0.0]]))
-    rec.elapsed_s = float(max(last, rec.planned[-1] if rec.planned.size else 0.0))
+    planned_end = rec.planned[-1] if rec.planned.size and not rec.interrupted else 0.0
+    rec.elapsed_s = float(max(last, planned_end))
+    for i in np.flatnonzero(rec.outcome == OPEN):  # a request started is never reported as not sent
+        _finish(rec, int(i), FAILED, rec.elapsed_s, "no answer recorded: the run ended first")
     if opts.progress is not None:
         opts.progress(rec, state["sent"], state["due"])
     return rec
