@@ -201,3 +201,14 @@ def test_ctrl_c_stops_sending_and_keeps_what_was_recorded(slow_url):
     assert c["not_sent"] > 150 and c["completed"] > 5  # the first 0.5 s of requests were answered
     assert rec.elapsed_s < 3.0
     assert any(r and r.startswith("interrupted") for r in rec.reasons)
+
+
+def test_bench_loadgen_reports_the_three_figures():
+    from pipetune.loadgen import bench_loadgen
+
+    out = bench_loadgen(200.0, 1.0)
+    assert set(out) == {"target_rps", "achieved_rps", "send_error_p99_ms"}
+    assert out["target_rps"] == 200.0 and 120 < out["achieved_rps"] < 260 and out["send_error_p99_ms"] >= 0
+    json.dumps(out, allow_nan=False)
+    with pytest.raises(LoadgenError):
+        bench_loadgen(0.0, 1.0)
