@@ -135,6 +135,7 @@ def run_serving_benchmark(
         say("apply times under 20 rps")
         recs: list = []
         sender = threading.Thread(target=lambda: recs.extend(open_loop(url, body, 20, 40)))
+        t_send0 = time.perf_counter() + 0.05  # the load generator's lead-in
         sender.start()
         time.sleep(3)
         apply_s: dict[str, float] = {}
@@ -157,8 +158,10 @@ def run_serving_benchmark(
         first_b = min(
             (r.planned for r in recs if r.status == 200 and r.variants and r.variants.get("s0") == "b"), default=None
         )
-        # planned send times are on the same perf_counter clock; the first request sent after the move
-        apply_s["variant_after_ready"] = (first_b - t_running) if (first_b and t_running) else float("nan")
+        # planned send times count from the sender's start (t_send0); the first request the new variant served
+        apply_s["variant_after_ready"] = (
+            (t_send0 + first_b - t_running) if (first_b is not None and t_running) else float("nan")
+        )
         result["apply_s"] = apply_s
         result["lost"] = sum(1 for r in recs if r.status not in (200, 503))
         result["apply_phase"] = {"sent": len(recs), "completed": sum(r.status == 200 for r in recs),

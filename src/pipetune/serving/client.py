@@ -1,17 +1,20 @@
-"""A small open-loop V2 sender used in-process by the benchmarks and the live demo (the full load generator
-with its reports is `pipetune loadtest`). Each request leaves at its planned time whatever earlier ones do."""
+"""Requests sent open loop, as the benchmarks, the live demo and the serving tests read them: a thin view over
+the load generator (`pipetune.loadgen.runner`, the one home of sending), one `Outcome` per planned request."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One request: planned send time (perf_counter clock), HTTP status (0: no answer), error, variants, latency."""
+    """One request: planned send time (s from the run's start), HTTP status (0: no answer), error, variants
+    served (stage -> variant, for a 200), latency (s)."""
 
     planned: float
     status: int
@@ -20,37 +23,36 @@ class Outcome:
     latency_s: float
 
 
+def _variants(text: str | None) -> dict | None:
+    if not text:
+        return None
+    return dict(kv.split("=", 1) for kv in text.split(";") if "=" in kv)
+
+
 def open_loop_at(
     url: str,
     body: dict | Callable[[int], dict],
     offsets_s: Sequence[float],
     timeout_s: float = 30.0,
-    t0: float | None = None,
+    n_bodies: int = 200,
 ) -> list[Outcome]:
-    """Send one request per offset (seconds after `t0`, default: now + 50 ms) and wait for every answer."""
-    import httpx
+    """Send one request per offset (seconds from the start) and wait for every answer."""
+    from pipetune.loadgen.runner import RunOptions, run
 
-    out: list[Outcome] = []
-
-    async def one(client: httpx.AsyncClient, i: int, t_send: float) -> None:
-        await asyncio.sleep(max(0.0, t_send - time.perf_counter()))
-        t1 = time.perf_counter()
-        try:
-            r = await client.post(url, json=body(i) if callable(body) else body)
-            j = r.json()
-            out.append(Outcome(t_send, r.status_code, j.get("error", ""), (j.get("parameters") or {}).get("variants"),
-                               time.perf_counter() - t1))  # fmt: skip
-        except (httpx.HTTPError, ValueError) as e:
-            out.append(Outcome(t_send, 0, f"{type(e).__name__}: {e}", None, time.perf_counter() - t1))
-
-    async def main() -> None:
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-        async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-            start = (time.perf_counter() + 0.05) if t0 is None else t0
-            await asyncio.gather(*(one(client, i, start + float(t)) for i, t in enumerate(offsets_s)))
-
-    asyncio.run(main())
-    out.sort(key=lambda o: o.planned)
+    if callable(body):
+        bodies = [json.dumps(body(i)).encode() for i in range(min(n_bodies, max(1, len(offsets_s))))]
+    else:
+        bodies = [json.dumps(body).encode()]
+    rec = run(np.asarray(offsets_s, dtype=float), RunOptions(url=url, bodies=bodies, timeout_s=timeout_s))
+    out = []
+    for i in range(rec.planned.size):
+        lat = float(rec.latency[i])
+        out.append(
+            Outcome(
+                float(rec.planned[i]), int(rec.status[i]), rec.reasons[i] or "", _variants(rec.variants[i]),
+                lat if math.isfinite(lat) else float("nan"),
+            )
+        )  # fmt: skip
     return out
 
 
