@@ -152,7 +152,10 @@ def bench_serving(
         f"apply: batch {a['batch']:.2f} s (goal <= 0.5), replica {a['replicas']:.2f} s (goal <= 3 + load), "
         f"variant {a['variant']:.2f} s, of which after ready {a['variant_after_ready']:.2f} s (goal <= 0.5)"
     )
-    con.print(f"lost during the applies: {result['lost']} of {result['apply_phase']['sent']} (goal 0)")
+    con.print(
+        f"lost during the applies: {result['lost']} of {result['apply_phase']['sent']} (goal 0); "
+        f"dropped at the deadline (504, SLA violations): {result['dropped']}"
+    )
     if result.get("loadgen"):
         g = result["loadgen"]
         con.print(

@@ -13,7 +13,9 @@ Figures (one JSON object):
                        it served;
 * `loadgen`          — the load generator against a trivial local V2 server (`pipetune.loadgen`);
 * `lost`             — requests of the open loop running through the apply measurements that got no HTTP
-                       answer or an error other than 503 (goal: 0).
+                       answer or an error other than 503 (refused) or 504 (goal: 0); `dropped` counts the 504s
+                       (dropped at the SLA deadline: answered, an SLA violation); `not_served_detail` lists
+                       when and why for both.
 """
 
 from __future__ import annotations
@@ -163,9 +165,17 @@ def run_serving_benchmark(
             (t_send0 + first_b - t_running) if (first_b is not None and t_running) else float("nan")
         )
         result["apply_s"] = apply_s
-        result["lost"] = sum(1 for r in recs if r.status not in (200, 503))
+        # lost: no answer, or an error other than a refusal (503) or a deadline drop (504). A 504 is answered
+        # at once and counted as an SLA violation (`dropped`), not as lost; both are listed with their cause.
+        lost = [r for r in recs if r.status not in (200, 503, 504)]
+        dropped = [r for r in recs if r.status == 504]
+        result["lost"] = len(lost)
+        result["dropped"] = len(dropped)
+        result["not_served_detail"] = [{"planned_s": round(r.planned, 3), "status": r.status, "reason": r.error[:200]}
+                                       for r in (lost + dropped)[:20]]  # fmt: skip
         result["apply_phase"] = {"sent": len(recs), "completed": sum(r.status == 200 for r in recs),
-                                 "refused": sum(r.status == 503 for r in recs)}  # fmt: skip
+                                 "refused": sum(r.status == 503 for r in recs),
+                                 "dropped": len(dropped)}  # fmt: skip
     finally:
         be._stop.set()
         serve.shutdown()
