@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 # Debian packages the examples need (labelled text corpora, ...). Installed only where missing.
 APT_PACKAGES := fortunes fortunes-min fortunes-de fortunes-es fortunes-it
 
-.PHONY: install test demo bench figures clean
+.PHONY: install lint test test-fast demo bench figures clean
 
 install: $(STAMP)
 
@@ -23,8 +23,19 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[ml,serve,test]"
 	touch $(STAMP)
 
-test: install
+# Lint, format and types first (seconds), then every test. test-fast skips the tests marked slow (Ray, training,
+# full experiments) for the inner loop; CI runs `make test`.
+LINT_PATHS := src tests benchmarks scripts
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 demo: install
 	$(BIN)/pipetune demo

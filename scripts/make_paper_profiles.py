@@ -156,7 +156,7 @@ def cell_key(variant: str, shape: InputShape) -> str:
 def pipeline_dict(name: str) -> dict:
     p = PIPELINES[name]
     stages = []
-    for stage, metric, shape, accs in p["stages"]:
+    for stage, _metric, shape, accs in p["stages"]:
         stages.append(
             {
                 "name": stage,
@@ -293,7 +293,7 @@ def worker(job: dict) -> None:
         wall = time.perf_counter() - start
         lat_sorted = sorted(lat)
 
-        def pct(q: float) -> float:  # linear interpolation, as numpy's default
+        def pct(q: float, lat_sorted: list = lat_sorted) -> float:  # linear interpolation, as numpy's default
             pos = (len(lat_sorted) - 1) * q / 100.0
             lo = int(pos)
             hi = min(lo + 1, len(lat_sorted) - 1)

@@ -107,5 +107,5 @@ def test_heads_are_shipped_for_every_topic_variant():
 
     heads = load_heads()
     assert set(VARIANTS) <= set(heads)
-    for coef, icpt, classes in heads.values():
+    for coef, _icpt, classes in heads.values():
         assert coef.shape == (len(data.TOPICS), 384) and sorted(classes) == sorted(data.TOPICS)

@@ -36,7 +36,8 @@ def test_small_grid_writes_results_figures_and_report(tmp_path):
     exp = parse_experiment(SMALL)
     data = run_experiment(exp, tmp_path, workers=2)
     assert len(data["runs"]) == 2 * 2 + 2 + 2
-    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
     assert {r["kind"] for r in rows} == {"grid", "ablation", "sweep"}
     for r in rows:
         assert 0.0 <= float(r["sla_violation_rate"]) <= 1.0

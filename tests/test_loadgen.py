@@ -98,7 +98,9 @@ def test_loadtest_writes_strict_summary_timeline_requests_and_plot(mixed_url, tm
     assert (
         s["outcomes"]["completed"] + s["outcomes"]["refused"] + s["outcomes"]["failed"] + s["outcomes"]["dropped"] == 20
     )
-    assert s["sla"]["violations"] == 20 - s["outcomes"]["completed"]  # echo answers in ~1 ms: none late, even on a loaded machine
+    assert (
+        s["sla"]["violations"] == 20 - s["outcomes"]["completed"]
+    )  # echo answers in ~1 ms: none late, even on a loaded machine
     assert set(s["latency_ms"]) == {"p50", "p90", "p99", "max", "mean"} and s["send_error_ms"]["p99"] is not None
     rows = list(csv.DictReader(paths["timeline"].open()))
     assert tuple(rows[0]) == TIMELINE_COLUMNS

@@ -84,7 +84,7 @@ def test_frontier_equals_flat_enumeration_for_any_values():
             if flat is None:
                 assert got is None
                 continue
-            value = lambda ch: sum(v[i] for v, i in zip(values, ch))  # noqa: E731
+            value = lambda ch, values=values: sum(v[i] for v, i in zip(values, ch))  # noqa: E731
             assert got is not None and abs(value(got) - value(flat)) <= 1e-9
             checked += 1
     assert checked >= 20
@@ -123,7 +123,7 @@ def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path
         got = milp.least_change(pipeline, opts, values, optimum, distance)
         ref = milp._least_change_by_enumeration(pipeline, opts, values, optimum - tol, distance)
         assert got is not None and ref is not None
-        dist = lambda ch: sum(d[i] for d, i in zip(distance, ch))  # noqa: E731
+        dist = lambda ch, distance=distance: sum(d[i] for d, i in zip(distance, ch))  # noqa: E731
         assert dist(got) == dist(ref)
         reused = milp.least_change(
             pipeline, opts, values, optimum, distance, reduction=milp._reduce(pipeline, opts, values)
@@ -198,9 +198,10 @@ def test_grouped_pareto_keeps_exactly_the_undominated(points):
         keep = np.ones(n, bool)
         for i in range(n):
             for j in range(n):
-                if i != j and stage[i] == stage[j] and all(cj <= ci for ci, cj in zip(cols[i], cols[j])):
-                    if any(cj < ci for ci, cj in zip(cols[i], cols[j])) or j < i:
-                        keep[i] = False
+                dominated = all(cj <= ci for ci, cj in zip(cols[i], cols[j]))
+                strictly = any(cj < ci for ci, cj in zip(cols[i], cols[j]))
+                if i != j and stage[i] == stage[j] and dominated and (strictly or j < i):
+                    keep[i] = False
         return keep
 
     assert _pareto_3d(stage, acc, pen, lat).tolist() == expected(list(zip(-acc, pen, lat))).tolist()

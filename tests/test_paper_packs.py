@@ -106,7 +106,7 @@ def test_raw_measurements_are_complete_and_plausible(raw):
     assert raw["runs"] and all("machine" in r for r in raw["runs"])
     for key, by_cores in raw["cells"].items():
         for cores, cells in by_cores.items():
-            for b, c in cells.items():
+            for _b, c in cells.items():
                 assert c["n_batches"] >= 2, key
                 assert len(c["cpus"]) == int(cores), f"{key}: measured on {c['cpus']} for {cores} core(s)"
                 assert c["p99_s"] >= c["p50_s"] > 0

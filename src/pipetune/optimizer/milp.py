@@ -542,6 +542,18 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         lam, slope = chord_argmax(a, phi_a, b, phi_b)
         return phi_a + slope * (lam - a) - (lam * math.log(lam / alpha) - lam)
 
+    def flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b):
+        """Phi(lam_x) is no more than the better end line there. At the crossing: Phi is the max of the two
+        lines on [a, b], no vertex lies between. Elsewhere: on the side of the better line Phi is that line
+        (nothing there beats its end plan); the other side goes on, split at the crossing next."""
+        if crossing:
+            return
+        za, cca = found[ya]
+        if yb is None or lam_x * za - cca >= lam_x * found[yb][0] - found[yb][1]:
+            stack.append((lam_x, ya, lam_x * za - cca, b, yb, phi_b, False))
+        else:
+            stack.append((a, ya, phi_a, lam_x, yb, lam_x * found[yb][0] - found[yb][1], False))
+
     while stack:
         a, ya, phi_a, b, yb, phi_b, aim = stack.pop()
         za, cca = found[ya]
@@ -572,17 +584,6 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
             line_x = max(lam_x * za - cca, lam_x * zb - ccb)
         tol_x = 1e-9 * max(1.0, abs(line_x))
 
-        def flat_side():
-            """Phi(lam_x) is no more than the better end line there. At the crossing: Phi is the max of the two
-            lines on [a, b], no vertex lies between. Elsewhere: on the side of the better line Phi is that line
-            (nothing there beats its end plan); the other side goes on, split at the crossing next."""
-            if crossing:
-                return
-            if yb is None or lam_x * za - cca >= lam_x * found[yb][0] - found[yb][1]:
-                stack.append((lam_x, ya, lam_x * za - cca, b, yb, phi_b, False))
-            else:
-                stack.append((a, ya, phi_a, lam_x, yb, lam_x * found[yb][0] - found[yb][1], False))
-
         red = _reduce(pipeline, options, values_at(lam_x), relaxation)
         if red is None:
             continue
@@ -592,7 +593,7 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         # rule applies; if the chord bounds through it on both halves cannot beat best_g, nothing in [a, b]
         # can. Either way the exact finishing of MILP(lam_x) is not needed.
         if red.upper <= line_x + tol_x:
-            flat_side()
+            flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b)
             continue
         if (
             chord_bound(a, phi_a, lam_x, red.upper) <= best_g + tol_g()
@@ -605,7 +606,7 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
         consider(yx)
         phi_x = lam_x * found[yx][0] - found[yx][1]
         if phi_x <= line_x + tol_x:
-            flat_side()
+            flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b)
             continue
         stack.append((a, ya, phi_a, lam_x, yx, phi_x, True))
         stack.append((lam_x, yx, phi_x, b, yb, phi_b, True))

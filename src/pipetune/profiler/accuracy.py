@@ -107,7 +107,7 @@ def write_accuracies(spec_path: str | Path, accuracies: dict[tuple[str, str], fl
                 current = None
         if current is not None and current in accuracies and current not in done and _ACC.search(line):
             val = f"{accuracies[current]:.{digits}f}"
-            lines[i] = _ACC.sub(lambda mm: mm.group(1) + val, line, count=1)
+            lines[i] = _ACC.sub(lambda mm, val=val: mm.group(1) + val, line, count=1)
             done.add(current)
     missing = sorted(set(accuracies) - done)
     if missing:
