@@ -4,10 +4,11 @@ its argument checks. One real (tiny) model is measured in a subprocess."""
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
+
+from pipetune.profiler.measure import available_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ def _job(**kw):
         "variant": "resnet18",
         "shape": {"kind": "image", "image_size": 32},
         "cores": 1,
-        "cpus": sorted(os.sched_getaffinity(0))[:1],
+        "cpus": available_cpus()[:1],
         "batches": [1, 2, 4, 8, 16],
         "skip": [],
         "cell_budget_s": 0.1,

@@ -42,7 +42,9 @@ def test_profile_variant_measures_latency_and_throughput_of_a_known_model():
     )
     expect = 0.002 + 0.004
     assert row.variant == "sleep" and row.batch == 4 and row.cores == 1 and row.source == "measured"
-    assert expect <= row.latency_p50_s < expect * 1.6  # sleep never returns early; a loaded machine adds some
+    # sleep never returns early; the upper bound only catches measuring the wrong thing (a loaded machine may
+    # add several times the sleep: how fast is a benchmark's question, not a unit test's)
+    assert expect <= row.latency_p50_s < expect * 10
     assert row.latency_p50_s <= row.latency_p99_s
     # Back-to-back batches: saturation throughput is batch / mean service time.
     assert row.throughput_rps == pytest.approx(4 / row.latency_mean_s, rel=0.1)
@@ -72,8 +74,8 @@ def test_the_subprocess_is_pinned_and_its_threads_limited():
     if len(cpus) >= 2:
         (m2,) = measure_variant(functools.partial(SleepModel, 0.0, 0.0), [1], 2, budget_s=0.1, min_batches=5)
         assert m2.cpus == tuple(cpus[:2])
-    # nothing leaked into this process
-    assert os.sched_getaffinity(0) == set(cpus)
+    # nothing leaked into this process (where the OS has CPU affinity at all: Linux)
+    assert available_cpus() == cpus
 
 
 def test_a_plain_callable_adapter_can_be_profiled():
