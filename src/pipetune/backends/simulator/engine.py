@@ -63,7 +63,7 @@ class SimSettings:
     seed: int = 0
     drop_limit_s: float | None = None  # a request waiting longer is dropped; None = the pipeline's SLA
     batch_wait_s: float | None = None  # None = caps.max_batch_wait_s, or 0 (work conserving) when unset
-    service: str = "profile"  # profile (shifted log-normal) | deterministic | exponential
+    service: str = "profile"  # profile (shifted gamma fitted to the row: service.py) | deterministic | exponential
     load_time_s: float | None = None  # override every variant's start-up time (None = the profile's)
 
     def __post_init__(self) -> None:
