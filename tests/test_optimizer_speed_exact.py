@@ -113,7 +113,7 @@ def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path
         if pipeline.objective.accuracy == "pas" or any(len(so) == 0 for so in raw):
             continue
         opts = pareto_prune_stages(raw, pipeline.objective, True, max_latency=stage_slack(pipeline, raw))
-        values = milp._linear_values(pipeline, opts)
+        values = milp.linear_values(pipeline, opts)
         r = milp.solve_linear(pipeline, opts, values)
         if r is None:
             continue

@@ -100,6 +100,16 @@ class Objective(_Strict):
     beta: float = Field(default=0.01, ge=0, description="weight of cost (cores held)")
     gamma: float = Field(default=1e-6, ge=0, description="weight of the sum of batch sizes")
 
+    # The one home of the objective's formula: the planner's options (arrays), its MILP and local search, and the
+    # plan it reports all read it. (optimizer/oracle.py keeps its own copy on purpose: it is the independent check.)
+    def terms(self, accuracy, cost, batch) -> dict:
+        """The signed terms alpha*accuracy, -beta*cost, -gamma*batch (scalars or arrays alike)."""
+        return {"accuracy": self.alpha * accuracy, "cost": -self.beta * cost, "batch": -self.gamma * batch}
+
+    def value(self, accuracy, cost, batch):
+        """alpha*accuracy - beta*cost - gamma*batch: what the planner maximises."""
+        return self.alpha * accuracy - self.beta * cost - self.gamma * batch
+
 
 class Caps(_Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])

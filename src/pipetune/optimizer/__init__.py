@@ -228,7 +228,7 @@ def assemble_plan(
     batch_sum = sum(c.config.batch for c in stages.values())
     slo, path = longest_path(pipeline, {s: c.latency_slo_s for s, c in stages.items()})
     mean, _ = longest_path(pipeline, {s: c.latency_mean_s for s, c in stages.items()})
-    terms = {"accuracy": obj.alpha * accuracy, "cost": -obj.beta * cost, "batch": -obj.gamma * batch_sum}
+    terms = obj.terms(accuracy, cost, batch_sum)
     return Plan(
         pipeline=pipeline.name,
         policy=policy,

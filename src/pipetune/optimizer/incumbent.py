@@ -74,7 +74,12 @@ def objective_of(pipeline, options: list[StageOptions], choice: list[int]) -> fl
         acc = float(sum(so.acc_coef[i] for so, i in zip(options, choice)))
     cost = sum(float(so.cost[i]) for so, i in zip(options, choice))
     batch = sum(float(so.batch[i]) for so, i in zip(options, choice))
-    return obj.alpha * acc - obj.beta * cost - obj.gamma * batch
+    return obj.value(acc, cost, batch)
+
+
+def linear_values(pipeline, options: list[StageOptions]) -> list[np.ndarray]:
+    """Per stage, each option's value under the linear objective (accuracy as its coefficient)."""
+    return [pipeline.objective.value(so.acc_coef, so.cost, so.batch) for so in options]
 
 
 def local_search(
@@ -90,8 +95,7 @@ def local_search(
     if any(len(so) == 0 for so in options):
         return None
     if values is None:
-        obj = pipeline.objective
-        values = [obj.alpha * so.acc_coef - obj.beta * so.cost - obj.gamma * so.batch for so in options]
+        values = linear_values(pipeline, options)
     pm, through = cached_for(pipeline, "path_lists", _path_lists)
     sla = pipeline.sla.seconds * (1 + 1e-12)
     budget = pipeline.caps.max_total_cores

@@ -55,7 +55,13 @@ import highspy
 import numpy as np
 
 from pipetune.optimizer.frontier import TooLarge, best_by_frontier, frontier_width
-from pipetune.optimizer.incumbent import best_by_enumeration, cached_for, local_search, objective_of
+from pipetune.optimizer.incumbent import (
+    best_by_enumeration,
+    cached_for,
+    linear_values,
+    local_search,
+    objective_of,
+)
 from pipetune.optimizer.options import StageOptions
 
 INF = highspy.kHighsInf
@@ -454,11 +460,6 @@ def _least_change_by_enumeration(pipeline, options, values, floor: float, distan
     return [int(x) for x in grid[:, int(np.argmin(total))]]
 
 
-def _linear_values(pipeline, options: list[StageOptions]) -> list[np.ndarray]:
-    obj = pipeline.objective
-    return [obj.alpha * so.acc_coef - obj.beta * so.cost - obj.gamma * so.batch for so in options]
-
-
 def _pas_parts(pipeline, options):
     obj = pipeline.objective
     z = [np.where(so.acc > 0, np.log(np.maximum(so.acc, 1e-300)), LOG_ZERO) for so in options]
@@ -643,7 +644,7 @@ def solve(
                 choice = alt
             milps += 1
         return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)
-    values = _linear_values(pipeline, options)
+    values = linear_values(pipeline, options)
     red = _reduce(pipeline, options, values)
     r = None if red is None else _finish(pipeline, values, red, time_limit_s)
     if r is None:
