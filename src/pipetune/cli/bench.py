@@ -135,14 +135,14 @@ def bench_serving(
     """The live runtime on no-op models: hop overhead, 2-stage ceiling, apply times, load generator, lost."""
     import os
 
-    from pipetune.adapter import _finite
+    from pipetune import jsonio
     from pipetune.serving.bench import run_serving_benchmark
 
     err = Console(stderr=True)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
     result = run_serving_benchmark(num_cpus=num_cpus, port=port, step_s=step_s, progress=err.print)
     if as_json:
-        print(json.dumps(_finite(result), allow_nan=False))
+        print(jsonio.dumps(result))
         return
     con = Console()
     h, a = result["hop_overhead_ms"], result["apply_s"]
