@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
+from pipetune.optimizer.plan import Infeasible, Plan
 from pipetune.spec import Pipeline, SpecError, load_pipeline
 
-__all__ = ["PipetuneError", "StageConfig", "Pipeline", "SpecError", "load_pipeline", "plan", "example_path"]
+__all__ = [
+    "PipetuneError",
+    "Plan",
+    "Infeasible",
+    "StageConfig",
+    "Pipeline",
+    "SpecError",
+    "load_pipeline",
+    "plan",
+    "example_path",
+]
 __version__ = "0.1.0"
 
 
