@@ -7,11 +7,26 @@ plan = pipetune.plan(p, rps=30)            # Plan, or Infeasible with a fallback
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.spec import Pipeline, SpecError, load_pipeline
 
-__all__ = ["PipetuneError", "StageConfig", "Pipeline", "SpecError", "load_pipeline", "plan", "example_path"]
+if TYPE_CHECKING:
+    from pipetune.optimizer.plan import Infeasible, Plan
+
+__all__ = [
+    "PipetuneError",
+    "Plan",
+    "Infeasible",
+    "StageConfig",
+    "Pipeline",
+    "SpecError",
+    "load_pipeline",
+    "plan",
+    "example_path",
+]
 __version__ = "0.1.0"
 
 
@@ -32,3 +47,12 @@ def example_path(name: str = "synthetic") -> str:
     if not p.exists():
         raise PipetuneError(f"no bundled example {name!r} (looked for {p})")
     return str(p)
+
+
+def __getattr__(name: str):
+    # Plan and Infeasible load on first use, so that `import pipetune` does not pull in the solver (scipy, HiGHS).
+    if name in ("Plan", "Infeasible"):
+        from pipetune.optimizer import plan as _plan_module
+
+        return getattr(_plan_module, name)
+    raise AttributeError(f"module 'pipetune' has no attribute {name!r}")

@@ -10,7 +10,6 @@ forecaster of IPA's target would say. The oracle exists to separate planner erro
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from pipetune import jsonio
 from pipetune.backends.base import Backend
 from pipetune.configs import ApplyState, StageConfig
 from pipetune.errors import PipetuneError
@@ -111,19 +111,7 @@ class Decision:
 
     def to_json(self) -> str:
         """One strict JSON line: a non-finite number (an infeasible plan's latency, say) is written as null."""
-        return json.dumps(_finite(self.__dict__), allow_nan=False)
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+        return jsonio.dumps(self.__dict__)
 
 
 class Adapter:

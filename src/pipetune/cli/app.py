@@ -13,7 +13,11 @@ from rich.console import Console
 
 app = typer.Typer(
     name="pipetune",
-    help="Serve multi-model inference pipelines and keep re-configuring them under an end-to-end SLA.",
+    help=(
+        "Serve multi-model inference pipelines and keep re-configuring them under an end-to-end SLA.\n\n"
+        "Exit codes: 0 ok; 1 the command ran and its answer is negative (e.g. a failed check); "
+        "2 bad input (usage, config, file or value; one `error:` line, no traceback); 130 interrupted (Ctrl-C)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

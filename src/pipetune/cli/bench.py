@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from pipetune import jsonio
 from pipetune.cli.app import app
 
 bench_app = typer.Typer(help="Benchmarks: figures and ratios, never pass/fail.", no_args_is_help=True)
@@ -45,7 +46,7 @@ def bench_optimizer(
         _plot_optimizer(result, plot)
         err.print(f"wrote {plot}")
     if as_json:
-        print(json.dumps(result))
+        print(jsonio.dumps(result))
         return
     from rich.table import Table
 
@@ -135,14 +136,14 @@ def bench_serving(
     """The live runtime on no-op models: hop overhead, 2-stage ceiling, apply times, load generator, lost."""
     import os
 
-    from pipetune.adapter import _finite
+    from pipetune import jsonio
     from pipetune.serving.bench import run_serving_benchmark
 
     err = Console(stderr=True)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
     result = run_serving_benchmark(num_cpus=num_cpus, port=port, step_s=step_s, progress=err.print)
     if as_json:
-        print(json.dumps(_finite(result), allow_nan=False))
+        print(jsonio.dumps(result))
         return
     con = Console()
     h, a = result["hop_overhead_ms"], result["apply_s"]
@@ -172,4 +173,4 @@ def bench_loadgen_cmd(
     """The load generator alone against a trivial local V2 server (another process): rate and send accuracy."""
     from pipetune.loadgen import bench_loadgen
 
-    print(json.dumps(bench_loadgen(rate, duration, detail=detail), allow_nan=False))
+    print(jsonio.dumps(bench_loadgen(rate, duration, detail=detail)))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipetune import jsonio
 from pipetune.cli.bench import bench_app
 
 
@@ -27,7 +26,7 @@ def bench_simulator(
         task = prog.add_task("simulating", total=5 * seeds)
         res = run_simulator_benchmark(n=requests, seeds=seeds, progress=lambda: prog.advance(task))
     if as_json:
-        print(json.dumps(res))
+        print(jsonio.dumps(res))
         return
     con = Console()
     con.print(

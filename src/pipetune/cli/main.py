@@ -1,7 +1,16 @@
-"""`pipetune` entry point. User errors (PipetuneError) print one clear message and exit 2, no traceback."""
+"""`pipetune` entry point. User errors print one line `error: ...` to stderr and exit 2, no traceback.
+
+User errors are bad input: pipetune's own `PipetuneError`, a pydantic `ValidationError`, any other `ValueError`
+raised while checking input (among them `UnicodeDecodeError` of a non-UTF-8 YAML/CSV and `json.JSONDecodeError` of
+a corrupt results file), and an `OSError` on a path the user named (missing file, `-o` naming a directory, no
+permission). Anything else is a bug and keeps its traceback; so does every error when `PIPETUNE_TRACEBACK=1`.
+typer/click's own usage errors are left to click (they already print usage and exit 2).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 from rich.markup import escape
@@ -19,14 +28,44 @@ from pipetune.cli import serve as _serve  # noqa: F401
 from pipetune.cli import simulate as _simulate  # noqa: F401
 from pipetune.cli import trace as _trace  # noqa: F401
 from pipetune.cli.app import app, err_console
-from pipetune.errors import PipetuneError
 
-__all__ = ["app", "run"]
+__all__ = ["app", "run", "user_error_message", "EXIT_OK", "EXIT_NEGATIVE", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+EXIT_OK = 0
+EXIT_NEGATIVE = 1  # the command ran and its answer is negative (e.g. a check that failed)
+EXIT_USAGE = 2  # bad input: usage, a config, a file, a value
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """The one-line message for a user error, or None when `e` is a bug (keep its traceback)."""
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        ValidationError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(e, ValidationError):
+        errs = e.errors()
+        parts = [f"{'.'.join(str(x) for x in d.get('loc', ())) or 'input'}: {d.get('msg', '')}" for d in errs[:3]]
+        more = f" (and {len(errs) - 3} more)" if len(errs) > 3 else ""
+        return f"invalid {e.title}: " + "; ".join(parts) + more
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+    if isinstance(e, json.JSONDecodeError):
+        return f"corrupt JSON: {e.msg} (line {e.lineno}, column {e.colno})"
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or e}{where}"
+    if isinstance(e, ValueError):
+        return str(e) or type(e).__name__
+    return None
 
 
 def run() -> None:
     try:
         app()
-    except PipetuneError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    except (ValueError, OSError) as e:
+        msg = user_error_message(e)
+        if msg is None or os.environ.get("PIPETUNE_TRACEBACK") == "1":
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)

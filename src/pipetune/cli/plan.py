@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipetune import jsonio
 from pipetune.cli.app import app
 
 
@@ -31,7 +31,7 @@ def plan_cmd(
     params = {"replicas": replicas} if replicas is not None else {}
     result = plan_pipeline(p, rps, policy=policy, measured_only=measured_only, **params)
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(jsonio.dumps(result.to_dict(), indent=2))
         return
     render_plan(result, Console())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -10,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pipetune import jsonio
 from pipetune.cli.app import app
 from pipetune.errors import PipetuneError
 
@@ -192,7 +192,7 @@ def evaluate_cmd(
         }
         if skipped:
             out["skipped"] = skipped
-        print(json.dumps(out, indent=1))
+        print(jsonio.dumps(out, indent=1))
     else:
         table = Table("predictor", "SMAPE", "under rate", "over-provision", "mean over", "predict ms", title=described)
         for s in scores:

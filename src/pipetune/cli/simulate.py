@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipetune import jsonio
 from pipetune.cli.app import app
 from pipetune.errors import PipetuneError
 
@@ -70,7 +70,7 @@ def simulate_cmd(
     s = run.summary
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(s, indent=1))
+        (out / "summary.json").write_text(jsonio.dumps(s, indent=1))
         _plot(
             per_interval(run.result, interval, float(len(counts))),
             pipe.sla.seconds,
@@ -78,7 +78,7 @@ def simulate_cmd(
             out / "sim-run.png",
         )
     if as_json:
-        print(json.dumps(s, default=float))
+        print(jsonio.dumps(s, default=float))
         return
     t = Table(title=f"{pipe.name}: {policy} + {predictor}, {workload} ({len(counts)} s, {s['requests']} requests)")
     t.add_column("metric")

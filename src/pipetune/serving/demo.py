@@ -13,7 +13,6 @@ the ingress.
 from __future__ import annotations
 
 import base64
-import json
 import math
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipetune import jsonio
 from pipetune.configs import StageConfig
 from pipetune.serving.client import Outcome, open_loop_at
 
@@ -319,7 +319,7 @@ def run_live_demo(
     write_html(out / "live-demo.html", png, summaries, notes)
     result = {"summaries": summaries, "fidelity": fidelity, "counts": counts.tolist(),
               "decisions": live.decisions}  # fmt: skip
-    (out / "live-demo.json").write_text(json.dumps(_finite(result), allow_nan=False, indent=1))
+    (out / "live-demo.json").write_text(jsonio.dumps(result, indent=1))
     return result
 
 
@@ -367,6 +367,6 @@ def fmt_s(v: float | None) -> str:
 
 
 def _finite(x: Any) -> Any:
-    from pipetune.adapter import _finite as f
+    from pipetune.jsonio import finite
 
-    return f(x)
+    return finite(x)
