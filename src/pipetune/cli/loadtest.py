@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from pipetune.cli.app import app
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class _Bar:
@@ -27,7 +31,7 @@ class _Bar:
             transient=True,
             auto_refresh=False,  # refreshed from the event loop: no thread competing with the sender
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, plan) -> None:
         self.progress.start()
@@ -42,6 +46,7 @@ class _Bar:
         if due > sent:
             detail += f" not-sent {due - sent}"
         # done: answered, plus those that fell due and were not sent (the concurrency cap)
+        assert self.task is not None, "start() first"
         self.progress.update(self.task, completed=answered + due - sent, detail=detail)
         self.progress.refresh()
 

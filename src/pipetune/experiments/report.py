@@ -88,7 +88,7 @@ def findings(systems: list[dict]) -> list[str]:
     """IPA's qualitative claim, checked on our numbers: accuracy close to FA2-high at a cost close to FA2-low."""
     by = {r["system"]: r for r in systems}
     ipa = next((r for n, r in by.items() if n.lower().startswith("ipa")), None)
-    out = []
+    out: list[str] = []
     if ipa is None:
         return out
     for other in ("FA2-low", "FA2-high", "RIM"):

@@ -86,6 +86,7 @@ def workload_counts(w: Workload, exp: Experiment) -> np.ndarray:
         shared = exp.resolve(exp.settings.shared_dir) if exp.settings.shared_dir else None
         counts = paper_window(w.paper, shared_dir=shared)
     else:
+        assert w.trace is not None  # a workload names exactly one of synthetic, paper, trace
         path = exp.resolve(w.trace)
         if not path.exists():
             raise ExperimentError(f"workloads[{w.name}].trace: {path} does not exist; give a per-second count file")

@@ -163,7 +163,7 @@ def plan_pipeline(
             t0,
         )
     cur = dict(current) if current else None
-    keeps = []
+    keeps: list[np.ndarray | None] = []
     for so in raw:
         c = cur.get(so.stage) if cur else None
         if c is None:

@@ -348,7 +348,7 @@ def pareto_prune_stages(
         alive = _pareto_3d(stage, cat["acc"], penalty, cat["lat_slo"])
     else:
         alive = _pareto_2d(stage, cat["lat_slo"], objective.alpha * cat["acc_coef"] - penalty)
-    out = []
+    out: list[StageOptions] = []
     start = 0
     for so, k, n in zip(options, keeps, sizes.tolist()):
         mine = alive[start : start + n]

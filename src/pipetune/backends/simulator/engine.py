@@ -187,8 +187,10 @@ class Simulator(Backend):
             self._children.append(kids)
         ancestors = {i: self._ancestors(names[i]) for i in joins}
         self._join_watch = [[j for j in joins if names[i] in ancestors[j]] for i in range(S)]
-        self._anc = {j: {} for j in joins}  # join -> {rid: items of rid still in the join's ancestors}
-        self._jarr = {j: {} for j in joins}  # join -> {rid: items arrived from parents}
+        self._anc: dict[int, dict[int, int]] = {
+            j: {} for j in joins
+        }  # join -> {rid: items of rid still in the join's ancestors}
+        self._jarr: dict[int, dict[int, int]] = {j: {} for j in joins}  # join -> {rid: items arrived from parents}
         shares = pipeline.source_shares()
         self._sources = [(idx[n], float(shares[n])) for n in names if n in shares]
 
@@ -208,8 +210,10 @@ class Simulator(Backend):
         self._per_second = np.bincount(arr.astype(np.int64)) if N else np.zeros(0, np.int64)
 
         # ---- per-stage state ------------------------------------------------------------------------
-        self.queues = [deque() for _ in range(S)]
-        self.qtimes = [deque() for _ in range(S)]  # enqueue times, kept only when a batch wait needs them
+        self.queues: list[deque[int]] = [deque() for _ in range(S)]
+        self.qtimes: list[deque[float]] = [
+            deque() for _ in range(S)
+        ]  # enqueue times, kept only when a batch wait needs them
         self._track_qt = self.wait_s > 0
         self.idle: list[list[_Replica]] = [[] for _ in range(S)]
         self.capacity = [0] * S  # replicas LOADING or READY (will take work)
