@@ -78,6 +78,7 @@ def test_accuracy_command_on_a_small_subset(pipeline, stage, variant, limit, flo
     assert abs(r.accuracy - declared) < 0.2  # a subset: close to the full-test-set figure in the spec
 
 
+@pytest.mark.slow
 def test_one_request_flows_through_the_dag(pipeline):
     from pipetune.models.registry import load_adapter
 

@@ -40,6 +40,7 @@ def mixed_url():
         yield base
 
 
+@pytest.mark.slow
 def test_open_loop_keeps_the_schedule_when_the_server_is_slow(slow_url):
     # 30 requests at 20 rps against a server that takes 0.5 s each: a closed loop (or a client that waits
     # for a free connection) would send them 0.5 s apart; open loop sends each at its time regardless.
@@ -87,6 +88,7 @@ def test_a_dead_server_fails_each_request_with_a_reason():
     assert all(r.startswith("client error") for r in rec.reasons)
 
 
+@pytest.mark.slow
 def test_loadtest_writes_strict_summary_timeline_requests_and_plot(mixed_url, tmp_path: Path):
     trace = tmp_path / "t.txt"
     trace.write_text("10\n30\n0\n20\n")

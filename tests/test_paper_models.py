@@ -88,6 +88,7 @@ def test_detectors_grow_in_size_like_yolov5_n_to_x():
         ("roberta-base-squad2", InputShape("tokens", tokens=16)),
     ],
 )
+@pytest.mark.slow
 def test_predict_returns_one_output_per_input_and_is_deterministic(name, shape):
     m = PaperModel(name, shape)
     m.load()
@@ -109,6 +110,7 @@ def test_predict_returns_one_output_per_input_and_is_deterministic(name, shape):
         ("opus-mt-fr-en", {"kind": "tokens", "tokens": 12, "new_tokens": 6}),
     ],
 )
+@pytest.mark.slow
 def test_generation_emits_exactly_the_fixed_number_of_tokens(name, shape):
     m = PaperModel(name, shape)
     m.load()

@@ -38,6 +38,7 @@ def _job(**kw):
     return job
 
 
+@pytest.mark.slow
 def test_worker_measures_pinned_and_stops_at_the_batch_time_limit():
     pytest.importorskip("transformers")
     mod = _script()

@@ -63,6 +63,7 @@ def test_a_real_model_cell_records_cpu_wall_wait_and_load():
     assert "wait" in m.contention_note()
 
 
+@pytest.mark.slow
 @needs_schedstat
 def test_a_busy_loop_on_the_same_core_is_detected_remeasured_and_flagged():
     cpu = available_cpus()[0]  # the CPU a 1-core measurement is pinned to
@@ -81,6 +82,7 @@ def test_a_busy_loop_on_the_same_core_is_detected_remeasured_and_flagged():
     assert m.flags and m.flags[0].startswith("contended (wait ")
 
 
+@pytest.mark.slow
 def test_throughput_falling_with_batch_is_remeasured_then_flagged():
     cells = measure_variant(Quadratic, [1, 4], 1, budget_s=0.2, min_batches=10, retries=1, max_wait_share=1.0)
     low, high = cells
@@ -110,6 +112,7 @@ def _spec(tmp_path: Path) -> Path:
     return p
 
 
+@pytest.mark.slow
 def test_flagged_cells_are_in_the_provenance_and_refused_on_request(tmp_path):
     spec = _spec(tmp_path)
     kw = dict(cell_budget_s=0.1, min_batches=5, plot=False, progress=False, retries=1, max_wait_share=1.0)

@@ -51,6 +51,7 @@ def test_profile_variant_measures_latency_and_throughput_of_a_known_model():
     assert row.memory_mb > 10 and row.load_time_s >= 0
 
 
+@pytest.mark.slow
 def test_cells_share_one_load_and_latency_grows_with_batch():
     cells = measure_variant(functools.partial(SleepModel, 0.001, 0.002), [1, 8], 1, budget_s=0.5, min_batches=15)
     assert [c.batch for c in cells] == [1, 8]

@@ -57,6 +57,7 @@ def _spec(tmp_path: Path, broken: bool = True) -> Path:
     return p
 
 
+@pytest.mark.slow
 def test_profile_pipeline_skips_failures_and_resumes(tmp_path):
     spec = _spec(tmp_path)
     pl = load_pipeline(spec, check_profiles=False)

@@ -14,6 +14,8 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -89,8 +91,6 @@ def _body(be, n: int = 1) -> dict:
 def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):
     """A stock V2 client (Triton's) works unchanged; bad input is a 400 that never reaches a model; the
     metrics endpoint reports arrivals, outcomes and the configuration; replicas run on both Ray nodes."""
-    import httpx
-
     http = pytest.importorskip("tritonclient.http")
     from tritonclient.utils import InferenceServerException
 
@@ -110,12 +110,15 @@ def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):
     bad.set_data_from_numpy(np.zeros((1, 3), np.float32), binary_data=False)
     with pytest.raises(InferenceServerException, match="shape"):
         c.infer("digits", [bad])
-    r = httpx.post(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", content=b"{")
-    assert r.status_code == 400 and "not JSON" in r.json()["error"]
+    req = urllib.request.Request(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", data=b"{", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 400 and "not JSON" in json.loads(refused.value.read())["error"]
 
     out = open_loop(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", _body(be), 20, 3)
     assert [o.status for o in out].count(200) == len(out)
-    metrics = httpx.get(f"http://127.0.0.1:{be.port}/metrics").text
+    with urllib.request.urlopen(f"http://127.0.0.1:{be.port}/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
     assert _metric(metrics, 'pipetune_requests_total{outcome="completed"}') >= 61  # 60 + the client's one
     assert _metric(metrics, "pipetune_bad_requests_total") == 2
     assert 'pipetune_stage_config{knob="replicas",stage="classify",variant="logreg"} 2.0' in metrics
