@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pipetune.errors import PipetuneError
 from pipetune.models.base import ModelAdapter
@@ -134,7 +134,10 @@ def _build_dfine(cfg: dict):
     from transformers import DFineConfig, DFineForObjectDetection, HGNetV2Config
 
     sizes = _CATALOGUE["dfine_sizes"][cfg["size"]]
-    config = DFineConfig(backbone_config=HGNetV2Config(**sizes["backbone"]), num_labels=80, **sizes["detector"])
+    # num_labels is a PretrainedConfig keyword that transformers 5's generated config signatures leave out
+    config = DFineConfig(  # type: ignore[call-arg]  # num_labels: missing from the stub, accepted at run time
+        backbone_config=HGNetV2Config(**sizes["backbone"]), num_labels=80, **sizes["detector"]
+    )
     return DFineForObjectDetection(config)
 
 
@@ -144,7 +147,9 @@ def _build_resnet(cfg: dict):
     r = _CATALOGUE["resnet_depths"][cfg["depth"]]
     depths, layer = r["depths"], r["layer"]
     hidden = [64, 128, 256, 512] if layer == "basic" else [256, 512, 1024, 2048]
-    config = ResNetConfig(embedding_size=64, hidden_sizes=hidden, depths=depths, layer_type=layer, num_labels=1000)
+    config = ResNetConfig(  # type: ignore[call-arg]  # num_labels: missing from the stub, accepted at run time
+        embedding_size=64, hidden_sizes=hidden, depths=depths, layer_type=layer, num_labels=1000
+    )
     return ResNetForImageClassification(config)
 
 
@@ -171,25 +176,34 @@ def _build_s2t(cfg: dict):
     return Speech2TextForConditionalGeneration(config)
 
 
+class _EncoderSizes(TypedDict):
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+
+
 # the encoders the question-answering and sequence-classification variants share (BERT-base sizes)
-_BASE_ENCODER = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+_BASE_ENCODER = _EncoderSizes(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 
 
 def _encoder_config(arch: str, vocab_size: int, num_labels: int = 2):
     if arch == "distilbert":
         from transformers import DistilBertConfig
 
-        return DistilBertConfig(
+        return DistilBertConfig(  # type: ignore[call-arg]  # num_labels: missing from the stub, accepted at run time
             vocab_size=vocab_size, dim=768, n_layers=6, n_heads=12, hidden_dim=3072, num_labels=num_labels
         )
     if arch == "bert":
         from transformers import BertConfig
 
-        return BertConfig(vocab_size=vocab_size, num_labels=num_labels, **_BASE_ENCODER)
+        return BertConfig(  # type: ignore[call-arg]  # num_labels: missing from the stub, accepted at run time
+            vocab_size=vocab_size, num_labels=num_labels, **_BASE_ENCODER
+        )
     import transformers
 
     cls = {"roberta": transformers.RobertaConfig, "xlm-roberta": transformers.XLMRobertaConfig}[arch]
-    return cls(
+    return cls(  # type: ignore[call-arg]  # num_labels: missing from the stub, accepted at run time
         vocab_size=vocab_size,
         max_position_embeddings=514,
         type_vocab_size=1,
@@ -230,7 +244,6 @@ def _build_bart(cfg: dict):
         bos_token_id=0,
         eos_token_id=2,
         decoder_start_token_id=2,
-        forced_bos_token_id=None,
         forced_eos_token_id=None,
     )
     return BartForConditionalGeneration(config)

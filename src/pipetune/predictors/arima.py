@@ -13,6 +13,7 @@ the 120-s window max is used (IPA's fallback).
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,14 @@ from pipetune.predictors.base import HORIZON_S, IPA_BLOCK_S, Predictor, as_serie
 def _blocks(x: np.ndarray) -> np.ndarray:
     n = x.size // IPA_BLOCK_S
     return x[x.size - n * IPA_BLOCK_S :].reshape(n, IPA_BLOCK_S).max(axis=1)
+
+
+class ARIMAParams(NamedTuple):
+    """What an estimate keeps: the constant and the AR/MA coefficients of the d-times differenced blocks."""
+
+    mean: float
+    ar: np.ndarray
+    ma: np.ndarray
 
 
 class ARIMAPredictor(Predictor):
@@ -43,7 +52,7 @@ class ARIMAPredictor(Predictor):
         self.lookback = lookback
         self.refit_every = refit_every
         self.min_history = min_history
-        self.params_ = None
+        self.params_: ARIMAParams | None = None
         self._frozen = False
         self._fitted_at = -(10**9)
 
@@ -52,7 +61,7 @@ class ARIMAPredictor(Predictor):
             self.params_ = None
             self._fitted_at = -(10**9)
 
-    def _estimate(self, blocks: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def _estimate(self, blocks: np.ndarray) -> ARIMAParams:
         """(mean, AR coefficients, MA coefficients) of the d-times differenced blocks, by statsmodels."""
         from statsmodels.tsa.arima.model import ARIMA
 
@@ -64,9 +73,11 @@ class ARIMAPredictor(Predictor):
         names = list(res.model.param_names)
         params = np.asarray(res.params)
         mean = float(params[names.index("const")]) if "const" in names else 0.0
-        return mean, np.asarray(res.arparams, dtype=float), np.asarray(res.maparams, dtype=float)
+        return ARIMAParams(mean, np.asarray(res.arparams, dtype=float), np.asarray(res.maparams, dtype=float))
 
     def _forecast(self, blocks: np.ndarray, steps: int) -> np.ndarray:
+        if self.params_ is None:
+            raise PipetuneError("arima: no parameters estimated yet; fit(series) or predict on enough history first")
         _, ar, ma = self.params_
         d = self.order[1]
         y = np.diff(blocks, n=d) if d else blocks
@@ -80,7 +91,9 @@ class ARIMAPredictor(Predictor):
             pred = sum(ar[i] * y[t - 1 - i] for i in range(p) if t - 1 - i >= 0)
             pred += sum(ma[j] * eps[t - 1 - j] for j in range(q) if t - 1 - j >= 0)
             eps[t] = y[t] - pred
-        hist, errs, out = list(y), list(eps), []
+        hist: list[float] = list(y)
+        errs: list[float] = list(eps)
+        out: list[float] = []
         for _ in range(steps):
             nxt = sum(ar[i] * hist[-1 - i] for i in range(p)) + sum(ma[j] * errs[-1 - j] for j in range(q))
             hist.append(nxt)

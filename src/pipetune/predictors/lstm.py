@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from pipetune.predictors.base import (
     training_pairs,
 )
 
+if TYPE_CHECKING:
+    from pipetune.predictors._lstm_net import IPANet
+
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
@@ -48,21 +51,11 @@ def _torch():
     return torch
 
 
-def _build_net(hidden: int):
-    torch = _torch()
+def _build_net(hidden: int) -> IPANet:
+    _torch()  # the clear error where torch is missing
+    from pipetune.predictors._lstm_net import IPANet
 
-    class IPANet(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lstm = torch.nn.LSTM(input_size=1, hidden_size=hidden, batch_first=True)
-            self.head = torch.nn.Linear(hidden, 1)
-
-        def forward(self, x):  # x: (batch, 12)
-            out, _ = self.lstm(x.unsqueeze(-1))
-            # Keras' LSTM(activation="relu") applies ReLU to the cell output; the last step feeds Dense(1).
-            return self.head(torch.relu(out[:, -1, :])).squeeze(-1)
-
-    return IPANet()
+    return IPANet(hidden)
 
 
 class IPALSTM(Predictor):
@@ -93,7 +86,7 @@ class IPALSTM(Predictor):
         self.quantile = quantile
         self.seed = seed
         self.fallback_window = fallback_window
-        self.net_ = None
+        self.net_: IPANet | None = None
         self.metadata_: dict[str, Any] = {}
 
     # -- training -----------------------------------------------------------------------------------

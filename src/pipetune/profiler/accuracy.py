@@ -84,6 +84,11 @@ _ITEM_NAME = re.compile(r"^(\s*)-\s+(?:\{\s*)?name:\s*['\"]?([^'\"\s#,}]+)")
 _ACC = re.compile(r"(accuracy:\s*)([-+0-9.eE]+)")
 
 
+def _set_accuracy(line: str, val: str) -> str:
+    """`line` with the number of its (first) `accuracy:` replaced by `val`."""
+    return _ACC.sub(lambda m: m.group(1) + val, line, count=1)
+
+
 def write_accuracies(spec_path: str | Path, accuracies: dict[tuple[str, str], float], digits: int = 4) -> None:
     """Replace the `accuracy:` numbers of the given (stage, variant)s in a spec file, keeping everything else.
 
@@ -107,7 +112,7 @@ def write_accuracies(spec_path: str | Path, accuracies: dict[tuple[str, str], fl
                 current = None
         if current is not None and current in accuracies and current not in done and _ACC.search(line):
             val = f"{accuracies[current]:.{digits}f}"
-            lines[i] = _ACC.sub(lambda mm, val=val: mm.group(1) + val, line, count=1)
+            lines[i] = _set_accuracy(line, val)
             done.add(current)
     missing = sorted(set(accuracies) - done)
     if missing:

@@ -36,6 +36,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypedDict
 
 from pipetune.profiles import COLUMNS, ProfileError, ProfileRow, ProfileTable
 
@@ -256,6 +257,16 @@ def parse_mapping(text: str | None) -> dict[str, str]:
     return out
 
 
+class _OptionalColumns(TypedDict, total=False):
+    """The ProfileRow fields a generic CSV may leave out (ProfileRow's defaults then apply)."""
+
+    load_time_s: float
+    memory_mb: float
+
+
+_OPTIONAL_COLUMNS: tuple[Literal["load_time_s", "memory_mb"], ...] = ("load_time_s", "memory_mb")
+
+
 def import_generic(
     path: Path, cell: CellSpec, mapping: dict[str, str], unit: str = "s"
 ) -> tuple[list[ProfileRow], list[str]]:
@@ -293,10 +304,10 @@ def import_generic(
             mean = _num(path, i, col["latency_mean_s"], r[col["latency_mean_s"]]) * scale
         else:
             mean = ints["batch"] / tp
-        extra = {}
-        for name in ("load_time_s", "memory_mb"):
-            if col[name] in fields and r[col[name]]:
-                extra[name] = _num(path, i, col[name], r[col[name]], positive=False)
+        extra: _OptionalColumns = {}
+        for opt in _OPTIONAL_COLUMNS:
+            if col[opt] in fields and r[col[opt]]:
+                extra[opt] = _num(path, i, col[opt], r[col[opt]], positive=False)
         if p99 < p50:
             raise ImportError_(
                 f"{path}, line {i}: {col['latency_p99_s']}={r[col['latency_p99_s']]} is below "

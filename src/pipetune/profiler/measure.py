@@ -146,7 +146,7 @@ def measure_variant(
     if not batches or batches[0] < 1:
         raise ProfilingError(f"batches={batches}: give positive batch sizes, e.g. 1,2,4,8")
     chosen = choose_cpus(cores, cpus)
-    name = variant or getattr(adapter_factory, "label", None) or getattr(adapter_factory, "__name__", "model")
+    name = variant or str(getattr(adapter_factory, "label", None) or getattr(adapter_factory, "__name__", "model"))
     job = {
         "batches": batches,
         "pool_size": max(64, 4 * batches[-1]),
@@ -364,6 +364,11 @@ def open_loop_run(
     )
 
 
+def _finite_or_nan(x: Any) -> float:
+    """A number from the worker's result file, where strict JSON writes an unknown (NaN) one as null."""
+    return math.nan if x is None else float(x)
+
+
 def _summarise(variant: str, cores: int, cell: dict, result: dict) -> Measurement:
     lat = np.asarray(cell["latencies_s"], float)
     p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99]))
@@ -383,7 +388,7 @@ def _summarise(variant: str, cores: int, cell: dict, result: dict) -> Measuremen
         cpus=tuple(result.get("cpus") or ()),
         cpu_s=float(cell.get("cpu_s", 0.0)),
         wait_share=None if cell.get("wait_share") is None else float(cell["wait_share"]),
-        loadavg=float((cell.get("loadavg") or [math.nan, math.nan])[-1]),
+        loadavg=_finite_or_nan((cell.get("loadavg") or [None])[-1]),
     )
 
 

@@ -8,7 +8,6 @@ so a crash part-way still leaves the cells measured before it.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import resource
@@ -64,8 +63,10 @@ def _loadavg() -> float:
 
 def _write(path: str, result: dict) -> None:
     tmp = path + ".tmp"
+    from pipetune import jsonio  # here, not at the top: it imports numpy, which must load after the pinning
+
     with open(tmp, "w") as f:
-        json.dump(result, f)
+        jsonio.dump(result, f)  # strict JSON: a NaN (no load average) is written as null
     os.replace(tmp, path)
 
 
@@ -150,7 +151,9 @@ def open_loop(adapter, pool: list, job: dict) -> dict:  # noqa: ANN001
     for _ in range(3):  # warm-up outside the timed run
         adapter.predict(pool[:batch])
     n_pool = len(pool)
-    served, backlog, sojourn = 0, [], []
+    served = 0
+    backlog: list[tuple[float, int]] = []  # (seconds since start, items arrived but not yet served)
+    sojourn: list[float] = []
     start = time.perf_counter()
     while served + batch <= len(arrivals):
         ready_at = arrivals[served + batch - 1]

@@ -102,9 +102,10 @@ def _load_csv(path: Path, column: str | int | None) -> np.ndarray:
             raise TraceError(f"{path}:{header_line}: no column {column!r}; the header has {header}")
         index = header.index(column)
     else:
-        index = _first_numeric_column(rows[1:], len(header))
-        if index is None:
+        found = _first_numeric_column(rows[1:], len(header))
+        if found is None:
             raise TraceError(f"{path}: no numeric column found; pass column= with the name of the counts column")
+        index = found
     values = []
     for lineno, row in rows[1:]:
         if index >= len(row):

@@ -38,7 +38,9 @@ class FileReport:
 
     @property
     def covered_s(self) -> int:
-        return 0 if self.first_s is None else self.last_s - self.first_s + 1
+        if self.first_s is None or self.last_s is None:  # set together, once an event is counted
+            return 0
+        return self.last_s - self.first_s + 1
 
     @property
     def complete(self) -> bool:
@@ -124,7 +126,7 @@ def read_minute_file(path: Path, seconds: list[int]) -> FileReport:
     Events further than a minute and OUT_OF_RANGE_SLACK_S from the median event of the file are counted in
     `out_of_range` and skipped."""
     report = FileReport(path=str(path))
-    mine: list[int] = []
+    mine: list[tuple[int, bool]] = []  # (epoch second, is a tweet) of every counted event
     try:
         with _open_events(path) as fh:
             for line in fh:

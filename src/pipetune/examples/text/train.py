@@ -44,10 +44,10 @@ def train_heads(keys: list[str] | None = None, verbose: bool = False) -> dict[st
         train_acc[k] = float(clf.score(emb, ys))
         if verbose:
             print(f"{k}: {len(xs)} texts, train accuracy {train_acc[k]:.3f}, {time.perf_counter() - t:.1f} s")
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for k, (coef, icpt, classes) in heads.items():
         arrays[f"{k}/coef"], arrays[f"{k}/intercept"], arrays[f"{k}/classes"] = coef, icpt, classes.astype(str)
-    np.savez_compressed(HEADS_PATH, **arrays)
+    np.savez_compressed(HEADS_PATH, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays to allow_pickle: bool
     return train_acc
 
 
