@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import select
 import subprocess
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipetune import jsonio
 from pipetune.serving.protocol import TensorSpec, encode_response, error_body, model_metadata
 
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -57,10 +57,10 @@ class _Server:
         self.cfg = cfg
         self.count = 0
         ok = encode_response(cfg.model, {"output": ["ok"]}, parameters={"variants": cfg.variants, "e2e_s": 0.0})
-        self.answers = {s: self._scripted(s, json.dumps(ok).encode()) for s in cfg.statuses}
+        self.answers = {s: self._scripted(s, jsonio.dumps(ok).encode()) for s in cfg.statuses}
         spec = TensorSpec("input", cfg.input_datatype, tuple(cfg.input_shape))
         meta = model_metadata(cfg.model, [spec], [TensorSpec("output", "BYTES", (-1,))], platform="echo")
-        self.meta = _response(200, json.dumps(meta).encode())
+        self.meta = _response(200, jsonio.dumps(meta).encode())
         self.ready = _response(200, b'{"ready": true}')
         self.prefix = f"/v2/models/{cfg.model}"
 
@@ -141,9 +141,11 @@ def start_echo(
     cmd = [sys.executable, "-m", "pipetune.loadgen.echo", "--port", "0", "--model", model, "--delay", str(delay_s)]
     cmd += ["--statuses", ",".join(str(s) for s in statuses)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    out = proc.stdout
+    assert out is not None  # stdout=PIPE
     try:
-        ready = select.select([proc.stdout], [], [], timeout_s)[0]
-        line = proc.stdout.readline() if ready else ""
+        ready = select.select([out], [], [], timeout_s)[0]
+        line = out.readline() if ready else ""
         if not line.startswith("listening "):
             proc.kill()
             err = proc.communicate(timeout=5)[1]

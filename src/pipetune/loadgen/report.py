@@ -13,7 +13,6 @@ late, refused, dropped, failed, timed out or not sent: a refused request is a us
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipetune import jsonio
 from pipetune.loadgen.runner import COMPLETED, DROPPED, FAILED, NOT_SENT, OUTCOMES, REFUSED, TIMEOUT, Records
 
 TIMELINE_COLUMNS = (
@@ -145,13 +145,13 @@ def write_outputs(rec: Records, summary: dict[str, Any], out_dir: str | Path, pl
         "timeline": out / "timeline.csv",
         "requests": out / "requests.csv",
     }
-    paths["summary"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    paths["summary"].write_text(jsonio.dumps(summary, indent=2) + "\n")
     rows = timeline(rec, int(summary.get("workload", {}).get("duration_s", 0)))
     with paths["timeline"].open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=TIMELINE_COLUMNS)
-        w.writeheader()
+        dw = csv.DictWriter(fh, fieldnames=TIMELINE_COLUMNS)
+        dw.writeheader()
         for r in rows:
-            w.writerow({k: "" if v is None else v for k, v in r.items()})
+            dw.writerow({k: "" if v is None else v for k, v in r.items()})
     with paths["requests"].open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(

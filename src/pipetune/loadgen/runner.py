@@ -101,6 +101,16 @@ def run(plan: np.ndarray, opts: RunOptions) -> Records:
         gc.unfreeze()
 
 
+@dataclass(slots=True)
+class _Progress:
+    """The dispatcher's counters, shared with the request tasks (t0: the loop time planned times count from)."""
+
+    inflight: int = 0
+    sent: int = 0
+    due: int = 0
+    t0: float = 0.0
+
+
 async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     import aiohttp
 
@@ -108,14 +118,14 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     loop = asyncio.get_running_loop()
     clock = loop.time
     bodies, nb = opts.bodies, len(opts.bodies)
-    state = {"inflight": 0, "sent": 0, "due": 0, "t0": 0.0}
+    state = _Progress()
     cap = int(opts.concurrency)
     cap_reason = f"not sent: {cap} requests already open (client concurrency cap; raise --concurrency)"
 
     async def on_headers_sent(_session: Any, ctx: Any, _params: Any) -> None:
         i = ctx.trace_request_ctx
         if i is not None and math.isnan(rec.sent[i]):
-            rec.sent[i] = clock() - state["t0"]
+            rec.sent[i] = clock() - state.t0
 
     trace = aiohttp.TraceConfig()
     trace.on_request_headers_sent.append(on_headers_sent)
@@ -124,48 +134,48 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     tasks: set[asyncio.Task] = set()
 
     async def one(i: int) -> None:
-        t_start = clock() - state["t0"]
+        t_start = clock() - state.t0
         try:
             async with session.post(opts.url, data=bodies[i % nb], headers=opts.headers, trace_request_ctx=i) as resp:
                 payload = await resp.read()
-                now = clock() - state["t0"]
+                now = clock() - state.t0
                 rec.status[i] = resp.status
         except TimeoutError:
-            _finish(rec, i, TIMEOUT, clock() - state["t0"], f"timeout: no full answer within {opts.timeout_s:g} s")
+            _finish(rec, i, TIMEOUT, clock() - state.t0, f"timeout: no full answer within {opts.timeout_s:g} s")
             return
         except aiohttp.ClientError as e:
-            _finish(rec, i, FAILED, clock() - state["t0"], f"client error: {type(e).__name__}: {e}")
+            _finish(rec, i, FAILED, clock() - state.t0, f"client error: {type(e).__name__}: {e}")
             return
         except asyncio.CancelledError:
-            _finish(rec, i, FAILED, clock() - state["t0"], "interrupted: the run was stopped before the answer")
+            _finish(rec, i, FAILED, clock() - state.t0, "interrupted: the run was stopped before the answer")
             return
         finally:
             if math.isnan(rec.sent[i]):
                 rec.sent[i] = t_start  # failed before the headers were written (e.g. connection refused)
-            state["inflight"] -= 1
+            state.inflight -= 1
         rec.latency[i] = now - rec.sent[i]
         _classify(rec, i, resp.status, payload, now)
 
-    async def ticker() -> None:
+    async def ticker(progress: Callable[[Records, int, int], None]) -> None:
         while True:
             await asyncio.sleep(0.25)
-            opts.progress(rec, state["sent"], state["due"])  # type: ignore[misc]
+            progress(rec, state.sent, state.due)
 
     cpu0 = time.process_time()
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=[trace]) as session:
-        tick = loop.create_task(ticker()) if opts.progress is not None else None
-        state["t0"] = t0 = clock() + LEAD_IN_S
+        tick = loop.create_task(ticker(opts.progress)) if opts.progress is not None else None
+        state.t0 = t0 = clock() + LEAD_IN_S
         try:
             for i, t in enumerate(rec.planned.tolist()):
                 delay = t0 + t - clock()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                state["due"] = i + 1
-                if state["inflight"] >= cap:
+                state.due = i + 1
+                if state.inflight >= cap:
                     rec.reasons[i] = cap_reason
                     continue
-                state["inflight"] += 1
-                state["sent"] += 1
+                state.inflight += 1
+                state.sent += 1
                 rec.outcome[i] = OPEN
                 rec.reasons[i] = None
                 task = loop.create_task(one(i))
@@ -185,10 +195,10 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     last = np.nanmax(np.concatenate([rec.done, rec.sent, [0.0]]))
     planned_end = rec.planned[-1] if rec.planned.size and not rec.interrupted else 0.0
     rec.elapsed_s = float(max(last, planned_end))
-    for i in np.flatnonzero(rec.outcome == OPEN):  # a request started is never reported as not sent
-        _finish(rec, int(i), FAILED, rec.elapsed_s, "no answer recorded: the run ended first")
+    for j in np.flatnonzero(rec.outcome == OPEN):  # a request started is never reported as not sent
+        _finish(rec, int(j), FAILED, rec.elapsed_s, "no answer recorded: the run ended first")
     if opts.progress is not None:
-        opts.progress(rec, state["sent"], state["due"])
+        opts.progress(rec, state.sent, state.due)
     return rec
 
 

@@ -13,7 +13,6 @@ first input; random words for BYTES).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipetune import jsonio
 from pipetune.errors import PipetuneError
 from pipetune.serving.protocol import DATATYPES, TensorSpec, encode_request, spec_for_sample
 from pipetune.workloads import PATTERNS, PROCESSES, arrival_times, load_trace, synthetic_pattern
@@ -141,7 +141,7 @@ def pipeline_items(pipeline_path: str | Path, n: int = POOL) -> tuple[list[Any],
 
 
 def check_items(items: list[Any], spec: TensorSpec, where: str) -> None:
-    """The example data must be what the server's input takes (datatype and per-item shape)."""
+    """The example data must be what the server's input takes (datatype, per-item shape, finite numbers)."""
     mine = spec_for_sample(spec.name, items[0])
     if mine.datatype != spec.datatype and not (mine.datatype != "BYTES" and spec.datatype != "BYTES"):
         raise LoadgenError(
@@ -154,6 +154,14 @@ def check_items(items: list[Any], spec: TensorSpec, where: str) -> None:
             raise LoadgenError(
                 f"{where}: example inputs have item shape {list(got)}; the server's input takes {list(want)}"
             )
+        # strict JSON would carry a NaN or an infinity as null, which a V2 server refuses: say so before the run
+        for i, x in enumerate(items):
+            arr = np.asarray(x)
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise LoadgenError(
+                    f"{where}: example input {i} holds NaN or infinite values; V2 JSON carries finite numbers "
+                    "only: fix the adapter's sample_inputs, or leave --pipeline out"
+                )
 
 
 def generated_items(spec: TensorSpec, n: int = POOL, seed: int = 0) -> list[Any]:
@@ -186,6 +194,6 @@ def encode_bodies(items: list[Any], spec: TensorSpec) -> list[bytes]:
         for x in items:
             flat = list(np.asarray(x, dtype=object).reshape(-1))
             body = {"inputs": [{"name": spec.name, "datatype": "BYTES", "shape": [1, *np.shape(x)], "data": flat}]}
-            out.append(json.dumps(body).encode())
+            out.append(jsonio.dumps(body).encode())
         return out
-    return [json.dumps(encode_request([x], spec), allow_nan=False).encode() for x in items]
+    return [jsonio.dumps(encode_request([x], spec)).encode() for x in items]

@@ -6,10 +6,11 @@ import copy
 import gc
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from pipetune.optimizer import plan_pipeline, stage_options
+from pipetune.optimizer import Plan, plan_pipeline, stage_options
 from pipetune.optimizer.instances import METHODS, random_instance
 from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations
 
@@ -88,7 +89,7 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
 
     checked = agree = 0
     attempts = 0
-    mismatches = []
+    mismatches: list[dict[str, Any]] = []
     while checked < oracle_instances and attempts < oracle_instances * 4:
         attempts += 1
         s = int(rng.integers(1, 5))
@@ -118,11 +119,11 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
                     "variants": v,
                     "method": pipeline.objective.accuracy,
                     "oracle": None if expected is None else expected[0],
-                    "milp": got.objective if got.feasible else None,
+                    "milp": got.objective if isinstance(got, Plan) else None,
                 }
             )
         advance()
-    result = {"cells": out_cells, "oracle": {"instances": checked, "agree": agree}}
+    result: dict[str, Any] = {"cells": out_cells, "oracle": {"instances": checked, "agree": agree}}
     if mismatches:
         result["oracle"]["mismatches"] = mismatches
     c99 = next((c for c in out_cells if (c["stages"], c["variants"]) == (9, 9)), None)

@@ -28,8 +28,12 @@ def cached_for(owner, what: str, compute):
     if hit is not None and all(r() is o for r, o in zip(hit[0], objs)):
         return hit[1]
     value = compute(owner)
-    # ids are unique among live objects, so the callback of a dead owner only ever removes its own entry
-    refs = tuple(weakref.ref(o, lambda _ref, k=key: _per_object.pop(k, None)) for o in objs)
+
+    def forget(_ref: weakref.ref) -> None:
+        # ids are unique among live objects, so the callback of a dead owner only ever removes its own entry
+        _per_object.pop(key, None)
+
+    refs = tuple(weakref.ref(o, forget) for o in objs)
     _per_object[key] = (refs, value)
     return value
 

@@ -432,7 +432,7 @@ def pareto_pairwise(keys: np.ndarray) -> np.ndarray:
         lt |= col[:, None] < col[None, :]
     dom = le & lt
     np.fill_diagonal(dom, False)
-    return ~dom.any(axis=0)
+    return ~np.any(dom, axis=0)
 
 
 def stage_loads(pipeline, rps: float) -> dict[str, float]:

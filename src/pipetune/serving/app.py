@@ -19,7 +19,6 @@ change in place. It keeps the counters the adapter observes and the Prometheus m
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections import deque
@@ -30,6 +29,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pipetune import jsonio
 from pipetune.models.base import pin_threads
 from pipetune.models.registry import model_ref
 from pipetune.serving.protocol import (
@@ -47,6 +47,9 @@ MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whateve
 RETRY_AFTER_S = "1"
 RATE_WINDOW_S = 3.0  # completions counted for the measured throughput
 ADMIT_SHARE = 0.8  # of the measured throughput x SLA: the p99 sits above the mean wait
+
+# What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id).
+StageResult = tuple[Any, int, float, str]
 
 
 # ---- one stage generation -------------------------------------------------------------------------------
@@ -76,11 +79,12 @@ class StageReplica:
     def reconfigure(self, config: dict) -> None:
         self.batch = int(config.get("batch", 1))
         self.wait_s = float(config.get("wait_s", 0.0))
-        self.run_batch.set_max_batch_size(self.batch)
-        self.run_batch.set_batch_wait_timeout_s(self.wait_s)
+        # ray's stub types `@serve.batch` as returning a plain callable; the runtime wrapper has these setters
+        self.run_batch.set_max_batch_size(self.batch)  # type: ignore[attr-defined]
+        self.run_batch.set_batch_wait_timeout_s(self.wait_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def run_batch(self, items: list[Any]) -> list[tuple[Any, int, float]]:
+    async def run_batch(self, items: list[Any]) -> list[StageResult]:
         t0 = time.perf_counter()
         outs = await asyncio.get_running_loop().run_in_executor(self._pool, self.adapter.predict, items)
         dt = time.perf_counter() - t0
@@ -88,7 +92,7 @@ class StageReplica:
             raise RuntimeError(f"{self.stage}/{self.variant}: {len(outs)} outputs for a batch of {len(items)}")
         return [(o, len(items), dt, self.node) for o in outs]
 
-    async def __call__(self, item: Any) -> tuple[Any, int, float, str]:
+    async def __call__(self, item: Any) -> StageResult:
         return await self.run_batch(item)
 
     def check_health(self) -> None:
@@ -98,7 +102,10 @@ class StageReplica:
 
 def build_stage(args: dict) -> Any:
     """Application builder for one stage generation (`import_path: pipetune.serving.app:build_stage`)."""
-    return StageReplica.bind(args["stage"], args["variant"], int(args["cores"]), args["model"], args.get("warmup", 1))
+    # `@serve.deployment` makes the class a Deployment (which has `bind`); ray's stub keeps it typed as the class
+    return StageReplica.bind(  # type: ignore[attr-defined]
+        args["stage"], args["variant"], int(args["cores"]), args["model"], args.get("warmup", 1)
+    )
 
 
 # ---- the ingress ----------------------------------------------------------------------------------------
@@ -314,7 +321,7 @@ class Ingress:
         outputs = {s: [r[s] for r in results] for s in self.sinks}
         try:
             resp = encode_response(self.name, outputs, rid, {"variants": variants, "e2e_s": dt})
-            return Response(json.dumps(resp, allow_nan=False).encode(), media_type="application/json")
+            return Response(jsonio.dumps(resp).encode(), media_type="application/json")
         except (TypeError, ValueError) as e:
             return _error(500, f"failed: an output is not JSON-serialisable ({e})")
 
@@ -368,7 +375,7 @@ def _fan_out(output: Any, multiplicity: float) -> list[Any]:
 
 
 def _json(status: int, body: dict) -> Response:
-    return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+    return Response(jsonio.dumps(body).encode(), status_code=status, media_type="application/json")
 
 
 def _error(status: int, message: str, retry: bool = False) -> Response:
@@ -378,7 +385,7 @@ def _error(status: int, message: str, retry: bool = False) -> Response:
 
 def build_ingress(args: dict) -> Any:
     """Application builder for the ingress (`import_path: pipetune.serving.app:build_ingress`)."""
-    return Ingress.bind(args["graph"])
+    return Ingress.bind(args["graph"])  # type: ignore[attr-defined]  # a Deployment at run time (see build_stage)
 
 
 def graph_args(pipeline: Any, inputs: list[TensorSpec]) -> dict:

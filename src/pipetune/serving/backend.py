@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from pipetune.configs import ApplyState, StageConfig, StageStatus
 from pipetune.errors import PipetuneError
 from pipetune.serving.app import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT, admission_limit, graph_args
 from pipetune.serving.protocol import TensorSpec, spec_for_sample
+
+if TYPE_CHECKING:
+    from ray.serve._private.client import ServeControllerClient
 
 STARTUP_TIMEOUT_S = 600.0
 
@@ -156,7 +159,9 @@ class ServeTarget:
         }
 
     def _ingress_app_config(self) -> dict:
-        routes, variants, configs = {}, {}, {}
+        routes: dict[str, str] = {}
+        variants: dict[str, str] = {}
+        configs: dict[str, dict[str, Any]] = {}
         for s, key in self._serving.items():
             if key is None:
                 continue
@@ -274,7 +279,8 @@ class RayServeBackend(ServeTarget, Backend):
                 "least 1: start Ray with more (--num-cpus declares logical CPUs)"
             )
         serve.start(http_options={"host": host, "port": self.port})
-        self._client = serve.context._get_global_client()
+        # Optional in ray's signature, but it raises rather than return None unless told otherwise
+        self._client = cast("ServeControllerClient", serve.context._get_global_client())
         self._lock = threading.RLock()
         self._target: dict[str, StageConfig] = {}
         self._failed: dict[str, str] = {}
@@ -329,7 +335,7 @@ class RayServeBackend(ServeTarget, Backend):
                     app = self.app_name(s, key)
                     st = snap.get(app)
                     status = str(getattr(st, "status", ""))
-                    if status.endswith("DEPLOY_FAILED"):
+                    if st is not None and status.endswith("DEPLOY_FAILED"):
                         self._failed[s] = f"{g.variant} on {g.cores} cores failed to deploy: {st.message[-500:]}"
                         del gens[key]
                         changed = True

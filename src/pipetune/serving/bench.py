@@ -86,7 +86,7 @@ def run_serving_benchmark(
     from ray import serve
 
     from pipetune.serving.backend import RayServeBackend
-    from pipetune.serving.client import open_loop
+    from pipetune.serving.client import Outcome, open_loop
     from pipetune.serving.protocol import encode_request
 
     say = progress or (lambda _m: None)
@@ -112,20 +112,24 @@ def run_serving_benchmark(
         result["hop_overhead_ms"] = {"p50": _pct(ts, 50) * 1e3, "p99": _pct(ts, 99) * 1e3}
 
         say("no-op pipeline ceiling")
-        steps, best = [], 0.0
+        steps: list[dict[str, Any]] = []
+        best = 0.0
         for rps in rates:
-            recs = open_loop(url, body, rps, step_s)
-            ok = [r for r in recs if r.status == 200]
+            step_recs = open_loop(url, body, rps, step_s)
+            ok = [r for r in step_recs if r.status == 200]
             lat = [r.latency_s for r in ok]
-            step = {
-                "target_rps": rps,
-                "delivered": len(ok) / max(1, len(recs)),
-                "refused": sum(r.status == 503 for r in recs),
-                "p99_ms": _pct(lat, 99) * 1e3 if lat else None,
-            }
-            steps.append(step)
-            sustained = step["delivered"] >= 0.98 and step["p99_ms"] is not None and step["p99_ms"] <= 200
-            say(f"  {rps:g} rps: delivered {step['delivered']:.1%}, p99 {step['p99_ms'] or 0:.0f} ms")
+            delivered = len(ok) / max(1, len(step_recs))
+            p99_ms = _pct(lat, 99) * 1e3 if lat else None
+            steps.append(
+                {
+                    "target_rps": rps,
+                    "delivered": delivered,
+                    "refused": sum(r.status == 503 for r in step_recs),
+                    "p99_ms": p99_ms,
+                }
+            )
+            sustained = delivered >= 0.98 and p99_ms is not None and p99_ms <= 200
+            say(f"  {rps:g} rps: delivered {delivered:.1%}, p99 {p99_ms or 0:.0f} ms")
             if sustained:
                 best = rps
             elif best:
@@ -135,7 +139,7 @@ def run_serving_benchmark(
         result["noop_steps"] = steps
 
         say("apply times under 20 rps")
-        recs: list = []
+        recs: list[Outcome] = []
         sender = threading.Thread(target=lambda: recs.extend(open_loop(url, body, 20, 40)))
         t_send0 = time.perf_counter() + 0.05  # the load generator's lead-in
         sender.start()

@@ -3,12 +3,13 @@ the load generator (`pipetune.loadgen.runner`, the one home of sending), one `Ou
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipetune import jsonio
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def _variants(text: str | None) -> dict | None:
 def open_loop_at(
     url: str,
     body: dict | Callable[[int], dict],
-    offsets_s: Sequence[float],
+    offsets_s: Sequence[float] | np.ndarray,
     timeout_s: float = 30.0,
     n_bodies: int = 200,
 ) -> list[Outcome]:
@@ -40,9 +41,9 @@ def open_loop_at(
     from pipetune.loadgen.runner import RunOptions, run
 
     if callable(body):
-        bodies = [json.dumps(body(i)).encode() for i in range(min(n_bodies, max(1, len(offsets_s))))]
+        bodies = [jsonio.dumps(body(i)).encode() for i in range(min(n_bodies, max(1, len(offsets_s))))]
     else:
-        bodies = [json.dumps(body).encode()]
+        bodies = [jsonio.dumps(body).encode()]
     rec = run(np.asarray(offsets_s, dtype=float), RunOptions(url=url, bodies=bodies, timeout_s=timeout_s))
     out = []
     for i in range(rec.planned.size):

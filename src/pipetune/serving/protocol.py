@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipetune import jsonio
 from pipetune.errors import PipetuneError
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a request body above this is refused before it is parsed
@@ -79,7 +80,7 @@ def spec_for_sample(name: str, sample: Any) -> TensorSpec:
 def encode_request(items: list[Any], spec: TensorSpec, request_id: str | None = None) -> dict:
     """A V2 inference request carrying `items` as one input tensor (what any V2 client would send)."""
     if spec.datatype == "BYTES":
-        data: list = [x if isinstance(x, str) else json.dumps(x) for x in items]
+        data: list = [x if isinstance(x, str) else jsonio.dumps(x) for x in items]
         shape = [len(items)]
     else:
         arr = np.asarray(items, dtype=DATATYPES[spec.datatype])
@@ -185,14 +186,15 @@ def _flatten(data: list, count: int, where: str) -> list:
 
 # ---- responses ------------------------------------------------------------------------------------------
 def _to_text(x: Any) -> str:
+    """An output element as JSON text: strict, a non-finite number as null (like every JSON pipetune writes)."""
     if isinstance(x, str):
         return x
-    return json.dumps(x, default=_json_default, allow_nan=False)
+    return jsonio.dumps(x, default=_json_default)
 
 
 def _json_default(x: Any) -> Any:
     if isinstance(x, np.ndarray):
-        return x.tolist()
+        return jsonio.finite(x.tolist())  # the encoder does not pass what `default` returns through `finite`
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
@@ -244,4 +246,5 @@ def model_metadata(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec
 
 
 def error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
+    """The V2 error body, `{"error": message}` (a string: nothing non-finite can reach it)."""
+    return jsonio.dumps({"error": message}).encode()

@@ -51,21 +51,25 @@ def configs_from_plan_file(path: Path, pipeline: Any) -> dict[str, StageConfig]:
     out = {}
     for s in pipeline.stage_names:
         c = stages.get(s)
+        bad = PipetuneError(
+            f"--plan {path}: stages.{s} needs variant, batch, cores and replicas (from `pipetune plan --json`)"
+        )
+        if not isinstance(c, dict):  # absent, or not a mapping
+            raise bad
         try:
             out[s] = StageConfig(str(c["variant"]), int(c["batch"]), int(c["cores"]), int(c["replicas"]))
         except (TypeError, KeyError, ValueError):
-            raise PipetuneError(
-                f"--plan {path}: stages.{s} needs variant, batch, cores and replicas (from `pipetune plan --json`)"
-            ) from None
+            raise bad from None
     return out
 
 
 def initial_configs(planning: Any, profiles: Any, rps: float, policy: str = "ipa") -> dict[str, StageConfig]:
     """The configuration to start with: the policy's plan at `rps` (its fallback when infeasible)."""
     from pipetune.optimizer import plan_pipeline
+    from pipetune.optimizer.plan import Infeasible
 
     result = plan_pipeline(planning, rps, policy=policy, profiles=profiles)
-    plan = result if result.feasible else result.fallback
+    plan = result.fallback if isinstance(result, Infeasible) else result
     return dict(plan.configs)
 
 

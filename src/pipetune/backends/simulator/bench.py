@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,10 @@ def erlang_c(c: int, a: float) -> float:
 def run_simulator_benchmark(n: int = 400_000, seeds: int = 3, progress=None) -> dict:
     """Speed and queueing-theory validation; returns the dict `pipetune bench simulator --json` prints."""
     service_s = 0.01
-    walls, cpus, counts = [], [], 0
-    md1 = []
+    walls: list[float] = []
+    cpus: list[float] = []
+    counts = 0
+    md1: list[dict[str, Any]] = []
     tasks = [("md1", rho, 1) for rho in (0.5, 0.8, 0.9)] + [("mmc", rho, c) for rho, c in ((0.8, 4), (0.85, 8))]
     for kind, rho, c in tasks:
         rate = rho * c / service_s

@@ -365,6 +365,7 @@ class Simulator(Backend):
 
     def _promote(self, s: int, t: float) -> None:
         new, old = self.pending[s], self.active[s]
+        assert new is not None, "promoted a stage without a pending generation"  # every caller checks first
         if old is not None:
             for r in list(old.replicas):
                 self._release(s, r, t)
@@ -518,7 +519,7 @@ class Simulator(Backend):
                         hpush(heap, (qt[0] + wait_s, next(seq), _EV_TIMER, s, None, None))
                     return
                 free.pop()
-                batch = []
+                batch: list[int] = []
                 while q and len(batch) < b:
                     rid = q.popleft()
                     if track:
