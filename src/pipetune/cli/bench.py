@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
 from pipetune import jsonio
 from pipetune.cli.app import app
+from pipetune.cli.options import (
+    BENCH_STAGES,
+    BENCH_VARIANTS,
+    COUNT,
+    COUNT_OR_ZERO,
+    HARD_MAX_REQUESTS,
+    LOADGEN_RATE,
+    PORT,
+    SEED,
+    Range,
+    number,
+    out_file,
+)
 
 bench_app = typer.Typer(help="Benchmarks: figures and ratios, never pass/fail.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -18,25 +32,31 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("optimizer")
 def bench_optimizer(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    instances: int = typer.Option(20, help="random instances per (stages, variants) cell"),
-    oracle: int = typer.Option(500, help="random small instances checked against brute force"),
-    seed: int = typer.Option(0),
-    stages: str = typer.Option("1-9,15,25", help="stage counts, e.g. '1-9,15,25'"),
-    variants: str = typer.Option("1-9", help="variant counts, e.g. '1-9'"),
-    repeats: int = typer.Option(3, min=1, help="cold decisions timed per instance (their median counts)"),
-    plot: Path | None = typer.Option(None, "--plot", help="PNG: median decision time per stages x variants."),
+    instances: int = number(20, allowed=COUNT, help="random instances per (stages, variants) cell"),
+    oracle: int = number(500, allowed=COUNT_OR_ZERO, help="random small instances checked against brute force"),
+    seed: int = number(0, allowed=SEED),
+    stages: Any = typer.Option(
+        "1-9,15,25", parser=BENCH_STAGES, metavar="COUNTS", help=f"stage counts, e.g. '1-9,15,25' ({BENCH_STAGES})"
+    ),
+    variants: Any = typer.Option(
+        "1-9", parser=BENCH_VARIANTS, metavar="COUNTS", help=f"variant counts, e.g. '1-9' ({BENCH_VARIANTS})"
+    ),
+    repeats: int = number(
+        3, allowed=Range(int, ge=1, le=100), help="cold decisions timed per instance (their median counts)"
+    ),
+    plot: Path | None = out_file(None, "--plot", help="PNG: median decision time per stages x variants."),
     from_json: Path | None = typer.Option(None, "--from-json", help="redraw a saved --json result; no timing"),
 ) -> None:
     """Decision time (build + solve) on IPA's grid and beyond, and agreement with the brute-force oracle."""
     from rich.progress import Progress
 
-    from pipetune.optimizer.bench import parse_range, run_optimizer_benchmark
+    from pipetune.optimizer.bench import run_optimizer_benchmark
 
     err = Console(stderr=True)
     if from_json is not None:
         result = _read_result(from_json)
     else:
-        cells = [(s, v) for s in parse_range(stages) for v in parse_range(variants)]
+        cells = [(s, v) for s in stages for v in variants]  # parsed (and bounded) into lists of ints
         with Progress(console=err, transient=True) as prog:
             task = prog.add_task("optimizer benchmark", total=len(cells) * instances + oracle)
             result = run_optimizer_benchmark(
@@ -129,9 +149,11 @@ def _plot_optimizer(result: dict, path: Path) -> None:
 @bench_app.command("serving")
 def bench_serving(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    num_cpus: int = typer.Option(8, "--num-cpus", min=3, help="logical CPUs of the local Ray"),
-    port: int = typer.Option(8765, min=1, max=65535, help="HTTP port of the endpoint under test"),
-    step_s: float = typer.Option(8.0, min=1.0, help="seconds per offered rate when finding the ceiling"),
+    num_cpus: int = number(8, "--num-cpus", allowed=Range(int, ge=3, le=1024), help="logical CPUs of the local Ray"),
+    port: int = number(8765, allowed=PORT, help="HTTP port of the endpoint under test"),
+    step_s: float = number(
+        8.0, allowed=Range(float, ge=1, le=3600), help="seconds per offered rate when finding the ceiling"
+    ),
 ) -> None:
     """The live runtime on no-op models: hop overhead, 2-stage ceiling, apply times, load generator, lost."""
     import os
@@ -166,11 +188,17 @@ def bench_serving(
 
 @bench_app.command("loadgen")
 def bench_loadgen_cmd(
-    rate: float = typer.Option(500.0, "--rate", help="target requests per second (Poisson arrivals)"),
-    duration: float = typer.Option(10.0, "--duration", help="seconds"),
+    rate: float = number(500.0, "--rate", allowed=LOADGEN_RATE, help="target requests per second (Poisson arrivals)"),
+    duration: float = number(10.0, "--duration", allowed=Range(float, ge=1, le=3600), help="seconds"),
     detail: bool = typer.Option(False, "--detail", help="add send-error p50/max, latency p99, CPU per request"),
 ) -> None:
     """The load generator alone against a trivial local V2 server (another process): rate and send accuracy."""
+    from pipetune.errors import PipetuneError
     from pipetune.loadgen import bench_loadgen
 
+    if rate * round(duration) > HARD_MAX_REQUESTS:
+        raise PipetuneError(
+            f"--rate {rate:g} x --duration {duration:g}: at most {HARD_MAX_REQUESTS:,} requests are sent in one run; "
+            "lower one of them"
+        )
     print(jsonio.dumps(bench_loadgen(rate, duration, detail=detail)))

@@ -8,13 +8,18 @@ from rich.table import Table
 
 from pipetune import jsonio
 from pipetune.cli.bench import bench_app
+from pipetune.cli.options import Range, number
 
 
 @bench_app.command("simulator")
 def bench_simulator(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    requests: int = typer.Option(400_000, help="requests per run"),
-    seeds: int = typer.Option(3, help="independent runs per queueing-theory point"),
+    requests: int = number(
+        400_000,
+        allowed=Range(int, ge=1_000, le=5_000_000),
+        help="requests per run (x4 at rho 0.9, whose mean wait converges slowest)",
+    ),
+    seeds: int = number(3, allowed=Range(int, ge=1, le=100), help="independent runs per queueing-theory point"),
 ) -> None:
     """Simulated requests per wall-clock second (goal >= 200,000, one core) and mean waits against
     Pollaczek-Khinchine (M/D/1) and Erlang C (M/M/c)."""

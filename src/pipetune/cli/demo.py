@@ -14,18 +14,23 @@ import typer
 from rich.console import Console
 
 from pipetune.cli.app import app
+from pipetune.cli.options import PORT, Range, number, out_dir
 
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), help="where the results, figures and report go"),
+    out: Path = out_dir(Path("runs/demo"), "--out", help="where the results, figures and report go"),
     sim: bool = typer.Option(False, "--sim", help="the simulator-only demo (no Ray)"),
-    seconds: int = typer.Option(
-        None, min=120, help="length of the load pattern (s); default 180 live, 600 per pattern with --sim"
+    seconds: int | None = number(
+        None,
+        allowed=Range(int, ge=120, le=86_400),
+        help="length of the load pattern (s); default 180 live, 600 per pattern with --sim",
     ),
-    peak: float = typer.Option(24.0, min=1.0, help="live: peak of the bursty pattern (rps)"),
-    num_cpus: int = typer.Option(16, "--num-cpus", min=6, help="live: logical CPUs of the local Ray"),
-    port: int = typer.Option(8000, min=1, max=65535, help="live: HTTP port of the endpoint"),
+    peak: float = number(24.0, allowed=Range(float, ge=1, le=10_000), help="live: peak of the bursty pattern (rps)"),
+    num_cpus: int = number(
+        16, "--num-cpus", allowed=Range(int, ge=6, le=4096), help="live: logical CPUs of the local Ray"
+    ),
+    port: int = number(8000, allowed=PORT, help="live: HTTP port of the endpoint"),
 ) -> None:
     """Serve the text example live under pipetune and under Ray's autoscaling; report both (--sim: simulate)."""
     if not sim:

@@ -10,6 +10,16 @@ import typer
 from rich.console import Console
 
 from pipetune.cli.app import app
+from pipetune.cli.options import (
+    HARD_MAX_REQUESTS,
+    MAX_CONCURRENCY,
+    POSITIVE,
+    SECONDS_SPAN,
+    SEED,
+    Range,
+    number,
+    out_dir,
+)
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -59,22 +69,37 @@ def loadtest_cmd(
     url: str = typer.Option(..., "--url", help="server base URL (http://127.0.0.1:8000) or a V2 model URL"),
     trace: Path | None = typer.Option(None, "--trace", help="per-second request counts file (plain, .gz, .csv)"),
     pattern: str | None = typer.Option(None, "--pattern", help="bursty, steady-low, steady-high or fluctuating"),
-    scale: float = typer.Option(1.0, "--scale", help="multiply every per-second count (a pattern peaks at 30 x S)"),
-    duration: int | None = typer.Option(
-        None, "--duration", help="seconds to run (default: the whole trace; a pattern: 120 s, its shape drawn over D)"
+    scale: float = number(
+        1.0, "--scale", allowed=POSITIVE, help="multiply every per-second count (a pattern peaks at 30 x S)"
     ),
-    seed: int = typer.Option(0, "--seed", help="seed of the pattern, the arrival times and generated inputs"),
+    duration: int | None = number(
+        None,
+        "--duration",
+        allowed=SECONDS_SPAN,
+        help="seconds to run (default: the whole trace; a pattern: 120 s, its shape drawn over D)",
+    ),
+    seed: int = number(0, "--seed", allowed=SEED, help="seed of the pattern, the arrival times and generated inputs"),
     model: str | None = typer.Option(None, "--model", help="model name on the server (default: the pipeline's)"),
     pipeline: Path | None = typer.Option(
         None, "--pipeline", help="pipeline YAML: send its source stage's example data (else: generated inputs)"
     ),
-    out: Path = typer.Option(Path("results/loadtest"), "--out", help="folder for summary.json, timeline.csv, ..."),
-    sla: float | None = typer.Option(None, "--sla", help="SLA in seconds: count the requests not served within it"),
-    max_requests: int = typer.Option(100_000, "--max-requests", help="send at most this many (the plan is cut)"),
-    concurrency: int = typer.Option(
-        512, "--concurrency", help="open requests at most; one falling due above it is counted not_sent"
+    out: Path = out_dir(Path("results/loadtest"), "--out", help="folder for summary.json, timeline.csv, ..."),
+    sla: float | None = number(
+        None, "--sla", allowed=POSITIVE, help="SLA in seconds: count the requests not served within it"
     ),
-    timeout: float = typer.Option(10.0, "--timeout", help="per-request timeout (s)"),
+    max_requests: int = number(
+        100_000,
+        "--max-requests",
+        allowed=Range(int, ge=1, le=HARD_MAX_REQUESTS),
+        help="send at most this many (the plan is cut)",
+    ),
+    concurrency: int = number(
+        512,
+        "--concurrency",
+        allowed=Range(int, ge=1, le=MAX_CONCURRENCY),
+        help="open requests at most; one falling due above it is counted not_sent",
+    ),
+    timeout: float = number(10.0, "--timeout", allowed=POSITIVE, help="per-request timeout (s)"),
     process: str = typer.Option("poisson", "--process", help="arrivals within a second: poisson, uniform, step"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (and no progress bar)"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
@@ -82,6 +107,10 @@ def loadtest_cmd(
     """Send a trace or pattern of V2 inference requests open loop; write a summary, a timeline and a plot."""
     from pipetune.loadgen.loadtest import loadtest
 
+    if pipeline is not None:  # read it now: the load generator reads it only after reaching the server
+        from pipetune.spec import load_pipeline
+
+        load_pipeline(pipeline, check_profiles=False)
     err = Console(stderr=True)
     bar = None if as_json else _Bar(err)
     summary, _, paths = loadtest(

@@ -1,10 +1,16 @@
 """`pipetune` entry point. User errors print one line `error: ...` to stderr and exit 2, no traceback.
 
-User errors are bad input: pipetune's own `PipetuneError`, a pydantic `ValidationError`, any other `ValueError`
-raised while checking input (among them `UnicodeDecodeError` of a non-UTF-8 YAML/CSV and `json.JSONDecodeError` of
-a corrupt results file), and an `OSError` on a path the user named (missing file, `-o` naming a directory, no
-permission). Anything else is a bug and keeps its traceback; so does every error when `PIPETUNE_TRACEBACK=1`.
-typer/click's own usage errors are left to click (they already print usage and exit 2).
+Exit codes: 0 ok; 1 the command ran and its answer is negative (`plan` found no feasible plan, `experiment run`
+had failed runs, `profile` a failed variant, `accuracy` an unscored one, a solver failure); 2 bad input; 130
+interrupted (Ctrl-C).
+
+Bad input is caught in two places. While the command line is parsed (`pipetune.cli.app.PipetuneGroup`): a usage
+error, and every bounded number and output path, whose constraints are declared once with the option
+(`pipetune.cli.options`), so a bad value never starts any work. While the command runs (`run` below): pipetune's
+own `PipetuneError`, a pydantic `ValidationError`, any other `ValueError` raised while checking input (among them
+`UnicodeDecodeError` of a non-UTF-8 YAML/CSV and `json.JSONDecodeError` of a corrupt file), and an `OSError` on a
+path the user named (missing file, no permission). Anything else is a bug and keeps its traceback; so does every
+error when `PIPETUNE_TRACEBACK=1`.
 """
 
 from __future__ import annotations
@@ -29,10 +35,19 @@ from pipetune.cli import simulate as _simulate  # noqa: F401
 from pipetune.cli import trace as _trace  # noqa: F401
 from pipetune.cli.app import app, err_console
 
-__all__ = ["app", "run", "user_error_message", "EXIT_OK", "EXIT_NEGATIVE", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = [
+    "app",
+    "run",
+    "user_error_message",
+    "exit_code_for",
+    "EXIT_OK",
+    "EXIT_NEGATIVE",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+]
 
 EXIT_OK = 0
-EXIT_NEGATIVE = 1  # the command ran and its answer is negative (e.g. a check that failed)
+EXIT_NEGATIVE = 1  # the command ran and its answer is negative (an infeasible plan, failed runs, a failed check)
 EXIT_USAGE = 2  # bad input: usage, a config, a file, a value
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
@@ -60,6 +75,15 @@ def user_error_message(e: BaseException) -> str | None:
     return None
 
 
+def exit_code_for(e: BaseException) -> int:
+    """EXIT_NEGATIVE for a solver that failed on valid input (the question had no answer), else EXIT_USAGE."""
+    # TODO(SolverError): by class name until `pipetune.optimizer.SolverError` (a PipetuneError) lands on main;
+    # then `isinstance(e, SolverError)`.
+    if any(c.__name__ == "SolverError" for c in type(e).__mro__):
+        return EXIT_NEGATIVE
+    return EXIT_USAGE
+
+
 def run() -> None:
     try:
         app()
@@ -67,5 +91,6 @@ def run() -> None:
         msg = user_error_message(e)
         if msg is None or os.environ.get("PIPETUNE_TRACEBACK") == "1":
             raise
+        msg = " ".join(msg.split())  # one line, whatever a library message (torch's, say) holds
         err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(exit_code_for(e))

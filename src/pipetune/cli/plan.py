@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -10,35 +11,58 @@ from rich.table import Table
 
 from pipetune import jsonio
 from pipetune.cli.app import app
+from pipetune.cli.options import COUNT, RPS, number
+from pipetune.errors import PipetuneError
+
+if TYPE_CHECKING:
+    from pipetune.optimizer import Infeasible, Plan
 
 
 @app.command("plan")
 def plan_cmd(
     pipeline: Path = typer.Argument(..., help="pipeline YAML"),
-    rps: float = typer.Option(..., "--rps", help="requests per second to plan for"),
+    rps: float = number(..., "--rps", allowed=RPS, help="requests per second to plan for"),
     policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
-    replicas: int = typer.Option(None, help="rim: the fixed replica count per stage"),
+    replicas: int | None = number(
+        None, "--replicas", allowed=COUNT, help="rim: the fixed replica count per stage (at most the spec's cap)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
     measured_only: bool = typer.Option(
         False, "--measured-only", help="plan on measured profile cells alone (no cell from a fitted law)"
     ),
 ) -> None:
-    """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY."""
+    """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY.
+
+    Exit 1 when no configuration meets the SLA at RPS (the capacity message and the best-effort fallback are
+    printed, as a table or as JSON)."""
     from pipetune.optimizer import plan_pipeline
     from pipetune.spec import load_pipeline
 
     p = load_pipeline(pipeline)
-    params = {"replicas": replicas} if replicas is not None else {}
-    result = plan_pipeline(p, rps, policy=policy, measured_only=measured_only, **params)
+    if replicas is not None:
+        if policy != "rim":
+            raise PipetuneError(f"--replicas {replicas}: only --policy rim takes a fixed replica count")
+        if replicas > p.caps.max_replicas:
+            raise PipetuneError(
+                f"--replicas {replicas}: {p.name} allows at most {p.caps.max_replicas} replicas per stage "
+                "(caps.max_replicas)"
+            )
+        result = plan_pipeline(p, rps, policy=policy, measured_only=measured_only, replicas=replicas)
+    else:
+        result = plan_pipeline(p, rps, policy=policy, measured_only=measured_only)
     if as_json:
         print(jsonio.dumps(result.to_dict(), indent=2))
-        return
-    render_plan(result, Console())
-
-
-def render_plan(result, console: Console) -> None:
-    plan = result if result.feasible else result.fallback
+    else:
+        render_plan(result, Console())
     if not result.feasible:
+        raise typer.Exit(1)  # the answer is negative: no plan meets the SLA at this load
+
+
+def render_plan(result: Plan | Infeasible, console: Console) -> None:
+    from pipetune.optimizer import Infeasible
+
+    plan = result.fallback if isinstance(result, Infeasible) else result
+    if isinstance(result, Infeasible):
         console.print(f"[bold red]infeasible[/] ({result.binding}): {result.reason}")
         console.print("[yellow]best-effort fallback (most capacity):[/]")
     t = Table(title=f"{plan.pipeline} · {plan.policy} · {plan.rps:g} rps")

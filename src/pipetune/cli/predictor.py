@@ -6,11 +6,25 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipetune import jsonio
 from pipetune.cli.app import app
+from pipetune.cli.options import (
+    BATCH,
+    COUNT_OR_ZERO,
+    EPOCHS,
+    FRACTION,
+    LEARNING_RATE,
+    POSITIVE,
+    SEED,
+    STEP_S,
+    THREADS,
+    number,
+    out_file,
+)
 from pipetune.errors import PipetuneError
 
 predictor_app = typer.Typer(help="Load predictors: train, evaluate, list.", no_args_is_help=True)
@@ -38,34 +52,47 @@ def list_predictors() -> None:
 def train(
     trace: Path = typer.Option(..., "--trace", help="Per-second counts to train on (e.g. twitter-train-14d.txt.gz)."),
     kind: str = typer.Option("lstm", "--kind", help="lstm (IPA's, MSE) or quantile-lstm (pinball loss)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Model file to write (.pt, weights + metadata)."),
-    epochs: int = typer.Option(30, help="IPA trains 30 epochs."),
-    batch_size: int = typer.Option(
-        512, help="IPA uses 64; 512 cuts the optimiser steps 8x so 30 epochs of 14 days fit ~5 min on 2 cores."
+    output: Path = out_file(..., "-o", "--output", help="Model file to write (.pt, weights + metadata)."),
+    epochs: int = number(30, allowed=EPOCHS, help="IPA trains 30 epochs."),
+    batch_size: int = number(
+        512,
+        allowed=BATCH,
+        help="IPA uses 64; 512 cuts the optimiser steps 8x so 30 epochs of 14 days fit ~5 min on 2 cores.",
     ),
-    lr: float = typer.Option(
-        3e-3, help="Adam learning rate (IPA: 1e-3 at batch 64; larger batches take larger steps)."
+    lr: float = number(
+        3e-3,
+        allowed=LEARNING_RATE,
+        help="Adam learning rate (IPA: 1e-3 at batch 64; larger batches take larger steps).",
     ),
-    quantile: float | None = typer.Option(None, help="Pinball-loss quantile (quantile-lstm; default 0.95)."),
-    time_budget: float = typer.Option(270.0, help="Stop after the epoch that would pass this many seconds."),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(1, help="torch threads (the machine is shared)."),
+    quantile: float | None = number(
+        None, allowed=FRACTION, help="Pinball-loss quantile (quantile-lstm; default 0.95)."
+    ),
+    time_budget: float = number(
+        270.0, allowed=POSITIVE, help="Stop after the epoch that would pass this many seconds."
+    ),
+    seed: int = number(0, allowed=SEED),
+    threads: int = number(1, allowed=THREADS, help="torch threads (the machine is shared)."),
 ) -> None:
     """Train an LSTM predictor with a progress bar; the file records its metadata."""
-    import torch
-
-    from pipetune.predictors import IPALSTM, make_predictor
     from pipetune.workloads import load_trace
 
     if kind not in ("lstm", "quantile-lstm"):
         raise PipetuneError(f"--kind {kind!r}: only lstm and quantile-lstm are trained; the others need no file")
+    if quantile is not None and kind != "quantile-lstm":
+        raise PipetuneError(f"--quantile {quantile:g}: only --kind quantile-lstm trains for a quantile")
+    series = load_trace(trace)  # a bad trace is refused before torch is even imported
+
+    import torch
+
+    from pipetune.predictors import IPALSTM, make_predictor
+
     torch.set_num_threads(threads)
-    params = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    if quantile is not None:
-        params["quantile"] = quantile
-    p = make_predictor(kind, **params)
+    p = (
+        make_predictor(kind, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, quantile=quantile)
+        if quantile is not None
+        else make_predictor(kind, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    )
     assert isinstance(p, IPALSTM)
-    series = load_trace(trace)
     with Progress(
         TextColumn("training {task.description}"),
         BarColumn(),
@@ -101,6 +128,7 @@ def _windows(
         slice_trace,
         synthetic_pattern,
     )
+    from pipetune.workloads.patterns import default_shared_dir
 
     if trace is not None:
         x = load_trace(trace)
@@ -116,11 +144,22 @@ def _windows(
     for n in wanted:
         if n not in PATTERNS:
             raise PipetuneError(f"--windows: {n!r} is not a pattern; use some of {', '.join(PATTERNS)}")
-    try:
-        return {n: paper_window(n, shared, damping) for n in wanted}, f"IPA's paper windows, damped by {damping:g}"
-    except PipetuneError:
-        err_console.print("[yellow]IPA's paper windows not found (../shared); scoring seeded synthetic patterns[/]")
+    if shared is not None and not shared.is_dir():
+        raise PipetuneError(f"--shared {shared}: no such folder; give the folder holding traces/paper-windows")
+    # Only a missing window file falls back to the synthetic patterns; a file that is there must read (any other
+    # error, a corrupt file, is the user's to see). The layout is paper_window's: SHARED/traces/paper-windows/.
+    base = shared if shared is not None else default_shared_dir()
+    missing = [n for n in wanted if not (base / "traces" / "paper-windows" / f"{n}.txt").is_file()]
+    if missing and shared is not None:
+        raise PipetuneError(f"--shared {shared}: no traces/paper-windows/{missing[0]}.txt in it")
+    if missing:
+        err_console.print(
+            f"[yellow]IPA's paper windows not found ({base / 'traces' / 'paper-windows'}); "
+            "scoring seeded synthetic patterns[/]",
+            highlight=False,
+        )
         return {n: synthetic_pattern(n) for n in wanted}, "synthetic patterns (seed 0, peak 30 rps)"
+    return {n: paper_window(n, base, damping) for n in wanted}, f"IPA's paper windows, damped by {damping:g}"
 
 
 @predictor_app.command("eval")
@@ -131,16 +170,16 @@ def evaluate_cmd(
     windows: str | None = typer.Option(
         None, "--windows", help="Paper windows by name (bursty,steady-low); with --trace, ranges (0:1200,5000+1200)."
     ),
-    damping: float = typer.Option(8.0, help="Divide the counts by this (IPA: 8)."),
+    damping: float = number(8.0, allowed=POSITIVE, help="Divide the counts by this (IPA: 8)."),
     shared: Path | None = typer.Option(
         None, "--shared", help="Folder holding traces/paper-windows (default ../shared)."
     ),
-    interval: int = typer.Option(10, help="Seconds between decisions."),
-    horizon: int = typer.Option(20, help="Seconds the prediction must cover (target: their max)."),
-    warmup: int = typer.Option(120, help="First scored decision (s into each window)."),
+    interval: int = number(10, allowed=STEP_S, help="Seconds between decisions."),
+    horizon: int = number(20, allowed=STEP_S, help="Seconds the prediction must cover (target: their max)."),
+    warmup: int = number(120, allowed=COUNT_OR_ZERO, help="First scored decision (s into each window)."),
     lstm_model: Path | None = typer.Option(None, help="Trained lstm file (default: the shipped one)."),
     quantile_model: Path | None = typer.Option(None, help="Trained quantile-lstm file (default: shipped)."),
-    plot: Path | None = typer.Option(None, "--plot", help="PNG: predicted vs realised, default predictor and lstm."),
+    plot: Path | None = out_file(None, "--plot", help="PNG: predicted vs realised, default predictor and lstm."),
     json_out: bool = typer.Option(False, "--json", help='Print {"predictors": [...]} as JSON.'),
 ) -> None:
     """Score predictors: SMAPE, under-prediction rate and over-provisioning against the next-20-s max."""
@@ -156,8 +195,25 @@ def evaluate_cmd(
         if n not in PREDICTORS:
             raise PipetuneError(f"--predictors: {n!r} is unknown; use some of default, {', '.join(PREDICTORS)}")
     data, described = _windows(trace, window, windows, damping, shared)
+    # Every predictor is made (a model file read) before the progress bar: a bad file is one error line.
     models = {"lstm": lstm_model, "quantile-lstm": quantile_model}
-    scores, skipped = [], []
+    flags = {"lstm": "--lstm-model", "quantile-lstm": "--quantile-model"}
+    for n, path in models.items():
+        if path is not None and n not in names:
+            raise PipetuneError(f"{flags[n]} {path}: {n} is not among --predictors; add it or drop the file")
+    made, skipped = [], []
+    for n in names:
+        if n in models:
+            path = models[n]
+            try:
+                made.append(make_predictor(n, model=path) if path else make_predictor(n, pretrained=True))
+            except PipetuneError as e:
+                if path:
+                    raise PipetuneError(f"{flags[n]}: {e}") from None
+                skipped.append(f"{n}: {e}")
+        else:
+            made.append(make_predictor(n))
+    scores = []
     with Progress(
         TextColumn("scoring {task.description}"),
         BarColumn(),
@@ -166,20 +222,9 @@ def evaluate_cmd(
         console=err_console,
         transient=True,
     ) as bar:
-        task = bar.add_task("predictors", total=len(names))
-        for n in names:
-            bar.update(task, description=n)
-            if n in models:
-                try:
-                    p = make_predictor(n, model=models[n]) if models[n] else make_predictor(n, pretrained=True)
-                except PipetuneError as e:
-                    if models[n]:
-                        raise
-                    skipped.append(f"{n}: {e}")
-                    bar.advance(task)
-                    continue
-            else:
-                p = make_predictor(n)
+        task = bar.add_task("predictors", total=len(made))
+        for p in made:
+            bar.update(task, description=p.name)
             scores.append(evaluate(p, data, interval=interval, horizon=horizon, warmup=warmup))
             bar.advance(task)
     if json_out:
@@ -205,8 +250,8 @@ def evaluate_cmd(
                 f"{s.predict_ms:.3f}",
             )
         console.print(table)
-        for s in skipped:
-            console.print(f"[yellow]skipped {s}[/]")
+        for why in skipped:
+            console.print(f"[yellow]skipped {escape(why)}[/]")
     if plot is not None:
         shown = [s for s in scores if s.name in (DEFAULT_PREDICTOR, "lstm")] or scores[:1]
         plot_scores(shown, plot, title=f"predicted vs realised max of the next {horizon} s — {described}")

@@ -3,15 +3,18 @@ tools) and `pipetune accuracy` (score every variant)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from pipetune.cli.app import app
+from pipetune.cli.options import COUNT, POSITIVE, THREADS, Range, number, out_file
 from pipetune.errors import PipetuneError
 
 
@@ -52,6 +55,20 @@ def _names(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
 
+def _check_names(pipeline, stages: list[str] | None, variants: list[str] | None):  # noqa: ANN001, ANN202
+    """(stages, variants) as given, once each names a stage / a variant of the chosen stages; a usage error names
+    the unknown one and the known ones (else an unknown variant would silently measure nothing)."""
+    for s in stages or []:
+        if s not in pipeline.stage_names:
+            raise PipetuneError(f"--stages: unknown stage {s!r}; the pipeline has {', '.join(pipeline.stage_names)}")
+    known = [v.name for s in (stages or pipeline.stage_names) for v in pipeline.stage(s).variants]
+    for v in variants or []:
+        if v not in known:
+            where = f" of stage(s) {', '.join(stages)}" if stages else ""
+            raise PipetuneError(f"--variants: unknown variant {v!r}; the variants{where} are {', '.join(known)}")
+    return stages, variants
+
+
 def _load(spec: Path):  # noqa: ANN202
     from pipetune.spec import load_pipeline
 
@@ -66,32 +83,42 @@ def profile_cmd(
     batches: str = typer.Option(None, "--batches", help="batch sizes, e.g. 1,2,4,8 (default: the spec's)"),
     cores: str = typer.Option(None, "--cores", help="cores per replica, e.g. 1,2 (default: the spec's)"),
     budget: str = typer.Option(None, "--budget", help="time budget for the whole run, e.g. 90s, 20m"),
-    cell_budget: float = typer.Option(None, "--cell-budget", help="seconds of timed batches per cell"),
-    min_batches: int = typer.Option(100, "--min-batches", help="timed batches per cell where the budget allows"),
+    cell_budget: float | None = number(
+        None, "--cell-budget", allowed=POSITIVE, help="seconds of timed batches per cell"
+    ),
+    min_batches: int = number(
+        100, "--min-batches", allowed=COUNT, help="timed batches per cell where the budget allows"
+    ),
     force: bool = typer.Option(False, "--force", help="re-measure cells already in the table"),
-    out: Path = typer.Option(None, "--out", help="write every row here instead of the spec's profile files"),
+    out: Path | None = out_file(None, "--out", help="write every row here instead of the spec's profile files"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the latency/throughput PNG"),
     refuse_unclean: bool = typer.Option(
         False, "--refuse-unclean", help="do not write cells still contended or unphysical after re-measuring"
     ),
-    retries: int = typer.Option(2, "--retries", help="re-measurements of a contended or unphysical cell"),
+    retries: int = number(
+        2, "--retries", allowed=Range(int, ge=0, le=100), help="re-measurements of a contended or unphysical cell"
+    ),
 ) -> None:
     """Measure latency (p50/p99), saturation throughput, load time and memory per (variant, batch, cores).
 
-    Resumable: cells already measured are skipped. A variant that fails is reported and skipped.
+    Resumable: cells already measured are skipped. A variant that fails is reported and skipped; exit 1 when
+    one failed.
     """
     from pipetune.profiler.pipeline import parse_budget, profile_pipeline
 
-    if retries < 0:
-        raise PipetuneError(f"--retries {retries}: give 0 or more re-measurements")
+    budget_s = parse_budget(budget)
+    if budget_s is not None and not math.isfinite(budget_s):
+        raise PipetuneError(f"--budget {budget!r}: write a finite duration such as 90s, 20m or 1h")
+    batch_list, core_list = _int_list(batches, "--batches"), _int_list(cores, "--cores")
     pipeline = _load(spec)
+    stage_names, variant_names = _check_names(pipeline, _names(stages), _names(variants))
     report = profile_pipeline(
         pipeline,
-        stages=_names(stages),
-        variants=_names(variants),
-        batches=_int_list(batches, "--batches"),
-        cores=_int_list(cores, "--cores"),
-        budget_s=parse_budget(budget),
+        stages=stage_names,
+        variants=variant_names,
+        batches=batch_list,
+        cores=core_list,
+        budget_s=budget_s,
         cell_budget_s=cell_budget,
         min_batches=min_batches,
         force=force,
@@ -120,13 +147,14 @@ def profile_cmd(
     console.print(t)
     for s, m in report.flagged():
         what = "refused" if refuse_unclean else "flagged"
-        console.print(f"[yellow]{what}[/] {s}/{m.variant} b{m.batch} c{m.cores}: {'; '.join(m.flags)}", highlight=False)
+        flags = escape(f"{s}/{m.variant} b{m.batch} c{m.cores}: {'; '.join(m.flags)}")
+        console.print(f"[yellow]{what}[/] {flags}", highlight=False)
     for s, v, why in report.skipped:
-        console.print(f"[dim]skipped {s}/{v}: {why}[/]", highlight=False)
+        console.print(f"[dim]skipped {escape(f'{s}/{v}: {why}')}[/]", highlight=False)
     for s, v, c, todo in report.out_of_budget:
-        console.print(f"[yellow]out of budget[/] {s}/{v} cores={c} batches={todo}: run again to resume")
+        console.print(f"[yellow]out of budget[/] {escape(f'{s}/{v} cores={c} batches={todo}')}: run again to resume")
     for s, v, c, msg in report.failed:
-        console.print(f"[red]FAILED[/] {s}/{v} on {c} core(s): {msg}", highlight=False)
+        console.print(f"[red]FAILED[/] {escape(f'{s}/{v} on {c} core(s): {msg}')}", highlight=False)
     for f in report.files:
         console.print(f"wrote {f}")
     for f in report.plots:
@@ -139,14 +167,23 @@ def profile_cmd(
 def import_cmd(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="triton (perf_analyzer -f CSV) | capacity | generic"),
     files: list[str] = typer.Argument(..., help="files to import; FILE=VARIANT:BATCH:CORES names a file's cell"),
-    out: Path = typer.Option(..., "-o", "--out", help="the ProfileTable CSV to write"),
+    out: Path = out_file(..., "-o", "--out", help="the ProfileTable CSV to write"),
     variant: str = typer.Option(None, "--variant", help="variant of every file that does not name one"),
-    batch: int = typer.Option(None, "--batch", help="batch size (perf_analyzer's -b) of files that do not name one"),
-    cores: int = typer.Option(None, "--cores", help="cores per replica of files that do not name them"),
+    batch: int | None = number(
+        None, "--batch", allowed=COUNT, help="batch size (perf_analyzer's -b) of files that do not name one"
+    ),
+    cores: int | None = number(
+        None, "--cores", allowed=Range(int, ge=1, le=1024), help="cores per replica of files that do not name them"
+    ),
     mapping: str = typer.Option(None, "--map", help="generic: OURS=THEIRS column names, e.g. latency_p99_s=p99"),
     unit: str = typer.Option("s", "--unit", help="generic: latency unit of the file (s, ms, us)"),
     prefix: str = typer.Option("resnet", "--prefix", help="capacity: variant name = PREFIX + ARCH"),
-    p99_ratio: float = typer.Option(1.0, "--p99-ratio", help="capacity: p99 = mean x this (the table has no tails)"),
+    p99_ratio: float = number(
+        1.0,
+        "--p99-ratio",
+        allowed=Range(float, ge=1, le=1000),
+        help="capacity: p99 = mean x this (the table has no tails)",
+    ),
     force: bool = typer.Option(False, "--force", help="overwrite OUT if it exists"),
 ) -> None:
     """Convert profiles made by other tools into a validated ProfileTable, provenance in its header.
@@ -193,33 +230,34 @@ def accuracy_cmd(
     spec: Path = typer.Argument(..., help="pipeline YAML whose variants name their models (`model:`)"),
     stages: str = typer.Option(None, "--stages", help="comma-separated stages (default: all)"),
     variants: str = typer.Option(None, "--variants", help="comma-separated variant names (default: all)"),
-    limit: int = typer.Option(None, "--limit", help="score only the first N labelled examples (quick check)"),
+    limit: int | None = number(
+        None, "--limit", allowed=COUNT, help="score only the first N labelled examples (quick check)"
+    ),
     write: bool = typer.Option(False, "--write", help="write the measured accuracies into the spec file"),
-    threads: int = typer.Option(1, "--threads", help="math-library threads (1 avoids oversubscription)"),
+    threads: int = number(1, "--threads", allowed=THREADS, help="math-library threads (1 avoids oversubscription)"),
 ) -> None:
-    """Measure each variant's accuracy on the labelled data its adapter ships; optionally write it into the spec."""
+    """Measure each variant's accuracy on the labelled data its adapter ships; optionally write it into the spec.
+
+    Exit 1 when a variant could not be scored (its error is in the table)."""
     from pipetune.profiler.accuracy import measure_accuracy, write_accuracies
 
-    if limit is not None and limit < 1:
-        raise PipetuneError("--limit must be >= 1")
-    if threads < 1:
-        raise PipetuneError("--threads must be >= 1")
+    if write and limit is not None:
+        raise PipetuneError("--write with --limit would store a subset's accuracy; drop --limit to write")
+    pipeline = _load(spec)
+    stage_names, variant_names = _check_names(pipeline, _names(stages), _names(variants))
     from pipetune.models.base import pin_threads
 
     pin_threads(threads)
-    pipeline = _load(spec)
-    results = measure_accuracy(pipeline, stages=_names(stages), variants=_names(variants), limit=limit)
+    results = measure_accuracy(pipeline, stages=stage_names, variants=variant_names, limit=limit)
     declared = {(s.name, v.name): v.accuracy for s in pipeline.stages for v in s.variants}
     t = Table(title=f"{pipeline.name}: accuracy on held-out labelled data")
     for col in ("stage", "variant", "measured", "in spec", "n", "seconds"):
         t.add_column(col)
     for r in results:
-        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else f"[red]{r.error}[/]"
+        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else f"[red]{escape(str(r.error))}[/]"
         t.add_row(r.stage, r.variant, acc, f"{declared[(r.stage, r.variant)]:.4f}", str(r.n), f"{r.seconds:.1f}")
     console.print(t)
     if write:
-        if limit is not None:
-            raise PipetuneError("--write with --limit would store a subset's accuracy; drop --limit to write")
         good = {(r.stage, r.variant): r.accuracy for r in results if r.accuracy is not None}
         write_accuracies(spec, good)  # type: ignore[arg-type]
         console.print(f"wrote {len(good)} accuracies into {spec}")

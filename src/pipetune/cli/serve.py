@@ -11,34 +11,39 @@ import typer
 from rich.console import Console
 
 from pipetune.cli.app import app
+from pipetune.cli.options import PORT, RPS, Range, number, out_file
 
 
 @app.command("serve")
 def serve_cmd(
     pipeline: Path = typer.Argument(..., help="pipeline YAML (every variant needs a `model:` mapping)"),
     address: str = typer.Option(None, help="an existing Ray cluster (host:port or ray://...); default: a local Ray"),
-    num_cpus: int = typer.Option(
+    num_cpus: int | None = number(
         None,
         "--num-cpus",
-        min=2,
+        allowed=Range(int, ge=2, le=4096),
         help="local Ray only: the logical CPUs Ray may hand out (default: the machine's cores). More than the "
         "physical cores oversubscribes them: replicas then share cores and serve slower than profiled.",
     ),
     host: str = typer.Option("127.0.0.1", help="address the HTTP endpoint binds"),
-    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
+    port: int = number(8000, allowed=PORT, help="HTTP port"),
     adapt: bool = typer.Option(True, "--adapt/--no-adapt", help="re-plan every --interval seconds"),
     policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
     predictor: str = typer.Option("default", help="load predictor (default, reactive, max, arima, lstm, ...)"),
-    interval: float = typer.Option(10.0, min=0.5, help="seconds between decisions"),
-    rps: float = typer.Option(1.0, min=0.0, help="the load the starting plan is made for (without --plan)"),
-    plan: Path = typer.Option(None, "--plan", help="start from this plan (`pipetune plan --json` output)"),
-    duration: float = typer.Option(None, min=1.0, help="stop after this many seconds (default: run until Ctrl-C)"),
-    log: Path = typer.Option(None, help="write the adapter's decisions here (JSON lines)"),
-    export: Path = typer.Option(
+    interval: float = number(10.0, allowed=Range(float, ge=0.5), help="seconds between decisions"),
+    rps: float = number(1.0, allowed=RPS, help="the load the starting plan is made for (without --plan)"),
+    plan: Path | None = typer.Option(None, "--plan", help="start from this plan (`pipetune plan --json` output)"),
+    duration: float | None = number(
+        None, allowed=Range(float, ge=1), help="stop after this many seconds (default: run until Ctrl-C)"
+    ),
+    log: Path | None = out_file(None, "--log", help="write the adapter's decisions here (JSON lines)"),
+    export: Path | None = out_file(
         None, "--export", help="write the Ray Serve config of the starting plan (for `serve deploy` / KubeRay) and exit"
     ),
-    switch_reserve: float = typer.Option(
-        0.25, min=0.0, max=0.9, help="share of the replica CPUs the planner leaves free for make-before-break switches"
+    switch_reserve: float = number(
+        0.25,
+        allowed=Range(float, ge=0, le=0.9),
+        help="share of the replica CPUs the planner leaves free for make-before-break switches",
     ),
 ) -> None:
     """Serve PIPELINE on Ray Serve (V2 endpoint at http://HOST:PORT/v2, metrics at /metrics) and adapt it."""
@@ -52,12 +57,21 @@ def serve_cmd(
     con = Console()
     pipe = load_pipeline(pipeline)
     profiles = load_profiles(pipe)
+    # Everything the user named is checked here, before a Ray cluster starts (minutes, and a port held).
+    from pipetune.optimizer import POLICIES
+    from pipetune.predictors import PREDICTORS
+
+    if policy not in POLICIES:
+        raise PipetuneError(f"--policy {policy!r} is unknown; choose one of {', '.join(POLICIES)}")
+    if adapt and predictor != "default" and predictor not in PREDICTORS:
+        raise PipetuneError(f"--predictor {predictor!r} is unknown; use one of default, {', '.join(PREDICTORS)}")
+    from_plan = configs_from_plan_file(plan, pipe) if plan is not None else None
     if export is not None:
         from pipetune.serving.backend import ServeTarget
 
         cpus = float(num_cpus or os.cpu_count() or 2)
         planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
-        configs = configs_from_plan_file(plan, pipe) if plan else initial_configs(planning, profiles, rps, policy)
+        configs = from_plan or initial_configs(planning, profiles, rps, policy)
         target = ServeTarget.of(pipe, configs, profiles, host=host, port=port)
         try:
             export.write_text(yaml.safe_dump(target.serve_config(), sort_keys=False))
@@ -81,7 +95,7 @@ def serve_cmd(
         ray.init(address=address, namespace="pipetune", log_to_driver=False)
     cpus = float(ray.cluster_resources().get("CPU", 0))
     planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
-    configs = configs_from_plan_file(plan, pipe) if plan else initial_configs(planning, profiles, rps, policy)
+    configs = from_plan or initial_configs(planning, profiles, rps, policy)
     be = RayServeBackend(pipe, configs, profiles, host=host, port=port)
     con.print(
         f"[green]serving[/] http://{host}:{port}/v2/models/{pipe.name}/infer · metrics http://{host}:{port}/metrics · "

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from pipetune import jsonio
 from pipetune.cli.app import app
+from pipetune.cli.options import POSITIVE, SECONDS_SPAN, SEED, number, out_dir, out_file
 from pipetune.errors import PipetuneError
 
 
@@ -23,13 +24,15 @@ def simulate_cmd(
     ),
     policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
     predictor: str = typer.Option("reactive", help="oracle or any predictor name (reactive, max, lstm, ...)"),
-    seconds: int = typer.Option(1200, help="synthetic pattern length / trace seconds to keep"),
-    peak: float = typer.Option(30.0, help="synthetic pattern peak (rps)"),
-    seed: int = typer.Option(0, help="seed of the workload, arrivals and service times"),
-    interval: float = typer.Option(10.0, help="adaptation interval (s)"),
-    drop_limit: float = typer.Option(None, help="drop a request after waiting this long (default: the SLA)"),
-    log: Path = typer.Option(None, help="write the adapter's decisions here (JSON lines)"),
-    out: Path = typer.Option(None, help="folder for a time-series plot (sim-run.png) and summary.json"),
+    seconds: int = number(1200, allowed=SECONDS_SPAN, help="synthetic pattern length / trace seconds to keep"),
+    peak: float = number(30.0, allowed=POSITIVE, help="synthetic pattern peak (rps)"),
+    seed: int = number(0, allowed=SEED, help="seed of the workload, arrivals and service times"),
+    interval: float = number(10.0, allowed=POSITIVE, help="adaptation interval (s)"),
+    drop_limit: float | None = number(
+        None, allowed=POSITIVE, help="drop a request after waiting this long (default: the SLA)"
+    ),
+    log: Path | None = out_file(None, "--log", help="write the adapter's decisions here (JSON lines)"),
+    out: Path | None = out_dir(None, "--out", help="folder for a time-series plot (sim-run.png) and summary.json"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Simulate the adapter driving POLICY with PREDICTOR over a workload; print SLA, cost and accuracy."""

@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipetune.cli.app import app
+from pipetune.cli.options import POSITIVE, SEED, Range, number, out_file
+from pipetune.cli.options import out_dir as out_dir_option
 from pipetune.errors import PipetuneError
 
 trace_app = typer.Typer(
@@ -26,7 +28,7 @@ def build(
     directory: Path = typer.Argument(
         ..., help="Root of an Archive Team twitter-stream tree (YYYY/MM/DD/HH/MM.json.bz2)."
     ),
-    output: Path = typer.Option(..., "-o", "--output", help="Counts file to write (one integer a line; .gz gzips)."),
+    output: Path = out_file(..., "-o", "--output", help="Counts file to write (one integer a line; .gz gzips)."),
 ) -> None:
     """Count tweets and deletions per second; damaged files are counted as far as they read, and reported."""
     from pipetune.workloads import build_counts, save_trace
@@ -93,12 +95,12 @@ def info(
 @trace_app.command("cut")
 def cut(
     trace: Path = typer.Argument(..., help="Counts file."),
-    output: Path = typer.Option(..., "-o", "--output", help="Where to write the result."),
+    output: Path = out_file(..., "-o", "--output", help="Where to write the result."),
     window: list[str] = typer.Option(
         [], "--window", "-w", help="START:STOP or START+DURATION seconds; repeat to concatenate."
     ),
-    damping: float = typer.Option(1.0, help="Divide counts by this (IPA uses 8)."),
-    peak: float | None = typer.Option(None, help="Rescale so the busiest second is PEAK rps."),
+    damping: float = number(1.0, allowed=POSITIVE, help="Divide counts by this (IPA uses 8)."),
+    peak: float | None = number(None, allowed=POSITIVE, help="Rescale so the busiest second is PEAK rps."),
 ) -> None:
     """Slice windows, concatenate them, damp and rescale (IPA's steady-high is one 600-s window twice)."""
     from pipetune.workloads import concat, damp, load_trace, parse_range, rescale, save_trace, slice_trace
@@ -117,10 +119,14 @@ def cut(
 @trace_app.command("patterns")
 def patterns(
     trace: Path = typer.Argument(..., help="Counts file to search."),
-    duration: int = typer.Option(1200, help="Window length in seconds."),
-    stride: int = typer.Option(60, help="Search step in seconds (rounded down to 10)."),
-    plot: Path | None = typer.Option(None, "--plot", help="PNG with the four windows found."),
-    out_dir: Path | None = typer.Option(None, "--out-dir", help="Also write each window as NAME.txt here."),
+    duration: int = number(
+        1200, allowed=Range(int, ge=120, le=10_000_000), help="Window length in seconds (at most the trace's)."
+    ),
+    stride: int = number(
+        60, allowed=Range(int, ge=1, le=10_000_000), help="Search step in seconds (rounded down to 10)."
+    ),
+    plot: Path | None = out_file(None, "--plot", help="PNG with the four windows found."),
+    out_dir: Path | None = out_dir_option(None, "--out-dir", help="Also write each window as NAME.txt here."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find bursty, steady-low, steady-high and fluctuating windows by the documented rules."""
@@ -169,10 +175,10 @@ def patterns(
 @trace_app.command("synth")
 def synth(
     pattern: str = typer.Argument(..., help="bursty, steady-low, steady-high or fluctuating."),
-    output: Path = typer.Option(..., "-o", "--output"),
-    seconds: int = typer.Option(1200),
-    peak: float = typer.Option(30.0, help="Peak rate in rps."),
-    seed: int = typer.Option(0),
+    output: Path = out_file(..., "-o", "--output", help="Counts file to write."),
+    seconds: int = number(1200, allowed=Range(int, ge=120, le=10_000_000), help="Length in seconds."),
+    peak: float = number(30.0, allowed=POSITIVE, help="Peak rate in rps."),
+    seed: int = number(0, allowed=SEED),
 ) -> None:
     """Write a seeded synthetic window of a pattern (the default workload when there is no trace)."""
     from pipetune.workloads import save_trace, synthetic_pattern
