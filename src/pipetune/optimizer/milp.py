@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
+from pipetune.errors import SolverError
 from pipetune.optimizer.frontier import TooLarge, best_by_frontier, frontier_width
 from pipetune.optimizer.incumbent import (
     best_by_enumeration,
@@ -181,6 +182,73 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
     return _Model(bld, y, cut)
 
 
+# What each HiGHS model status means for a plan: "optimal", "infeasible", or why there is no answer and the fix
+# (a SolverError). Keyed by name, so that a status a newer highspy adds, or one an older one lacks, is no error
+# here; a status not listed is a SolverError too (test_trust_solver_status checks every member is listed).
+_BUG = "a bug in pipetune's model or in HiGHS; report it with the pipeline (PIPETUNE_TRACEBACK=1 shows where)"
+_STATUS: dict[str, tuple[str, str]] = {
+    "kOptimal": ("optimal", ""),
+    "kInfeasible": ("infeasible", ""),
+    # every column is bounded (0 <= y <= 1, 0 <= t <= SLA), so the model cannot be unbounded: infeasible
+    "kUnboundedOrInfeasible": ("infeasible", ""),
+    "kUnbounded": ("error", "every column is bounded, so this is " + _BUG),
+    "kTimeLimit": ("error", "the time limit ran out; raise time_limit_s (of plan_pipeline or solve; default 30 s)"),
+    "kIterationLimit": ("error", "an iteration limit ran out; pipetune sets none, so look for one set on HiGHS"),
+    "kSolutionLimit": ("error", "a solution or node limit ran out; pipetune sets none, so look for one set on HiGHS"),
+    "kObjectiveBound": ("error", "an objective bound stopped the solve; pipetune sets none, so this is " + _BUG),
+    "kObjectiveTarget": ("error", "an objective target stopped the solve; pipetune sets none, so this is " + _BUG),
+    "kInterrupt": ("error", "the solve was interrupted; run it again"),
+    "kHighsInterrupt": ("error", "the solve was interrupted; run it again"),
+    "kMemoryLimit": ("error", "HiGHS ran out of memory; free memory or offer fewer variants, batch sizes or cores"),
+    "kLoadError": ("error", _BUG),
+    "kModelError": ("error", _BUG),
+    "kPresolveError": ("error", _BUG),
+    "kSolveError": ("error", _BUG),
+    "kPostsolveError": ("error", _BUG),
+    "kModelEmpty": ("error", "pipetune never builds an empty model, so this is " + _BUG),
+    "kNotset": ("error", "the solve did not run, so this is " + _BUG),
+    "kUnknown": ("error", "HiGHS could not decide; " + _BUG),
+}
+
+
+def _outcome(h: highspy.Highs, phase: str, pipeline=None) -> str:
+    """The outcome of the run `h` just finished, "optimal" or "infeasible"; any other status (a limit, an
+    interrupt, a solver error) raises SolverError: a solve without an answer is never reported as infeasible."""
+    status = h.getModelStatus()
+    name = getattr(status, "name", str(status))
+    outcome, fix = _STATUS.get(name, ("error", "a status pipetune does not know; " + _BUG))
+    if outcome != "error":
+        return outcome
+    of = f" of pipeline {pipeline.name!r}" if pipeline is not None and hasattr(pipeline, "name") else ""
+    raise SolverError(
+        f"HiGHS stopped the {phase}{of} without an answer (status {name}: {h.modelStatusToString(status)}): {fix}",
+        status=name,
+        phase=phase,
+    )
+
+
+# The first highspy whose HiGHS has every option `_highs` sets (the mip_heuristic_run_* switches came in HiGHS
+# 1.11.0); pyproject.toml requires it.
+HIGHSPY_MIN = "1.11"
+
+
+def _set(h: highspy.Highs, option: str, value) -> None:
+    """Set a HiGHS option; one HiGHS does not know (an older highspy) or rejects is an error, never ignored."""
+    if h.setOptionValue(option, value) == highspy.HighsStatus.kError:
+        version = f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
+        raise SolverError(
+            f"HiGHS {version} rejects option {option}={value!r}; pipetune needs highspy>={HIGHSPY_MIN} "
+            f"(pip install 'highspy>={HIGHSPY_MIN}')",
+            status="kError",
+            phase="setup",
+        )
+
+
+def _pass_model(h: highspy.Highs, lp: highspy.HighsLp, phase: str) -> None:
+    if h.passModel(lp) == highspy.HighsStatus.kError:
+        raise SolverError(f"HiGHS rejected the {phase} model: {_BUG}", status="kError", phase=phase)
+
+
 _banner_shown = False
 
 
@@ -209,26 +277,26 @@ def _new_highs() -> highspy.Highs:
 
 def _highs(time_limit_s: float) -> highspy.Highs:
     h = _new_highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    _set(h, "output_flag", False)
+    _set(h, "threads", 1)
     # Measured on these models: feasibility jump and the sub-MIP heuristics (RINS/RENS) took most of the
     # time and found nothing the MIP start does not already give.
-    h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
-    h.setOptionValue("mip_heuristic_run_rins", False)
-    h.setOptionValue("mip_heuristic_run_rens", False)
+    _set(h, "mip_heuristic_run_feasibility_jump", False)
+    _set(h, "mip_heuristic_run_rins", False)
+    _set(h, "mip_heuristic_run_rens", False)
     # Measured on the 25x9 benchmark models that reach branch and bound (29 models, CPU time, best of 3):
     # no restart after root fixings and strong branching trusted after 4 (not 8) pseudo-cost samples took the
     # geometric-mean solve time to 0.69x of the defaults. Both only steer the search; the optimum is the same.
-    h.setOptionValue("mip_allow_restart", False)
-    h.setOptionValue("mip_pscost_minreliable", 4)
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_abs_gap", 1e-10)
+    _set(h, "mip_allow_restart", False)
+    _set(h, "mip_pscost_minreliable", 4)
+    _set(h, "mip_rel_gap", 0.0)
+    _set(h, "mip_abs_gap", 1e-10)
     # Rows hold to 1e-9, not HiGHS's default 1e-6: a path could exceed the SLA by a microsecond, and the least-change
     # MILP's value row took plans one batch unit (gamma = 1e-6) below the optimum. No measurable cost on the 25x9
     # models that branch (geometric mean 0.99x).
-    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
-    h.setOptionValue("primal_feasibility_tolerance", 1e-9)
-    h.setOptionValue("time_limit", float(time_limit_s))
+    _set(h, "mip_feasibility_tolerance", 1e-9)
+    _set(h, "primal_feasibility_tolerance", 1e-9)
+    _set(h, "time_limit", float(time_limit_s))
     return h
 
 
@@ -255,30 +323,37 @@ class _Relaxation:
     """The LP relaxation of MILP(v) over fixed option sets, built once; each `run(values)` only changes the
     objective, so HiGHS restarts from the previous optimal basis (the parametric search solves it per lambda)."""
 
-    def __init__(self, pipeline, options: list[StageOptions]) -> None:
+    def __init__(self, pipeline, options: list[StageOptions], time_limit_s: float = 30.0) -> None:
+        self.pipeline = pipeline
         self.m = _build(pipeline, options, [np.zeros(len(so)) for so in options])
-        self.h = _highs(30.0)
+        self.h = _highs(time_limit_s)
         # No presolve for these LPs (a few hundred columns): median 3.3 -> 1.6 ms on the 25x9 benchmark's first
         # relaxations; the later runs start from the previous basis anyway.
-        self.h.setOptionValue("presolve", "off")
-        self.h.passModel(self.m.builder.lp(relax=True))
+        _set(self.h, "presolve", "off")
+        _pass_model(self.h, self.m.builder.lp(relax=True), "LP relaxation")
         self.cut = self.m.cut
         self.cols = np.arange(self.cut[-1], dtype=np.int32)
         self.stage_of = np.repeat(np.arange(len(options)), np.diff(self.cut))
         self.lat = np.concatenate([so.lat_slo for so in options])
 
-    def run(self, values: list[np.ndarray]) -> highspy.Highs:
+    def run(self, values: list[np.ndarray]) -> highspy.Highs | None:
+        """The solved LP, or None if it is infeasible (then so is every plan); a limit raises SolverError."""
         self.h.changeColsCost(int(self.cols.size), self.cols, -np.concatenate(values))
         self.h.run()
-        return self.h
+        return self.h if _outcome(self.h, "LP relaxation", self.pipeline) == "optimal" else None
 
 
 def _reduce(
-    pipeline, options: list[StageOptions], values: list[np.ndarray], relaxation: _Relaxation | None = None
+    pipeline,
+    options: list[StageOptions],
+    values: list[np.ndarray],
+    relaxation: _Relaxation | None = None,
+    time_limit_s: float = 30.0,
 ) -> _Reduction | None:
-    relaxation = relaxation or _Relaxation(pipeline, options)
+    """The reduction of `reduce_by_lp`, or None when the LP relaxation is infeasible (so is every plan)."""
+    relaxation = relaxation or _Relaxation(pipeline, options, time_limit_s)
     h = relaxation.run(values)
-    if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+    if h is None:
         return None
     upper = -h.getInfo().objective_function_value
     sol = h.getSolution()
@@ -332,7 +407,7 @@ def solve_linear(
     pipeline, options: list[StageOptions], values: list[np.ndarray], *, time_limit_s: float = 30.0
 ) -> tuple[list[int], float] | None:
     """Exact MILP(values): (option index per stage into `options`, optimal value), or None if infeasible."""
-    red = _reduce(pipeline, options, values)
+    red = _reduce(pipeline, options, values, time_limit_s=time_limit_s)
     if red is None:
         return None
     return _finish(pipeline, values, red, time_limit_s)
@@ -373,17 +448,14 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
     """MILP(values) on the reduced sets by HiGHS branch and bound, with the feasible plan as a MIP start."""
     m = _build(pipeline, r_opts, r_vals)
     h = _highs(time_limit_s)
-    h.passModel(m.builder.lp())
+    _pass_model(h, m.builder.lp(), "branch and bound")
     if start is not None:
         idx = np.concatenate(m.y).astype(np.int32)
         val = np.concatenate([(np.arange(len(so)) == c).astype(float) for so, c in zip(r_opts, start)])
         h.setSolution(int(idx.size), idx, val)  # a MIP start; HiGHS completes any continuous columns
     h.run()
-    status = h.modelStatusToString(h.getModelStatus())
-    if status != "Optimal":
-        if status == "Infeasible":
-            return None
-        raise RuntimeError(f"HiGHS stopped with status {status!r}")
+    if _outcome(h, "branch and bound", pipeline) == "infeasible":
+        return None
     sol = np.array(h.getSolution().col_value)
     return [int(np.argmax(sol[ys])) for ys in m.y]
 
@@ -407,7 +479,8 @@ def least_change(
     worth the optimum, e.g. the one just found) as its MIP start.
     """
     tol = 1e-9 * max(1.0, abs(optimum))
-    red = reduction or _reduce(pipeline, options, values)  # `reduction`: the one already made for `values`
+    # `reduction`: the one already made for `values`
+    red = reduction or _reduce(pipeline, options, values, time_limit_s=time_limit_s)
     if red is None:
         return None
     kept, sub_o, sub_v, sub_d = [], [], [], []
@@ -425,7 +498,7 @@ def least_change(
         m = _build(pipeline, sub_o, [-d for d in sub_d])  # maximise -distance
         m.builder.add_row(np.concatenate(m.y), np.concatenate(sub_v), optimum - tol, INF)
         h = _highs(time_limit_s)
-        h.passModel(m.builder.lp())
+        _pass_model(h, m.builder.lp(), "least-change MILP")
         at = [np.flatnonzero(k == c) for k, c in zip(kept, known)] if known is not None else []
         if at and all(i.size for i in at):  # a MIP start: the known optimal plan, if the reduction kept it
             idx = np.concatenate(m.y).astype(np.int32)
@@ -435,7 +508,8 @@ def least_change(
                 np.concatenate([(np.arange(len(so)) == i[0]).astype(float) for so, i in zip(sub_o, at)]),
             )
         h.run()
-        if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+        # infeasible only by tolerances (the optimum itself reaches the value row): keep the optimum
+        if _outcome(h, "least-change MILP", pipeline) == "infeasible":
             return None
         sol = np.array(h.getSolution().col_value)
         local = [int(np.argmax(sol[ys])) for ys in m.y]
@@ -480,7 +554,7 @@ def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
     def g(zz, cc):
         return alpha * math.exp(zz) - cc
 
-    relaxation = _Relaxation(pipeline, options)
+    relaxation = _Relaxation(pipeline, options, time_limit_s)
 
     def values_at(lam):
         return [lam * a - b for a, b in zip(z, c)]
@@ -645,7 +719,7 @@ def solve(
             milps += 1
         return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)
     values = linear_values(pipeline, options)
-    red = _reduce(pipeline, options, values)
+    red = _reduce(pipeline, options, values, time_limit_s=time_limit_s)
     r = None if red is None else _finish(pipeline, values, red, time_limit_s)
     if r is None:
         return None
