@@ -24,18 +24,22 @@ z = sum log(acc) (linear in y) and C = beta*cost + gamma*batch, so the objective
     its end values, which bounds every plan whose lambda lies inside; intervals whose bound cannot beat the best
     plan found are closed, the others are split: first where that bound is attained (exact Phi there cuts the
     bound most), and, when that finds no plan above the end lines, where the two end plans' lines cross
-    (Eisner-Severance). On the pas instances of three benchmark draws (15 at 9x9, 17 at 25x9) this takes 54 and
-    79 MILPs instead of 67 and 117 with crossings only.
+    (Eisner-Severance). On the benchmark's pas instances, looking where the bound is attained first takes
+    fewer MILPs than crossings alone.
 Every step is an exact MILP and the bound is valid, so the result is the optimum, with no approximation of the
-product. In practice 1-8 MILPs are solved (3.4 on average at 9x9, 3.8 at 25x9).
+product. A search usually solves a handful of MILPs (`Solution.milps`; `pipetune bench optimizer` times it).
 
 More exact cuts keep the number of MILPs small: the search starts at the most accurate end (lambda_b) with only
 its LP (an upper bound of Phi there) and the LP's rounded plan, and solves that MILP only if an interval next to
 it stays open; it raises the low end to (best g known) + (least penalty), below which no plan beats the best
 known one; and before paying for the exact finishing at a split point lambda_x, the LP optimum there is used in
 the chord bounds of both halves, which often closes them. (The chord bound needs only upper bounds of Phi at the
-ends; the lines of exact end plans are needed only to find crossings and flat sides.) On the pas instances of
-three benchmark draws, the lazy end took the MILPs from 54 to 51 at 9x9 and from 79 to 64 at 25x9.
+ends; the lines of exact end plans are needed only to find crossings and flat sides.)
+
+The search is a stack of open intervals (`_Interval`) and a `_PasSearch` state (plans found, best so far, MILPs
+solved): `_pas_ends` opens it, `_pas_step` closes an interval by its chord bound or picks a point inside
+(`_split_point`), and `_look_at` bounds Phi there by the LP before paying for the exact MILP; `_flat_side` is the
+flat-side rule.
 
 Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`). What
 survives is finished by flat enumeration when at most ENUMERATE_AT_MOST combinations are left, else by the
@@ -44,12 +48,15 @@ FRONTIER_MAX_STATES partial plans by HiGHS branch and bound. DAGs wider than FRO
 times with more than FRONTIER_DIRECT_ABOVE combinations left go to HiGHS directly: there the enumeration's bounds
 are too weak to keep it small. HiGHS solves
 every LP relaxation, and is the solver of record for the MILPs it gets; the enumerations are exact finishers.
+A HiGHS run that ends other than optimal or infeasible (a limit, an interrupt, an error) raises SolverError
+(`_outcome`): no answer is never read as "no plan".
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import highspy
 import numpy as np
@@ -534,158 +541,255 @@ def _least_change_by_enumeration(pipeline, options, values, floor: float, distan
     return [int(x) for x in grid[:, int(np.argmin(total))]]
 
 
-def _pas_parts(pipeline, options):
+def _pas_parts(pipeline, options: list[StageOptions]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per stage and option: z = log(accuracy) (LOG_ZERO for 0) and the penalty C = beta*cost + gamma*batch."""
     obj = pipeline.objective
     z = [np.where(so.acc > 0, np.log(np.maximum(so.acc, 1e-300)), LOG_ZERO) for so in options]
     c = [obj.beta * so.cost + obj.gamma * so.batch for so in options]
     return z, c
 
 
-def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
-    """Parametric search over lambda (module docstring). Returns (choice, objective, milps) or None."""
-    alpha = pipeline.objective.alpha
-    z, c = _pas_parts(pipeline, options)
+_Choice = tuple[int, ...]  # option index per stage, into the search's option sets (hashable: plans found are keys)
 
-    def point(choice):
-        zz = float(sum(a[i] for a, i in zip(z, choice)))
-        cc = float(sum(a[i] for a, i in zip(c, choice)))
-        return zz, cc
 
-    def g(zz, cc):
-        return alpha * math.exp(zz) - cc
+class _Point(NamedTuple):
+    """A plan in the (z, C) trade-off: z = sum log(accuracy), C = beta*cost + gamma*batch."""
 
-    relaxation = _Relaxation(pipeline, options, time_limit_s)
+    z: float
+    c: float
 
-    def values_at(lam):
-        return [lam * a - b for a, b in zip(z, c)]
+    def line(self, lam: float) -> float:
+        """The plan's value in MILP(lambda*z - C): a lower bound of Phi(lambda), equal where the plan is optimal."""
+        return lam * self.z - self.c
 
-    def finish(lam, red):
-        nonlocal milps
-        milps += 1
-        r = None if red is None else _finish(pipeline, values_at(lam), red, time_limit_s)
+
+@dataclass(frozen=True)
+class _Interval:
+    """An open interval [a, b] of lambda. `at_a` is the exact plan of MILP(a) and `phi_a` = Phi(a); `at_b` is the
+    exact plan of MILP(b), or None at the lazy end (the most accurate lambda, whose MILP is solved only when
+    needed), and `phi_b` is Phi(b) or, at the lazy end, the LP's upper bound of it. `aim`: look first where the
+    chord bound is attained (False once the flat-side rule has cut the interval: then at the crossing)."""
+
+    a: float
+    at_a: _Choice
+    phi_a: float
+    b: float
+    at_b: _Choice | None
+    phi_b: float
+    aim: bool
+
+
+class _Split(NamedTuple):
+    """Where an interval is looked at next: lambda_x, whether it is the crossing of the end plans' lines, and the
+    better of those lines there (a plan is a new vertex only if it beats it)."""
+
+    lam: float
+    crossing: bool
+    line: float
+
+
+class _PasResult(NamedTuple):
+    choice: list[int]
+    objective: float
+    milps: int
+
+
+def _chord_argmax(alpha: float, a: float, phi_a: float, b: float, phi_b: float) -> tuple[float, float]:
+    """Where the chord bound (`_chord_bound`) is attained, and the chord's slope."""
+    slope = (phi_b - phi_a) / (b - a)
+    # maximiser of chord - h on [a, b]: alpha*e^slope clipped to [a, b] (compared in logs: no overflow)
+    lam = a if slope <= math.log(a / alpha) else b if slope >= math.log(b / alpha) else alpha * math.exp(slope)
+    return lam, slope
+
+
+def _chord_bound(alpha: float, a: float, phi_a: float, b: float, phi_b: float) -> float:
+    """Upper bound of g over plans whose tangent lambda lies in [a, b], given Phi(a) <= phi_a and Phi(b) <= phi_b:
+    Phi is convex, so below its chord, and g = Phi - h with h = alpha*e^z's conjugate."""
+    lam, slope = _chord_argmax(alpha, a, phi_a, b, phi_b)
+    return phi_a + slope * (lam - a) - (lam * math.log(lam / alpha) - lam)
+
+
+@dataclass
+class _PasSearch:
+    """The state of one parametric search: the plans found (with their trade-off points), the best of them by
+    the true objective g = alpha*e^z - C, and the number of exact MILPs solved."""
+
+    pipeline: Any
+    options: list[StageOptions]
+    time_limit_s: float
+    z: list[np.ndarray]
+    c: list[np.ndarray]
+    relaxation: _Relaxation
+    alpha: float
+    found: dict[_Choice, _Point] = field(default_factory=dict)
+    best: _Choice | None = None
+    best_g: float = -math.inf
+    milps: int = 0
+    lazy_end: _Reduction | None = None  # the reduction of MILP(the most accurate lambda), until that MILP is solved
+
+    @classmethod
+    def of(cls, pipeline, options: list[StageOptions], time_limit_s: float) -> _PasSearch:
+        z, c = _pas_parts(pipeline, options)
+        relaxation = _Relaxation(pipeline, options, time_limit_s)
+        return cls(pipeline, options, time_limit_s, z, c, relaxation, pipeline.objective.alpha)
+
+    def point(self, choice: _Choice) -> _Point:
+        return _Point(
+            float(sum(a[i] for a, i in zip(self.z, choice))), float(sum(a[i] for a, i in zip(self.c, choice)))
+        )
+
+    def g(self, p: _Point) -> float:
+        return self.alpha * math.exp(p.z) - p.c
+
+    def tol_g(self) -> float:
+        return 1e-9 * max(1.0, abs(self.best_g))
+
+    def values_at(self, lam: float) -> list[np.ndarray]:
+        return [lam * a - b for a, b in zip(self.z, self.c)]
+
+    def reduce(self, lam: float) -> _Reduction | None:
+        """MILP(lambda)'s LP relaxation and reduction (None: the LP, so every plan, is infeasible)."""
+        return _reduce(self.pipeline, self.options, self.values_at(lam), self.relaxation)
+
+    def finish(self, lam: float, red: _Reduction | None) -> _Choice | None:
+        """The exact plan of MILP(lambda), counted as one MILP, from its reduction `red`."""
+        self.milps += 1
+        r = None if red is None else _finish(self.pipeline, self.values_at(lam), red, self.time_limit_s)
         return None if r is None else tuple(r[0])
 
-    milps = 0
-    best, best_g = None, -math.inf
-    found: dict[tuple, tuple[float, float]] = {}
+    def consider(self, choice: _Choice) -> _Point:
+        """Record a real plan (it may become the best); its trade-off point."""
+        p = self.found.setdefault(choice, self.point(choice))
+        if self.g(p) > self.best_g:
+            self.best, self.best_g = choice, self.g(p)
+        return p
 
-    def consider(plan):
-        nonlocal best, best_g
-        found.setdefault(plan, point(plan))
-        if g(*found[plan]) > best_g:
-            best, best_g = plan, g(*found[plan])
+    def consider_start(self, red: _Reduction) -> None:
+        """The reduction's feasible plan is a real plan: it may raise best_g."""
+        if red.start is not None:
+            self.consider(tuple(int(k[i]) for k, i in zip(red.kept, red.start)))
 
-    z_lo = float(sum(a.min() for a in z))
-    z_hi = float(sum(a.max() for a in z))
-    if alpha == 0:
-        ch = finish(0.0, _reduce(pipeline, options, values_at(0.0), relaxation))
-        return None if ch is None else (list(ch), g(*point(ch)), milps)
-    lam_a, lam_b = alpha * math.exp(z_lo), alpha * math.exp(z_hi)
+    def result(self) -> _PasResult | None:
+        return None if self.best is None else _PasResult(list(self.best), self.best_g, self.milps)
+
+
+def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float) -> _PasResult | None:
+    """Parametric search over lambda (module docstring): the optimal plan, its objective and the MILPs it took,
+    or None if no plan is feasible."""
+    search = _PasSearch.of(pipeline, options, time_limit_s)
+    if search.alpha == 0:  # g = -C: one linear MILP
+        ch = search.finish(0.0, search.reduce(0.0))
+        return None if ch is None else _PasResult(list(ch), search.g(search.point(ch)), search.milps)
+    first = _pas_ends(search)
+    stack = [] if first is None else [first]
+    while stack:
+        stack.extend(_pas_step(search, stack.pop()))
+    return search.result()
+
+
+def _pas_ends(search: _PasSearch) -> _Interval | None:
+    """Open the search between the least and the most accurate lambda; None when the ends settle it."""
+    z_lo = float(sum(a.min() for a in search.z))
+    z_hi = float(sum(a.max() for a in search.z))
+    lam_a, lam_b = search.alpha * math.exp(z_lo), search.alpha * math.exp(z_hi)
     # The most accurate end: its LP optimum bounds Phi(lam_b) and its rounded plan is a real plan. The exact
     # MILP there is solved only if the search needs it; most searches close that end with the LP bound.
-    red_b = _reduce(pipeline, options, values_at(lam_b), relaxation)
+    red_b = search.reduce(lam_b)
     if red_b is None:
         return None  # the LP is infeasible, so is every plan
-    if red_b.start is not None:
-        consider(tuple(int(k[i]) for k, i in zip(red_b.kept, red_b.start)))
+    search.consider_start(red_b)
     # Narrow the range from below with the best plan known: a plan with g > best_g has
     # lambda = alpha*e^z = g + C > best_g + (least possible C), so smaller lambdas cannot hold a better plan.
-    lam_a = max(lam_a, best_g + float(sum(a.min() for a in c)))
+    lam_a = max(lam_a, search.best_g + float(sum(a.min() for a in search.c)))
     if lam_b <= lam_a * (1 + 1e-12):  # no room for a better plan below lam_b; the exact end settles it
-        cb = finish(lam_b, red_b)
+        cb = search.finish(lam_b, red_b)
         if cb is not None:
-            consider(cb)
-        return None if best is None else (list(best), best_g, milps)
-    ca = finish(lam_a, _reduce(pipeline, options, values_at(lam_a), relaxation))
+            search.consider(cb)
+        return None
+    ca = search.finish(lam_a, search.reduce(lam_a))
     if ca is None:  # cannot happen when a plan exists (MILP(lam_a) has the same feasible plans)
-        return None if best is None else (list(best), best_g, milps)
-    consider(ca)
-    # Open intervals: (a, plan exact at a, Phi(a), b, plan exact at b or None, Phi(b) or an upper bound of it, aim)
-    stack = [(lam_a, ca, lam_a * found[ca][0] - found[ca][1], lam_b, None, red_b.upper, True)]
-    tol_g = lambda: 1e-9 * max(1.0, abs(best_g))  # noqa: E731
+        return None
+    pa = search.consider(ca)
+    search.lazy_end = red_b
+    return _Interval(lam_a, ca, pa.line(lam_a), lam_b, None, red_b.upper, True)
 
-    def chord_argmax(a, phi_a, b, phi_b):
-        """Where the chord bound below is attained."""
-        slope = (phi_b - phi_a) / (b - a)
-        # maximiser of chord - h on [a, b]: alpha*e^slope clipped to [a, b] (compared in logs: no overflow)
-        lam = a if slope <= math.log(a / alpha) else b if slope >= math.log(b / alpha) else alpha * math.exp(slope)
-        return lam, slope
 
-    def chord_bound(a, phi_a, b, phi_b):
-        """Upper bound of g over plans whose tangent lambda lies in [a, b], given Phi(a) <= phi_a and
-        Phi(b) <= phi_b: Phi is convex, so below its chord, and g = Phi - h with h = alpha*e^z's conjugate."""
-        lam, slope = chord_argmax(a, phi_a, b, phi_b)
-        return phi_a + slope * (lam - a) - (lam * math.log(lam / alpha) - lam)
+def _pas_step(search: _PasSearch, iv: _Interval) -> list[_Interval]:
+    """Close the interval `iv` or look inside it; the open intervals that remain (the last is searched next)."""
+    pa = search.found[iv.at_a]
+    if iv.b <= iv.a * (1 + 1e-12):
+        return []
+    if iv.at_b is not None and abs(search.found[iv.at_b].z - pa.z) <= 1e-12:
+        return []  # equal trade-offs at both ends: nothing in between
+    if _chord_bound(search.alpha, iv.a, iv.phi_a, iv.b, iv.phi_b) <= search.best_g + search.tol_g():
+        return []
+    lam_s, _ = _chord_argmax(search.alpha, iv.a, iv.phi_a, iv.b, iv.phi_b)
+    if iv.at_b is None and not (iv.aim and iv.a < lam_s < iv.b * (1 - 1e-9)):
+        return _exact_lazy_end(search, iv)  # the lazy end: split where the bound is attained, once; else solve it
+    split = _split_point(search, iv, lam_s)
+    return [] if split is None else _look_at(search, iv, split)
 
-    def flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b):
-        """Phi(lam_x) is no more than the better end line there. At the crossing: Phi is the max of the two
-        lines on [a, b], no vertex lies between. Elsewhere: on the side of the better line Phi is that line
-        (nothing there beats its end plan); the other side goes on, split at the crossing next."""
-        if crossing:
-            return
-        za, cca = found[ya]
-        if yb is None or lam_x * za - cca >= lam_x * found[yb][0] - found[yb][1]:
-            stack.append((lam_x, ya, lam_x * za - cca, b, yb, phi_b, False))
-        else:
-            stack.append((a, ya, phi_a, lam_x, yb, lam_x * found[yb][0] - found[yb][1], False))
 
-    while stack:
-        a, ya, phi_a, b, yb, phi_b, aim = stack.pop()
-        za, cca = found[ya]
-        if b <= a * (1 + 1e-12):
-            continue
-        if yb is not None and abs(found[yb][0] - za) <= 1e-12:
-            continue  # equal trade-offs at both ends: nothing in between
-        if chord_bound(a, phi_a, b, phi_b) <= best_g + tol_g():
-            continue
-        lam_s, _ = chord_argmax(a, phi_a, b, phi_b)
-        if yb is None:  # the lazy end: split where the bound is attained, once; else make the end exact
-            if not (aim and a < lam_s < b * (1 - 1e-9)):
-                cb = finish(lam_b, red_b)
-                if cb is not None:
-                    consider(cb)
-                    stack.append((a, ya, phi_a, b, cb, b * found[cb][0] - found[cb][1], True))
-                continue
-            lam_x, crossing = lam_s, False
-            line_x = lam_x * za - cca
-        else:
-            zb, ccb = found[yb]
-            # the two end plans' lines cross at lam_x; a plan better than both there is a new vertex
-            lam_x, crossing = (ccb - cca) / (zb - za), True
-            if not (a < lam_x < b):
-                continue
-            if aim and a < lam_s < b and abs(lam_s - lam_x) > 1e-9 * lam_x:
-                lam_x, crossing = lam_s, False  # first look where the bound is attained: Phi there cuts it most
-            line_x = max(lam_x * za - cca, lam_x * zb - ccb)
-        tol_x = 1e-9 * max(1.0, abs(line_x))
+def _exact_lazy_end(search: _PasSearch, iv: _Interval) -> list[_Interval]:
+    """Solve the MILP of the lazy end (iv.b is the most accurate lambda); the interval goes on with its plan."""
+    cb = search.finish(iv.b, search.lazy_end)
+    if cb is None:
+        return []
+    return [replace(iv, at_b=cb, phi_b=search.consider(cb).line(iv.b), aim=True)]
 
-        red = _reduce(pipeline, options, values_at(lam_x), relaxation)
-        if red is None:
-            continue
-        if red.start is not None:  # the reduction's feasible plan is a real plan: it may raise best_g
-            consider(tuple(int(k[i]) for k, i in zip(red.kept, red.start)))
-        # The LP optimum bounds Phi(lam_x) from above. If it does not beat the end lines there, the flat-side
-        # rule applies; if the chord bounds through it on both halves cannot beat best_g, nothing in [a, b]
-        # can. Either way the exact finishing of MILP(lam_x) is not needed.
-        if red.upper <= line_x + tol_x:
-            flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b)
-            continue
-        if (
-            chord_bound(a, phi_a, lam_x, red.upper) <= best_g + tol_g()
-            and chord_bound(lam_x, red.upper, b, phi_b) <= best_g + tol_g()
-        ):
-            continue
-        yx = finish(lam_x, red)
-        if yx is None:
-            continue
-        consider(yx)
-        phi_x = lam_x * found[yx][0] - found[yx][1]
-        if phi_x <= line_x + tol_x:
-            flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b)
-            continue
-        stack.append((a, ya, phi_a, lam_x, yx, phi_x, True))
-        stack.append((lam_x, yx, phi_x, b, yb, phi_b, True))
-    return list(best), best_g, milps
+
+def _split_point(search: _PasSearch, iv: _Interval, lam_s: float) -> _Split | None:
+    """Where to look inside `iv`: at the lazy end where the chord bound is attained (`lam_s`); between two exact
+    ends where their lines cross, or first at `lam_s` while `aim` holds. None: the lines do not cross inside."""
+    pa = search.found[iv.at_a]
+    if iv.at_b is None:
+        return _Split(lam_s, False, pa.line(lam_s))
+    pb = search.found[iv.at_b]
+    # the two end plans' lines cross at lam_x; a plan better than both there is a new vertex
+    lam_x, crossing = (pb.c - pa.c) / (pb.z - pa.z), True
+    if not (iv.a < lam_x < iv.b):
+        return None
+    if iv.aim and iv.a < lam_s < iv.b and abs(lam_s - lam_x) > 1e-9 * lam_x:
+        lam_x, crossing = lam_s, False  # first look where the bound is attained: Phi there cuts it most
+    return _Split(lam_x, crossing, max(pa.line(lam_x), pb.line(lam_x)))
+
+
+def _look_at(search: _PasSearch, iv: _Interval, x: _Split) -> list[_Interval]:
+    """Bound Phi(lambda_x) by the LP, and solve MILP(lambda_x) exactly only if that bound leaves room."""
+    tol_x = 1e-9 * max(1.0, abs(x.line))
+    red = search.reduce(x.lam)
+    if red is None:
+        return []
+    search.consider_start(red)
+    # The LP optimum bounds Phi(lam_x) from above. If it does not beat the end lines there, the flat-side
+    # rule applies; if the chord bounds through it on both halves cannot beat best_g, nothing in [a, b]
+    # can. Either way the exact finishing of MILP(lam_x) is not needed.
+    if red.upper <= x.line + tol_x:
+        return _flat_side(search, iv, x)
+    if (
+        _chord_bound(search.alpha, iv.a, iv.phi_a, x.lam, red.upper) <= search.best_g + search.tol_g()
+        and _chord_bound(search.alpha, x.lam, red.upper, iv.b, iv.phi_b) <= search.best_g + search.tol_g()
+    ):
+        return []
+    yx = search.finish(x.lam, red)
+    if yx is None:
+        return []
+    phi_x = search.consider(yx).line(x.lam)
+    if phi_x <= x.line + tol_x:
+        return _flat_side(search, iv, x)
+    return [replace(iv, b=x.lam, at_b=yx, phi_b=phi_x, aim=True), replace(iv, a=x.lam, at_a=yx, phi_a=phi_x, aim=True)]
+
+
+def _flat_side(search: _PasSearch, iv: _Interval, x: _Split) -> list[_Interval]:
+    """Phi(lambda_x) is no more than the better end line there. At the crossing: Phi is the max of the two
+    lines on [a, b], no vertex lies between. Elsewhere: on the side of the better line Phi is that line
+    (nothing there beats its end plan); the other side goes on, split at the crossing next."""
+    if x.crossing:
+        return []
+    line_a = search.found[iv.at_a].line(x.lam)
+    if iv.at_b is None or line_a >= search.found[iv.at_b].line(x.lam):
+        return [replace(iv, a=x.lam, phi_a=line_a, aim=False)]
+    return [replace(iv, b=x.lam, phi_b=search.found[iv.at_b].line(x.lam), aim=False)]
 
 
 def solve(
@@ -704,7 +808,7 @@ def solve(
         r = _solve_pas(pipeline, options, time_limit_s)
         if r is None:
             return None
-        choice, best, milps = r
+        choice, best, milps = r.choice, r.objective, r.milps
         if distance is not None:
             # Ties are looked for on the optimum's supporting line (lambda* z - C), where equal-objective
             # alternatives live; the result is kept only if its true objective is still optimal.
