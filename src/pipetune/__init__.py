@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipetune.configs import StageConfig
-from pipetune.errors import PipetuneError
+from pipetune.errors import PipetuneError, SolverError
 from pipetune.spec import Pipeline, SpecError, load_pipeline
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PipetuneError",
+    "SolverError",
     "Plan",
     "Infeasible",
     "StageConfig",

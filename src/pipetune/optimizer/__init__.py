@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from pipetune.errors import SolverError
 from pipetune.latency import longest_path
 from pipetune.optimizer.incumbent import cached_for, stage_slack
 from pipetune.optimizer.milp import solve
@@ -51,8 +52,8 @@ def policy_restriction(pipeline, profiles, policy: str, current=None, **params) 
         raise PipetuneError(f"policy {policy!r} is unknown; choose one of {', '.join(POLICIES)}")
     if policy in ("ipa", "static-peak"):
         return Restriction()
+    pick: dict[str, tuple[str, ...]] = {}
     if policy == "fa2-low":
-        pick = {}
         for st in pipeline.stages:
             b0, c0 = pipeline.batch_sizes_for(st.name)[0], pipeline.cores_for(st.name)[0]
             pick[st.name] = (
@@ -63,7 +64,6 @@ def policy_restriction(pipeline, profiles, policy: str, current=None, **params) 
         return Restriction(variants=pick)
     if policy == "fa2-high":
         heavy: Mapping[str, str] = params.get("heavy") or {}
-        pick = {}
         for st in pipeline.stages:
             name = heavy.get(st.name) or max(st.variants, key=lambda v: v.accuracy).name
             if name not in [v.name for v in st.variants]:
@@ -91,12 +91,19 @@ def policy_restriction(pipeline, profiles, policy: str, current=None, **params) 
     )
 
 
-def stage_options(pipeline, rps: float, profiles=None, restriction: Restriction | None = None) -> list[StageOptions]:
-    """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates)."""
+def stage_options(
+    pipeline, rps: float, profiles=None, restriction: Restriction | None = None, *, sla_s: float | None = None
+) -> list[StageOptions]:
+    """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates).
+
+    `sla_s`: keep the options whose own latency fits this many seconds instead of the pipeline's SLA (math.inf:
+    every option that carries the load within the caps)."""
     profiles = profiles or _profiles_for(pipeline)
     restriction = restriction or Restriction()
     base = cached_for(
-        (pipeline, profiles), f"base options {restriction!r}", lambda owners: build_base_options(*owners, restriction)
+        (pipeline, profiles),
+        f"base options {restriction!r}",
+        lambda owners: build_base_options(owners[0], owners[1], restriction),
     )
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
@@ -104,7 +111,7 @@ def stage_options(pipeline, rps: float, profiles=None, restriction: Restriction 
         base,
         [loads[s] for s in base.stages],
         pct=pipeline.sla.percentile,
-        sla_s=pipeline.sla.seconds,
+        sla_s=pipeline.sla.seconds if sla_s is None else sla_s,
         headroom=caps.headroom,
         max_replicas=caps.max_replicas,
         fixed_replicas=[(restriction.replicas or {}).get(s) for s in base.stages],
@@ -131,11 +138,13 @@ def plan_pipeline(
     current: Mapping[str, StageConfig] | None = None,
     profiles: PipelineProfiles | None = None,
     measured_only: bool = False,
+    time_limit_s: float = 30.0,
     **params,
 ) -> Plan | Infeasible:
     """The best configuration at `rps` requests/s under `policy`, or Infeasible with a best-effort fallback.
 
-    `measured_only`: plan on the profile's measured cells alone (no cell from a fitted law)."""
+    `measured_only`: plan on the profile's measured cells alone (no cell from a fitted law). `time_limit_s`: per
+    HiGHS run; a run it stops raises SolverError (so does any other solve without an answer), never Infeasible."""
     if not (rps >= 0 and math.isfinite(rps)):
         from pipetune.errors import PipetuneError
 
@@ -176,12 +185,13 @@ def plan_pipeline(
     # other stages (pruning does not change a stage's fastest latency, so both are decided on `raw` at once).
     pruned = pareto_prune_stages(raw, pipeline.objective, budget, keeps, max_latency=stage_slack(pipeline, raw))
     if any(len(so) == 0 for so in pruned):
-        binding, reason = _diagnose(pipeline, raw)
+        binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction)
         return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
     dist = [_distance(so, cur.get(so.stage) if cur else None) for so in pruned] if cur else None
-    sol = solve(pipeline, pruned, distance=dist)
+    # None: no plan exists (a solve stopped by a limit raises SolverError instead)
+    sol = solve(pipeline, pruned, distance=dist, time_limit_s=time_limit_s)
     if sol is None:
-        binding, reason = _diagnose(pipeline, pruned)
+        binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction)
         return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
     return assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0, profiles=profiles)
 
@@ -250,20 +260,45 @@ def assemble_plan(
     )
 
 
-def _diagnose(pipeline, options: list[StageOptions]) -> tuple[str, str]:
-    fastest = {so.stage: float(so.lat_slo.min()) for so in options}
+def _diagnose(pipeline, rps: float, raw: list[StageOptions], profiles, restriction) -> tuple[str, str]:
+    """What makes a pipeline whose every stage has options (`raw`, unpruned) infeasible at `rps`:
+      sla         not even the fastest option of every stage (any number of cores) meets the SLA;
+      budget      the SLA alone holds, but not even the cheapest options that carry the load (SLA aside) fit
+                  caps.max_total_cores;
+      sla+budget  each holds alone, both together do not.
+    (`capacity:<stage>` and `sla:<stage>`, a stage with no option at all, are named before any solve.)
+    Without a budget the fastest options are a plan, so an infeasible answer there is a solver fault."""
+    fastest = {so.stage: float(so.lat_slo.min()) for so in raw}
     slo, path = longest_path(pipeline, fastest)
-    if slo > pipeline.sla.seconds:
+    sla = pipeline.sla.seconds
+    if slo > sla:
         worst = max(path, key=lambda s: fastest[s])
         return "sla", (
-            f"the SLA of {pipeline.sla.seconds:g} s cannot hold at this load: the fastest options along "
+            f"the SLA of {sla:g} s cannot hold at this load: the fastest options along "
             f"{' -> '.join(path)} need {slo:.3g} s (stage {worst!r} alone {fastest[worst]:.3g} s)"
         )
-    cheapest = sum(float(so.cost.min()) for so in options)
     budget = pipeline.caps.max_total_cores
-    if budget is not None and cheapest > budget:
-        return "budget", f"even the cheapest options need {cheapest:g} cores; caps.max_total_cores is {budget:g}"
-    return "sla+budget", "the SLA and the core budget cannot both hold at this load"
+    if budget is None:
+        raise SolverError(
+            f"pipeline {pipeline.name!r} at {rps:g} rps: the solver found no plan, yet the fastest options meet "
+            f"the SLA ({slo:.3g} s of {sla:g} s) and no core budget applies; a bug in pipetune's model, report it "
+            "with the pipeline (PIPETUNE_TRACEBACK=1 shows where)",
+            status="kInfeasible",
+            phase="diagnosis",
+        )
+    # The cheapest options regardless of the SLA: the raw sets hold only options that fit the SLA on their own.
+    carry = stage_options(pipeline, rps, profiles, restriction, sla_s=math.inf)
+    cheapest = sum(float(so.cost.min()) for so in carry)
+    if cheapest > budget:
+        return "budget", (
+            f"even the cheapest options that carry the load need {cheapest:g} cores, SLA aside; "
+            f"caps.max_total_cores is {budget:g}: raise it"
+        )
+    return "sla+budget", (
+        f"the SLA alone holds (fastest options: {slo:.3g} s of {sla:g} s) and so does the core budget alone "
+        f"(cheapest options: {cheapest:g} of {budget:g} cores), but not both at once at this load: "
+        "raise caps.max_total_cores or the SLA"
+    )
 
 
 def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0) -> Infeasible:

@@ -24,18 +24,22 @@ z = sum log(acc) (linear in y) and C = beta*cost + gamma*batch, so the objective
     its end values, which bounds every plan whose lambda lies inside; intervals whose bound cannot beat the best
     plan found are closed, the others are split: first where that bound is attained (exact Phi there cuts the
     bound most), and, when that finds no plan above the end lines, where the two end plans' lines cross
-    (Eisner-Severance). On the pas instances of three benchmark draws (15 at 9x9, 17 at 25x9) this takes 54 and
-    79 MILPs instead of 67 and 117 with crossings only.
+    (Eisner-Severance). On the benchmark's pas instances, looking where the bound is attained first takes
+    fewer MILPs than crossings alone.
 Every step is an exact MILP and the bound is valid, so the result is the optimum, with no approximation of the
-product. In practice 1-8 MILPs are solved (3.4 on average at 9x9, 3.8 at 25x9).
+product. A search usually solves a handful of MILPs (`Solution.milps`; `pipetune bench optimizer` times it).
 
 More exact cuts keep the number of MILPs small: the search starts at the most accurate end (lambda_b) with only
 its LP (an upper bound of Phi there) and the LP's rounded plan, and solves that MILP only if an interval next to
 it stays open; it raises the low end to (best g known) + (least penalty), below which no plan beats the best
 known one; and before paying for the exact finishing at a split point lambda_x, the LP optimum there is used in
 the chord bounds of both halves, which often closes them. (The chord bound needs only upper bounds of Phi at the
-ends; the lines of exact end plans are needed only to find crossings and flat sides.) On the pas instances of
-three benchmark draws, the lazy end took the MILPs from 54 to 51 at 9x9 and from 79 to 64 at 25x9.
+ends; the lines of exact end plans are needed only to find crossings and flat sides.)
+
+The search is a stack of open intervals (`_Interval`) and a `_PasSearch` state (plans found, best so far, MILPs
+solved): `_pas_ends` opens it, `_pas_step` closes an interval by its chord bound or picks a point inside
+(`_split_point`), and `_look_at` bounds Phi there by the LP before paying for the exact MILP; `_flat_side` is the
+flat-side rule.
 
 Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`). What
 survives is finished by flat enumeration when at most ENUMERATE_AT_MOST combinations are left, else by the
@@ -44,16 +48,20 @@ FRONTIER_MAX_STATES partial plans by HiGHS branch and bound. DAGs wider than FRO
 times with more than FRONTIER_DIRECT_ABOVE combinations left go to HiGHS directly: there the enumeration's bounds
 are too weak to keep it small. HiGHS solves
 every LP relaxation, and is the solver of record for the MILPs it gets; the enumerations are exact finishers.
+A HiGHS run that ends other than optimal or infeasible (a limit, an interrupt, an error) raises SolverError
+(`_outcome`): no answer is never read as "no plan".
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import highspy
 import numpy as np
 
+from pipetune.errors import SolverError
 from pipetune.optimizer.frontier import TooLarge, best_by_frontier, frontier_width
 from pipetune.optimizer.incumbent import (
     best_by_enumeration,
@@ -181,6 +189,73 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
     return _Model(bld, y, cut)
 
 
+# What each HiGHS model status means for a plan: "optimal", "infeasible", or why there is no answer and the fix
+# (a SolverError). Keyed by name, so that a status a newer highspy adds, or one an older one lacks, is no error
+# here; a status not listed is a SolverError too (test_trust_solver_status checks every member is listed).
+_BUG = "a bug in pipetune's model or in HiGHS; report it with the pipeline (PIPETUNE_TRACEBACK=1 shows where)"
+_STATUS: dict[str, tuple[str, str]] = {
+    "kOptimal": ("optimal", ""),
+    "kInfeasible": ("infeasible", ""),
+    # every column is bounded (0 <= y <= 1, 0 <= t <= SLA), so the model cannot be unbounded: infeasible
+    "kUnboundedOrInfeasible": ("infeasible", ""),
+    "kUnbounded": ("error", "every column is bounded, so this is " + _BUG),
+    "kTimeLimit": ("error", "the time limit ran out; raise time_limit_s (of plan_pipeline or solve; default 30 s)"),
+    "kIterationLimit": ("error", "an iteration limit ran out; pipetune sets none, so look for one set on HiGHS"),
+    "kSolutionLimit": ("error", "a solution or node limit ran out; pipetune sets none, so look for one set on HiGHS"),
+    "kObjectiveBound": ("error", "an objective bound stopped the solve; pipetune sets none, so this is " + _BUG),
+    "kObjectiveTarget": ("error", "an objective target stopped the solve; pipetune sets none, so this is " + _BUG),
+    "kInterrupt": ("error", "the solve was interrupted; run it again"),
+    "kHighsInterrupt": ("error", "the solve was interrupted; run it again"),
+    "kMemoryLimit": ("error", "HiGHS ran out of memory; free memory or offer fewer variants, batch sizes or cores"),
+    "kLoadError": ("error", _BUG),
+    "kModelError": ("error", _BUG),
+    "kPresolveError": ("error", _BUG),
+    "kSolveError": ("error", _BUG),
+    "kPostsolveError": ("error", _BUG),
+    "kModelEmpty": ("error", "pipetune never builds an empty model, so this is " + _BUG),
+    "kNotset": ("error", "the solve did not run, so this is " + _BUG),
+    "kUnknown": ("error", "HiGHS could not decide; " + _BUG),
+}
+
+
+def _outcome(h: highspy.Highs, phase: str, pipeline=None) -> str:
+    """The outcome of the run `h` just finished, "optimal" or "infeasible"; any other status (a limit, an
+    interrupt, a solver error) raises SolverError: a solve without an answer is never reported as infeasible."""
+    status = h.getModelStatus()
+    name = getattr(status, "name", str(status))
+    outcome, fix = _STATUS.get(name, ("error", "a status pipetune does not know; " + _BUG))
+    if outcome != "error":
+        return outcome
+    of = f" of pipeline {pipeline.name!r}" if pipeline is not None and hasattr(pipeline, "name") else ""
+    raise SolverError(
+        f"HiGHS stopped the {phase}{of} without an answer (status {name}: {h.modelStatusToString(status)}): {fix}",
+        status=name,
+        phase=phase,
+    )
+
+
+# The first highspy whose HiGHS has every option `_highs` sets (the mip_heuristic_run_* switches came in HiGHS
+# 1.11.0); pyproject.toml requires it.
+HIGHSPY_MIN = "1.11"
+
+
+def _set(h: highspy.Highs, option: str, value) -> None:
+    """Set a HiGHS option; one HiGHS does not know (an older highspy) or rejects is an error, never ignored."""
+    if h.setOptionValue(option, value) == highspy.HighsStatus.kError:
+        version = f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
+        raise SolverError(
+            f"HiGHS {version} rejects option {option}={value!r}; pipetune needs highspy>={HIGHSPY_MIN} "
+            f"(pip install 'highspy>={HIGHSPY_MIN}')",
+            status="kError",
+            phase="setup",
+        )
+
+
+def _pass_model(h: highspy.Highs, lp: highspy.HighsLp, phase: str) -> None:
+    if h.passModel(lp) == highspy.HighsStatus.kError:
+        raise SolverError(f"HiGHS rejected the {phase} model: {_BUG}", status="kError", phase=phase)
+
+
 _banner_shown = False
 
 
@@ -209,26 +284,26 @@ def _new_highs() -> highspy.Highs:
 
 def _highs(time_limit_s: float) -> highspy.Highs:
     h = _new_highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    _set(h, "output_flag", False)
+    _set(h, "threads", 1)
     # Measured on these models: feasibility jump and the sub-MIP heuristics (RINS/RENS) took most of the
     # time and found nothing the MIP start does not already give.
-    h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
-    h.setOptionValue("mip_heuristic_run_rins", False)
-    h.setOptionValue("mip_heuristic_run_rens", False)
+    _set(h, "mip_heuristic_run_feasibility_jump", False)
+    _set(h, "mip_heuristic_run_rins", False)
+    _set(h, "mip_heuristic_run_rens", False)
     # Measured on the 25x9 benchmark models that reach branch and bound (29 models, CPU time, best of 3):
     # no restart after root fixings and strong branching trusted after 4 (not 8) pseudo-cost samples took the
     # geometric-mean solve time to 0.69x of the defaults. Both only steer the search; the optimum is the same.
-    h.setOptionValue("mip_allow_restart", False)
-    h.setOptionValue("mip_pscost_minreliable", 4)
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_abs_gap", 1e-10)
+    _set(h, "mip_allow_restart", False)
+    _set(h, "mip_pscost_minreliable", 4)
+    _set(h, "mip_rel_gap", 0.0)
+    _set(h, "mip_abs_gap", 1e-10)
     # Rows hold to 1e-9, not HiGHS's default 1e-6: a path could exceed the SLA by a microsecond, and the least-change
     # MILP's value row took plans one batch unit (gamma = 1e-6) below the optimum. No measurable cost on the 25x9
     # models that branch (geometric mean 0.99x).
-    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
-    h.setOptionValue("primal_feasibility_tolerance", 1e-9)
-    h.setOptionValue("time_limit", float(time_limit_s))
+    _set(h, "mip_feasibility_tolerance", 1e-9)
+    _set(h, "primal_feasibility_tolerance", 1e-9)
+    _set(h, "time_limit", float(time_limit_s))
     return h
 
 
@@ -255,30 +330,37 @@ class _Relaxation:
     """The LP relaxation of MILP(v) over fixed option sets, built once; each `run(values)` only changes the
     objective, so HiGHS restarts from the previous optimal basis (the parametric search solves it per lambda)."""
 
-    def __init__(self, pipeline, options: list[StageOptions]) -> None:
+    def __init__(self, pipeline, options: list[StageOptions], time_limit_s: float = 30.0) -> None:
+        self.pipeline = pipeline
         self.m = _build(pipeline, options, [np.zeros(len(so)) for so in options])
-        self.h = _highs(30.0)
+        self.h = _highs(time_limit_s)
         # No presolve for these LPs (a few hundred columns): median 3.3 -> 1.6 ms on the 25x9 benchmark's first
         # relaxations; the later runs start from the previous basis anyway.
-        self.h.setOptionValue("presolve", "off")
-        self.h.passModel(self.m.builder.lp(relax=True))
+        _set(self.h, "presolve", "off")
+        _pass_model(self.h, self.m.builder.lp(relax=True), "LP relaxation")
         self.cut = self.m.cut
         self.cols = np.arange(self.cut[-1], dtype=np.int32)
         self.stage_of = np.repeat(np.arange(len(options)), np.diff(self.cut))
         self.lat = np.concatenate([so.lat_slo for so in options])
 
-    def run(self, values: list[np.ndarray]) -> highspy.Highs:
+    def run(self, values: list[np.ndarray]) -> highspy.Highs | None:
+        """The solved LP, or None if it is infeasible (then so is every plan); a limit raises SolverError."""
         self.h.changeColsCost(int(self.cols.size), self.cols, -np.concatenate(values))
         self.h.run()
-        return self.h
+        return self.h if _outcome(self.h, "LP relaxation", self.pipeline) == "optimal" else None
 
 
 def _reduce(
-    pipeline, options: list[StageOptions], values: list[np.ndarray], relaxation: _Relaxation | None = None
+    pipeline,
+    options: list[StageOptions],
+    values: list[np.ndarray],
+    relaxation: _Relaxation | None = None,
+    time_limit_s: float = 30.0,
 ) -> _Reduction | None:
-    relaxation = relaxation or _Relaxation(pipeline, options)
+    """The reduction of `reduce_by_lp`, or None when the LP relaxation is infeasible (so is every plan)."""
+    relaxation = relaxation or _Relaxation(pipeline, options, time_limit_s)
     h = relaxation.run(values)
-    if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+    if h is None:
         return None
     upper = -h.getInfo().objective_function_value
     sol = h.getSolution()
@@ -332,7 +414,7 @@ def solve_linear(
     pipeline, options: list[StageOptions], values: list[np.ndarray], *, time_limit_s: float = 30.0
 ) -> tuple[list[int], float] | None:
     """Exact MILP(values): (option index per stage into `options`, optimal value), or None if infeasible."""
-    red = _reduce(pipeline, options, values)
+    red = _reduce(pipeline, options, values, time_limit_s=time_limit_s)
     if red is None:
         return None
     return _finish(pipeline, values, red, time_limit_s)
@@ -373,17 +455,14 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
     """MILP(values) on the reduced sets by HiGHS branch and bound, with the feasible plan as a MIP start."""
     m = _build(pipeline, r_opts, r_vals)
     h = _highs(time_limit_s)
-    h.passModel(m.builder.lp())
+    _pass_model(h, m.builder.lp(), "branch and bound")
     if start is not None:
         idx = np.concatenate(m.y).astype(np.int32)
         val = np.concatenate([(np.arange(len(so)) == c).astype(float) for so, c in zip(r_opts, start)])
         h.setSolution(int(idx.size), idx, val)  # a MIP start; HiGHS completes any continuous columns
     h.run()
-    status = h.modelStatusToString(h.getModelStatus())
-    if status != "Optimal":
-        if status == "Infeasible":
-            return None
-        raise RuntimeError(f"HiGHS stopped with status {status!r}")
+    if _outcome(h, "branch and bound", pipeline) == "infeasible":
+        return None
     sol = np.array(h.getSolution().col_value)
     return [int(np.argmax(sol[ys])) for ys in m.y]
 
@@ -407,7 +486,8 @@ def least_change(
     worth the optimum, e.g. the one just found) as its MIP start.
     """
     tol = 1e-9 * max(1.0, abs(optimum))
-    red = reduction or _reduce(pipeline, options, values)  # `reduction`: the one already made for `values`
+    # `reduction`: the one already made for `values`
+    red = reduction or _reduce(pipeline, options, values, time_limit_s=time_limit_s)
     if red is None:
         return None
     kept, sub_o, sub_v, sub_d = [], [], [], []
@@ -425,7 +505,7 @@ def least_change(
         m = _build(pipeline, sub_o, [-d for d in sub_d])  # maximise -distance
         m.builder.add_row(np.concatenate(m.y), np.concatenate(sub_v), optimum - tol, INF)
         h = _highs(time_limit_s)
-        h.passModel(m.builder.lp())
+        _pass_model(h, m.builder.lp(), "least-change MILP")
         at = [np.flatnonzero(k == c) for k, c in zip(kept, known)] if known is not None else []
         if at and all(i.size for i in at):  # a MIP start: the known optimal plan, if the reduction kept it
             idx = np.concatenate(m.y).astype(np.int32)
@@ -435,7 +515,8 @@ def least_change(
                 np.concatenate([(np.arange(len(so)) == i[0]).astype(float) for so, i in zip(sub_o, at)]),
             )
         h.run()
-        if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+        # infeasible only by tolerances (the optimum itself reaches the value row): keep the optimum
+        if _outcome(h, "least-change MILP", pipeline) == "infeasible":
             return None
         sol = np.array(h.getSolution().col_value)
         local = [int(np.argmax(sol[ys])) for ys in m.y]
@@ -460,158 +541,255 @@ def _least_change_by_enumeration(pipeline, options, values, floor: float, distan
     return [int(x) for x in grid[:, int(np.argmin(total))]]
 
 
-def _pas_parts(pipeline, options):
+def _pas_parts(pipeline, options: list[StageOptions]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per stage and option: z = log(accuracy) (LOG_ZERO for 0) and the penalty C = beta*cost + gamma*batch."""
     obj = pipeline.objective
     z = [np.where(so.acc > 0, np.log(np.maximum(so.acc, 1e-300)), LOG_ZERO) for so in options]
     c = [obj.beta * so.cost + obj.gamma * so.batch for so in options]
     return z, c
 
 
-def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float):
-    """Parametric search over lambda (module docstring). Returns (choice, objective, milps) or None."""
-    alpha = pipeline.objective.alpha
-    z, c = _pas_parts(pipeline, options)
+_Choice = tuple[int, ...]  # option index per stage, into the search's option sets (hashable: plans found are keys)
 
-    def point(choice):
-        zz = float(sum(a[i] for a, i in zip(z, choice)))
-        cc = float(sum(a[i] for a, i in zip(c, choice)))
-        return zz, cc
 
-    def g(zz, cc):
-        return alpha * math.exp(zz) - cc
+class _Point(NamedTuple):
+    """A plan in the (z, C) trade-off: z = sum log(accuracy), C = beta*cost + gamma*batch."""
 
-    relaxation = _Relaxation(pipeline, options)
+    z: float
+    c: float
 
-    def values_at(lam):
-        return [lam * a - b for a, b in zip(z, c)]
+    def line(self, lam: float) -> float:
+        """The plan's value in MILP(lambda*z - C): a lower bound of Phi(lambda), equal where the plan is optimal."""
+        return lam * self.z - self.c
 
-    def finish(lam, red):
-        nonlocal milps
-        milps += 1
-        r = None if red is None else _finish(pipeline, values_at(lam), red, time_limit_s)
+
+@dataclass(frozen=True)
+class _Interval:
+    """An open interval [a, b] of lambda. `at_a` is the exact plan of MILP(a) and `phi_a` = Phi(a); `at_b` is the
+    exact plan of MILP(b), or None at the lazy end (the most accurate lambda, whose MILP is solved only when
+    needed), and `phi_b` is Phi(b) or, at the lazy end, the LP's upper bound of it. `aim`: look first where the
+    chord bound is attained (False once the flat-side rule has cut the interval: then at the crossing)."""
+
+    a: float
+    at_a: _Choice
+    phi_a: float
+    b: float
+    at_b: _Choice | None
+    phi_b: float
+    aim: bool
+
+
+class _Split(NamedTuple):
+    """Where an interval is looked at next: lambda_x, whether it is the crossing of the end plans' lines, and the
+    better of those lines there (a plan is a new vertex only if it beats it)."""
+
+    lam: float
+    crossing: bool
+    line: float
+
+
+class _PasResult(NamedTuple):
+    choice: list[int]
+    objective: float
+    milps: int
+
+
+def _chord_argmax(alpha: float, a: float, phi_a: float, b: float, phi_b: float) -> tuple[float, float]:
+    """Where the chord bound (`_chord_bound`) is attained, and the chord's slope."""
+    slope = (phi_b - phi_a) / (b - a)
+    # maximiser of chord - h on [a, b]: alpha*e^slope clipped to [a, b] (compared in logs: no overflow)
+    lam = a if slope <= math.log(a / alpha) else b if slope >= math.log(b / alpha) else alpha * math.exp(slope)
+    return lam, slope
+
+
+def _chord_bound(alpha: float, a: float, phi_a: float, b: float, phi_b: float) -> float:
+    """Upper bound of g over plans whose tangent lambda lies in [a, b], given Phi(a) <= phi_a and Phi(b) <= phi_b:
+    Phi is convex, so below its chord, and g = Phi - h with h = alpha*e^z's conjugate."""
+    lam, slope = _chord_argmax(alpha, a, phi_a, b, phi_b)
+    return phi_a + slope * (lam - a) - (lam * math.log(lam / alpha) - lam)
+
+
+@dataclass
+class _PasSearch:
+    """The state of one parametric search: the plans found (with their trade-off points), the best of them by
+    the true objective g = alpha*e^z - C, and the number of exact MILPs solved."""
+
+    pipeline: Any
+    options: list[StageOptions]
+    time_limit_s: float
+    z: list[np.ndarray]
+    c: list[np.ndarray]
+    relaxation: _Relaxation
+    alpha: float
+    found: dict[_Choice, _Point] = field(default_factory=dict)
+    best: _Choice | None = None
+    best_g: float = -math.inf
+    milps: int = 0
+    lazy_end: _Reduction | None = None  # the reduction of MILP(the most accurate lambda), until that MILP is solved
+
+    @classmethod
+    def of(cls, pipeline, options: list[StageOptions], time_limit_s: float) -> _PasSearch:
+        z, c = _pas_parts(pipeline, options)
+        relaxation = _Relaxation(pipeline, options, time_limit_s)
+        return cls(pipeline, options, time_limit_s, z, c, relaxation, pipeline.objective.alpha)
+
+    def point(self, choice: _Choice) -> _Point:
+        return _Point(
+            float(sum(a[i] for a, i in zip(self.z, choice))), float(sum(a[i] for a, i in zip(self.c, choice)))
+        )
+
+    def g(self, p: _Point) -> float:
+        return self.alpha * math.exp(p.z) - p.c
+
+    def tol_g(self) -> float:
+        return 1e-9 * max(1.0, abs(self.best_g))
+
+    def values_at(self, lam: float) -> list[np.ndarray]:
+        return [lam * a - b for a, b in zip(self.z, self.c)]
+
+    def reduce(self, lam: float) -> _Reduction | None:
+        """MILP(lambda)'s LP relaxation and reduction (None: the LP, so every plan, is infeasible)."""
+        return _reduce(self.pipeline, self.options, self.values_at(lam), self.relaxation)
+
+    def finish(self, lam: float, red: _Reduction | None) -> _Choice | None:
+        """The exact plan of MILP(lambda), counted as one MILP, from its reduction `red`."""
+        self.milps += 1
+        r = None if red is None else _finish(self.pipeline, self.values_at(lam), red, self.time_limit_s)
         return None if r is None else tuple(r[0])
 
-    milps = 0
-    best, best_g = None, -math.inf
-    found: dict[tuple, tuple[float, float]] = {}
+    def consider(self, choice: _Choice) -> _Point:
+        """Record a real plan (it may become the best); its trade-off point."""
+        p = self.found.setdefault(choice, self.point(choice))
+        if self.g(p) > self.best_g:
+            self.best, self.best_g = choice, self.g(p)
+        return p
 
-    def consider(plan):
-        nonlocal best, best_g
-        found.setdefault(plan, point(plan))
-        if g(*found[plan]) > best_g:
-            best, best_g = plan, g(*found[plan])
+    def consider_start(self, red: _Reduction) -> None:
+        """The reduction's feasible plan is a real plan: it may raise best_g."""
+        if red.start is not None:
+            self.consider(tuple(int(k[i]) for k, i in zip(red.kept, red.start)))
 
-    z_lo = float(sum(a.min() for a in z))
-    z_hi = float(sum(a.max() for a in z))
-    if alpha == 0:
-        ch = finish(0.0, _reduce(pipeline, options, values_at(0.0), relaxation))
-        return None if ch is None else (list(ch), g(*point(ch)), milps)
-    lam_a, lam_b = alpha * math.exp(z_lo), alpha * math.exp(z_hi)
+    def result(self) -> _PasResult | None:
+        return None if self.best is None else _PasResult(list(self.best), self.best_g, self.milps)
+
+
+def _solve_pas(pipeline, options: list[StageOptions], time_limit_s: float) -> _PasResult | None:
+    """Parametric search over lambda (module docstring): the optimal plan, its objective and the MILPs it took,
+    or None if no plan is feasible."""
+    search = _PasSearch.of(pipeline, options, time_limit_s)
+    if search.alpha == 0:  # g = -C: one linear MILP
+        ch = search.finish(0.0, search.reduce(0.0))
+        return None if ch is None else _PasResult(list(ch), search.g(search.point(ch)), search.milps)
+    first = _pas_ends(search)
+    stack = [] if first is None else [first]
+    while stack:
+        stack.extend(_pas_step(search, stack.pop()))
+    return search.result()
+
+
+def _pas_ends(search: _PasSearch) -> _Interval | None:
+    """Open the search between the least and the most accurate lambda; None when the ends settle it."""
+    z_lo = float(sum(a.min() for a in search.z))
+    z_hi = float(sum(a.max() for a in search.z))
+    lam_a, lam_b = search.alpha * math.exp(z_lo), search.alpha * math.exp(z_hi)
     # The most accurate end: its LP optimum bounds Phi(lam_b) and its rounded plan is a real plan. The exact
     # MILP there is solved only if the search needs it; most searches close that end with the LP bound.
-    red_b = _reduce(pipeline, options, values_at(lam_b), relaxation)
+    red_b = search.reduce(lam_b)
     if red_b is None:
         return None  # the LP is infeasible, so is every plan
-    if red_b.start is not None:
-        consider(tuple(int(k[i]) for k, i in zip(red_b.kept, red_b.start)))
+    search.consider_start(red_b)
     # Narrow the range from below with the best plan known: a plan with g > best_g has
     # lambda = alpha*e^z = g + C > best_g + (least possible C), so smaller lambdas cannot hold a better plan.
-    lam_a = max(lam_a, best_g + float(sum(a.min() for a in c)))
+    lam_a = max(lam_a, search.best_g + float(sum(a.min() for a in search.c)))
     if lam_b <= lam_a * (1 + 1e-12):  # no room for a better plan below lam_b; the exact end settles it
-        cb = finish(lam_b, red_b)
+        cb = search.finish(lam_b, red_b)
         if cb is not None:
-            consider(cb)
-        return None if best is None else (list(best), best_g, milps)
-    ca = finish(lam_a, _reduce(pipeline, options, values_at(lam_a), relaxation))
+            search.consider(cb)
+        return None
+    ca = search.finish(lam_a, search.reduce(lam_a))
     if ca is None:  # cannot happen when a plan exists (MILP(lam_a) has the same feasible plans)
-        return None if best is None else (list(best), best_g, milps)
-    consider(ca)
-    # Open intervals: (a, plan exact at a, Phi(a), b, plan exact at b or None, Phi(b) or an upper bound of it, aim)
-    stack = [(lam_a, ca, lam_a * found[ca][0] - found[ca][1], lam_b, None, red_b.upper, True)]
-    tol_g = lambda: 1e-9 * max(1.0, abs(best_g))  # noqa: E731
+        return None
+    pa = search.consider(ca)
+    search.lazy_end = red_b
+    return _Interval(lam_a, ca, pa.line(lam_a), lam_b, None, red_b.upper, True)
 
-    def chord_argmax(a, phi_a, b, phi_b):
-        """Where the chord bound below is attained."""
-        slope = (phi_b - phi_a) / (b - a)
-        # maximiser of chord - h on [a, b]: alpha*e^slope clipped to [a, b] (compared in logs: no overflow)
-        lam = a if slope <= math.log(a / alpha) else b if slope >= math.log(b / alpha) else alpha * math.exp(slope)
-        return lam, slope
 
-    def chord_bound(a, phi_a, b, phi_b):
-        """Upper bound of g over plans whose tangent lambda lies in [a, b], given Phi(a) <= phi_a and
-        Phi(b) <= phi_b: Phi is convex, so below its chord, and g = Phi - h with h = alpha*e^z's conjugate."""
-        lam, slope = chord_argmax(a, phi_a, b, phi_b)
-        return phi_a + slope * (lam - a) - (lam * math.log(lam / alpha) - lam)
+def _pas_step(search: _PasSearch, iv: _Interval) -> list[_Interval]:
+    """Close the interval `iv` or look inside it; the open intervals that remain (the last is searched next)."""
+    pa = search.found[iv.at_a]
+    if iv.b <= iv.a * (1 + 1e-12):
+        return []
+    if iv.at_b is not None and abs(search.found[iv.at_b].z - pa.z) <= 1e-12:
+        return []  # equal trade-offs at both ends: nothing in between
+    if _chord_bound(search.alpha, iv.a, iv.phi_a, iv.b, iv.phi_b) <= search.best_g + search.tol_g():
+        return []
+    lam_s, _ = _chord_argmax(search.alpha, iv.a, iv.phi_a, iv.b, iv.phi_b)
+    if iv.at_b is None and not (iv.aim and iv.a < lam_s < iv.b * (1 - 1e-9)):
+        return _exact_lazy_end(search, iv)  # the lazy end: split where the bound is attained, once; else solve it
+    split = _split_point(search, iv, lam_s)
+    return [] if split is None else _look_at(search, iv, split)
 
-    def flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b):
-        """Phi(lam_x) is no more than the better end line there. At the crossing: Phi is the max of the two
-        lines on [a, b], no vertex lies between. Elsewhere: on the side of the better line Phi is that line
-        (nothing there beats its end plan); the other side goes on, split at the crossing next."""
-        if crossing:
-            return
-        za, cca = found[ya]
-        if yb is None or lam_x * za - cca >= lam_x * found[yb][0] - found[yb][1]:
-            stack.append((lam_x, ya, lam_x * za - cca, b, yb, phi_b, False))
-        else:
-            stack.append((a, ya, phi_a, lam_x, yb, lam_x * found[yb][0] - found[yb][1], False))
 
-    while stack:
-        a, ya, phi_a, b, yb, phi_b, aim = stack.pop()
-        za, cca = found[ya]
-        if b <= a * (1 + 1e-12):
-            continue
-        if yb is not None and abs(found[yb][0] - za) <= 1e-12:
-            continue  # equal trade-offs at both ends: nothing in between
-        if chord_bound(a, phi_a, b, phi_b) <= best_g + tol_g():
-            continue
-        lam_s, _ = chord_argmax(a, phi_a, b, phi_b)
-        if yb is None:  # the lazy end: split where the bound is attained, once; else make the end exact
-            if not (aim and a < lam_s < b * (1 - 1e-9)):
-                cb = finish(lam_b, red_b)
-                if cb is not None:
-                    consider(cb)
-                    stack.append((a, ya, phi_a, b, cb, b * found[cb][0] - found[cb][1], True))
-                continue
-            lam_x, crossing = lam_s, False
-            line_x = lam_x * za - cca
-        else:
-            zb, ccb = found[yb]
-            # the two end plans' lines cross at lam_x; a plan better than both there is a new vertex
-            lam_x, crossing = (ccb - cca) / (zb - za), True
-            if not (a < lam_x < b):
-                continue
-            if aim and a < lam_s < b and abs(lam_s - lam_x) > 1e-9 * lam_x:
-                lam_x, crossing = lam_s, False  # first look where the bound is attained: Phi there cuts it most
-            line_x = max(lam_x * za - cca, lam_x * zb - ccb)
-        tol_x = 1e-9 * max(1.0, abs(line_x))
+def _exact_lazy_end(search: _PasSearch, iv: _Interval) -> list[_Interval]:
+    """Solve the MILP of the lazy end (iv.b is the most accurate lambda); the interval goes on with its plan."""
+    cb = search.finish(iv.b, search.lazy_end)
+    if cb is None:
+        return []
+    return [replace(iv, at_b=cb, phi_b=search.consider(cb).line(iv.b), aim=True)]
 
-        red = _reduce(pipeline, options, values_at(lam_x), relaxation)
-        if red is None:
-            continue
-        if red.start is not None:  # the reduction's feasible plan is a real plan: it may raise best_g
-            consider(tuple(int(k[i]) for k, i in zip(red.kept, red.start)))
-        # The LP optimum bounds Phi(lam_x) from above. If it does not beat the end lines there, the flat-side
-        # rule applies; if the chord bounds through it on both halves cannot beat best_g, nothing in [a, b]
-        # can. Either way the exact finishing of MILP(lam_x) is not needed.
-        if red.upper <= line_x + tol_x:
-            flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b)
-            continue
-        if (
-            chord_bound(a, phi_a, lam_x, red.upper) <= best_g + tol_g()
-            and chord_bound(lam_x, red.upper, b, phi_b) <= best_g + tol_g()
-        ):
-            continue
-        yx = finish(lam_x, red)
-        if yx is None:
-            continue
-        consider(yx)
-        phi_x = lam_x * found[yx][0] - found[yx][1]
-        if phi_x <= line_x + tol_x:
-            flat_side(lam_x, crossing, a, ya, phi_a, b, yb, phi_b)
-            continue
-        stack.append((a, ya, phi_a, lam_x, yx, phi_x, True))
-        stack.append((lam_x, yx, phi_x, b, yb, phi_b, True))
-    return list(best), best_g, milps
+
+def _split_point(search: _PasSearch, iv: _Interval, lam_s: float) -> _Split | None:
+    """Where to look inside `iv`: at the lazy end where the chord bound is attained (`lam_s`); between two exact
+    ends where their lines cross, or first at `lam_s` while `aim` holds. None: the lines do not cross inside."""
+    pa = search.found[iv.at_a]
+    if iv.at_b is None:
+        return _Split(lam_s, False, pa.line(lam_s))
+    pb = search.found[iv.at_b]
+    # the two end plans' lines cross at lam_x; a plan better than both there is a new vertex
+    lam_x, crossing = (pb.c - pa.c) / (pb.z - pa.z), True
+    if not (iv.a < lam_x < iv.b):
+        return None
+    if iv.aim and iv.a < lam_s < iv.b and abs(lam_s - lam_x) > 1e-9 * lam_x:
+        lam_x, crossing = lam_s, False  # first look where the bound is attained: Phi there cuts it most
+    return _Split(lam_x, crossing, max(pa.line(lam_x), pb.line(lam_x)))
+
+
+def _look_at(search: _PasSearch, iv: _Interval, x: _Split) -> list[_Interval]:
+    """Bound Phi(lambda_x) by the LP, and solve MILP(lambda_x) exactly only if that bound leaves room."""
+    tol_x = 1e-9 * max(1.0, abs(x.line))
+    red = search.reduce(x.lam)
+    if red is None:
+        return []
+    search.consider_start(red)
+    # The LP optimum bounds Phi(lam_x) from above. If it does not beat the end lines there, the flat-side
+    # rule applies; if the chord bounds through it on both halves cannot beat best_g, nothing in [a, b]
+    # can. Either way the exact finishing of MILP(lam_x) is not needed.
+    if red.upper <= x.line + tol_x:
+        return _flat_side(search, iv, x)
+    if (
+        _chord_bound(search.alpha, iv.a, iv.phi_a, x.lam, red.upper) <= search.best_g + search.tol_g()
+        and _chord_bound(search.alpha, x.lam, red.upper, iv.b, iv.phi_b) <= search.best_g + search.tol_g()
+    ):
+        return []
+    yx = search.finish(x.lam, red)
+    if yx is None:
+        return []
+    phi_x = search.consider(yx).line(x.lam)
+    if phi_x <= x.line + tol_x:
+        return _flat_side(search, iv, x)
+    return [replace(iv, b=x.lam, at_b=yx, phi_b=phi_x, aim=True), replace(iv, a=x.lam, at_a=yx, phi_a=phi_x, aim=True)]
+
+
+def _flat_side(search: _PasSearch, iv: _Interval, x: _Split) -> list[_Interval]:
+    """Phi(lambda_x) is no more than the better end line there. At the crossing: Phi is the max of the two
+    lines on [a, b], no vertex lies between. Elsewhere: on the side of the better line Phi is that line
+    (nothing there beats its end plan); the other side goes on, split at the crossing next."""
+    if x.crossing:
+        return []
+    line_a = search.found[iv.at_a].line(x.lam)
+    if iv.at_b is None or line_a >= search.found[iv.at_b].line(x.lam):
+        return [replace(iv, a=x.lam, phi_a=line_a, aim=False)]
+    return [replace(iv, b=x.lam, phi_b=search.found[iv.at_b].line(x.lam), aim=False)]
 
 
 def solve(
@@ -630,7 +808,7 @@ def solve(
         r = _solve_pas(pipeline, options, time_limit_s)
         if r is None:
             return None
-        choice, best, milps = r
+        choice, best, milps = r.choice, r.objective, r.milps
         if distance is not None:
             # Ties are looked for on the optimum's supporting line (lambda* z - C), where equal-objective
             # alternatives live; the result is kept only if its true objective is still optimal.
@@ -645,7 +823,7 @@ def solve(
             milps += 1
         return Solution(choice, objective_of(pipeline, options, choice), "Optimal", options, milps)
     values = linear_values(pipeline, options)
-    red = _reduce(pipeline, options, values)
+    red = _reduce(pipeline, options, values, time_limit_s=time_limit_s)
     r = None if red is None else _finish(pipeline, values, red, time_limit_s)
     if r is None:
         return None
