@@ -549,9 +549,6 @@ def test_ctrl_c_exits_130():
 
 def test_a_solver_error_exits_1():
     from pipetune.cli.main import exit_code_for
-    from pipetune.errors import PipetuneError
-
-    class SolverError(PipetuneError):  # stands for pipetune.optimizer.SolverError until it lands
-        pass
+    from pipetune.errors import PipetuneError, SolverError
 
     assert exit_code_for(SolverError("HiGHS failed")) == 1 and exit_code_for(PipetuneError("bad")) == 2

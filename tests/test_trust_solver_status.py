@@ -178,3 +178,16 @@ def test_a_pipeline_without_a_budget_never_blames_the_budget(synthetic):
 
 def test_solver_error_is_public():
     assert pipetune.SolverError is SolverError and "SolverError" in pipetune.__all__
+
+
+def test_the_cli_says_a_solver_error_in_one_line_and_exits_1(iteration_limit, monkeypatch, capfd):
+    import sys
+
+    from pipetune.cli.main import run
+
+    monkeypatch.setattr(sys, "argv", ["pipetune", "plan", pipetune.example_path("synthetic"), "--rps", "60"])
+    with pytest.raises(SystemExit) as e:
+        run()
+    err = capfd.readouterr().err
+    assert e.value.code == 1
+    assert "kIterationLimit" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -34,6 +34,7 @@ from pipetune.cli import serve as _serve  # noqa: F401
 from pipetune.cli import simulate as _simulate  # noqa: F401
 from pipetune.cli import trace as _trace  # noqa: F401
 from pipetune.cli.app import app, err_console
+from pipetune.errors import SolverError
 
 __all__ = [
     "app",
@@ -77,9 +78,7 @@ def user_error_message(e: BaseException) -> str | None:
 
 def exit_code_for(e: BaseException) -> int:
     """EXIT_NEGATIVE for a solver that failed on valid input (the question had no answer), else EXIT_USAGE."""
-    # TODO(SolverError): by class name until `pipetune.optimizer.SolverError` (a PipetuneError) lands on main;
-    # then `isinstance(e, SolverError)`.
-    if any(c.__name__ == "SolverError" for c in type(e).__mro__):
+    if isinstance(e, SolverError):
         return EXIT_NEGATIVE
     return EXIT_USAGE
 
