@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
+from pipetune import jsonio
 from pipetune.cli.app import app
 from pipetune.cli.options import (
     HARD_MAX_REQUESTS,
@@ -132,7 +132,7 @@ def loadtest_cmd(
         plot=not no_plot,
     )
     if as_json:
-        print(json.dumps(summary, allow_nan=False))
+        print(jsonio.dumps(summary))
         if summary["interrupted"]:
             raise typer.Exit(130)
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipetune import jsonio
 from pipetune.cli.app import app
 from pipetune.cli.options import POSITIVE, SEED, Range, number, out_file
 from pipetune.cli.options import out_dir as out_dir_option
@@ -86,7 +86,7 @@ def info(
         "zero_seconds": int((x == 0).sum()),
     }
     if json_out:
-        print(json.dumps(stats))
+        print(jsonio.dumps(stats))
     else:
         for k, v in stats.items():
             console.print(f"{k:>13}: {v:g}")
@@ -146,7 +146,7 @@ def patterns(
         for k, v in found.items()
     }
     if json_out:
-        print(json.dumps({"duration": duration, "windows": rows}))
+        print(jsonio.dumps({"duration": duration, "windows": rows}))
     else:
         table = Table("pattern", "start", "stop", "mean rps", "cv", "surges", "surge ratio")
         for k, r in rows.items():
