@@ -110,25 +110,37 @@ def test_export_is_a_valid_serve_config(tmp_path):
     assert cfg["applications"][0]["deployments"][0]["user_config"]["max_inflight"] >= 1
 
 
-def test_bad_plan_file_is_a_clear_error(tmp_path):
+GOOD_STAGE = {"variant": "pca-16", "batch": 2, "cores": 1, "replicas": 1}
+
+
+@pytest.mark.parametrize(
+    "features, says",
+    [
+        (None, "stages.features needs variant, batch, cores and replicas"),
+        ({"variant": "pca-4"}, "stages.features.batch is None; it must be a whole number >= 1"),
+        ({**GOOD_STAGE, "batch": 2.7}, "stages.features.batch is 2.7"),  # never rounded down to 2
+        ({**GOOD_STAGE, "replicas": True}, "stages.features.replicas is True"),
+        ({**GOOD_STAGE, "variant": None}, "stages.features.variant is None; it must be one of"),
+        ({**GOOD_STAGE, "variant": "pca-99"}, "stages.features.variant is 'pca-99'"),
+    ],
+)
+def test_bad_plan_file_is_a_clear_error_naming_the_field(tmp_path, features, says):
     from typer.testing import CliRunner
 
     from pipetune.cli.main import app
+    from pipetune.spec import load_pipeline
 
+    pipeline = load_pipeline(example_path("digits"))
+    stages = {s: {"variant": pipeline.stage(s).variants[0].name, "batch": 1, "cores": 1, "replicas": 1}
+              for s in pipeline.stage_names}  # fmt: skip
+    stages.pop("features")
+    if features is not None:
+        stages["features"] = features
     bad = tmp_path / "plan.json"
-    bad.write_text('{"stages": {"features": {"variant": "pca-4"}}}')
+    bad.write_text(json.dumps({"stages": stages}))
     res = CliRunner().invoke(
         app,
-        [
-            "serve",
-            str(example_path("digits")),
-            "--plan",
-            str(bad),
-            "--num-cpus",
-            "8",
-            "--export",
-            str(tmp_path / "x"),
-        ],
+        ["serve", str(example_path("digits")), "--plan", str(bad), "--num-cpus", "8", "--export", str(tmp_path / "x")],
     )
-    assert res.exit_code != 0
-    assert "stages.features needs variant, batch, cores and replicas" in str(res.exception)
+    assert res.exit_code != 0 and not (tmp_path / "x").exists()
+    assert says in str(res.exception)

@@ -51,16 +51,24 @@ def configs_from_plan_file(path: Path, pipeline: Any) -> dict[str, StageConfig]:
     out = {}
     for s in pipeline.stage_names:
         c = stages.get(s)
-        bad = PipetuneError(
-            f"--plan {path}: stages.{s} needs variant, batch, cores and replicas (from `pipetune plan --json`)"
-        )
         if not isinstance(c, dict):  # absent, or not a mapping
-            raise bad
-        try:
-            out[s] = StageConfig(str(c["variant"]), int(c["batch"]), int(c["cores"]), int(c["replicas"]))
-        except (TypeError, KeyError, ValueError):
-            raise bad from None
+            raise PipetuneError(
+                f"--plan {path}: stages.{s} needs variant, batch, cores and replicas (from `pipetune plan --json`)"
+            )
+        known = [v.name for v in pipeline.stage(s).variants]
+        variant = c.get("variant")
+        if variant not in known:
+            raise PipetuneError(f"--plan {path}: stages.{s}.variant is {variant!r}; it must be one of {known}")
+        knobs = {k: _whole_number(c.get(k), f"--plan {path}: stages.{s}.{k}") for k in ("batch", "cores", "replicas")}
+        out[s] = StageConfig(str(variant), **knobs)
     return out
+
+
+def _whole_number(x: Any, where: str) -> int:
+    """A knob read back from JSON: a whole number >= 1 (2.0 is 2; 2.7, true or null are refused, never rounded)."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x != int(x) or x < 1:
+        raise PipetuneError(f"{where} is {x!r}; it must be a whole number >= 1 (as `pipetune plan --json` writes)")
+    return int(x)
 
 
 def initial_configs(planning: Any, profiles: Any, rps: float, policy: str = "ipa") -> dict[str, StageConfig]:
