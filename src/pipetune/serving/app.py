@@ -312,18 +312,19 @@ class Ingress:
         finally:
             self.inflight -= 1
         dt = time.perf_counter() - t0
+        outputs = {s: [r[s] for r in results] for s in self.sinks}
+        try:  # encoded before it is counted: a response that cannot be sent is a failure, not a completion
+            body = jsonio.dumps(encode_response(self.name, outputs, rid, {"variants": variants, "e2e_s": dt}))
+        except (TypeError, ValueError) as e:
+            self._count("failed")
+            return _error(500, f"failed: an output is not JSON-serialisable ({e})")
         self.metrics.e2e.observe(dt)
         self._count("completed", dt)  # late requests completed too; `late` counts the SLA misses among them
         if len(self._done_t) < MAX_WINDOW:
             self._done_t.append(time.monotonic())
         if dt > self.sla_s:
             self._count("late")
-        outputs = {s: [r[s] for r in results] for s in self.sinks}
-        try:
-            resp = encode_response(self.name, outputs, rid, {"variants": variants, "e2e_s": dt})
-            return Response(jsonio.dumps(resp).encode(), media_type="application/json")
-        except (TypeError, ValueError) as e:
-            return _error(500, f"failed: an output is not JSON-serialisable ({e})")
+        return Response(body.encode(), media_type="application/json")
 
     def _handle(self, stage: str) -> Any:
         app = self.routes[stage]
