@@ -314,7 +314,7 @@ class Ingress:
         dt = time.perf_counter() - t0
         outputs = {s: [r[s] for r in results] for s in self.sinks}
         try:  # encoded before it is counted: a response that cannot be sent is a failure, not a completion
-            body = jsonio.dumps(encode_response(self.name, outputs, rid, {"variants": variants, "e2e_s": dt}))
+            payload = jsonio.dumps(encode_response(self.name, outputs, rid, {"variants": variants, "e2e_s": dt}))
         except (TypeError, ValueError) as e:
             self._count("failed")
             return _error(500, f"failed: an output is not JSON-serialisable ({e})")
@@ -324,7 +324,7 @@ class Ingress:
             self._done_t.append(time.monotonic())
         if dt > self.sla_s:
             self._count("late")
-        return Response(body.encode(), media_type="application/json")
+        return Response(payload.encode(), media_type="application/json")
 
     def _handle(self, stage: str) -> Any:
         app = self.routes[stage]
