@@ -194,8 +194,8 @@ def evaluate_cmd(
     for n in names:
         if n not in PREDICTORS:
             raise PipetuneError(f"--predictors: {n!r} is unknown; use some of default, {', '.join(PREDICTORS)}")
-    data, described = _windows(trace, window, windows, damping, shared)
-    # Every predictor is made (a model file read) before the progress bar: a bad file is one error line.
+    # Every predictor is made (a model file read) before the windows are read or any notice printed: a bad
+    # file is one error line.
     models = {"lstm": lstm_model, "quantile-lstm": quantile_model}
     flags = {"lstm": "--lstm-model", "quantile-lstm": "--quantile-model"}
     for n, path in models.items():
@@ -213,6 +213,7 @@ def evaluate_cmd(
                 skipped.append(f"{n}: {e}")
         else:
             made.append(make_predictor(n))
+    data, described = _windows(trace, window, windows, damping, shared)
     scores = []
     with Progress(
         TextColumn("scoring {task.description}"),
