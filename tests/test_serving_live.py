@@ -162,7 +162,16 @@ def test_zero_lost_while_batch_replicas_and_variant_change(backend):
     be = backend
     url = f"http://127.0.0.1:{be.port}/v2/models/digits/infer"
     out: list = []
-    sender = threading.Thread(target=lambda: out.extend(open_loop(url, _body(be), 25, 28)))
+    changes_done = threading.Event()
+
+    def send():  # 25 rps in 4 s chunks until one whole chunk has run after the last change (however long the
+        while True:  # applies take on a loaded machine), so the final configuration is seen serving
+            last = changes_done.is_set()
+            out.extend(open_loop(url, _body(be), 25, 4))
+            if last:
+                return
+
+    sender = threading.Thread(target=send)
     sender.start()
     time.sleep(3)
     be.apply({"classify": StageConfig("logreg", 4, 1, 2)})
@@ -177,12 +186,13 @@ def test_zero_lost_while_batch_replicas_and_variant_change(backend):
     time.sleep(2)
     be.apply({"features": StageConfig("pca-16", 2, 2, 1)})
     t_cores = _wait_applied(be, "features")
+    changes_done.set()
     sender.join()
     statuses = [o.status for o in out]
     lost = [o.error for o in out if o.status == 0]
     failed = [o.error for o in out if o.status not in (0, 200, 503)]
     print(f"apply s: batch {t_batch:.2f}, replica {t_replica:.2f}, switch {t_switch:.2f}, cores {t_cores:.2f}")
-    assert len(out) == 25 * 28
+    assert len(out) >= 25 * 4 * 3 and len(out) % (25 * 4) == 0  # every request planned has an outcome
     assert lost == [] and failed == [], (lost[:3], failed[:3])
     assert statuses.count(200) >= 0.95 * len(out)
     seen = [o.variants["classify"] for o in out if o.status == 200]
