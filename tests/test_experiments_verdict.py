@@ -83,8 +83,8 @@ def test_claims_do_not_hold_when_ipa_is_worse_on_every_seed_and_the_figure_is_ci
     assert [c[k]["verdict"] for k in "abc"] == ["does not hold"] * 3
     assert [p["verdict"] for p in c["a"]["parts"]] == ["does not hold", "does not hold"]
     assert c["c"]["parts"][0]["interval"].mean == 0.0  # a tie is no reduction
-    text = "\n".join(verdict_lines(d, {"verdict (p)": "out/sim-verdict-p.png"}))
-    assert "[sim-verdict-p.png](sim-verdict-p.png)" in text
+    text = "\n".join(verdict_lines(d, {"verdict (p)": "out/sim-verdict-p.png", "grid (p)": "out/sim-grid-p.png"}))
+    assert "[sim-verdict-p.png](sim-verdict-p.png), [sim-grid-p.png](sim-grid-p.png)" in text
 
 
 def test_an_interval_that_straddles_the_threshold_is_inconclusive():
