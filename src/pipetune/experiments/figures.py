@@ -180,6 +180,34 @@ def calibration(data: dict, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def verdict_bars(data: dict, path: Path, pipe: str | None = None) -> Path | None:
+    """What IPA's claims rest on, for one pipeline: per system, SLA violations, cost and accuracy (mean over the
+    workloads), one dot per seed and the 95% CI over seeds as an error bar."""
+    from pipetune.experiments.report import VERDICT_METRICS, per_seed, t_interval
+
+    grid = _runs(data, "grid", pipe)
+    systems = [s["name"] for s in data["experiment"]["systems"] if any(r["system"] == s["name"] for r in grid)]
+    if len(systems) < 2:
+        return None
+    fig, axes = plt.subplots(1, len(VERDICT_METRICS), figsize=(4.2 * len(VERDICT_METRICS), 3.4), squeeze=False)
+    x = np.arange(len(systems))
+    for ax, (metric, label) in zip(axes[0], VERDICT_METRICS.items()):
+        k = 100.0 if metric == "sla_violation_rate" else 1.0
+        for i, s in enumerate(systems):
+            vals = np.array(list(per_seed(grid, s, metric).values()), dtype=float) * k
+            iv = t_interval(list(vals))
+            err = iv.hi - iv.mean if np.isfinite(iv.hi) else 0.0
+            ax.bar(i, iv.mean, color=f"C{i}", alpha=0.6, yerr=err, capsize=4)
+            ax.plot(np.full(vals.size, i), vals, "k.", ms=4)
+        ax.set_xticks(x, systems, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(label + (" (%)" if k != 1 else ""))
+    fig.suptitle(
+        f"{pipe or data['experiment']['name']}: means over workloads, dots = seeds, bars = 95% CI", fontsize=10
+    )
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def all_figures(data: dict, out: Path) -> dict[str, Path]:
     """Every figure; with several pipelines, one grid/CDF/ablation/sweep figure per pipeline."""
     pipes = list(data.get("pipelines", {})) or [None]
@@ -189,6 +217,9 @@ def all_figures(data: dict, out: Path) -> dict[str, Path]:
         key = f" ({pipe})" if sfx else ""
         figs[f"grid{key}"] = fig8_grid(data, out / f"sim-grid{sfx}.png", pipe)
         figs[f"cdf{key}"] = latency_cdf(data, out / f"sim-latency-cdf{sfx}.png", pipe)
+        p = verdict_bars(data, out / f"sim-verdict{sfx}.png", pipe)
+        if p:
+            figs[f"verdict{key}"] = p
         for name, fn in (("ablation", ablation), ("sweep", sweep)):
             p = fn(data, out / f"sim-{name}{sfx}.png", pipe)
             if p:

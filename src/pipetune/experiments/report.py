@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipetune import jsonio
 
 SUMMARY_COLS = [
     "sla_violation_rate",
@@ -159,12 +161,23 @@ def auto_notes(data: dict, systems: list[dict], cal: dict) -> list[str]:
                     if r["summary"].get("infeasible_decisions", 0) > 0.5 * r["summary"]["decisions"]
                 }
             )
+            check = (data.get("load_check") or {}).get(pipe)
+            if check and check["scaled_feasible"]:
+                # the peak has a plan under the unrestricted policy: the misses are the restricted policies' own
+                why = (
+                    f"Some configuration serves the windows' peak ({check['scaled_peak_rps']:.1f} rps) within the "
+                    "SLA, so these are the limits of those systems' restrictions (fixed variants or replicas), not "
+                    "of the load."
+                )
+            else:
+                why = (
+                    "The windows' load is beyond what these profiles (measured on a 2-vCPU VM) can serve under this "
+                    "SLA; IPA's testbed was a cluster of 96-core servers."
+                )
             out.append(
                 f"On {pipe}, {100 * infeasible / decided:.0f}% of all decisions found no plan that meets the SLA at "
                 f"the predicted load within the caps (mostly {', '.join(worst) or 'several systems'}); the adapter "
-                "then applies the planner's best-effort fallback and requests are dropped. The windows' load is "
-                "beyond what these profiles (measured on a 2-vCPU VM) can serve under this SLA; IPA's testbed was a "
-                "cluster of 96-core servers."
+                f"then applies the planner's best-effort fallback and requests are dropped. {why}"
             )
     for pipe, facts in (data.get("variants") or {}).items():
         if pipe in overloaded:
@@ -227,7 +240,7 @@ def _html_table(rows: list[dict], cols: list[str], pct: set[str]) -> str:
 
 def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
     out = Path(out)
-    (out / "results.json").write_text(json.dumps(data, indent=1, default=float))
+    (out / "results.json").write_text(jsonio.dumps(data, indent=1, default=float))
     runs = data["runs"]
     with open(out / "results.csv", "w", newline="") as f:
         keys = list(runs[0]["summary"]) if runs else []
@@ -271,7 +284,7 @@ def write_outputs(data: dict, out: Path, figures: bool = True) -> dict:
             ]
             w.writerow(cols)
             for c in data["calibration"]:
-                w.writerow([*(c.get(k) for k in cols[:-1]), json.dumps(c["configs"], sort_keys=True)])
+                w.writerow([*(c.get(k) for k in cols[:-1]), jsonio.dumps(c["configs"], sort_keys=True)])
     figs = {}
     if figures:
         from pipetune.experiments.figures import all_figures
@@ -287,6 +300,7 @@ TITLES = {
     "ablation": "Predictor ablation",
     "sweep": "Objective preference sweep (α, β)",
     "calibration": "Planner calibration",
+    "verdict": "IPA's claims: per-seed means and 95% CIs",
 }
 
 
@@ -358,16 +372,20 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
         "request actually passed through)."
     )
     partial = partial_note(data)
+    load = load_lines(data)
+    verdict = verdict_lines(data, figs)
     md = [
         f"# Experiment: {exp['name']}" + (" (partial)" if partial else ""),
         "",
         *([f"**Partial results.** {partial}", ""] if partial else []),
+        *load,
         exp.get("description", "").strip(),
         "",
         intro,
         "",
         defs,
         "",
+        *verdict,
         "## Summary per system (mean over pipelines, workloads and seeds)",
         "",
         _md_table(systems, cols, pct),
@@ -415,7 +433,9 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
         f"<h1>Experiment: {html.escape(exp['name'])}{' (partial)' if partial else ''}</h1>",
         *([f"<p><strong>Partial results.</strong> {html.escape(partial)}</p>"] if partial else []),
         f"<p>{html.escape(exp.get('description', ''))}</p>",
+        *([f"<pre>{html.escape(chr(10).join(load))}</pre>"] if load else []),
         f"<p>{html.escape(intro)}</p><p>{html.escape(defs)}</p>",
+        *([f"<pre>{html.escape(chr(10).join(verdict))}</pre>"] if verdict else []),
         "<h2>Summary per system</h2>",
         _html_table(systems, cols, pct),
     ]
@@ -453,3 +473,269 @@ def write_report(data: dict, out: Path, figs: dict) -> None:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(exp['name'])}</title>"
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
     )
+
+
+# ---- IPA's claims, judged per pipeline with 95% confidence intervals over seeds ---------------------------------
+WELL_BELOW = 0.8  # "a cost well below FA2-high's": IPA's mean cores at most 80% of FA2-high's
+PREDICTOR_COST_TOLERANCE = 1.10  # the predictor may cost up to 10% more cores than planning for the last load
+VERDICT_METRICS = {"sla_violation_rate": "SLA violations", "mean_cores": "cost (cores)", "pas_mean": "accuracy (PAS)"}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean and two-sided 95% Student-t interval of per-seed values (n < 2: no interval, infinite bounds)."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+
+def t_interval(values: list[float], level: float = 0.95) -> Interval:
+    from scipy.stats import t
+
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    m = float(x.mean())
+    if x.size < 2:
+        return Interval(m, -math.inf, math.inf, int(x.size))
+    half = float(t.ppf(0.5 + level / 2, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return Interval(m, m - half, m + half, int(x.size))
+
+
+def judge(iv: Interval, op: str, threshold: float) -> str:
+    """'holds' when the whole interval satisfies `value op threshold`, 'does not hold' when none of it does,
+    'inconclusive' when it straddles the threshold (or there is no interval)."""
+    if not (iv.n and math.isfinite(iv.mean)):
+        return "inconclusive"
+    if op == ">=":
+        return "holds" if iv.lo >= threshold else "does not hold" if iv.hi < threshold else "inconclusive"
+    if op == "<":
+        return "holds" if iv.hi < threshold else "does not hold" if iv.lo >= threshold else "inconclusive"
+    if op == "<=":
+        return "holds" if iv.hi <= threshold else "does not hold" if iv.lo > threshold else "inconclusive"
+    raise ValueError(f"op {op!r}: use >=, < or <=")
+
+
+def per_seed(runs: list[dict], system: str, metric: str) -> dict[int, float]:
+    """Per seed, the mean over workloads of one summary metric of `system` (runs of one pipeline)."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for r in runs:
+        v = r["summary"].get(metric) if r["system"] == system else None
+        if v is not None and math.isfinite(v):
+            by[r["seed"]].append(float(v))
+    return {s: float(np.mean(v)) for s, v in sorted(by.items())}
+
+
+def verdict_systems(systems: list[dict]) -> dict[str, str | None]:
+    """The systems each claim compares, by policy and predictor: IPA (the first ipa system), FA2-low, FA2-high,
+    RIM, and IPA with a reactive predictor (another ipa system whose predictor is 'reactive')."""
+    ipa = next((s for s in systems if s["policy"] == "ipa"), None)
+
+    def first(pred) -> str | None:
+        return next((s["name"] for s in systems if pred(s)), None)
+
+    return {
+        "ipa": ipa["name"] if ipa else None,
+        "fa2-low": first(lambda s: s["policy"] == "fa2-low"),
+        "fa2-high": first(lambda s: s["policy"] == "fa2-high"),
+        "rim": first(lambda s: s["policy"] == "rim"),
+        "reactive": first(lambda s: s["policy"] == "ipa" and s is not ipa and str(s.get("predictor")) == "reactive"),
+    }
+
+
+def _part(runs, a: str, b: str, metric: str, kind: str, op: str, threshold: float, what: str) -> dict:
+    """One measured comparison of `a` against `b`, paired by seed: a - b (kind 'diff') or a / b ('ratio')."""
+    va, vb = per_seed(runs, a, metric), per_seed(runs, b, metric)
+    seeds = [s for s in va if s in vb]
+    if kind == "diff":
+        vals = [va[s] - vb[s] for s in seeds]
+    else:
+        vals = [va[s] / vb[s] if vb[s] > 0 else math.nan for s in seeds]
+    iv = t_interval(vals)
+    return {
+        "what": what,
+        "metric": metric,
+        "kind": kind,
+        "op": op,
+        "threshold": threshold,
+        "a": a,
+        "b": b,
+        "a_mean": float(np.mean([va[s] for s in seeds])) if seeds else math.nan,
+        "b_mean": float(np.mean([vb[s] for s in seeds])) if seeds else math.nan,
+        "interval": iv,
+        "seeds": seeds,
+        "verdict": judge(iv, op, threshold),
+    }
+
+
+def _combine(verdicts: list[str]) -> str:
+    if all(v == "holds" for v in verdicts):
+        return "holds"
+    return "does not hold" if "does not hold" in verdicts else "inconclusive"
+
+
+def verdicts(data: dict) -> dict[str, list[dict]]:
+    """Per pipeline, IPA's three claims, each with its measured parts and a verdict (holds / does not hold /
+    inconclusive): (a) accuracy at least FA2-low's at a cost at most WELL_BELOW of FA2-high's; (b) fewer SLA
+    violations than RIM at a lower cost; (c) its predictor: fewer SLA violations than planning for the last
+    interval's load (reactive) at most PREDICTOR_COST_TOLERANCE of its cost. A claim whose systems are not in the
+    grid is left out."""
+    exp = data["experiment"]
+    grid = [r for r in data["runs"] if r["kind"] == "grid"]
+    ran = {r["system"] for r in grid}
+    names = verdict_systems([s for s in exp["systems"] if s["name"] in ran])
+    ipa = names["ipa"]
+    out: dict[str, list[dict]] = {}
+    if ipa is None:
+        return out
+    pipes = list(data.get("pipelines") or dict.fromkeys(r.get("pipeline", "") for r in grid))
+    for pipe in pipes:
+        runs = [r for r in grid if r.get("pipeline", "") == pipe]
+        claims: list[dict] = []
+        if names["fa2-low"] and names["fa2-high"]:
+            claims.append(
+                {
+                    "claim": "a",
+                    "text": f"accuracy at least FA2-low's, at a cost well below FA2-high's (<= {WELL_BELOW:.0%})",
+                    "parts": [
+                        _part(runs, ipa, names["fa2-low"], "pas_mean", "diff", ">=", 0.0, "accuracy"),
+                        _part(runs, ipa, names["fa2-high"], "mean_cores", "ratio", "<=", WELL_BELOW, "cost"),
+                    ],
+                }
+            )
+        if names["rim"]:
+            claims.append(
+                {
+                    "claim": "b",
+                    "text": "fewer SLA violations than RIM, at a lower cost",
+                    "parts": [
+                        _part(runs, ipa, names["rim"], "sla_violation_rate", "diff", "<", 0.0, "SLA violations"),
+                        _part(runs, ipa, names["rim"], "mean_cores", "ratio", "<", 1.0, "cost"),
+                    ],
+                }
+            )
+        if names["reactive"]:
+            claims.append(
+                {
+                    "claim": "c",
+                    "text": "its predictor: fewer SLA violations than a reactive predictor, at most "
+                    f"{PREDICTOR_COST_TOLERANCE - 1:.0%} more cost",
+                    "parts": [
+                        _part(runs, ipa, names["reactive"], "sla_violation_rate", "diff", "<", 0.0, "SLA violations"),
+                        _part(
+                            runs, ipa, names["reactive"], "mean_cores", "ratio", "<=", PREDICTOR_COST_TOLERANCE, "cost"
+                        ),
+                    ],
+                }
+            )
+        for c in claims:
+            c["verdict"] = _combine([p["verdict"] for p in c["parts"]])
+        out[pipe] = claims
+    return out
+
+
+def _num(metric: str, v: float, signed: bool = False) -> str:
+    if not math.isfinite(v):
+        return "–" if math.isnan(v) else ("+∞" if v > 0 else "−∞")
+    sign = "+" if signed else ""
+    if metric == "sla_violation_rate":
+        return f"{100 * v:{sign}.2f}%" if not signed else f"{100 * v:+.2f} pp"
+    if metric == "pas_mean":
+        return f"{v:{sign}.4f}"
+    return f"{v:{sign}.1f}"
+
+
+def part_text(p: dict) -> str:
+    """'IPA 0.335 vs FA2-low 0.329: difference +0.0060 [+0.0040, +0.0080]' (the interval is the 95% CI over seeds)."""
+    m, iv = p["metric"], p["interval"]
+    head = f"{p['a']} {_num(m, p['a_mean'])} vs {p['b']} {_num(m, p['b_mean'])}"
+    if p["kind"] == "ratio":
+        body = f"ratio {iv.mean:.3f} [{iv.lo:.3f}, {iv.hi:.3f}]" if math.isfinite(iv.lo) else f"ratio {iv.mean:.3f}"
+    else:
+        body = f"difference {_num(m, iv.mean, True)}" + (
+            f" [{_num(m, iv.lo, True)}, {_num(m, iv.hi, True)}]" if math.isfinite(iv.lo) else ""
+        )
+    return f"{head}: {body}"
+
+
+def verdict_lines(data: dict, figs: dict[str, Path]) -> list[str]:
+    """The report's verdict table (markdown) and what it rests on: a part that does not hold cites the
+    pipeline's verdict figure (per-seed means, CIs) and its cost/accuracy-over-time grid."""
+    vs = verdicts(data)
+    if not vs:
+        return []
+    seeds = data["experiment"]["seeds"]
+    lines = [
+        "## Verdict: IPA's claims per pipeline",
+        "",
+        f"Each measured value is the mean over the {len(data['experiment']['workloads'])} workloads, paired by seed; "
+        f"the bracket is its 95% Student-t confidence interval over the {len(seeds)} seeds {seeds}. A part holds "
+        "when the whole interval is on the claimed side of its threshold, does not hold when none of it is, and is "
+        "inconclusive when the interval straddles it; a claim holds when all its parts do. "
+        f'"Well below" = at most {WELL_BELOW:.0%} of FA2-high\'s cores.',
+        "",
+        "| pipeline | claim | part | measured (mean [95% CI]) | part verdict | claim verdict | why (figure) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for pipe, claims in vs.items():
+
+        def cited(base: str, pipe: str = pipe) -> Path | None:
+            hit = next((p for k, p in figs.items() if k.startswith(base) and f"({pipe})" in k), None)
+            return hit if hit is not None else figs.get(base)
+
+        shown = [Path(f).name for f in (cited("verdict"), cited("grid")) if f is not None]
+        why_link = ", ".join(f"[{n}]({n})" for n in shown)
+        for c in claims:
+            for i, p in enumerate(c["parts"]):
+                op = {">=": "≥", "<": "<", "<=": "≤"}[p["op"]]
+                rel = "−" if p["kind"] == "diff" else "/"
+                cond = f"{p['what']}: {p['a']} {rel} {p['b']} {op} {p['threshold']:g}"
+                why = why_link if p["verdict"] != "holds" else ""
+                lines.append(
+                    f"| {pipe if i == 0 and c is claims[0] else ''} | {'(' + c['claim'] + ') ' + c['text'] if i == 0 else ''} "
+                    f"| {cond} | {part_text(p)} | {p['verdict']} | {c['verdict'] if i == 0 else ''} | {why} |"
+                )
+    lines.append("")
+    tally = defaultdict(list)
+    for pipe, claims in vs.items():
+        for c in claims:
+            tally[c["claim"]].append(f"{pipe} {c['verdict']}")
+    lines += [f"- Claim ({k}): " + "; ".join(v) + "." for k, v in tally.items()] + [""]
+    return lines
+
+
+def load_lines(data: dict) -> list[str]:
+    """The top of the report: pipelines whose windows' peak no configuration serves within the SLA, and the
+    factor their load was scaled by."""
+    checks = data.get("load_check") or {}
+    out = []
+    for pipe, c in checks.items():
+        sla = (data.get("sla_s") or {}).get(pipe)
+        sla_t = f" ({sla:g} s)" if sla else ""
+        if c["feasible"]:
+            if c["scale"] != 1.0:
+                out.append(
+                    f"- **{pipe}**: its load is scaled by {c['scale']:g} although its peak ({c['peak_rps']:.1f} rps) "
+                    "is servable unscaled."
+                )
+            continue
+        text = (
+            f"- **{pipe}**: the windows' peak ({c['peak_rps']:.1f} rps after IPA's division by 8) cannot be served "
+            f"within the SLA{sla_t} by any configuration ({c['reason']}); the largest servable factor is "
+            f"{c['max_servable_scale']:.3f}. "
+        )
+        if c["scale"] != 1.0:
+            text += (
+                f"Its load is scaled by **{c['scale']:g}** (IPA's damping of 8 becomes {8 / c['scale']:g}): peak "
+                f"{c['scaled_peak_rps']:.1f} rps, "
+                + ("servable." if c["scaled_feasible"] else f"still not servable ({c['scaled_reason']}).")
+            )
+        else:
+            text += "Its load is not scaled: its SLA violations there are the load's, not a policy's."
+        out.append(text)
+    if not out:
+        return []
+    return ["## Load that no configuration serves", "", *out, ""]

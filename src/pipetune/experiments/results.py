@@ -3,6 +3,10 @@ explain them (per-variant facts, SLAs, timings), assembled by `collect`."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from pipetune.experiments.spec import Experiment
 
 
@@ -69,4 +73,53 @@ def collect(
         "errors": errors,
         "cpu_s": sum(r.get("cpu_s", 0.0) for r in runs + cal),
         "grid_cpu_s": sum(r.get("cpu_s", 0.0) for r in runs),
+        "load_check": load_check(exp),
     }
+
+
+def _rounded_up(rps: float, quantum: float) -> float:
+    return math.ceil(rps / quantum - 1e-9) * quantum if quantum > 0 else rps
+
+
+def load_check(exp: Experiment, bisect_steps: int = 20) -> dict[str, dict]:
+    """Per pipeline: can the windows' peak (as the planner would be asked for it, rounded up to rps_quantum) be
+    served within the SLA by any configuration? Asked of the ipa policy, which may choose any variant, batch,
+    cores and replicas within the caps, so an Infeasible there is one for every policy. Reported before and after
+    the experiment's load_scale, with the largest factor (by bisection) at which the peak is servable."""
+    from pipetune.experiments.tasks import workload_counts
+    from pipetune.optimizer import plan_pipeline
+    from pipetune.profiles import load_profiles
+    from pipetune.spec import load_pipeline
+
+    peak = max(float(np.max(workload_counts(w, exp))) for w in exp.workloads)
+    q = exp.settings.rps_quantum
+    out: dict[str, dict] = {}
+    for label, path in exp.pipeline_paths().items():
+        pipe = load_pipeline(path)
+        prof = load_profiles(pipe)
+
+        def ask(factor: float, pipe=pipe, prof=prof):
+            return plan_pipeline(pipe, _rounded_up(peak * factor, q), policy="ipa", profiles=prof)
+
+        raw = ask(1.0)
+        scale = float(exp.load_scale.get(label, 1.0))
+        scaled = ask(scale) if scale != 1.0 else raw
+        servable = 1.0
+        if not raw.feasible:
+            lo, hi = 0.0, 1.0
+            for _ in range(bisect_steps):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if ask(mid).feasible else (lo, mid)
+            servable = lo
+        out[label] = {
+            "peak_rps": peak,
+            "feasible": bool(raw.feasible),
+            "binding": getattr(raw, "binding", None),
+            "reason": getattr(raw, "reason", None),
+            "max_servable_scale": servable,
+            "scale": scale,
+            "scaled_peak_rps": peak * scale,
+            "scaled_feasible": bool(scaled.feasible),
+            "scaled_reason": getattr(scaled, "reason", None),
+        }
+    return out

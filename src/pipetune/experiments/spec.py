@@ -275,6 +275,10 @@ class Experiment(_Strict):
     sweep: Sweep | None = None
     calibration: Calibration | None = Field(default_factory=Calibration)
     notes: list[str] = Field(default_factory=list, description="the author's remarks, printed in the report")
+    load_scale: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="{pipeline label: factor > 0} multiplying every workload's counts on that pipeline (extra damping)",
+    )
     base_dir: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -315,6 +319,16 @@ class Experiment(_Strict):
                 label = f"{label}-{len(out)}"
             out[label] = path
         return out
+
+    def check_load_scale(self) -> None:
+        """Every key of load_scale names a pipeline of this experiment (a typo would silently scale nothing)."""
+        labels = list(self.pipeline_paths())
+        bad = [k for k in self.load_scale if k not in labels]
+        if bad:
+            raise ExperimentError(
+                f"load_scale: {bad} {'is not a pipeline' if len(bad) == 1 else 'are not pipelines'}"
+                f"{_hint(bad[0], labels)}; the pipelines are {labels}"
+            )
 
     def pipeline_path(self) -> Path:
         """The first (or only) pipeline's YAML."""

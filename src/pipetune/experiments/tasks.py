@@ -109,6 +109,7 @@ def build_tasks(exp: Experiment, out_dir: Path | None = None, logs: bool = True)
     """Every run of `exp`, the biggest first (which keeps every worker busy to the end)."""
     counts = {w.name: workload_counts(w, exp) for w in exp.workloads}
     paths = exp.pipeline_paths()
+    exp.check_load_scale()
     tasks: list[RunTask] = []
 
     def add(pipe, kind, wname, sysname, policy, predictor, seed, params=None, objective=None):
@@ -128,7 +129,7 @@ def build_tasks(exp: Experiment, out_dir: Path | None = None, logs: bool = True)
                 predictor_label=predictor_label(predictor),
                 seed=seed,
                 settings=exp.settings,
-                counts=counts[wname],
+                counts=counts[wname] * exp.load_scale.get(pipe, 1.0),
                 params=dict(params or {}),
                 objective=objective,
                 log=logpath,

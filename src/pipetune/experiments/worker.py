@@ -5,7 +5,6 @@ their profiles are loaded once per process and reused by every task on the same 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipetune import jsonio
 from pipetune.backends.simulator import SimResult
 from pipetune.experiments.calibration import calibrate_point
 from pipetune.experiments.one_run import simulate
@@ -27,7 +27,7 @@ _LOADED: dict[str, tuple] = {}
 
 
 def _load(path: str, objective: dict | None):
-    key = json.dumps([path, objective], sort_keys=True)
+    key = jsonio.dumps([path, objective], sort_keys=True)
     if key not in _LOADED:
         from pipetune.profiles import load_profiles
         from pipetune.spec import load_pipeline
@@ -101,7 +101,7 @@ def _run(task: RunTask, pipe, prof, t0: float, c0: float) -> dict:
     for d, p in zip(out.decisions, out.plans):
         if p is None or not p.feasible:
             continue
-        key = (json.dumps(d.configs, sort_keys=True), round(d.planned_rps, 3))
+        key = (jsonio.dumps(d.configs, sort_keys=True), round(d.planned_rps, 3))
         if key not in seen:
             seen.add(key)
             plans.append({"rps": d.planned_rps, "configs": d.configs, "predicted_p99_s": d.predicted_p99_s})
