@@ -99,7 +99,7 @@ def service_scv(mean_s: np.ndarray, p99_s: np.ndarray) -> np.ndarray:
 
 
 def _broadcast_floats(*xs: np.ndarray | float) -> list[np.ndarray]:
-    return np.broadcast_arrays(*(np.asarray(x, float) for x in xs))
+    return list(np.broadcast_arrays(*(np.asarray(x, float) for x in xs)))
 
 
 def _formation(b: np.ndarray, lam: np.ndarray, q: float, max_wait: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +140,7 @@ def stage_latency_arrays(
     p99_s: np.ndarray,
     throughput: np.ndarray,
     batch: np.ndarray,
-    replicas: np.ndarray,
+    replicas: np.ndarray | int,
     rate: np.ndarray | float,
     pct: float,
     max_wait: float | None = None,
