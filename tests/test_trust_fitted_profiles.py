@@ -144,3 +144,23 @@ def test_table_marks_a_fitted_option_with_a_note_once(tmp_path: Path):
     fitted = [s for s, c in plan.stages.items() if c.fitted]
     assert ("*" in out) == bool(fitted)
     assert out.count("no batching gain assumed") == (1 if "translate" in fitted else 0)
+
+
+def test_falling_measured_throughput_caps_fitted_larger_batches():
+    # yolov5s-like: items/s 2.6 (b1), 2.26 (b2), 2.05 (b4) on 1 core and the same shape on 2: the monotone law
+    # alone would put b8 above b4; the measurements say the batching gain has ended.
+    one = [_row("det", 1, 1, 1 / 2.6), _row("det", 2, 1, 2 / 2.26), _row("det", 4, 1, 4 / 2.05)]
+    two = [_row("det", 1, 2, 1 / 4.4), _row("det", 2, 2, 2 / 4.05), _row("det", 4, 2, 4 / 2.81)]
+    vp = VariantProfile("det", one + two)
+    assert vp.row(8, 1).source == "fitted"
+    assert vp.row(8, 1).throughput_rps <= 2.05 * (1 + 1e-9)
+    assert vp.row(16, 2).throughput_rps <= 2.81 * (1 + 1e-9)
+    assert vp.row(8, 4).throughput_rps <= vp.row(4, 4).throughput_rps * (1 + 1e-9)  # core factor only
+    assert vp.row(2, 4).latency_mean_s == pytest.approx(vp.law.mean(2, 4))  # within the measured batches: the law
+
+
+def test_rising_measured_throughput_keeps_the_laws_batching_gain():
+    rows = [_row("m", 1, 1, 0.10), _row("m", 4, 1, 0.16)]
+    vp = VariantProfile("m", rows)
+    assert vp.batch_ceiling == {}
+    assert vp.row(8, 1).latency_mean_s == pytest.approx(vp.law.mean(8, 1))

@@ -13,6 +13,12 @@ i.e. affine in the batch size (a fixed per-call overhead plus a per-item cost) a
 non-increasing in c, and throughput b / service_time is non-decreasing in both — the monotonicity physics
 asks for. (IPA fits an unconstrained quadratic, which can go negative.) Tail latency of a fitted cell is the
 fitted mean times the variant's median measured p99/mean and p50/mean ratios.
+
+Where the measurements show throughput FALLING at the largest batch measured on a core count (a detector at
+640x640 on a CPU: cache and memory bandwidth, not noise, when the process had its cores), the monotone law
+would still promise a batching gain there. Fitted cells beyond that batch are then held to the per-item time
+measured at it (scaled by the law's core factor for other core counts): no fitted cell claims a gain that the
+measurements contradict.
 """
 
 from __future__ import annotations
@@ -261,6 +267,21 @@ class ScalingLaw:
         return law
 
 
+def batch_ceilings(rows: list[ProfileRow], tolerance: float = 0.02) -> dict[int, tuple[int, float]]:
+    """Per core count whose largest measured batch b0 had lower throughput than a smaller measured batch (by more
+    than `tolerance`): (b0, per-item time at b0). Fitted cells of larger batches are held to that per-item time."""
+    by_cores: dict[int, dict[int, float]] = {}
+    for r in rows:
+        by_cores.setdefault(r.cores, {})[r.batch] = r.latency_mean_s
+    out = {}
+    for c, cells in by_cores.items():
+        b0 = max(cells)
+        thr = {b: b / t for b, t in cells.items() if t > 0}
+        if b0 in thr and any(thr[b] > thr[b0] * (1 + tolerance) for b in thr if b < b0):
+            out[c] = (b0, cells[b0] / b0)
+    return out
+
+
 def law_assumptions(rows: list[ProfileRow]) -> list[str]:
     """What a fitted law of these (measured) rows assumes for want of data, in words (empty: nothing)."""
     out = []
@@ -325,6 +346,7 @@ class VariantProfile:
         self.p50_ratio = float(np.median([r.latency_p50_s / r.latency_mean_s for r in base]))
         self.load_time_s = float(np.median([r.load_time_s for r in rows]))
         self.memory_mb = float(np.max([r.memory_mb for r in rows]))
+        self.batch_ceiling = batch_ceilings(base)
         self._cache: dict[tuple[int, int], ProfileRow] = {}
         self._cell_index = {cell: i for i, cell in enumerate(self.measured)}
         self._cell_values = np.array([_cell_tuple(r) for r in self.measured.values()], float).reshape(-1, 4)
@@ -350,6 +372,12 @@ class VariantProfile:
             return self.measured[key]
         if key not in self._cache:
             mean = self.law.mean(batch, cores)
+            below = [c for c in self.batch_ceiling if c <= cores and batch > self.batch_ceiling[c][0]]
+            if below:  # the measurements show the batching gain has ended: no more items/s than measured there
+                c0 = max(below)
+                b0, item_s = self.batch_ceiling[c0]
+                core_factor = self.law.mean(b0, cores) / self.law.mean(b0, c0)
+                mean = max(mean, batch * item_s * core_factor)
             self._cache[key] = ProfileRow(
                 variant=self.variant,
                 batch=batch,
