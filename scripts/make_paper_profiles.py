@@ -364,6 +364,7 @@ def measure(
     console: Console,
     max_batch_s_multicore: float | None = None,
     cores_list: list[int] | None = None,
+    min_batches: int = 2,
 ) -> None:
     raw = load_raw()
     work = unique_work(only)
@@ -372,6 +373,7 @@ def measure(
         "machine": machine_line(),
         "command": "python scripts/make_paper_profiles.py " + " ".join(sys.argv[1:]),
         "cell_budget_s": cell_budget_s,
+        "min_batches": min_batches,
         "max_batch_s": max_batch_s,
         "loadavg_1m_at_start": os.getloadavg()[0],
         "max_batch_s_multicore": max_batch_s_multicore if max_batch_s_multicore is not None else max_batch_s,
@@ -415,13 +417,14 @@ def measure(
                     "batches": MEASURED_BATCHES,
                     "skip": sorted(have),
                     "cell_budget_s": cell_budget_s,
-                    "min_batches": 2,
+                    "min_batches": min_batches,
                     "max_batches": 50,
                     "max_batch_s": max_batch_s if cores == 1 else run["max_batch_s_multicore"],
                     "known_means": {b: c["mean_s"] for b, c in have.items()},
                 }
 
                 def save(cell: dict, _key: str = key, _cores: int = cores) -> None:
+                    cell["run"] = len(raw["runs"]) - 1  # which run measured it (runs[i] says how)
                     raw["cells"].setdefault(_key, {}).setdefault(str(_cores), {})[str(cell.pop("batch"))] = cell
                     save_raw(raw)
 
@@ -448,7 +451,7 @@ def machine_line() -> str:
     import transformers
 
     return (
-        f"{cpu}, {os.cpu_count()} vCPUs (a 2-core VM shared with other engineers' jobs), Python "
+        f"{cpu}, {os.cpu_count()} vCPUs, Python "
         f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
     )
 
@@ -484,6 +487,84 @@ def contended(rows: list[ProfileRow]) -> list[ProfileRow]:
     """
     one = {r.batch: r.latency_mean_s for r in rows if r.cores == 1}
     return [r for r in rows if r.cores > 1 and r.batch in one and r.latency_mean_s > one[r.batch]]
+
+
+def pack_cells(raw: dict, name: str | None = None) -> list[tuple[str, int, int, dict]]:
+    """(variant, cores, batch, cell) of every measured cell, of one pipeline's variant-shapes or of all."""
+    keys = {cell_key(v, shape) for pn, p in PIPELINES.items() if name in (None, pn) for _, _, shape, accs in
+            p["stages"] for v in accs}  # fmt: skip
+    out = []
+    for key in sorted(keys):
+        for cores, cells in raw["cells"].get(key, {}).items():
+            for b, c in cells.items():
+                out.append((key.split("@")[0], int(cores), int(b), c))
+    return out
+
+
+def conditions(cells: list[tuple[str, int, int, dict]]) -> dict:
+    """What the machine was like while `cells` were measured: the recorded load average and CPU/wall ratio.
+
+    cpu/wall = the measuring process's CPU time per batch over (wall time x cores): 1.0 means it had its
+    cores to itself; the shared runs of 2026-11-28 recorded ~0.3. The load average counts the measuring
+    process's own threads (about 1 on 1 core, 2 on 2), so on a quiet machine it stays near the core count.
+    """
+    import statistics
+
+    load = [c["loadavg_1m"] for _, _, _, c in cells if "loadavg_1m" in c]
+    ratio = [c["cpu_mean_s"] / c["mean_s"] / k for _, k, _, c in cells if c.get("cpu_mean_s") and c["mean_s"] > 0]
+    nb = [c["n_batches"] for _, _, _, c in cells]
+    return {
+        "cells": len(cells),
+        "runs": sorted({c["run"] for _, _, _, c in cells if "run" in c}),
+        "load_min": min(load, default=float("nan")),
+        "load_max": max(load, default=float("nan")),
+        "cpu_wall_median": statistics.median(ratio) if ratio else float("nan"),
+        "cpu_wall_min": min(ratio, default=float("nan")),
+        "batches_min": min(nb, default=0),
+        "batches_median": statistics.median(nb) if nb else 0,
+    }
+
+
+def describe_conditions(k: dict) -> str:
+    return (
+        f"{k['cells']} cells; 1-minute load average {k['load_min']:.2f}-{k['load_max']:.2f} (the measuring "
+        f"process included); process CPU / (wall x cores) median {k['cpu_wall_median']:.3f}, lowest "
+        f"{k['cpu_wall_min']:.3f}; timed batches per cell {k['batches_min']}-{k['batches_median']:g} (min-median)"
+    )
+
+
+def speedups(raw: dict, variant: str, shape: InputShape) -> dict[int, float]:
+    """Measured 1-core mean / 2-core mean per batch where both cells exist (>1: the model parallelises)."""
+    cells = raw["cells"].get(cell_key(variant, shape), {})
+    one, two = cells.get("1", {}), cells.get("2", {})
+    return {int(b): one[b]["mean_s"] / two[b]["mean_s"] for b in one if b in two and two[b]["mean_s"] > 0}
+
+
+def superseded_p99(raw: dict, variant: str, shape: InputShape, batch: int = 1, cores: int = 1) -> float | None:
+    """The p99 the previous pack measured for this cell (None where it measured none)."""
+    c = raw.get("superseded", {}).get("cells", {}).get(cell_key(variant, shape), {}).get(str(cores), {})
+    cell = c.get(str(batch))
+    return None if cell is None else max(cell["p99_s"], cell["p50_s"])
+
+
+def falling_note(raw: dict, name: str) -> list[str]:
+    """Header lines flagging measured cells whose throughput is lower than a smaller batch's on the same cores."""
+    seen = []
+    for v, shape in {(v, shape) for _, _, shape, accs in PIPELINES[name]["stages"] for v in accs}:
+        for cores, cells in sorted(raw["cells"].get(cell_key(v, shape), {}).items()):
+            thr = sorted((int(b), c["throughput_rps"]) for b, c in cells.items())
+            for (b1, t1), (b2, t2) in zip(thr, thr[1:]):
+                if t2 < t1 * 0.98:
+                    seen.append(f"{v} b{b1}->b{b2} on {cores}c ({t1:.3g} -> {t2:.3g} items/s)")
+    if not seen:
+        return ["  Throughput rises or stays flat with the batch in every measured cell."]
+    return [
+        f"  FLAGGED: throughput falls with the batch (by > 2%) in {len(seen)} measured step(s): "
+        + "; ".join(sorted(seen)),
+        "  (on a quiet machine with CPU/wall ~1 and on both core counts alike: the model on this CPU, not noise).",
+        "  Kept as measured; fitted cells of larger batches are held to the per-item time at the largest measured",
+        "  batch (pipetune.profiles.batch_ceilings), so no fitted cell claims the gain the measurements contradict.",
+    ]
 
 
 def build_table(name: str, raw: dict) -> tuple[ProfileTable, list[str]]:
@@ -528,15 +609,14 @@ def build_table(name: str, raw: dict) -> tuple[ProfileTable, list[str]]:
         "Generative models decode greedily (1 beam) exactly the stated number of new tokens.",
         f"MEASURED rows ({n_meas}): one fresh subprocess per (variant, cores) pinned to that many CPUs",
         "  (sched_setaffinity + OMP/MKL/OpenBLAS/torch thread limits); 1 warm-up batch, then back-to-back batches for",
-        "  the run's per-cell budget (--cell-budget, seconds; at least 2, at most 50 batches);"
+        "  the run's per-cell budget (--cell-budget, seconds; at least --min-batches, at most 50 batches);"
         " latency_* = per-batch wall time (mean, p50, p99",
         "  by linear interpolation: with few batches p99 is close to the maximum); throughput_rps = items / wall",
         "  time with the model kept busy (saturation, one replica); load_time_s = build + random init; memory_mb =",
         "  peak RSS of the measuring process. Batches 1, 2 always; 4, 8 where one batch was predicted to take",
         "  at most --max-batch-s seconds; 16 where a batch of 8 took < 1 s. Cores 1 and 2 only (the VM has 2).",
-        "  The VM's 2 cores were shared with other engineers' jobs (1-minute load average 5-8 during the runs;",
-        "  wall time was ~3x the process CPU time where both were recorded): every latency is inflated against a",
-        "  dedicated core. Use the pack for relative costs, not absolute speeds.",
+        "  Conditions recorded with the cells: " + describe_conditions(conditions(pack_cells(raw, name))) + ".",
+        *falling_note(raw, name),
         f"  {n_dropped} measured 2-core cell(s) of this pipeline were SLOWER than the same batch on 1 core (contention,",
         "  not the model) and are left out (kept in measurements.json); those cells are fitted instead.",
         "FITTED rows: every other cell of batches {1,2,4,8,16} x cores {1,2,4,8} from pipetune.profiles.VariantProfile:",
@@ -601,9 +681,9 @@ def plot(name: str, table: ProfileTable) -> Path:
     return out
 
 
-def summary_rows(name: str, table: ProfileTable) -> list[dict]:
+def summary_rows(name: str, table: ProfileTable, raw: dict) -> list[dict]:
     out = []
-    for stage, _, _, accs in PIPELINES[name]["stages"]:
+    for stage, _, shape, accs in PIPELINES[name]["stages"]:
         vps = {v: VariantProfile(v, table.rows_for(v)) for v in accs if table.rows_for(v)}
         for v, a in accs.items():
             if v not in vps:
@@ -620,21 +700,35 @@ def summary_rows(name: str, table: ProfileTable) -> list[dict]:
                     "b8_fitted": r8.source == "fitted",
                     "load_s": r1.load_time_s,
                     "mem_mb": r1.memory_mb,
+                    "speedup": speedups(raw, v, shape),
+                    "was_p99_b1_s": superseded_p99(raw, v, shape),
+                    "measured": sum(1 for r in table.rows_for(v) if r.source == "measured"),
+                    "cells": len(table.rows_for(v)),
                 }
             )
     return out
 
 
 def markdown_table(rows: list[dict]) -> str:
+    """One row per variant, 1 core per replica; 2c/1c = measured speed-up from a second core; "before" = the
+    p99 the previous (shared-machine) pack had for batch 1 on 1 core."""
     lines = [
-        "| stage | variant | accuracy | p99 at batch 1 (s) | throughput b=1 (items/s) | throughput b=8 (items/s) |",
-        "|---|---|---|---|---|---|",
+        "| stage | variant | accuracy | p99 b=1 (s) | before (s) | throughput b=1 (items/s) | throughput b=8 "
+        "(items/s) | 2c/1c b=1 | 2c/1c b=8 | cells measured |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def ratio(r: dict, b: int) -> str:
+        x = r["speedup"].get(b)
+        return "-" if x is None else f"{x:.2f}"
+
     for r in rows:
         mark = " (fitted)" if r["b8_fitted"] else ""
+        was = "-" if r["was_p99_b1_s"] is None else f"{r['was_p99_b1_s']:.3g}"
         lines.append(
-            f"| {r['stage']} | {r['variant']} | {r['accuracy']:.4f} | {r['p99_b1_s']:.3g} | "
-            f"{r['thr_b1']:.3g} | {r['thr_b8']:.3g}{mark} |"
+            f"| {r['stage']} | {r['variant']} | {r['accuracy']:.4f} | {r['p99_b1_s']:.3g} | {was} | "
+            f"{r['thr_b1']:.3g} | {r['thr_b8']:.3g}{mark} | {ratio(r, 1)} | {ratio(r, 8)} | "
+            f"{r['measured']} of {r['cells']} |"
         )
     return "\n".join(lines)
 
@@ -678,16 +772,53 @@ def write_readme(name: str, rows: list[dict]) -> Path:
         markdown_table(rows),
         "",
         'Throughput is items/s one replica sustains with back-to-back batches. "(fitted)" marks a batch-8 '
-        "cell that was too slow to measure within the time budget and comes from the fitted scaling law.",
+        "cell that was too slow to measure within the time budget and comes from the fitted scaling law. "
+        "2c/1c: measured mean batch time on 1 core over that on 2 cores (-: a cell not measured). before: the "
+        "batch-1 p99 of the previous pack, measured on 2026-11-28 while other jobs shared the 2 vCPUs "
+        "(load average 4-8); cells measured: of the variant's rows in `profile.csv` (batches {1,2,4,8,16} x "
+        "cores {1,2,4,8}), the rest fitted.",
     ]
     path = PACK_DIR / name / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
+def pack_summary(tables: dict[str, list[dict]], raw: dict) -> str:
+    """Per pack: share of cells measured, 2c/1c speed-up range over its variants, conditions (docs/profiles.md)."""
+    import statistics
+
+    lines = [
+        "| pack | cells measured | 2c/1c at b=1: min / median / max | 2c/1c at b=8: min / median / max | "
+        "variants faster on 2 cores (b=1) | load average | CPU / (wall x cores), median (min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def span(xs: list[float]) -> str:
+        return f"{min(xs):.2f} / {statistics.median(xs):.2f} / {max(xs):.2f}" if xs else "-"
+
+    for name, rows in tables.items():
+        meas, total = sum(r["measured"] for r in rows), sum(r["cells"] for r in rows)
+        s1 = [r["speedup"][1] for r in rows if 1 in r["speedup"]]
+        s8 = [r["speedup"][8] for r in rows if 8 in r["speedup"]]
+        k = conditions(pack_cells(raw, name))
+        lines.append(
+            f"| {name} | {meas} of {total} ({meas / total:.0%}) | {span(s1)} | {span(s8)} | "
+            f"{sum(x > 1 for x in s1)} of {len(s1)} | {k['load_min']:.2f}-{k['load_max']:.2f} | "
+            f"{k['cpu_wall_median']:.3f} ({k['cpu_wall_min']:.3f}) |"
+        )
+    return "\n".join(lines)
+
+
 def write_index(tables: dict[str, list[dict]], raw: dict) -> Path:
     """src/pipetune/examples/paper/README.md: what the packs are, how they were made, every variant's figures."""
     runs = raw.get("runs", [])
+    last = runs[-1] if runs else {}
+    n_dropped = sum(
+        len(contended(measured_rows(raw, v, shape)))
+        for p in PIPELINES.values()
+        for _, _, shape, accs in p["stages"]
+        for v in accs
+    )
     lines = [
         "# Profile packs of IPA's five paper pipelines",
         "",
@@ -707,25 +838,31 @@ def write_index(tables: dict[str, list[dict]], raw: dict) -> Path:
         "DETR family of similar size and FLOPs. Generative models decode greedily exactly a fixed number of tokens.",
         "* **Measured**: batch sizes 1 and 2 always, 4 and 8 (16) where a batch was predicted to stay short, on 1 "
         "and 2 cores, each (variant, cores) in a fresh subprocess pinned to its CPUs, a warm-up batch then "
-        "back-to-back batches for a ~2 s budget (at least 2). Few batches per cell: p99 is close to the maximum.",
+        f"back-to-back batches for a {last.get('cell_budget_s', '?')} s budget (at least "
+        f"{last.get('min_batches', 2)} batches, at most 50); every cell records its per-batch latencies, the "
+        "process CPU time per batch and the load average.",
         "* **Fitted**: every other cell of batches {1,2,4,8,16} x cores {1,2,4,8} (cores 4 and 8 always) from "
-        "`pipetune.profiles.VariantProfile`'s law `(a + k*b) * (s + (1-s)/c)`, marked `fitted`.",
-        "* **Machine**: " + (runs[-1]["machine"] if runs else "?") + ". The two vCPUs were shared with other "
-        "engineers' jobs (1-minute load average 5-8 during the runs), so every latency here is inflated against a "
-        "dedicated core: wall time was about 3x the process CPU time where both were recorded, and resnet18 "
-        "batch 1 took 0.105 s in a quieter moment against 0.24 s in the pack. The 2-core pass was stopped after "
-        "the detectors because every 2-core cell came out slower than 1 core (a multi-threaded batch stalls "
-        "whenever a thread is descheduled); such cells are left out of the CSVs, so the fitted law sees no "
-        "multi-core gain and cores 2-8 cost as much time as 1 core (conservative). On a quiet machine, "
-        "`python scripts/make_paper_profiles.py --remeasure 2` measures the 2-core pass again. Three 1-core "
-        "variant-shapes whose timings were implausible (s2t-large batch 2 faster than batch 1; distilbart-xsum-9-6 "
-        "at 256 tokens batch 2 barely slower than batch 1; distilbart-xsum-12-6 at 64 tokens faster than 6-6 and "
-        "9-6) were measured again with a 12 s per-cell budget (the last run in `measurements.json`; their first "
-        "cells were replaced). Use these packs "
-        "for relative costs and for the simulator, not as absolute speeds of these models.",
+        "`pipetune.profiles.VariantProfile`'s law `(a + k*b) * (s + (1-s)/c)`, marked `fitted`; the law is fitted "
+        "to the 1- and 2-core cells together, so its serial share s comes from measured multi-core scaling.",
+        "* **Machine**: "
+        + (last.get("machine", "?"))
+        + ". "
+        + last.get("conditions", "")
+        + ". Recorded: "
+        + describe_conditions(conditions(pack_cells(raw)))
+        + f". {n_dropped} 2-core cell(s) came out slower than "
+        "1 core and are left out of the CSVs (kept in `measurements.json`).",
+        "* **Before**: the previous packs (2026-11-28) were measured while other jobs shared the 2 vCPUs (load "
+        "average 4-8, process CPU about a third of wall time); their 2-core pass was stopped because every 2-core "
+        "cell came out slower than 1 core. `measurements.json` keeps their cells as summaries under `superseded`; "
+        "the tables' `before` column is their batch-1 p99. Use these packs for relative costs and for the "
+        "simulator, not as absolute speeds of these models.",
         "",
-        "Tables: 1 core per replica; p99 of one batch of 1; saturation throughput (items/s, one replica, "
-        'back-to-back batches) at batch 1 and 8; "(fitted)" = not measured within the budget.',
+        pack_summary(tables, raw),
+        "",
+        "Tables: 1 core per replica; p99 of one batch of 1 (before: the previous pack's); saturation throughput "
+        '(items/s, one replica, back-to-back batches) at batch 1 and 8; "(fitted)" = not measured within the '
+        "budget; 2c/1c = measured speed-up of a second core at batch 1 and 8.",
     ]
     for name, rows in tables.items():
         lines += ["", f"## {name} (SLA {PIPELINES[name]['sla']} s)", "", markdown_table(rows)]
@@ -748,6 +885,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(PIPELINES), help="comma-separated pipelines (default: all five)")
     ap.add_argument("--budget", default="45m", help="wall-time budget for measuring (e.g. 35m)")
     ap.add_argument("--cell-budget", type=float, default=3.0, help="timed seconds per (variant, batch, cores)")
+    ap.add_argument(
+        "--min-batches",
+        type=int,
+        default=5,
+        help="timed batches per cell at least, however long they take (p99 of few)",
+    )
     ap.add_argument("--max-batch-s", type=float, default=5.0, help="largest predicted batch time worth measuring")
     ap.add_argument(
         "--max-batch-s-multicore",
@@ -808,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
             console,
             args.max_batch_s_multicore,
             cores,
+            args.min_batches,
         )
     raw = load_raw()
     from pipetune.spec import load_pipeline
@@ -822,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         table.to_csv(PACK_DIR / name / "profile.csv")
         png = plot(name, table)
-        rows = summary_rows(name, table)
+        rows = summary_rows(name, table, raw)
         write_readme(name, rows)
         tables[name] = rows
         load_pipeline(PACK_DIR / name / "pipeline.yaml")  # validates spec, profile and SLA reachability
