@@ -135,3 +135,17 @@ def test_load_scale_multiplies_a_pipelines_counts_and_refuses_a_name_that_is_no_
     assert scaled.requests == pytest.approx(0.5 * plain.requests)
     with pytest.raises(ExperimentError, match="load_scale.*synthtic.*did you mean 'synthetic'"):
         build_tasks(parse_experiment({**base, "load_scale": {"synthtic": 0.5}}), logs=False)
+
+
+def test_report_top_says_which_load_is_unservable_and_its_factor_or_that_all_is_servable():
+    from pipetune.experiments.report import load_lines
+
+    ok = {"peak_rps": 34.4, "feasible": True, "scale": 1.0}
+    bad = {"peak_rps": 34.4, "feasible": False, "reason": "nlp-trans at 100 replicas serves 13.6 items/s",
+           "max_servable_scale": 0.233, "scale": 0.2, "scaled_peak_rps": 6.88, "scaled_feasible": True}  # fmt: skip
+    top = "\n".join(load_lines({"load_check": {"video": ok, "nlp": bad}, "sla_s": {"nlp": 17.61}}))
+    assert "## Load that no configuration serves" in top and "**nlp**" in top and "video" not in top
+    assert "0.233" in top and "scaled by **0.2**" in top and "becomes 40" in top
+    top = "\n".join(load_lines({"load_check": {"video": ok, "nlp": ok}}))
+    assert "every pipeline's peak (34.4 rps) has a plan within its SLA" in top and "no load is scaled" in top
+    assert load_lines({}) == []

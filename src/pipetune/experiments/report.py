@@ -737,5 +737,12 @@ def load_lines(data: dict) -> list[str]:
             text += "Its load is not scaled: its SLA violations there are the load's, not a policy's."
         out.append(text)
     if not out:
-        return []
+        if not checks:
+            return []
+        peak = max(c["peak_rps"] for c in checks.values())
+        return [
+            f"Load: every pipeline's peak ({peak:.1f} rps) has a plan within its SLA (checked with the ipa "
+            "policy, any configuration within the caps); no load is scaled.",
+            "",
+        ]
     return ["## Load that no configuration serves", "", *out, ""]
