@@ -76,7 +76,7 @@ def backend(ray_cluster, digits):
     yield be
     from ray import serve
 
-    be._stop.set()
+    be.stop_polling()
     serve.shutdown()
 
 

@@ -2,7 +2,9 @@
 
 The backend keeps a declarative target (per stage: the serving generation and, during a switch, the incoming
 one) and converges Ray Serve to it with `deploy_apps` (never `serve.run`, which restarts every replica). A
-background thread polls Ray Serve's status every `poll_s`: when an incoming generation is RUNNING (every
+background thread polls Ray Serve's status every `poll_s` while a change is pending and every `idle_poll_s`
+otherwise (one `serve.status()` costs ~20 ms of CPU here, and at 10 Hz it raised a stage hop's p99 from 5.5 ms to
+23 ms on 2 cores; `apply` wakes the thread at once): when an incoming generation is RUNNING (every
 replica loaded, warmed and healthy) the ingress's route moves to it and the old generation's application is
 deleted (Ray drains its in-flight requests); when it is DEPLOY_FAILED the stage keeps its old generation and
 the request is reported FAILED with Ray's message.
@@ -236,6 +238,7 @@ class RayServeBackend(ServeTarget, Backend):
         drop_after_s: float | None = None,
         batch_wait_s: float | None = None,
         poll_s: float = 0.1,
+        idle_poll_s: float = 1.0,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         namespace: str = "pipetune",
         autoscale: dict | None = None,
@@ -257,6 +260,7 @@ class RayServeBackend(ServeTarget, Backend):
             autoscale=autoscale,
         )
         self.poll_s = poll_s
+        self.idle_poll_s = max(poll_s, idle_poll_s)
         self._started_ray = False
         if not ray.is_initialized():
             kw: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "include_dashboard": False}
@@ -298,6 +302,7 @@ class RayServeBackend(ServeTarget, Backend):
             self._target[s] = c
         self._deploy()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by apply() and close(): poll now, not after the idle interval
         self._wait_ready(startup_timeout_s)
         self._thread = threading.Thread(target=self._poll_loop, name="pipetune-converge", daemon=True)
         self._thread.start()
@@ -348,8 +353,16 @@ class RayServeBackend(ServeTarget, Backend):
             if changed:
                 self._deploy()
 
+    def _pending(self) -> bool:
+        with self._lock:
+            return any(self._stage_status(s).state is ApplyState.PENDING for s in self.pipeline.stage_names)
+
     def _poll_loop(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s if self._pending() else self.idle_poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self._converge()
             except Exception:  # noqa: BLE001 - a transient controller error must not kill the loop
@@ -434,6 +447,7 @@ class RayServeBackend(ServeTarget, Backend):
             self._deploy()
             now = time.monotonic()
             self._deployed_t.update(dict.fromkeys(configs, now))
+            self._wake.set()
             for s in configs:
                 if s not in out:
                     out[s] = self._stage_status(s)
@@ -521,12 +535,17 @@ class RayServeBackend(ServeTarget, Backend):
         """Show the adapter's prediction and decision time on the metrics endpoint."""
         self.ingress_handle().record_decision.remote(float(predicted_rps), float(decision_s))
 
+    def stop_polling(self) -> None:
+        """End the convergence thread (close() does this; a caller that shuts Ray down itself calls it first)."""
+        self._stop.set()
+        self._wake.set()
+
     def close(self) -> None:
         import ray
         from ray import serve
 
         if hasattr(self, "_stop"):
-            self._stop.set()
+            self.stop_polling()
             self._thread.join(timeout=5)
         try:
             serve.shutdown()

@@ -181,7 +181,7 @@ def run_serving_benchmark(
                                  "refused": sum(r.status == 503 for r in recs),
                                  "dropped": len(dropped)}  # fmt: skip
     finally:
-        be._stop.set()
+        be.stop_polling()
         serve.shutdown()
         if started:
             ray.shutdown()

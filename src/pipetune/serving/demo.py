@@ -114,7 +114,7 @@ def live_run(
         sender.join()
     finally:
         stop.set()
-        be._stop.set()
+        be.stop_polling()
         serve.shutdown()
     return LiveRun(name, outcomes, samples, decisions)
 
