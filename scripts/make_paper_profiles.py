@@ -513,7 +513,10 @@ def conditions(cells: list[tuple[str, int, int, dict]]) -> dict:
     load = [c["loadavg_1m"] for _, _, _, c in cells if "loadavg_1m" in c]
     ratio = [c["cpu_mean_s"] / c["mean_s"] / k for _, k, _, c in cells if c.get("cpu_mean_s") and c["mean_s"] > 0]
     nb = [c["n_batches"] for _, _, _, c in cells]
+    spread = [c["p99_s"] / c["p50_s"] for _, _, _, c in cells if c["p50_s"] > 0]
     return {
+        "p99_over_p50_median": statistics.median(spread) if spread else float("nan"),
+        "p99_over_p50_max": max(spread, default=float("nan")),
         "cells": len(cells),
         "runs": sorted({c["run"] for _, _, _, c in cells if "run" in c}),
         "load_min": min(load, default=float("nan")),
@@ -529,7 +532,9 @@ def describe_conditions(k: dict) -> str:
     return (
         f"{k['cells']} cells; 1-minute load average {k['load_min']:.2f}-{k['load_max']:.2f} (the measuring "
         f"process included); process CPU / (wall x cores) median {k['cpu_wall_median']:.3f}, lowest "
-        f"{k['cpu_wall_min']:.3f}; timed batches per cell {k['batches_min']}-{k['batches_median']:g} (min-median)"
+        f"{k['cpu_wall_min']:.3f}; timed batches per cell {k['batches_min']}-{k['batches_median']:g} (min-median); "
+        f"p99/p50 per cell median {k['p99_over_p50_median']:.3f}, largest {k['p99_over_p50_max']:.3f} (a tight "
+        "spread: few batches still give a stable p99)"
     )
 
 
