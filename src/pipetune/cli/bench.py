@@ -163,13 +163,23 @@ def bench_serving(
 
     err = Console(stderr=True)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
-    result = run_serving_benchmark(num_cpus=num_cpus, port=port, step_s=step_s, progress=err.print)
+    import contextlib
+    import sys
+
+    # Ray prints its own messages (e.g. "(raylet) Task ServeController... failed" at shutdown) to stdout:
+    # while it runs, stdout is stderr, so that --json prints one JSON object and nothing else.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_serving_benchmark(num_cpus=num_cpus, port=port, step_s=step_s, progress=err.print)
     if as_json:
         print(jsonio.dumps(result))
         return
     con = Console()
     h, a = result["hop_overhead_ms"], result["apply_s"]
-    con.print(f"one stage hop: p50 {h['p50']:.2f} ms, p99 {h['p99']:.2f} ms (goal <= 3 / 7 ms)")
+    con.print(
+        f"one stage hop: p50 {h['p50']:.2f} ms, p99 {h['p99']:.2f} ms (goal <= 3 / 7 ms); bare Ray Serve "
+        f"deployment in the same run: {h['peer_p50']:.2f} / {h['peer_p99']:.2f} ms (ratio {h['ratio_p50']:.2f} / "
+        f"{h['ratio_p99']:.2f})"
+    )
     con.print(f"2-stage no-op ceiling: {result['noop_max_rps']:g} rps at p99 <= 200 ms (goal >= 90)")
     con.print(
         f"apply: batch {a['batch']:.2f} s (goal <= 0.5), replica {a['replicas']:.2f} s (goal <= 3 + load), "
@@ -179,7 +189,9 @@ def bench_serving(
         f"lost during the applies: {result['lost']} of {result['apply_phase']['sent']} (goal 0); "
         f"dropped at the deadline (504, SLA violations): {result['dropped']}"
     )
-    if result.get("loadgen"):
+    if result.get("loadgen") and "error" in result["loadgen"]:
+        con.print(f"load generator: not measured ({result['loadgen']['error']})")
+    elif result.get("loadgen"):
         g = result["loadgen"]
         con.print(
             f"load generator: {g['achieved_rps']:.0f} of {g['target_rps']:.0f} rps, send error p99 {g['send_error_p99_ms']:.2f} ms"

@@ -47,6 +47,7 @@ MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whateve
 RETRY_AFTER_S = "1"
 RATE_WINDOW_S = 3.0  # completions counted for the measured throughput
 ADMIT_SHARE = 0.8  # of the measured throughput x SLA: the p99 sits above the mean wait
+MIN_RATE_WINDOW_S = 1.0  # traffic seen before a measured throughput counts (before it: the profile's limit)
 
 # What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id).
 StageResult = tuple[Any, int, float, str]
@@ -85,6 +86,9 @@ class StageReplica:
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def run_batch(self, items: list[Any]) -> list[StageResult]:
+        return await self._predict(items)
+
+    async def _predict(self, items: list[Any]) -> list[StageResult]:
         t0 = time.perf_counter()
         outs = await asyncio.get_running_loop().run_in_executor(self._pool, self.adapter.predict, items)
         dt = time.perf_counter() - t0
@@ -93,6 +97,11 @@ class StageReplica:
         return [(o, len(items), dt, self.node) for o in outs]
 
     async def __call__(self, item: Any) -> StageResult:
+        if self.batch == 1:
+            # Nothing to batch: straight to the one-thread pool, which serves one call at a time in arrival
+            # order as the batch queue would, without the queue's ~0.3 ms per call (no-op hop p50 measured
+            # here: 2.78 ms for a bare deployment, 3.08 ms with the batch queue, 3.13 ms with queue and pool)
+            return (await self._predict([item]))[0]
         return await self.run_batch(item)
 
     def check_health(self) -> None:
@@ -175,6 +184,7 @@ class Ingress:
         self._latencies: list[float] = []
         self._nodes: dict[str, set[str]] = {}  # per stage, the Ray nodes whose replicas served it
         self._done_t: deque[float] = deque()  # completion times within the last RATE_WINDOW_S
+        self._traffic_t = time.monotonic()  # when traffic resumed after the ingress was last idle
         self.floor_inflight = 1
 
     # -- configuration, in place ---------------------------------------------------------------------------
@@ -271,8 +281,10 @@ class Ingress:
         now = time.monotonic()
         while self._done_t and self._done_t[0] < now - RATE_WINDOW_S:
             self._done_t.popleft()
-        measured = ADMIT_SHARE * len(self._done_t) / RATE_WINDOW_S * self.sla_s
-        limit = min(self.max_inflight, max(self.floor_inflight, math.ceil(measured)))
+        if self.inflight == 0 and not self._done_t:
+            self._traffic_t = now  # idle (or just started): the rate is measured from the next request on
+        measured = measured_admission(len(self._done_t), now - self._traffic_t, self.sla_s)
+        limit = self.max_inflight if measured is None else min(self.max_inflight, max(self.floor_inflight, measured))
         self.metrics.max_inflight.set(limit)
         return limit
 
@@ -367,6 +379,16 @@ class Ingress:
             for t in tasks.values():
                 t.cancel()
         return {s: (o[0] if len(o) == 1 else o) for s, o in done.items()}
+
+
+def measured_admission(completions: int, traffic_s: float, sla_s: float) -> int | None:
+    """Little's law at the throughput measured since traffic resumed (at most the last RATE_WINDOW_S):
+    ADMIT_SHARE x completions/s x SLA. None before MIN_RATE_WINDOW_S of traffic: a cold or idle ingress has
+    completed nothing yet, and dividing by the whole window refused the first bursts of a light load (3 of
+    320 requests at 40 rps, on a pipeline that serves 80)."""
+    if traffic_s < MIN_RATE_WINDOW_S:
+        return None
+    return math.ceil(ADMIT_SHARE * completions / min(RATE_WINDOW_S, traffic_s) * sla_s)
 
 
 def _fan_out(output: Any, multiplicity: float) -> list[Any]:
