@@ -1,8 +1,8 @@
 """Regenerate the SLA calibration table (docs/calibration.md's table): one command.
 
-    PYTHONPATH=src python scripts/calibrate.py [--seconds 60] [--seeds 2] [--jobs 2] [--out docs/calibration-table.md]
+    PYTHONPATH=src python scripts/calibrate.py [--seconds 600] [--seeds 3] [--jobs 2] [--out docs/calibration-table.md]
 
-Rows: every bundled pipeline x 30%/70% of its largest plannable load x fixed/poisson/trace arrivals
+Rows: every bundled pipeline x 1/5/30/70% of its largest plannable load x fixed/poisson/trace arrivals
 (see pipetune.experiments.sla_calibration). Writes the markdown table and a strict JSON of the rows next to it.
 """
 

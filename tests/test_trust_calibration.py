@@ -8,7 +8,7 @@ import pytest
 
 import pipetune
 from pipetune.errors import PipetuneError
-from pipetune.experiments.sla_calibration import CalibrationSetup, arrivals, simulate, trace_shape
+from pipetune.experiments.sla_calibration import CalibrationSetup, arrivals, cheapest_found, simulate, trace_shape
 from pipetune.optimizer import _profiles_for, plan_pipeline
 
 
@@ -37,3 +37,18 @@ def test_bad_setup_is_refused_naming_the_field():
         CalibrationSetup(seconds=5)
     with pytest.raises(PipetuneError, match="fractions="):
         CalibrationSetup(fractions=(0.0,))
+
+
+def test_cheapest_found_stays_stable_within_caps_and_no_dearer():
+    # the search never keeps a configuration whose replicas cannot carry the stage load (rho >= 1): a finite run
+    # from an empty start can meet the SLA with one, because its queue has not grown yet
+    pipe = pipetune.load_pipeline(pipetune.example_path("paper/video"))
+    prof = _profiles_for(pipe)
+    plan = plan_pipeline(pipe, 16.25, profiles=prof)
+    setup = CalibrationSetup(seconds=60, seeds=1)
+    cheap = cheapest_found(pipe, prof, plan, "fixed", 16.25, setup, trace_shape()[0])
+    for s, c in cheap.items():
+        theta = prof.row(s, c.variant, c.batch, c.cores).throughput_rps
+        assert plan.stages[s].load_rps < c.replicas * theta and c.replicas <= pipe.caps.max_replicas
+        assert (c.variant, c.batch) == (plan.configs[s].variant, plan.configs[s].batch)
+    assert sum(c.cores * c.replicas for c in cheap.values()) <= plan.cost_cores
