@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from pipetune.latency import erlang_c, longest_path, stage_latency
+from pipetune.latency import WAIT_TAIL_SHARE, erlang_c, longest_path, stage_latency
 from pipetune.profiles import ProfileRow
 
 
@@ -25,9 +25,12 @@ def test_mm1_mean_wait_matches_closed_form():
     rho = lam * s
     wq = rho * s / (1 - rho)  # M/M/1
     assert abs(lat.mean_s - (wq + s)) < 1e-9
-    # p99 of the waiting time of M/M/1: P(W > t) = rho e^{-(mu - lam) t}
-    t99 = math.log(rho / 0.01) / (1 / s - lam)
-    assert abs(lat.queue_s - t99) < 1e-9
+    # the waiting time of M/M/1: P(W > t) = rho e^{-(mu - lam) t}. The model takes the waiting term at half the
+    # 1% tail budget (latency.WAIT_TAIL_SHARE: W has an atom at 0, so adding its p99 to the service p99 is not a
+    # bound), i.e. at W's 99.5th percentile: ln(rho / 0.005), not ln(rho / 0.01)
+    assert WAIT_TAIL_SHARE == 0.5
+    t995 = math.log(rho / 0.005) / (1 / s - lam)
+    assert abs(lat.queue_s - t995) < 1e-9
 
 
 def test_more_replicas_never_slower_and_batches_wait_at_low_load():

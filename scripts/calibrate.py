@@ -1,0 +1,46 @@
+"""Regenerate the SLA calibration table (docs/calibration.md's table): one command.
+
+    PYTHONPATH=src python scripts/calibrate.py [--seconds 600] [--seeds 3] [--jobs 2] [--out docs/calibration-table.md]
+
+Rows: every bundled pipeline x 1/5/30/70% of its largest plannable load x fixed/poisson/trace arrivals
+(see pipetune.experiments.sla_calibration). Writes the markdown table and a strict JSON of the rows next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from rich.progress import Progress
+
+from pipetune import jsonio
+from pipetune.experiments.sla_calibration import BUNDLED, CalibrationSetup, calibrate_pipeline, markdown_table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=CalibrationSetup.seconds)
+    ap.add_argument("--seeds", type=int, default=CalibrationSetup.seeds)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--pipelines", nargs="*", default=list(BUNDLED))
+    ap.add_argument("--out", type=Path, default=Path("docs/calibration-table.md"))
+    a = ap.parse_args()
+    setup = CalibrationSetup(seconds=a.seconds, seeds=a.seeds)
+    rows: dict[str, list[dict]] = {}
+    with Progress() as prog, ProcessPoolExecutor(max_workers=a.jobs) as pool:
+        task = prog.add_task("calibrating pipelines", total=len(a.pipelines))
+        futs = {pool.submit(calibrate_pipeline, name, setup): name for name in a.pipelines}
+        for f in as_completed(futs):
+            rows[futs[f]] = f.result()
+            prog.update(task, advance=1, description=f"done {futs[f]}")
+    ordered = [r for name in a.pipelines for r in rows[name]]
+    table = markdown_table(ordered)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(table)
+    a.out.with_suffix(".json").write_text(jsonio.dumps(ordered, indent=1) + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
