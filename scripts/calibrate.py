@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from pipetune import jsonio
+from pipetune.errors import PipetuneError
 from pipetune.experiments.sla_calibration import BUNDLED, CalibrationSetup, calibrate_pipeline, markdown_table
 
 
@@ -26,7 +27,18 @@ def main() -> None:
     ap.add_argument("--pipelines", nargs="*", default=list(BUNDLED))
     ap.add_argument("--out", type=Path, default=Path("docs/calibration-table.md"))
     a = ap.parse_args()
-    setup = CalibrationSetup(seconds=a.seconds, seeds=a.seeds)
+    problems = [f"--jobs {a.jobs}: give 1 to 64 worker processes"] if not 1 <= a.jobs <= 64 else []
+    if not a.seconds <= 86_400 or not a.seeds <= 100:
+        problems.append(f"--seconds {a.seconds} / --seeds {a.seeds}: at most 86400 simulated seconds and 100 seeds")
+    unknown = [p for p in a.pipelines if p not in BUNDLED]
+    if unknown:
+        problems.append(f"--pipelines: {unknown} not bundled; choose from {list(BUNDLED)}")
+    try:
+        setup = CalibrationSetup(seconds=a.seconds, seeds=a.seeds)
+    except PipetuneError as e:
+        problems.append(str(e).replace("seconds=", "--seconds ").replace("seeds=", "--seeds "))
+    if problems:
+        ap.exit(2, "calibrate.py: error: " + "; ".join(problems) + "\n")
     rows: dict[str, list[dict]] = {}
     with Progress() as prog, ProcessPoolExecutor(max_workers=a.jobs) as pool:
         task = prog.add_task("calibrating pipelines", total=len(a.pipelines))

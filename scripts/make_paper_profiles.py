@@ -944,6 +944,8 @@ def main(argv: list[str] | None = None) -> int:
                 del raw["complete"][k]
         save_raw(raw)
     if not args.no_measure:
+        if not 1 <= args.min_batches <= 50:
+            raise PipetuneError(f"--min-batches {args.min_batches}: give 1 to 50 (a cell stops at 50 batches)")
         try:
             cores = sorted({int(x) for x in args.cores.split(",") if x.strip()})
         except ValueError:
