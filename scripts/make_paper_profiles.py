@@ -42,7 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipetune.errors import PipetuneError  # noqa: E402
 from pipetune.models.paper import InputShape, shape_params  # noqa: E402
-from pipetune.profiles import ProfileRow, ProfileTable, VariantProfile  # noqa: E402
+from pipetune.profiles import FALLING_TOLERANCE, ProfileRow, ProfileTable, VariantProfile  # noqa: E402
 
 PACK_DIR = ROOT / "src" / "pipetune" / "examples" / "paper"
 FIG_DIR = ROOT / "docs" / "figures"
@@ -559,7 +559,7 @@ def falling_note(raw: dict, name: str) -> list[str]:
         for cores, cells in sorted(raw["cells"].get(cell_key(v, shape), {}).items()):
             thr = sorted((int(b), c["throughput_rps"]) for b, c in cells.items())
             for (b1, t1), (b2, t2) in zip(thr, thr[1:]):
-                if t2 < t1 * 0.98:
+                if t2 * (1 + FALLING_TOLERANCE) < t1:  # the rule profiles.batch_ceilings applies
                     seen.append(f"{v} b{b1}->b{b2} on {cores}c ({t1:.3g} -> {t2:.3g} items/s)")
     if not seen:
         return ["  Throughput rises or stays flat with the batch in every measured cell."]

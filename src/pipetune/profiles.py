@@ -267,7 +267,10 @@ class ScalingLaw:
         return law
 
 
-def batch_ceilings(rows: list[ProfileRow], tolerance: float = 0.02) -> dict[int, tuple[int, float]]:
+FALLING_TOLERANCE = 0.02  # throughput lower than a smaller batch's by more than this share counts as falling
+
+
+def batch_ceilings(rows: list[ProfileRow], tolerance: float = FALLING_TOLERANCE) -> dict[int, tuple[int, float]]:
     """Per core count whose largest measured batch b0 had lower throughput than a smaller measured batch (by more
     than `tolerance`): (b0, per-item time at b0). Fitted cells of larger batches are held to that per-item time."""
     by_cores: dict[int, dict[int, float]] = {}

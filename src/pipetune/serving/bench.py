@@ -2,7 +2,8 @@
 
 Figures (one JSON object):
 * `hop_overhead_ms`  — one call through a Ray Serve handle to a no-op stage replica (p50, p99): what each stage
-                       hop adds to a request, bounded below by Ray's actor RPC and the `@serve.batch` queue;
+                       hop adds to a request, bounded below by Ray's actor RPC (at batch size 1 a replica
+                       skips the `@serve.batch` queue, so the rest is its thread pool);
                        `peer_p50`/`peer_p99` are a bare Ray Serve deployment's, measured in interleaved rounds
                        in the same run, and `ratio_*` ours over the peer's;
 * `noop_max_rps`     — the highest open-loop rate a 2-stage no-op pipeline sustains through the V2 endpoint
