@@ -20,6 +20,17 @@ pipelining inside the model server).
       tail       Wq(t) = S_eff (c_a² + c_s²) / 2 / (n (1 − ρ)) · ln(C / t)   (0 when C ≤ t)
   i.e. the M/M/n waiting-time tail scaled by the G/G/n variability factor, taken at half the tail budget,
   t = (1 − p) · WAIT_TAIL_SHARE (see the constant).
+  **Arrival variability.** c_a² of items is 1 (Poisson) unless the caller says how variable the per-second
+  counts are: `arrival_dispersion` D = variance / mean of the count in one second (Poisson 1, the same count
+  every second 0, bursty traffic > 1). Inside a second arrivals are taken as Poisson, so D only applies to a
+  queue whose wait builds over seconds: c_a² = D + (1 − D) · min(1, T / (3τ)), with T = 1 s the counting
+  period and τ the wait's exponential scale under Poisson arrivals. That is the variance / mean of such a
+  process's count over a window of τ ≥ T seconds: whole seconds add D each, and the two partial seconds at the
+  window's ends add λ f (1 − f) each with E[f (1 − f)] = 1/6 over a uniform offset f. A queue that empties
+  within a second sees Poisson gaps; one near ρ = 1 integrates the counts over many seconds and sees their
+  dispersion. For D < 1 this lowers the wait of stages planned close to saturation only; for D > 1 it raises
+  it. D is per-second: a load that drifts over minutes (IDC rising with the window) is burstier than D says at
+  the scale a saturated queue integrates; docs/calibration.md has the check on a real trace.
 * **Service.** The profile's p-quantile of S (`profiles.service_quantile`: between p50 and p99), or its mean.
 
 The stage's SLA-percentile sojourn is the *sum* of the three terms. A sum of quantiles is not by itself a bound
@@ -28,7 +39,7 @@ union bound's share for it at q/2, and formation and service (continuous, nearly
 quantiles conservatively. End to end, the SLA term is the longest path of stage terms — again a sum of
 quantiles, conservative in simulation (docs/calibration.md), which keeps the promise "the SLA holds at the
 planned load" on the safe side.
-Assumptions: Poisson arrivals at the planned rate; replicas identical; join stages see the slowest branch.
+Assumptions: Poisson arrivals at the planned rate (or per-second counts of the given dispersion); replicas identical; join stages see the slowest branch.
 The simulator issue calibrates these terms against simulated p99s (see docs/simulator.md).
 
 Everything is vectorised over options (numpy arrays) because the optimizer evaluates thousands per decision.
@@ -56,6 +67,9 @@ LN100_MINUS_1 = math.log(100.0) - 1.0
 # independent terms is above the quantile of their sum. This is a heuristic, not a proof; docs/calibration.md
 # has the simulated check.
 WAIT_TAIL_SHARE = 0.5
+
+# The period over which `arrival_dispersion` (variance / mean of per-second counts) is measured, in seconds.
+COUNT_PERIOD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -158,8 +172,10 @@ def stage_latency_arrays(
     rate: np.ndarray | float,
     pct: float,
     max_wait: float | None = None,
+    arrival_dispersion: float = 1.0,
 ) -> LatencyArrays:
-    """Vectorised stage latency over broadcastable arrays; inf where the stage is unstable (ρ >= 1)."""
+    """Vectorised stage latency over broadcastable arrays; inf where the stage is unstable (ρ >= 1).
+    `arrival_dispersion`: variance / mean of the per-second arrival counts (1: Poisson; module docstring)."""
     # The terms that do not depend on the replica count are computed at their own (smaller) shape; only
     # queueing is evaluated on the full grid (the optimizer passes rows x replica-candidates).
     mean_s, p50_s, p99_s, thr, b, lam = _broadcast_floats(mean_s, p50_s, p99_s, throughput, batch, rate)
@@ -170,11 +186,15 @@ def stage_latency_arrays(
 
     # queueing
     s_eff = b / thr
-    var_factor = (1.0 / b + service_scv(mean_s, p99_s)) / 2.0
+    cs2 = service_scv(mean_s, p99_s)
     rho = lam / (n * thr)
     c = erlang_c(n, (lam / b) * s_eff)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = s_eff * var_factor / (n * (1.0 - rho))
+        scale = s_eff * ((1.0 / b + cs2) / 2.0) / (n * (1.0 - rho))  # Poisson arrivals
+        if arrival_dispersion != 1.0:
+            d = float(arrival_dispersion)
+            ca2 = d + (1.0 - d) * np.minimum(1.0, COUNT_PERIOD_S / (3.0 * np.where(rho < 1.0, scale, np.inf)))
+            scale = s_eff * ((ca2 / b + cs2) / 2.0) / (n * (1.0 - rho))
         wq_mean = np.where(rho < 1.0, c * scale, np.inf)
         qw = q * WAIT_TAIL_SHARE
         wq_q = np.where(rho < 1.0, np.where(c > qw, scale * np.log(np.maximum(c, qw) / qw), 0.0), np.inf)
@@ -191,7 +211,9 @@ def stage_latency_arrays(
     )
 
 
-def stage_latency(row, replicas: int, rate: float, pct: float = 99.0, max_wait: float | None = None) -> StageLatency:
+def stage_latency(
+    row, replicas: int, rate: float, pct: float = 99.0, max_wait: float | None = None, arrival_dispersion: float = 1.0
+) -> StageLatency:
     """Scalar convenience over `stage_latency_arrays` for one ProfileRow."""
     r = stage_latency_arrays(
         mean_s=row.latency_mean_s,
@@ -203,6 +225,7 @@ def stage_latency(row, replicas: int, rate: float, pct: float = 99.0, max_wait: 
         rate=rate,
         pct=pct,
         max_wait=max_wait,
+        arrival_dispersion=arrival_dispersion,
     )
     return StageLatency(
         mean_s=float(r.mean),

@@ -48,6 +48,7 @@ __all__ = [
     "BENCH_STAGES",
     "BENCH_VARIANTS",
     "LOADGEN_RATE",
+    "DISPERSION",
 ]
 
 
@@ -120,6 +121,9 @@ BATCH = Range(int, ge=1, le=1_000_000)  # a training batch
 LEARNING_RATE = Range(float, gt=0, le=10)
 STEP_S = Range(int, ge=1, le=86_400)  # seconds between decisions, of a horizon: at most a day
 LOADGEN_RATE = Range(float, gt=0, le=100_000)  # requests per second one load generator process can send
+# variance / mean of per-second request counts; the bound is optimizer.MAX_ARRIVAL_DISPERSION (a test pins it:
+# importing the optimizer here would load numpy and HiGHS for every CLI call)
+DISPERSION = Range(float, ge=0, le=1000)
 
 # Bounds the library enforces too (`pipetune.loadgen`); a test checks they agree. Not imported from there, so
 # that `pipetune --help` does not import numpy and the load generator.

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from pipetune import jsonio
 from pipetune.cli.app import app
-from pipetune.cli.options import COUNT, RPS, number
+from pipetune.cli.options import COUNT, DISPERSION, RPS, number
 from pipetune.errors import PipetuneError
 
 if TYPE_CHECKING:
@@ -30,6 +30,13 @@ def plan_cmd(
     measured_only: bool = typer.Option(
         False, "--measured-only", help="plan on measured profile cells alone (no cell from a fitted law)"
     ),
+    arrival_dispersion: float = number(
+        1.0,
+        "--arrival-dispersion",
+        allowed=DISPERSION,
+        help="variance / mean of the per-second request counts to plan for: 1 Poisson (default, safe), "
+        "0 the same count every second, > 1 burstier",
+    ),
 ) -> None:
     """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY.
 
@@ -47,9 +54,13 @@ def plan_cmd(
                 f"--replicas {replicas}: {p.name} allows at most {p.caps.max_replicas} replicas per stage "
                 "(caps.max_replicas)"
             )
-        result = plan_pipeline(p, rps, policy=policy, measured_only=measured_only, replicas=replicas)
+        result = plan_pipeline(
+            p, rps, policy=policy, measured_only=measured_only, arrival_dispersion=arrival_dispersion, replicas=replicas
+        )
     else:
-        result = plan_pipeline(p, rps, policy=policy, measured_only=measured_only)
+        result = plan_pipeline(
+            p, rps, policy=policy, measured_only=measured_only, arrival_dispersion=arrival_dispersion
+        )
     if as_json:
         print(jsonio.dumps(result.to_dict(), indent=2))
     else:
@@ -86,6 +97,11 @@ def render_plan(result: Plan | Infeasible, console: Console) -> None:
         console.print("[yellow]* rests on a fitted (not measured) profile cell; --measured-only plans without[/]")
     for a in plan.assumptions:
         console.print(f"[yellow]note:[/] {a}")
+    if plan.arrival_dispersion != 1.0:
+        console.print(
+            f"[yellow]note:[/] planned for per-second request counts with variance / mean {plan.arrival_dispersion:g} "
+            "(Poisson: 1); burstier arrivals than that may break the SLA"
+        )
     console.print(
         f"accuracy {plan.accuracy:.4f} (pas {plan.pas:.4f}) · cost {plan.cost_cores} cores · "
         f"e2e latency {plan.latency_e2e_slo_s:.3f} s at the SLA percentile (mean {plan.latency_e2e_mean_s:.3f} s) · "

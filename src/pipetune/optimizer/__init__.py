@@ -37,6 +37,9 @@ from pipetune.profiles import PipelineProfiles, load_profiles
 
 POLICIES = ("ipa", "fa2-low", "fa2-high", "rim", "static-peak")
 DEFAULT_RIM_REPLICAS = 3
+# Bounds the arrival-dispersion a plan may assume (variance / mean of per-second counts; Twitter's trace at IPA's
+# loads is ~0.1-10): far beyond it every stage is planned for bursts no per-second forecast describes.
+MAX_ARRIVAL_DISPERSION = 1000.0
 
 __all__ = ["POLICIES", "plan_pipeline", "Plan", "Infeasible", "StageConfig", "StageChoice", "stage_options"]
 
@@ -92,12 +95,18 @@ def policy_restriction(pipeline, profiles, policy: str, current=None, **params) 
 
 
 def stage_options(
-    pipeline, rps: float, profiles=None, restriction: Restriction | None = None, *, sla_s: float | None = None
+    pipeline,
+    rps: float,
+    profiles=None,
+    restriction: Restriction | None = None,
+    *,
+    sla_s: float | None = None,
+    arrival_dispersion: float = 1.0,
 ) -> list[StageOptions]:
     """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates).
 
     `sla_s`: keep the options whose own latency fits this many seconds instead of the pipeline's SLA (math.inf:
-    every option that carries the load within the caps)."""
+    every option that carries the load within the caps). `arrival_dispersion`: see `plan_pipeline`."""
     profiles = profiles or _profiles_for(pipeline)
     restriction = restriction or Restriction()
     base = cached_for(
@@ -116,6 +125,7 @@ def stage_options(
         max_replicas=caps.max_replicas,
         fixed_replicas=[(restriction.replicas or {}).get(s) for s in base.stages],
         max_wait=caps.max_batch_wait_s,
+        arrival_dispersion=arrival_dispersion,
     )
 
 
@@ -139,16 +149,24 @@ def plan_pipeline(
     profiles: PipelineProfiles | None = None,
     measured_only: bool = False,
     time_limit_s: float = 30.0,
+    arrival_dispersion: float = 1.0,
     **params,
 ) -> Plan | Infeasible:
     """The best configuration at `rps` requests/s under `policy`, or Infeasible with a best-effort fallback.
 
     `measured_only`: plan on the profile's measured cells alone (no cell from a fitted law). `time_limit_s`: per
-    HiGHS run; a run it stops raises SolverError (so does any other solve without an answer), never Infeasible."""
-    if not (rps >= 0 and math.isfinite(rps)):
-        from pipetune.errors import PipetuneError
+    HiGHS run; a run it stops raises SolverError (so does any other solve without an answer), never Infeasible.
+    `arrival_dispersion`: variance / mean of the per-second request counts the plan must hold under (1: Poisson,
+    the safe default; 0: the same count every second; > 1: burstier than Poisson); see `pipetune.latency`."""
+    from pipetune.errors import PipetuneError
 
+    if not (rps >= 0 and math.isfinite(rps)):
         raise PipetuneError(f"rps={rps} must be a finite number >= 0")
+    if not (0.0 <= arrival_dispersion <= MAX_ARRIVAL_DISPERSION):
+        raise PipetuneError(
+            f"arrival_dispersion={arrival_dispersion} must be in [0, {MAX_ARRIVAL_DISPERSION:g}] (variance / mean "
+            "of per-second request counts; 1 for Poisson arrivals)"
+        )
     t0 = time.perf_counter()
     profiles = profiles or _profiles_for(pipeline)
     if policy == "static-peak":
@@ -156,7 +174,7 @@ def plan_pipeline(
     restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)
     if measured_only:
         restriction = replace(restriction, measured_only=True)
-    raw = stage_options(pipeline, rps, profiles, restriction)
+    raw = stage_options(pipeline, rps, profiles, restriction, arrival_dispersion=arrival_dispersion)
     empty = [so for so in raw if len(so) == 0]
     if empty:
         so = empty[0]
@@ -170,6 +188,7 @@ def plan_pipeline(
             profiles,
             restriction,
             t0,
+            arrival_dispersion,
         )
     cur = dict(current) if current else None
     keeps: list[np.ndarray | None] = []
@@ -186,14 +205,15 @@ def plan_pipeline(
     pruned = pareto_prune_stages(raw, pipeline.objective, budget, keeps, max_latency=stage_slack(pipeline, raw))
     if any(len(so) == 0 for so in pruned):
         binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction)
-        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
+        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion)
     dist = [_distance(so, cur.get(so.stage) if cur else None) for so in pruned] if cur else None
     # None: no plan exists (a solve stopped by a limit raises SolverError instead)
     sol = solve(pipeline, pruned, distance=dist, time_limit_s=time_limit_s)
     if sol is None:
         binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction)
-        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0)
-    return assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0, profiles=profiles)
+        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion)
+    plan = assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0, profiles=profiles)
+    return replace(plan, arrival_dispersion=float(arrival_dispersion))
 
 
 def assemble_plan(
@@ -301,7 +321,9 @@ def _diagnose(pipeline, rps: float, raw: list[StageOptions], profiles, restricti
     )
 
 
-def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0) -> Infeasible:
+def _infeasible(
+    pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion: float = 1.0
+) -> Infeasible:
     """Fallback: per stage the option with the most capacity per replica, scaled to the load where possible."""
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
@@ -348,6 +370,7 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
             rate=load,
             pct=pipeline.sla.percentile,
             max_wait=caps.max_batch_wait_s,
+            arrival_dispersion=arrival_dispersion,
         )
         so.lat_slo, so.lat_mean = lat.slo, lat.mean
         fallback_opts.append(so)
@@ -363,6 +386,7 @@ def _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t
         note=f"best-effort fallback: {reason}",
         profiles=profiles,
     )
+    fb = replace(fb, arrival_dispersion=float(arrival_dispersion))
     return Infeasible(
         pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb, solve_time_s=dt
     )

@@ -202,6 +202,7 @@ def expand_options(
     max_replicas: int,
     fixed_replicas: list[int | None] | None = None,
     max_wait: float | None = None,
+    arrival_dispersion: float = 1.0,
 ) -> list[StageOptions]:
     """Every option of every stage at its load (items/s) whose latency can fit in the SLA.
 
@@ -241,6 +242,7 @@ def expand_options(
             rate=lam[sel, None],
             pct=pct,
             max_wait=max_wait,
+            arrival_dispersion=arrival_dispersion,
         )
         # Keep n up to and including the first n whose queueing quantile is zero: beyond it latency is flat.
         zero = lat.queue_slo <= 0

@@ -39,6 +39,7 @@ class Plan:
     feasible: bool = True
     note: str = ""
     assumptions: list[str] = field(default_factory=list)  # what the fitted cells it rests on assume
+    arrival_dispersion: float = 1.0  # variance / mean of per-second counts its latencies assume (1: Poisson)
 
     @property
     def configs(self) -> dict[str, StageConfig]:
