@@ -13,8 +13,10 @@ so its finish times are bit-identical to the simulator without a host (`start + 
 
 Only the job that finishes first has an event in the simulator's heap: `(time, job seq, kind, epoch, None,
 None)`. Each change of the busy set (a start, a finish) recomputes that time and, when it moved, pushes a new
-event under a new epoch; the superseded one is skipped when it comes up (the epoch differs) and is purged when
-the host falls idle, so it never moves the simulator's clock at the end of a run. The event carries the job's
+event under a new epoch; the superseded one is skipped when it comes up (the epoch differs). A superseded event
+is never later than the completion of the job it was for (that job can only have been slowed since: the demand
+can fall below what it was only when a job that finishes after it leaves), so it never moves the simulator's
+clock past its last real event. The event carries the job's
 own sequence number, and a finished batch re-enters the heap as the simulator's ordinary completion event
 `(time, job seq, done, ...)`: ties between events at the same instant are broken exactly as without a host.
 """
@@ -73,11 +75,6 @@ class SharedHost:
         if not jobs:
             self.cur = None
             self.epoch += 1
-            heap = self.heap
-            ev = self.ev_host
-            if any(e[2] == ev for e in heap):  # superseded wake-ups: drop them so they move no clock
-                heap[:] = [e for e in heap if e[2] != ev]
-                heapq.heapify(heap)
             return
         vf, sq = jobs[0][0], jobs[0][1]
         tn = vf + self.lag if f == 1.0 else now + (vf - (now - self.lag)) / f
