@@ -321,7 +321,7 @@ def run_live_demo(
         "first stage. It does not model the handle hop per stage level (its latency and its CPU in the replicas), "
         "the proxy and the ingress each being one process (at most one core, queueing behind it), Ray's own "
         "processes and the load generator on the same cores, nor the OS scheduler (time slices, not ideal "
-        "sharing): the gap that is left grows with the load.",
+        "sharing).",
     ]
     write_html(out / "live-demo.html", png, summaries, notes)
     result = {"summaries": summaries, "fidelity": fidelity, "counts": counts.tolist(),
@@ -333,8 +333,8 @@ def run_live_demo(
 LOW_LOAD_RPS = 10.0
 # CPU-seconds each request costs outside the models on the demo's host, for the twin (SimSettings.
 # host_overhead_s): measured on the 2-core demo VM with a 2-stage no-op pipeline, 18-21 ms of CPU per request in
-# all, of which the ingress ~9 ms and Ray's HTTP proxy ~5.5 ms (rounded up here). The rest is the stages' own
-# handle hops, which the twin does not model (the fidelity note says so).
+# all, of which the ingress ~9 ms and Ray's HTTP proxy ~5.5 ms (their sum, rounded up, here). The other 3.5-6.5 ms
+# were spent elsewhere, presumably in the two no-op stages' handle hops, which the twin does not model.
 HOST_OVERHEAD_S = 0.015
 
 
