@@ -68,6 +68,8 @@ def simulate(
             batch_wait_s=settings.batch_wait_s,
             service=settings.service,
             load_time_s=settings.load_time_s,
+            host_cores=settings.host_cores,
+            host_overhead_s=settings.host_overhead_s,
         ),
     )
     adapter = Adapter(

@@ -216,6 +216,23 @@ class Settings(_Strict):
     load_time_s: float | None = Field(default=None, ge=0)
     rps_quantum: float = Field(default=0.0, ge=0, description="plan for the prediction rounded up to this grid")
     shared_dir: str | None = Field(default=None, description="folder with traces/paper-windows (default ../shared)")
+    host_cores: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="physical cores every replica shares (simulator processor sharing; default: none shared)",
+    )  # fmt: skip
+    host_overhead_s: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="CPU-seconds each request costs on the shared host outside the models (needs host_cores)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _host(self) -> Settings:
+        if self.host_overhead_s > 0 and self.host_cores is None:
+            raise ValueError(
+                f"host_overhead_s={self.host_overhead_s} is CPU time on the shared host: set host_cores too "
+                "(or host_overhead_s: 0)"
+            )
+        return self
 
     @field_validator("arrival_process")
     @classmethod

@@ -23,6 +23,11 @@ Model (one paragraph per mechanism; docs/simulator.md has the rationale)
   keeps serving; new replicas serve as soon as each is ready and the old generation drains once the last new
   one is ready. Batch-size changes apply at once to the generation they name. Every replica's cores count
   from the moment it is asked for until it retires (loading and draining included).
+* **Shared host** (optional, `host_cores`; host.py): every replica of every stage shares `host_cores` physical
+  cores by processor sharing. A batch in service demands its replica's cores; with `host_overhead_s` > 0 each
+  request first runs that much CPU work at 1 core (the ingress and proxy) before entering its source stages.
+  When the demand D of everything in service exceeds `host_cores`, every job progresses at host_cores / D (a
+  drawn service time is the work at full speed). Cores held (cost) are unchanged. None: no sharing.
 
 Hot path: heapq of plain tuples (time, seq, kind, stage, replica, batch), arrivals merged from a sorted list
 without touching the heap, per-stage deques, per-request state in flat Python lists, random numbers pre-drawn
@@ -34,6 +39,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import numbers
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,13 +47,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipetune.backends.base import Backend, Observation, status_from_effect
+from pipetune.backends.simulator.host import SharedHost
 from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_gamma
 from pipetune.configs import StageConfig, StageStatus
 from pipetune.errors import PipetuneError
 
 LOADING, READY, DRAINING, RETIRED = 0, 1, 2, 3
 PENDING, COMPLETED, DROPPED, FAILED = 0, 1, 2, 3
-_EV_DONE, _EV_READY, _EV_TIMER = 0, 1, 2
+_EV_DONE, _EV_READY, _EV_TIMER, _EV_HOST = 0, 1, 2, 3
 _BLOCK = 1 << 16
 INF = math.inf
 
@@ -65,6 +72,10 @@ class SimSettings:
     batch_wait_s: float | None = None  # None = caps.max_batch_wait_s, or 0 (work conserving) when unset
     service: str = "profile"  # profile (shifted gamma fitted to the row: service.py) | deterministic | exponential
     load_time_s: float | None = None  # override every variant's start-up time (None = the profile's)
+    # Shared host (host.py, docs/simulator.md "Shared host"): the physical cores every replica of every stage
+    # shares, by processor sharing. None = each replica has its own cores (no sharing).
+    host_cores: float | None = None
+    host_overhead_s: float = 0.0  # CPU-seconds each request costs on the host outside the models (ingress, proxy)
 
     def __post_init__(self) -> None:
         if self.service not in ("profile", "deterministic", "exponential"):
@@ -75,6 +86,18 @@ class SimSettings:
             v = getattr(self, name)
             if v is not None and not (v >= 0 and not math.isnan(v)):
                 raise SimulatorError(f"{name}={v} must be >= 0 seconds (or omitted for the default)")
+        h = self.host_cores
+        if h is not None and not (isinstance(h, numbers.Real) and math.isfinite(h) and h > 0):
+            raise SimulatorError(
+                f"host_cores={h!r} must be a finite number of physical cores > 0 (or None: each replica has its own)"
+            )
+        o = self.host_overhead_s
+        if not (isinstance(o, numbers.Real) and math.isfinite(o) and o >= 0):
+            raise SimulatorError(f"host_overhead_s={o!r} must be >= 0 CPU-seconds per request (0: no overhead)")
+        if o > 0 and h is None:
+            raise SimulatorError(
+                f"host_overhead_s={o!r} is CPU time on the shared host: set host_cores too (or host_overhead_s=0)"
+            )
 
 
 def _stream(rng: np.random.Generator, kind: str, shape: float = 1.0, block: int = _BLOCK):
@@ -233,6 +256,11 @@ class Simulator(Backend):
         # Optional audit trail (tests, debugging): one (start, stage, variant, replica state, replica id, k,
         # service) tuple per batch started. None keeps the hot path free of it.
         self.batch_log: list | None = [] if record_batches else None
+        # Shared host (host.py): every batch in service and every request's overhead share host_cores.
+        self.host: SharedHost | None = None
+        self._overhead_s = float(s.host_overhead_s)
+        if s.host_cores is not None:
+            self.host = SharedHost(s.host_cores, self._heap, self._seq, _EV_HOST, _EV_DONE, self._admit)
         self._dispatch = self._make_dispatch()
 
         missing = [n for n in names if n not in initial]
@@ -505,6 +533,7 @@ class Simulator(Backend):
         wait_s, drop_s = self.wait_s, self.drop_s
         blog = self.batch_log
         track = self._track_qt
+        hstart = self.host.start if self.host is not None else None
 
         def dispatch(s: int, now: float) -> None:
             q = queues[s]
@@ -540,7 +569,10 @@ class Simulator(Backend):
                 if blog is not None:
                     blog.append((now, s, rep.gen.variant, rep.state, id(rep), len(batch), svc))
                 rep.busy = True
-                hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
+                if hstart is None:
+                    hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
+                else:  # shared host: svc is the work at full speed; the host schedules the completion
+                    hstart(now, svc, rep.cores, s, rep, batch)
 
         return dispatch
 
@@ -565,6 +597,17 @@ class Simulator(Backend):
             a[rid] = a.get(rid, 0) + n
         return True
 
+    def _admit(self, rid: int, t: float) -> None:
+        """Request `rid` enters its source stages at `t` (after its host overhead, when there is one)."""
+        sources = self._sources
+        carried = [s for s, share in sources if share >= 1.0 or self._unext() < share] or [sources[0][0]]
+        for s in carried:
+            if not self._enqueue(s, rid, 1, t):
+                break
+        for s in carried:
+            if self.idle[s]:
+                self._dispatch(s, t)
+
     def wait_until(self, t_end: float) -> None:
         if t_end > self._now:
             self._run(t_end)
@@ -581,7 +624,9 @@ class Simulator(Backend):
         anc, jarr = self._anc, self._jarr
         unext, dispatch, enqueue = self._unext, self._dispatch, self._enqueue
         sources = self._sources
-        simple_src = len(sources) == 1 and sources[0][1] >= 1.0 and not watch[sources[0][0]]
+        host = self.host
+        overhead = self._overhead_s if host is not None else 0.0
+        simple_src = len(sources) == 1 and sources[0][1] >= 1.0 and not watch[sources[0][0]] and not overhead
         src0 = sources[0][0]
         ai = self._ai
         next_arr = arr[ai] if ai < N else INF
@@ -658,9 +703,11 @@ class Simulator(Backend):
                     if gen is self.pending[s] and gen.loading == 0:
                         self._promote(s, t)
                     dispatch(s, t)
-                else:  # batch-wait timer
+                elif kind == _EV_TIMER:  # batch-wait timer
                     self._timer_set[s] = False
                     dispatch(s, t)
+                else:  # shared host: its first job finishes (s is the event's epoch; superseded ones do nothing)
+                    host.wake(t, s)  # type: ignore[union-attr]
             else:
                 if next_arr > t_end or ai >= N:
                     break
@@ -675,6 +722,9 @@ class Simulator(Backend):
                     live[rid] = 1
                     if idle[src0]:
                         dispatch(src0, t)
+                    continue
+                if overhead:  # the request's host work (ingress, proxy) comes first: host.wake admits it
+                    host.start(t, overhead, 1.0, -1, None, rid)  # type: ignore[union-attr]
                     continue
                 carried = [s for s, share in sources if share >= 1.0 or unext() < share] or [sources[0][0]]
                 for s in carried:

@@ -1,0 +1,104 @@
+"""A shared host CPU for the simulator: egalitarian processor sharing of `cores` among the jobs in service.
+
+Used only when `SimSettings.host_cores` is set (docs/simulator.md, "Shared host"). A job is a batch in service
+on a replica (demand: the replica's cores; work: the drawn service time, i.e. its duration at full speed) or a
+request's host overhead (demand: 1 core; work: `host_overhead_s`). With total demand D of the jobs in service,
+every job progresses at speed f = min(1, cores / D): a job of work w that is alone on a large enough host takes
+w, and the host never does more than `cores` CPU-seconds per second (work conserving).
+
+Exact, in O(log n) per change: since every job runs at the same speed, keep a virtual clock V(t) with
+dV/dt = f(t); a job started at t0 finishes when V reaches V(t0) + w, an order fixed at its start. V is kept as
+V(t) = t - lag, the lag growing at rate 1 - f: a host that is never oversubscribed keeps lag == 0.0 exactly,
+so its finish times are bit-identical to the simulator without a host (`start + service`).
+
+Only the job that finishes first has an event in the simulator's heap: `(time, job seq, kind, epoch, None,
+None)`. Each change of the busy set (a start, a finish) recomputes that time and, when it moved, pushes a new
+event under a new epoch; the superseded one is skipped when it comes up (the epoch differs). A superseded event
+is never later than the completion of the job it was for (that job can only have been slowed since: the demand
+can fall below what it was only when a job that finishes after it leaves), so it never moves the simulator's
+clock past its last real event. The event carries the job's
+own sequence number, and a finished batch re-enters the heap as the simulator's ordinary completion event
+`(time, job seq, done, ...)`: ties between events at the same instant are broken exactly as without a host.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+
+class SharedHost:
+    """Processor sharing of `cores` physical cores; the simulator feeds it jobs and pops its events."""
+
+    __slots__ = ("cores", "heap", "seq", "ev_host", "ev_done", "admit", "jobs", "lag", "t", "demand", "f",
+                 "epoch", "cur", "work_done_s", "busy_s")  # fmt: skip
+
+    def __init__(
+        self,
+        cores: float,
+        heap: list,
+        seq: itertools.count,
+        ev_host: int,
+        ev_done: int,
+        admit: Callable[[int, float], None],
+    ):
+        self.cores = float(cores)
+        self.heap = heap  # the simulator's event heap
+        self.seq = seq  # ... and its sequence counter
+        self.ev_host, self.ev_done = ev_host, ev_done
+        self.admit = admit  # admit(rid, t): a request whose overhead is done enters its source stages
+        self.jobs: list = []  # heap of (virtual finish, seq, demand, work, stage or -1, replica, batch or rid)
+        self.lag = 0.0  # V(t) = t - lag
+        self.t = 0.0  # time of the last change
+        self.demand = 0.0  # cores demanded by the jobs in service
+        self.f = 1.0  # speed of every job since self.t
+        self.epoch = 0
+        self.cur: tuple[float, int] | None = None  # (time, seq) of the valid event in the heap
+        self.work_done_s = 0.0  # work (full-speed seconds x demand) of finished jobs: CPU-seconds consumed
+        self.busy_s = 0.0  # seconds with at least one job in service
+
+    def start(self, now: float, work: float, demand: float, s: int, rep, item) -> None:
+        """A job of `work` seconds at full speed, demanding `demand` cores, enters service at `now`."""
+        if self.demand > 0:
+            self.lag += (now - self.t) * (1.0 - self.f)
+            self.busy_s += now - self.t
+        self.t = now
+        heapq.heappush(self.jobs, ((now - self.lag) + work, next(self.seq), demand, work, s, rep, item))
+        self.demand += demand
+        self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        d = self.demand
+        self.f = f = self.cores / d if d > self.cores else 1.0
+        jobs = self.jobs
+        if not jobs:
+            self.cur = None
+            self.epoch += 1
+            return
+        vf, sq = jobs[0][0], jobs[0][1]
+        tn = vf + self.lag if f == 1.0 else now + (vf - (now - self.lag)) / f
+        if tn < now:
+            tn = now
+        if self.cur == (tn, sq):
+            return
+        self.epoch += 1
+        self.cur = (tn, sq)
+        heapq.heappush(self.heap, (tn, sq, self.ev_host, self.epoch, None, None))
+
+    def wake(self, t: float, epoch: int) -> None:
+        """The event of `epoch` came up at `t`: finish the first job (nothing if the event was superseded)."""
+        if epoch != self.epoch:
+            return
+        vf, sq, demand, work, s, rep, item = heapq.heappop(self.jobs)
+        self.busy_s += t - self.t
+        self.lag = t - vf  # V(t) = vf: the job's work is done
+        self.t = t
+        self.demand -= demand
+        self.work_done_s += demand * work
+        self.cur = None
+        self._schedule(t)
+        if s >= 0:
+            heapq.heappush(self.heap, (t, sq, self.ev_done, s, rep, item))
+        else:
+            self.admit(item, t)

@@ -1,0 +1,268 @@
+"""Simulator shared host (SimSettings.host_cores, host_overhead_s): processor sharing of the physical cores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipetune.backends.simulator import SimSettings, Simulator, SimulatorError
+from pipetune.backends.simulator.bench import poisson_arrivals
+from pipetune.configs import StageConfig as C
+from pipetune.profiles import PipelineProfiles, ProfileRow, VariantProfile, load_profiles
+from pipetune.spec import load_pipeline, parse_pipeline
+
+SYNTH = Path(__file__).resolve().parents[1] / "src/pipetune/examples/synthetic/pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def synth():
+    p = load_pipeline(SYNTH)
+    return p, load_profiles(p)
+
+
+def one_stage(service_s: dict[int, float], sla_s: float = 1e9):
+    """One stage, one variant: `service_s[cores]` per item at each core count (no batching gain, no load time)."""
+    pipe = parse_pipeline(
+        {
+            "name": "host-single",
+            "sla": {"seconds": sla_s},
+            "caps": {"batch_sizes": [1], "cores": sorted(service_s)},
+            "stages": [{"name": "s", "variants": [{"name": "v", "accuracy": 1.0}]}],
+        }
+    )
+    rows = [
+        ProfileRow("v", b, c, t * b, t * b, t * b, 1 / t, 0.0, 0.0) for c, t in service_s.items() for b in (1, 2, 4, 8)
+    ]
+    return pipe, PipelineProfiles({("s", "v"): VariantProfile("v", rows)})
+
+
+def run_one(arr, replicas=1, cores=1, service_s=None, **kw):
+    pipe, prof = one_stage(service_s or {cores: 0.01})
+    kw.setdefault("drop_limit_s", 1e18)
+    sim = Simulator(pipe, prof, arr, {"s": C("v", 1, cores, replicas)}, SimSettings(**kw), record_batches=True)
+    sim.close()
+    return sim, sim.result()
+
+
+def base_config():
+    return {
+        "detect": C("det-small", 2, 1, 2),
+        "classify": C("cls-18", 4, 1, 2),
+        "tag": C("tag-lite", 2, 1, 1),
+        "fuse": C("fuse-rules", 1, 1, 1),
+    }
+
+
+def run_synth(synth, arr, seed=0, steps=(), **kw):
+    p, pr = synth
+    sim = Simulator(p, pr, arr, base_config(), SimSettings(seed=seed, **kw), record_batches=True)
+    for t, change in steps:
+        sim.wait_until(t)
+        sim.apply(change)
+    sim.close()
+    return sim, sim.result()
+
+
+STEPS = [(30.0, {"classify": C("cls-50", 4, 1, 3)}), (60.0, {"detect": C("det-small", 2, 1, 1)})]
+
+
+def same(a, b) -> bool:
+    return (
+        np.array_equal(a.finish_s, b.finish_s)
+        and np.array_equal(a.status, b.status)
+        and np.array_equal(a.pas, b.pas, equal_nan=True)
+        and np.array_equal(a.cost_t, b.cost_t)
+        and np.array_equal(a.cost_cores, b.cost_cores)
+    )
+
+
+def sojourn(res):
+    return (res.finish_s - res.arrival_s)[res.status == 1]
+
+
+# ---------------------------------------------------------------- no sharing: today's simulator, bit for bit
+def test_host_none_is_the_default(synth):
+    arr = poisson_arrivals(15, 1500, seed=1)
+    _, a = run_synth(synth, arr, seed=3, steps=STEPS)
+    _, b = run_synth(synth, arr, seed=3, steps=STEPS, host_cores=None, host_overhead_s=0.0)
+    assert same(a, b)
+
+
+def test_host_with_room_for_every_replica_changes_nothing(synth):
+    """A host with at least the cores ever held is never oversubscribed: identical finish times, drops, cost."""
+    arr = poisson_arrivals(15, 1500, seed=1)
+    _, a = run_synth(synth, arr, seed=3, steps=STEPS, batch_wait_s=0.005)
+    held = float(a.cost_cores.max())
+    sim, b = run_synth(synth, arr, seed=3, steps=STEPS, batch_wait_s=0.005, host_cores=held)
+    assert same(a, b)
+    assert sim.host is not None and sim.host.work_done_s > 0  # the host path did run
+    # ... and one core less (the busy replicas then sometimes exceed it) does change the run
+    _, c = run_synth(synth, arr, seed=3, steps=STEPS, batch_wait_s=0.005, host_cores=1.0)
+    assert not same(a, c) and sojourn(c).mean() > sojourn(a).mean()
+
+
+# ---------------------------------------------------------------- work conservation and slow-down
+@pytest.mark.parametrize("host", [1.0, 1.5])
+def test_saturated_host_completes_host_cores_over_work(host):
+    """2 replicas of 1 core, always busy: throughput = host_cores / work (not 2 / work), the host never idles."""
+    n, w = 600, 0.01
+    arr = np.linspace(0.0, 0.5, n)  # 1200 rps >> the 200 rps two free replicas could serve
+    _, free = run_one(arr, replicas=2, service="deterministic")
+    sim, shared = run_one(arr, replicas=2, service="deterministic", host_cores=host)
+    assert (shared.status == 1).all()
+    rate = min(host, 2.0) / w
+    end = shared.finish_s.max()
+    if host == 1.0:  # one core, never idle from the first arrival on: the last completion is exactly n w / 1
+        assert end == pytest.approx(n * w, rel=1e-12)
+    assert end == pytest.approx(n / rate, rel=1e-3)  # (1.5: a lone job at either end uses 1 of the 1.5 cores)
+    assert free.finish_s.max() == pytest.approx(n / (2 / w), rel=1e-3)
+    done = np.sort(shared.finish_s)
+    mid = done[n // 4 : 3 * n // 4]
+    assert (mid.size - 1) / (mid[-1] - mid[0]) == pytest.approx(rate, rel=0.01)
+    assert sim.host.work_done_s == pytest.approx(n * w, rel=1e-9)  # CPU-seconds: 1 core x w per request
+    assert sim.host.busy_s == pytest.approx(end, rel=1e-12)
+
+
+def test_saturated_host_with_random_work_completes_host_cores_over_mean_work():
+    n, w = 4000, 0.01
+    arr = np.linspace(0.0, 1.0, n)
+    _, res = run_one(arr, replicas=3, service="exponential", host_cores=1.0, seed=5)
+    done = np.sort(res.finish_s)
+    mid = done[n // 10 : 9 * n // 10]
+    assert (mid.size - 1) / (mid[-1] - mid[0]) == pytest.approx(1.0 / w, rel=0.05)
+
+
+def test_two_core_replica_on_one_core_host_takes_twice_each_service():
+    arr = np.arange(50) * 1.0  # one at a time: only the replica's own demand counts
+    svc = {1: 0.01, 2: 0.006}
+    for host, factor in ((None, 1.0), (4.0, 1.0), (2.0, 1.0), (1.0, 2.0), (0.5, 4.0)):
+        sim, res = run_one(arr, replicas=1, cores=2, service_s=svc, service="deterministic", host_cores=host)
+        lat = sojourn(res)
+        assert lat.size == 50
+        np.testing.assert_allclose(lat, factor * 0.006, rtol=1e-9, err_msg=f"host_cores={host}")
+        assert [b[-1] for b in sim.batch_log] == [0.006] * 50  # the log keeps the work at full speed
+
+
+def test_shared_host_leaves_cost_alone(synth):
+    """Cores held are what the replicas reserve, shared or not (only drains and the end of the run move)."""
+    arr = poisson_arrivals(15, 1500, seed=2)
+    grow = [(30.0, {"classify": C("cls-18", 4, 1, 3)}), (60.0, {"detect": C("det-small", 2, 1, 3)})]
+    _, a = run_synth(synth, arr, steps=grow)
+    _, b = run_synth(synth, arr, steps=grow, host_cores=1.0, host_overhead_s=0.01)
+    assert np.array_equal(a.cost_cores, b.cost_cores) and np.array_equal(a.cost_t[:-1], b.cost_t[:-1])
+    assert sojourn(b).mean() > sojourn(a).mean()
+
+
+# ---------------------------------------------------------------- processor sharing against theory
+def test_md1_ps_mean_sojourn_is_work_over_one_minus_rho():
+    """Many 1-core replicas on a 1-core host = one processor shared by every job in service: M/D/1-PS, whose
+    mean sojourn is S / (1 - rho) (insensitive to the distribution), not FCFS M/D/1's S + rho S / (2 (1 - rho))."""
+    w, rho = 0.01, 0.6
+    sims = []
+    for seed in range(3):
+        arr = poisson_arrivals(rho / w, 30_000, seed)
+        _, res = run_one(arr, replicas=60, service="deterministic", host_cores=1.0)
+        sims.append(sojourn(res)[600:].mean())
+    ps, fcfs = w / (1 - rho), w + rho * w / (2 * (1 - rho))
+    assert np.mean(sims) == pytest.approx(ps, rel=0.03)
+    assert abs(np.mean(sims) - fcfs) > 0.15 * ps
+
+
+def test_overhead_only_jobs_are_md1_ps():
+    """Requests whose stage is (nearly) free: only the host overhead is work, shared by every request in it."""
+    o, rho = 0.01, 0.5
+    sims = []
+    for seed in range(3):
+        arr = poisson_arrivals(rho / o, 30_000, seed)
+        _, res = run_one(arr, replicas=8, service_s={1: 1e-9}, service="deterministic", host_cores=1.0,
+                         host_overhead_s=o)  # fmt: skip
+        sims.append(sojourn(res)[600:].mean())
+    assert np.mean(sims) == pytest.approx(o / (1 - rho), rel=0.03)
+
+
+# ---------------------------------------------------------------- host overhead
+def test_overhead_on_a_big_host_delays_every_request_by_exactly_the_overhead():
+    arr = poisson_arrivals(20, 2000, seed=4)
+    _, a = run_one(arr, replicas=1, service="exponential", seed=4, host_cores=64.0)
+    _, b = run_one(arr, replicas=1, service="exponential", seed=4, host_cores=64.0, host_overhead_s=0.015)
+    np.testing.assert_allclose(b.finish_s - a.finish_s, 0.015, atol=1e-9)
+
+
+def test_overhead_adds_about_its_cpu_time_at_low_load(synth):
+    arr = poisson_arrivals(2, 300, seed=6)
+    _, a = run_synth(synth, arr, seed=6, host_cores=2.0)
+    _, b = run_synth(synth, arr, seed=6, host_cores=2.0, host_overhead_s=0.015)
+    extra = sojourn(b).mean() - sojourn(a).mean()
+    assert 0.015 <= extra < 0.015 * 1.5
+
+
+def test_overhead_consumes_host_cpu():
+    """Overhead and replicas share the host: 1 replica busy 50% + overhead 50% of one core saturates it."""
+    arr = poisson_arrivals(50, 3000, seed=7)
+    _, no = run_one(arr, replicas=1, service="deterministic", host_cores=1.0)
+    sim, yes = run_one(arr, replicas=1, service="deterministic", host_cores=1.0, host_overhead_s=0.008)
+    assert sim.host.work_done_s == pytest.approx(3000 * (0.01 + 0.008), rel=1e-9)
+    assert sojourn(yes).mean() > sojourn(no).mean() + 0.008
+
+
+# ---------------------------------------------------------------- determinism, reconfiguration, conservation
+def test_shared_host_is_deterministic_and_conserves_requests(synth):
+    arr = poisson_arrivals(25, 2500, seed=8)
+    kw = dict(seed=9, steps=STEPS, host_cores=1.5, host_overhead_s=0.01, drop_limit_s=0.5)
+    sa, a = run_synth(synth, arr, **kw)
+    _, b = run_synth(synth, arr, **kw)
+    assert same(a, b)
+    assert set(np.unique(a.status)) <= {1, 2, 3} and (a.status == 1).any()
+    assert sa.host is not None and sa.host.demand == 0 and not sa.host.jobs and not sa._heap
+
+
+def test_superseded_host_events_do_not_move_the_clock():
+    """Jobs of random work starting and finishing on a saturated host supersede many events: the clock still
+    stops at the last completion (which is the last real event of a one-stage run)."""
+    arr = poisson_arrivals(150, 3000, seed=10)
+    sim, res = run_one(arr, replicas=4, service="exponential", seed=10, host_cores=1.5, host_overhead_s=0.002)
+    assert (res.status == 1).all()
+    # one valid event per job (2 jobs per request: overhead, batch); each epoch is one event pushed (or the host
+    # falling idle, rare here): far more epochs than jobs = many superseded events
+    assert sim.host.epoch > 1.5 * 2 * 3000
+    assert sim.now() == pytest.approx(res.finish_s.max(), abs=1e-12)
+
+
+# ---------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"host_cores": 0}, "host_cores"),
+        ({"host_cores": -2.0}, "host_cores"),
+        ({"host_cores": math.nan}, "host_cores"),
+        ({"host_cores": math.inf}, "host_cores"),
+        ({"host_cores": "2"}, "host_cores"),
+        ({"host_cores": 2.0, "host_overhead_s": -0.01}, "host_overhead_s"),
+        ({"host_cores": 2.0, "host_overhead_s": math.nan}, "host_overhead_s"),
+        ({"host_overhead_s": 0.015}, "host_overhead_s"),  # overhead runs on the host: needs host_cores
+    ],
+)
+def test_bad_host_settings_are_refused_naming_the_field(kw, field):
+    with pytest.raises(SimulatorError, match=field):
+        SimSettings(**kw)
+
+
+def test_simulate_passes_the_host_settings_to_the_simulator(monkeypatch, synth):
+    from pipetune.experiments import one_run
+    from pipetune.experiments.spec import Settings
+
+    seen = []
+    real = one_run.Simulator
+
+    def spy(*a, **kw):
+        seen.append(a[4])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(one_run, "Simulator", spy)
+    p, pr = synth
+    one_run.simulate(p, np.full(12, 5.0), policy="ipa", predictor="reactive", profiles=pr,
+                     settings=Settings(host_cores=2.0, host_overhead_s=0.015))  # fmt: skip
+    assert (seen[0].host_cores, seen[0].host_overhead_s) == (2.0, 0.015)
