@@ -8,8 +8,9 @@ import math
 
 import numpy as np
 
-from pipetune.backends.simulator import SimSettings, Simulator
+from pipetune.backends.simulator import Simulator
 from pipetune.configs import StageConfig
+from pipetune.experiments.one_run import sim_settings
 from pipetune.experiments.spec import Experiment
 from pipetune.experiments.tasks import CalibrationTask
 from pipetune.metrics import summarize
@@ -68,12 +69,8 @@ def calibrate_point(pipe, prof, task: CalibrationTask) -> dict:
         prof,
         arr,
         configs,
-        SimSettings(
-            seed=task.seed,
-            drop_limit_s=settings.drop_limit_s,
-            batch_wait_s=settings.batch_wait_s,
-            service=settings.service,
-        ),
+        # a fixed configuration: nothing loads, so the load-time override does not apply
+        sim_settings(settings, task.seed, with_load_time=False),
     )
     sim.close()
     res = sim.result(float(seconds))

@@ -17,6 +17,19 @@ from pipetune.experiments.spec import Settings
 from pipetune.metrics import summarize
 
 
+def sim_settings(settings: Settings, seed: int, with_load_time: bool = True) -> SimSettings:
+    """The simulator's knobs from an experiment's settings (one home: runs and calibration points share it)."""
+    return SimSettings(
+        seed=seed,
+        drop_limit_s=settings.drop_limit_s,
+        batch_wait_s=settings.batch_wait_s,
+        service=settings.service,
+        load_time_s=settings.load_time_s if with_load_time else None,
+        host_cores=settings.host_cores,
+        host_overhead_s=settings.host_overhead_s,
+    )
+
+
 @dataclass
 class RunOutput:
     result: SimResult
@@ -62,15 +75,7 @@ def simulate(
         profiles,
         arrivals,
         initial,
-        SimSettings(
-            seed=seed,
-            drop_limit_s=settings.drop_limit_s,
-            batch_wait_s=settings.batch_wait_s,
-            service=settings.service,
-            load_time_s=settings.load_time_s,
-            host_cores=settings.host_cores,
-            host_overhead_s=settings.host_overhead_s,
-        ),
+        sim_settings(settings, seed),
     )
     adapter = Adapter(
         sim,
