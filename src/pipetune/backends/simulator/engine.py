@@ -726,13 +726,7 @@ class Simulator(Backend):
                 if overhead:  # the request's host work (ingress, proxy) comes first: host.wake admits it
                     host.start(t, overhead, 1.0, -1, None, rid)  # type: ignore[union-attr]
                     continue
-                carried = [s for s, share in sources if share >= 1.0 or unext() < share] or [sources[0][0]]
-                for s in carried:
-                    if not enqueue(s, rid, 1, t):
-                        break
-                for s in carried:
-                    if idle[s]:
-                        dispatch(s, t)
+                self._admit(rid, t)
         self._ai = ai
         if t_end == INF:  # drained: the clock stops at the last event
             self._now = max(self._now, t)
