@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -106,6 +107,10 @@ def parse_budget(text: str | float | int | None) -> float | None:
     return v
 
 
+# A header line an earlier run wrote: its dated lines, its flags and refusals, and a note on runs before it.
+_EARLIER_RUN = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? UTC:|flagged |refused |\(earlier runs )")
+
+
 def _update_header(table: ProfileTable, stamp: str, run_id: str) -> None:
     keep = [
         h for h in table.header if h not in METHOD_HEADER and not h.startswith("machine: ") and not h.startswith(run_id)
@@ -195,7 +200,7 @@ def profile_pipeline(
     stamp = (
         run_id + " measured {cells} cell(s) of this file ({what}); "
         f"per-cell timed budget {cell_budget_s:.2g} s, >= {min_batches} batches where the budget allows; "
-        "shared noisy machine (other jobs running), treat as +-20%"
+        "the machine's conditions are on this run's contention line"
     )
 
     # ---- measure ------------------------------------------------------------------------------------------------
@@ -272,7 +277,15 @@ def profile_pipeline(
         # Flag lines of cells this run measured again are stale: drop them, then add this run's.
         redone = {f"{m.variant} b{m.batch} c{m.cores}:" for m in mine + refused}
         header = [h for h in table.header[:-1] if " ".join(h.split(" ")[1:4]) not in redone]
-        lines = [_contention_line(run_id, mine + refused)]
+        lines = []
+        ours = {(m.variant, m.batch, m.cores) for m in mine + refused}
+        if {(r.variant, r.batch, r.cores) for r in table.rows if r.source == "measured"} <= ours:
+            # Every measured cell is this run's: earlier runs' lines describe cells no longer in the file.
+            old = [h for h in header if _EARLIER_RUN.match(h)]
+            if old:
+                header = [h for h in header if not _EARLIER_RUN.match(h)]
+                lines.append(f"{run_id} measured every cell again: the {len(old)} line(s) of earlier runs were dropped")
+        lines.append(_contention_line(run_id, mine + refused))
         lines += [
             f"flagged {m.variant} b{m.batch} c{m.cores}: {'; '.join(m.flags)} ({run_id[:-1]})" for m in mine if m.flags
         ]
