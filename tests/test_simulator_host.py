@@ -1,4 +1,5 @@
-"""Simulator shared host (SimSettings.host_cores, host_overhead_s): processor sharing of the physical cores."""
+"""Simulator shared host (SimSettings.host_cores, host_overhead_s, host_hop_s, host_load_cores): processor sharing
+of the physical cores."""
 
 from __future__ import annotations
 
@@ -208,6 +209,94 @@ def test_overhead_consumes_host_cpu():
     assert sojourn(yes).mean() > sojourn(no).mean() + 0.008
 
 
+# ---------------------------------------------------------------- per-item hop CPU
+def test_hop_adds_its_cpu_to_every_item_on_a_big_host():
+    """Alone on a big host, each request takes its service plus the hop; the hop's CPU is consumed."""
+    arr = np.arange(200) * 1.0  # one at a time: never any queueing
+    _, a = run_one(arr, replicas=1, service="deterministic", host_cores=64.0)
+    sim, b = run_one(arr, replicas=1, service="deterministic", host_cores=64.0, host_hop_s=0.003)
+    np.testing.assert_allclose(sojourn(b), sojourn(a) + 0.003, rtol=1e-9)
+    assert sim.host.work_done_s == pytest.approx(200 * 0.013, rel=1e-9)
+
+
+def test_hop_work_counts_per_item_of_a_batch():
+    """A batch of k items is one job of service + k x hop."""
+    arr = np.zeros(4)  # four at once into a replica of batch 4
+    pipe, prof = one_stage({1: 0.01})
+    sim = Simulator(pipe, prof, arr, {"s": C("v", 4, 1, 1)},
+                    SimSettings(service="deterministic", host_cores=8.0, host_hop_s=0.002, drop_limit_s=1e9))  # fmt: skip
+    sim.close()
+    res = sim.result()
+    # work conserving: the first item is served alone (10 + 2 ms), the three queued behind it as one batch of 3
+    np.testing.assert_allclose(res.finish_s, [0.012] + [0.012 + 3 * 0.01 + 3 * 0.002] * 3, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- CPU beside the request's path
+def test_side_work_adds_no_latency_on_a_big_host_but_uses_its_cpu():
+    arr = poisson_arrivals(20, 1000, seed=11)
+    sa, a = run_one(arr, replicas=1, service="exponential", seed=2, host_cores=64.0)
+    sb, b = run_one(arr, replicas=1, service="exponential", seed=2, host_cores=64.0, host_side_s=0.008)
+    np.testing.assert_array_equal(a.finish_s, b.finish_s)
+    assert sb.host.work_done_s - sa.host.work_done_s == pytest.approx(1000 * 0.008, rel=1e-9)
+
+
+def test_side_work_slows_the_replicas_it_shares_the_host_with():
+    """One core: a replica busy half the time and side work of half a core leave it no slack."""
+    arr = poisson_arrivals(50, 3000, seed=7)
+    _, no = run_one(arr, replicas=1, service="deterministic", host_cores=1.0)
+    sim, yes = run_one(arr, replicas=1, service="deterministic", host_cores=1.0, host_side_s=0.008)
+    assert sim.host.work_done_s == pytest.approx(3000 * (0.01 + 0.008), rel=1e-9)
+    assert sojourn(yes).mean() > 1.5 * sojourn(no).mean()
+    assert sojourn(yes).min() >= 0.01 - 1e-12  # nothing waits for the side work itself
+
+
+# ---------------------------------------------------------------- loading on the host
+def _load_run(host_cores, load_cores, cancel_at=None, arr=None, load_s=1.0):
+    pipe, prof = one_stage({1: 0.01})
+    arr = np.array([]) if arr is None else arr
+    sim = Simulator(pipe, prof, arr, {"s": C("v", 1, 1, 1)},
+                    SimSettings(service="deterministic", host_cores=host_cores, host_load_cores=load_cores,
+                                load_time_s=load_s, drop_limit_s=1e9), record_batches=True)  # fmt: skip
+    sim.apply({"s": C("v", 1, 1, 2)})
+    if cancel_at is not None:
+        sim.wait_until(cancel_at)
+        sim.apply({"s": C("v", 1, 1, 1)})
+    sim.close()
+    return sim, [e["t"] for e in sim.events if e["event"] == "ready"]
+
+
+@pytest.mark.parametrize("host, load_cores, ready", [(4.0, 0.0, 1.0), (0.5, 0.0, 1.0), (4.0, 1.0, 1.0),
+                                                     (1.0, 1.0, 1.0), (0.5, 1.0, 2.0), (1.0, 2.0, 2.0)])  # fmt: skip
+def test_a_load_on_the_host_takes_its_work_over_its_speed(host, load_cores, ready):
+    """load_time_s of work at demand host_load_cores: exactly load_time / min(1, host / demand); 0: a delay."""
+    _, readies = _load_run(host, load_cores)
+    assert readies == [pytest.approx(ready, rel=1e-12)]
+
+
+def test_a_load_slows_the_replicas_serving_beside_it():
+    """A 1-core host, one loading replica (1 core) beside a serving one: a 10 ms request takes 20 ms during the
+    load and 10 ms after it (a request alone, nothing else in service)."""
+    arr = np.array([0.5, 3.0])
+    pipe, prof = one_stage({1: 0.01})
+    sim = Simulator(pipe, prof, arr, {"s": C("v", 1, 1, 1)},
+                    SimSettings(service="deterministic", host_cores=1.0, host_load_cores=1.0, load_time_s=1.0,
+                                drop_limit_s=1e9))  # fmt: skip
+    sim.apply({"s": C("v", 1, 1, 2)})
+    sim.close()
+    res = sim.result()
+    np.testing.assert_allclose(res.finish_s - res.arrival_s, [0.02, 0.01], rtol=1e-9)
+    ready = [e["t"] for e in sim.events if e["event"] == "ready"]
+    assert ready == [pytest.approx(1.01, rel=1e-12)]  # the load lost 10 ms of its speed to the request
+
+
+def test_a_cancelled_load_leaves_the_host():
+    """Scaling back down while loading cancels the load: no ready event, only the CPU it used is counted."""
+    sim, readies = _load_run(1.0, 1.0, cancel_at=0.25)
+    assert readies == []
+    assert not sim.host.jobs and sim.host.demand == 0
+    assert sim.host.work_done_s == pytest.approx(0.25, rel=1e-9)
+
+
 # ---------------------------------------------------------------- determinism, reconfiguration, conservation
 def test_shared_host_is_deterministic_and_conserves_requests(synth):
     arr = poisson_arrivals(25, 2500, seed=8)
@@ -243,6 +332,14 @@ def test_superseded_host_events_do_not_move_the_clock():
         ({"host_cores": 2.0, "host_overhead_s": -0.01}, "host_overhead_s"),
         ({"host_cores": 2.0, "host_overhead_s": math.nan}, "host_overhead_s"),
         ({"host_overhead_s": 0.015}, "host_overhead_s"),  # overhead runs on the host: needs host_cores
+        ({"host_cores": 2.0, "host_hop_s": -1e-3}, "host_hop_s"),
+        ({"host_cores": 2.0, "host_hop_s": math.inf}, "host_hop_s"),
+        ({"host_hop_s": 0.003}, "host_hop_s"),
+        ({"host_cores": 2.0, "host_side_s": -1.0}, "host_side_s"),
+        ({"host_side_s": 0.008}, "host_side_s"),
+        ({"host_cores": 2.0, "host_load_cores": -1.0}, "host_load_cores"),
+        ({"host_cores": 2.0, "host_load_cores": math.nan}, "host_load_cores"),
+        ({"host_load_cores": 1.0}, "host_load_cores"),
     ],
 )
 def test_bad_host_settings_are_refused_naming_the_field(kw, field):
@@ -264,5 +361,7 @@ def test_simulate_passes_the_host_settings_to_the_simulator(monkeypatch, synth):
     monkeypatch.setattr(one_run, "Simulator", spy)
     p, pr = synth
     one_run.simulate(p, np.full(12, 5.0), policy="ipa", predictor="reactive", profiles=pr,
-                     settings=Settings(host_cores=2.0, host_overhead_s=0.015))  # fmt: skip
-    assert (seen[0].host_cores, seen[0].host_overhead_s) == (2.0, 0.015)
+                     settings=Settings(host_cores=2.0, host_overhead_s=0.015, host_hop_s=0.003,
+                                       host_load_cores=1.0))  # fmt: skip
+    got = seen[0]
+    assert (got.host_cores, got.host_overhead_s, got.host_hop_s, got.host_load_cores) == (2.0, 0.015, 0.003, 1.0)

@@ -27,6 +27,9 @@ def sim_settings(settings: Settings, seed: int, with_load_time: bool = True) -> 
         load_time_s=settings.load_time_s if with_load_time else None,
         host_cores=settings.host_cores,
         host_overhead_s=settings.host_overhead_s,
+        host_hop_s=settings.host_hop_s,
+        host_side_s=settings.host_side_s,
+        host_load_cores=settings.host_load_cores,
     )
 
 

@@ -225,13 +225,25 @@ class Settings(_Strict):
         description="CPU-seconds each request costs on the shared host outside the models (needs host_cores)",
     )  # fmt: skip
 
+    host_hop_s: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="CPU-seconds each item costs its stage's replica outside the model (needs host_cores)",
+    )  # fmt: skip
+    host_side_s: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="CPU-seconds per request the shared host spends beside its path (needs host_cores)",
+    )  # fmt: skip
+    host_load_cores: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="cores a loading replica keeps busy on the shared host (needs host_cores; 0: a delay only)",
+    )  # fmt: skip
+
     @model_validator(mode="after")
     def _host(self) -> Settings:
-        if self.host_overhead_s > 0 and self.host_cores is None:
-            raise ValueError(
-                f"host_overhead_s={self.host_overhead_s} is CPU time on the shared host: set host_cores too "
-                "(or host_overhead_s: 0)"
-            )
+        for name in ("host_overhead_s", "host_hop_s", "host_side_s", "host_load_cores"):
+            v = getattr(self, name)
+            if v > 0 and self.host_cores is None:
+                raise ValueError(f"{name}={v} is CPU on the shared host: set host_cores too (or {name}: 0)")
         return self
 
     @field_validator("arrival_process")

@@ -27,7 +27,12 @@ Model (one paragraph per mechanism; docs/simulator.md has the rationale)
   cores by processor sharing. A batch in service demands its replica's cores; with `host_overhead_s` > 0 each
   request first runs that much CPU work at 1 core (the ingress and proxy) before entering its source stages.
   When the demand D of everything in service exceeds `host_cores`, every job progresses at host_cores / D (a
-  drawn service time is the work at full speed). Cores held (cost) are unchanged. None: no sharing.
+  drawn service time is the work at full speed). `host_hop_s` adds that much work per item to each batch (a
+  replica's CPU outside its model: receiving, scheduling and answering the handle call); `host_side_s` runs that
+  much 1-core work per request beside its path (a load generator, the engine's control plane); with `host_load_cores`
+  > 0 a loading replica is a job of that demand whose work is its `load_time_s`, ready when the job is done (a
+  contended host loads slower, and a load slows everything else). Cores held (cost) are unchanged. None: no
+  sharing.
 
 Hot path: heapq of plain tuples (time, seq, kind, stage, replica, batch), arrivals merged from a sorted list
 without touching the heap, per-stage deques, per-request state in flat Python lists, random numbers pre-drawn
@@ -76,6 +81,9 @@ class SimSettings:
     # shares, by processor sharing. None = each replica has its own cores (no sharing).
     host_cores: float | None = None
     host_overhead_s: float = 0.0  # CPU-seconds each request costs on the host outside the models (ingress, proxy)
+    host_hop_s: float = 0.0  # CPU-seconds each item costs its stage's replica outside the model (the handle hop)
+    host_side_s: float = 0.0  # CPU-seconds per request spent on the host beside its path (load generator, control)
+    host_load_cores: float = 0.0  # cores a loading replica keeps busy on the host (0: loading is only a delay)
 
     def __post_init__(self) -> None:
         if self.service not in ("profile", "deterministic", "exponential"):
@@ -91,13 +99,14 @@ class SimSettings:
             raise SimulatorError(
                 f"host_cores={h!r} must be a finite number of physical cores > 0 (or None: each replica has its own)"
             )
-        o = self.host_overhead_s
-        if not (isinstance(o, numbers.Real) and math.isfinite(o) and o >= 0):
-            raise SimulatorError(f"host_overhead_s={o!r} must be >= 0 CPU-seconds per request (0: no overhead)")
-        if o > 0 and h is None:
-            raise SimulatorError(
-                f"host_overhead_s={o!r} is CPU time on the shared host: set host_cores too (or host_overhead_s=0)"
-            )
+        for name, unit in (("host_overhead_s", "CPU-seconds per request"), ("host_hop_s", "CPU-seconds per item"),
+                           ("host_side_s", "CPU-seconds per request"),
+                           ("host_load_cores", "cores per loading replica")):  # fmt: skip
+            o = getattr(self, name)
+            if not (isinstance(o, numbers.Real) and math.isfinite(o) and float(o) >= 0):
+                raise SimulatorError(f"{name}={o!r} must be >= 0 {unit} (0: none)")
+            if float(o) > 0 and h is None:
+                raise SimulatorError(f"{name}={o!r} is CPU on the shared host: set host_cores too (or {name}=0)")
 
 
 def _stream(rng: np.random.Generator, kind: str, shape: float = 1.0, block: int = _BLOCK):
@@ -260,7 +269,8 @@ class Simulator(Backend):
         self.host: SharedHost | None = None
         self._overhead_s = float(s.host_overhead_s)
         if s.host_cores is not None:
-            self.host = SharedHost(s.host_cores, self._heap, self._seq, _EV_HOST, _EV_DONE, self._admit)
+            self.host = SharedHost(s.host_cores, self._heap, self._seq, _EV_HOST, _EV_DONE, _EV_READY, self._admit)
+        self._load_cores = float(s.host_load_cores) if self.host is not None else 0.0
         self._dispatch = self._make_dispatch()
 
         missing = [n for n in names if n not in initial]
@@ -358,7 +368,10 @@ class Simulator(Backend):
             self.idle[s].append(r)
         else:
             gen.loading += 1
-            heapq.heappush(self._heap, (self._now + gen.load_time_s, next(self._seq), _EV_READY, s, r, None))
+            if self._load_cores > 0:  # the load is CPU work on the shared host: slowed by, and slowing, the rest
+                self.host.start(self._now, gen.load_time_s, self._load_cores, -2 - s, r, None)  # type: ignore[union-attr]
+            else:
+                heapq.heappush(self._heap, (self._now + gen.load_time_s, next(self._seq), _EV_READY, s, r, None))
         return r
 
     def _retire(self, s: int, r: _Replica, t: float) -> None:
@@ -366,6 +379,8 @@ class Simulator(Backend):
             self.capacity[s] -= 1
         if r.state == LOADING:
             r.gen.loading -= 1
+            if self._load_cores > 0:  # a cancelled load stops using the host
+                self.host.cancel(t, r)  # type: ignore[union-attr]
         if r.state == READY and not r.busy:
             self.idle[s].remove(r)
         r.state = RETIRED
@@ -534,6 +549,7 @@ class Simulator(Backend):
         blog = self.batch_log
         track = self._track_qt
         hstart = self.host.start if self.host is not None else None
+        hop = float(self.settings.host_hop_s)
 
         def dispatch(s: int, now: float) -> None:
             q = queues[s]
@@ -572,7 +588,7 @@ class Simulator(Backend):
                 if hstart is None:
                     hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
                 else:  # shared host: svc is the work at full speed; the host schedules the completion
-                    hstart(now, svc, rep.cores, s, rep, batch)
+                    hstart(now, svc + hop * len(batch) if hop else svc, rep.cores, s, rep, batch)
 
         return dispatch
 
@@ -626,7 +642,10 @@ class Simulator(Backend):
         sources = self._sources
         host = self.host
         overhead = self._overhead_s if host is not None else 0.0
-        simple_src = len(sources) == 1 and sources[0][1] >= 1.0 and not watch[sources[0][0]] and not overhead
+        side = float(self.settings.host_side_s) if host is not None else 0.0
+        simple_src = (
+            len(sources) == 1 and sources[0][1] >= 1.0 and not watch[sources[0][0]] and not overhead and not side
+        )
         src0 = sources[0][0]
         ai = self._ai
         next_arr = arr[ai] if ai < N else INF
@@ -723,6 +742,8 @@ class Simulator(Backend):
                     if idle[src0]:
                         dispatch(src0, t)
                     continue
+                if side:  # CPU beside the request's path: it loads the host, the request does not wait for it
+                    host.start(t, side, 1.0, -1, None, None)  # type: ignore[union-attr]
                 if overhead:  # the request's host work (ingress, proxy) comes first: host.wake admits it
                     host.start(t, overhead, 1.0, -1, None, rid)  # type: ignore[union-attr]
                     continue

@@ -1,8 +1,10 @@
 """A shared host CPU for the simulator: egalitarian processor sharing of `cores` among the jobs in service.
 
 Used only when `SimSettings.host_cores` is set (docs/simulator.md, "Shared host"). A job is a batch in service
-on a replica (demand: the replica's cores; work: the drawn service time, i.e. its duration at full speed) or a
-request's host overhead (demand: 1 core; work: `host_overhead_s`). With total demand D of the jobs in service,
+on a replica (demand: the replica's cores; work: the drawn service time, plus `host_hop_s` per item, i.e. its
+duration at full speed), a request's host overhead (demand: 1 core; work: `host_overhead_s`), the CPU a request costs beside its path
+(demand: 1 core; work: `host_side_s`; nothing waits for it) or, with
+`host_load_cores` > 0, a replica loading (demand: `host_load_cores`; work: its `load_time_s`). With total demand D of the jobs in service,
 every job progresses at speed f = min(1, cores / D): a job of work w that is alone on a large enough host takes
 w, and the host never does more than `cores` CPU-seconds per second (work conserving).
 
@@ -18,7 +20,9 @@ is never later than the completion of the job it was for (that job can only have
 can fall below what it was only when a job that finishes after it leaves), so it never moves the simulator's
 clock past its last real event. The event carries the job's
 own sequence number, and a finished batch re-enters the heap as the simulator's ordinary completion event
-`(time, job seq, done, ...)`: ties between events at the same instant are broken exactly as without a host.
+`(time, job seq, done, ...)`: ties between events at the same instant are broken exactly as without a host. A
+finished load re-enters it as the ordinary ready event `(time, job seq, ready, stage, replica, None)`; a load
+cancelled before it finishes leaves the host at once (`cancel`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class SharedHost:
     """Processor sharing of `cores` physical cores; the simulator feeds it jobs and pops its events."""
 
     __slots__ = ("cores", "heap", "seq", "ev_host", "ev_done", "admit", "jobs", "lag", "t", "demand", "f",
-                 "epoch", "cur", "work_done_s", "busy_s")  # fmt: skip
+                 "ev_ready", "epoch", "cur", "work_done_s", "busy_s")  # fmt: skip
 
     def __init__(
         self,
@@ -41,14 +45,17 @@ class SharedHost:
         seq: itertools.count,
         ev_host: int,
         ev_done: int,
+        ev_ready: int,
         admit: Callable[[int, float], None],
     ):
         self.cores = float(cores)
         self.heap = heap  # the simulator's event heap
         self.seq = seq  # ... and its sequence counter
-        self.ev_host, self.ev_done = ev_host, ev_done
+        self.ev_host, self.ev_done, self.ev_ready = ev_host, ev_done, ev_ready
         self.admit = admit  # admit(rid, t): a request whose overhead is done enters its source stages
-        self.jobs: list = []  # heap of (virtual finish, seq, demand, work, stage or -1, replica, batch or rid)
+        # heap of (virtual finish, seq, demand, work, tag, replica, batch or rid); tag: the stage of a batch (>= 0),
+        # -1 for a request's overhead (rid) or side work (None), -2 - stage for a replica loading
+        self.jobs: list = []
         self.lag = 0.0  # V(t) = t - lag
         self.t = 0.0  # time of the last change
         self.demand = 0.0  # cores demanded by the jobs in service
@@ -60,12 +67,32 @@ class SharedHost:
 
     def start(self, now: float, work: float, demand: float, s: int, rep, item) -> None:
         """A job of `work` seconds at full speed, demanding `demand` cores, enters service at `now`."""
+        self._advance(now)
+        heapq.heappush(self.jobs, ((now - self.lag) + work, next(self.seq), demand, work, s, rep, item))
+        self.demand += demand
+        self._schedule(now)
+
+    def _advance(self, now: float) -> None:
         if self.demand > 0:
             self.lag += (now - self.t) * (1.0 - self.f)
             self.busy_s += now - self.t
         self.t = now
-        heapq.heappush(self.jobs, ((now - self.lag) + work, next(self.seq), demand, work, s, rep, item))
-        self.demand += demand
+
+    def cancel(self, now: float, rep) -> None:
+        """Replica `rep`'s load stops at `now` (it was retired while loading): its job leaves the host."""
+        i = next((k for k, j in enumerate(self.jobs) if j[5] is rep and j[4] <= -2), None)
+        if i is None:
+            return
+        job = self.jobs[i]
+        self._advance(now)
+        last = self.jobs.pop()
+        if i < len(self.jobs):
+            self.jobs[i] = last
+            heapq.heapify(self.jobs)
+        self.demand -= job[2]
+        if not self.jobs:
+            self.demand = 0.0  # no rounding residue on an empty host
+        self.work_done_s += job[2] * max(0.0, job[3] - (job[0] - (now - self.lag)))  # the part done
         self._schedule(now)
 
     def _schedule(self, now: float) -> None:
@@ -100,5 +127,8 @@ class SharedHost:
         self._schedule(t)
         if s >= 0:
             heapq.heappush(self.heap, (t, sq, self.ev_done, s, rep, item))
+        elif s == -1:
+            if item is not None:  # None: work beside any request's path (host_side_s)
+                self.admit(item, t)
         else:
-            self.admit(item, t)
+            heapq.heappush(self.heap, (t, sq, self.ev_ready, -2 - s, rep, None))
