@@ -1,6 +1,13 @@
 """The ingress's measured admission limit (Little's law at the measured throughput) never starves a cold start."""
 
-from pipetune.serving.app import ADMIT_SHARE, MIN_RATE_WINDOW_S, RATE_WINDOW_S, measured_admission
+from pipetune.serving.app import (
+    ADMIT_SHARE,
+    BEHIND_SHARE,
+    MIN_RATE_WINDOW_S,
+    RATE_WINDOW_S,
+    admission_now,
+    measured_admission,
+)
 
 
 def test_no_measured_limit_before_traffic_was_seen_long_enough():
@@ -14,3 +21,14 @@ def test_rate_is_over_the_traffic_seen_then_over_the_window():
     assert measured_admission(60, 1.5, 0.5) == round(ADMIT_SHARE * 40 * 0.5)
     assert measured_admission(120, 10.0, 0.5) == round(ADMIT_SHARE * 120 / RATE_WINDOW_S * 0.5)
     assert measured_admission(0, 10.0, 0.5) == 0  # traffic but no completion for seconds: the floor decides
+
+
+def test_measured_limit_binds_only_while_the_pipeline_is_behind():
+    # keeping up (oldest in flight younger than BEHIND_SHARE x SLA): the profile's limit, whatever was measured
+    assert admission_now(40, 4, 8, oldest_s=0.9 * BEHIND_SHARE * 1.0, sla_s=1.0) == 40
+    # behind: the measured limit, but never below the floor nor above the profile's limit
+    assert admission_now(40, 4, 8, oldest_s=BEHIND_SHARE * 1.0, sla_s=1.0) == 8
+    assert admission_now(40, 4, 2, oldest_s=0.9, sla_s=1.0) == 4
+    assert admission_now(40, 4, 90, oldest_s=0.9, sla_s=1.0) == 40
+    # nothing measured yet (cold start): the profile's limit even when behind
+    assert admission_now(40, 4, None, oldest_s=5.0, sla_s=1.0) == 40
