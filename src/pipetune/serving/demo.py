@@ -258,7 +258,6 @@ def run_live_demo(
 
     from pipetune import example_path
     from pipetune.experiments.one_run import simulate
-    from pipetune.experiments.spec import Settings
     from pipetune.profiles import load_profiles
     from pipetune.serving.session import initial_configs, planning_pipeline
     from pipetune.spec import load_pipeline
@@ -294,10 +293,9 @@ def run_live_demo(
         ray.shutdown()
     say("[bold]3/3 the simulator twin[/] (same arrivals, profiles, policy and predictor)")
     # The twin shares the physical cores the way the live run does (SimSettings.host_cores: processor sharing
-    # among every busy replica) and charges each request the ingress + proxy CPU (HOST_OVERHEAD_S).
+    # among every busy replica and loading replica) and charges the CPU measured outside the models.
     twin_out = simulate(planning, counts, policy="ipa", predictor="default", seed=seed, profiles=profiles,
-                        settings=Settings(drop_limit_s=2 * pipe.sla.seconds, host_cores=float(phys),
-                                          host_overhead_s=HOST_OVERHEAD_S))  # fmt: skip
+                        settings=twin_settings(pipe, phys))  # fmt: skip
     twin = {k: twin_out.summary[k] for k in ("requests", "completed", "sla_violation_rate", "latency_p50_s",
                                              "latency_p99_s", "pas_mean", "mean_cores")}  # fmt: skip
     summaries = {"pipetune": summarise(live, pipe, seconds), "ray-autoscaling": summarise(auto, pipe, seconds),
@@ -316,11 +314,12 @@ def run_live_demo(
         f"simulated. In seconds offered <= {LOW_LOAD_RPS:g} rps: p99 {fmt_s(fidelity['low_load']['p99_live_s'])} live vs "
         f"{fmt_s(fidelity['low_load']['p99_sim_s'])} simulated. The profile was measured one model at a time on "
         f"idle cores; live, Ray's HTTP proxy, the ingress and every replica share the {phys} physical cores. The "
-        f"twin models that sharing (processor sharing of {phys} cores among the busy replicas) and "
+        f"twin models that sharing (processor sharing of {phys} cores among the busy and the loading replicas), "
         f"{HOST_OVERHEAD_S * 1e3:g} ms of ingress + proxy CPU per request, run on the shared cores before the "
-        "first stage. It does not model the handle hop per stage level (its latency and its CPU in the replicas), "
-        "the proxy and the ingress each being one process (at most one core, queueing behind it), Ray's own "
-        "processes and the load generator on the same cores, nor the OS scheduler (time slices, not ideal "
+        f"first stage, {HOST_HOP_S * 1e3:g} ms of replica CPU per item per stage (the handle hop) and "
+        f"{HOST_SIDE_S * 1e3:g} ms per request beside its path (the load generator, Ray's own processes). It "
+        "does not model the proxy and the ingress each being one process (at most one core, queueing behind "
+        "it), a Ray worker's start before the model loads, nor the OS scheduler (time slices, not ideal "
         "sharing).",
     ]
     write_html(out / "live-demo.html", png, summaries, notes)
@@ -331,11 +330,27 @@ def run_live_demo(
 
 
 LOW_LOAD_RPS = 10.0
-# CPU-seconds each request costs outside the models on the demo's host, for the twin (SimSettings.
-# host_overhead_s): measured on the 2-core demo VM with a 2-stage no-op pipeline, 18-21 ms of CPU per request in
-# all, of which the ingress ~9 ms and Ray's HTTP proxy ~5.5 ms (their sum, rounded up, here). The other 3.5-6.5 ms
-# were spent elsewhere, presumably in the two no-op stages' handle hops, which the twin does not model.
-HOST_OVERHEAD_S = 0.015
+# CPU the live runtime spends outside the models on the demo's host, for the twin. Measured 2026-12-07 on the
+# 2-vCPU demo VM, text pipeline (4 stages, batch 1, one replica each) at 20 rps Poisson for 40 s, CPU time per
+# process from /proc: the ingress 14.0 ms and Ray's HTTP proxy 6.1 ms per request (HOST_OVERHEAD_S: their
+# sum); the replicas of lang, keywords and merge 3.4, 4.5 and 3.1 ms per item, less their profiled model time
+# (0.13, 0.56, ~0 ms): about 3.3 ms per item per stage (HOST_HOP_S); beside the requests' path, about 8 ms per
+# request went to the load generator (2.9), Ray's controller (1.6), GCS (1.3) and its other processes (HOST_SIDE_S).
+# A loading replica is one Python process importing and loading its model: one core (HOST_LOAD_CORES) for its
+# profiled load time.
+HOST_OVERHEAD_S = 0.020
+HOST_HOP_S = 0.0033
+HOST_SIDE_S = 0.008
+HOST_LOAD_CORES = 1.0
+
+
+def twin_settings(pipeline: Any, host_cores: float) -> Any:
+    """The simulator settings of the live demo's twin: the live drop deadline, the shared host and its CPU."""
+    from pipetune.experiments.spec import Settings
+
+    return Settings(drop_limit_s=2 * pipeline.sla.seconds, host_cores=float(host_cores),
+                    host_overhead_s=HOST_OVERHEAD_S, host_hop_s=HOST_HOP_S, host_side_s=HOST_SIDE_S,
+                    host_load_cores=HOST_LOAD_CORES)  # fmt: skip
 
 
 def compare_with_twin(live: LiveRun, sim: Any, counts: np.ndarray, sla_s: float) -> dict:
