@@ -133,3 +133,24 @@ def test_a_spent_budget_leaves_cells_for_the_next_run(tmp_path):
     assert r.measured == [] and not r.failed
     assert {(v, tuple(b)) for _, v, _, b in r.out_of_budget} == {("fast", (1, 4)), ("slow", (1, 4))}
     assert not (tmp_path / "prof.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_run_that_measures_every_cell_again_drops_the_earlier_runs_lines(tmp_path):
+    spec = _spec(tmp_path, broken=False)
+    pl = load_pipeline(spec, check_profiles=False)
+    kw = dict(batches=[1], cell_budget_s=0.05, min_batches=5, progress=False, plot=False)
+    profile_pipeline(pl, **kw)
+    first = ProfileTable.read_csv(tmp_path / "prof.csv").header
+    dated = [h for h in first if h[:4].isdigit()]
+    assert dated and not any("noisy" in h for h in first)  # the stamp no longer claims what it did not measure
+    # re-measuring one variant of two: the first run's lines still describe the other's cells and stay
+    profile_pipeline(pl, variants=["fast"], force=True, **kw)
+    second = ProfileTable.read_csv(tmp_path / "prof.csv").header
+    assert all(h in second for h in dated)
+    # re-measuring every cell: the earlier runs' lines describe nothing left in the file and go
+    time.sleep(1.1)  # a new run stamp (to the second)
+    profile_pipeline(pl, force=True, **kw)
+    third = ProfileTable.read_csv(tmp_path / "prof.csv").header
+    assert not any(h in third for h in dated)
+    assert any("measured every cell again" in h for h in third)
