@@ -46,6 +46,17 @@ def test_simulate_bad_workload_is_a_clear_error():
     assert "not a pattern" in str(res.exception)
 
 
+def test_simulate_host_flags_reach_the_simulator_and_need_host_cores():
+    base = ["simulate", str(SYNTH), "--seconds", "120", "--json"]
+    plain = runner.invoke(app, base)
+    shared = runner.invoke(app, [*base, "--host-cores", "1", "--host-overhead", "0.01", "--host-load-cores", "1"])
+    assert plain.exit_code == 0 and shared.exit_code == 0, shared.output
+    p, s = (json.loads(r.output.strip().splitlines()[-1]) for r in (plain, shared))
+    assert s["latency_p50_s"] > p["latency_p50_s"] + 0.01  # each request waits for its 10 ms of host CPU at least
+    alone = runner.invoke(app, [*base, "--host-hop", "0.003"])
+    assert alone.exit_code != 0 and "--host-cores" in str(alone.exception)
+
+
 def test_bench_simulator_json_small():
     res = runner.invoke(app, ["bench", "simulator", "--json", "--requests", "20000", "--seeds", "1"])
     assert res.exit_code == 0, res.output

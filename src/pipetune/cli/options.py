@@ -124,6 +124,8 @@ LOADGEN_RATE = Range(float, gt=0, le=100_000)  # requests per second one load ge
 # variance / mean of per-second request counts; the bound is optimizer.MAX_ARRIVAL_DISPERSION (a test pins it:
 # importing the optimizer here would load numpy and HiGHS for every CLI call)
 DISPERSION = Range(float, ge=0, le=1000)
+HOST_CORES = Range(float, gt=0, le=100_000)  # physical cores of a simulated shared host
+HOST_CPU_S = Range(float, ge=0, le=3600)  # CPU-seconds per request or item on the simulated host (0: none)
 
 # Bounds the library enforces too (`pipetune.loadgen`); a test checks they agree. Not imported from there, so
 # that `pipetune --help` does not import numpy and the load generator.

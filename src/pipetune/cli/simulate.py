@@ -10,7 +10,7 @@ from rich.table import Table
 
 from pipetune import jsonio
 from pipetune.cli.app import app
-from pipetune.cli.options import POSITIVE, SECONDS_SPAN, SEED, number, out_dir, out_file
+from pipetune.cli.options import HOST_CORES, HOST_CPU_S, POSITIVE, SECONDS_SPAN, SEED, number, out_dir, out_file
 from pipetune.errors import PipetuneError
 
 
@@ -31,6 +31,13 @@ def simulate_cmd(
     drop_limit: float | None = number(
         None, allowed=POSITIVE, help="drop a request after waiting this long (default: the SLA)"
     ),
+    host_cores: float | None = number(
+        None, allowed=HOST_CORES, help="physical cores every replica shares (docs/simulator.md; default: none)"
+    ),
+    host_overhead: float = number(0.0, allowed=HOST_CPU_S, help="host CPU-s per request in its path (ingress, proxy)"),
+    host_hop: float = number(0.0, allowed=HOST_CPU_S, help="host CPU-s per item per stage outside the model"),
+    host_side: float = number(0.0, allowed=HOST_CPU_S, help="host CPU-s per request beside its path (load generator)"),
+    host_load_cores: float = number(0.0, allowed=HOST_CPU_S, help="cores a loading replica keeps busy on the host"),
     log: Path | None = out_file(None, "--log", help="write the adapter's decisions here (JSON lines)"),
     out: Path | None = out_dir(None, "--out", help="folder for a time-series plot (sim-run.png) and summary.json"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
@@ -57,7 +64,14 @@ def simulate_cmd(
         )
     from rich.progress import Progress
 
-    settings = Settings(interval_s=interval, drop_limit_s=drop_limit)
+    knobs = {"--host-overhead": host_overhead, "--host-hop": host_hop, "--host-side": host_side,
+             "--host-load-cores": host_load_cores}  # fmt: skip
+    if host_cores is None and any(v > 0 for v in knobs.values()):
+        used = ", ".join(k for k, v in knobs.items() if v > 0)
+        raise PipetuneError(f"{used}: CPU on a shared host; give --host-cores N too (the host's physical cores)")
+    settings = Settings(interval_s=interval, drop_limit_s=drop_limit, host_cores=host_cores,
+                        host_overhead_s=host_overhead, host_hop_s=host_hop, host_side_s=host_side,
+                        host_load_cores=host_load_cores)  # fmt: skip
     with Progress(transient=True, disable=as_json) as prog:
         bar = prog.add_task("simulating", total=len(counts))
         run = simulate(
