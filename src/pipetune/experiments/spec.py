@@ -240,7 +240,9 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _host(self) -> Settings:
-        for name in ("host_overhead_s", "host_hop_s", "host_side_s", "host_load_cores"):
+        from pipetune.backends.simulator.engine import HOST_CPU_KNOBS
+
+        for name in HOST_CPU_KNOBS:
             v = getattr(self, name)
             if v > 0 and self.host_cores is None:
                 raise ValueError(f"{name}={v} is CPU on the shared host: set host_cores too (or {name}: 0)")

@@ -19,6 +19,7 @@ change in place. It keeps the counters the adapter observes and the Prometheus m
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import OrderedDict, deque
@@ -199,7 +200,6 @@ class Ingress:
         self.drop_after_s = 2 * self.sla_s
         self.epoch = time.time()
         self._handles: dict[str, Any] = {}
-        self.inflight = 0
         # Observed since the previous stats() call (bounded), and arrivals per whole second since the epoch.
         self._arrivals: list[int] = []
         self._counts = dict.fromkeys(("completed", "refused", "dropped", "failed", "late"), 0)
@@ -208,8 +208,13 @@ class Ingress:
         self._done_t: deque[float] = deque()  # completion times within the last RATE_WINDOW_S
         self._traffic_t = time.monotonic()  # when traffic resumed after the ingress was last idle
         self._started: OrderedDict[int, float] = OrderedDict()  # admitted requests in flight -> admission time
-        self._next_id = 0
+        self._ids = itertools.count()
         self.floor_inflight = 1
+
+    @property
+    def inflight(self) -> int:
+        """Admitted requests not yet answered."""
+        return len(self._started)
 
     # -- configuration, in place ---------------------------------------------------------------------------
     def reconfigure(self, config: dict) -> None:
@@ -335,8 +340,7 @@ class Ingress:
             # Above what the configuration serves within the SLA: refuse now, keep the admitted ones fast.
             self._count("refused")
             return _error(503, f"at capacity ({limit} requests in flight); retry later", retry=True)
-        self.inflight += 1
-        rid_local = self._next_id = self._next_id + 1
+        rid_local = next(self._ids)
         self._started[rid_local] = time.monotonic()
         variants = dict(self.variants)
         try:
@@ -350,7 +354,6 @@ class Ingress:
             self._count("failed")
             return _error(500, f"failed: {type(e).__name__}: {e}")
         finally:
-            self.inflight -= 1
             del self._started[rid_local]
         dt = time.perf_counter() - t0
         outputs = {s: [r[s] for r in results] for s in self.sinks}

@@ -68,6 +68,15 @@ class SimulatorError(PipetuneError):
     """A simulator setting or configuration is invalid; the message names it and the fix."""
 
 
+# The settings that charge CPU on a shared host (each needs host_cores), with their units.
+HOST_CPU_KNOBS = {
+    "host_overhead_s": "CPU-seconds per request",
+    "host_hop_s": "CPU-seconds per item",
+    "host_side_s": "CPU-seconds per request",
+    "host_load_cores": "cores per loading replica",
+}
+
+
 @dataclass
 class SimSettings:
     """Knobs of the simulated runtime (not of the pipeline)."""
@@ -99,9 +108,7 @@ class SimSettings:
             raise SimulatorError(
                 f"host_cores={h!r} must be a finite number of physical cores > 0 (or None: each replica has its own)"
             )
-        for name, unit in (("host_overhead_s", "CPU-seconds per request"), ("host_hop_s", "CPU-seconds per item"),
-                           ("host_side_s", "CPU-seconds per request"),
-                           ("host_load_cores", "cores per loading replica")):  # fmt: skip
+        for name, unit in HOST_CPU_KNOBS.items():
             o = getattr(self, name)
             if not (isinstance(o, numbers.Real) and math.isfinite(o) and float(o) >= 0):
                 raise SimulatorError(f"{name}={o!r} must be >= 0 {unit} (0: none)")
