@@ -332,7 +332,7 @@ def run_live_demo(
 LOW_LOAD_RPS = 10.0
 # CPU the live runtime spends outside the models on the demo's host, for the twin. Measured 2026-12-07 on the
 # 2-vCPU demo VM, text pipeline (4 stages, batch 1, one replica each) at 20 rps Poisson for 40 s, CPU time per
-# process from /proc: the ingress 14.0 ms and Ray's HTTP proxy 6.1 ms per request (HOST_OVERHEAD_S: their
+# process from /proc (`benchmarks/serving_cpu.py`; repeat runs differ by ~15%): the ingress 14.0 ms and Ray's HTTP proxy 6.1 ms per request (HOST_OVERHEAD_S: their
 # sum); the replicas of lang, keywords and merge 3.4, 4.5 and 3.1 ms per item, less their profiled model time
 # (0.13, 0.56, ~0 ms): about 3.3 ms per item per stage (HOST_HOP_S); beside the requests' path, about 8 ms per
 # request went to the load generator (2.9), Ray's controller (1.6), GCS (1.3) and its other processes (HOST_SIDE_S).
