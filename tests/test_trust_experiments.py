@@ -145,7 +145,12 @@ def test_an_interrupt_keeps_the_completed_runs_and_a_partial_report(tmp_path, wo
         run_experiment(exp, tmp_path, workers=workers, on_progress=on_progress)
     assert time.perf_counter() - t0 < 60
     data = _check_partial(tmp_path, at_least=2)
-    assert [r["system"] for r in data["runs"]] == [r["system"] for r in seen] and info.value.data == data
+    # what on_progress saw comes first; with 2 workers a run that finished while the interrupt was being handled
+    # is kept too (it completed), so the file may hold more than `seen`, never fewer, and never all 6
+    key = lambda r: (r["system"], r["workload"], r["seed"])  # noqa: E731
+    assert [key(r) for r in data["runs"][: len(seen)]] == [key(r) for r in seen]
+    assert workers > 1 or len(data["runs"]) == len(seen)
+    assert info.value.data == data
     assert multiprocessing.active_children() == []  # the pool's workers are gone
 
 
