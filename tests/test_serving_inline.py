@@ -1,0 +1,44 @@
+"""A stage replica's batch-1 path: which models run on the event loop, and what such a call returns (no Ray)."""
+
+import time
+
+import pytest
+
+from pipetune.examples.digits.models import Features
+from pipetune.serving.app import INLINE_PREDICT_S, predict_one, runs_inline
+
+
+class Sleeper:
+    """A model whose predict takes `seconds` per call (a real adapter of the ModelAdapter contract)."""
+
+    def __init__(self, seconds: float, outputs_per_item: int = 1):
+        self.seconds, self.k, self.calls = seconds, outputs_per_item, 0
+
+    def load(self) -> None:
+        pass
+
+    def sample_inputs(self, n: int) -> list[int]:
+        return list(range(n))
+
+    def predict(self, batch: list) -> list:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return [x for x in batch for _ in range(self.k)]
+
+
+def test_a_microsecond_model_runs_on_the_loop_and_a_slower_one_does_not():
+    pixels = Features(None)  # the digits identity stage: a few microseconds a call
+    pixels.load()
+    assert runs_inline(pixels)
+    slow = Sleeper(5 * INLINE_PREDICT_S)  # sleeps at least that long, however fast the machine
+    assert not runs_inline(slow, probes=3) and slow.calls == 3
+
+
+def test_an_inline_call_returns_the_output_and_its_time():
+    out, dt = predict_one(Sleeper(0.002), 7, "topic/minilm")
+    assert out == 7 and 0.002 <= dt < 1.0
+
+
+def test_an_inline_call_with_the_wrong_number_of_outputs_names_the_stage_and_variant():
+    with pytest.raises(RuntimeError, match=r"topic/minilm: 2 outputs for a batch of 1"):
+        predict_one(Sleeper(0.0, outputs_per_item=2), 7, "topic/minilm")
