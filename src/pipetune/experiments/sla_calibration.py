@@ -245,12 +245,12 @@ def markdown_table(rows: list[dict]) -> str:
     )
     lines = []
     for r in rows:
-        sim = "dropped" if r["simulated_p_s"] is None else f"{r['simulated_p_s']:.3f}"
+        sim = "dropped" if r["simulated_p_s"] is None else f"{r['simulated_p_s']:.3g}"
         flag = " **(> 1%)**" if r["violations"] > 0.01 else ""
         gflag = " **(> 10%)**" if r["gap"] > 0.10 else ""
         lines.append(
             f"| {r['pipeline']} | {r['rps']:g} ({r['fraction']:.0%} of {r['max_rps']:.4g}{'*' if r['max_capped'] else ''}) | {r['process']} ({r['dispersion']:.2g}) | {r['sla_s']:g} "
-            f"| {r['predicted_p_s']:.3f} | {sim} | {r['violations']:.2%}{flag} | {r['plan_cores']} "
+            f"| {r['predicted_p_s']:.3g} | {sim} | {r['violations']:.2%}{flag} | {r['plan_cores']} "
             f"| {r['cheapest_cores']} | {r['gap']:.1%}{gflag} |"
         )
     return head + "\n".join(lines) + "\n"
