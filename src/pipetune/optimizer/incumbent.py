@@ -29,9 +29,11 @@ def cached_for(owner, what: str, compute):
         return hit[1]
     value = compute(owner)
 
+    table = _per_object  # held by the closure: at interpreter exit the module's globals may already be gone
+
     def forget(_ref: weakref.ref) -> None:
         # ids are unique among live objects, so the callback of a dead owner only ever removes its own entry
-        _per_object.pop(key, None)
+        table.pop(key, None)
 
     refs = tuple(weakref.ref(o, forget) for o in objs)
     _per_object[key] = (refs, value)

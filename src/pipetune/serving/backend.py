@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ray.serve._private.client import ServeControllerClient
 
 STARTUP_TIMEOUT_S = 600.0
+INGRESS_CPUS = 1.0  # Ray CPUs the ingress reserves (a core it holds all the time: counted in cores held)
 
 
 class ServingError(PipetuneError):
@@ -75,7 +76,7 @@ class ServeTarget:
         *,
         host: str = "127.0.0.1",
         port: int = 8000,
-        ingress_cpus: float = 1.0,
+        ingress_cpus: float = INGRESS_CPUS,
         drop_after_s: float | None = None,
         batch_wait_s: float | None = None,
         inputs: list[TensorSpec] | None = None,
@@ -234,7 +235,7 @@ class RayServeBackend(ServeTarget, Backend):
         num_cpus: int | None = None,
         host: str = "127.0.0.1",
         port: int = 8000,
-        ingress_cpus: float = 1.0,
+        ingress_cpus: float = INGRESS_CPUS,
         drop_after_s: float | None = None,
         batch_wait_s: float | None = None,
         poll_s: float = 0.1,
