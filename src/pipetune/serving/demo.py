@@ -325,8 +325,10 @@ def run_live_demo(
         "sharing).",
     ]
     write_html(out / "live-demo.html", png, summaries, notes)
+    # per second, per live run: cores held and the configuration in effect (what the PNG's cores panel plots)
+    samples = {run.name: run.samples for run in (live, auto)}
     result = {"summaries": summaries, "fidelity": fidelity, "counts": counts.tolist(),
-              "decisions": live.decisions}  # fmt: skip
+              "decisions": live.decisions, "samples": samples}  # fmt: skip
     (out / "live-demo.json").write_text(jsonio.dumps(result, indent=1))
     return result
 
