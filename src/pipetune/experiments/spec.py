@@ -205,6 +205,11 @@ class System(_Strict):
         return self
 
 
+def _host_cpu(what: str) -> Any:
+    """A shared-host CPU knob of the simulator (engine.HOST_CPU_KNOBS): >= 0, finite, 0 by default."""
+    return Field(default=0.0, ge=0, allow_inf_nan=False, description=f"{what} (needs host_cores)")
+
+
 class Settings(_Strict):
     interval_s: float = Field(default=10.0, gt=0, description="adaptation interval (IPA: 10)")
     arrival_process: str = Field(default="poisson", description="poisson | uniform | step")
@@ -220,23 +225,10 @@ class Settings(_Strict):
         default=None, gt=0, allow_inf_nan=False,
         description="physical cores every replica shares (simulator processor sharing; default: none shared)",
     )  # fmt: skip
-    host_overhead_s: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False,
-        description="CPU-seconds each request costs on the shared host outside the models (needs host_cores)",
-    )  # fmt: skip
-
-    host_hop_s: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False,
-        description="CPU-seconds each item costs its stage's replica outside the model (needs host_cores)",
-    )  # fmt: skip
-    host_side_s: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False,
-        description="CPU-seconds per request the shared host spends beside its path (needs host_cores)",
-    )  # fmt: skip
-    host_load_cores: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False,
-        description="cores a loading replica keeps busy on the shared host (needs host_cores; 0: a delay only)",
-    )  # fmt: skip
+    host_overhead_s: float = _host_cpu("CPU-seconds each request costs on the shared host outside the models")
+    host_hop_s: float = _host_cpu("CPU-seconds each item costs its stage's replica outside the model")
+    host_side_s: float = _host_cpu("CPU-seconds per request the shared host spends beside its path")
+    host_load_cores: float = _host_cpu("cores a loading replica keeps busy on the shared host (0: a delay only)")
 
     @model_validator(mode="after")
     def _host(self) -> Settings:

@@ -76,13 +76,18 @@ def runs_inline(adapter: Any, probes: int = INLINE_PROBES) -> bool:
 
 
 def predict_one(adapter: Any, item: Any, where: str) -> tuple[Any, float]:
-    """One item through `adapter.predict` on the calling thread: (output, seconds). A model that returns other
-    than one output for one input is an error naming `where` (stage/variant), never a silently shifted answer."""
+    """One item through `adapter.predict` on the calling thread: (output, seconds); `check_outputs` on the way."""
     t0 = time.perf_counter()
     outs = adapter.predict([item])
-    if len(outs) != 1:
-        raise RuntimeError(f"{where}: {len(outs)} outputs for a batch of 1")
+    check_outputs(outs, 1, where)
     return outs[0], time.perf_counter() - t0
+
+
+def check_outputs(outs: list[Any], n: int, where: str) -> None:
+    """A batch of `n` items must come back as `n` outputs: a model that returns other is an error naming `where`
+    (stage/variant), never a silently shifted answer."""
+    if len(outs) != n:
+        raise RuntimeError(f"{where}: {len(outs)} outputs for a batch of {n}")
 
 
 @serve.deployment(name=STAGE_DEPLOYMENT, health_check_period_s=5, graceful_shutdown_timeout_s=30)
@@ -124,8 +129,7 @@ class StageReplica:
         t0 = time.perf_counter()
         outs = await asyncio.get_running_loop().run_in_executor(self._pool, self.adapter.predict, items)
         dt = time.perf_counter() - t0
-        if len(outs) != len(items):
-            raise RuntimeError(f"{self.stage}/{self.variant}: {len(outs)} outputs for a batch of {len(items)}")
+        check_outputs(outs, len(items), f"{self.stage}/{self.variant}")
         return [(o, len(items), dt, self.node) for o in outs]
 
     async def __call__(self, item: Any) -> StageResult:
