@@ -6,7 +6,7 @@ the CPU time of every process on the machine (from /proc) over the load.
 Prints one line per process that used CPU (seconds, ms per request, what it is) and a summary by role: ingress,
 HTTP proxy, each stage replica (its per-item CPU less its profiled model time: the handle hop), and what runs
 beside the requests' path (this process, i.e. the load generator; Ray's controller, GCS and agents). These are the
-figures behind the live demo's twin (`pipetune.serving.demo`: HOST_OVERHEAD_S, HOST_HOP_S, HOST_SIDE_S). Linux
+figures behind the live demo's twin (`pipetune.tooling.demo`: HOST_OVERHEAD_S, HOST_HOP_S, HOST_SIDE_S). Linux
 only (/proc); run it on a quiet machine, nothing else running.
 """
 
@@ -68,9 +68,9 @@ def main() -> None:
     from pipetune.profiles import load_profiles
     from pipetune.serving.backend import RayServeBackend
     from pipetune.serving.client import open_loop_at
-    from pipetune.serving.demo import _bodies
     from pipetune.serving.session import initial_configs, planning_pipeline
     from pipetune.spec import load_pipeline
+    from pipetune.tooling.demo import _bodies
 
     pipe = load_pipeline(example_path("text"))
     profiles = load_profiles(pipe)

@@ -15,7 +15,7 @@ from pipetune.loadgen import OUTCOMES, LoadgenError, RunOptions, loadtest, make_
 from pipetune.loadgen.echo import start_echo
 from pipetune.loadgen.report import TIMELINE_COLUMNS, summarise
 from pipetune.loadgen.schedule import encode_bodies, generated_items, workload_counts
-from pipetune.serving.protocol import TensorSpec
+from pipetune.protocol import TensorSpec
 
 SPEC = TensorSpec("input", "BYTES", (-1,))
 BODIES = encode_bodies(generated_items(SPEC, 4), SPEC)

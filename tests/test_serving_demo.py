@@ -9,8 +9,8 @@ import numpy as np
 
 from pipetune import example_path
 from pipetune.serving.client import Outcome
-from pipetune.serving.demo import LiveRun, compare_with_twin, summarise
 from pipetune.spec import load_pipeline
+from pipetune.tooling.demo import LiveRun, compare_with_twin, summarise
 
 
 def _run() -> LiveRun:

@@ -82,7 +82,7 @@ def backend(ray_cluster, digits):
 
 def _body(be, n: int = 1) -> dict:
     from pipetune.models.registry import variant_model_ref
-    from pipetune.serving.protocol import encode_request
+    from pipetune.protocol import encode_request
 
     xs = variant_model_ref(be.pipeline, "features", "pca-16")().sample_inputs(n)
     return encode_request(xs, be._inputs[0])

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipetune import example_path
-from pipetune.serving.protocol import (
+from pipetune.protocol import (
     MAX_ITEMS,
     ProtocolError,
     TensorSpec,

@@ -159,7 +159,7 @@ def bench_serving(
     import os
 
     from pipetune import jsonio
-    from pipetune.serving.bench import run_serving_benchmark
+    from pipetune.tooling.serving_bench import run_serving_benchmark
 
     err = Console(stderr=True)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")

@@ -82,7 +82,7 @@ def demo_cmd(
 
 
 def _live(out: Path, seconds: int, peak: float, num_cpus: int, port: int) -> None:
-    from pipetune.serving.demo import run_live_demo
+    from pipetune.tooling.demo import run_live_demo
 
     con = Console()
     res = run_live_demo(out, seconds=seconds, peak=peak, num_cpus=num_cpus, port=port, say=con.print)

@@ -19,7 +19,7 @@ from pipetune.loadgen.echo import start_echo
 from pipetune.loadgen.report import summarise
 from pipetune.loadgen.runner import RunOptions, run
 from pipetune.loadgen.schedule import LoadgenError, encode_bodies, generated_items, make_plan
-from pipetune.serving.protocol import TensorSpec
+from pipetune.protocol import TensorSpec
 
 
 def bench_loadgen(target_rps: float = 500.0, duration: float = 10.0, seed: int = 0, detail: bool = False) -> dict:

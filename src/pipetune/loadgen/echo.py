@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipetune import jsonio
-from pipetune.serving.protocol import TensorSpec, encode_response, error_body, model_metadata
+from pipetune.protocol import TensorSpec, encode_response, error_body, model_metadata
 
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable", 504: "Gateway Timeout"}
 MAX_HEADER_BYTES = 64 * 1024

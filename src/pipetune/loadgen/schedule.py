@@ -22,7 +22,7 @@ import numpy as np
 
 from pipetune import jsonio
 from pipetune.errors import PipetuneError
-from pipetune.serving.protocol import DATATYPES, TensorSpec, encode_request, spec_for_sample
+from pipetune.protocol import DATATYPES, TensorSpec, encode_request, spec_for_sample
 from pipetune.workloads import PATTERNS, PROCESSES, arrival_times, load_trace, synthetic_pattern
 
 PATTERN_PEAK_RPS = 30.0  # a pattern's busiest second before --scale (synthetic_pattern's default)

@@ -33,7 +33,7 @@ from starlette.responses import Response
 from pipetune import jsonio
 from pipetune.models.base import pin_threads
 from pipetune.models.registry import model_ref
-from pipetune.serving.protocol import (
+from pipetune.protocol import (
     ProtocolError,
     TensorSpec,
     decode_request,

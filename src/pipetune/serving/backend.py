@@ -27,8 +27,8 @@ import numpy as np
 from pipetune.backends.base import Backend, Observation
 from pipetune.configs import ApplyState, StageConfig, StageStatus
 from pipetune.errors import PipetuneError
+from pipetune.protocol import TensorSpec, spec_for_sample
 from pipetune.serving.app import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT, admission_limit, graph_args
-from pipetune.serving.protocol import TensorSpec, spec_for_sample
 
 if TYPE_CHECKING:
     from ray.serve._private.client import ServeControllerClient

@@ -121,7 +121,7 @@ def live_run(
 
 def _bodies(pipeline: Any, spec: Any) -> Callable[[int], dict]:
     from pipetune.models.registry import variant_model_ref
-    from pipetune.serving.protocol import encode_request
+    from pipetune.protocol import encode_request
 
     src = next(iter(pipeline.source_shares()))
     xs = variant_model_ref(pipeline, src, pipeline.stage(src).variants[0].name)().sample_inputs(200)

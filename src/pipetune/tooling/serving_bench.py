@@ -55,7 +55,7 @@ def noop_pipeline(stages: int = 2) -> Any:
     from pipetune.spec import parse_pipeline
 
     names = [f"s{i}" for i in range(stages)]
-    model = {"adapter": "pipetune.serving.bench:NoOp"}
+    model = {"adapter": "pipetune.tooling.serving_bench:NoOp"}
     return parse_pipeline(
         {
             "name": "noop",
@@ -92,9 +92,9 @@ def run_serving_benchmark(
     import ray
     from ray import serve
 
+    from pipetune.protocol import encode_request
     from pipetune.serving.backend import RayServeBackend
     from pipetune.serving.client import Outcome, open_loop
-    from pipetune.serving.protocol import encode_request
 
     say = progress or (lambda _m: None)
     pipe = noop_pipeline(2)
