@@ -1,6 +1,6 @@
 """The ingress's measured admission limit (Little's law at the measured throughput) never starves a cold start."""
 
-from pipetune.serving.app import (
+from pipetune.admission import (
     ADMIT_SHARE,
     BEHIND_SHARE,
     MIN_RATE_WINDOW_S,
