@@ -2,8 +2,9 @@
 
 Definitions (the same for every backend and every report):
 
-* **SLA violation**: a request that was dropped, failed, or completed later than the SLA. The rate is over all
-  requests that arrived in the window; drops, failures and late completions are also reported on their own.
+* **SLA violation**: a request that was refused (admission), dropped, failed, or completed later than the SLA.
+  The rate is over all requests that arrived in the window; refusals, drops, failures and late completions are
+  also reported on their own.
 * **Latency** percentiles are over completed requests (end to end, arrival to last item done).
 * **Accuracy as served**: per completed request, PAS = product over stages of the accuracy of the variant(s)
   that served its items (mean over items where a stage saw several, e.g. 2 crops), and the normalised
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-COMPLETED, DROPPED, FAILED = 1, 2, 3
+COMPLETED, DROPPED, FAILED, REFUSED = 1, 2, 3, 4
 
 
 def core_seconds(cost_t: np.ndarray, cost_cores: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -46,8 +47,8 @@ def summarize(res, duration_s: float | None = None, decisions: int = 0, switches
     lat = res.finish_s - res.arrival_s
     done = st == COMPLETED
     late = done & (lat > res.sla_s)
-    dropped, failed = int(np.sum(st == DROPPED)), int(np.sum(st == FAILED))
-    viol = dropped + failed + int(late.sum())
+    dropped, failed, refused = int(np.sum(st == DROPPED)), int(np.sum(st == FAILED)), int(np.sum(st == REFUSED))
+    viol = refused + dropped + failed + int(late.sum())
     cs = float(core_seconds(res.cost_t, res.cost_cores, np.array([0.0, dur]))[0])
     if switches is None:
         switches = sum(1 for e in res.events if e.get("event") == "switch")
@@ -55,6 +56,7 @@ def summarize(res, duration_s: float | None = None, decisions: int = 0, switches
     return {
         "requests": n,
         "completed": int(done.sum()),
+        "refused": refused,
         "dropped": dropped,
         "failed": failed,
         "late": int(late.sum()),
@@ -83,7 +85,7 @@ def per_interval(res, interval_s: float = 10.0, duration_s: float | None = None)
     st = res.status
     lat = res.finish_s - res.arrival_s
     done = st == COMPLETED
-    viol = (st == DROPPED) | (st == FAILED) | (done & (lat > res.sla_s))
+    viol = (st == REFUSED) | (st == DROPPED) | (st == FAILED) | (done & (lat > res.sla_s))
     arrivals = np.bincount(bins, minlength=k).astype(float)
     out = {
         "t_start_s": edges[:-1],
