@@ -102,6 +102,9 @@ def test_adapter_only_uses_the_backend_interface(synth):
         def replicas_ready(self):
             return inner.replicas_ready()
 
+        def cores_held(self):
+            return inner.cores_held()
+
     ad = Adapter(Narrow(), p, predictor="reactive", interval_s=10, profiles=pr)
     ad.run(60.0)
     assert len(ad.decisions) == 5 and ad.decisions[-1].observed_rps == pytest.approx(8.0)

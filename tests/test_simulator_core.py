@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pipetune.backends.simulator import SimSettings, Simulator, SimulatorError
 from pipetune.backends.simulator.bench import erlang_c, simulate_wait, single_stage
 from pipetune.backends.simulator.service import exponential, fit_error, fit_shifted_gamma
+from pipetune.configs import ApplyState
 from pipetune.configs import StageConfig as C
 from pipetune.metrics import summarize
 from pipetune.profiles import load_profiles
@@ -62,16 +63,21 @@ def test_same_seed_same_run_other_seed_differs(synth):
     assert not np.array_equal(a.finish_s, c.finish_s)
 
 
-def test_every_request_is_completed_dropped_or_failed(synth):
+def test_every_request_is_completed_refused_dropped_or_failed(synth):
     arr = poisson(60, 60)  # overload: classify cannot keep up with 120 crops/s on 1 replica
-    sim, res = run(
-        synth, arr, base_config(cls="cls-152", cls_reps=1), steps=[(30.0, {"tag": C("tag-lite", 2, 1, 0)})]
-    )  # tag removed: later requests fail
+    p, pr = synth
+    sim = Simulator(p, pr, arr, base_config(cls="cls-152", cls_reps=1), SimSettings(seed=0, admission=True))
+    sim.wait_until(30.0)
+    answer = sim.apply({"tag": C("tag-lite", 2, 1, 0)})  # a stage with no replica is not a configuration
+    assert answer["tag"].state is ApplyState.FAILED and "replicas" in answer["tag"].reason
+    assert sim.in_effect()["tag"] == C("tag-lite", 2, 1, 1)  # the previous configuration keeps serving
+    sim.close()
+    res = sim.result()
     assert res.status.size == arr.size
-    assert set(np.unique(res.status)) <= {1, 2, 3}
+    assert set(np.unique(res.status)) <= {1, 2, 3, 4}
     m = summarize(res, 60.0)
-    assert m["completed"] + m["dropped"] + m["failed"] == arr.size
-    assert m["dropped"] > 0 and m["failed"] > 0 and m["completed"] > 0
+    assert m["completed"] + m["refused"] + m["dropped"] + m["failed"] == arr.size
+    assert m["refused"] > 0 and m["completed"] > 0 and m["failed"] == 0
     # Drops happen at the drop limit (default: the SLA): nothing completes after waiting longer than allowed
     # at its last stage plus its service there, and no completed request is missing a stage.
     done = res.status == 1

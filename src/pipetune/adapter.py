@@ -241,7 +241,7 @@ class Adapter:
             changed_stages=changed,
             in_effect={s: c.to_dict() for s, c in obs.in_effect.items()},
             violations_last_interval=int(obs.sla_violations),
-            requests_last_interval=int(obs.completed + obs.dropped + obs.failed),
+            requests_last_interval=int(obs.answered),
             apply_status=apply_status,
             pending_stages=pending,
             retried_stages=retried,

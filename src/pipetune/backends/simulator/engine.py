@@ -16,7 +16,13 @@ Model (one paragraph per mechanism; docs/simulator.md has the rationale)
   pick the same option see the same service times (common random numbers).
 * **Drops**: when a replica takes an item whose request has been in the system longer than `drop_limit_s`
   (default: the SLA), the whole request is dropped (its other items are discarded when they are reached).
-  A request is **failed** when one of its items reaches a stage that has no replica ready or loading.
+  A request is **failed** when one of its items reaches a stage that has no replica ready or loading (a
+  guard: every stage keeps at least one replica, since `replicas` >= 1 is part of the Backend contract).
+* **Admission** (optional, `admission=True`; the live ingress's rule, `pipetune.admission`): an arriving
+  request is **refused** when the requests in flight reach the limit: the profile's (capacity of what serves x
+  SLA) and, while the pipeline is behind, the one measured from recent completions, never below what the
+  replicas hold in service. With admission on, an admitted request is dropped at its deadline
+  (`drop_limit_s` after arrival) as the live ingress drops it, not when a replica next reaches it.
 * **Reconfiguration** (`apply`): same variant and cores -> resize in place (new replicas load for the
   variant's `load_time_s`; removed replicas: loading ones are cancelled, idle ones retire at once, busy ones
   drain their batch). New variant or cores -> make-before-break: a new generation loads while the old one
@@ -51,14 +57,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipetune.backends.base import Backend, Observation, status_from_effect
+from pipetune.admission import AdmissionWindow, profile_admission, service_floor
+from pipetune.backends.base import Backend, Observation, config_problem, status_from_effect
 from pipetune.backends.simulator.host import SharedHost
 from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_gamma
 from pipetune.configs import StageConfig, StageStatus
 from pipetune.errors import PipetuneError
 
 LOADING, READY, DRAINING, RETIRED = 0, 1, 2, 3
-PENDING, COMPLETED, DROPPED, FAILED = 0, 1, 2, 3
+PENDING, COMPLETED, DROPPED, FAILED, REFUSED = 0, 1, 2, 3, 4
 _EV_DONE, _EV_READY, _EV_TIMER, _EV_HOST = 0, 1, 2, 3
 _BLOCK = 1 << 16
 INF = math.inf
@@ -93,6 +100,8 @@ class SimSettings:
     host_hop_s: float = 0.0  # CPU-seconds each item costs its stage's replica outside the model (the handle hop)
     host_side_s: float = 0.0  # CPU-seconds per request spent on the host beside its path (load generator, control)
     host_load_cores: float = 0.0  # cores a loading replica keeps busy on the host (0: loading is only a delay)
+    # Refuse arrivals at the ingress as the live runtime does (pipetune.admission); False admits everything.
+    admission: bool = False
 
     def __post_init__(self) -> None:
         if self.service not in ("profile", "deterministic", "exponential"):
@@ -167,7 +176,7 @@ class SimResult:
 
     arrival_s: np.ndarray
     finish_s: np.ndarray  # completion, drop or failure time
-    status: np.ndarray  # 1 completed, 2 dropped, 3 failed (never 0 after close())
+    status: np.ndarray  # 1 completed, 2 dropped, 3 failed, 4 refused (never 0 after close())
     pas: np.ndarray  # product of the served stages' accuracies (completed requests)
     norm_acc: np.ndarray  # mean over stages of min-max normalised accuracy, in [0, 1]
     cost_t: np.ndarray  # times at which the cores held changed ...
@@ -279,6 +288,14 @@ class Simulator(Backend):
             self.host = SharedHost(s.host_cores, self._heap, self._seq, _EV_HOST, _EV_DONE, _EV_READY, self._admit)
         self._load_cores = float(s.host_load_cores) if self.host is not None else 0.0
         self._dispatch = self._make_dispatch()
+        # Admission (pipetune.admission): admitted requests in arrival order (the front is the oldest in flight),
+        # how far the completion log has been read into the measured rate, and the profile's limit and floor of
+        # what serves (recomputed when the configuration changes).
+        self._admission = bool(s.admission)
+        self._adm_window = AdmissionWindow(self.sla_s)
+        self._admitted: deque[int] = deque()
+        self._adm_read = 0
+        self._adm_limits: tuple[int, int] | None = None
 
         missing = [n for n in names if n not in initial]
         if missing:
@@ -304,15 +321,9 @@ class Simulator(Backend):
         return out
 
     def _check_config(self, stage: str, cfg: StageConfig) -> StageConfig:
-        if not isinstance(cfg, StageConfig):
-            raise SimulatorError(f"configuration for stage {stage!r} must be a StageConfig, got {type(cfg).__name__}")
-        if (stage, cfg.variant) not in self._acc_of:
-            known = [v.name for v in self.pipeline.stage(stage).variants]
-            raise SimulatorError(f"stage {stage!r}: unknown variant {cfg.variant!r}; known variants: {known}")
-        if cfg.batch < 1 or cfg.cores < 1 or cfg.replicas < 0:
-            raise SimulatorError(
-                f"stage {stage!r}: batch={cfg.batch}, cores={cfg.cores} must be >= 1 and replicas={cfg.replicas} >= 0"
-            )
+        why = config_problem(self.pipeline, stage, cfg)
+        if why:
+            raise SimulatorError(f"stage {stage!r}: {why}")
         return cfg
 
     def _dists(self, stage: str, variant: str, cores: int, batch: int) -> list:
@@ -420,6 +431,7 @@ class Simulator(Backend):
             for r in list(old.replicas):
                 self._release(s, r, t)
         self.active[s], self.pending[s] = new, None
+        self._adm_limits = None
         self.events.append(
             {
                 "t": t,
@@ -472,9 +484,8 @@ class Simulator(Backend):
                 self.pending[s] = gen
                 for _ in range(cfg.replicas):
                     self._add_replica(s, gen, LOADING)
-                if cfg.replicas == 0:
-                    self._promote(s, self._now)
             self._dispatch(s, self._now)
+        self._adm_limits = None
         self.events.append({"t": self._now, "event": "apply", "configs": {n: c.to_dict() for n, c in accepted.items()}})
         for name, reason in self._refused.items():
             if name in configs:
@@ -493,21 +504,20 @@ class Simulator(Backend):
             for r in gen.replicas:
                 r.batch, r.dists = batch, gen.dists
 
+    def _serving(self, s: int) -> _Generation:
+        g = self.active[s]
+        assert g is not None, "every stage has a serving generation from the start"  # replicas >= 1 keeps it so
+        return g
+
     def in_effect(self) -> dict[str, StageConfig]:
         out = {}
         for s, n in enumerate(self.names):
-            g = self.active[s]
-            ready = sum(1 for r in g.replicas if r.state == READY) if g else 0
-            out[n] = StageConfig(g.variant, g.batch, g.cores, ready) if g else StageConfig("", 1, 1, 0)
+            g = self._serving(s)
+            out[n] = StageConfig(g.variant, g.batch, g.cores, sum(1 for r in g.replicas if r.state == READY))
         return out
 
-    def target(self) -> dict[str, StageConfig]:
-        """The configuration asked for last (the pending generation where a switch is under way)."""
-        out = {}
-        for s, n in enumerate(self.names):
-            g = self.pending[s] or self.active[s]
-            out[n] = StageConfig(g.variant, g.batch, g.cores, len(g.live())) if g else StageConfig("", 1, 1, 0)
-        return out
+    def cores_held(self) -> float:
+        return self._cores
 
     def replicas_ready(self) -> dict[str, int]:
         return {
@@ -529,10 +539,12 @@ class Simulator(Backend):
             since=self._obs_t,
             arrivals_per_s=self._arrivals_upto(int(now)),
             completed=len(comp),
+            refused=sum(1 for i in new if st[i] == REFUSED),
             dropped=sum(1 for i in new if st[i] == DROPPED),
             failed=sum(1 for i in new if st[i] == FAILED),
             late=late,
             latencies_s=lat,
+            inflight=self._ai - len(self._done_log),  # arrived, not yet answered
             in_effect=self.in_effect(),
             replicas_ready=self.replicas_ready(),
             cores_held=self._cores,
@@ -650,8 +662,14 @@ class Simulator(Backend):
         host = self.host
         overhead = self._overhead_s if host is not None else 0.0
         side = float(self.settings.host_side_s) if host is not None else 0.0
+        admission = self._admission
         simple_src = (
-            len(sources) == 1 and sources[0][1] >= 1.0 and not watch[sources[0][0]] and not overhead and not side
+            len(sources) == 1
+            and sources[0][1] >= 1.0
+            and not watch[sources[0][0]]
+            and not overhead
+            and not side
+            and not admission
         )
         src0 = sources[0][0]
         ai = self._ai
@@ -741,6 +759,8 @@ class Simulator(Backend):
                 rid = ai
                 ai += 1
                 next_arr = arr[ai] if ai < N else INF
+                if admission and not self._admits(rid, t):
+                    continue
                 if simple_src and capacity[src0]:
                     queues[src0].append(rid)
                     if track:
@@ -758,6 +778,39 @@ class Simulator(Backend):
         self._ai = ai
         if t_end == INF:  # drained: the clock stops at the last event
             self._now = max(self._now, t)
+
+    def _admits(self, rid: int, t: float) -> bool:
+        """Admission at the ingress (`pipetune.admission`, the live rule): admit `rid` arriving at `t`, or mark
+        it refused. Admitted requests past their deadline are dropped here, at the deadline, as live."""
+        status, arr, finish, log = self.status, self._arr, self.finish, self._done_log
+        admitted = self._admitted
+        while admitted:
+            old = admitted[0]
+            if status[old] == PENDING:
+                if t - arr[old] <= self.drop_s:
+                    break
+                status[old], finish[old] = DROPPED, arr[old] + self.drop_s
+                log.append(old)
+            admitted.popleft()
+        window = self._adm_window
+        for i in range(self._adm_read, len(log)):
+            if status[log[i]] == COMPLETED:
+                window.completed(finish[log[i]])
+        self._adm_read = len(log)
+        if self._adm_limits is None:
+            gens = {n: self._serving(s) for s, n in enumerate(self.names)}
+            configs = {n: StageConfig(g.variant, g.batch, g.cores, len(g.live())) for n, g in gens.items()}
+            self._adm_limits = (profile_admission(self.pipeline, self.profiles, configs), service_floor(configs))
+        max_inflight, floor = self._adm_limits
+        inflight = rid - len(log)  # requests 0..rid-1 arrived; every answered one is in the log
+        oldest = arr[admitted[0]] if admitted else None
+        if inflight >= window.limit(t, inflight, oldest, max_inflight, floor):
+            status[rid], finish[rid] = REFUSED, t
+            log.append(rid)
+            self._adm_read += 1  # a refusal is no completion: nothing for the measured rate
+            return False
+        admitted.append(rid)
+        return True
 
     def _drained(self, s: int, rep: _Replica, t: float) -> None:
         self.events.append({"t": t, "event": "drained", "stage": self.names[s], "variant": rep.gen.variant})
