@@ -67,14 +67,14 @@ def serve_cmd(
         raise PipetuneError(f"--predictor {predictor!r} is unknown; use one of default, {', '.join(PREDICTORS)}")
     from_plan = configs_from_plan_file(plan, pipe) if plan is not None else None
     if export is not None:
-        from pipetune.serving.backend import ServeTarget
+        from pipetune.serving.config import ServeOptions, export_config
 
         cpus = float(num_cpus or os.cpu_count() or 2)
         planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
         configs = from_plan or initial_configs(planning, profiles, rps, policy)
-        target = ServeTarget.of(pipe, configs, profiles, host=host, port=port)
+        config = export_config(pipe, configs, profiles, ServeOptions.for_pipeline(pipe, host=host, port=port))
         try:
-            export.write_text(yaml.safe_dump(target.serve_config(), sort_keys=False))
+            export.write_text(yaml.safe_dump(config, sort_keys=False))
         except OSError as e:
             raise PipetuneError(f"--export {export}: cannot write ({e}); give a writable file path") from None
         con.print(

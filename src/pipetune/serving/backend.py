@@ -1,228 +1,63 @@
 """`RayServeBackend`: the live runtime behind the same `Backend` interface the simulator implements.
 
-The backend keeps a declarative target (per stage: the serving generation and, during a switch, the incoming
-one) and converges Ray Serve to it with `deploy_apps` (never `serve.run`, which restarts every replica). A
-background thread polls Ray Serve's status every `poll_s` while a change is pending and every `idle_poll_s`
-otherwise (one `serve.status()` costs ~20 ms of CPU here, and at 10 Hz it raised a stage hop's p99 from 5.5 ms to
-23 ms on 2 cores; `apply` wakes the thread at once): when an incoming generation is RUNNING (every
-replica loaded, warmed and healthy) the ingress's route moves to it and the old generation's application is
-deleted (Ray drains its in-flight requests); when it is DEPLOY_FAILED the stage keeps its old generation and
-the request is reported FAILED with Ray's message.
+Three parts, one job each: `serving/config.py` turns stage configurations into a Ray Serve config (pure),
+`serving/reconcile.py` keeps the target against what Ray reports (pure), and this class runs them: it deploys
+the config in place (`serving/ray_api.py`, never `serve.run`, which restarts every replica) and polls Ray
+Serve's status on a background thread, every `poll_s` while a change is pending and every `idle_poll_s`
+otherwise (each `serve.status()` costs CPU on the controller; `apply` wakes the thread at once).
 
-Time is wall time since the backend started (`now()`); the ingress counts arrivals per second from the same
-epoch. Cores held are read from Ray Serve's replica states, so starting and stopping replicas count too.
+Locking: `_lock` guards the reconciler's state and is never held across a call to Ray; `_deploy_lock` orders
+the deploys, so that a config built later is never overwritten by one built earlier.
+
+Time is wall time since the pipeline started serving (`now()`; `epoch` is that start, in `time.time()`
+seconds); the ingress counts arrivals per second from the same epoch. Cores held are read from Ray Serve's
+replica states, so starting and stopping replicas count too, plus the ingress's reserved cores.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 
-from pipetune.backends.base import Backend, Observation
-from pipetune.configs import ApplyState, StageConfig, StageStatus
-from pipetune.errors import PipetuneError
-from pipetune.protocol import TensorSpec, spec_for_sample
-from pipetune.serving.app import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT, admission_limit, graph_args
+from pipetune.backends.base import Backend, Observation, config_problem
+from pipetune.configs import StageConfig, StageStatus
+from pipetune.protocol import TensorSpec
+from pipetune.serving import ray_api
+from pipetune.serving.config import (
+    INGRESS_CPUS,
+    INGRESS_DEPLOYMENT,
+    ServeOptions,
+    ServingError,
+    app_name,
+    ingress_app_name,
+    ingress_args,
+    input_specs,
+    serve_config,
+)
+from pipetune.serving.reconcile import Reconciler, read_status
 
-if TYPE_CHECKING:
-    from ray.serve._private.client import ServeControllerClient
+__all__ = ["INGRESS_CPUS", "RayServeBackend", "ServingError"]
 
 STARTUP_TIMEOUT_S = 600.0
-INGRESS_CPUS = 1.0  # Ray CPUs the ingress reserves (a core it holds all the time: counted in cores held)
+POLL_S = 0.1  # status polls while a change is pending
+IDLE_POLL_S = 1.0  # status polls otherwise (a replica that dies and restarts shows within this)
+STARTUP_POLL_S = 0.5  # status polls while the first configuration starts
+ROUTES_POLL_S = 0.1  # polls of the ingress until it has taken its routes (in place, a fraction of a second)
+INGRESS_RPC_TIMEOUT_S = 30.0  # a call to the ingress actor (its counters) that takes longer is an error
+WAIT_SLICE_S = 0.5  # wait_until sleeps at most this long at a time
+THREAD_JOIN_S = 5.0
 
 
-class ServingError(PipetuneError):
-    """The live runtime cannot start or cannot take a configuration; the message says why and the fix."""
-
-
-@dataclass
-class _Gen:
-    """One generation of a stage: a (variant, cores) application and its in-place knobs."""
-
-    variant: str
-    cores: int
-    replicas: int
-    batch: int
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.variant, self.cores)
-
-
-def input_specs(pipeline: Any) -> list[TensorSpec]:
-    """The endpoint's input tensor, from the first source stage's example data (its first variant's adapter)."""
-    from pipetune.models.registry import variant_model_ref
-
-    src = next(iter(pipeline.source_shares()))
-    variant = pipeline.stage(src).variants[0].name
-    sample = variant_model_ref(pipeline, src, variant)().sample_inputs(1)[0]
-    return [spec_for_sample("input", sample)]
-
-
-class ServeTarget:
-    """What should run, as Ray Serve config: per stage its generations (the serving one and, during a switch,
-    the incoming one) and the ingress's routes. Pure data: `pipetune serve --export` uses it without Ray."""
-
-    def __init__(
-        self,
-        pipeline: Any,
-        profiles: Any = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        ingress_cpus: float = INGRESS_CPUS,
-        drop_after_s: float | None = None,
-        batch_wait_s: float | None = None,
-        inputs: list[TensorSpec] | None = None,
-        autoscale: dict | None = None,
-    ):
-        self.pipeline = pipeline
-        # Ray Serve's own autoscaling (`autoscaling_config` per stage) instead of pipetune's replica counts: the
-        # baseline a Ray user gets without pipetune. The adapter must not drive a backend in this mode.
-        self.autoscale = dict(autoscale) if autoscale else None
-        self.profiles = profiles
-        self.name = pipeline.name
-        self.host, self.port = host, int(port)
-        self.ingress_cpus = float(ingress_cpus)
-        self.drop_after_s = float(drop_after_s) if drop_after_s is not None else 2.0 * pipeline.sla.seconds
-        self.batch_wait_s = float(batch_wait_s if batch_wait_s is not None else (pipeline.caps.max_batch_wait_s or 0.0))
-        self._inputs = inputs if inputs is not None else input_specs(pipeline)
-        self._graph = graph_args(pipeline, self._inputs)
-        self._gens: dict[str, dict[tuple[str, int], _Gen]] = {s: {} for s in pipeline.stage_names}
-        self._serving: dict[str, tuple[str, int] | None] = dict.fromkeys(pipeline.stage_names)
-        self._app_cores: dict[str, int] = {}
-        self._epoch = 0.0
-
-    @classmethod
-    def of(cls, pipeline: Any, configs: dict[str, StageConfig], profiles: Any = None, **kw: Any) -> ServeTarget:
-        """The target that serves `configs` (every stage routed to its generation)."""
-        t = cls(pipeline, profiles, **kw)
-        for s, c in configs.items():
-            t._gens[s][(c.variant, c.cores)] = _Gen(c.variant, c.cores, c.replicas, c.batch)
-            t._serving[s] = (c.variant, c.cores)
-        return t
-
-    # ---- naming and the declarative config --------------------------------------------------------------
-    def app_name(self, stage: str, key: tuple[str, int]) -> str:
-        return f"{self.name}--{stage}--{key[0]}--c{key[1]}"
-
-    @property
-    def ingress_app(self) -> str:
-        return f"{self.name}--ingress"
-
-    def serve_config(self) -> dict:
-        """The Ray Serve config (ServeDeploySchema) of what should run now: `serve deploy` and KubeRay's
-        RayService (`serveConfigV2`) accept it as is."""
-        apps = [self._ingress_app_config()]
-        for s, gens in self._gens.items():
-            for g in gens.values():
-                apps.append(self._stage_app_config(s, g))
-        return {
-            "proxy_location": "EveryNode",
-            "http_options": {"host": self.host, "port": self.port},
-            "applications": apps,
-        }
-
-    def _stage_app_config(self, stage: str, g: _Gen) -> dict:
-        from pipetune.models.registry import variant_model_ref
-
-        ref = variant_model_ref(self.pipeline, stage, g.variant)
-        name = self.app_name(stage, g.key)
-        self._app_cores[name] = g.cores
-        max_batch = max(self.pipeline.batch_sizes_for(stage))
-        deployment: dict[str, Any] = {
-            "name": STAGE_DEPLOYMENT,
-            "num_replicas": g.replicas,
-            # enough requests per replica to fill its largest batch while the previous one runs
-            "max_ongoing_requests": 2 * max_batch,
-            "user_config": {"batch": g.batch, "wait_s": self.batch_wait_s},
-            "ray_actor_options": {"num_cpus": g.cores},
-        }
-        if self.autoscale:
-            del deployment["num_replicas"]
-            deployment["autoscaling_config"] = {"initial_replicas": g.replicas, **self.autoscale}
-        return {
-            "name": name,
-            "route_prefix": None,
-            "import_path": "pipetune.serving.app:build_stage",
-            "args": {
-                "stage": stage,
-                "variant": g.variant,
-                "cores": g.cores,
-                "model": {"adapter": ref.adapter, "params": ref.params},
-                "warmup": max_batch,
-            },
-            "deployments": [deployment],
-        }
-
-    def _ingress_app_config(self) -> dict:
-        routes: dict[str, str] = {}
-        variants: dict[str, str] = {}
-        configs: dict[str, dict[str, Any]] = {}
-        for s, key in self._serving.items():
-            if key is None:
-                continue
-            g = self._gens[s][key]
-            routes[s] = self.app_name(s, key)
-            variants[s] = g.variant
-            configs[s] = {"variant": g.variant, "batch": g.batch, "cores": g.cores, "replicas": g.replicas}
-        return {
-            "name": self.ingress_app,
-            "route_prefix": "/",
-            "import_path": "pipetune.serving.app:build_ingress",
-            "args": {"graph": self._graph},
-            "deployments": [
-                {
-                    "name": INGRESS_DEPLOYMENT,
-                    "num_replicas": 1,
-                    "ray_actor_options": {"num_cpus": self.ingress_cpus},
-                    "user_config": {
-                        "routes": routes,
-                        "variants": variants,
-                        "configs": configs,
-                        "max_inflight": self._admission(configs),
-                        # what the replicas hold in service at once: admission never goes below it
-                        # (under Ray's autoscaling: no admission control at all, as Serve has none)
-                        "floor_inflight": 4096
-                        if self.autoscale
-                        else sum(c["replicas"] * c["batch"] for c in configs.values()),
-                        "drop_after_s": self.drop_after_s,
-                        "epoch": self._epoch,
-                    },
-                }
-            ],
-        }
-
-    def _admission(self, configs: dict[str, dict]) -> int:
-        """Admit at most capacity x SLA requests, capacity from the profiles of the serving configuration.
-        Under Ray's autoscaling the replica count is Ray's, so the ingress admits everything (as Serve does)."""
-        if self.autoscale:
-            return 4096
-        if len(configs) < len(self.pipeline.stage_names) or self.profiles is None:
-            return 0 if len(configs) < len(self.pipeline.stage_names) else 4096
-        factors = self.pipeline.load_factors()
-        cap = math.inf
-        for s, c in configs.items():
-            try:
-                thr = self.profiles.get(s, c["variant"]).row(c["batch"], c["cores"]).throughput_rps
-            except (KeyError, PipetuneError):
-                continue
-            if factors.get(s, 0) > 0:
-                cap = min(cap, c["replicas"] * thr / factors[s])
-        return 4096 if math.isinf(cap) else admission_limit(cap, self.pipeline.sla.seconds)
-
-
-class RayServeBackend(ServeTarget, Backend):
+class RayServeBackend(Backend):
     """Serve `pipeline` on Ray Serve and re-configure it in place.
 
     `address`: an existing Ray cluster (`ray://...` or `host:port`); None starts a local Ray with `num_cpus`
-    logical CPUs (default: what the machine has). `initial`: the first configuration (one StageConfig per stage).
+    logical CPUs (default: what the machine has), unless Ray is already initialised in this process.
+    `initial`: the first configuration (one StageConfig per stage).
     """
 
     def __init__(
@@ -238,30 +73,38 @@ class RayServeBackend(ServeTarget, Backend):
         ingress_cpus: float = INGRESS_CPUS,
         drop_after_s: float | None = None,
         batch_wait_s: float | None = None,
-        poll_s: float = 0.1,
-        idle_poll_s: float = 1.0,
+        poll_s: float = POLL_S,
+        idle_poll_s: float = IDLE_POLL_S,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         namespace: str = "pipetune",
         autoscale: dict | None = None,
     ):
         import ray
-        from ray import serve
 
         missing = sorted(set(pipeline.stage_names) - set(initial))
         if missing:
             raise ServingError(f"initial configuration has no entry for stages {missing}; give one per stage")
-        super().__init__(
+        self.pipeline = pipeline
+        self.profiles = profiles
+        self.name = pipeline.name
+        # Ray Serve's own autoscaling (`autoscale`) instead of pipetune's replica counts: the baseline a Ray user
+        # gets without pipetune. The adapter must not drive a backend in this mode.
+        self.options = ServeOptions.for_pipeline(
             pipeline,
-            profiles,
-            host=host,
-            port=port,
-            ingress_cpus=ingress_cpus,
             drop_after_s=drop_after_s,
             batch_wait_s=batch_wait_s,
-            autoscale=autoscale,
+            host=host,
+            port=int(port),
+            ingress_cpus=float(ingress_cpus),
+            autoscale=dict(autoscale) if autoscale else None,
         )
+        self.host, self.port = host, int(port)
+        self.ingress_cpus = float(ingress_cpus)
         self.poll_s = poll_s
         self.idle_poll_s = max(poll_s, idle_poll_s)
+        self._inputs = input_specs(pipeline)
+        self._ingress_args = ingress_args(pipeline, self._inputs)
+        ray_api.check_ray_version()
         self._started_ray = False
         if not ray.is_initialized():
             kw: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "include_dashboard": False}
@@ -283,84 +126,85 @@ class RayServeBackend(ServeTarget, Backend):
                 f"Ray has {self.cluster_cpus:g} CPUs; the ingress needs {self.ingress_cpus:g} and every replica at "
                 "least 1: start Ray with more (--num-cpus declares logical CPUs)"
             )
-        serve.start(http_options={"host": host, "port": self.port})
-        # Optional in ray's signature, but it raises rather than return None unless told otherwise
-        self._client = cast("ServeControllerClient", serve.context._get_global_client())
-        self._lock = threading.RLock()
-        self._target: dict[str, StageConfig] = {}
-        self._failed: dict[str, str] = {}
-        self._snapshot: dict[str, Any] = {}
-        self._snapshot_t = -math.inf  # monotonic time the snapshot was asked for
-        self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
-        self._epoch = time.time()
         held = 0
         for s, c in initial.items():
             why = self._check(s, c, holding=held)
             held += c.total_cores
             if why:
                 raise ServingError(f"initial configuration for {s!r}: {why}")
-            self._gens[s][(c.variant, c.cores)] = _Gen(c.variant, c.cores, c.replicas, c.batch)
-            self._target[s] = c
-        self._deploy()
+        ray_api.start_serve(self.options)
+        self._deployer = ray_api.ServeDeployer()
+        self._lock = threading.RLock()  # the reconciler's state; never held across a call to Ray
+        self._deploy_lock = threading.Lock()  # one deploy at a time, the newest config last
+        self._built = 0  # configs built so far (under _lock)
+        self._sent = 0  # the newest config deployed (under _deploy_lock)
+        self._rec = Reconciler(self.name, initial)
+        self._epoch = 0.0  # the exported config's value until the pipeline serves
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by apply() and close(): poll now, not after the idle interval
+        self._deploy(list(initial))
         self._wait_ready(startup_timeout_s)
         self._thread = threading.Thread(target=self._poll_loop, name="pipetune-converge", daemon=True)
         self._thread.start()
 
-    def _deploy(self) -> None:
-        from ray.serve.schema import ServeDeploySchema
+    # ---- public accessors ----------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The endpoint's input tensors (what a request to it must carry)."""
+        return list(self._inputs)
 
+    @property
+    def epoch(self) -> float:
+        """When the pipeline started serving, in `time.time()` seconds: `now()` is measured from it."""
+        return self._epoch
+
+    def app_name(self, stage: str, key: tuple[str, int]) -> str:
+        """The Serve application of `stage`'s generation `key` = (variant, cores)."""
+        return app_name(self.name, stage, key[0], key[1])
+
+    @property
+    def ingress_app(self) -> str:
+        return ingress_app_name(self.name)
+
+    def serve_config(self) -> dict:
+        """The Serve config of what should run now (what the last deploy sent, or is about to)."""
         with self._lock:
-            schema = ServeDeploySchema.model_validate(self.serve_config())
-            self._client.deploy_apps(schema)
+            return self._config()
 
-    # ---- convergence ---------------------------------------------------------------------------------------
-    def _status(self) -> dict[str, Any]:
-        from ray import serve
+    # ---- deploying -----------------------------------------------------------------------------------------
+    def _config(self) -> dict:
+        rec = self._rec
+        return serve_config(
+            self.pipeline, self.profiles, rec.generations(), rec.serving(), self.options,
+            args=self._ingress_args, epoch=self._epoch,
+        )  # fmt: skip
 
-        return dict(serve.status().applications)
-
-    def _running(self, app: str, snap: dict[str, Any]) -> int:
-        st = snap.get(app)
-        if st is None:
-            return 0
-        d = st.deployments.get(STAGE_DEPLOYMENT)
-        return int(d.replica_states.get("RUNNING", 0)) if d is not None else 0
+    def _deploy(self, stages: list[str]) -> None:
+        """Build the config of the target now and deploy it (outside `_lock`); `stages` changed with it."""
+        with self._lock:
+            config = self._config()
+            self._built += 1
+            version = self._built
+        with self._deploy_lock:
+            if version > self._sent:  # else a newer config went out meanwhile: it holds these changes too
+                self._deployer.deploy(config)
+                self._sent = version
+        with self._lock:
+            self._rec.deployed(stages, time.monotonic())
 
     def _converge(self) -> None:
-        t_snap = time.monotonic()
-        snap = self._status()
-        changed = False
+        t = time.monotonic()
+        snapshot = read_status(ray_api.serve_status())
         with self._lock:
-            self._snapshot, self._snapshot_t = snap, t_snap
-            for s, gens in self._gens.items():
-                for key, g in list(gens.items()):
-                    if key == self._serving[s]:
-                        continue
-                    app = self.app_name(s, key)
-                    st = snap.get(app)
-                    status = str(getattr(st, "status", ""))
-                    if st is not None and status.endswith("DEPLOY_FAILED"):
-                        self._failed[s] = f"{g.variant} on {g.cores} cores failed to deploy: {st.message[-500:]}"
-                        del gens[key]
-                        changed = True
-                    elif status.endswith("RUNNING") and self._running(app, snap) >= g.replicas:
-                        old = self._serving[s]
-                        self._serving[s] = key  # every new replica is ready: move the traffic
-                        if old is not None:
-                            gens.pop(old, None)  # deleting the old app drains it
-                        changed = True
-            if changed:
-                self._deploy()
-
-    def _pending(self) -> bool:
-        with self._lock:
-            return any(self._stage_status(s).state is ApplyState.PENDING for s in self.pipeline.stage_names)
+            changed = self._rec.observe(snapshot, t)
+        if changed:
+            self._deploy([])
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.poll_s if self._pending() else self.idle_poll_s)
+            with self._lock:
+                pending = self._rec.pending()
+            self._wake.wait(self.poll_s if pending else self.idle_poll_s)
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -373,44 +217,35 @@ class RayServeBackend(ServeTarget, Backend):
         t_end = time.time() + timeout_s
         while time.time() < t_end:
             self._converge()
-            if all(k is not None for k in self._serving.values()):
+            with self._lock:
+                ready, failed = self._rec.all_serving(), self._rec.failures()
+            if ready:
                 break
-            if self._failed:
-                raise ServingError("; ".join(f"{s}: {r}" for s, r in self._failed.items()))
-            time.sleep(0.5)
+            if failed:
+                raise ServingError("; ".join(f"{s}: {r}" for s, r in failed.items()))
+            time.sleep(STARTUP_POLL_S)
         else:
+            with self._lock:
+                waiting = [s for s in self._rec.stages if s not in self._rec.serving()]
             raise ServingError(
-                f"the pipeline did not become ready within {timeout_s:g} s (stages not ready: "
-                f"{[s for s, k in self._serving.items() if k is None]}); check that Ray has the CPUs it asks for"
+                f"the pipeline did not become ready within {timeout_s:g} s (stages not ready: {waiting}); "
+                "check that Ray has the CPUs it asks for"
             )
         self._epoch = time.time()  # the run starts once the pipeline serves
-        self._deploy()
-        # The routes reach the ingress through its user_config (in place, a fraction of a second): wait for them
-        # so that the first request after start-up is served, not refused.
+        self._deploy([])
+        # The routes reach the ingress through its user_config (in place): wait for them so that the first
+        # request after start-up is served, not refused.
         while time.time() < t_end:
-            st = self.ingress_handle().stats.remote().result(timeout_s=30)
-            if len(st["routes"]) == len(self._serving) and st.get("epoch") == self._epoch:
+            st = self._ingress_stats()
+            if len(st["routes"]) == len(self._rec.stages) and st.get("epoch") == self._epoch:
                 return
-            time.sleep(0.1)
+            time.sleep(ROUTES_POLL_S)
         raise ServingError(f"the ingress did not take its routes within {timeout_s:g} s")
 
-    # ---- Backend ---------------------------------------------------------------------------------------
-    def now(self) -> float:
-        return time.time() - self._epoch
-
-    def wait_until(self, t: float) -> None:
-        while True:
-            left = t - self.now()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.5))
-
     def _check(self, stage: str, c: StageConfig, holding: float) -> str | None:
-        st = self.pipeline.stage(stage)
-        if c.variant not in [v.name for v in st.variants]:
-            return f"variant {c.variant!r} is not one of {[v.name for v in st.variants]}"
-        if c.batch < 1 or c.cores < 1 or c.replicas < 1:
-            return f"batch, cores and replicas must be >= 1 (got {c.to_dict()})"
+        why = config_problem(self.pipeline, stage, c)
+        if why:
+            return why
         need = holding + c.total_cores
         if need > self.budget_cores + 1e-9:
             return (
@@ -419,101 +254,55 @@ class RayServeBackend(ServeTarget, Backend):
             )
         return None
 
+    # ---- Backend -------------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.time() - self._epoch
+
+    def wait_until(self, t: float) -> None:
+        while True:
+            left = t - self.now()
+            if left <= 0:
+                return
+            time.sleep(min(left, WAIT_SLICE_S))
+
     def apply(self, configs: dict[str, StageConfig]) -> dict[str, StageStatus]:
-        out: dict[str, StageStatus] = {}
+        unknown = sorted(set(configs) - set(self.pipeline.stage_names))
+        if unknown:
+            raise ServingError(f"apply: unknown stages {unknown}; stages are {self.pipeline.stage_names}")
         with self._lock:
             for s, c in configs.items():
-                if s not in self._gens:
-                    raise ServingError(f"apply: unknown stage {s!r}; stages are {self.pipeline.stage_names}")
-                key = (c.variant, c.cores)
-                gens = self._gens[s]
-                serving = self._serving[s]
-                others = {k: g for k, g in gens.items() if k != key}
-                # Cores held elsewhere while this change happens: every other stage, plus the old
-                # generation of this one during a make-before-break switch.
-                elsewhere = sum(g.replicas * g.cores for t, gs in self._gens.items() if t != s for g in gs.values())
-                old = gens[serving].replicas * gens[serving].cores if serving is not None and serving != key else 0
-                why = self._check(s, c, elsewhere + old)
-                if why:
-                    self._failed[s] = why
-                    self._target[s] = c
-                    out[s] = StageStatus(ApplyState.FAILED, c, why)
-                    continue
-                self._failed.pop(s, None)
-                self._target[s] = c
-                for k in list(others):
-                    if k != serving:
-                        del gens[k]  # an earlier switch that has not finished is replaced by this one
-                gens[key] = _Gen(c.variant, c.cores, c.replicas, c.batch)
-            self._deploy()
-            now = time.monotonic()
-            self._deployed_t.update(dict.fromkeys(configs, now))
-            self._wake.set()
-            for s in configs:
-                if s not in out:
-                    out[s] = self._stage_status(s)
-        return out
-
-    def _stage_status(self, s: str) -> StageStatus:
-        target = self._target[s]
-        if s in self._failed:
-            return StageStatus(ApplyState.FAILED, target, self._failed[s])
-        key = (target.variant, target.cores)
-        if self._serving[s] != key:
-            return StageStatus(ApplyState.PENDING, target, f"{target.variant} on {target.cores} cores is loading")
-        app = self.app_name(s, key)
-        running = self._running(app, self._snapshot)
-        if len(self._gens[s]) > 1 or running != target.replicas:
-            return StageStatus(ApplyState.PENDING, target, f"{running}/{target.replicas} replicas running")
-        # A status read before the last deploy cannot show it; an in-place change (batch size: user_config)
-        # is UPDATING until every replica has run `reconfigure`.
-        if self._snapshot_t <= self._deployed_t.get(s, -math.inf):
-            return StageStatus(ApplyState.PENDING, target, "waiting for Ray Serve to report the change")
-        d = self._snapshot[app].deployments.get(STAGE_DEPLOYMENT)
-        if d is None or not str(d.status).endswith("HEALTHY"):
-            return StageStatus(ApplyState.PENDING, target, f"deployment {getattr(d, 'status', 'missing')}")
-        return StageStatus(ApplyState.APPLIED, target)
+                why = self._check(s, c, self._rec.held_elsewhere(s, c) if isinstance(c, StageConfig) else 0)
+                self._rec.request(s, c, refused=why)
+        self._deploy(list(configs))
+        self._wake.set()
+        with self._lock:
+            return {s: self._rec.stage_status(s) for s in configs}
 
     def stage_status(self) -> dict[str, StageStatus]:
         with self._lock:
-            return {s: self._stage_status(s) for s in self.pipeline.stage_names}
+            return {s: self._rec.stage_status(s) for s in self._rec.stages}
 
     def in_effect(self) -> dict[str, StageConfig]:
         with self._lock:
-            out = {}
-            for s, key in self._serving.items():
-                if key is None:
-                    continue
-                g = self._gens[s][key]
-                out[s] = StageConfig(g.variant, g.batch, g.cores, self._running(self.app_name(s, key), self._snapshot))
-            return out
+            return self._rec.in_effect()
 
     def replicas_ready(self) -> dict[str, int]:
         with self._lock:
-            return {
-                s: sum(self._running(self.app_name(s, k), self._snapshot) for k in gens)
-                for s, gens in self._gens.items()
-            }
+            return self._rec.replicas_ready()
 
     def cores_held(self) -> float:
         """Every core held: replicas starting, running and stopping, of every generation, plus the ingress."""
-        held = self.ingress_cpus
         with self._lock:
-            for app, st in self._snapshot.items():
-                cores = self._app_cores.get(app)
-                d = st.deployments.get(STAGE_DEPLOYMENT)
-                if cores is None or d is None:
-                    continue
-                held += cores * sum(n for state, n in d.replica_states.items() if state != "PENDING_MIGRATION")
-        return held
+            return self.ingress_cpus + self._rec.replica_cores_held()
 
     def ingress_handle(self) -> Any:
-        from ray import serve
+        return ray_api.deployment_handle(INGRESS_DEPLOYMENT, self.ingress_app)
 
-        return serve.get_deployment_handle(INGRESS_DEPLOYMENT, app_name=self.ingress_app)
+    def _ingress_stats(self) -> dict:
+        return self.ingress_handle().stats.remote().result(timeout_s=INGRESS_RPC_TIMEOUT_S)
 
     def observe(self) -> Observation:
-        stats = self.ingress_handle().stats.remote().result(timeout_s=30)
+        stats = self._ingress_stats()
         now = self.now()
         since = getattr(self, "_last_observe", 0.0)
         self._last_observe = now
@@ -522,34 +311,32 @@ class RayServeBackend(ServeTarget, Backend):
             since=since,
             arrivals_per_s=np.asarray(stats["arrivals_per_s"], dtype=float),
             completed=int(stats["completed"]),
-            dropped=int(stats["dropped"]) + int(stats["refused"]),
+            refused=int(stats["refused"]),
+            dropped=int(stats["dropped"]),
             failed=int(stats["failed"]),
             late=int(stats["late"]),
             latencies_s=np.asarray(stats["latencies_s"], dtype=float),
+            inflight=int(stats["inflight"]),
             in_effect=self.in_effect(),
             replicas_ready=self.replicas_ready(),
             cores_held=self.cores_held(),
-            extra={"refused": int(stats["refused"]), "timed_out": int(stats["dropped"]), "inflight": stats["inflight"]},
         )
 
     def record_decision(self, predicted_rps: float, decision_s: float) -> None:
         """Show the adapter's prediction and decision time on the metrics endpoint."""
         self.ingress_handle().record_decision.remote(float(predicted_rps), float(decision_s))
 
-    def stop_polling(self) -> None:
-        """End the convergence thread (close() does this; a caller that shuts Ray down itself calls it first)."""
+    def close(self) -> None:
+        """Stop the convergence thread, shut Ray Serve down, and Ray too if this backend started it (unless
+        PIPETUNE_KEEP_RAY is set)."""
+        import ray
+
         self._stop.set()
         self._wake.set()
-
-    def close(self) -> None:
-        import ray
-        from ray import serve
-
-        if hasattr(self, "_stop"):
-            self.stop_polling()
-            self._thread.join(timeout=5)
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join(timeout=THREAD_JOIN_S)
         try:
-            serve.shutdown()
+            ray_api.shutdown_serve()
         finally:
             if self._started_ray and not os.environ.get("PIPETUNE_KEEP_RAY"):
                 ray.shutdown()

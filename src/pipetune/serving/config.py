@@ -1,0 +1,215 @@
+"""The Ray Serve configuration of a pipeline: stage configurations in, a Serve config (ServeDeploySchema) out.
+
+Pure functions, no state, no Ray import: `pipetune serve --export` writes what `serve_config` returns (`serve
+deploy` and KubeRay's RayService `serveConfigV2` accept it as is), and `RayServeBackend` deploys the same dict
+through `serving/ray_api.py`.
+
+Layout (docs/serving.md has why): one Ray Serve application per (stage, variant, cores), a *generation* of the
+stage, whose `args` are fixed for its life, so that batch size (`user_config`) and replica count
+(`num_replicas`) change in place and a variant or cores change deploys a new application beside the old one
+(make-before-break); one ingress application whose `user_config` carries the routes (stage -> application),
+the admission limit and the deadline, so those change in place too.
+
+What the request path needs of the pipeline travels as plain dicts, open to more fields: the ingress's `args`
+(`ingress_args`: the DAG from `graph_args`, plus whatever else the request path takes) and a stage's `args`
+(`stage_args`). The HTTP and proxy options live in `ServeOptions`, the one place both the exported config and
+`serve.start` read them from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipetune.admission import UNLIMITED_INFLIGHT, profile_admission, service_floor
+from pipetune.configs import StageConfig
+from pipetune.errors import PipetuneError
+from pipetune.protocol import TensorSpec, spec_for_sample
+
+STAGE_DEPLOYMENT = "stage"  # the one deployment inside each stage application
+INGRESS_DEPLOYMENT = "ingress"
+STAGE_IMPORT_PATH = "pipetune.serving.app:build_stage"
+INGRESS_IMPORT_PATH = "pipetune.serving.app:build_ingress"
+INGRESS_CPUS = 1.0  # Ray CPUs the ingress reserves (a core it holds all the time: counted in cores held)
+STAGE_REQUESTS_PER_BATCH = 2  # requests a stage replica takes at once, in largest batches: one running, one filling
+
+
+class ServingError(PipetuneError):
+    """The live runtime cannot start or cannot take a configuration; the message says why and the fix."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the runtime is exposed and paced, apart from the stage configurations.
+
+    `drop_after_s`: an admitted request unanswered after this long is dropped (504). `batch_wait_s`: how long a
+    stage replica waits to fill a batch. `autoscale`: Ray Serve's own `autoscaling_config` per stage instead of
+    pipetune's replica counts (the baseline a Ray user gets without pipetune; no admission control then, as Serve
+    has none). `proxy_location`: Ray Serve's HTTP proxy placement ("EveryNode", "HeadOnly" or "Disabled" when
+    the ingress serves HTTP itself)."""
+
+    drop_after_s: float
+    batch_wait_s: float
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ingress_cpus: float = INGRESS_CPUS
+    autoscale: Mapping[str, Any] | None = None
+    proxy_location: str = "EveryNode"
+
+    @classmethod
+    def for_pipeline(
+        cls, pipeline: Any, *, drop_after_s: float | None = None, batch_wait_s: float | None = None, **kw: Any
+    ) -> ServeOptions:
+        """Options with the pipeline's defaults: drop after 2 x SLA, batch wait from `caps.max_batch_wait_s`."""
+        drop = float(drop_after_s) if drop_after_s is not None else 2.0 * float(pipeline.sla.seconds)
+        wait = float(batch_wait_s if batch_wait_s is not None else (pipeline.caps.max_batch_wait_s or 0.0))
+        return cls(drop_after_s=drop, batch_wait_s=wait, **kw)
+
+    def http_options(self) -> dict[str, Any]:
+        """Ray Serve's `http_options`: for `serve.start` and the exported config alike."""
+        return {"host": self.host, "port": int(self.port)}
+
+
+# ---- names ------------------------------------------------------------------------------------------------
+def app_name(pipeline_name: str, stage: str, variant: str, cores: int) -> str:
+    """The application of one generation of a stage: its (variant, cores)."""
+    return f"{pipeline_name}--{stage}--{variant}--c{cores}"
+
+
+def ingress_app_name(pipeline_name: str) -> str:
+    return f"{pipeline_name}--ingress"
+
+
+# ---- what the request path is given -----------------------------------------------------------------------
+def input_specs(pipeline: Any) -> list[TensorSpec]:
+    """The endpoint's input tensor, from the first source stage's example data (its first variant's adapter)."""
+    from pipetune.models.registry import variant_model_ref
+
+    src = next(iter(pipeline.source_shares()))
+    variant = pipeline.stage(src).variants[0].name
+    sample = variant_model_ref(pipeline, src, variant)().sample_inputs(1)[0]
+    return [spec_for_sample("input", sample)]
+
+
+def graph_args(pipeline: Any, inputs: list[TensorSpec]) -> dict:
+    """What the ingress needs of a pipeline spec (JSON-serialisable, so it fits a Serve config's `args`)."""
+    return {
+        "name": pipeline.name,
+        "topo": pipeline.topological_order(),
+        "parents": {s: [[e.src, e.multiplicity] for e in pipeline.parents(s)] for s in pipeline.stage_names},
+        "join": {s: pipeline.stage(s).fan_in == "join" for s in pipeline.stage_names},
+        "sinks": pipeline.sinks(),
+        "inputs": [s.to_dict() for s in inputs],
+        "sla_s": float(pipeline.sla.seconds),
+    }
+
+
+def ingress_args(pipeline: Any, inputs: list[TensorSpec] | None = None) -> dict:
+    """The ingress application's `args` (fixed for its life): the DAG. More fields for the request path go here."""
+    return {"graph": graph_args(pipeline, inputs if inputs is not None else input_specs(pipeline))}
+
+
+def stage_args(pipeline: Any, stage: str, gen: StageConfig) -> dict:
+    """A stage application's `args` (fixed for the generation's life): which model, on how many cores."""
+    from pipetune.models.registry import variant_model_ref
+
+    ref = variant_model_ref(pipeline, stage, gen.variant)
+    return {
+        "stage": stage,
+        "variant": gen.variant,
+        "cores": gen.cores,
+        "model": {"adapter": ref.adapter, "params": ref.params},
+        "warmup": max(pipeline.batch_sizes_for(stage)),
+    }
+
+
+# ---- the applications -------------------------------------------------------------------------------------
+def stage_app(pipeline: Any, stage: str, gen: StageConfig, opts: ServeOptions) -> dict:
+    """One generation of `stage` as a Serve application: `gen`'s replicas, batch and cores."""
+    max_batch = max(pipeline.batch_sizes_for(stage))
+    deployment: dict[str, Any] = {
+        "name": STAGE_DEPLOYMENT,
+        "num_replicas": gen.replicas,
+        "max_ongoing_requests": STAGE_REQUESTS_PER_BATCH * max_batch,
+        "user_config": {"batch": gen.batch, "wait_s": opts.batch_wait_s},
+        "ray_actor_options": {"num_cpus": gen.cores},
+    }
+    if opts.autoscale:
+        del deployment["num_replicas"]
+        deployment["autoscaling_config"] = {"initial_replicas": gen.replicas, **opts.autoscale}
+    return {
+        "name": app_name(pipeline.name, stage, gen.variant, gen.cores),
+        "route_prefix": None,
+        "import_path": STAGE_IMPORT_PATH,
+        "args": stage_args(pipeline, stage, gen),
+        "deployments": [deployment],
+    }
+
+
+def ingress_user_config(
+    pipeline: Any, profiles: Any, serving: Mapping[str, StageConfig], opts: ServeOptions, epoch: float
+) -> dict:
+    """What the ingress takes in place: routes to the serving generations, the admission limit of what they
+    serve (`pipetune.admission`; none under Ray's autoscaling), the deadline and the backend's clock."""
+    unlimited = bool(opts.autoscale)
+    return {
+        "routes": {s: app_name(pipeline.name, s, c.variant, c.cores) for s, c in serving.items()},
+        "variants": {s: c.variant for s, c in serving.items()},
+        "configs": {s: c.to_dict() for s, c in serving.items()},
+        "max_inflight": UNLIMITED_INFLIGHT if unlimited else profile_admission(pipeline, profiles, serving),
+        # what the replicas hold in service at once: admission never goes below it
+        "floor_inflight": UNLIMITED_INFLIGHT if unlimited else service_floor(serving),
+        "drop_after_s": opts.drop_after_s,
+        "epoch": epoch,
+    }
+
+
+def ingress_app(pipeline: Any, args: Mapping[str, Any], user_config: Mapping[str, Any], opts: ServeOptions) -> dict:
+    return {
+        "name": ingress_app_name(pipeline.name),
+        "route_prefix": "/",
+        "import_path": INGRESS_IMPORT_PATH,
+        "args": dict(args),
+        "deployments": [
+            {
+                "name": INGRESS_DEPLOYMENT,
+                "num_replicas": 1,
+                "ray_actor_options": {"num_cpus": opts.ingress_cpus},
+                "user_config": dict(user_config),
+            }
+        ],
+    }
+
+
+def serve_config(
+    pipeline: Any,
+    profiles: Any,
+    generations: Mapping[str, list[StageConfig]],
+    serving: Mapping[str, StageConfig],
+    opts: ServeOptions,
+    *,
+    args: Mapping[str, Any],
+    epoch: float = 0.0,
+) -> dict:
+    """The Serve config (ServeDeploySchema) of what should run: every generation of every stage as its own
+    application, and the ingress routing each stage in `serving` to its generation.
+
+    `generations`: per stage, its (variant, cores) applications (the serving one and, during a switch, the
+    incoming one). `serving`: per stage, the generation its traffic goes to (a stage without one gets no route,
+    and the ingress refuses requests until it has). `args`: the ingress's `args` (`ingress_args`). `epoch`: the
+    backend's clock origin (wall time); 0 for a config that another tool deploys (the ingress keeps its own)."""
+    for s, gen in serving.items():
+        if all((g.variant, g.cores) != (gen.variant, gen.cores) for g in generations.get(s, [])):
+            raise ServingError(f"stage {s!r} is routed to {gen.variant} on {gen.cores} cores, which is not deployed")
+    apps = [ingress_app(pipeline, args, ingress_user_config(pipeline, profiles, serving, opts, epoch), opts)]
+    for s, gens in generations.items():
+        apps.extend(stage_app(pipeline, s, g, opts) for g in gens)
+    return {"proxy_location": opts.proxy_location, "http_options": opts.http_options(), "applications": apps}
+
+
+def export_config(pipeline: Any, configs: Mapping[str, StageConfig], profiles: Any, opts: ServeOptions) -> dict:
+    """The Serve config that serves `configs` (one generation per stage, every stage routed): `--export`."""
+    return serve_config(
+        pipeline, profiles, {s: [c] for s, c in configs.items()}, configs, opts, args=ingress_args(pipeline)
+    )

@@ -1,0 +1,235 @@
+"""The reconciler: what should run (per stage: the serving generation and, during a switch, the incoming one)
+against what Ray Serve reports, and what the backend answers from it. No Ray import and no I/O: the backend
+feeds it Ray's status (`read_status`) and deploys what `serve_config` returns.
+
+A generation is a (variant, cores) application of a stage (`StageConfig`; its batch and replicas change in
+place). The rules:
+* a request for the serving generation's (variant, cores) changes it in place; another (variant, cores) adds
+  an incoming generation beside it (replacing an incoming one that has not finished);
+* when the incoming generation's application is RUNNING with all its replicas, the stage's traffic moves to it
+  and the old generation is dropped from the target (deploying that deletes its application, which drains);
+* when it is DEPLOY_FAILED, it is dropped and the stage's request is FAILED with Ray's message; the old
+  generation keeps serving.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pipetune.configs import ApplyState, StageConfig, StageStatus
+from pipetune.serving.config import STAGE_DEPLOYMENT, app_name
+
+MESSAGE_TAIL_CHARS = 500  # of Ray's deploy-failure message kept in a FAILED status (its last lines say why)
+
+
+class _RayEnum(StrEnum):
+    """A Ray Serve state by its value; a value this Ray release added reads as UNKNOWN, never as an error."""
+
+    @classmethod
+    def read(cls, value: Any) -> Any:
+        raw = getattr(value, "value", value)
+        try:
+            return cls(str(raw))
+        except ValueError:
+            return cls("UNKNOWN")
+
+
+class AppStatus(_RayEnum):
+    NOT_STARTED = "NOT_STARTED"
+    DEPLOYING = "DEPLOYING"
+    DEPLOY_FAILED = "DEPLOY_FAILED"
+    RUNNING = "RUNNING"
+    UNHEALTHY = "UNHEALTHY"
+    DELETING = "DELETING"
+    UNKNOWN = "UNKNOWN"
+
+
+class DeploymentState(_RayEnum):
+    UPDATING = "UPDATING"
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    DEPLOY_FAILED = "DEPLOY_FAILED"
+    UPSCALING = "UPSCALING"
+    DOWNSCALING = "DOWNSCALING"
+    UNKNOWN = "UNKNOWN"
+
+
+class ReplicaState(_RayEnum):
+    STARTING = "STARTING"
+    UPDATING = "UPDATING"
+    RECOVERING = "RECOVERING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    PENDING_MIGRATION = "PENDING_MIGRATION"  # a replica being moved: its old actor's cores are counted already
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class AppReport:
+    """What Ray reports of one stage application (its one deployment)."""
+
+    status: AppStatus
+    message: str = ""
+    deployment: DeploymentState | None = None  # None: the deployment is not listed (yet)
+    replicas: Mapping[ReplicaState, int] = field(default_factory=dict)
+
+    @property
+    def running(self) -> int:
+        return int(self.replicas.get(ReplicaState.RUNNING, 0))
+
+    @property
+    def holding(self) -> int:
+        """Replicas holding cores: starting, running, updating, recovering and stopping ones."""
+        return sum(n for s, n in self.replicas.items() if s is not ReplicaState.PENDING_MIGRATION)
+
+
+def read_status(status: Any, deployment: str = STAGE_DEPLOYMENT) -> dict[str, AppReport]:
+    """`serve.status()` as AppReports, per application name (the states as enums)."""
+    out = {}
+    for name, app in dict(status.applications).items():
+        d = app.deployments.get(deployment)
+        out[name] = AppReport(
+            status=AppStatus.read(app.status),
+            message=str(getattr(app, "message", "") or ""),
+            deployment=DeploymentState.read(d.status) if d is not None else None,
+            replicas={ReplicaState.read(k): int(v) for k, v in d.replica_states.items()} if d is not None else {},
+        )
+    return out
+
+
+def _key(c: StageConfig) -> tuple[str, int]:
+    return (c.variant, c.cores)
+
+
+class Reconciler:
+    """The target and Ray's last reported state of one pipeline's stages. Not thread-safe: the backend locks."""
+
+    def __init__(self, pipeline_name: str, initial: Mapping[str, StageConfig]):
+        self.name = pipeline_name
+        self.stages = list(initial)
+        self._gens: dict[str, dict[tuple[str, int], StageConfig]] = {s: {_key(c): c} for s, c in initial.items()}
+        self._serving: dict[str, tuple[str, int] | None] = dict.fromkeys(initial)  # routed once RUNNING
+        self._target: dict[str, StageConfig] = dict(initial)
+        self._failed: dict[str, str] = {}
+        self._app_cores: dict[str, int] = {self.app(s, c): c.cores for s, c in initial.items()}
+        self._snapshot: dict[str, AppReport] = {}
+        self._snapshot_t = -math.inf  # when the snapshot was asked for (the caller's monotonic clock)
+        self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
+
+    def app(self, stage: str, c: StageConfig) -> str:
+        return app_name(self.name, stage, c.variant, c.cores)
+
+    # ---- what should run -------------------------------------------------------------------------------------
+    def generations(self) -> dict[str, list[StageConfig]]:
+        return {s: list(gens.values()) for s, gens in self._gens.items()}
+
+    def serving(self) -> dict[str, StageConfig]:
+        """Per stage routed, its serving generation (as configured: replicas are its target count)."""
+        return {s: self._gens[s][k] for s, k in self._serving.items() if k is not None}
+
+    def all_serving(self) -> bool:
+        return all(k is not None for k in self._serving.values())
+
+    def held_elsewhere(self, stage: str, c: StageConfig) -> int:
+        """Cores the other stages' generations hold, plus this stage's serving one when `c` replaces it by a
+        make-before-break switch (both are held until the switch ends)."""
+        elsewhere = sum(g.total_cores for t, gens in self._gens.items() if t != stage for g in gens.values())
+        key = self._serving[stage]
+        old = self._gens[stage][key].total_cores if key is not None and key != _key(c) else 0
+        return elsewhere + old
+
+    def request(self, stage: str, c: StageConfig, refused: str | None = None) -> None:
+        """Record the request for `c`: refused (the reason) or taken into the target."""
+        self._target[stage] = c
+        if refused:
+            self._failed[stage] = refused
+            return
+        self._failed.pop(stage, None)
+        gens, serving = self._gens[stage], self._serving[stage]
+        for k in [k for k in gens if k not in (serving, _key(c))]:
+            del gens[k]  # an earlier switch that has not finished is replaced by this one
+        gens[_key(c)] = c
+        self._app_cores[self.app(stage, c)] = c.cores
+
+    def deployed(self, stages: list[str], t: float) -> None:
+        """The changes of `stages` reached Ray at `t`: a status asked for earlier cannot show them."""
+        self._deployed_t.update(dict.fromkeys(stages, t))
+
+    # ---- what Ray reports ------------------------------------------------------------------------------------
+    def observe(self, snapshot: dict[str, AppReport], t: float) -> bool:
+        """Take Ray's status (asked for at `t`) and move what it allows; True when the target changed (a route
+        moved or a generation was dropped), i.e. when the Serve config must be deployed again."""
+        self._snapshot, self._snapshot_t = snapshot, t
+        changed = False
+        for s, gens in self._gens.items():
+            for key, g in list(gens.items()):
+                if key == self._serving[s]:
+                    continue
+                rep = snapshot.get(self.app(s, g))
+                if rep is None:
+                    continue
+                if rep.status is AppStatus.DEPLOY_FAILED:
+                    self._failed[s] = (
+                        f"{g.variant} on {g.cores} cores failed to deploy: {rep.message[-MESSAGE_TAIL_CHARS:]}"
+                    )
+                    del gens[key]
+                    changed = True
+                elif rep.status is AppStatus.RUNNING and rep.running >= g.replicas:
+                    old = self._serving[s]
+                    self._serving[s] = key  # every new replica is ready: move the traffic
+                    if old is not None:
+                        gens.pop(old, None)  # deleting the old application drains it
+                    changed = True
+        return changed
+
+    def failures(self) -> dict[str, str]:
+        return dict(self._failed)
+
+    def stage_status(self, s: str) -> StageStatus:
+        target = self._target[s]
+        if s in self._failed:
+            return StageStatus(ApplyState.FAILED, target, self._failed[s])
+        if self._serving[s] != _key(target):
+            return StageStatus(ApplyState.PENDING, target, f"{target.variant} on {target.cores} cores is loading")
+        rep = self._snapshot.get(self.app(s, target))
+        running = rep.running if rep is not None else 0
+        if len(self._gens[s]) > 1 or running != target.replicas:
+            return StageStatus(ApplyState.PENDING, target, f"{running}/{target.replicas} replicas running")
+        # A status asked for before the last deploy cannot show it; an in-place change (batch size: user_config)
+        # is UPDATING until every replica has run `reconfigure`.
+        if self._snapshot_t <= self._deployed_t.get(s, -math.inf):
+            return StageStatus(ApplyState.PENDING, target, "waiting for Ray Serve to report the change")
+        if rep is None or rep.deployment is not DeploymentState.HEALTHY:
+            state = rep.deployment.value if rep is not None and rep.deployment is not None else "missing"
+            return StageStatus(ApplyState.PENDING, target, f"deployment {state}")
+        return StageStatus(ApplyState.APPLIED, target)
+
+    def pending(self) -> bool:
+        return any(self.stage_status(s).state is ApplyState.PENDING for s in self.stages)
+
+    def _running(self, s: str, c: StageConfig) -> int:
+        rep = self._snapshot.get(self.app(s, c))
+        return rep.running if rep is not None else 0
+
+    def in_effect(self) -> dict[str, StageConfig]:
+        """Every stage: its serving generation with the replicas Ray reports running (0 before it is routed:
+        the generation it waits for, none of it ready)."""
+        out = {}
+        for s in self.stages:
+            key = self._serving[s]
+            g = self._gens[s][key] if key is not None else self._target[s]
+            out[s] = StageConfig(g.variant, g.batch, g.cores, self._running(s, g) if key is not None else 0)
+        return out
+
+    def replicas_ready(self) -> dict[str, int]:
+        return {s: sum(self._running(s, g) for g in gens.values()) for s, gens in self._gens.items()}
+
+    def replica_cores_held(self) -> float:
+        """Cores of every stage replica Ray reports (starting, running, stopping), of every generation, the
+        ones already dropped from the target and still draining included."""
+        return float(sum(self._app_cores[a] * rep.holding for a, rep in self._snapshot.items() if a in self._app_cores))
