@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pipetune import jsonio
+from pipetune.admission import RATE_WINDOW_S, admission_now, measured_admission
 from pipetune.models.base import pin_threads
 from pipetune.models.registry import model_ref
 from pipetune.protocol import (
@@ -41,21 +42,12 @@ from pipetune.protocol import (
     error_body,
     model_metadata,
 )
+from pipetune.serving.config import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT
 
-STAGE_DEPLOYMENT = "stage"  # the one deployment inside each stage application
-INGRESS_DEPLOYMENT = "ingress"
 MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whatever the load)
 RETRY_AFTER_S = "1"
-RATE_WINDOW_S = 3.0  # completions counted for the measured throughput
-ADMIT_SHARE = 0.8  # of the measured throughput x SLA: the p99 sits above the mean wait
 INLINE_PREDICT_S = 2e-4  # a one-item predict shorter than this runs on the replica's event loop (batch 1)
 INLINE_PROBES = 5
-MIN_RATE_WINDOW_S = 1.0  # traffic seen before a measured throughput counts (before it: the profile's limit)
-# The measured limit binds only while the oldest admitted request has been in flight this share of the SLA: a
-# pipeline keeping up has young requests in flight, and its completion rate is its arrival rate, not its
-# capacity (in a ramp, that rate lags the arrivals and refused requests that finished in time: 6 of 1626 in
-# `make demo`, with none late).
-BEHIND_SHARE = 0.5
 
 # What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id).
 StageResult = tuple[Any, int, float, str]
@@ -429,25 +421,6 @@ class Ingress:
         return {s: (o[0] if len(o) == 1 else o) for s, o in done.items()}
 
 
-def measured_admission(completions: int, traffic_s: float, sla_s: float) -> int | None:
-    """Little's law at the throughput measured since traffic resumed (at most the last RATE_WINDOW_S):
-    ADMIT_SHARE x completions/s x SLA. None before MIN_RATE_WINDOW_S of traffic: a cold or idle ingress has
-    completed nothing yet, and dividing by the whole window refused the first bursts of a light load (3 of
-    320 requests at 40 rps, on a pipeline that serves 80)."""
-    if traffic_s < MIN_RATE_WINDOW_S:
-        return None
-    return math.ceil(ADMIT_SHARE * completions / min(RATE_WINDOW_S, traffic_s) * sla_s)
-
-
-def admission_now(max_inflight: int, floor: int, measured: int | None, oldest_s: float, sla_s: float) -> int:
-    """In-flight requests to admit: the profile's limit, and, while the pipeline is behind (its oldest admitted
-    request in flight for BEHIND_SHARE of the SLA or longer), no more than the measured limit, never below
-    `floor` (what the replicas hold in service at once)."""
-    if measured is None or oldest_s < BEHIND_SHARE * sla_s:
-        return max_inflight
-    return min(max_inflight, max(floor, measured))
-
-
 def _fan_out(output: Any, multiplicity: float) -> list[Any]:
     if multiplicity != 1 and isinstance(output, list):
         return output
@@ -466,24 +439,3 @@ def _error(status: int, message: str, retry: bool = False) -> Response:
 def build_ingress(args: dict) -> Any:
     """Application builder for the ingress (`import_path: pipetune.serving.app:build_ingress`)."""
     return Ingress.bind(args["graph"])  # type: ignore[attr-defined]  # a Deployment at run time (see build_stage)
-
-
-def graph_args(pipeline: Any, inputs: list[TensorSpec]) -> dict:
-    """What the ingress needs of a pipeline spec (JSON-serialisable, so it fits a Serve config's `args`)."""
-    return {
-        "name": pipeline.name,
-        "topo": pipeline.topological_order(),
-        "parents": {s: [[e.src, e.multiplicity] for e in pipeline.parents(s)] for s in pipeline.stage_names},
-        "join": {s: pipeline.stage(s).fan_in == "join" for s in pipeline.stage_names},
-        "sinks": pipeline.sinks(),
-        "inputs": [s.to_dict() for s in inputs],
-        "sla_s": float(pipeline.sla.seconds),
-    }
-
-
-def admission_limit(capacity_rps: float, sla_s: float) -> int:
-    """In-flight requests to admit: by Little's law, at the configuration's capacity a request that finds
-    more than capacity x SLA ahead of it would finish after the SLA."""
-    if not capacity_rps > 0 or not math.isfinite(capacity_rps):
-        return 0
-    return max(1, math.ceil(capacity_rps * sla_s))
