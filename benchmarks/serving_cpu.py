@@ -62,7 +62,6 @@ def main() -> None:
         sys.exit("needs Linux /proc to read per-process CPU time")
 
     import ray
-    from ray import serve
 
     from pipetune import example_path
     from pipetune.profiles import load_profiles
@@ -80,14 +79,13 @@ def main() -> None:
         initial = initial_configs(planning_pipeline(pipe, 15.0), profiles, 5.0)
         be = RayServeBackend(pipe, initial, profiles, port=8000)
         url = f"http://127.0.0.1:8000/v2/models/{pipe.name}/infer"
-        body = _bodies(pipe, be._inputs[0])
+        body = _bodies(pipe, be.inputs[0])
         open_loop_at(url, body, np.arange(0, 3, 0.1))  # warm every replica
         offsets = np.cumsum(np.random.default_rng(1).exponential(1 / a.rps, int(a.rps * a.seconds)))
         before, t0 = _cpu_by_process(), time.time()
         outs = open_loop_at(url, body, offsets)
         wall, after = time.time() - t0, _cpu_by_process()
-        be.stop_polling()
-        serve.shutdown()
+        be.close()
     finally:
         ray.shutdown()
 

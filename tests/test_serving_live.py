@@ -74,10 +74,7 @@ def backend(ray_cluster, digits):
     init = {"features": StageConfig("pca-16", 1, 1, 1), "classify": StageConfig("logreg", 1, 1, 2)}
     be = RayServeBackend(p, init, prof, port=_free_port(), drop_after_s=5.0)
     yield be
-    from ray import serve
-
-    be.stop_polling()
-    serve.shutdown()
+    be.close()
 
 
 def _body(be, n: int = 1) -> dict:
@@ -85,7 +82,7 @@ def _body(be, n: int = 1) -> dict:
     from pipetune.protocol import encode_request
 
     xs = variant_model_ref(be.pipeline, "features", "pca-16")().sample_inputs(n)
-    return encode_request(xs, be._inputs[0])
+    return encode_request(xs, be.inputs[0])
 
 
 def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):

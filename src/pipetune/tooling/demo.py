@@ -67,19 +67,17 @@ def live_run(
     say: Callable[[str], None] = lambda _m: None,
 ) -> LiveRun:
     """Serve `offsets_s` (arrival times in seconds) once, with the adapter or under Ray's autoscaling."""
-    from ray import serve
-
     from pipetune.serving.backend import RayServeBackend
     from pipetune.serving.session import run_adapter
 
     be = RayServeBackend(pipeline, initial, profiles, port=port, autoscale=autoscale)
     url = f"http://127.0.0.1:{port}/v2/models/{pipeline.name}/infer"
-    body_fn = body or _bodies(pipeline, be._inputs[0])
+    body_fn = body or _bodies(pipeline, be.inputs[0])
     samples: list[dict] = []
     outcomes: list[Outcome] = []
     stop = threading.Event()
     t_wall = time.time()  # the run's clock starts with the sender (its lead-in is 50 ms)
-    shift = t_wall - be._epoch  # backend clock -> run clock
+    shift = t_wall - be.epoch  # backend clock -> run clock
 
     def sample() -> None:
         while not stop.wait(SAMPLE_S):
@@ -114,8 +112,7 @@ def live_run(
         sender.join()
     finally:
         stop.set()
-        be.stop_polling()
-        serve.shutdown()
+        be.close()
     return LiveRun(name, outcomes, samples, decisions)
 
 

@@ -114,7 +114,7 @@ def run_serving_benchmark(
     serve.run(_Peer.bind(), name=PEER_APP, route_prefix=None)  # type: ignore[attr-defined]  # a Deployment at run time
     be = RayServeBackend(pipe, init, None, port=port)
     url = f"http://127.0.0.1:{port}/v2/models/noop/infer"
-    body = encode_request(["x" * 16], be._inputs[0])
+    body = encode_request(["x" * 16], be.inputs[0])
     result: dict[str, Any] = {"device": "this machine", "ray_cpus": be.cluster_cpus}
     try:
         say("hop overhead")
@@ -206,8 +206,7 @@ def run_serving_benchmark(
                                  "refused": sum(r.status == 503 for r in recs),
                                  "dropped": len(dropped)}  # fmt: skip
     finally:
-        be.stop_polling()
-        serve.shutdown()
+        be.close()
         if started:
             ray.shutdown()
     try:
