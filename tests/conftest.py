@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,3 +24,28 @@ def synthetic(synthetic_path):
     from pipetune.spec import load_pipeline
 
     return load_pipeline(synthetic_path)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real two-node Ray cluster (two raylets on this machine, 4 CPUs each) for every test of the session
+    that needs Ray, started on first use. Ray's files go to a private temp dir (RAY_TMPDIR), never under the
+    home folder's defaults."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    os.makedirs(os.path.join(tmp, "ray"))  # Ray writes its address file there before it makes the folder
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    cluster.add_node(num_cpus=4)
+    ray.init(address=cluster.address, namespace="pipetune-test", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+    if old is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The live runtime on a real two-node Ray cluster (one per test session): V2 endpoint with a standard client,
+"""The live runtime on a real two-node Ray cluster (one per test session, `ray_cluster` in conftest.py): V2 endpoint with a standard client,
 metrics, reconfiguration under load with every request accounted for, and the adapter in the loop.
 
 The cluster is `ray.cluster_utils.Cluster` with two raylets on this machine, so every test here also serves
@@ -8,10 +8,7 @@ across nodes. Ray's files go to a private temp dir (RAY_TMPDIR), never under the
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import urllib.error
@@ -33,28 +30,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    os.makedirs(os.path.join(tmp, "ray"))  # Ray writes its address file there before it makes the folder
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
-    cluster.add_node(num_cpus=4)
-    ray.init(address=cluster.address, namespace="pipetune-test", log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-    if old is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
