@@ -140,6 +140,7 @@ class RayServeBackend(Backend):
         self._sent = 0  # the newest config deployed (under _deploy_lock)
         self._rec = Reconciler(self.name, initial)
         self._epoch = 0.0  # the exported config's value until the pipeline serves
+        self._last_observe = 0.0  # now() of the previous observe(): the next one covers (it, now]
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by apply() and close(): poll now, not after the idle interval
         self._deploy(list(initial))
@@ -304,7 +305,7 @@ class RayServeBackend(Backend):
     def observe(self) -> Observation:
         stats = self._ingress_stats()
         now = self.now()
-        since = getattr(self, "_last_observe", 0.0)
+        since = self._last_observe
         self._last_observe = now
         return Observation(
             now=now,
