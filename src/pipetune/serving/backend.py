@@ -57,7 +57,8 @@ class RayServeBackend(Backend):
 
     `address`: an existing Ray cluster (`ray://...` or `host:port`); None starts a local Ray with `num_cpus`
     logical CPUs (default: what the machine has), unless Ray is already initialised in this process.
-    `initial`: the first configuration (one StageConfig per stage).
+    `initial`: the first configuration (one StageConfig per stage). `proxy_location`, `host`, `port` and the
+    rest of the serving options: `serving.config.ServeOptions`.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class RayServeBackend(Backend):
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         namespace: str = "pipetune",
         autoscale: dict | None = None,
+        proxy_location: str = "EveryNode",
     ):
         import ray
 
@@ -97,6 +99,7 @@ class RayServeBackend(Backend):
             port=int(port),
             ingress_cpus=float(ingress_cpus),
             autoscale=dict(autoscale) if autoscale else None,
+            proxy_location=proxy_location,
         )
         self.host, self.port = host, int(port)
         self.ingress_cpus = float(ingress_cpus)
