@@ -22,7 +22,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pipetune import jsonio
-from pipetune.admission import RATE_WINDOW_S, admission_now, measured_admission
+from pipetune.admission import AdmissionWindow
 from pipetune.models.base import pin_threads
 from pipetune.models.registry import model_ref
 from pipetune.protocol import (
@@ -213,8 +213,7 @@ class Ingress:
         self._counts = dict.fromkeys(("completed", "refused", "dropped", "failed", "late"), 0)
         self._latencies: list[float] = []
         self._nodes: dict[str, set[str]] = {}  # per stage, the Ray nodes whose replicas served it
-        self._done_t: deque[float] = deque()  # completion times within the last RATE_WINDOW_S
-        self._traffic_t = time.monotonic()  # when traffic resumed after the ingress was last idle
+        self._window = AdmissionWindow(self.sla_s, time.monotonic())  # recent completions, for the measured limit
         self._started: OrderedDict[int, float] = OrderedDict()  # admitted requests in flight -> admission time
         self._ids = itertools.count()
         self.floor_inflight = 1
@@ -312,18 +311,12 @@ class Ingress:
 
     def _limit(self) -> int:
         """In-flight requests to admit now: the profile's limit (capacity x SLA) and, while the pipeline is
-        behind (`admission_now`), no more than Little's law allows at the throughput actually measured over the
+        behind (`pipetune.admission`), no more than Little's law allows at the throughput actually measured over the
         last `RATE_WINDOW_S` (ADMIT_SHARE x completions/s x SLA), since a profile measured one model at a time
         overstates a machine whose cores the proxy, the ingress and every replica share. Never below what the
         replicas hold in service at once."""
-        now = time.monotonic()
-        while self._done_t and self._done_t[0] < now - RATE_WINDOW_S:
-            self._done_t.popleft()
-        if self.inflight == 0 and not self._done_t:
-            self._traffic_t = now  # idle (or just started): the rate is measured from the next request on
-        measured = measured_admission(len(self._done_t), now - self._traffic_t, self.sla_s)
-        oldest_s = now - next(iter(self._started.values())) if self._started else 0.0
-        limit = admission_now(self.max_inflight, self.floor_inflight, measured, oldest_s, self.sla_s)
+        oldest = next(iter(self._started.values())) if self._started else None
+        limit = self._window.limit(time.monotonic(), self.inflight, oldest, self.max_inflight, self.floor_inflight)
         self.metrics.max_inflight.set(limit)
         return limit
 
@@ -372,8 +365,7 @@ class Ingress:
             return _error(500, f"failed: an output is not JSON-serialisable ({e})")
         self.metrics.e2e.observe(dt)
         self._count("completed", dt)  # late requests completed too; `late` counts the SLA misses among them
-        if len(self._done_t) < MAX_WINDOW:
-            self._done_t.append(time.monotonic())
+        self._window.completed(time.monotonic())
         if dt > self.sla_s:
             self._count("late")
         return Response(payload.encode(), media_type="application/json")
