@@ -32,3 +32,21 @@ def test_measured_limit_binds_only_while_the_pipeline_is_behind():
     assert admission_now(40, 4, 90, oldest_s=0.9, sla_s=1.0) == 40
     # nothing measured yet (cold start): the profile's limit even when behind
     assert admission_now(40, 4, None, oldest_s=5.0, sla_s=1.0) == 40
+
+
+def test_window_measures_since_traffic_resumed_and_forgets_old_completions():
+    """AdmissionWindow, the state both the live ingress and the simulator keep for the measured limit."""
+    from pipetune.admission import AdmissionWindow
+
+    w = AdmissionWindow(sla_s=1.0, now=0.0)
+    assert w.limit(0.0, inflight=0, oldest_admitted_t=None, max_inflight=40, floor=4) == 40  # idle: profile's
+    for i in range(10):  # 10 completions in the first 2 s of traffic: 5/s
+        w.completed(0.2 * i)
+    behind = w.limit(2.0, inflight=6, oldest_admitted_t=2.0 - BEHIND_SHARE, max_inflight=40, floor=4)
+    assert behind == max(4, round(ADMIT_SHARE * 10 / 2.0 * 1.0))
+    assert w.limit(2.0, inflight=6, oldest_admitted_t=1.9, max_inflight=40, floor=4) == 40  # keeping up
+    # long after: the old completions left the window, nothing completed since, the floor decides while behind
+    assert w.limit(20.0, inflight=6, oldest_admitted_t=19.0, max_inflight=40, floor=4) == 4
+    # idle again: the rate is measured afresh from the next traffic on
+    assert w.limit(30.0, inflight=0, oldest_admitted_t=None, max_inflight=40, floor=4) == 40
+    assert w.limit(30.5, inflight=6, oldest_admitted_t=29.0, max_inflight=40, floor=4) == 40  # < MIN window
