@@ -25,7 +25,7 @@ import numpy as np
 
 from pipetune import jsonio
 from pipetune.configs import StageConfig
-from pipetune.serving.client import Outcome, open_loop_at
+from pipetune.loadgen.client import Outcome, open_loop_at
 
 SAMPLE_S = 1.0
 
