@@ -196,11 +196,11 @@ def cheapest_found(pipe, profiles, plan: Plan, process, rps, setup, shape) -> di
 
 def calibrate_pipeline(name: str, setup: CalibrationSetup, shared_dir: str | Path | None = None) -> list[dict]:
     """Every (load, process) row of one bundled pipeline."""
-    import pipetune
-    from pipetune.optimizer import _profiles_for, plan_pipeline
+    from pipetune.optimizer import plan_pipeline, profiles_for
+    from pipetune.spec import example_path, load_pipeline
 
-    pipe = pipetune.load_pipeline(pipetune.example_path(name))
-    profiles = _profiles_for(pipe)
+    pipe = load_pipeline(example_path(name))
+    profiles = profiles_for(pipe)
     shape, source = trace_shape(shared_dir)
     top, capped = max_load(pipe, profiles)
     rows = []
