@@ -256,12 +256,11 @@ def run_live_demo(
 
     import ray
 
-    from pipetune import example_path
     from pipetune.experiments.one_run import simulate
     from pipetune.profiles import load_profiles
     from pipetune.serving.backend import INGRESS_CPUS
     from pipetune.serving.session import initial_configs, planning_pipeline
-    from pipetune.spec import load_pipeline
+    from pipetune.spec import example_path, load_pipeline
     from pipetune.workloads import arrival_times, synthetic_pattern
 
     out.mkdir(parents=True, exist_ok=True)
