@@ -13,7 +13,7 @@ from pipetune.configs import StageConfig
 from pipetune.experiments.one_run import sim_settings
 from pipetune.experiments.spec import Experiment
 from pipetune.experiments.tasks import CalibrationTask
-from pipetune.metrics import summarize
+from pipetune.metrics import summarise
 
 
 def calibration_tasks(exp: Experiment, results: list[dict]) -> list[CalibrationTask]:
@@ -74,7 +74,7 @@ def calibrate_point(pipe, prof, task: CalibrationTask) -> dict:
     )
     sim.close()
     res = sim.result(float(seconds))
-    m = summarize(res, float(seconds))
+    m = summarise(res, float(seconds))
     lat = (res.finish_s - res.arrival_s)[res.status == 1]
     pct = pipe.sla.percentile
     # Drops/failures count as infinitely late: the simulated SLA-percentile latency of all requests.

@@ -27,7 +27,7 @@ import numpy as np
 from pipetune.backends.simulator import SimSettings, Simulator
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
-from pipetune.metrics import summarize
+from pipetune.metrics import summarise
 from pipetune.optimizer.plan import Plan
 from pipetune.workloads import arrival_times
 
@@ -135,7 +135,7 @@ def simulate(pipe, profiles, configs, process, rps, setup: CalibrationSetup, sha
         sim = Simulator(pipe, profiles, arr, configs, SimSettings(seed=seed))
         sim.close()
         res = sim.result(float(setup.seconds))
-        viols.append(summarize(res, float(setup.seconds))["sla_violation_rate"])
+        viols.append(summarise(res, float(setup.seconds))["sla_violation_rate"])
         lats.append(np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf))
     allq = np.concatenate(lats)
     q = float(np.percentile(allq, pipe.sla.percentile, method="inverted_cdf")) if allq.size else math.nan
