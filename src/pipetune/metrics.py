@@ -53,6 +53,12 @@ def sla_masks(outcome: np.ndarray, latency_s: np.ndarray, sla_s: float) -> tuple
     return late, ~done | late
 
 
+def latency_or_inf(outcome: np.ndarray, latency_s: np.ndarray) -> np.ndarray:
+    """Per request, its latency if completed, else +inf: a quantile over all requests then counts a request that
+    was not served as never answered (use method="inverted_cdf", so that no level interpolates into an inf)."""
+    return np.where(np.asarray(outcome) == COMPLETED, np.asarray(latency_s, float), np.inf)
+
+
 def served_pas(pipeline, variants: dict[str, str] | None) -> float:  # noqa: ANN001 - a spec.Pipeline
     """PAS of one request served live: the product of the accuracies of the variant that served each stage
     (NaN when a stage's variant is not known)."""

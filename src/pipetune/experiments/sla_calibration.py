@@ -27,7 +27,7 @@ import numpy as np
 from pipetune.backends.simulator import SimSettings, Simulator
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
-from pipetune.metrics import summarise
+from pipetune.metrics import latency_or_inf, summarise
 from pipetune.optimizer.plan import Plan
 from pipetune.workloads import arrival_times
 
@@ -136,7 +136,7 @@ def simulate(pipe, profiles, configs, process, rps, setup: CalibrationSetup, sha
         sim.close()
         res = sim.result(float(setup.seconds))
         viols.append(summarise(res, float(setup.seconds))["sla_violation_rate"])
-        lats.append(np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf))
+        lats.append(latency_or_inf(res.status, res.finish_s - res.arrival_s))
     allq = np.concatenate(lats)
     q = float(np.percentile(allq, pipe.sla.percentile, method="inverted_cdf")) if allq.size else math.nan
     return {"violations": max(viols), "p_s": q if math.isfinite(q) else None}
