@@ -16,6 +16,9 @@ module, so it is not an edge; the CLI's lazy command bodies are on the top layer
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,6 +229,14 @@ def test_every_part_of_the_package_has_a_layer():
 
 def test_the_layering_holds_over_every_import():
     assert layer_violations(SRC, "pipetune") == []
+
+
+def test_importing_the_package_loads_no_numpy():
+    # the profiler's worker imports pipetune.models.base to pin numpy's thread pools, which must precede numpy
+    code = "import sys, pipetune, pipetune.models.base; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=60)  # fmt: skip
+    assert out.stdout.strip() == "False"
 
 
 def _tree(root: Path, files: dict[str, str]) -> None:
