@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
+# Where a CPU-only torch wheel may come from, as extra pip arguments. Default: `--find-links /opt/wheels` where that
+# folder exists, else nothing, and pip's own configuration (pip.conf, PIP_INDEX_URL, proxies, mirrors) decides.
+# Override, e.g. `make install PIP_TORCH_ARGS="--find-links ~/wheels"` or TORCH_FIND_LINKS=~/wheels.
+TORCH_FIND_LINKS ?= $(wildcard /opt/wheels)
+PIP_TORCH_ARGS ?= $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS))
 # Debian packages the examples need (labelled text corpora, ...). Installed only where missing.
 APT_PACKAGES := fortunes fortunes-min fortunes-de fortunes-es fortunes-it
 
@@ -18,8 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	  { echo "could not install$$missing (need root and network to Debian's mirror)"; exit 1; }; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# CPU torch first, from the wheel on disk where there is one, so no resolver ever pulls a CUDA build.
-	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+	# torch first, from PIP_TORCH_ARGS's source where one is set, so the package's own install finds it in place.
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(PIP_TORCH_ARGS)
 	$(BIN)/python -m pip install -q -e ".[ml,serve,test]"
 	touch $(STAMP)
 

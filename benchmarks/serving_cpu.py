@@ -64,9 +64,9 @@ def main() -> None:
     import ray
 
     from pipetune import example_path
+    from pipetune.loadgen.client import open_loop_at
     from pipetune.profiles import load_profiles
     from pipetune.serving.backend import RayServeBackend
-    from pipetune.serving.client import open_loop_at
     from pipetune.serving.session import initial_configs, planning_pipeline
     from pipetune.spec import load_pipeline
     from pipetune.tooling.demo import _bodies

@@ -12,7 +12,7 @@ from pipetune.adapter import Adapter, OraclePredictor, resolve_predictor
 from pipetune.backends.base import Backend
 from pipetune.backends.simulator import SimSettings, Simulator
 from pipetune.errors import PipetuneError
-from pipetune.metrics import summarize
+from pipetune.metrics import summarise
 from pipetune.optimizer import plan_pipeline
 from pipetune.profiles import load_profiles
 from pipetune.spec import load_pipeline
@@ -62,7 +62,7 @@ def test_adapter_follows_a_surge_and_logs_every_decision(synth, tmp_path):
     peak_t = int(np.argmax(np.convolve(counts, np.ones(20), "valid")))
     at = lambda t: res.cost_cores[np.searchsorted(res.cost_t, t, side="right") - 1]  # noqa: E731
     assert at(peak_t + 15) > at(5.0)
-    m = summarize(res, 300.0, decisions=len(ad.decisions))
+    m = summarise(res, 300.0, decisions=len(ad.decisions))
     assert m["completed"] + m["dropped"] + m["failed"] == m["requests"]
     assert m["sla_violation_rate"] <= 0.02
 
@@ -70,7 +70,7 @@ def test_adapter_follows_a_surge_and_logs_every_decision(synth, tmp_path):
 def test_oracle_ipa_meets_the_sla_at_steady_load(synth):
     counts = synthetic_pattern("steady-high", seconds=300, seed=2, peak=30)
     _, _, res = drive(synth, counts)
-    assert summarize(res, 300.0)["sla_violation_rate"] <= 0.01
+    assert summarise(res, 300.0)["sla_violation_rate"] <= 0.01
 
 
 def test_adapter_only_uses_the_backend_interface(synth):

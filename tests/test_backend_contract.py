@@ -84,9 +84,9 @@ class Harness:
             sim.close()
             names = {1: "completed", 2: "dropped", 3: "failed", 4: "refused"}
             return Counter(names[int(s)] for s in sim.result().status), obs, BURST
+        from pipetune.loadgen.client import open_loop_at
         from pipetune.models.registry import variant_model_ref
         from pipetune.protocol import encode_request
-        from pipetune.serving.client import open_loop_at
 
         be: Any = self.be
         xs = variant_model_ref(self.pipeline, "features", "pca-16")().sample_inputs(1)

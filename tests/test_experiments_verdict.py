@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from pipetune.experiments.report import WELL_BELOW, judge, t_interval, verdict_lines, verdicts
+from pipetune.experiments.report import verdict_lines
+from pipetune.experiments.verdicts import WELL_BELOW, judge, t_interval, verdicts
 
 SYSTEMS = [
     {"name": "IPA", "policy": "ipa", "predictor": "default"},
@@ -115,7 +116,7 @@ def test_an_interval_that_straddles_the_threshold_is_inconclusive():
     ],
 )
 def test_judge_by_where_the_interval_lies(op, lo, hi, want):
-    from pipetune.experiments.report import Interval
+    from pipetune.experiments.verdicts import Interval
 
     assert judge(Interval((lo + hi) / 2, lo, hi, 3), op, 0.8 if op == "<=" else 0.0) == want
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pipetune import example_path
-from pipetune.serving.client import Outcome
+from pipetune.loadgen.client import Outcome
 from pipetune.spec import load_pipeline
 from pipetune.tooling.demo import LiveRun, compare_with_twin, summarise
 

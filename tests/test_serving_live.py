@@ -19,7 +19,7 @@ import pytest
 
 from pipetune import example_path
 from pipetune.configs import ApplyState, StageConfig
-from pipetune.serving.client import open_loop
+from pipetune.loadgen.client import open_loop
 
 pytestmark = pytest.mark.slow
 

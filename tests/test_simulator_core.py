@@ -15,7 +15,7 @@ from pipetune.backends.simulator.bench import erlang_c, simulate_wait, single_st
 from pipetune.backends.simulator.service import exponential, fit_error, fit_shifted_gamma
 from pipetune.configs import ApplyState
 from pipetune.configs import StageConfig as C
-from pipetune.metrics import summarize
+from pipetune.metrics import summarise
 from pipetune.profiles import load_profiles
 from pipetune.spec import load_pipeline
 
@@ -75,7 +75,7 @@ def test_every_request_is_completed_refused_dropped_or_failed(synth):
     res = sim.result()
     assert res.status.size == arr.size
     assert set(np.unique(res.status)) <= {1, 2, 3, 4}
-    m = summarize(res, 60.0)
+    m = summarise(res, 60.0)
     assert m["completed"] + m["refused"] + m["dropped"] + m["failed"] == arr.size
     assert m["refused"] > 0 and m["completed"] > 0 and m["failed"] == 0
     # Drops happen at the drop limit (default: the SLA): nothing completes after waiting longer than allowed
@@ -101,7 +101,7 @@ def test_no_batch_on_a_loading_replica_and_make_before_break(synth):
     # make-before-break: the old variant keeps serving while the new one loads, and nothing fails
     assert any(t_switch < b[0] < t_switch + load for b in old_batches)
     assert not any(b[0] > t_switch + load + 1.0 for b in old_batches)
-    assert summarize(res, 120.0)["failed"] == 0
+    assert summarise(res, 120.0)["failed"] == 0
     # both generations are paid for during the switch: 2 old + 3 new classify cores on top of the rest
     i = np.searchsorted(res.cost_t, t_switch + load / 2, side="right") - 1
     assert res.cost_cores[i] == 2 + 2 + 3 + 1 + 1
@@ -110,7 +110,7 @@ def test_no_batch_on_a_loading_replica_and_make_before_break(synth):
 def test_drained_scale_down_finishes_the_batch_and_stops_paying(synth):
     arr = poisson(25, 60, seed=1)
     sim, res = run(synth, arr, base_config(cls_reps=4), steps=[(20.0, {"classify": C("cls-18", 4, 1, 1)})])
-    assert summarize(res, 60.0)["failed"] == 0
+    assert summarise(res, 60.0)["failed"] == 0
     drained = [e for e in sim.events if e["event"] == "drained"]
     assert all(20.0 <= e["t"] < 21.0 for e in drained)  # busy replicas finish their batch, then go
     i = np.searchsorted(res.cost_t, 25.0, side="right") - 1

@@ -19,7 +19,7 @@ from pipetune.cli.options import DISPERSION
 from pipetune.errors import PipetuneError
 from pipetune.experiments.sla_calibration import CalibrationSetup, dispersion, simulate, trace_shape
 from pipetune.latency import COUNT_PERIOD_S, WAIT_TAIL_SHARE, erlang_c, service_scv, stage_latency
-from pipetune.optimizer import MAX_ARRIVAL_DISPERSION, _profiles_for, plan_pipeline
+from pipetune.optimizer import MAX_ARRIVAL_DISPERSION, plan_pipeline, profiles_for
 from pipetune.profiles import ProfileRow
 from pipetune.workloads import arrival_times
 
@@ -66,7 +66,7 @@ def test_count_variance_over_windows_matches_the_model():
 
 def test_video_plan_told_fixed_counts_is_cheaper_and_keeps_its_sla():
     pipe = pipetune.load_pipeline(pipetune.example_path("paper/video"))
-    prof = _profiles_for(pipe)
+    prof = profiles_for(pipe)
     shape, _ = trace_shape()
     setup = CalibrationSetup(seconds=600, seeds=2)
     d = dispersion("fixed", 16.25, setup, shape)

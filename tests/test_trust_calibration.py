@@ -9,7 +9,7 @@ import pytest
 import pipetune
 from pipetune.errors import PipetuneError
 from pipetune.experiments.sla_calibration import CalibrationSetup, arrivals, cheapest_found, simulate, trace_shape
-from pipetune.optimizer import _profiles_for, plan_pipeline
+from pipetune.optimizer import plan_pipeline, profiles_for
 
 
 def test_true_poisson_counts_vary_and_fixed_do_not():
@@ -24,7 +24,7 @@ def test_true_poisson_counts_vary_and_fixed_do_not():
 @pytest.mark.parametrize("rps", [30.0, 60.0])
 def test_ipa_plan_keeps_sla_under_true_poisson(rps):
     pipe = pipetune.load_pipeline(pipetune.example_path("synthetic"))
-    prof = _profiles_for(pipe)
+    prof = profiles_for(pipe)
     plan = plan_pipeline(pipe, rps, profiles=prof)
     assert plan.feasible
     setup = CalibrationSetup(seconds=120, seeds=3)
@@ -43,7 +43,7 @@ def test_cheapest_found_stays_stable_within_caps_and_no_dearer():
     # the search never keeps a configuration whose replicas cannot carry the stage load (rho >= 1): a finite run
     # from an empty start can meet the SLA with one, because its queue has not grown yet
     pipe = pipetune.load_pipeline(pipetune.example_path("paper/video"))
-    prof = _profiles_for(pipe)
+    prof = profiles_for(pipe)
     plan = plan_pipeline(pipe, 16.25, profiles=prof)
     setup = CalibrationSetup(seconds=60, seeds=1)
     cheap = cheapest_found(pipe, prof, plan, "fixed", 16.25, setup, trace_shape()[0])

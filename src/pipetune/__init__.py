@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipetune.configs import StageConfig
-from pipetune.errors import PipetuneError, SolverError
-from pipetune.spec import Pipeline, SpecError, load_pipeline
+from pipetune.errors import PipetuneError, SolverError, SpecError
+from pipetune.spec import Pipeline, example_path, load_pipeline
 
 if TYPE_CHECKING:
     from pipetune.optimizer.plan import Infeasible, Plan
@@ -38,16 +38,6 @@ def plan(pipeline, rps: float, policy: str = "ipa", current=None, **params):
     if not isinstance(pipeline, Pipeline):
         pipeline = load_pipeline(pipeline)
     return plan_pipeline(pipeline, rps, policy=policy, current=current, **params)
-
-
-def example_path(name: str = "synthetic") -> str:
-    """Path of a bundled example pipeline YAML (synthetic, digits, text, paper/<name>)."""
-    from pathlib import Path
-
-    p = Path(__file__).parent / "examples" / name / "pipeline.yaml"
-    if not p.exists():
-        raise PipetuneError(f"no bundled example {name!r} (looked for {p})")
-    return str(p)
 
 
 def __getattr__(name: str):

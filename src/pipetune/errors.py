@@ -5,6 +5,11 @@ class PipetuneError(ValueError):
     """Bad input (a config, a profile, a trace, a request). The message names the field and the fix."""
 
 
+class SpecError(PipetuneError):
+    """A pipeline spec is invalid, or no configuration it allows can meet its SLA. The message names the field
+    and the fix. Here, below both spec.py and profiles.py, so that either may raise it."""
+
+
 class SolverError(PipetuneError):
     """The solver stopped without an answer: a time, iteration or memory limit, or an error inside HiGHS.
 

@@ -12,13 +12,66 @@ Definitions (the same for every backend and every report):
 * **Cost**: every core held (loading, serving, draining replicas), integrated over [start, end) in
   core-seconds; mean cores = core-seconds / duration.
 Per-interval rows assign requests to the interval they arrived in.
+
+Every report computes these figures here: the simulator's runs and experiments (`summarise`, `per_interval`), the
+load generator's summary (`loadgen/report.py`), the live demo (`tooling/demo.py`). Requests carry one outcome
+code from OUTCOMES, the same for the simulator's status array and the load generator's records; a live answer's
+HTTP status maps to one through `outcomes_of_http`. An SLA violation is any request not completed within the
+SLA: late, dropped, failed, refused, timed out or not sent (the simulator drops, fails, or with admission on refuses one).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-COMPLETED, DROPPED, FAILED, REFUSED = 1, 2, 3, 4
+# Request outcomes, one set of codes for every backend and report. PENDING: not finished yet (in flight).
+OUTCOMES = ("pending", "completed", "dropped", "failed", "refused", "timeout", "not_sent")
+PENDING, COMPLETED, DROPPED, FAILED, REFUSED, TIMEOUT, NOT_SENT = range(len(OUTCOMES))
+
+# The live path's HTTP statuses (serving's ingress answers them; the load generator and the demo read them).
+HTTP_OK, HTTP_REFUSED, HTTP_DROPPED = 200, 503, 504  # served; refused by admission control; dropped at the deadline
+
+
+def outcomes_of_http(status) -> np.ndarray:  # noqa: ANN001 - an int or an array of them
+    """The outcome of each HTTP answer: 200 completed, 503 refused, 504 dropped, anything else (0: no answer)
+    failed."""
+    st = np.asarray(status)
+    return np.select(
+        [st == HTTP_OK, st == HTTP_REFUSED, st == HTTP_DROPPED], [COMPLETED, REFUSED, DROPPED], FAILED
+    ).astype(np.int8)
+
+
+def outcome_counts(outcome: np.ndarray) -> dict[str, int]:
+    """Requests per finished outcome (pending ones are in none)."""
+    c = np.bincount(np.asarray(outcome, dtype=np.int64), minlength=len(OUTCOMES))
+    return {name: int(c[i]) for i, name in enumerate(OUTCOMES) if i != PENDING}
+
+
+def sla_masks(outcome: np.ndarray, latency_s: np.ndarray, sla_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: late (completed after the SLA) and violation (anything but completed within the SLA)."""
+    done = np.asarray(outcome) == COMPLETED
+    late = done & (np.asarray(latency_s, float) > sla_s)
+    return late, ~done | late
+
+
+def latency_or_inf(outcome: np.ndarray, latency_s: np.ndarray) -> np.ndarray:
+    """Per request, its latency if completed, else +inf: a quantile over all requests then counts a request that
+    was not served as never answered (use method="inverted_cdf", so that no level interpolates into an inf)."""
+    return np.where(np.asarray(outcome) == COMPLETED, np.asarray(latency_s, float), np.inf)
+
+
+def served_pas(pipeline, variants: dict[str, str] | None) -> float:  # noqa: ANN001 - a spec.Pipeline
+    """PAS of one request served live: the product of the accuracies of the variant that served each stage
+    (NaN when a stage's variant is not known)."""
+    if not variants:
+        return float("nan")
+    acc = 1.0
+    for s in pipeline.stage_names:
+        v = next((x for x in pipeline.stage(s).variants if x.name == variants.get(s)), None)
+        if v is None:
+            return float("nan")
+        acc *= v.accuracy
+    return acc
 
 
 def core_seconds(cost_t: np.ndarray, cost_cores: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -39,16 +92,16 @@ def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if x.size else float("nan")
 
 
-def summarize(res, duration_s: float | None = None, decisions: int = 0, switches: int | None = None) -> dict:
+def summarise(res, duration_s: float | None = None, decisions: int = 0, switches: int | None = None) -> dict:
     """Per-run metrics of a `SimResult` over [0, duration_s) (default: the result's horizon)."""
     dur = float(duration_s if duration_s is not None else res.horizon_s) or 1.0
     st = res.status
     n = int(st.size)
     lat = res.finish_s - res.arrival_s
     done = st == COMPLETED
-    late = done & (lat > res.sla_s)
+    late, violation = sla_masks(st, lat, res.sla_s)
     dropped, failed, refused = int(np.sum(st == DROPPED)), int(np.sum(st == FAILED)), int(np.sum(st == REFUSED))
-    viol = refused + dropped + failed + int(late.sum())
+    viol = int(violation.sum())
     cs = float(core_seconds(res.cost_t, res.cost_cores, np.array([0.0, dur]))[0])
     if switches is None:
         switches = sum(1 for e in res.events if e.get("event") == "switch")
@@ -85,7 +138,7 @@ def per_interval(res, interval_s: float = 10.0, duration_s: float | None = None)
     st = res.status
     lat = res.finish_s - res.arrival_s
     done = st == COMPLETED
-    viol = (st == REFUSED) | (st == DROPPED) | (st == FAILED) | (done & (lat > res.sla_s))
+    viol = sla_masks(st, lat, res.sla_s)[1]
     arrivals = np.bincount(bins, minlength=k).astype(float)
     out = {
         "t_start_s": edges[:-1],

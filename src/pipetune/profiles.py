@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from pipetune.errors import PipetuneError
+from pipetune.errors import PipetuneError, SpecError
 
 COLUMNS = [
     "variant",
@@ -422,7 +422,7 @@ class PipelineProfiles:
         return self.by_variant[(stage, variant)].row(batch, cores)
 
 
-def load_profiles(pipeline) -> PipelineProfiles:  # noqa: ANN001 - Pipeline, imported lazily by spec
+def load_profiles(pipeline) -> PipelineProfiles:  # noqa: ANN001 - a spec.Pipeline; spec imports this module
     """Load every variant's profile for a pipeline; errors name the stage, variant and file."""
     tables: dict[Path, ProfileTable] = {}
     out: dict[tuple[str, str], VariantProfile] = {}
@@ -462,8 +462,6 @@ def min_service_latency(pipeline, profiles: PipelineProfiles, stage: str) -> tup
 
 
 def check_sla_reachable(pipeline, profiles: PipelineProfiles) -> None:
-    from pipetune.spec import SpecError
-
     floor = {s: min_service_latency(pipeline, profiles, s) for s in pipeline.stage_names}
     for path in pipeline.paths():
         total = sum(floor[s][0] for s in path)

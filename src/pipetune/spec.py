@@ -26,13 +26,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipetune.errors import PipetuneError
+from pipetune.errors import PipetuneError, SpecError
 
 AccuracyMethod = Literal["pas", "sum", "mean", "rank_sum"]
-
-
-class SpecError(PipetuneError):
-    """A pipeline spec is invalid. The message names the field and the fix."""
 
 
 class _Strict(BaseModel):
@@ -372,6 +368,14 @@ def parse_pipeline(data: dict, base_dir: str | Path | None = None, where: str = 
     return p
 
 
+def example_path(name: str = "synthetic") -> str:
+    """Path of a bundled example pipeline YAML (synthetic, digits, text, paper/<name>)."""
+    p = Path(__file__).parent / "examples" / name / "pipeline.yaml"
+    if not p.exists():
+        raise PipetuneError(f"no bundled example {name!r} (looked for {p})")
+    return str(p)
+
+
 def load_pipeline(path: str | Path, check_profiles: bool = True) -> Pipeline:
     """Read and validate a pipeline YAML. With `check_profiles`, also load every profile and check that each
     variant has rows and that the SLA can be met by at least one configuration."""
@@ -379,7 +383,9 @@ def load_pipeline(path: str | Path, check_profiles: bool = True) -> Pipeline:
     data = read_yaml_mapping(path, "pipeline spec", SpecError)
     p = parse_pipeline(data, base_dir=path.parent, where=str(path))
     if check_profiles:
-        from pipetune.profiles import load_profiles  # spec sits below profiles; import lazily
+        # here, not at the top: profiles imports numpy, and `import pipetune` (which imports this module) must
+        # not, so that the profiler's worker can pin numpy's thread pools before numpy loads
+        from pipetune.profiles import load_profiles
 
         load_profiles(p)
     return p

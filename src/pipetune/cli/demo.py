@@ -37,13 +37,12 @@ def demo_cmd(
         _live(out, seconds or 180, peak, num_cpus, port)
         return
     seconds = seconds or 600
-    from pipetune import example_path
     from pipetune.cli.plan import render_plan
     from pipetune.experiments.report import system_table
     from pipetune.experiments.runner import run_experiment
     from pipetune.experiments.spec import parse_experiment
     from pipetune.optimizer import plan_pipeline
-    from pipetune.spec import load_pipeline
+    from pipetune.spec import example_path, load_pipeline
 
     con = Console()
     path = example_path("synthetic")

@@ -13,7 +13,7 @@ from pipetune.configs import StageConfig
 from pipetune.experiments.one_run import sim_settings
 from pipetune.experiments.spec import Experiment
 from pipetune.experiments.tasks import CalibrationTask
-from pipetune.metrics import summarize
+from pipetune.metrics import COMPLETED, latency_or_inf, summarise
 
 
 def calibration_tasks(exp: Experiment, results: list[dict]) -> list[CalibrationTask]:
@@ -74,11 +74,11 @@ def calibrate_point(pipe, prof, task: CalibrationTask) -> dict:
     )
     sim.close()
     res = sim.result(float(seconds))
-    m = summarize(res, float(seconds))
-    lat = (res.finish_s - res.arrival_s)[res.status == 1]
+    m = summarise(res, float(seconds))
+    lat = (res.finish_s - res.arrival_s)[res.status == COMPLETED]
     pct = pipe.sla.percentile
     # Drops/failures count as infinitely late: the simulated SLA-percentile latency of all requests.
-    allq = np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf)
+    allq = latency_or_inf(res.status, res.finish_s - res.arrival_s)
     with np.errstate(invalid="ignore"):
         sim_q = float(np.percentile(allq, pct, method="inverted_cdf")) if allq.size else float("nan")
     return {

@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.ticker
 import numpy as np
 
+from pipetune.experiments.verdicts import VERDICT_METRICS, per_seed, t_interval
 from pipetune.experiments.worker import CDF_LEVELS
 from pipetune.plotting import pyplot, save_figure
 
@@ -183,8 +184,6 @@ def calibration(data: dict, path: Path) -> Path | None:
 def verdict_bars(data: dict, path: Path, pipe: str | None = None) -> Path | None:
     """What IPA's claims rest on, for one pipeline: per system, SLA violations, cost and accuracy (mean over the
     workloads), one dot per seed and the 95% CI over seeds as an error bar."""
-    from pipetune.experiments.report import VERDICT_METRICS, per_seed, t_interval
-
     grid = _runs(data, "grid", pipe)
     systems = [s["name"] for s in data["experiment"]["systems"] if any(r["system"] == s["name"] for r in grid)]
     if len(systems) < 2:

@@ -14,7 +14,7 @@ from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.experiments.plan_cache import planner
 from pipetune.experiments.spec import Settings
-from pipetune.metrics import summarize
+from pipetune.metrics import summarise
 
 
 def sim_settings(settings: Settings, seed: int, with_load_time: bool = True) -> SimSettings:
@@ -101,7 +101,7 @@ def simulate(
         adapter.close()
     sim.close()
     res = sim.result(horizon_s=float(counts.size))
-    summary = summarize(res, float(counts.size), decisions=len(adapter.decisions))
+    summary = summarise(res, float(counts.size), decisions=len(adapter.decisions))
     summary["applied"] = sum(d.applied for d in adapter.decisions)
     solve = [d.solve_time_s for d in adapter.decisions]
     summary["solve_time_median_s"] = float(np.median(solve)) if solve else 0.0

@@ -27,7 +27,7 @@ import numpy as np
 from pipetune.backends.simulator import SimSettings, Simulator
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
-from pipetune.metrics import summarize
+from pipetune.metrics import latency_or_inf, summarise
 from pipetune.optimizer.plan import Plan
 from pipetune.workloads import arrival_times
 
@@ -135,8 +135,8 @@ def simulate(pipe, profiles, configs, process, rps, setup: CalibrationSetup, sha
         sim = Simulator(pipe, profiles, arr, configs, SimSettings(seed=seed))
         sim.close()
         res = sim.result(float(setup.seconds))
-        viols.append(summarize(res, float(setup.seconds))["sla_violation_rate"])
-        lats.append(np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf))
+        viols.append(summarise(res, float(setup.seconds))["sla_violation_rate"])
+        lats.append(latency_or_inf(res.status, res.finish_s - res.arrival_s))
     allq = np.concatenate(lats)
     q = float(np.percentile(allq, pipe.sla.percentile, method="inverted_cdf")) if allq.size else math.nan
     return {"violations": max(viols), "p_s": q if math.isfinite(q) else None}
@@ -196,11 +196,11 @@ def cheapest_found(pipe, profiles, plan: Plan, process, rps, setup, shape) -> di
 
 def calibrate_pipeline(name: str, setup: CalibrationSetup, shared_dir: str | Path | None = None) -> list[dict]:
     """Every (load, process) row of one bundled pipeline."""
-    import pipetune
-    from pipetune.optimizer import _profiles_for, plan_pipeline
+    from pipetune.optimizer import plan_pipeline, profiles_for
+    from pipetune.spec import example_path, load_pipeline
 
-    pipe = pipetune.load_pipeline(pipetune.example_path(name))
-    profiles = _profiles_for(pipe)
+    pipe = load_pipeline(example_path(name))
+    profiles = profiles_for(pipe)
     shape, source = trace_shape(shared_dir)
     top, capped = max_load(pipe, profiles)
     rows = []

@@ -19,7 +19,7 @@ from pipetune.experiments.calibration import calibrate_point
 from pipetune.experiments.one_run import simulate
 from pipetune.experiments.plan_cache import planner
 from pipetune.experiments.tasks import CalibrationTask, RunTask, Task, swept_pipeline
-from pipetune.metrics import per_interval
+from pipetune.metrics import latency_or_inf, per_interval
 
 CDF_LEVELS = np.linspace(0.0, 1.0, 201)  # the levels of each run's stored latency CDF (results.json "cdf")
 
@@ -38,7 +38,7 @@ def _load(path: str, objective: dict | None):
 
 
 def _cdf_quantiles(res: SimResult) -> list[float | None]:
-    lat = np.where(res.status == 1, res.finish_s - res.arrival_s, np.inf)
+    lat = latency_or_inf(res.status, res.finish_s - res.arrival_s)
     with np.errstate(invalid="ignore"):  # levels that fall among the drops are inf
         q = np.quantile(lat, CDF_LEVELS, method="inverted_cdf") if lat.size else np.full(CDF_LEVELS.size, np.nan)
     return [float(x) if math.isfinite(x) else None for x in q]

@@ -8,8 +8,9 @@ records and a plot. `echo` is a trivial V2 server to measure the generator again
 from typing import Any
 
 from pipetune.loadgen.loadtest import Endpoint, loadtest, parse_url
-from pipetune.loadgen.runner import OUTCOMES, Records, RunOptions, run
+from pipetune.loadgen.runner import Records, RunOptions, run
 from pipetune.loadgen.schedule import LoadgenError, Plan, make_plan, workload_counts
+from pipetune.metrics import OUTCOMES
 
 __all__ = [
     "OUTCOMES",

@@ -3,12 +3,11 @@
 The echo server runs in its own process (`start_echo`), so what is measured is this process alone: the
 achieved rate (completed requests per second of the run) and the send-time error (actual minus planned send
 time, the actual one being when the request headers reached the socket). What bounds the figures: this
-process's CPU per request (aiohttp with the tracing hook and the records: 0.16-0.24 ms measured here, so one
+process's CPU per request (aiohttp with the tracing hook and the records, a fraction of a millisecond, so one
 core tops out in the thousands of requests per second), the event loop's timer resolution (~1 ms, epoll's
-millisecond timeout), and above all the CPU this process gets: on 2 cores shared with a busy Ray, stalls of
-50-300 ms were seen in the send times. Measured here (load average 4-8 from other work): 500 rps -> p99
-2.5-3.3 ms; 1000 rps -> 2.7-2.8 ms; 2000 rps -> 2.7 ms, all requests completed. httpx instead of aiohttp:
-0.96 ms CPU per request at 500 rps, and at 1000 rps it delivered 106 rps.
+millisecond timeout), and above all the CPU this process gets: on cores shared with a busy Ray, stalls of tens
+to hundreds of milliseconds show up in the send times. The figures, and the command that measures them
+(`pipetune bench loadgen --rate R --detail`), are in docs/serving.md (Load generator).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from pipetune import jsonio
-from pipetune.loadgen.runner import COMPLETED, DROPPED, FAILED, NOT_SENT, OUTCOMES, REFUSED, TIMEOUT, Records
+from pipetune.loadgen.runner import Records
+from pipetune.metrics import COMPLETED, DROPPED, FAILED, NOT_SENT, OUTCOMES, REFUSED, TIMEOUT, sla_masks
 
 TIMELINE_COLUMNS = (
     "second",
@@ -88,12 +89,13 @@ def summarise(rec: Records, meta: dict[str, Any], sla_s: float | None = None) ->
         "interrupted": rec.interrupted,
     }
     if sla_s is not None:
-        ok = int((done & (rec.latency <= sla_s)).sum())
+        late, violation = sla_masks(rec.outcome, rec.latency, sla_s)
+        viol = int(violation.sum())
         out["sla"] = {
             "seconds": sla_s,
-            "violations": planned - ok,
-            "late": int(done.sum()) - ok,
-            "violation_rate": round((planned - ok) / planned, 6) if planned else 0.0,
+            "violations": viol,
+            "late": int(late.sum()),
+            "violation_rate": round(viol / planned, 6) if planned else 0.0,
         }
     return out
 

@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 
-OUTCOMES = ("completed", "refused", "dropped", "failed", "timeout", "not_sent")
-COMPLETED, REFUSED, DROPPED, FAILED, TIMEOUT, NOT_SENT = range(len(OUTCOMES))
-OPEN = len(OUTCOMES)  # sent, no answer yet (only while the run goes on)
+from pipetune.metrics import COMPLETED, FAILED, HTTP_OK, NOT_SENT, PENDING, TIMEOUT, outcome_counts, outcomes_of_http
+
 LEAD_IN_S = 0.05  # the first planned time is this far after the session is up
 MAX_REASON = 300
 
@@ -49,7 +48,7 @@ class Records:
     done: np.ndarray  # when the response (or the error) came; NaN: not sent
     latency: np.ndarray  # sent -> response read; NaN unless an answer came
     status: np.ndarray  # HTTP status; 0: none
-    outcome: np.ndarray  # index into OUTCOMES
+    outcome: np.ndarray  # index into OUTCOMES (pipetune.metrics); PENDING: sent, no answer yet
     server_e2e: np.ndarray  # parameters.e2e_s of a 200 response; NaN if absent
     variants: list[str | None]  # "stage=variant;..." of a 200 response
     reasons: list[str | None]
@@ -75,8 +74,7 @@ class Records:
 
     def counts(self) -> dict[str, int]:
         """Requests per outcome (during a run, the open ones are in none of them)."""
-        c = np.bincount(self.outcome.astype(np.int64), minlength=len(OUTCOMES) + 1)
-        return {name: int(c[i]) for i, name in enumerate(OUTCOMES)}
+        return outcome_counts(self.outcome)
 
 
 @dataclass
@@ -176,7 +174,7 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
                     continue
                 state.inflight += 1
                 state.sent += 1
-                rec.outcome[i] = OPEN
+                rec.outcome[i] = PENDING
                 rec.reasons[i] = None
                 task = loop.create_task(one(i))
                 tasks.add(task)
@@ -195,7 +193,7 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     last = np.nanmax(np.concatenate([rec.done, rec.sent, [0.0]]))
     planned_end = rec.planned[-1] if rec.planned.size and not rec.interrupted else 0.0
     rec.elapsed_s = float(max(last, planned_end))
-    for j in np.flatnonzero(rec.outcome == OPEN):  # a request started is never reported as not sent
+    for j in np.flatnonzero(rec.outcome == PENDING):  # a request started is never reported as not sent
         _finish(rec, int(j), FAILED, rec.elapsed_s, "no answer recorded: the run ended first")
     if opts.progress is not None:
         opts.progress(rec, state.sent, state.due)
@@ -210,7 +208,7 @@ def _finish(rec: Records, i: int, outcome: int, now: float, reason: str) -> None
 
 def _classify(rec: Records, i: int, status: int, payload: bytes, now: float) -> None:
     rec.done[i] = now
-    if status == 200:
+    if status == HTTP_OK:
         try:
             body = json.loads(payload)
         except ValueError:
@@ -227,7 +225,7 @@ def _classify(rec: Records, i: int, status: int, payload: bytes, now: float) -> 
         if isinstance(e2e, (int, float)) and math.isfinite(e2e):
             rec.server_e2e[i] = float(e2e)
         return
-    rec.outcome[i] = REFUSED if status == 503 else DROPPED if status == 504 else FAILED
+    rec.outcome[i] = outcomes_of_http(status)
     rec.reasons[i] = f"http {status}: {_error_text(payload)}"[:MAX_REASON]
 
 

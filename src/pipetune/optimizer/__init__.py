@@ -41,10 +41,20 @@ DEFAULT_RIM_REPLICAS = 3
 # loads is ~0.1-10): far beyond it every stage is planned for bursts no per-second forecast describes.
 MAX_ARRIVAL_DISPERSION = 1000.0
 
-__all__ = ["POLICIES", "plan_pipeline", "Plan", "Infeasible", "StageConfig", "StageChoice", "stage_options"]
+__all__ = [
+    "POLICIES",
+    "plan_pipeline",
+    "profiles_for",
+    "Plan",
+    "Infeasible",
+    "StageConfig",
+    "StageChoice",
+    "stage_options",
+]
 
 
-def _profiles_for(pipeline) -> PipelineProfiles:
+def profiles_for(pipeline) -> PipelineProfiles:
+    """The pipeline's profiles, loaded once per pipeline object (cached beside its other planning tables)."""
     return cached_for(pipeline, "profiles", load_profiles)
 
 
@@ -107,7 +117,7 @@ def stage_options(
 
     `sla_s`: keep the options whose own latency fits this many seconds instead of the pipeline's SLA (math.inf:
     every option that carries the load within the caps). `arrival_dispersion`: see `plan_pipeline`."""
-    profiles = profiles or _profiles_for(pipeline)
+    profiles = profiles or profiles_for(pipeline)
     restriction = restriction or Restriction()
     base = cached_for(
         (pipeline, profiles),
@@ -168,7 +178,7 @@ def plan_pipeline(
             "of per-second request counts; 1 for Poisson arrivals)"
         )
     t0 = time.perf_counter()
-    profiles = profiles or _profiles_for(pipeline)
+    profiles = profiles or profiles_for(pipeline)
     if policy == "static-peak":
         rps = float(params.get("peak_rps", rps))
     restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)

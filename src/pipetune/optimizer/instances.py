@@ -82,7 +82,9 @@ def random_instance(
     }
     pipeline = parse_pipeline(data)
     profiles = PipelineProfiles(cells)
-    # SLA between the unloaded fastest path and 3x the unloaded slowest-variant path at batch 1.
+    # SLA drawn uniformly from 2x the unloaded p99 of the fastest path (each stage's fastest variant, batch 1, most
+    # cores) up to the larger of 2.5x that and 2x the slowest path (each stage's heaviest variant, batch 1, fewest
+    # cores).
     fast = {s: min(cells[(s, f"{s}-v{j}")].row(1, cores[-1]).latency_p99_s for j in range(variants)) for s in names}
     slow = {s: cells[(s, f"{s}-v{variants - 1}")].row(1, cores[0]).latency_p99_s for s in names}
     from pipetune.latency import longest_path

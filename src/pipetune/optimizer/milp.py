@@ -256,35 +256,25 @@ def _pass_model(h: highspy.Highs, lp: highspy.HighsLp, phase: str) -> None:
         raise SolverError(f"HiGHS rejected the {phase} model: {_BUG}", status="kError", phase=phase)
 
 
-_banner_shown = False
+class _SilentHighs(highspy.Highs):
+    """A Highs whose log (the "Running HiGHS ..." banner first, on C stdout, where it would corrupt JSON output)
+    is off from the start. HiGHS writes its banner on the first call after construction unless `output_flag` is
+    already off, and highspy's own constructor makes such a call (it enables callbacks); so `output_flag` is set
+    just before it. Nothing is redirected."""
+
+    def enableCallbacks(self) -> highspy.HighsStatus:
+        self.setOptionValue("output_flag", False)
+        return super().enableCallbacks()
 
 
 def _new_highs() -> highspy.Highs:
-    """A Highs object; the first one in a process prints a banner on C stdout, which would corrupt JSON
-    output, so that one is made with file descriptor 1 pointed at /dev/null."""
-    global _banner_shown
-    if _banner_shown:
-        return highspy.Highs()
-    import os
-    import sys
-
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        h = highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-        _banner_shown = True
+    h = _SilentHighs()
+    _set(h, "output_flag", False)  # again, checked: an older highspy whose constructor made no call
     return h
 
 
 def _highs(time_limit_s: float) -> highspy.Highs:
     h = _new_highs()
-    _set(h, "output_flag", False)
     _set(h, "threads", 1)
     # Measured on these models: feasibility jump and the sub-MIP heuristics (RINS/RENS) took most of the
     # time and found nothing the MIP start does not already give.

@@ -25,7 +25,16 @@ import numpy as np
 
 from pipetune import jsonio
 from pipetune.configs import StageConfig
-from pipetune.serving.client import Outcome, open_loop_at
+from pipetune.loadgen.client import Outcome, open_loop_at
+from pipetune.metrics import (
+    COMPLETED,
+    HTTP_OK,
+    core_seconds,
+    outcome_counts,
+    outcomes_of_http,
+    served_pas,
+    sla_masks,
+)
 
 SAMPLE_S = 1.0
 
@@ -36,18 +45,6 @@ class LiveRun:
     outcomes: list[Outcome]  # planned times are seconds from the run's start
     samples: list[dict]  # every SAMPLE_S: t, cores held, configuration in effect
     decisions: list[dict] = field(default_factory=list)  # pipetune only: t, observed, predicted, changed
-
-
-def _pas(pipeline: Any, variants: dict[str, str] | None) -> float:
-    if not variants:
-        return float("nan")
-    acc = 1.0
-    for s in pipeline.stage_names:
-        v = next((x for x in pipeline.stage(s).variants if x.name == variants.get(s)), None)
-        if v is None:
-            return float("nan")
-        acc *= v.accuracy
-    return acc
 
 
 def live_run(
@@ -127,29 +124,35 @@ def _bodies(pipeline: Any, spec: Any) -> Callable[[int], dict]:
 
 
 def summarise(run: LiveRun, pipeline: Any, seconds: float) -> dict:
-    sla = pipeline.sla.seconds
     st = np.array([o.status for o in run.outcomes])
     lat = np.array([o.latency_s for o in run.outcomes])
-    ok = st == 200
-    late = ok & (lat > sla)
+    outcome = outcomes_of_http(st)
+    counts = outcome_counts(outcome)
+    ok = outcome == COMPLETED
+    late, violation = sla_masks(outcome, lat, pipeline.sla.seconds)
     n = len(run.outcomes)
-    viol = int((~ok).sum() + late.sum())
-    pas = [_pas(pipeline, o.variants) for o in run.outcomes if o.status == 200]
-    cores = [s["cores"] for s in run.samples]
+    pas = [served_pas(pipeline, o.variants) for o, k in zip(run.outcomes, ok) if k]
+    # each sample holds the cores of the SAMPLE_S before it; cost counts them over the run's [0, seconds)
+    t = np.array([s["t"] for s in run.samples], dtype=float) - SAMPLE_S
+    cs = (
+        float(core_seconds(t, np.array([s["cores"] for s in run.samples], dtype=float), np.array([0.0, seconds]))[0])
+        if t.size
+        else None
+    )
     return {
         "requests": n,
-        "completed": int(ok.sum()),
-        "refused": int((st == 503).sum()),
-        "dropped": int((st == 504).sum()),
-        "failed": int(((st != 200) & (st != 503) & (st != 504)).sum()),
+        "completed": counts["completed"],
+        "refused": counts["refused"],
+        "dropped": counts["dropped"],
+        "failed": counts["failed"],
         "lost": int((st == 0).sum()),
         "late": int(late.sum()),
-        "sla_violation_rate": viol / n if n else 0.0,
+        "sla_violation_rate": int(violation.sum()) / n if n else 0.0,
         "latency_p50_s": float(np.percentile(lat[ok], 50)) if ok.any() else None,
         "latency_p99_s": float(np.percentile(lat[ok], 99)) if ok.any() else None,
         "pas_mean": float(np.nanmean(pas)) if pas else None,
-        "mean_cores": float(np.mean(cores)) if cores else None,
-        "core_seconds": float(np.sum(cores) * SAMPLE_S) if cores else None,
+        "mean_cores": cs / seconds if cs is not None and seconds > 0 else None,
+        "core_seconds": cs,
         "config_changes": sum(1 for d in run.decisions if d["changed"]),
         "duration_s": seconds,
     }
@@ -169,6 +172,7 @@ def plot_report(runs: list[LiveRun], counts: np.ndarray, pipeline: Any, twin: An
         sec = np.array([int(o.planned) for o in run.outcomes])
         st = np.array([o.status for o in run.outcomes])
         lat = np.array([o.latency_s for o in run.outcomes])
+        violation = sla_masks(outcomes_of_http(st), lat, sla)[1]
         w = 10
         edges = np.arange(0, counts.size + w, w)
         mid, p99, viol, pas = [], [], [], []
@@ -176,12 +180,12 @@ def plot_report(runs: list[LiveRun], counts: np.ndarray, pipeline: Any, twin: An
             m = (sec >= a) & (sec < b)
             if not m.any():
                 continue
-            okm = m & (st == 200)
+            okm = m & (st == HTTP_OK)
             mid.append((a + b) / 2)
             p99.append(np.percentile(lat[okm], 99) if okm.any() else np.nan)
-            viol.append(((m & (st != 200)).sum() + (okm & (lat > sla)).sum()) / m.sum())
+            viol.append(violation[m].mean())
             pas.append(
-                np.nanmean([_pas(pipeline, o.variants) for o, k in zip(run.outcomes, okm) if k])
+                np.nanmean([served_pas(pipeline, o.variants) for o, k in zip(run.outcomes, okm) if k])
                 if okm.any()
                 else np.nan
             )
@@ -253,12 +257,11 @@ def run_live_demo(
 
     import ray
 
-    from pipetune import example_path
     from pipetune.experiments.one_run import simulate
     from pipetune.profiles import load_profiles
     from pipetune.serving.backend import INGRESS_CPUS
     from pipetune.serving.session import initial_configs, planning_pipeline
-    from pipetune.spec import load_pipeline
+    from pipetune.spec import example_path, load_pipeline
     from pipetune.workloads import arrival_times, synthetic_pattern
 
     out.mkdir(parents=True, exist_ok=True)
@@ -362,15 +365,17 @@ def compare_with_twin(live: LiveRun, sim: Any, counts: np.ndarray, sla_s: float)
     lat = np.array([o.latency_s for o in live.outcomes])
     sec_sim = sim.arrival_s.astype(int)
     sim_lat = sim.finish_s - sim.arrival_s
-    sim_ok = sim.status == 1
+    sim_ok = sim.status == COMPLETED
+    viol_live = sla_masks(outcomes_of_http(st), lat, sla_s)[1]
+    viol_sim = sla_masks(sim.status, sim_lat, sla_s)[1]
     low = np.asarray(counts) <= LOW_LOAD_RPS
 
     def part(mask_live: np.ndarray, mask_sim: np.ndarray) -> dict:
-        ok = mask_live & (st == 200)
+        ok = mask_live & (st == HTTP_OK)
         sok = mask_sim & sim_ok
         nl, ns = int(mask_live.sum()), int(mask_sim.sum())
-        vl = int((mask_live & (st != 200)).sum() + (ok & (lat > sla_s)).sum())
-        vs = int((mask_sim & ~sim_ok).sum() + (sok & (sim_lat > sla_s)).sum())
+        vl = int((mask_live & viol_live).sum())
+        vs = int((mask_sim & viol_sim).sum())
         return {
             "requests_live": nl,
             "requests_sim": ns,

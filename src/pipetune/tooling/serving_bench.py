@@ -92,9 +92,9 @@ def run_serving_benchmark(
     import ray
     from ray import serve
 
+    from pipetune.loadgen.client import Outcome, open_loop
     from pipetune.protocol import encode_request
     from pipetune.serving.backend import RayServeBackend
-    from pipetune.serving.client import Outcome, open_loop
 
     say = progress or (lambda _m: None)
     pipe = noop_pipeline(2)

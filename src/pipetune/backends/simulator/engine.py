@@ -63,9 +63,9 @@ from pipetune.backends.simulator.host import SharedHost
 from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_gamma
 from pipetune.configs import StageConfig, StageStatus
 from pipetune.errors import PipetuneError
+from pipetune.metrics import COMPLETED, DROPPED, FAILED, PENDING, REFUSED
 
 LOADING, READY, DRAINING, RETIRED = 0, 1, 2, 3
-PENDING, COMPLETED, DROPPED, FAILED, REFUSED = 0, 1, 2, 3, 4
 _EV_DONE, _EV_READY, _EV_TIMER, _EV_HOST = 0, 1, 2, 3
 _BLOCK = 1 << 16
 INF = math.inf

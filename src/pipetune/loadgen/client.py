@@ -1,5 +1,5 @@
 """Requests sent open loop, as the benchmarks, the live demo and the serving tests read them: a thin view over
-the load generator (`pipetune.loadgen.runner`, the one home of sending), one `Outcome` per planned request."""
+the load generator's runner (`runner.py`, the one home of sending), one `Outcome` per planned request."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipetune import jsonio
+from pipetune.loadgen.runner import RunOptions, run
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,6 @@ def open_loop_at(
     n_bodies: int = 200,
 ) -> list[Outcome]:
     """Send one request per offset (seconds from the start) and wait for every answer."""
-    from pipetune.loadgen.runner import RunOptions, run
-
     if callable(body):
         bodies = [jsonio.dumps(body(i)).encode() for i in range(min(n_bodies, max(1, len(offsets_s))))]
     else:
