@@ -132,8 +132,12 @@ def spec_for_sample(name: str, sample: Any) -> TensorSpec:
 # ---- requests: encoding (clients, the load generator) ---------------------------------------------------
 def encode_request(items: list[Any], spec: TensorSpec, request_id: str | None = None) -> dict:
     """A V2 inference request carrying `items` as one input tensor (what any V2 client would send)."""
-    if spec.datatype == "BYTES":
-        data: list = [x if isinstance(x, str) else jsonio.dumps(x) for x in items]
+    if spec.datatype == "BYTES" and len(spec.shape) > 1:  # each item an array of strings: sent as they are
+        texts = np.asarray(items, dtype=object)
+        data: list = texts.reshape(-1).tolist()
+        shape = list(texts.shape)
+    elif spec.datatype == "BYTES":
+        data = [x if isinstance(x, str) else jsonio.dumps(x) for x in items]
         shape = [len(items)]
     else:
         arr = np.asarray(items, dtype=DATATYPES[spec.datatype])

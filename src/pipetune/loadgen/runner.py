@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from pipetune.protocol import HEADER_LENGTH
+
 OUTCOMES = ("completed", "refused", "dropped", "failed", "timeout", "not_sent")
 COMPLETED, REFUSED, DROPPED, FAILED, TIMEOUT, NOT_SENT = range(len(OUTCOMES))
 OPEN = len(OUTCOMES)  # sent, no answer yet (only while the run goes on)
@@ -87,6 +89,7 @@ class RunOptions:
     timeout_s: float = 10.0
     progress: Callable[[Records, int, int], None] | None = None  # ~4 times a second: (records, sent, due)
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    body_headers: list[dict[str, str]] | None = None  # per body (e.g. each binary body's header length)
 
 
 def run(plan: np.ndarray, opts: RunOptions) -> Records:
@@ -118,6 +121,10 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     loop = asyncio.get_running_loop()
     clock = loop.time
     bodies, nb = opts.bodies, len(opts.bodies)
+    heads = opts.body_headers or [opts.headers]
+    if len(heads) not in (1, nb):
+        raise ValueError(f"body_headers: {len(heads)} header sets for {nb} bodies; give one per body")
+    nh = len(heads)
     state = _Progress()
     cap = int(opts.concurrency)
     cap_reason = f"not sent: {cap} requests already open (client concurrency cap; raise --concurrency)"
@@ -136,8 +143,10 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     async def one(i: int) -> None:
         t_start = clock() - state.t0
         try:
-            async with session.post(opts.url, data=bodies[i % nb], headers=opts.headers, trace_request_ctx=i) as resp:
+            post = session.post(opts.url, data=bodies[i % nb], headers=heads[i % nh], trace_request_ctx=i)
+            async with post as resp:
                 payload = await resp.read()
+                header_length = resp.headers.get(HEADER_LENGTH)
                 now = clock() - state.t0
                 rec.status[i] = resp.status
         except TimeoutError:
@@ -154,7 +163,7 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
                 rec.sent[i] = t_start  # failed before the headers were written (e.g. connection refused)
             state.inflight -= 1
         rec.latency[i] = now - rec.sent[i]
-        _classify(rec, i, resp.status, payload, now)
+        _classify(rec, i, resp.status, payload, now, header_length)
 
     async def ticker(progress: Callable[[Records, int, int], None]) -> None:
         while True:
@@ -208,11 +217,11 @@ def _finish(rec: Records, i: int, outcome: int, now: float, reason: str) -> None
     rec.reasons[i] = reason[:MAX_REASON]
 
 
-def _classify(rec: Records, i: int, status: int, payload: bytes, now: float) -> None:
+def _classify(rec: Records, i: int, status: int, payload: bytes, now: float, header_length: str | None = None) -> None:
     rec.done[i] = now
     if status == 200:
-        try:
-            body = json.loads(payload)
+        try:  # a binary response: its JSON is the first Inference-Header-Content-Length bytes
+            body = json.loads(payload if header_length is None else payload[: int(header_length)])
         except ValueError:
             rec.outcome[i] = FAILED
             rec.reasons[i] = f"http 200 with a body that is not JSON: {payload[:80]!r}"
