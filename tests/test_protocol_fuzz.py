@@ -29,8 +29,10 @@ from pipetune.protocol import (
 TEXT = TensorSpec("input", "BYTES", (-1,))
 IMAGE = TensorSpec("input", "FP32", (-1, 4))
 COUNTS = TensorSpec("input", "INT8", (-1, 2))
+WORDS = TensorSpec("input", "BYTES", (-1, -1))  # each item a list of strings
+ANY = TensorSpec("input", "UINT16", (-1, -1))  # any per-item size, zero included
 OUT = [TensorSpec("out", "BYTES", (-1,))]
-SPECS = [TEXT, IMAGE, COUNTS]
+SPECS = [TEXT, IMAGE, COUNTS, WORDS, ANY]
 CONTENT_TYPES = [None, "", "application/json", "application/json; charset=utf-8", "application/octet-stream",
                  "text/xml", "multipart/form-data; boundary=x", "application/json; charset=latin-1", "\x00;;="]  # fmt: skip
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -49,20 +51,27 @@ def _check(body: bytes, spec: TensorSpec, **kw) -> InferRequest | None:
     assert 1 <= len(req.items) <= MAX_ITEMS
     assert req.id is None or isinstance(req.id, str)
     for x in req.items:
-        if spec.datatype == "BYTES":
+        if spec == TEXT:
             assert isinstance(x, str)
             x.encode("utf-8")  # text a model can take
+        elif spec.datatype == "BYTES":
+            assert isinstance(x, list) and all(isinstance(w, str) for w in x)
         else:
             assert isinstance(x, np.ndarray) and x.dtype == np.dtype(spec.datatype.lower().replace("fp", "float"))
-            assert x.shape == spec.shape[1:]
+            assert len(x.shape) == len(spec.shape) - 1
+            assert all(d in (-1, g) for d, g in zip(spec.shape[1:], x.shape))
             assert np.isfinite(x).all()
     return req
 
 
 def _valid(spec: TensorSpec, n: int = 2, binary: bool = False) -> tuple[bytes, dict[str, str]]:
     rng = np.random.default_rng(n)
-    if spec.datatype == "BYTES":
+    if spec == TEXT:
         items: list = [f"text {i} [é]" for i in range(n)]
+    elif spec == WORDS:
+        items = [[f"w{i}", "[é]"] for i in range(n)]
+    elif spec == ANY:
+        items = list(rng.integers(0, 2**16, (n, 3)).astype(np.uint16))
     elif spec.datatype == "INT8":
         items = list(rng.integers(-128, 128, (n, 2)).astype(np.int8))
     else:
@@ -199,6 +208,15 @@ def test_wrong_element_types_are_refused_not_converted(spec, data, says):
     body = json.dumps({"inputs": [{"name": "input", "datatype": spec.datatype, "shape": shape, "data": data}]})
     with pytest.raises(ProtocolError, match=says):
         decode_request(body.encode(), [spec])
+
+
+def test_zero_sized_and_multi_dimensional_items_keep_their_shape():
+    for spec, data, want in [(ANY, [], [np.zeros(0, np.uint16)] * 2), (WORDS, [], [[], []]),
+                             (WORDS, ["a", "b"], [["a"], ["b"]])]:  # fmt: skip
+        shape = [2, len(data) // 2]
+        body = json.dumps({"inputs": [{"name": "input", "datatype": spec.datatype, "shape": shape, "data": data}]})
+        items = decode_request(body.encode(), [spec]).items
+        assert len(items) == 2 and all(np.array_equal(a, b) for a, b in zip(items, want)), items
 
 
 def test_sizes_over_the_caps_allocate_nothing():

@@ -435,7 +435,7 @@ def _binary_size(t: dict, where: str) -> int | None:
 
 def _decode_json_tensor(t: dict, spec: TensorSpec, shape: list[int], where: str) -> list[Any]:
     dt = spec.datatype
-    n, count = shape[0], math.prod(shape)
+    count = math.prod(shape)
     data = t.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"{where}.data: must be a list (flat, row-major, or nested)")
@@ -444,7 +444,7 @@ def _decode_json_tensor(t: dict, spec: TensorSpec, shape: list[int], where: str)
     if dt == "BYTES":
         if not kinds <= {str} or not all(map(_is_text, flat)):
             raise ProtocolError(f"{where}.data: BYTES elements must be strings (UTF-8 text)")
-        return _group(flat, n)
+        return _group(flat, shape)
     allowed = {bool} if dt == "BOOL" else {int} if dt[0] in "IU" else {int, float}
     if not kinds <= allowed:
         want = "true or false" if dt == "BOOL" else "whole numbers" if dt[0] in "IU" else "numbers"
@@ -454,7 +454,7 @@ def _decode_json_tensor(t: dict, spec: TensorSpec, shape: list[int], where: str)
         arr = np.asarray(flat, dtype=np.float64 if target.kind == "f" else None)
     except OverflowError:  # an integer beyond what 64 bits (or a float64) hold
         raise ProtocolError(f"{where}.data: values outside {dt}'s range") from None
-    if target.kind in "iu":
+    if target.kind in "iu" and arr.size:
         info = np.iinfo(target)
         if arr.dtype.kind not in "iu" or (arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max)):
             raise ProtocolError(f"{where}.data: values outside {dt}'s range [{info.min}, {info.max}]")
@@ -465,9 +465,9 @@ def _decode_json_tensor(t: dict, spec: TensorSpec, shape: list[int], where: str)
 
 def _decode_binary_tensor(raw: memoryview, spec: TensorSpec, shape: list[int], where: str) -> list[Any]:
     dt = spec.datatype
-    n, count = shape[0], math.prod(shape)
+    count = math.prod(shape)
     if dt == "BYTES":
-        return _group(_unpack_bytes(raw, count, where), n)
+        return _group(_unpack_bytes(raw, count, where), shape)
     wire = _wire_dtype(dt)
     if len(raw) != count * wire.itemsize:
         raise ProtocolError(
@@ -489,11 +489,12 @@ def _items(arr: np.ndarray, shape: list[int], where: str) -> list[Any]:
     return [arr[i] for i in range(shape[0])]
 
 
-def _group(flat: list[str], n: int) -> list[Any]:
-    if len(flat) == n:
+def _group(flat: list[str], shape: list[int]) -> list[Any]:
+    """BYTES items: a string each for shape [n]; else each item's strings, flat (row-major)."""
+    if len(shape) == 1:
         return flat
-    per = len(flat) // n
-    return [flat[i : i + per] for i in range(0, len(flat), per)]
+    per = math.prod(shape[1:])
+    return [flat[i * per : (i + 1) * per] for i in range(shape[0])]
 
 
 def _wire_dtype(datatype: str) -> np.dtype:
