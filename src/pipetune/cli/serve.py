@@ -146,9 +146,9 @@ def serve_cmd(
                     be.close()  # serve.shutdown(): the graceful drain, bounded by the replicas' shutdown timeout
                 elif "deploying" in stopped:  # stopped while deploying: what was deployed goes too (a cluster's
                     # Ray outlives this process)
-                    from ray import serve
+                    from pipetune.serving.ray_api import shutdown_serve
 
-                    serve.shutdown()
+                    shutdown_serve()
             finally:
                 ray.shutdown()
 
