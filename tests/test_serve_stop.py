@@ -78,6 +78,7 @@ def test_sigterm_drains_and_leaves_no_process_behind():
     ray_tmp = tempfile.mkdtemp(prefix="pt-stop-")
     port = _free_port()
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("RAY_ADDRESS", None)  # its own local Ray, whatever cluster this test session runs
     cmd = [sys.executable, "-m", "pipetune", "serve", str(example_path("digits")), "--no-adapt",
            "--port", str(port), "--num-cpus", "4"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
