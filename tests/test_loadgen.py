@@ -18,7 +18,7 @@ from pipetune.loadgen.schedule import encode_bodies, generated_items, workload_c
 from pipetune.protocol import TensorSpec
 
 SPEC = TensorSpec("input", "BYTES", (-1,))
-BODIES = encode_bodies(generated_items(SPEC, 4), SPEC)
+BODIES, _ = encode_bodies(generated_items(SPEC, 4), SPEC)
 
 
 def _strict(text: str) -> dict:
@@ -180,6 +180,25 @@ def test_pipeline_example_data_is_what_is_sent(mixed_url, tmp_path: Path):
         check_items(items, TensorSpec("input", "FP32", (-1, 64)), "--pipeline")
     with pytest.raises(LoadgenError, match="item shape"):
         check_items([np.zeros(8)], TensorSpec("input", "FP32", (-1, 64)), "--pipeline")
+
+
+def test_binary_bodies_carry_their_header_and_binary_answers_are_read(mixed_url, tmp_path: Path):
+    """--binary: each body its own Inference-Header-Content-Length; a binary 200 answer is read from its header."""
+    from pipetune.loadgen.runner import COMPLETED, Records, _classify
+    from pipetune.protocol import HEADER_LENGTH, InferRequest, decode_request, encode_response
+
+    bodies, headers = encode_bodies(generated_items(SPEC, 3), SPEC, binary=True)
+    for body, h in zip(bodies, headers):
+        req = decode_request(body, [SPEC], header_length=h[HEADER_LENGTH], content_type=h["content-type"])
+        assert len(req.items) == 1 and req.binary_output
+    summary, _, _ = loadtest(f"{mixed_url}/v2/models/echo", trace=_one_second(tmp_path, 5), plot=False, binary=True)
+    assert summary["encoding"] == "binary" and summary["outcomes"]["completed"] >= 1
+    payload, h = encode_response(
+        "m", {"out": ["a"]}, None, {"e2e_s": 0.25}, request=InferRequest(["x"], None, None, True)
+    )
+    rec = Records.empty(np.zeros(1))
+    _classify(rec, 0, 200, payload, 1.0, h[HEADER_LENGTH])
+    assert rec.outcome[0] == COMPLETED and rec.server_e2e[0] == 0.25
 
 
 def _one_second(tmp_path: Path, n: int) -> Path:

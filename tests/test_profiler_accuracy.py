@@ -32,6 +32,7 @@ stages:
     - name: c
       model: {adapter: "x:y"}
       accuracy: 0.4
+edges: [{from: a, to: b}]
 """
 
 

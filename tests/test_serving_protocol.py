@@ -30,14 +30,16 @@ def _raw(**tensor) -> bytes:
 
 def test_round_trip_text_and_arrays():
     body = json.dumps(encode_request(["hello", "hallo"], TEXT, "r1")).encode()
-    assert decode_request(body, [TEXT]) == (["hello", "hallo"], "r1")
+    req = decode_request(body, [TEXT])
+    assert (req.items, req.id, req.outputs, req.binary_output) == (["hello", "hallo"], "r1", None, False)
     xs = [np.arange(64, dtype=np.float32), np.ones(64, dtype=np.float32)]
-    items, rid = decode_request(json.dumps(encode_request(xs, IMAGE)).encode(), [IMAGE])
-    assert rid is None and len(items) == 2 and items[0].dtype == np.float32
+    req = decode_request(json.dumps(encode_request(xs, IMAGE)).encode(), [IMAGE])
+    items = req.items
+    assert req.id is None and len(items) == 2 and items[0].dtype == np.float32
     np.testing.assert_array_equal(items[0], xs[0])
     # nested (row-major) data is accepted as well as flat
     nested = _raw(datatype="FP32", shape=[1, 64], data=[list(range(64))])
-    assert decode_request(nested, [IMAGE])[0][0][63] == 63
+    assert decode_request(nested, [IMAGE]).items[0][63] == 63
 
 
 def test_spec_for_sample():
@@ -86,9 +88,11 @@ def test_bad_array_requests_name_the_field(tensor, field):
 
 def test_response_round_trip():
     out = {"merge": [{"topic": "love", "lang": "en"}, "plain"]}
-    body = encode_response("text", out, "r1", {"e2e_s": 0.1})
+    payload, headers = encode_response("text", out, "r1", {"e2e_s": 0.1})
+    assert headers == {"content-type": "application/json"}
+    body = json.loads(payload)
     assert body["outputs"][0]["datatype"] == "BYTES" and body["outputs"][0]["shape"] == [2]
-    assert decode_response(json.loads(json.dumps(body))) == out
+    assert body["id"] == "r1" and decode_response(body) == out == decode_response(payload)
 
 
 def test_export_is_a_valid_serve_config(tmp_path):

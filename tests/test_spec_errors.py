@@ -60,6 +60,8 @@ def test_valid_spec_parses_with_defaults():
         (lambda d: d.update(sources={"b": 1.0}), ["sources", "incoming edges"]),
         (lambda d: d.update(sources={"a": 1.5}), ["sources.a", "(0, 1]"]),
         (lambda d: d.update(sources={"q": 1.0}), ["sources", "unknown stage 'q'"]),
+        # several stages and no `edges:` is never silently read as parallel sources
+        (lambda d: d.pop("edges"), ["edges: missing", "2 stages", "{from: a, to: b}", "edges: []"]),
     ],
 )
 def test_spec_errors_name_field_and_fix(mutate, must_say):
@@ -68,6 +70,14 @@ def test_spec_errors_name_field_and_fix(mutate, must_say):
     msg = str(e.value)
     for s in must_say:
         assert s in msg, msg
+
+
+def test_edges_needed_only_where_stages_must_connect():
+    """One stage needs no `edges:`; several stages with `edges: []` are independent sources, as written."""
+    single = with_(lambda d: (d.pop("edges"), d["stages"].pop(1)))
+    assert parse_pipeline(single).topological_order() == ["a"]
+    parallel = parse_pipeline(with_(lambda d: d.update(edges=[])))
+    assert parallel.source_shares() == {"a": 1.0, "b": 1.0} and parallel.sinks() == ["a", "b"]
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -14,6 +14,8 @@ The graph model
   items of the same request from every parent and processes them as ONE item, so its item rate is the rate
   of requests that reach it; `fan_in: merge` processes each parent's items independently (rates add up).
 * End-to-end latency is the longest path through the DAG from any source to any sink.
+* A spec with several stages must say how they connect: `edges:` missing is an error (`edges: []` states
+  that every stage is an independent source); a single stage needs none.
 """
 
 from __future__ import annotations
@@ -158,6 +160,14 @@ class Pipeline(_Strict):
         if dup:
             raise ValueError(f"stages: stage names must be unique; repeated: {dup}")
         known = set(names)
+        if len(names) > 1 and "edges" not in self.model_fields_set:
+            # Several stages read as parallel sources only when the spec says so: a forgotten `edges:` would
+            # otherwise plan and serve a chain as independent stages, silently.
+            raise ValueError(
+                f"edges: missing; a pipeline with {len(names)} stages needs `edges:` to say how they connect, "
+                f"e.g. edges: [{{from: {names[0]}, to: {names[1]}}}] (write `edges: []` if every stage is an "
+                "independent source)"
+            )
         for i, e in enumerate(self.edges):
             for end, n in (("from", e.src), ("to", e.dst)):
                 if n not in known:

@@ -103,6 +103,11 @@ def loadtest_cmd(
     process: str = typer.Option("poisson", "--process", help="arrivals within a second: poisson, uniform, step"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON (and no progress bar)"),
     no_plot: bool = typer.Option(False, "--no-plot", help="skip the PNG"),
+    binary: bool = typer.Option(
+        False,
+        "--binary",
+        help="send the V2 binary tensor extension and ask for binary outputs (tritonclient's default)",
+    ),
 ) -> None:
     """Send a trace or pattern of V2 inference requests open loop; write a summary, a timeline and a plot."""
     from pipetune.loadgen.loadtest import loadtest
@@ -130,6 +135,7 @@ def loadtest_cmd(
         process=process,
         progress=bar,
         plot=not no_plot,
+        binary=binary,
     )
     if as_json:
         print(jsonio.dumps(summary))

@@ -1,10 +1,19 @@
 """`pipetune serve PIPELINE`: serve a pipeline on Ray Serve behind an Open Inference Protocol endpoint and keep
-re-configuring it with the adapter (`--no-adapt`: serve the starting plan as it is)."""
+re-configuring it with the adapter (`--no-adapt`: serve the starting plan as it is).
+
+SIGTERM (what Kubernetes and systemd send) and SIGINT (Ctrl-C) stop it the same way: the adapter stops, Ray
+Serve drains (its apps are deleted, so the proxy stops routing to them, and each replica finishes the requests it
+holds, up to its graceful_shutdown_timeout_s), Ray shuts down with every process it started, one line is printed
+and the command exits 0. Further signals during that bounded stop are ignored.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -93,35 +102,79 @@ def serve_cmd(
         ray.init(num_cpus=num_cpus, namespace="pipetune", log_to_driver=False, include_dashboard=False)
     elif address is not None:
         ray.init(address=address, namespace="pipetune", log_to_driver=False)
-    cpus = float(ray.cluster_resources().get("CPU", 0))
-    planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
-    configs = from_plan or initial_configs(planning, profiles, rps, policy)
-    be = RayServeBackend(pipe, configs, profiles, host=host, port=port)
-    con.print(
-        f"[green]serving[/] http://{host}:{port}/v2/models/{pipe.name}/infer · metrics http://{host}:{port}/metrics · "
-        f"{cpus:g} Ray CPUs, plans use at most {planning.caps.max_total_cores:g}"
-    )
-    for s, c in be.in_effect().items():
-        con.print(f"  {s}: {c.variant} batch {c.batch} x {c.replicas} replicas of {c.cores} cores")
-    until = duration if duration is not None else math.inf
+    be = None
+    with _stop_on_signals() as stopped:  # after ray.init, which sets its own SIGTERM handler (sys.exit(15))
+        try:
+            cpus = float(ray.cluster_resources().get("CPU", 0))
+            planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
+            configs = from_plan or initial_configs(planning, profiles, rps, policy)
+            stopped["deploying"] = "yes"
+            be = RayServeBackend(pipe, configs, profiles, host=host, port=port)
+            con.print(
+                f"[green]serving[/] http://{host}:{port}/v2/models/{pipe.name}/infer · metrics "
+                f"http://{host}:{port}/metrics · {cpus:g} Ray CPUs, plans use at most "
+                f"{planning.caps.max_total_cores:g}"
+            )
+            for s, c in be.in_effect().items():
+                con.print(f"  {s}: {c.variant} batch {c.batch} x {c.replicas} replicas of {c.cores} cores")
+            until = duration if duration is not None else math.inf
+            if adapt:
+
+                def show(d) -> None:  # noqa: ANN001 - a Decision
+                    what = ", ".join(d.changed_stages) or "no change"
+                    con.print(
+                        f"t={d.t:7.1f}s observed {d.observed_rps:6.1f} rps, predicted {d.predicted_rps:6.1f} -> "
+                        f"{what}; {d.cost_cores} cores; violations {d.violations_last_interval}/"
+                        f"{d.requests_last_interval}"
+                    )
+
+                run_adapter(
+                    be, planning, profiles, policy=policy, predictor=predictor, interval_s=interval, until_s=until,
+                    log=log, on_step=show,
+                )  # fmt: skip
+            else:
+                be.wait_until(until)
+        except KeyboardInterrupt:
+            con.print(
+                f"stopping ({stopped.get('signal', 'SIGINT')}): draining in-flight requests, then shutting Ray Serve "
+                "and Ray down"
+            )
+        finally:
+            stopped["closing"] = "yes"  # a signal from here on is ignored: the shutdown below always completes
+            try:
+                if be is not None:
+                    be.close()  # serve.shutdown(): the graceful drain, bounded by the replicas' shutdown timeout
+                elif "deploying" in stopped:  # stopped while deploying: what was deployed goes too (a cluster's
+                    # Ray outlives this process)
+                    from pipetune.serving.ray_api import shutdown_serve
+
+                    shutdown_serve()
+            finally:
+                ray.shutdown()
+
+
+class _Stop(KeyboardInterrupt):
+    """A stop signal, raised in the main thread to unwind serving the way Ctrl-C does."""
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[dict[str, str]]:
+    """SIGTERM and SIGINT raise `_Stop` once (its name recorded in the yielded dict); later ones, and any once the
+    caller has set "closing" in the dict, are ignored, so a signal cannot cut the drain and shutdown short. Python's
+    handler also replaces the native one Ray's core worker installs (which prints a stack dump on SIGTERM). The
+    previous handlers come back on exit."""
+    stopped: dict[str, str] = {}
+    sigs = (signal.SIGTERM, signal.SIGINT)
+
+    def handler(signum: int, _frame: object) -> None:
+        if "signal" in stopped or "closing" in stopped:
+            return
+        stopped["signal"] = signal.Signals(signum).name
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, handler) for sig in sigs}
     try:
-        if adapt:
-
-            def show(d) -> None:  # noqa: ANN001 - a Decision
-                what = ", ".join(d.changed_stages) or "no change"
-                con.print(
-                    f"t={d.t:7.1f}s observed {d.observed_rps:6.1f} rps, predicted {d.predicted_rps:6.1f} -> "
-                    f"{what}; {d.cost_cores} cores; violations {d.violations_last_interval}/{d.requests_last_interval}"
-                )
-
-            run_adapter(
-                be, planning, profiles, policy=policy, predictor=predictor, interval_s=interval, until_s=until,
-                log=log, on_step=show,
-            )  # fmt: skip
-        else:
-            be.wait_until(until)
-    except KeyboardInterrupt:
-        con.print("stopping (Ctrl-C) ...")
+        yield stopped
     finally:
-        be.close()
-        ray.shutdown()
+        for sig, h in previous.items():
+            signal.signal(sig, h)

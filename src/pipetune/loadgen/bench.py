@@ -29,7 +29,7 @@ def bench_loadgen(target_rps: float = 500.0, duration: float = 10.0, seed: int =
     seconds = int(round(duration))
     counts = np.full(seconds, float(target_rps))
     plan = make_plan(counts, "constant", "poisson", seed, max_requests=int(target_rps * seconds) + 1)
-    bodies = encode_bodies(
+    bodies, _ = encode_bodies(
         generated_items(TensorSpec("input", "BYTES", (-1,)), seed=seed), TensorSpec("input", "BYTES", (-1,))
     )
     with start_echo() as base:

@@ -56,8 +56,8 @@ class _Server:
     def __init__(self, cfg: EchoConfig) -> None:
         self.cfg = cfg
         self.count = 0
-        ok = encode_response(cfg.model, {"output": ["ok"]}, parameters={"variants": cfg.variants, "e2e_s": 0.0})
-        self.answers = {s: self._scripted(s, jsonio.dumps(ok).encode()) for s in cfg.statuses}
+        ok, _ = encode_response(cfg.model, {"output": ["ok"]}, parameters={"variants": cfg.variants, "e2e_s": 0.0})
+        self.answers = {s: self._scripted(s, ok) for s in cfg.statuses}
         spec = TensorSpec("input", cfg.input_datatype, tuple(cfg.input_shape))
         meta = model_metadata(cfg.model, [spec], [TensorSpec("output", "BYTES", (-1,))], platform="echo")
         self.meta = _response(200, jsonio.dumps(meta).encode())

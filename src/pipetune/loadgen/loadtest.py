@@ -88,13 +88,20 @@ def check_bounds(concurrency: int, timeout_s: float, sla_s: float | None) -> Non
         raise LoadgenError(f"--sla {sla_s}: must be a number of seconds > 0")
 
 
-def build_bodies(ep: Endpoint, meta: dict, pipeline: str | Path | None, seed: int) -> tuple[list[bytes], str]:
+def build_bodies(
+    ep: Endpoint, meta: dict, pipeline: str | Path | None, seed: int, binary: bool = False
+) -> tuple[list[bytes], list[dict], str]:
+    """The request bodies, their HTTP headers, and where their inputs came from."""
     spec = spec_from_metadata(meta, f"GET {ep.metadata_url}")
     if pipeline is not None:
         items, _ = pipeline_items(pipeline)
         check_items(items, spec, f"--pipeline {pipeline}")
-        return encode_bodies(items, spec), f"pipeline:{pipeline}"
-    return encode_bodies(generated_items(spec, seed=seed), spec), f"generated:{spec.datatype}{list(spec.shape)}"
+        source = f"pipeline:{pipeline}"
+    else:
+        items = generated_items(spec, seed=seed)
+        source = f"generated:{spec.datatype}{list(spec.shape)}"
+    bodies, headers = encode_bodies(items, spec, binary=binary)
+    return bodies, headers, source
 
 
 def loadtest(
@@ -115,6 +122,7 @@ def loadtest(
     process: str = "poisson",
     progress: Any = None,
     plot: bool = True,
+    binary: bool = False,
 ) -> tuple[dict, Records, dict[str, Path]]:
     """Run one load test; returns (summary, records, paths written). Every user error is a LoadgenError."""
     check_bounds(concurrency, timeout_s, sla_s)
@@ -127,11 +135,14 @@ def loadtest(
             raise
         ep = parse_url(url, pipeline_items(pipeline, 1)[1])  # the pipeline's name is the model's
     meta = fetch_metadata(ep, timeout_s)
-    bodies, inputs = build_bodies(ep, meta, pipeline, seed)
+    bodies, headers, inputs = build_bodies(ep, meta, pipeline, seed, binary)
     if progress is not None:
         progress.start(plan)
     try:
-        rec = run(plan.times, RunOptions(ep.infer_url, bodies, concurrency, timeout_s, progress and progress.update))
+        opts = RunOptions(
+            ep.infer_url, bodies, concurrency, timeout_s, progress and progress.update, body_headers=headers
+        )
+        rec = run(plan.times, opts)
     finally:
         if progress is not None:
             progress.stop()
@@ -147,6 +158,7 @@ def loadtest(
             "truncated_by_max_requests": plan.truncated,
         },
         "inputs": inputs,
+        "encoding": "binary" if binary else "json",
         "concurrency": concurrency,
         "timeout_s": timeout_s,
     }

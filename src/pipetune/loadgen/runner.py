@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from pipetune.metrics import COMPLETED, FAILED, HTTP_OK, NOT_SENT, PENDING, TIMEOUT, outcome_counts, outcomes_of_http
+from pipetune.protocol import HEADER_LENGTH
 
 LEAD_IN_S = 0.05  # the first planned time is this far after the session is up
 MAX_REASON = 300
@@ -85,6 +86,7 @@ class RunOptions:
     timeout_s: float = 10.0
     progress: Callable[[Records, int, int], None] | None = None  # ~4 times a second: (records, sent, due)
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    body_headers: list[dict[str, str]] | None = None  # per body (e.g. each binary body's header length)
 
 
 def run(plan: np.ndarray, opts: RunOptions) -> Records:
@@ -116,6 +118,10 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     loop = asyncio.get_running_loop()
     clock = loop.time
     bodies, nb = opts.bodies, len(opts.bodies)
+    heads = opts.body_headers or [opts.headers]
+    if len(heads) not in (1, nb):
+        raise ValueError(f"body_headers: {len(heads)} header sets for {nb} bodies; give one per body")
+    nh = len(heads)
     state = _Progress()
     cap = int(opts.concurrency)
     cap_reason = f"not sent: {cap} requests already open (client concurrency cap; raise --concurrency)"
@@ -134,8 +140,10 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
     async def one(i: int) -> None:
         t_start = clock() - state.t0
         try:
-            async with session.post(opts.url, data=bodies[i % nb], headers=opts.headers, trace_request_ctx=i) as resp:
+            post = session.post(opts.url, data=bodies[i % nb], headers=heads[i % nh], trace_request_ctx=i)
+            async with post as resp:
                 payload = await resp.read()
+                header_length = resp.headers.get(HEADER_LENGTH)
                 now = clock() - state.t0
                 rec.status[i] = resp.status
         except TimeoutError:
@@ -152,7 +160,7 @@ async def _run(plan: np.ndarray, opts: RunOptions) -> Records:
                 rec.sent[i] = t_start  # failed before the headers were written (e.g. connection refused)
             state.inflight -= 1
         rec.latency[i] = now - rec.sent[i]
-        _classify(rec, i, resp.status, payload, now)
+        _classify(rec, i, resp.status, payload, now, header_length)
 
     async def ticker(progress: Callable[[Records, int, int], None]) -> None:
         while True:
@@ -206,11 +214,11 @@ def _finish(rec: Records, i: int, outcome: int, now: float, reason: str) -> None
     rec.reasons[i] = reason[:MAX_REASON]
 
 
-def _classify(rec: Records, i: int, status: int, payload: bytes, now: float) -> None:
+def _classify(rec: Records, i: int, status: int, payload: bytes, now: float, header_length: str | None = None) -> None:
     rec.done[i] = now
     if status == HTTP_OK:
-        try:
-            body = json.loads(payload)
+        try:  # a binary response: its JSON is the first Inference-Header-Content-Length bytes
+            body = json.loads(payload if header_length is None else payload[: int(header_length)])
         except ValueError:
             rec.outcome[i] = FAILED
             rec.reasons[i] = f"http 200 with a body that is not JSON: {payload[:80]!r}"

@@ -1,4 +1,5 @@
-"""What to send and when: the arrival plan (from `pipetune.workloads`) and the request bodies (V2 JSON).
+"""What to send and when: the arrival plan (from `pipetune.workloads`) and the request bodies (V2 JSON, or the V2
+binary tensor extension with `binary`).
 
 The plan is a sorted array of send times (seconds from the start). Its per-second counts come from a trace file
 or a built-in pattern, are multiplied by `scale` and cut to `duration` seconds; within each second the requests
@@ -20,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pipetune import jsonio
 from pipetune.errors import PipetuneError
-from pipetune.protocol import DATATYPES, TensorSpec, encode_request, spec_for_sample
+from pipetune.protocol import DATATYPES, TensorSpec, encode_request_bytes, spec_for_sample
 from pipetune.workloads import PATTERNS, PROCESSES, arrival_times, load_trace, synthetic_pattern
 
 PATTERN_PEAK_RPS = 30.0  # a pattern's busiest second before --scale (synthetic_pattern's default)
@@ -186,14 +186,8 @@ def generated_items(spec: TensorSpec, n: int = POOL, seed: int = 0) -> list[Any]
     return [rng.integers(0, 10, shape).astype(DATATYPES[dt]) for _ in range(n)]
 
 
-def encode_bodies(items: list[Any], spec: TensorSpec) -> list[bytes]:
-    """One V2 request body (bytes) per item: one item per request, the way a client sends a user's request."""
-    if spec.datatype == "BYTES" and len(spec.shape) > 1:
-        # a multi-dimensional BYTES input: flatten each item's strings (encode_request sends BYTES as [n])
-        out = []
-        for x in items:
-            flat = list(np.asarray(x, dtype=object).reshape(-1))
-            body = {"inputs": [{"name": spec.name, "datatype": "BYTES", "shape": [1, *np.shape(x)], "data": flat}]}
-            out.append(jsonio.dumps(body).encode())
-        return out
-    return [jsonio.dumps(encode_request([x], spec)).encode() for x in items]
+def encode_bodies(items: list[Any], spec: TensorSpec, *, binary: bool = False) -> tuple[list[bytes], list[dict]]:
+    """One V2 request body (bytes) and its HTTP headers per item: one item per request, the way a client sends a
+    user's request. `binary`: the binary tensor extension with binary outputs asked for (tritonclient's default)."""
+    encoded = [encode_request_bytes([x], spec, binary=binary) for x in items]
+    return [body for body, _ in encoded], [headers for _, headers in encoded]

@@ -35,6 +35,7 @@ from pipetune.admission import AdmissionWindow
 from pipetune.models.base import pin_threads
 from pipetune.models.registry import model_ref
 from pipetune.protocol import (
+    HEADER_LENGTH,
     ProtocolError,
     TensorSpec,
     decode_request,
@@ -292,7 +293,7 @@ class Ingress:
             self.metrics.inflight.set(self.inflight)
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
         if path in ("/v2", ""):
-            return _json(200, {"name": "pipetune", "version": "0.1.0", "extensions": []})
+            return _json(200, {"name": "pipetune", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
         parts = path.split("/")  # '', 'v2', 'models', name, ...
         if len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models":
             if parts[3] != self.name:
@@ -327,10 +328,17 @@ class Ingress:
         t0 = time.perf_counter()
         body = await request.body()
         try:
-            items, rid = decode_request(body, self.inputs)
+            req = decode_request(
+                body,
+                self.inputs,
+                header_length=request.headers.get(HEADER_LENGTH),
+                content_type=request.headers.get("content-type"),
+                outputs=self.outputs,
+            )
         except ProtocolError as e:
             self.metrics.bad_input.inc()
             return _error(400, str(e))
+        items, rid = req.items, req.id
         self._arrivals[self._tick_arrivals()] += 1
         self.metrics.requests.labels("arrived").inc()
         if not self._ready():
@@ -359,7 +367,9 @@ class Ingress:
         dt = time.perf_counter() - t0
         outputs = {s: [r[s] for r in results] for s in self.sinks}
         try:  # encoded before it is counted: a response that cannot be sent is a failure, not a completion
-            payload = jsonio.dumps(encode_response(self.name, outputs, rid, {"variants": variants, "e2e_s": dt}))
+            payload, headers = encode_response(
+                self.name, outputs, rid, {"variants": variants, "e2e_s": dt}, request=req
+            )
         except (TypeError, ValueError) as e:
             self._count("failed")
             return _error(500, f"failed: an output is not JSON-serialisable ({e})")
@@ -368,7 +378,7 @@ class Ingress:
         self._window.completed(time.monotonic())
         if dt > self.sla_s:
             self._count("late")
-        return Response(payload.encode(), media_type="application/json")
+        return Response(payload, headers=headers)
 
     def _handle(self, stage: str) -> Any:
         app = self.routes[stage]
