@@ -389,33 +389,43 @@ def _infeasible(
     """Fallback: per stage the option with the most capacity per replica, scaled to the load where possible.
     With a runtime profile, where every stage has options that carry the load: per stage the one of least host
     CPU (then the fastest), so that the host, and admission's limit with it, holds the most it can."""
-    if runtime is not None:
-        carry = stage_options(
-            pipeline, rps, profiles, restriction, sla_s=math.inf, arrival_dispersion=arrival_dispersion, runtime=runtime
-        )
-        if all(len(so) for so in carry):
-            choice = [int(np.lexsort((so.lat_slo, np.asarray(so.host_cpu)))[0]) for so in carry]
-            fb = assemble_plan(
-                pipeline,
-                policy,
-                rps,
-                carry,
-                choice,
-                time.perf_counter() - t0,
-                feasible=False,
-                note=f"best-effort fallback: {reason}",
-                profiles=profiles,
-            )
-            fb = _with_host(replace(fb, arrival_dispersion=float(arrival_dispersion)), pipeline, profiles, runtime)
-            return Infeasible(
-                pipeline=pipeline.name,
-                policy=policy,
-                rps=rps,
-                binding=binding,
-                reason=reason,
-                fallback=fb,
-                solve_time_s=time.perf_counter() - t0,
-            )
+    least = (
+        None if runtime is None else _least_host_cpu(pipeline, rps, profiles, restriction, arrival_dispersion, runtime)
+    )
+    fallback_opts, choice = least or (_most_capacity(pipeline, rps, profiles, restriction, arrival_dispersion), None)
+    dt = time.perf_counter() - t0
+    fb = assemble_plan(
+        pipeline,
+        policy,
+        rps,
+        fallback_opts,
+        choice or [0] * len(fallback_opts),
+        dt,
+        feasible=False,
+        note=f"best-effort fallback: {reason}",
+        profiles=profiles,
+    )
+    fb = _with_host(replace(fb, arrival_dispersion=float(arrival_dispersion)), pipeline, profiles, runtime)
+    return Infeasible(
+        pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb, solve_time_s=dt
+    )
+
+
+def _least_host_cpu(
+    pipeline, rps, profiles, restriction, arrival_dispersion: float, runtime: RuntimeProfile
+) -> tuple[list[StageOptions], list[int]] | None:
+    """Per stage the option that carries the load (SLA aside) with the least host CPU, then the fastest; None when
+    some stage has no option that carries it."""
+    carry = stage_options(
+        pipeline, rps, profiles, restriction, sla_s=math.inf, arrival_dispersion=arrival_dispersion, runtime=runtime
+    )
+    if not all(len(so) for so in carry):
+        return None
+    return carry, [int(np.lexsort((so.lat_slo, np.asarray(so.host_cpu)))[0]) for so in carry]
+
+
+def _most_capacity(pipeline, rps, profiles, restriction, arrival_dispersion: float) -> list[StageOptions]:
+    """Per stage one option: the lowest-latency one with enough capacity at the load, else the most capacity."""
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
     table = build_base_options(pipeline, profiles, restriction)
@@ -465,19 +475,4 @@ def _infeasible(
         )
         so.lat_slo, so.lat_mean = lat.slo, lat.mean
         fallback_opts.append(so)
-    dt = time.perf_counter() - t0
-    fb = assemble_plan(
-        pipeline,
-        policy,
-        rps,
-        fallback_opts,
-        [0] * len(fallback_opts),
-        dt,
-        feasible=False,
-        note=f"best-effort fallback: {reason}",
-        profiles=profiles,
-    )
-    fb = _with_host(replace(fb, arrival_dispersion=float(arrival_dispersion)), pipeline, profiles, runtime)
-    return Infeasible(
-        pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb, solve_time_s=dt
-    )
+    return fallback_opts
