@@ -166,7 +166,63 @@ def plan_pipeline(
     the safe default; 0: the same count every second; > 1: burstier than Poisson); see `pipetune.latency`.
     `runtime`: the serving runtime's CPU on a shared host (runtime_profile.py); with it every plan keeps the
     host's CPU within its budget and every stage's latency counts its hops and the host's slowdown. None: the
-    host is not counted (plans exactly as before runtime profiles existed)."""
+    host is not counted (plans exactly as before runtime profiles existed). When the host's CPU is what cannot
+    hold `rps` (binding `host`, `sla+host`, ...), the fallback is the best plan for the highest rate the host does
+    hold within every limit (`held_rate`): admission refuses the rest, and refusing is the last resort."""
+    result = _plan_once(
+        pipeline, rps, policy, current, profiles, measured_only, time_limit_s, arrival_dispersion, runtime, **params
+    )
+    if runtime is None or not isinstance(result, Infeasible) or policy == "static-peak" or "host" not in result.binding:
+        return result
+    held = held_rate(
+        lambda r: _plan_once(
+            pipeline, r, policy, current, profiles, measured_only, time_limit_s, arrival_dispersion, runtime, **params
+        ),
+        rps,
+    )
+    if held is None:
+        return result
+    note = (
+        f"best-effort fallback: the best plan for {held.rps:.4g} rps, the most the host holds within every limit "
+        f"({result.binding}); admission refuses the rest"
+    )
+    return replace(result, fallback=replace(held, feasible=False, note=note))
+
+
+# Bisection steps of `held_rate`: the rate found is within rps / 2^HELD_RATE_STEPS below the highest one held.
+HELD_RATE_STEPS = 8
+
+
+def held_rate(plan_at, rps: float) -> Plan | None:
+    """The feasible plan (`plan_at(rate)`) for the highest rate below `rps` that has one, by bisection
+    (HELD_RATE_STEPS plans at most, plus one at the low end); None when not even the lowest rate tried has one."""
+    lo, hi, best = 0.0, float(rps), None
+    for _ in range(HELD_RATE_STEPS):
+        mid = (lo + hi) / 2
+        r = plan_at(mid)
+        if r.feasible:
+            lo, best = mid, r
+        else:
+            hi = mid
+    if best is None:
+        r = plan_at(lo)
+        best = r if r.feasible else None
+    return best
+
+
+def _plan_once(
+    pipeline,
+    rps: float,
+    policy: str,
+    current: Mapping[str, StageConfig] | None,
+    profiles: PipelineProfiles | None,
+    measured_only: bool,
+    time_limit_s: float,
+    arrival_dispersion: float,
+    runtime: RuntimeProfile | None,
+    **params,
+) -> Plan | Infeasible:
+    """`plan_pipeline` at one rate, with the fallback of `_infeasible` when no plan holds it."""
     from pipetune.errors import PipetuneError
 
     if not (rps >= 0 and math.isfinite(rps)):
