@@ -29,6 +29,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Layer of each top-level part of the package, lowest first. A module may import its own layer or lower ones.
 LAYERS: dict[str, int] = {
     "errors": 0, "configs": 0, "jsonio": 0, "protocol": 0, "spec": 0, "profiles": 0, "plotting": 0,
+    "runtime_profile": 0,
     "latency": 1, "metrics": 1, "admission": 1,
     "optimizer": 2, "workloads": 2, "predictors": 2, "models": 2,
     "adapter": 3, "backends.base": 3,  # the Backend interface the adapter drives sits below the backends

@@ -312,6 +312,7 @@ INPUT_CASES: dict[tuple[str, str], list[str]] = {
     ("loadtest", "trace"): ["loadtest", "--url", URL, "--trace", "X", "--model", "m"],
     ("loadtest", "pipeline"): ["loadtest", "--url", URL, "--pattern", "bursty", "--pipeline", "X"],
     ("plan", "pipeline"): ["plan", "X", "--rps", "10"],
+    ("plan", "runtime_profile"): ["plan", SYNTH, "--rps", "10", "--runtime-profile", "X"],
     ("predictor eval", "trace"): ["predictor", "eval", "-p", "reactive", "--trace", "X"],
     ("predictor eval", "shared"): ["predictor", "eval", "-p", "reactive", "--shared", "X"],
     ("predictor eval", "lstm_model"): ["predictor", "eval", "-p", "lstm", "--lstm-model", "X"],

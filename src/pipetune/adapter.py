@@ -108,10 +108,48 @@ class Decision:
     abandoned_stages: list[str] = field(default_factory=list)  # failed MAX_RETRIES times: planning from what serves
     overrun: bool = False  # the decision took longer than the interval: nothing applied
     error: str | None = None  # the planner failed: nothing applied
+    # The rate (requests/s) the chosen configuration holds, stages and host together (with a runtime profile;
+    # else null): admission's limit follows it. The host CPU it keeps busy at planned_rps and the most it may.
+    capacity_rps: float | None = None
+    host_cpu_cores: float | None = None
+    host_cpu_budget_cores: float | None = None
+    refusing: bool = False  # infeasible even at the cheapest variants: admission refuses what capacity_rps cannot hold
+    note: str = ""  # in words, when the plan is not simply feasible: what could not hold and what happens instead
 
     def to_json(self) -> str:
         """One strict JSON line: a non-finite number (an infeasible plan's latency, say) is written as null."""
         return jsonio.dumps(self.__dict__)
+
+
+def _opt(plan, name: str) -> float | None:
+    v = getattr(plan, name, None) if plan is not None else None
+    return None if v is None else float(v)
+
+
+def _note(result, planned: float, overrun: bool) -> str:
+    """The decision in words when the plan is not simply feasible: infeasible even with the cheapest variants
+    (refusing is the last resort), or feasible only by trading accuracy for the host's CPU."""
+    if result is None or overrun:
+        return ""
+    if not result.feasible:
+        fb = result.fallback
+        cap = getattr(fb, "capacity_rps", None)
+        holds = (
+            f"; it holds about {cap:.3g} rps, so admission refuses what arrives beyond that (the last resort)"
+            if cap is not None and math.isfinite(cap)
+            else "; admission refuses what it cannot hold (the last resort)"
+        )
+        return (
+            f"no configuration holds {planned:.3g} rps within every limit ({result.binding}): {result.reason}. "
+            f"Serving the best-effort fallback{holds}"
+        )
+    used, budget = getattr(result, "host_cpu_cores", None), getattr(result, "host_cpu_budget_cores", None)
+    if used is not None and budget is not None and budget > 0 and used >= 0.95 * budget:
+        return (
+            f"the host's CPU binds at {planned:.3g} rps: this plan keeps {used:.3g} of the {budget:.3g} cores a "
+            "plan may use busy; more load means cheaper variants before any request is refused"
+        )
+    return ""
 
 
 class Adapter:
@@ -130,6 +168,7 @@ class Adapter:
         future_counts: np.ndarray | None = None,
         planner: Callable | None = None,
         rps_quantum: float = 0.0,
+        runtime=None,
     ):
         if not interval_s > 0:
             raise PipetuneError(f"interval_s={interval_s} must be > 0 seconds (IPA uses 10)")
@@ -140,6 +179,7 @@ class Adapter:
         self.interval_s = float(interval_s)
         self.profiles = profiles
         self.policy_params = dict(policy_params or {})
+        self.runtime = runtime  # a RuntimeProfile: the planner counts the runtime's host CPU (None: not counted)
         if not rps_quantum >= 0:
             raise PipetuneError(f"rps_quantum={rps_quantum} must be >= 0 (0: plan for the predicted rate as is)")
         self.rps_quantum = float(rps_quantum)
@@ -161,8 +201,15 @@ class Adapter:
         self._retries: dict[str, int] = {}
 
     def plan(self, rps: float, current: dict[str, StageConfig] | None):
+        extra = {} if self.runtime is None else {"runtime": self.runtime}
         return self._plan(
-            self.pipeline, rps, policy=self.policy, current=current, profiles=self.profiles, **self.policy_params
+            self.pipeline,
+            rps,
+            policy=self.policy,
+            current=current,
+            profiles=self.profiles,
+            **extra,
+            **self.policy_params,
         )
 
     def step(self) -> Decision:
@@ -248,6 +295,11 @@ class Adapter:
             abandoned_stages=sorted(abandoned),
             overrun=overrun,
             error=error,
+            capacity_rps=_opt(plan, "capacity_rps"),
+            host_cpu_cores=_opt(plan, "host_cpu_cores"),
+            host_cpu_budget_cores=_opt(plan, "host_cpu_budget_cores"),
+            refusing=bool(result is not None and not result.feasible and not overrun),
+            note=_note(result, planned, overrun),
         )
         self.decisions.append(d)
         self.plans.append(result)

@@ -43,6 +43,20 @@ Assumptions: Poisson arrivals at the planned rate (or per-second counts of the g
 The simulator issue calibrates these terms against simulated p99s (see docs/simulator.md).
 
 Everything is vectorised over options (numpy arrays) because the optimizer evaluates thousands per decision.
+
+**Shared host** (with a `RuntimeProfile`, runtime_profile.py). The replicas, the ingress and the engine share
+`host_cores` physical cores. The one host model, the planner's here and the twin's in backends/simulator/host.py:
+  * a batch of b items on a remote replica of c cores is a job of work S + hop (hop = call_cpu_s + b * item_cpu_s,
+    0 for a stage the runtime runs inline) that holds the replica's c cores: it costs c * (S + hop) CPU-seconds;
+  * a request's path outside the stages is a 1-core job of work request_cpu_s before its source stages;
+  * side_cpu_s per request is 1-core work beside the path (it loads the host, delays nothing);
+  * the host serves its jobs by processor sharing: with demand D above host_cores every job runs at
+    host_cores / D.
+The planner keeps the plan's mean CPU demand within utilisation_cap x host_cores (optimizer/options.py) and
+stretches every job by `host_slowdown` at that cap: the mean slowdown of M/G/k processor sharing at utilisation u,
+1 + C(k, k u) / (k (1 - u)) with k = floor(host_cores) servers (fewer servers wait more: the safe side). A plan
+below the cap is slowed less than that, so the stretch is conservative in the mean; `host_service` applies it to
+the service quantiles and to a replica's throughput alike.
 """
 
 from __future__ import annotations
@@ -235,6 +249,46 @@ def stage_latency(
         queue_s=float(r.queue_slo),
         service_s=float(r.service_slo),
     )
+
+
+def host_slowdown(host_cores: float, utilisation: float) -> float:
+    """Mean slowdown of a job on a processor-sharing host of `host_cores` cores at `utilisation` (module
+    docstring): 1 + C(k, k u) / (k (1 - u)), k = max(1, floor(host_cores)); inf at u >= 1."""
+    if not utilisation < 1.0:
+        return math.inf
+    k = max(1, math.floor(host_cores))
+    c = float(erlang_c(np.array(k), np.array(k * utilisation)))
+    return 1.0 + c / (k * (1.0 - utilisation))
+
+
+def host_service(
+    *,
+    mean_s: np.ndarray,
+    p50_s: np.ndarray,
+    p99_s: np.ndarray,
+    throughput: np.ndarray,
+    batch: np.ndarray,
+    hop_s: np.ndarray | float,
+    slowdown: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's service on the shared host: (S + hop) x slowdown for the mean and quantiles, and the replica's
+    throughput b / ((b / θ + hop) x slowdown) (module docstring, "Shared host")."""
+    mean_s, p50_s, p99_s, thr, b, hop = _broadcast_floats(mean_s, p50_s, p99_s, throughput, batch, hop_s)
+    return (
+        (mean_s + hop) * slowdown,
+        (p50_s + hop) * slowdown,
+        (p99_s + hop) * slowdown,
+        b / ((b / thr + hop) * slowdown),
+    )
+
+
+def host_cpu_per_item(
+    *, mean_s: np.ndarray, batch: np.ndarray, cores: np.ndarray, hop_s: np.ndarray | float
+) -> np.ndarray:
+    """CPU-seconds one item costs the host at a stage: its batch's job holds the replica's cores for S + hop at
+    full speed (module docstring, "Shared host"), shared by the batch's items."""
+    mean_s, b, c, hop = _broadcast_floats(mean_s, batch, cores, hop_s)
+    return c * (mean_s + hop) / b
 
 
 def longest_path(pipeline, stage_values: dict[str, float]) -> tuple[float, list[str]]:

@@ -37,15 +37,23 @@ def plan_cmd(
         help="variance / mean of the per-second request counts to plan for: 1 Poisson (default, safe), "
         "0 the same count every second, > 1 burstier",
     ),
+    runtime_profile: Path | None = typer.Option(
+        None,
+        "--runtime-profile",
+        help="the serving runtime's CPU on this host (runtime.json, docs/profiles.md); default: runtime.json "
+        "beside the pipeline's profile when there is one",
+    ),
 ) -> None:
     """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY.
 
     Exit 1 when no configuration meets the SLA at RPS (the capacity message and the best-effort fallback are
     printed, as a table or as JSON)."""
     from pipetune.optimizer import plan_pipeline
+    from pipetune.runtime_profile import RuntimeProfile, load_runtime_for
     from pipetune.spec import load_pipeline
 
     p = load_pipeline(pipeline)
+    runtime = RuntimeProfile.load(runtime_profile) if runtime_profile is not None else load_runtime_for(p)
     if replicas is not None:
         if policy != "rim":
             raise PipetuneError(f"--replicas {replicas}: only --policy rim takes a fixed replica count")
@@ -55,11 +63,17 @@ def plan_cmd(
                 "(caps.max_replicas)"
             )
         result = plan_pipeline(
-            p, rps, policy=policy, measured_only=measured_only, arrival_dispersion=arrival_dispersion, replicas=replicas
+            p,
+            rps,
+            policy=policy,
+            measured_only=measured_only,
+            arrival_dispersion=arrival_dispersion,
+            runtime=runtime,
+            replicas=replicas,
         )
     else:
         result = plan_pipeline(
-            p, rps, policy=policy, measured_only=measured_only, arrival_dispersion=arrival_dispersion
+            p, rps, policy=policy, measured_only=measured_only, arrival_dispersion=arrival_dispersion, runtime=runtime
         )
     if as_json:
         print(jsonio.dumps(result.to_dict(), indent=2))
@@ -108,3 +122,9 @@ def render_plan(result: Plan | Infeasible, console: Console) -> None:
         f"critical path {' -> '.join(plan.critical_path)} · objective {plan.objective:.4f} · "
         f"solved in {plan.solve_time_s * 1e3:.1f} ms"
     )
+    if plan.host_cpu_cores is not None and plan.host_cpu_budget_cores is not None:
+        holds = f" · holds {plan.capacity_rps:.1f} rps" if plan.capacity_rps is not None else ""
+        console.print(
+            f"host CPU {plan.host_cpu_cores:.2f} of {plan.host_cpu_budget_cores:.2f} cores a plan may use "
+            f"(runtime profile counted){holds}"
+        )

@@ -28,6 +28,7 @@ def sim_settings(settings: Settings, seed: int, with_load_time: bool = True) -> 
         host_cores=settings.host_cores,
         host_overhead_s=settings.host_overhead_s,
         host_hop_s=settings.host_hop_s,
+        host_call_s=settings.host_call_s,
         host_side_s=settings.host_side_s,
         host_load_cores=settings.host_load_cores,
     )

@@ -227,6 +227,7 @@ class Settings(_Strict):
     )  # fmt: skip
     host_overhead_s: float = _host_cpu("CPU-seconds each request costs on the shared host outside the models")
     host_hop_s: float = _host_cpu("CPU-seconds each item costs its stage's replica outside the model")
+    host_call_s: float = _host_cpu("CPU-seconds each stage call (one batch) costs outside the model")
     host_side_s: float = _host_cpu("CPU-seconds per request the shared host spends beside its path")
     host_load_cores: float = _host_cpu("cores a loading replica keeps busy on the shared host (0: a delay only)")
 

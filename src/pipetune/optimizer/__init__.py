@@ -29,11 +29,14 @@ from pipetune.optimizer.options import (
     StageOptions,
     build_base_options,
     expand_options,
+    host_capacity_rps,
+    host_charge,
     pareto_prune_stages,
     stage_loads,
 )
 from pipetune.optimizer.plan import Infeasible, Plan, StageChoice, StageConfig
 from pipetune.profiles import PipelineProfiles, load_profiles
+from pipetune.runtime_profile import RuntimeProfile
 
 POLICIES = ("ipa", "fa2-low", "fa2-high", "rim", "static-peak")
 DEFAULT_RIM_REPLICAS = 3
@@ -112,11 +115,12 @@ def stage_options(
     *,
     sla_s: float | None = None,
     arrival_dispersion: float = 1.0,
+    runtime: RuntimeProfile | None = None,
 ) -> list[StageOptions]:
     """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates).
 
     `sla_s`: keep the options whose own latency fits this many seconds instead of the pipeline's SLA (math.inf:
-    every option that carries the load within the caps). `arrival_dispersion`: see `plan_pipeline`."""
+    every option that carries the load within the caps). `arrival_dispersion`, `runtime`: see `plan_pipeline`."""
     profiles = profiles or profiles_for(pipeline)
     restriction = restriction or Restriction()
     base = cached_for(
@@ -136,6 +140,7 @@ def stage_options(
         fixed_replicas=[(restriction.replicas or {}).get(s) for s in base.stages],
         max_wait=caps.max_batch_wait_s,
         arrival_dispersion=arrival_dispersion,
+        host=None if runtime is None else host_charge(pipeline, profiles, base, runtime, rps),
     )
 
 
@@ -160,6 +165,7 @@ def plan_pipeline(
     measured_only: bool = False,
     time_limit_s: float = 30.0,
     arrival_dispersion: float = 1.0,
+    runtime: RuntimeProfile | None = None,
     **params,
 ) -> Plan | Infeasible:
     """The best configuration at `rps` requests/s under `policy`, or Infeasible with a best-effort fallback.
@@ -167,7 +173,66 @@ def plan_pipeline(
     `measured_only`: plan on the profile's measured cells alone (no cell from a fitted law). `time_limit_s`: per
     HiGHS run; a run it stops raises SolverError (so does any other solve without an answer), never Infeasible.
     `arrival_dispersion`: variance / mean of the per-second request counts the plan must hold under (1: Poisson,
-    the safe default; 0: the same count every second; > 1: burstier than Poisson); see `pipetune.latency`."""
+    the safe default; 0: the same count every second; > 1: burstier than Poisson); see `pipetune.latency`.
+    `runtime`: the serving runtime's CPU on a shared host (runtime_profile.py); with it every plan keeps the
+    host's CPU within its budget and every stage's latency counts its hops and the host's slowdown. None: the
+    host is not counted (plans exactly as before runtime profiles existed). When the host's CPU is what cannot
+    hold `rps` (binding `host`, `sla+host`, ...), the fallback is the best plan for the highest rate the host does
+    hold within every limit (`held_rate`): admission refuses the rest, and refusing is the last resort."""
+    result = _plan_once(
+        pipeline, rps, policy, current, profiles, measured_only, time_limit_s, arrival_dispersion, runtime, **params
+    )
+    if runtime is None or not isinstance(result, Infeasible) or policy == "static-peak" or "host" not in result.binding:
+        return result
+    held = held_rate(
+        lambda r: _plan_once(
+            pipeline, r, policy, current, profiles, measured_only, time_limit_s, arrival_dispersion, runtime, **params
+        ),
+        rps,
+    )
+    if held is None:
+        return result
+    note = (
+        f"best-effort fallback: the best plan for {held.rps:.4g} rps, the most the host holds within every limit "
+        f"({result.binding}); admission refuses the rest"
+    )
+    return replace(result, fallback=replace(held, feasible=False, note=note))
+
+
+# Bisection steps of `held_rate`: the rate found is within rps / 2^HELD_RATE_STEPS below the highest one held.
+HELD_RATE_STEPS = 8
+
+
+def held_rate(plan_at, rps: float) -> Plan | None:
+    """The feasible plan (`plan_at(rate)`) for the highest rate below `rps` that has one, by bisection
+    (HELD_RATE_STEPS plans at most, plus one at the low end); None when not even the lowest rate tried has one."""
+    lo, hi, best = 0.0, float(rps), None
+    for _ in range(HELD_RATE_STEPS):
+        mid = (lo + hi) / 2
+        r = plan_at(mid)
+        if r.feasible:
+            lo, best = mid, r
+        else:
+            hi = mid
+    if best is None:
+        r = plan_at(lo)
+        best = r if r.feasible else None
+    return best
+
+
+def _plan_once(
+    pipeline,
+    rps: float,
+    policy: str,
+    current: Mapping[str, StageConfig] | None,
+    profiles: PipelineProfiles | None,
+    measured_only: bool,
+    time_limit_s: float,
+    arrival_dispersion: float,
+    runtime: RuntimeProfile | None,
+    **params,
+) -> Plan | Infeasible:
+    """`plan_pipeline` at one rate, with the fallback of `_infeasible` when no plan holds it."""
     from pipetune.errors import PipetuneError
 
     if not (rps >= 0 and math.isfinite(rps)):
@@ -184,7 +249,7 @@ def plan_pipeline(
     restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)
     if measured_only:
         restriction = replace(restriction, measured_only=True)
-    raw = stage_options(pipeline, rps, profiles, restriction, arrival_dispersion=arrival_dispersion)
+    raw = stage_options(pipeline, rps, profiles, restriction, arrival_dispersion=arrival_dispersion, runtime=runtime)
     empty = [so for so in raw if len(so) == 0]
     if empty:
         so = empty[0]
@@ -199,6 +264,7 @@ def plan_pipeline(
             restriction,
             t0,
             arrival_dispersion,
+            runtime=runtime,
         )
     cur = dict(current) if current else None
     keeps: list[np.ndarray | None] = []
@@ -214,16 +280,36 @@ def plan_pipeline(
     # other stages (pruning does not change a stage's fastest latency, so both are decided on `raw` at once).
     pruned = pareto_prune_stages(raw, pipeline.objective, budget, keeps, max_latency=stage_slack(pipeline, raw))
     if any(len(so) == 0 for so in pruned):
-        binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction)
-        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion)
+        binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction, runtime)
+        return _infeasible(
+            pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion, runtime=runtime
+        )
     dist = [_distance(so, cur.get(so.stage) if cur else None) for so in pruned] if cur else None
     # None: no plan exists (a solve stopped by a limit raises SolverError instead)
     sol = solve(pipeline, pruned, distance=dist, time_limit_s=time_limit_s)
     if sol is None:
-        binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction)
-        return _infeasible(pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion)
+        binding, reason = _diagnose(pipeline, rps, raw, profiles, restriction, runtime)
+        return _infeasible(
+            pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion, runtime=runtime
+        )
     plan = assemble_plan(pipeline, policy, rps, sol.options, sol.choice, time.perf_counter() - t0, profiles=profiles)
-    return replace(plan, arrival_dispersion=float(arrival_dispersion))
+    return _with_host(replace(plan, arrival_dispersion=float(arrival_dispersion)), pipeline, profiles, runtime)
+
+
+def _with_host(plan: Plan, pipeline, profiles, runtime: RuntimeProfile | None) -> Plan:
+    """The plan with its host figures (CPU kept busy at its rate, the budget, the rate it holds), when a runtime
+    profile is counted; unchanged otherwise."""
+    if runtime is None:
+        return plan
+    from pipetune.optimizer.options import capacity_rps, host_cpu_per_request
+
+    return replace(
+        plan,
+        host_cpu_cores=plan.rps * host_cpu_per_request(pipeline, profiles, plan.configs, runtime),
+        host_cpu_budget_cores=runtime.cpu_budget_cores,
+        host_capacity_rps=host_capacity_rps(pipeline, profiles, plan.configs, runtime),
+        capacity_rps=capacity_rps(pipeline, profiles, plan.configs, runtime),
+    )
 
 
 def assemble_plan(
@@ -290,12 +376,16 @@ def assemble_plan(
     )
 
 
-def _diagnose(pipeline, rps: float, raw: list[StageOptions], profiles, restriction) -> tuple[str, str]:
+def _diagnose(
+    pipeline, rps: float, raw: list[StageOptions], profiles, restriction, runtime: RuntimeProfile | None = None
+) -> tuple[str, str]:
     """What makes a pipeline whose every stage has options (`raw`, unpruned) infeasible at `rps`:
       sla         not even the fastest option of every stage (any number of cores) meets the SLA;
       budget      the SLA alone holds, but not even the cheapest options that carry the load (SLA aside) fit
                   caps.max_total_cores;
-      sla+budget  each holds alone, both together do not.
+      host        (with a runtime profile) the SLA alone holds, but not even the options of least host CPU that
+                  carry the load (SLA aside) keep the host within its CPU budget: admission will refuse the rest;
+      sla+budget  each holds alone, both together do not (sla+host, sla+budget+host likewise).
     (`capacity:<stage>` and `sla:<stage>`, a stage with no option at all, are named before any solve.)
     Without a budget the fastest options are a plan, so an infeasible answer there is a solver fault."""
     fastest = {so.stage: float(so.lat_slo.min()) for so in raw}
@@ -308,6 +398,24 @@ def _diagnose(pipeline, rps: float, raw: list[StageOptions], profiles, restricti
             f"{' -> '.join(path)} need {slo:.3g} s (stage {worst!r} alone {fastest[worst]:.3g} s)"
         )
     budget = pipeline.caps.max_total_cores
+    if runtime is not None:
+        carry_h = stage_options(pipeline, rps, profiles, restriction, sla_s=math.inf, runtime=runtime)
+        least = sum(float(so.host_cpu.min()) for so in carry_h if so.host_cpu is not None and len(so))
+        limit = carry_h[0].host_budget if carry_h and carry_h[0].host_budget is not None else math.inf
+        fixed = rps * runtime.per_request_cpu_s
+        if least > limit:
+            return "host", (
+                f"the host cannot hold {rps:g} rps even with the cheapest variants: they keep {least + fixed:.3g} "
+                f"cores of CPU busy ({fixed:.3g} of them the runtime's per-request CPU) and a plan may use "
+                f"{runtime.cpu_budget_cores:.3g} (utilisation cap {runtime.utilisation_cap:g} x "
+                f"{runtime.host_cores:g} host cores); admission refuses what the fallback cannot hold"
+            )
+    if budget is None and runtime is not None:
+        return "sla+host", (
+            f"the SLA alone holds (fastest options: {slo:.3g} s of {sla:g} s) and so does the host's CPU budget "
+            f"alone ({runtime.cpu_budget_cores:.3g} cores), but not both at once at this load: admission refuses "
+            "what the fallback cannot hold"
+        )
     if budget is None:
         raise SolverError(
             f"pipeline {pipeline.name!r} at {rps:g} rps: the solver found no plan, yet the fastest options meet "
@@ -317,14 +425,15 @@ def _diagnose(pipeline, rps: float, raw: list[StageOptions], profiles, restricti
             phase="diagnosis",
         )
     # The cheapest options regardless of the SLA: the raw sets hold only options that fit the SLA on their own.
-    carry = stage_options(pipeline, rps, profiles, restriction, sla_s=math.inf)
+    carry = stage_options(pipeline, rps, profiles, restriction, sla_s=math.inf, runtime=runtime)
     cheapest = sum(float(so.cost.min()) for so in carry)
     if cheapest > budget:
         return "budget", (
             f"even the cheapest options that carry the load need {cheapest:g} cores, SLA aside; "
             f"caps.max_total_cores is {budget:g}: raise it"
         )
-    return "sla+budget", (
+    both = "sla+budget" if runtime is None else "sla+budget+host"
+    return both, (
         f"the SLA alone holds (fastest options: {slo:.3g} s of {sla:g} s) and so does the core budget alone "
         f"(cheapest options: {cheapest:g} of {budget:g} cores), but not both at once at this load: "
         "raise caps.max_total_cores or the SLA"
@@ -332,9 +441,57 @@ def _diagnose(pipeline, rps: float, raw: list[StageOptions], profiles, restricti
 
 
 def _infeasible(
-    pipeline, policy, rps, binding, reason, profiles, restriction, t0, arrival_dispersion: float = 1.0
+    pipeline,
+    policy,
+    rps,
+    binding,
+    reason,
+    profiles,
+    restriction,
+    t0,
+    arrival_dispersion: float = 1.0,
+    runtime: RuntimeProfile | None = None,
 ) -> Infeasible:
-    """Fallback: per stage the option with the most capacity per replica, scaled to the load where possible."""
+    """Fallback: per stage the option with the most capacity per replica, scaled to the load where possible.
+    With a runtime profile, where every stage has options that carry the load: per stage the one of least host
+    CPU (then the fastest), so that the host, and admission's limit with it, holds the most it can."""
+    least = (
+        None if runtime is None else _least_host_cpu(pipeline, rps, profiles, restriction, arrival_dispersion, runtime)
+    )
+    fallback_opts, choice = least or (_most_capacity(pipeline, rps, profiles, restriction, arrival_dispersion), None)
+    dt = time.perf_counter() - t0
+    fb = assemble_plan(
+        pipeline,
+        policy,
+        rps,
+        fallback_opts,
+        choice or [0] * len(fallback_opts),
+        dt,
+        feasible=False,
+        note=f"best-effort fallback: {reason}",
+        profiles=profiles,
+    )
+    fb = _with_host(replace(fb, arrival_dispersion=float(arrival_dispersion)), pipeline, profiles, runtime)
+    return Infeasible(
+        pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb, solve_time_s=dt
+    )
+
+
+def _least_host_cpu(
+    pipeline, rps, profiles, restriction, arrival_dispersion: float, runtime: RuntimeProfile
+) -> tuple[list[StageOptions], list[int]] | None:
+    """Per stage the option that carries the load (SLA aside) with the least host CPU, then the fastest; None when
+    some stage has no option that carries it."""
+    carry = stage_options(
+        pipeline, rps, profiles, restriction, sla_s=math.inf, arrival_dispersion=arrival_dispersion, runtime=runtime
+    )
+    if not all(len(so) for so in carry):
+        return None
+    return carry, [int(np.lexsort((so.lat_slo, np.asarray(so.host_cpu)))[0]) for so in carry]
+
+
+def _most_capacity(pipeline, rps, profiles, restriction, arrival_dispersion: float) -> list[StageOptions]:
+    """Per stage one option: the lowest-latency one with enough capacity at the load, else the most capacity."""
     loads = stage_loads(pipeline, rps)
     caps = pipeline.caps
     table = build_base_options(pipeline, profiles, restriction)
@@ -384,19 +541,4 @@ def _infeasible(
         )
         so.lat_slo, so.lat_mean = lat.slo, lat.mean
         fallback_opts.append(so)
-    dt = time.perf_counter() - t0
-    fb = assemble_plan(
-        pipeline,
-        policy,
-        rps,
-        fallback_opts,
-        [0] * len(fallback_opts),
-        dt,
-        feasible=False,
-        note=f"best-effort fallback: {reason}",
-        profiles=profiles,
-    )
-    fb = replace(fb, arrival_dispersion=float(arrival_dispersion))
-    return Infeasible(
-        pipeline=pipeline.name, policy=policy, rps=rps, binding=binding, reason=reason, fallback=fb, solve_time_s=dt
-    )
+    return fallback_opts

@@ -4,19 +4,19 @@ After the LP reduced-cost reduction (milp.reduce_by_lp) a MILP usually keeps 2-1
 too many combinations to list flat at 25 stages, but HiGHS's branch and bound spent 0.1-5 s proving optimality
 on these small models. This module enumerates the same remainder stage by stage (topological order) and keeps
 only partial plans that can still be optimal. A partial plan is its value, the completion time T[s] of every
-assigned stage that still has an unassigned successor on some path ("open" stages), and its core cost (with a
-budget). Three exact rules drop partial plans; none can drop every optimal plan:
+assigned stage that still has an unassigned successor on some path ("open" stages), and its use of each
+limited resource (the core budget, the host CPU: options.resource_limits). Three exact rules drop partial plans; none can drop every optimal plan:
 
  1. Feasibility. T[s] = L[s] + max over path-predecessors T[p] is the longest path prefix ending at s, and every
     path meets the SLA iff T[s] <= SLA for all s (latencies are >= 0). Adding `tail[s]`, the longest sum of the
     *fastest* remaining options on any path suffix after s, gives a necessary condition T[s] + tail[s] <= SLA.
-    With a budget: cost + sum of the cheapest remaining costs <= budget.
+    With a budget (cores, host CPU: options.resource_limits): use + the least remaining use <= limit, per resource.
  2. Bound. Every feasible integer plan is LP-feasible, so by LP duality its value is at most
     U - sum_s pen[s, o_s], with U the LP optimum and pen >= 0 the reduced costs (the same bound the reduction
     applies per option, here summed over the assigned stages plus the least penalty of each unassigned stage).
     Also value <= partial value + sum of the best remaining values. A partial plan whose bound is below the
     value of a known feasible plan (minus a 1e-9 relative tolerance) cannot complete to an optimal plan.
- 3. Dominance. If partial plan A has value >= B's, every open T <= B's and cost <= B's, then any completion of B
+ 3. Dominance. If partial plan A has value >= B's, every open T <= B's and every resource use <= B's, then any completion of B
     is also a feasible completion of A with at least the same value, so B can go (of exact ties, one stays).
 Each rule only removes partial plans that some kept one matches or beats, so the best complete plan left is an
 optimum of MILP(v). If the number of partial plans outgrows `max_states` the routine gives up (returns
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipetune.optimizer.incumbent import cached_for
-from pipetune.optimizer.options import StageOptions, pareto_pairwise
+from pipetune.optimizer.options import StageOptions, pareto_pairwise, resource_limits
 
 TooLarge = object()  # sentinel: the frontier outgrew max_states
 PAIRWISE_DOMINANCE_AT_MOST = 1000  # multi-dimensional dominance is quadratic; above this only rules 1-2 apply
@@ -90,9 +90,10 @@ def _compute_structure(pipeline):
 
 
 def _pareto_mask(vals: np.ndarray, times: np.ndarray, cost: np.ndarray | None) -> np.ndarray:
-    """Mask of states not dominated (value max, every time min, cost min); of exact ties the first stays."""
+    """Mask of states not dominated (value max, every time min, every resource use min: `cost` has one column
+    per resource); of exact ties the first stays."""
     n = vals.size
-    cols = [-vals[:, None], times] + ([cost[:, None]] if cost is not None else [])
+    cols = [-vals[:, None], times] + ([cost] if cost is not None else [])
     keys = np.concatenate(cols, axis=1)
     if keys.shape[1] == 1:  # no resource left: the best value dominates all
         alive = np.zeros(n, bool)
@@ -126,7 +127,9 @@ def best_by_frontier(
     paths, preds, on_path, order, last_use = _structure(pipeline)
     S = len(options)
     sla = pipeline.sla.seconds * (1 + 1e-12)
-    budget = pipeline.caps.max_total_cores
+    limits = resource_limits(pipeline, options)  # the core budget, the host CPU budget (each if set)
+    use = [u for u, _ in limits]
+    cap = np.array([limit for _, limit in limits])
     tol = 1e-9 * max(1.0, abs(best_known)) if np.isfinite(best_known) else 0.0
     floor = best_known - tol
 
@@ -142,16 +145,16 @@ def best_by_frontier(
 
     best_rest = np.zeros(S + 1)  # sum of the best values of the stages from position k on
     least_pen = np.zeros(S + 1)
-    least_cost = np.zeros(S + 1)
+    least_cost = np.zeros((S + 1, len(limits)))
     for k in range(S - 1, -1, -1):
         s = order[k]
         best_rest[k] = best_rest[k + 1] + float(values[s].max())
         least_pen[k] = least_pen[k + 1] + (float(penalty[s].min()) if penalty is not None else 0.0)
-        least_cost[k] = least_cost[k + 1] + float(options[s].cost.min())
+        least_cost[k] = least_cost[k + 1] + np.array([float(u[s].min()) for u in use])
 
     vals = np.zeros(1)
     pen = np.zeros(1)
-    cost = np.zeros(1)
+    cost = np.zeros((1, len(limits)))  # per state, the use of each resource so far
     open_ids: list[int] = []
     times = np.zeros((1, 0))
     back: list[np.ndarray] = []  # per position: (parent state, option) of each state
@@ -165,9 +168,9 @@ def best_by_frontier(
         np_ = pen[:, None] + (penalty[s][None, :] if penalty is not None else 0.0)
         if upper is not None:  # LP duals carry simplex tolerances: this bound keeps 1e-7 more slack
             ok &= upper - np_ - least_pen[k + 1] >= floor - 1e-7
-        if budget is not None:
-            nc = cost[:, None] + so.cost[None, :]
-            ok &= nc + least_cost[k + 1] <= budget + 1e-9
+        if limits:
+            nc = cost[:, None, :] + np.stack([u[s] for u in use], axis=1)[None, :, :]
+            ok &= (nc + least_cost[k + 1] <= cap + 1e-9).all(axis=2)
         if on_path[s]:
             cols = [open_ids.index(p) for p in preds[s]]
             start = times[:, cols[0]] if len(cols) == 1 else times[:, cols].max(axis=1) if cols else np.zeros(vals.size)
@@ -179,7 +182,7 @@ def best_by_frontier(
         parent = idx // m
         opt = idx - parent * m
         nv, np_ = nv.ravel()[idx], np.broadcast_to(np_, ok.shape).ravel()[idx]
-        nc = nc.ravel()[idx] if budget is not None else cost[parent]
+        nc = nc.reshape(-1, len(limits))[idx] if limits else cost[parent]
         keep_cols = [j for j, p in enumerate(open_ids) if last_use[p] > k]
         new_open = [open_ids[j] for j in keep_cols]
         grow = on_path[s] and last_use[s] > k
@@ -188,7 +191,7 @@ def best_by_frontier(
         if grow:
             nt[:, -1] = ts.ravel()[idx]
             new_open.append(s)
-        alive = _pareto_mask(nv, nt, nc if budget is not None else None)
+        alive = _pareto_mask(nv, nt, nc if limits else None)
         if not alive.all():
             a = np.flatnonzero(alive)
             parent, opt, nv, np_, nc, nt = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a]

@@ -10,7 +10,7 @@ import weakref
 
 import numpy as np
 
-from pipetune.optimizer.options import StageOptions
+from pipetune.optimizer.options import StageOptions, resource_limits
 
 _per_object: dict[tuple, tuple[tuple, object]] = {}
 
@@ -97,23 +97,33 @@ def local_search(
 ) -> list[int] | None:
     """A feasible plan with a high linear value sum(values[s][o]): start from `start` (default: the fastest
     option of every stage), then move one stage at a time to its best option that keeps every path within the
-    SLA (and the budget), until nothing improves. Default values: the pipeline's linear objective."""
+    SLA (and every resource limit: the core budget, the host CPU), until nothing improves. Default values: the pipeline's linear objective."""
     if any(len(so) == 0 for so in options):
         return None
     if values is None:
         values = linear_values(pipeline, options)
     pm, through = cached_for(pipeline, "path_lists", _path_lists)
     sla = pipeline.sla.seconds * (1 + 1e-12)
-    budget = pipeline.caps.max_total_cores
+    limits = resource_limits(pipeline, options)  # the core budget, the host CPU budget (each if set)
+
+    def used(choice: list[int]) -> list[np.ndarray]:
+        return [np.array([u[i] for u, i in zip(use, choice)]) for use, _ in limits]
+
+    def over(use_now: list[np.ndarray]) -> bool:
+        return any(u.sum() > limit for u, (_, limit) in zip(use_now, limits))
+
     choice = list(start) if start is not None else [int(np.argmin(so.lat_slo)) for so in options]
     lat = np.array([so.lat_slo[i] for so, i in zip(options, choice)])
-    cost = np.array([so.cost[i] for so, i in zip(options, choice)])
-    if budget is not None and cost.sum() > budget:
-        choice = [int(np.argmin(so.cost)) for so in options]
+    use_now = used(choice)
+    if over(use_now):  # the plan that uses least of each resource in turn, the first that fits them all
+        for use, _ in limits:
+            choice = [int(np.argmin(u)) for u in use]
+            use_now = used(choice)
+            if not over(use_now):
+                break
         lat = np.array([so.lat_slo[i] for so, i in zip(options, choice)])
-        cost = np.array([so.cost[i] for so, i in zip(options, choice)])
     path_lat = pm @ lat  # every path's latency, recomputed after each move
-    if path_lat.max(initial=0.0) > sla or (budget is not None and cost.sum() > budget):
+    if path_lat.max(initial=0.0) > sla or over(use_now):
         return None
     for _ in range(sweeps):
         improved = False
@@ -122,12 +132,14 @@ def local_search(
             # the most this stage may take: the SLA less the rest of its tightest path
             slack = sla - (float(path_lat[t].max()) - lat[s]) if t.size else np.inf
             ok = so.lat_slo <= slack
-            if budget is not None:
-                ok &= so.cost <= budget - (cost.sum() - cost[s])
+            for u, (use, limit) in zip(use_now, limits):
+                ok &= use[s] <= limit - (u.sum() - u[s])
             val = np.where(ok, values[s], -np.inf)
             j = int(np.argmax(val))
             if val[j] > values[s][choice[s]] + 1e-12:
-                choice[s], lat[s], cost[s] = j, so.lat_slo[j], so.cost[j]
+                choice[s], lat[s] = j, so.lat_slo[j]
+                for u, (use, _) in zip(use_now, limits):
+                    u[s] = use[s][j]
                 path_lat = pm @ lat
                 improved = True
         if not improved:
@@ -141,9 +153,8 @@ def best_by_enumeration(pipeline, options: list[StageOptions], values: list[np.n
     grid = np.indices(sizes).reshape(len(sizes), -1)
     lat = np.stack([so.lat_slo[grid[i]] for i, so in enumerate(options)])  # (stages, combos)
     ok = (_path_matrix(pipeline).astype(float) @ lat).max(axis=0) <= pipeline.sla.seconds * (1 + 1e-12)
-    if pipeline.caps.max_total_cores is not None:
-        cost = sum(so.cost[grid[i]] for i, so in enumerate(options))
-        ok &= cost <= pipeline.caps.max_total_cores + 1e-9
+    for use, limit in resource_limits(pipeline, options):
+        ok &= sum(u[grid[i]] for i, u in enumerate(use)) <= limit + 1e-9
     if not ok.any():
         return None
     total = np.where(ok, sum(v[grid[i]] for i, v in enumerate(values)), -np.inf)

@@ -7,6 +7,7 @@ The linear model, `MILP(v)`, for a value v[s,o] per option
                sum_{s in path} sum_o L[s,o] y[s,o] <= SLA     every source-to-sink path (a DAG with many paths
                                                               uses completion-time variables t[s] instead)
                sum cost[s,o] y[s,o] <= budget                 total cores, if capped
+               sum cpu[s,o] y[s,o] <= host CPU budget         with a runtime profile (options.resource_limits)
 Latency L and cost are constants of an option (replicas follow in closed form from the other knobs), so nothing
 is bilinear (IPA's Gurobi model multiplies replicas by batch-dependent terms and needs NonConvex=2).
 
@@ -70,7 +71,7 @@ from pipetune.optimizer.incumbent import (
     local_search,
     objective_of,
 )
-from pipetune.optimizer.options import StageOptions
+from pipetune.optimizer.options import StageOptions, resource_limits
 
 INF = highspy.kHighsInf
 MAX_PATH_ROWS = 16  # above this many source-to-sink paths, completion-time variables (fewer nonzeros; 0.89x
@@ -154,7 +155,6 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
     """MILP(v): maximise sum v y (stored negated: HiGHS minimises) under the SLA and budget rows."""
     names = pipeline.stage_names
     sla = pipeline.sla.seconds
-    budget = pipeline.caps.max_total_cores
     bld = _Builder()
     cut = np.cumsum([0] + [len(so) for so in options])
     cols = bld.add_cols(int(cut[-1]), -np.concatenate(values), 0.0, 1.0, True)  # all options, stage after stage
@@ -184,8 +184,8 @@ def _build(pipeline, options: list[StageOptions], values: list[np.ndarray]) -> _
                     0.0,
                     INF,
                 )
-    if budget is not None:
-        bld.add_row(np.concatenate(y), np.concatenate([so.cost for so in options]), -INF, float(budget))
+    for use, limit in resource_limits(pipeline, options):  # the core budget, the host CPU budget
+        bld.add_row(np.concatenate(y), np.concatenate(use), -INF, limit)
     return _Model(bld, y, cut)
 
 
@@ -365,8 +365,8 @@ def _reduce(
     key = np.where(in_support | ~has[stage_of], relaxation.lat, np.inf)
     first = np.lexsort((key, stage_of))[cut[:-1]]  # per stage, the least key (first index among ties)
     start = (first - cut[:-1]).tolist()
-    if pipeline.caps.max_total_cores is not None:
-        start = local_search(pipeline, options, values=values)  # the LP support may break the budget
+    if resource_limits(pipeline, options):
+        start = local_search(pipeline, options, values=values)  # the LP support may break a budget
         if start is None:
             return _Reduction(
                 options, values, None, [np.arange(len(so)) for so in options], upper, np.split(d, cut[1:-1]), -math.inf
@@ -522,8 +522,8 @@ def _least_change_by_enumeration(pipeline, options, values, floor: float, distan
     grid = np.indices(sizes).reshape(len(sizes), -1)
     lat = np.stack([so.lat_slo[grid[i]] for i, so in enumerate(options)])
     ok = (_path_matrix(pipeline).astype(float) @ lat).max(axis=0) <= pipeline.sla.seconds * (1 + 1e-12)
-    if pipeline.caps.max_total_cores is not None:
-        ok &= sum(so.cost[grid[i]] for i, so in enumerate(options)) <= pipeline.caps.max_total_cores + 1e-9
+    for use, limit in resource_limits(pipeline, options):
+        ok &= sum(u[grid[i]] for i, u in enumerate(use)) <= limit + 1e-9
     ok &= sum(v[grid[i]] for i, v in enumerate(values)) >= floor
     if not ok.any():
         return None

@@ -12,12 +12,14 @@ per (pipeline, profiles, restriction) since the adapter re-plans the same pipeli
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipetune.latency import latency_floor, stage_latency_arrays
+from pipetune.latency import host_cpu_per_item, host_service, host_slowdown, latency_floor, stage_latency_arrays
 from pipetune.profiles import stack_cells
+from pipetune.runtime_profile import RuntimeProfile
 
 MAX_EXTRA_REPLICAS = 64  # safety bound on the listed replica alternatives above n_min
 
@@ -94,13 +96,26 @@ class StageOptions:
     capacity: np.ndarray
     fitted: np.ndarray  # bool per option: it rests on a fitted (not measured) profile cell
     why_empty: str = field(default="")
+    # With a runtime profile (else None): the host CPU (cores, at this load) each option keeps busy, and the
+    # cores of host CPU the stages of a plan may use together at this rate (the same on every stage's set).
+    host_cpu: np.ndarray | None = None
+    host_budget: float | None = None
 
     def __len__(self) -> int:
         return int(self.var_idx.size)
 
     def take(self, idx: np.ndarray) -> StageOptions:
         kw = {k: getattr(self, k)[idx] for k in _ARRAYS}
-        return StageOptions(self.stage, self.load, self.variant_names, why_empty=self.why_empty, **kw)
+        host = None if self.host_cpu is None else self.host_cpu[idx]
+        return StageOptions(
+            self.stage,
+            self.load,
+            self.variant_names,
+            why_empty=self.why_empty,
+            host_cpu=host,
+            host_budget=self.host_budget,
+            **kw,
+        )
 
     def describe(self, i: int) -> str:
         return f"{self.variant_names[self.var_idx[i]]} b{self.batch[i]} c{self.cores[i]} x{self.replicas[i]}"
@@ -192,6 +207,101 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
     return table
 
 
+@dataclass(frozen=True)
+class HostCharge:
+    """What the runtime adds to the options of a pipeline on a shared host (latency.py, "Shared host"), from a
+    `RuntimeProfile` at one rate: every job stretched by `slowdown`; per base-table row the CPU of one remote call
+    of its batch (`hop_s`, 0 where the stage runs inline); per stage the request's path outside the stages
+    (`path_s`, on source stages: every path starts at one); and the cores of host CPU the stages may use."""
+
+    slowdown: float
+    hop_s: np.ndarray
+    path_s: np.ndarray
+    budget: float
+
+
+def host_charge(pipeline, profiles, base: BaseTable, runtime: RuntimeProfile, rps: float) -> HostCharge:
+    """The `HostCharge` of `runtime` for the rows of `base` at `rps` requests/s. The budget is the cores the plan
+    may keep busy (utilisation_cap x host_cores) less what every request costs whatever the stages run
+    ((request_cpu_s + side_cpu_s) x rps); it may be negative (then no plan holds at this rate)."""
+    stage_of = np.repeat(np.arange(len(base)), np.diff(base.cut))
+    inline = np.zeros(len(base.var_idx), bool)
+    for si, st in enumerate(base.stages):
+        rows = stage_of == si
+        light = [runs_inline_here(pipeline, profiles, runtime, st, vn) for vn in base.variant_names[si]]
+        inline[rows] = np.asarray(light, bool)[base.var_idx[rows]]
+    hop = np.where(inline, 0.0, runtime.call_cpu_s + base.batch * runtime.item_cpu_s)
+    sources = {s for s in base.stages if not pipeline.parents(s)}
+    path = np.array([runtime.request_cpu_s if s in sources else 0.0 for s in base.stages])
+    return HostCharge(
+        slowdown=host_slowdown(runtime.host_cores, runtime.utilisation_cap),
+        hop_s=hop,
+        path_s=path,
+        budget=runtime.cpu_budget_cores - rps * runtime.per_request_cpu_s,
+    )
+
+
+def runs_inline_here(pipeline, profiles, runtime: RuntimeProfile, stage: str, variant: str) -> bool:
+    """Whether the runtime runs `stage` with `variant` in its ingress process (RuntimeProfile.is_inline, judged
+    on the variant's batch-1 service time at the stage's smallest core count)."""
+    if stage in runtime.inline_stages:
+        return True
+    if not runtime.fusion:
+        return False
+    return runtime.is_inline(stage, profiles.row(stage, variant, 1, pipeline.cores_for(stage)[0]).latency_mean_s)
+
+
+def host_cpu_per_request(pipeline, profiles, configs, runtime: RuntimeProfile) -> float:
+    """CPU-seconds one request costs the host under `configs` (stage -> StageConfig): what it costs whatever the
+    stages run (request + side) plus, per stage, its items per request x CPU per item (latency.host_cpu_per_item)."""
+    factors = pipeline.load_factors()
+    total = runtime.per_request_cpu_s
+    for s, c in configs.items():
+        row = profiles.row(s, c.variant, c.batch, c.cores)
+        hop = 0.0 if runs_inline_here(pipeline, profiles, runtime, s, c.variant) else runtime.hop_cpu_s(c.batch)
+        per_item = host_cpu_per_item(mean_s=row.latency_mean_s, batch=c.batch, cores=c.cores, hop_s=hop)
+        total += factors.get(s, 0.0) * float(per_item)
+    return total
+
+
+def host_capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None) -> float:
+    """The highest rate (requests/s) at which `configs` keep the host within its CPU budget
+    (utilisation_cap x host_cores); inf without a runtime profile (the host is not counted)."""
+    if runtime is None:
+        return math.inf
+    per_request = host_cpu_per_request(pipeline, profiles, configs, runtime)
+    return math.inf if per_request <= 0 else runtime.cpu_budget_cores / per_request
+
+
+def capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None = None) -> float:
+    """The rate (requests/s) `configs` hold: the least of each stage's replicas x throughput / its items per
+    request and, with a runtime profile, of the host's (`host_capacity_rps`); a stage's throughput on the shared
+    host is the planner's (latency.host_service). What admission should admit (capacity x SLA in flight)."""
+    factors = pipeline.load_factors()
+    cap = host_capacity_rps(pipeline, profiles, configs, runtime)
+    slowdown = None if runtime is None else host_slowdown(runtime.host_cores, runtime.utilisation_cap)
+    for s, c in configs.items():
+        if factors.get(s, 0.0) <= 0:
+            continue
+        row = profiles.row(s, c.variant, c.batch, c.cores)
+        thr = row.throughput_rps
+        if runtime is not None and slowdown is not None:
+            hop = 0.0 if runs_inline_here(pipeline, profiles, runtime, s, c.variant) else runtime.hop_cpu_s(c.batch)
+            thr = float(
+                host_service(
+                    mean_s=row.latency_mean_s,
+                    p50_s=row.latency_p50_s,
+                    p99_s=row.latency_p99_s,
+                    throughput=thr,
+                    batch=c.batch,
+                    hop_s=hop,
+                    slowdown=slowdown,
+                )[3]
+            )
+        cap = min(cap, c.replicas * thr / factors[s])
+    return cap
+
+
 def expand_options(
     base: BaseTable,
     loads: list[float],
@@ -203,16 +313,31 @@ def expand_options(
     fixed_replicas: list[int | None] | None = None,
     max_wait: float | None = None,
     arrival_dispersion: float = 1.0,
+    host: HostCharge | None = None,
 ) -> list[StageOptions]:
     """Every option of every stage at its load (items/s) whose latency can fit in the SLA.
 
     All stages are computed in one vectorised pass (the per-call numpy overhead dominated when done per stage).
+    `host`: the runtime's charge on a shared host (latencies, capacities and host CPU per option); None: not
+    counted (the options are exactly what they were before runtime profiles existed).
     """
     fixed_replicas = fixed_replicas or [None] * len(base)
     stage_of = np.repeat(np.arange(len(base)), np.diff(base.cut))
     lam = np.asarray(loads, float)[stage_of]
     fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
-    thr = base.thr
+    mean, p50, p99, thr = base.mean, base.p50, base.p99, base.thr
+    path = None
+    if host is not None:
+        mean, p50, p99, thr = host_service(
+            mean_s=base.mean,
+            p50_s=base.p50,
+            p99_s=base.p99,
+            throughput=base.thr,
+            batch=base.batch,
+            hop_s=host.hop_s,
+            slowdown=host.slowdown,
+        )
+        path = host.slowdown * host.path_s[stage_of]  # the request's path outside the stages, on source stages
     # Bounded by the caps whatever the load: a replica count above max_replicas is never an option, so n_min is
     # clipped to max_replicas + 1 ("too many") before it becomes an integer. Every grid below then spans at most
     # max_replicas + MAX_EXTRA_REPLICAS + 1 replicas (Erlang C's recursion runs that far, not to n_min).
@@ -233,9 +358,9 @@ def expand_options(
     def grid(sel: np.ndarray, k: int):
         n, valid = capacity(sel, k)
         lat = stage_latency_arrays(
-            mean_s=base.mean[sel, None],
-            p50_s=base.p50[sel, None],
-            p99_s=base.p99[sel, None],
+            mean_s=mean[sel, None],
+            p50_s=p50[sel, None],
+            p99_s=p99[sel, None],
             throughput=thr[sel, None],
             batch=base.batch[sel, None],
             replicas=n,
@@ -247,13 +372,18 @@ def expand_options(
         # Keep n up to and including the first n whose queueing quantile is zero: beyond it latency is flat.
         zero = lat.queue_slo <= 0
         zero_before = np.concatenate([np.zeros((n.shape[0], 1), bool), np.cumsum(zero, axis=1)[:, :-1] > 0], 1)
-        keep = valid & ~zero_before & (lat.slo <= sla_s * (1 + 1e-12))
+        slo, mean_lat = lat.slo, lat.mean
+        if path is not None:
+            slo, mean_lat = slo + path[sel, None], mean_lat + path[sel, None]
+        keep = valid & ~zero_before & (slo <= sla_s * (1 + 1e-12))
         done = zero.any(axis=1) | (n[:, -1] >= max_replicas) | ~valid[:, 0] | (fixed[sel] >= 0)
-        return n, lat.slo, lat.mean, keep, done
+        return n, slo, mean_lat, keep, done
 
     # Rows whose batch formation and service alone exceed the SLA fit at no replica count: they get no replica
     # grid (its queueing term is most of the work; about half the rows of the benchmark's instances).
-    floor = latency_floor(p50_s=base.p50, p99_s=base.p99, batch=base.batch, rate=lam, pct=pct, max_wait=max_wait)
+    floor = latency_floor(p50_s=p50, p99_s=p99, batch=base.batch, rate=lam, pct=pct, max_wait=max_wait)
+    if path is not None:
+        floor = floor + path
     # Rows that need more than max_replicas replicas fit at no allowed count either (bounded work at any load).
     live = np.flatnonzero((floor <= sla_s * (1 + 1e-12)) & (n_min <= max_replicas))
     # A short first pass; only the rows whose queue has not vanished yet get the long one.
@@ -275,7 +405,12 @@ def expand_options(
     reps = n[local, cols]
     got = {f: getattr(base, f)[rows] for f in ("var_idx", "acc", "acc_coef", "batch", "cores", "fitted")}
     cost = (got["cores"] * reps).astype(float)
-    slo, mean, capacity_rps = lat_slo[local, cols], lat_mean[local, cols], reps * thr[rows]
+    slo, opt_mean, capacity_rps = lat_slo[local, cols], lat_mean[local, cols], reps * thr[rows]
+    host_cpu = None
+    if host is not None:  # cores of host CPU kept busy at this load: load x CPU per item
+        host_cpu = lam[rows] * host_cpu_per_item(
+            mean_s=base.mean[rows], batch=base.batch[rows], cores=base.cores[rows], hop_s=host.hop_s[rows]
+        )
     cut = np.searchsorted(stage_of[rows], np.arange(len(base) + 1))
     out = []
     for si in range(len(base)):
@@ -288,22 +423,24 @@ def expand_options(
             replicas=reps[sl],
             cost=cost[sl],
             lat_slo=slo[sl],
-            lat_mean=mean[sl],
+            lat_mean=opt_mean[sl],
             capacity=capacity_rps[sl],
+            host_cpu=None if host_cpu is None else host_cpu[sl],
+            host_budget=None if host is None else float(host.budget),
         )
         if len(so) == 0:
             mine = np.flatnonzero(stage_of == si)
             so.why_empty = _why_empty(
-                base.stage(si), float(loads[si]), headroom, max_replicas, fixed_replicas[si], capacity(mine, k0)[1]
+                thr[mine], float(loads[si]), headroom, max_replicas, fixed_replicas[si], capacity(mine, k0)[1]
             )
         out.append(so)
     return out
 
 
-def _why_empty(base, load, headroom, max_replicas, fixed_replicas, valid) -> str:
+def _why_empty(thr, load, headroom, max_replicas, fixed_replicas, valid) -> str:
     if not valid.any():
         n = fixed_replicas or max_replicas
-        best = float((n * base.thr).max()) if base.thr.size else 0.0
+        best = float((n * thr).max()) if thr.size else 0.0
         return f"capacity: needs {load * (1 + headroom):.4g} items/s, the most {n} replicas can serve is {best:.4g}"
     return "sla: no option of this stage alone fits the SLA at this load"
 
@@ -320,7 +457,7 @@ def pareto_prune_stages(
     Which terms matter depends on the objective, and using only those is what keeps the MILP small:
       * sum / mean / rank_sum, no core budget: (value = alpha*acc - beta*cost - gamma*batch, latency);
       * pas, no core budget: (accuracy, penalty = beta*cost + gamma*batch, latency);
-      * with a core budget, cost is one more term.
+      * with a core budget, cost is one more term; with a runtime profile, so is each option's host CPU.
     Exact: swapping a dominated option for its dominator keeps every constraint satisfied (latency and cost
     only get smaller) and the objective no worse (pas is monotone in each factor, all factors >= 0).
     `keeps[s]` marks options of stage s that must survive (the current configuration, for the least-change
@@ -334,15 +471,15 @@ def pareto_prune_stages(
         f: np.concatenate([getattr(so, f) for so in options]) for f in ("acc", "acc_coef", "cost", "batch", "lat_slo")
     }
     penalty = objective.beta * cat["cost"] + objective.gamma * cat["batch"]
-    if budget:
+    host = bool(options) and options[0].host_cpu is not None
+    if budget or host:
         cut = np.concatenate([[0], np.cumsum(sizes)])
+        terms = [-cat["acc_coef"], penalty, cat["lat_slo"]] + ([cat["cost"]] if budget else [])
+        if host:  # host CPU is one more shared resource: an option that uses less of it is not dominated
+            terms.append(np.concatenate([so.host_cpu for so in options]))  # type: ignore[misc]
         alive = np.concatenate(
             [
-                pareto_pairwise(
-                    np.stack([-cat["acc_coef"][a:b], penalty[a:b], cat["lat_slo"][a:b], cat["cost"][a:b]], axis=1)
-                )
-                if b - a > 1
-                else np.ones(b - a, bool)
+                pareto_pairwise(np.stack([t[a:b] for t in terms], axis=1)) if b - a > 1 else np.ones(b - a, bool)
                 for a, b in zip(cut[:-1], cut[1:])
             ]
         )
@@ -435,6 +572,18 @@ def pareto_pairwise(keys: np.ndarray) -> np.ndarray:
     dom = le & lt
     np.fill_diagonal(dom, False)
     return ~np.any(dom, axis=0)
+
+
+def resource_limits(pipeline, options: list[StageOptions]) -> list[tuple[list[np.ndarray], float]]:
+    """The shared resources a plan's options use together, as (per stage, each option's use; the limit): the
+    core budget over the cores held (caps.max_total_cores), and, with a runtime profile, the host CPU budget over
+    each option's host CPU at this load. The solver, its enumerations and the oracle keep each sum <= limit."""
+    out: list[tuple[list[np.ndarray], float]] = []
+    if pipeline.caps.max_total_cores is not None:
+        out.append(([so.cost for so in options], float(pipeline.caps.max_total_cores)))
+    if options and options[0].host_budget is not None:
+        out.append(([so.host_cpu for so in options], float(options[0].host_budget)))  # type: ignore[misc]
+    return out
 
 
 def stage_loads(pipeline, rps: float) -> dict[str, float]:

@@ -42,6 +42,9 @@ def brute_force(pipeline, options: list[StageOptions]) -> tuple[float, list[int]
     cost = sum(so.cost[grids[i]] for i, so in enumerate(options))
     if pipeline.caps.max_total_cores is not None:
         feasible &= cost <= pipeline.caps.max_total_cores + 1e-9
+    if options and options[0].host_budget is not None:  # a runtime profile: the host CPU the stages use together
+        host = sum(so.host_cpu[grids[i]] for i, so in enumerate(options))  # type: ignore[index]
+        feasible &= host <= options[0].host_budget + 1e-9
     batch = sum(so.batch[grids[i]].astype(float) for i, so in enumerate(options))
     if obj.accuracy == "pas":
         acc = np.prod([so.acc[grids[i]] for i, so in enumerate(options)], axis=0)

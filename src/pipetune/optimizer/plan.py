@@ -40,6 +40,13 @@ class Plan:
     note: str = ""
     assumptions: list[str] = field(default_factory=list)  # what the fitted cells it rests on assume
     arrival_dispersion: float = 1.0  # variance / mean of per-second counts its latencies assume (1: Poisson)
+    # With a runtime profile (runtime_profile.py; else None): the host CPU (cores) the plan keeps busy at `rps`,
+    # the most a plan may keep busy (utilisation_cap x host_cores), the rate at which it reaches that, and the
+    # rate the plan holds (the least of its stages' capacities and the host's): what admission should admit.
+    host_cpu_cores: float | None = None
+    host_cpu_budget_cores: float | None = None
+    host_capacity_rps: float | None = None
+    capacity_rps: float | None = None
 
     @property
     def configs(self) -> dict[str, StageConfig]:

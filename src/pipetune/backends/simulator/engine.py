@@ -34,7 +34,9 @@ Model (one paragraph per mechanism; docs/simulator.md has the rationale)
   request first runs that much CPU work at 1 core (the ingress and proxy) before entering its source stages.
   When the demand D of everything in service exceeds `host_cores`, every job progresses at host_cores / D (a
   drawn service time is the work at full speed). `host_hop_s` adds that much work per item to each batch (a
-  replica's CPU outside its model: receiving, scheduling and answering the handle call); `host_side_s` runs that
+  replica's CPU outside its model: receiving, scheduling and answering the handle call) and `host_call_s` that
+  much per batch (per call), except for the (stage, variant) pairs in `host_inline` (run in the ingress process:
+  runtime_profile.py); `host_side_s` runs that
   much 1-core work per request beside its path (a load generator, the engine's control plane); with `host_load_cores`
   > 0 a loading replica is a job of that demand whose work is its `load_time_s`, ready when the job is done (a
   contended host loads slower, and a load slows everything else). Cores held (cost) are unchanged. None: no
@@ -79,6 +81,7 @@ class SimulatorError(PipetuneError):
 HOST_CPU_KNOBS = {
     "host_overhead_s": "CPU-seconds per request",
     "host_hop_s": "CPU-seconds per item",
+    "host_call_s": "CPU-seconds per call (batch)",
     "host_side_s": "CPU-seconds per request",
     "host_load_cores": "cores per loading replica",
 }
@@ -98,6 +101,9 @@ class SimSettings:
     host_cores: float | None = None
     host_overhead_s: float = 0.0  # CPU-seconds each request costs on the host outside the models (ingress, proxy)
     host_hop_s: float = 0.0  # CPU-seconds each item costs its stage's replica outside the model (the handle hop)
+    host_call_s: float = 0.0  # CPU-seconds each call (one batch) costs outside the model, on top of its items
+    # (stage, variant) pairs the runtime runs in its ingress process: their batches pay no call or item hop
+    host_inline: frozenset[tuple[str, str]] = frozenset()
     host_side_s: float = 0.0  # CPU-seconds per request spent on the host beside its path (load generator, control)
     host_load_cores: float = 0.0  # cores a loading replica keeps busy on the host (0: loading is only a delay)
     # Refuse arrivals at the ingress as the live runtime does (pipetune.admission); False admits everything.
@@ -117,6 +123,14 @@ class SimSettings:
             raise SimulatorError(
                 f"host_cores={h!r} must be a finite number of physical cores > 0 (or None: each replica has its own)"
             )
+        pairs = self.host_inline
+        if isinstance(pairs, (str, bytes)) or not all(
+            isinstance(x, tuple) and len(x) == 2 and all(isinstance(y, str) for y in x) for x in pairs
+        ):
+            raise SimulatorError(
+                f"host_inline={pairs!r} must be a set of (stage, variant) pairs (host.host_settings builds it)"
+            )
+        self.host_inline = frozenset(pairs)
         for name, unit in HOST_CPU_KNOBS.items():
             o = getattr(self, name)
             if not (isinstance(o, numbers.Real) and math.isfinite(o) and float(o) >= 0):
@@ -569,6 +583,9 @@ class Simulator(Backend):
         track = self._track_qt
         hstart = self.host.start if self.host is not None else None
         hop = float(self.settings.host_hop_s)
+        call = float(self.settings.host_call_s)
+        inline = {(s, v) for s, v in self.settings.host_inline}
+        names = self.names
 
         def dispatch(s: int, now: float) -> None:
             q = queues[s]
@@ -607,7 +624,9 @@ class Simulator(Backend):
                 if hstart is None:
                     hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
                 else:  # shared host: svc is the work at full speed; the host schedules the completion
-                    hstart(now, svc + hop * len(batch) if hop else svc, rep.cores, s, rep, batch)
+                    if (hop or call) and (names[s], rep.gen.variant) not in inline:
+                        svc = svc + (call + hop * len(batch) if call else hop * len(batch))
+                    hstart(now, svc, rep.cores, s, rep, batch)
 
         return dispatch
 

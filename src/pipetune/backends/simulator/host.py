@@ -23,6 +23,9 @@ own sequence number, and a finished batch re-enters the heap as the simulator's 
 `(time, job seq, done, ...)`: ties between events at the same instant are broken exactly as without a host. A
 finished load re-enters it as the ordinary ready event `(time, job seq, ready, stage, replica, None)`; a load
 cancelled before it finishes leaves the host at once (`cancel`).
+
+The twin's host numbers come from a `RuntimeProfile` (`host_settings`), the same one the planner counts
+(pipetune.latency, "Shared host"): one host model, the same inputs with the same meaning.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from typing import Any
+
+from pipetune.runtime_profile import RuntimeProfile
 
 
 class SharedHost:
@@ -132,3 +138,29 @@ class SharedHost:
                 self.admit(item, t)
         else:
             heapq.heappush(self.heap, (t, sq, self.ev_ready, -2 - s, rep, None))
+
+
+def host_settings(runtime: RuntimeProfile, pipeline: Any, profiles: Any) -> dict[str, Any]:
+    """The `SimSettings` fields of the shared host from a runtime profile, the one place they come from:
+    `SimSettings(**host_settings(runtime, pipeline, profiles), seed=...)`. Each field means what the planner
+    counts (pipetune.latency, "Shared host"): host_cores the host's physical cores; host_overhead_s the request's
+    path outside the stages (request_cpu_s); host_call_s and host_hop_s a remote call's and an item's CPU outside
+    the model (call_cpu_s, item_cpu_s), not paid by the (stage, variant) pairs the runtime runs inline
+    (host_inline); host_side_s the CPU beside the path (side_cpu_s). host_load_cores (a replica loading) is not a
+    runtime-profile figure: the caller sets it."""
+    from pipetune.optimizer.options import runs_inline_here
+
+    inline = frozenset(
+        (st.name, v.name)
+        for st in pipeline.stages
+        for v in st.variants
+        if runs_inline_here(pipeline, profiles, runtime, st.name, v.name)
+    )
+    return {
+        "host_cores": runtime.host_cores,
+        "host_overhead_s": runtime.request_cpu_s,
+        "host_call_s": runtime.call_cpu_s,
+        "host_hop_s": runtime.item_cpu_s,
+        "host_side_s": runtime.side_cpu_s,
+        "host_inline": inline,
+    }
