@@ -43,7 +43,9 @@ from pipetune.protocol import (
     error_body,
     model_metadata,
 )
+from pipetune.serving.channels import CALLS_PER_REPLICA, StageChannel
 from pipetune.serving.config import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT
+from pipetune.serving.front import HttpFront, bind
 
 MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whatever the load)
 RETRY_AFTER_S = "1"
@@ -52,6 +54,8 @@ INLINE_PROBES = 5
 
 # What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id).
 StageResult = tuple[Any, int, float, str]
+# What a batched call reports once: (realised batch size, batch service seconds, Ray node id).
+CallFacts = tuple[int, float, str]
 
 
 # ---- one stage generation -------------------------------------------------------------------------------
@@ -68,12 +72,39 @@ def runs_inline(adapter: Any, probes: int = INLINE_PROBES) -> bool:
     return best < INLINE_PREDICT_S
 
 
-def predict_one(adapter: Any, item: Any, where: str) -> tuple[Any, float]:
+def predict_one(adapter: Any, item: Any, where: str, cpu: ModelCpu | None = None) -> tuple[Any, float]:
     """One item through `adapter.predict` on the calling thread: (output, seconds); `check_outputs` on the way."""
     t0 = time.perf_counter()
-    outs = adapter.predict([item])
+    outs = predict_counted(adapter, [item], cpu, where)
     check_outputs(outs, 1, where)
     return outs[0], time.perf_counter() - t0
+
+
+class ModelCpu:
+    """CPU seconds spent inside `predict`, per stage/variant, as the calling thread's CPU time: what the models cost,
+    told apart from what the runtime around them costs (the serving benchmark reads it). A model that runs its
+    math on threads of its own (a multi-core replica) is counted on the calling thread only."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.items: dict[str, int] = {}
+
+    def add(self, variant: str, cpu_s: float, items: int) -> None:
+        self.seconds[variant] = self.seconds.get(variant, 0.0) + cpu_s
+        self.items[variant] = self.items.get(variant, 0) + items
+
+    def to_dict(self) -> dict:
+        return {"seconds": dict(self.seconds), "items": dict(self.items)}
+
+
+def predict_counted(adapter: Any, items: list[Any], cpu: ModelCpu | None, where: str) -> list[Any]:
+    """`adapter.predict(items)`, its thread CPU time added to `cpu` (when given) under `where` (stage/variant)."""
+    if cpu is None:
+        return adapter.predict(items)
+    c0 = time.thread_time()
+    outs = adapter.predict(items)
+    cpu.add(where, time.thread_time() - c0, len(items))
+    return outs
 
 
 def check_outputs(outs: list[Any], n: int, where: str) -> None:
@@ -90,6 +121,7 @@ class StageReplica:
 
     def __init__(self, stage: str, variant: str, cores: int, model: dict, warmup_batch: int = 1):
         self.stage, self.variant, self.cores = stage, variant, int(cores)
+        self.where = f"{stage}/{variant}"
         pin_threads(self.cores)
         self.adapter = model_ref(model, f"stages[{stage}].variants[{variant}].model")()
         self.adapter.load()
@@ -99,6 +131,7 @@ class StageReplica:
             if len(out) != n:
                 raise RuntimeError(f"{stage}/{variant}: predict returned {len(out)} outputs for {n} inputs")
         self.inline = runs_inline(self.adapter)
+        self.model_cpu = ModelCpu()  # counted from here on: warm-up and probes are not serving
         # predict() runs off the event loop so items keep queueing for the next batch meanwhile.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-{variant}")
         self.batch = 1
@@ -120,21 +153,46 @@ class StageReplica:
 
     async def _predict(self, items: list[Any]) -> list[StageResult]:
         t0 = time.perf_counter()
-        outs = await asyncio.get_running_loop().run_in_executor(self._pool, self.adapter.predict, items)
+        loop = asyncio.get_running_loop()
+        outs = await loop.run_in_executor(self._pool, predict_counted, self.adapter, items, self.model_cpu, self.where)
         dt = time.perf_counter() - t0
         check_outputs(outs, len(items), f"{self.stage}/{self.variant}")
         return [(o, len(items), dt, self.node) for o in outs]
 
+    async def predict_batch(self, items: list[Any]) -> tuple[list[Any], CallFacts]:
+        """A batch formed by the caller (the ingress's StageChannel): one call, `len(items)` outputs in order,
+        and the call's facts once (not per item)."""
+        if len(items) == 1 and self.inline:
+            out, dt = predict_one(self.adapter, items[0], f"{self.stage}/{self.variant}", self.model_cpu)
+            return [out], (1, dt, self.node)
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        outs = await loop.run_in_executor(self._pool, predict_counted, self.adapter, items, self.model_cpu, self.where)
+        dt = time.perf_counter() - t0
+        check_outputs(outs, len(items), f"{self.stage}/{self.variant}")
+        return outs, (len(items), dt, self.node)
+
     async def __call__(self, item: Any) -> StageResult:
+        """One item per call, batched on the replica by `@serve.batch` (Ray Serve's own idiom: what the ingress
+        uses under Ray's autoscaling, whose replica counts it does not know)."""
         if self.batch == 1:
             if self.inline:  # sub-INLINE_PREDICT_S model: on the loop, one call at a time all the same
-                out, dt = predict_one(self.adapter, item, f"{self.stage}/{self.variant}")
+                out, dt = predict_one(self.adapter, item, f"{self.stage}/{self.variant}", self.model_cpu)
                 return (out, 1, dt, self.node)
             # Nothing to batch: straight to the one-thread pool, which serves one call at a time in arrival
             # order as the batch queue would, without the queue's ~0.3 ms per call (no-op hop p50 measured
             # here: 2.78 ms for a bare deployment, 3.08 ms with the batch queue, 3.13 ms with queue and pool)
             return (await self._predict([item]))[0]
         return await self.run_batch(item)
+
+    def cpu_stats(self) -> dict:
+        """CPU seconds spent in the model since the replica was ready (see `ModelCpu`), and which replica says so
+        (a handle call reaches one replica of the deployment)."""
+        return {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "seconds": sum(self.model_cpu.seconds.values()),
+            "items": sum(self.model_cpu.items.values()),
+        }
 
     def check_health(self) -> None:
         if self._pool is None:  # pragma: no cover - set in __init__
@@ -191,7 +249,7 @@ class _Metrics:
 class Ingress:
     """HTTP ingress: the V2 endpoint, admission control, the DAG walk, counters and metrics."""
 
-    def __init__(self, graph: dict) -> None:
+    def __init__(self, graph: dict, front: dict | None = None) -> None:
         self.name: str = graph["name"]
         self.topo: list[str] = graph["topo"]
         self.parents: dict[str, list[tuple[str, float]]] = {
@@ -218,6 +276,24 @@ class Ingress:
         self._started: OrderedDict[int, float] = OrderedDict()  # admitted requests in flight -> admission time
         self._ids = itertools.count()
         self.floor_inflight = 1
+        # Stages too light to be worth a remote call run here, every variant loaded up front (so a variant
+        # switch of such a stage is a table change): see `inline_stages`.
+        self._inline: dict[str, dict[str, Any]] = {}
+        for stage, refs in graph.get("inline", {}).items():
+            self._inline[stage] = {}
+            for variant, model in refs.items():
+                adapter = model_ref(model, f"stages[{stage}].variants[{variant}].model")()
+                adapter.load()
+                check_outputs(adapter.predict(adapter.sample_inputs(1)), 1, f"{stage}/{variant}")
+                self._inline[stage][variant] = adapter
+        self.model_cpu = ModelCpu()  # the inline stages' models
+        self._configs: dict[str, dict] = {}
+        self._channels: dict[str, StageChannel] = {}  # per stage application
+        self.per_item_calls = False  # True under Ray's autoscaling: one item per call, batched on the replica
+        self._front: HttpFront | None = None
+        if front:  # serve HTTP here, not through Ray Serve's proxy
+            self._front = HttpFront(self.__call__, bind(str(front["host"]), int(front["port"])))
+            self._front.start()
 
     @property
     def inflight(self) -> int:
@@ -228,6 +304,8 @@ class Ingress:
     def reconfigure(self, config: dict) -> None:
         self.routes = dict(config.get("routes", {}))
         self.variants = dict(config.get("variants", {}))
+        self._configs = dict(config.get("configs", {}))
+        self.per_item_calls = bool(config.get("per_item_calls", False))
         self.max_inflight = int(config.get("max_inflight", 0))
         self.floor_inflight = max(1, int(config.get("floor_inflight", 1)))
         self.drop_after_s = float(config.get("drop_after_s", 2 * self.sla_s))
@@ -239,11 +317,30 @@ class Ingress:
             self.epoch = epoch
             self._arrivals = []
         self._handles = {a: h for a, h in self._handles.items() if a in self.routes.values()}
+        # Channels follow the routes: a retired generation's channel goes (its calls in flight finish: they
+        # hold their own references), the serving one is resized in place to the stage's batch and replicas.
+        by_app = {app: stage for stage, app in self.routes.items()}
+        retired = {a: ch for a, ch in self._channels.items() if a not in by_app}
+        self._channels = {a: ch for a, ch in self._channels.items() if a in by_app}
+        for app, ch in self._channels.items():
+            ch.resize(*self._channel_size(by_app[app]))
+        for ch in retired.values():  # items still waiting for a retired generation go to the new one
+            if ch.queued and ch.stage in self.routes:
+                ch.hand_over(self._channel(ch.stage))
         self.metrics.max_inflight.set(self.max_inflight)
         self.metrics.config.clear()
         for stage, cfg in config.get("configs", {}).items():
             for knob in ("batch", "cores", "replicas"):
                 self.metrics.config.labels(stage, cfg["variant"], knob).set(cfg[knob])
+
+    def _channel_size(self, stage: str) -> tuple[int, int]:
+        """(items per call, calls in flight) for a stage: its planned batch; CALLS_PER_REPLICA per replica."""
+        cfg = self._configs.get(stage, {})
+        return int(cfg.get("batch", 1)), CALLS_PER_REPLICA * max(1, int(cfg.get("replicas", 1)))
+
+    async def __del__(self) -> None:
+        if self._front is not None:
+            await self._front.stop(timeout_s=5.0)
 
     def record_decision(self, predicted_rps: float, decision_s: float) -> None:
         self.metrics.predicted.set(predicted_rps)
@@ -261,6 +358,7 @@ class Ingress:
             "max_inflight": self.max_inflight,
             "epoch": self.epoch,
             "nodes": {st: sorted(ns) for st, ns in self._nodes.items()},
+            "model_cpu": self.model_cpu.to_dict(),  # since start (not reset): inline stages' models
         }
         self._counts = dict.fromkeys(self._counts, 0)
         self._latencies = []
@@ -322,7 +420,9 @@ class Ingress:
         return limit
 
     def _ready(self) -> bool:
-        return bool(self.routes) and all(s in self.routes for s in self.topo)
+        return all(
+            s in self.routes or (s in self._inline and self.variants.get(s) in self._inline[s]) for s in self.topo
+        )
 
     async def _infer(self, request: Request) -> Response:
         t0 = time.perf_counter()
@@ -387,10 +487,29 @@ class Ingress:
             h = self._handles[app] = serve.get_deployment_handle(STAGE_DEPLOYMENT, app_name=app)
         return h
 
+    def _channel(self, stage: str) -> StageChannel:
+        """The channel to `stage`'s serving generation (made on first use)."""
+        app = self.routes[stage]
+        ch = self._channels.get(app)
+        if ch is None:
+            handle = self._handle(stage).options(method_name="predict_batch")
+
+            async def send(items: list[Any]) -> tuple[list[Any], CallFacts]:
+                return await handle.remote(items)
+
+            ch = self._channels[app] = StageChannel(send, *self._channel_size(stage), stage=stage)
+        return ch
+
     async def _call(self, stage: str, item: Any) -> Any:
         variant = self.variants.get(stage, "")
         t0 = time.perf_counter()
-        out, batch, _service, node = await self._handle(stage).remote(item)
+        if stage in self._inline:
+            out, _dt = predict_one(self._inline[stage][variant], item, f"{stage}/{variant}", self.model_cpu)
+            batch, node = 1, "ingress"
+        elif self.per_item_calls:
+            out, batch, _service, node = await self._handle(stage).remote(item)
+        else:
+            out, (batch, _service, node) = await self._channel(stage).submit(item)
         self.metrics.stage.labels(stage, variant).observe(time.perf_counter() - t0)
         self._nodes.setdefault(stage, set()).add(node)
         self.metrics.batch.labels(stage, variant).observe(batch)
@@ -440,4 +559,5 @@ def _error(status: int, message: str, retry: bool = False) -> Response:
 
 def build_ingress(args: dict) -> Any:
     """Application builder for the ingress (`import_path: pipetune.serving.app:build_ingress`)."""
-    return Ingress.bind(args["graph"])  # type: ignore[attr-defined]  # a Deployment at run time (see build_stage)
+    # a Deployment at run time (see build_stage)
+    return Ingress.bind(args["graph"], args.get("front"))  # type: ignore[attr-defined]

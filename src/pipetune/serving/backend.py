@@ -16,6 +16,7 @@ replica states, so starting and stopping replicas count too, plus the ingress's 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ from pipetune.serving.config import (
     app_name,
     ingress_app_name,
     ingress_args,
+    inline_stages,
     input_specs,
     serve_config,
 )
@@ -80,6 +82,9 @@ class RayServeBackend(Backend):
         namespace: str = "pipetune",
         autoscale: dict | None = None,
         proxy_location: str = "EveryNode",
+        front: str = "direct",
+        inline: bool = True,
+        caller_batching: bool = True,
     ):
         import ray
 
@@ -100,13 +105,16 @@ class RayServeBackend(Backend):
             ingress_cpus=float(ingress_cpus),
             autoscale=dict(autoscale) if autoscale else None,
             proxy_location=proxy_location,
+            front=front,
+            caller_batching=caller_batching,
         )
         self.host, self.port = host, int(port)
         self.ingress_cpus = float(ingress_cpus)
         self.poll_s = poll_s
         self.idle_poll_s = max(poll_s, idle_poll_s)
         self._inputs = input_specs(pipeline)
-        self._ingress_args = ingress_args(pipeline, self._inputs)
+        # Light stages run in the ingress (none under Ray's autoscaling: that baseline is Ray Serve's own idiom)
+        self.inline = inline_stages(pipeline, profiles) if inline and not autoscale else set()
         ray_api.check_ray_version()
         self._started_ray = False
         if not ray.is_initialized():
@@ -129,10 +137,16 @@ class RayServeBackend(Backend):
                 f"Ray has {self.cluster_cpus:g} CPUs; the ingress needs {self.ingress_cpus:g} and every replica at "
                 "least 1: start Ray with more (--num-cpus declares logical CPUs)"
             )
+        if self.options.front == "direct":
+            # The ingress serves HTTP on this machine's address, so it runs on this (the driver's) node.
+            node = f"node:{ray.util.get_node_ip_address()}"
+            self.options = dataclasses.replace(self.options, ingress_resources={node: 0.001})
+        self._ingress_args = ingress_args(pipeline, self.options, self._inputs, self.inline)
+        self._rec = Reconciler(self.name, initial, self.inline)
         held = 0
         for s, c in initial.items():
             why = self._check(s, c, holding=held)
-            held += c.total_cores
+            held += self._rec.holds(s, c)
             if why:
                 raise ServingError(f"initial configuration for {s!r}: {why}")
         ray_api.start_serve(self.options)
@@ -141,7 +155,6 @@ class RayServeBackend(Backend):
         self._deploy_lock = threading.Lock()  # one deploy at a time, the newest config last
         self._built = 0  # configs built so far (under _lock)
         self._sent = 0  # the newest config deployed (under _deploy_lock)
-        self._rec = Reconciler(self.name, initial)
         self._epoch = 0.0  # the exported config's value until the pipeline serves
         self._last_observe = 0.0  # now() of the previous observe(): the next one covers (it, now]
         self._stop = threading.Event()
@@ -241,7 +254,7 @@ class RayServeBackend(Backend):
         # request after start-up is served, not refused.
         while time.time() < t_end:
             st = self._ingress_stats()
-            if len(st["routes"]) == len(self._rec.stages) and st.get("epoch") == self._epoch:
+            if len(st["routes"]) == len(set(self._rec.stages) - self.inline) and st.get("epoch") == self._epoch:
                 return
             time.sleep(ROUTES_POLL_S)
         raise ServingError(f"the ingress did not take its routes within {timeout_s:g} s")
@@ -250,7 +263,7 @@ class RayServeBackend(Backend):
         why = config_problem(self.pipeline, stage, c)
         if why:
             return why
-        need = holding + c.total_cores
+        need = holding + self._rec.holds(stage, c)
         if need > self.budget_cores + 1e-9:
             return (
                 f"needs {need:g} CPUs with what the stage holds now, and Ray has {self.budget_cores:g} for replicas "

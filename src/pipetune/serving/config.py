@@ -18,7 +18,7 @@ What the request path needs of the pipeline travels as plain dicts, open to more
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,11 @@ STAGE_IMPORT_PATH = "pipetune.serving.app:build_stage"
 INGRESS_IMPORT_PATH = "pipetune.serving.app:build_ingress"
 INGRESS_CPUS = 1.0  # Ray CPUs the ingress reserves (a core it holds all the time: counted in cores held)
 STAGE_REQUESTS_PER_BATCH = 2  # requests a stage replica takes at once, in largest batches: one running, one filling
+FRONTS = ("direct", "proxy")  # who serves HTTP: the ingress itself, or Ray Serve's proxy in front of it
+# A stage whose every variant serves one item in under this runs in the ingress (see `inline_stages`): below a
+# remote call's own CPU on both sides, so calling it would cost more than running it.
+INLINE_STAGE_S = 1e-3
+INLINE_LOAD_S = 5.0  # ... and loads within this (the ingress loads every variant before it reports ready)
 
 
 class ServingError(PipetuneError):
@@ -46,8 +51,13 @@ class ServeOptions:
     `drop_after_s`: an admitted request unanswered after this long is dropped (504). `batch_wait_s`: how long a
     stage replica waits to fill a batch. `autoscale`: Ray Serve's own `autoscaling_config` per stage instead of
     pipetune's replica counts (the baseline a Ray user gets without pipetune; no admission control then, as Serve
-    has none). `proxy_location`: Ray Serve's HTTP proxy placement ("EveryNode", "HeadOnly" or "Disabled" when
-    the ingress serves HTTP itself)."""
+    has none). `front`: who serves HTTP: "direct", the ingress replica itself on host:port (`serving/front.py`;
+    Ray Serve's proxy is disabled: one process hop less per request), or "proxy", Ray Serve's HTTP proxy in front
+    of the ingress, placed by `proxy_location` ("EveryNode" or "HeadOnly"; what `serve deploy` and KubeRay
+    expose). `caller_batching`: the ingress sends each stage's items in batches, one call per batch
+    (`serving/channels.py`); off, or under Ray's autoscaling (whose scaling reads the calls in flight at each
+    replica), one call per item, batched on the replica by `@serve.batch`. `ingress_resources`: extra Ray
+    resources of the ingress (a direct front pins it to the node whose address it serves)."""
 
     drop_after_s: float
     batch_wait_s: float
@@ -55,7 +65,21 @@ class ServeOptions:
     port: int = 8000
     ingress_cpus: float = INGRESS_CPUS
     autoscale: Mapping[str, Any] | None = None
+    front: str = "proxy"
     proxy_location: str = "EveryNode"
+    caller_batching: bool = True
+    ingress_resources: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.front not in FRONTS:
+            raise ServingError(f"front={self.front!r}: choose one of {FRONTS}")
+        if self.front == "direct" and self.proxy_location != "Disabled":
+            object.__setattr__(self, "proxy_location", "Disabled")  # the ingress serves HTTP: no proxy
+
+    @property
+    def per_item_calls(self) -> bool:
+        """One handle call per item (batched on the replica) rather than batches sent from the ingress."""
+        return not self.caller_batching or bool(self.autoscale)
 
     @classmethod
     def for_pipeline(
@@ -92,9 +116,37 @@ def input_specs(pipeline: Any) -> list[TensorSpec]:
     return [spec_for_sample("input", sample)]
 
 
-def graph_args(pipeline: Any, inputs: list[TensorSpec]) -> dict:
-    """What the ingress needs of a pipeline spec (JSON-serialisable, so it fits a Serve config's `args`)."""
+def inline_stages(pipeline: Any, profiles: Any) -> set[str]:
+    """Stages the ingress runs itself instead of calling a replica: those whose every variant is profiled, serves
+    one item in under INLINE_STAGE_S and loads in under INLINE_LOAD_S. A remote call costs the ingress and the
+    replica more CPU than such a model's whole work, and the ingress holds every variant loaded, so a variant
+    switch of an inline stage is immediate. Without profiles nothing runs inline."""
+    if profiles is None:
+        return set()
+    out = set()
+    for stage in pipeline.stage_names:
+        try:
+            rows = [profiles.get(stage, v.name).row(1, 1) for v in pipeline.stage(stage).variants]
+        except (KeyError, PipetuneError):
+            continue
+        if all(r.latency_mean_s <= INLINE_STAGE_S and r.load_time_s <= INLINE_LOAD_S for r in rows):
+            out.add(stage)
+    return out
+
+
+def graph_args(pipeline: Any, inputs: list[TensorSpec], inline: Collection[str] = ()) -> dict:
+    """What the ingress needs of a pipeline spec (JSON-serialisable, so it fits a Serve config's `args`): the DAG,
+    and for each stage it runs itself (`inline`) every variant's model."""
+    from pipetune.models.registry import variant_model_ref
+
+    refs: dict[str, dict[str, dict]] = {}
+    for s in sorted(inline):
+        refs[s] = {}
+        for v in pipeline.stage(s).variants:
+            ref = variant_model_ref(pipeline, s, v.name)
+            refs[s][v.name] = {"adapter": ref.adapter, "params": ref.params}
     return {
+        "inline": refs,
         "name": pipeline.name,
         "topo": pipeline.topological_order(),
         "parents": {s: [[e.src, e.multiplicity] for e in pipeline.parents(s)] for s in pipeline.stage_names},
@@ -105,9 +157,15 @@ def graph_args(pipeline: Any, inputs: list[TensorSpec]) -> dict:
     }
 
 
-def ingress_args(pipeline: Any, inputs: list[TensorSpec] | None = None) -> dict:
-    """The ingress application's `args` (fixed for its life): the DAG. More fields for the request path go here."""
-    return {"graph": graph_args(pipeline, inputs if inputs is not None else input_specs(pipeline))}
+def ingress_args(
+    pipeline: Any, opts: ServeOptions, inputs: list[TensorSpec] | None = None, inline: Collection[str] = ()
+) -> dict:
+    """The ingress application's `args` (fixed for its life): the DAG with its inline stages' models, and the
+    address to serve HTTP on when the front is direct."""
+    return {
+        "graph": graph_args(pipeline, inputs if inputs is not None else input_specs(pipeline), inline),
+        "front": {"host": opts.host, "port": int(opts.port)} if opts.front == "direct" else None,
+    }
 
 
 def stage_args(pipeline: Any, stage: str, gen: StageConfig) -> dict:
@@ -148,13 +206,18 @@ def stage_app(pipeline: Any, stage: str, gen: StageConfig, opts: ServeOptions) -
 
 
 def ingress_user_config(
-    pipeline: Any, profiles: Any, serving: Mapping[str, StageConfig], opts: ServeOptions, epoch: float
+    pipeline: Any,
+    profiles: Any,
+    serving: Mapping[str, StageConfig],
+    opts: ServeOptions,
+    epoch: float,
+    inline: Collection[str] = (),
 ) -> dict:
     """What the ingress takes in place: routes to the serving generations, the admission limit of what they
     serve (`pipetune.admission`; none under Ray's autoscaling), the deadline and the backend's clock."""
     unlimited = bool(opts.autoscale)
     return {
-        "routes": {s: app_name(pipeline.name, s, c.variant, c.cores) for s, c in serving.items()},
+        "routes": {s: app_name(pipeline.name, s, c.variant, c.cores) for s, c in serving.items() if s not in inline},
         "variants": {s: c.variant for s, c in serving.items()},
         "configs": {s: c.to_dict() for s, c in serving.items()},
         "max_inflight": UNLIMITED_INFLIGHT if unlimited else profile_admission(pipeline, profiles, serving),
@@ -162,6 +225,7 @@ def ingress_user_config(
         "floor_inflight": UNLIMITED_INFLIGHT if unlimited else service_floor(serving),
         "drop_after_s": opts.drop_after_s,
         "epoch": epoch,
+        "per_item_calls": opts.per_item_calls,
     }
 
 
@@ -175,7 +239,10 @@ def ingress_app(pipeline: Any, args: Mapping[str, Any], user_config: Mapping[str
             {
                 "name": INGRESS_DEPLOYMENT,
                 "num_replicas": 1,
-                "ray_actor_options": {"num_cpus": opts.ingress_cpus},
+                "ray_actor_options": {
+                    "num_cpus": opts.ingress_cpus,
+                    **({"resources": dict(opts.ingress_resources)} if opts.ingress_resources else {}),
+                },
                 "user_config": dict(user_config),
             }
         ],
@@ -197,19 +264,22 @@ def serve_config(
 
     `generations`: per stage, its (variant, cores) applications (the serving one and, during a switch, the
     incoming one). `serving`: per stage, the generation its traffic goes to (a stage without one gets no route,
-    and the ingress refuses requests until it has). `args`: the ingress's `args` (`ingress_args`). `epoch`: the
-    backend's clock origin (wall time); 0 for a config that another tool deploys (the ingress keeps its own)."""
+    and the ingress refuses requests until it has). `args`: the ingress's `args` (`ingress_args`), whose inline
+    stages get no application (the ingress runs them). `epoch`: the backend's clock origin (wall time); 0 for a
+    config that another tool deploys (the ingress keeps its own)."""
     for s, gen in serving.items():
         if all((g.variant, g.cores) != (gen.variant, gen.cores) for g in generations.get(s, [])):
             raise ServingError(f"stage {s!r} is routed to {gen.variant} on {gen.cores} cores, which is not deployed")
-    apps = [ingress_app(pipeline, args, ingress_user_config(pipeline, profiles, serving, opts, epoch), opts)]
+    inline = set(args.get("graph", {}).get("inline", {}))
+    user_config = ingress_user_config(pipeline, profiles, serving, opts, epoch, inline)
+    apps = [ingress_app(pipeline, args, user_config, opts)]
     for s, gens in generations.items():
-        apps.extend(stage_app(pipeline, s, g, opts) for g in gens)
+        if s not in inline:
+            apps.extend(stage_app(pipeline, s, g, opts) for g in gens)
     return {"proxy_location": opts.proxy_location, "http_options": opts.http_options(), "applications": apps}
 
 
 def export_config(pipeline: Any, configs: Mapping[str, StageConfig], profiles: Any, opts: ServeOptions) -> dict:
     """The Serve config that serves `configs` (one generation per stage, every stage routed): `--export`."""
-    return serve_config(
-        pipeline, profiles, {s: [c] for s, c in configs.items()}, configs, opts, args=ingress_args(pipeline)
-    )
+    args = ingress_args(pipeline, opts)
+    return serve_config(pipeline, profiles, {s: [c] for s, c in configs.items()}, configs, opts, args=args)

@@ -10,12 +10,15 @@ place). The rules:
   and the old generation is dropped from the target (deploying that deletes its application, which drains);
 * when it is DEPLOY_FAILED, it is dropped and the stage's request is FAILED with Ray's message; the old
   generation keeps serving.
+An inline stage (run by the ingress, which holds every variant loaded: `serving/config.py`'s `inline_stages`) has
+no application: a request for it is serving as soon as the ingress has taken its new config, with the replicas
+asked for, holding no core of its own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -109,11 +112,14 @@ def _key(c: StageConfig) -> tuple[str, int]:
 class Reconciler:
     """The target and Ray's last reported state of one pipeline's stages. Not thread-safe: the backend locks."""
 
-    def __init__(self, pipeline_name: str, initial: Mapping[str, StageConfig]):
+    def __init__(self, pipeline_name: str, initial: Mapping[str, StageConfig], inline: Collection[str] = ()):
         self.name = pipeline_name
         self.stages = list(initial)
+        self.inline = frozenset(inline)
         self._gens: dict[str, dict[tuple[str, int], StageConfig]] = {s: {_key(c): c} for s, c in initial.items()}
         self._serving: dict[str, tuple[str, int] | None] = dict.fromkeys(initial)  # routed once RUNNING
+        for s in self.inline & set(initial):
+            self._serving[s] = _key(initial[s])
         self._target: dict[str, StageConfig] = dict(initial)
         self._failed: dict[str, str] = {}
         self._app_cores: dict[str, int] = {self.app(s, c): c.cores for s, c in initial.items()}
@@ -138,10 +144,14 @@ class Reconciler:
     def held_elsewhere(self, stage: str, c: StageConfig) -> int:
         """Cores the other stages' generations hold, plus this stage's serving one when `c` replaces it by a
         make-before-break switch (both are held until the switch ends)."""
-        elsewhere = sum(g.total_cores for t, gens in self._gens.items() if t != stage for g in gens.values())
+        elsewhere = sum(self.holds(t, g) for t, gens in self._gens.items() if t != stage for g in gens.values())
         key = self._serving[stage]
-        old = self._gens[stage][key].total_cores if key is not None and key != _key(c) else 0
+        old = self.holds(stage, self._gens[stage][key]) if key is not None and key != _key(c) else 0
         return elsewhere + old
+
+    def holds(self, stage: str, c: StageConfig) -> int:
+        """Ray CPUs a generation of `stage` holds: none for an inline stage (it runs in the ingress's)."""
+        return 0 if stage in self.inline else c.total_cores
 
     def request(self, stage: str, c: StageConfig, refused: str | None = None) -> None:
         """Record the request for `c`: refused (the reason) or taken into the target."""
@@ -154,6 +164,11 @@ class Reconciler:
         for k in [k for k in gens if k not in (serving, _key(c))]:
             del gens[k]  # an earlier switch that has not finished is replaced by this one
         gens[_key(c)] = c
+        if stage in self.inline:  # the ingress holds every variant: the switch is a table change
+            for k in [k for k in gens if k != _key(c)]:
+                del gens[k]
+            self._serving[stage] = _key(c)
+            return
         self._app_cores[self.app(stage, c)] = c.cores
 
     def deployed(self, stages: list[str], t: float) -> None:
@@ -167,6 +182,8 @@ class Reconciler:
         self._snapshot, self._snapshot_t = snapshot, t
         changed = False
         for s, gens in self._gens.items():
+            if s in self.inline:
+                continue
             for key, g in list(gens.items()):
                 if key == self._serving[s]:
                     continue
@@ -194,6 +211,10 @@ class Reconciler:
         target = self._target[s]
         if s in self._failed:
             return StageStatus(ApplyState.FAILED, target, self._failed[s])
+        if s in self.inline:  # the ingress takes it in place with its user_config
+            if self._snapshot_t <= self._deployed_t.get(s, -math.inf):
+                return StageStatus(ApplyState.PENDING, target, "waiting for the ingress to take the change")
+            return StageStatus(ApplyState.APPLIED, target)
         if self._serving[s] != _key(target):
             return StageStatus(ApplyState.PENDING, target, f"{target.variant} on {target.cores} cores is loading")
         rep = self._snapshot.get(self.app(s, target))
@@ -213,6 +234,8 @@ class Reconciler:
         return any(self.stage_status(s).state is ApplyState.PENDING for s in self.stages)
 
     def _running(self, s: str, c: StageConfig) -> int:
+        if s in self.inline:
+            return c.replicas
         rep = self._snapshot.get(self.app(s, c))
         return rep.running if rep is not None else 0
 

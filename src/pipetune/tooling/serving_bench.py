@@ -104,7 +104,7 @@ def run_serving_benchmark(
     init = {s: StageConfig("a", 1, 1, 1) for s in pipe.stage_names}
     # The peer: a bare Ray Serve deployment (no batch queue, no thread pool), started before the backend with the
     # same HTTP options, so that a hop through our stage replica is measured against Ray's own in the same run.
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(proxy_location="Disabled")  # the peer is called through its handle; the ingress serves HTTP itself
 
     @serve.deployment(name="peer")
     class _Peer:
@@ -236,3 +236,247 @@ def _timed_apply(be: Any, stage: str, config: StageConfig | None, t0: float | No
             return time.perf_counter() - t0
         time.sleep(0.01)
     return float("nan")
+
+
+# ---- the text pipeline: CPU per request by role, and the highest rate held, for pipetune, before, and the peer --
+TEXT_SYSTEMS = ("pipetune", "before", "peer")
+# How each system serves: pipetune's request path today; "before": the same runtime with its request-path changes
+# off (Ray Serve's HTTP proxy in front, every stage a remote replica, one handle call per item batched on the
+# replica: the path of the runtime before them); "peer": the idiomatic Ray Serve DAG (`tooling/serving_peer.py`).
+_BACKEND_MODES: dict[str, dict[str, Any]] = {
+    "pipetune": {"front": "direct", "inline": True, "caller_batching": True},
+    "before": {"front": "proxy", "inline": False, "caller_batching": False},
+}
+TEXT_PLAN_RPS = 60.0  # the configuration every system serves: the planner's for this rate
+HELD_VIOLATIONS = 0.01  # a rate is held at <= 1% SLA violations with nothing refused
+
+
+def _process_tree_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of `root` and every process below it, with each one's command line: a local
+    Ray started by this process is all below it, and nothing else on the machine is counted."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{name}/cmdline") as f:
+                cmd = f.read().replace("\0", " ").strip()
+        except OSError:
+            continue  # gone meanwhile
+        procs[int(name)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / tick)
+    keep, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _c, _t) in procs.items():
+            if ppid == parent and child not in keep:
+                keep.add(child)
+                frontier.append(child)
+    return {pid: (procs[pid][1], procs[pid][2]) for pid in keep if pid in procs}
+
+
+def _role(cmd: str, pid: int, me: int) -> str:
+    """path: on a request's way (HTTP proxy, ingress, stage replicas); loadgen: this process; beside: the rest."""
+    if pid == me:
+        return "loadgen"
+    if "ServeReplica" in cmd or "ProxyActor" in cmd:
+        return "path"
+    return "beside"
+
+
+def _held(outs: list[Any], sla_s: float) -> tuple[bool, dict]:
+    n = len(outs)
+    refused = sum(o.status == 503 for o in outs)
+    bad = sum(o.status != 200 or o.latency_s > sla_s for o in outs)
+    lat = [o.latency_s for o in outs if o.status == 200]
+    facts = {"sent": n, "refused": refused, "violations": bad / max(1, n), "p99_s": _pct(lat, 99) if lat else None}
+    return (n > 0 and refused == 0 and bad <= HELD_VIOLATIONS * n), facts
+
+
+def _max_rps(send: Callable[[float], list[Any]], sla_s: float, say: Callable[[str], None], start: float) -> dict:
+    """The highest open-loop rate held (see HELD_VIOLATIONS): doubling from `start` until a rate fails, then
+    bisecting between the last held and the first failed rate down to 10% of the held one."""
+    trials = []
+    lo, hi = 0.0, None
+    rate = start
+    while True:
+        ok, facts = _held(send(rate), sla_s)
+        trials.append({"rps": rate, "held": ok, **facts})
+        say(f"    {rate:.1f} rps: {'held' if ok else 'not held'} ({facts['violations']:.1%} violations, "
+            f"{facts['refused']} refused)")  # fmt: skip
+        if ok:
+            lo = rate
+        else:
+            hi = rate
+        time.sleep(3.0)  # a failed rate leaves work queued: let it drain before the next one
+        if hi is None:
+            rate = rate * 2
+            if rate > 1000:
+                break
+            continue
+        if hi - lo <= max(1.0, 0.1 * lo):
+            break
+        rate = (lo + hi) / 2
+    return {"max_rps": lo, "trials": trials}
+
+
+def run_text_benchmark(
+    rps: float = 20.0,
+    seconds: float = 30.0,
+    trial_s: float = 12.0,
+    num_cpus: int = 16,
+    port: int = 8766,
+    systems: Sequence[str] = TEXT_SYSTEMS,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """The bundled text pipeline, each system in turn on one local Ray serving the same configuration: CPU ms per
+    request by role at `rps` over `seconds` (open loop, Poisson), then `text_max_rps` by doubling and bisection.
+
+    `cpu_ms_per_request`: `models` (inside predict, counted by the replicas and the ingress), `runtime` (every
+    other CPU of the processes on the requests' path: HTTP proxy, ingress, stage replicas), `beside` (Ray's
+    controller, GCS, raylet, agents: processes of this Ray off the path), `loadgen` (this process: the load
+    generator, and the backend's status polling)."""
+    import os
+
+    import ray
+    from ray import serve
+
+    from pipetune import example_path
+    from pipetune.profiles import load_profiles
+    from pipetune.serving.backend import RayServeBackend
+    from pipetune.serving.client import open_loop_at
+    from pipetune.serving.session import initial_configs, planning_pipeline
+    from pipetune.spec import load_pipeline
+    from pipetune.tooling.demo import _bodies
+    from pipetune.tooling.serving_peer import PEER_APP, peer_app
+
+    say = progress or (lambda _m: None)
+    pipe = load_pipeline(example_path("text"))
+    profiles = load_profiles(pipe)
+    configs = initial_configs(planning_pipeline(pipe, float(num_cpus - 1)), profiles, TEXT_PLAN_RPS)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=num_cpus, namespace="pipetune-bench-text", log_to_driver=False, include_dashboard=False)
+    me = os.getpid()
+    out: dict[str, Any] = {
+        "configuration": {s: c.to_dict() for s, c in configs.items()},
+        "offered_rps": rps,
+        "seconds": seconds,
+        "cpu_model": _cpu_model(),
+    }
+    try:
+        for system in systems:
+            say(f"text pipeline: {system}")
+            be = None
+            if system == "peer":
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                serve.run(peer_app(pipe, configs), name=PEER_APP, route_prefix="/")
+                spec = None
+            else:
+                be = RayServeBackend(pipe, configs, profiles, port=port, **_BACKEND_MODES[system])
+                spec = be.inputs[0]
+            from pipetune.protocol import TensorSpec
+
+            body = _bodies(pipe, spec or TensorSpec("input", "BYTES", (-1,)))
+            url = f"http://127.0.0.1:{port}/v2/models/{pipe.name}/infer"
+            open_loop_at(url, body, np.arange(0, 3, 0.05))  # warm every replica
+            offsets = np.cumsum(np.random.default_rng(1).exponential(1 / rps, int(rps * seconds)))
+            model0 = _model_cpu(system, be, configs)
+            before, t0 = _process_tree_cpu(me), time.time()
+            outs = open_loop_at(url, body, offsets)
+            wall, after = time.time() - t0, _process_tree_cpu(me)
+            model = _model_cpu(system, be, configs) - model0
+            roles = {"path": 0.0, "beside": 0.0, "loadgen": 0.0}
+            for pid, (cmd, cpu) in after.items():
+                roles[_role(cmd, pid, me)] += cpu - before.get(pid, (cmd, 0.0))[1]
+            n = max(1, len(outs))
+            _ok, facts = _held(outs, pipe.sla.seconds)
+            res: dict[str, Any] = {
+                "cpu_ms_per_request": {
+                    "models": model / n * 1e3,
+                    "runtime": (roles["path"] - model) / n * 1e3,
+                    "beside": roles["beside"] / n * 1e3,
+                    "loadgen": roles["loadgen"] / n * 1e3,
+                },
+                "measured": {"wall_s": wall, **facts},
+            }
+            c = res["cpu_ms_per_request"]
+            c["runtime_over_models"] = c["runtime"] / c["models"] if c["models"] > 0 else None
+            say(f"  CPU ms per request: models {c['models']:.2f}, runtime {c['runtime']:.2f}, beside "
+                f"{c['beside']:.2f}, loadgen {c['loadgen']:.2f}")  # fmt: skip
+
+            def send(rate: float, url: str = url, body: Any = body) -> list[Any]:
+                return open_loop_at(
+                    url, body, np.cumsum(np.random.default_rng(2).exponential(1 / rate, int(rate * trial_s)))
+                )
+
+            say("  text_max_rps")
+            res.update(_max_rps(send, pipe.sla.seconds, say, start=max(5.0, rps)))
+            out[system] = res
+            if be is not None:
+                be.close()
+            else:
+                serve.shutdown()
+            time.sleep(2.0)
+    finally:
+        serve.shutdown()
+        if started:
+            ray.shutdown()
+    if "pipetune" in out and "peer" in out:
+        out["runtime_vs_peer"] = out["pipetune"]["cpu_ms_per_request"]["runtime"] / max(
+            1e-9, out["peer"]["cpu_ms_per_request"]["runtime"]
+        )
+        out["max_rps_vs_peer"] = out["pipetune"]["max_rps"] / max(1e-9, out["peer"]["max_rps"])
+    if "pipetune" in out and "before" in out:
+        out["max_rps_vs_before"] = out["pipetune"]["max_rps"] / max(1e-9, out["before"]["max_rps"])
+    return out
+
+
+def _model_cpu(system: str, be: Any, configs: dict[str, StageConfig]) -> float:
+    """CPU seconds the models have used so far, summed over every replica (and the ingress's inline stages)."""
+    from ray import serve
+
+    total = 0.0
+    if system == "peer":
+        from pipetune.tooling.serving_peer import PEER_APP, STAGES
+
+        for s in STAGES:
+            h = serve.get_deployment_handle(f"peer-{s}", app_name=PEER_APP)
+            total += _sum_replicas(h, configs[s].replicas)
+        return total
+    for s, c in be.in_effect().items():
+        if s in be.inline:
+            continue
+        h = serve.get_deployment_handle("stage", app_name=be.app_name(s, (c.variant, c.cores)))
+        total += _sum_replicas(h, c.replicas)
+    st = be.ingress_handle().stats.remote().result(timeout_s=30)
+    return total + sum(st["model_cpu"]["seconds"].values())
+
+
+def _sum_replicas(handle: Any, replicas: int) -> float:
+    """Sum of `cpu_stats()` over a deployment's replicas: a handle call reaches one replica, chosen by Ray, so ask
+    until `replicas` different ones have answered (or give up after a bounded number of calls)."""
+    seen: dict[str, float] = {}
+    for _ in range(20 * max(1, replicas)):
+        st = handle.options(method_name="cpu_stats").remote().result(timeout_s=30)
+        seen[st["replica"]] = float(st["seconds"])
+        if len(seen) >= replicas:
+            break
+    return sum(seen.values())
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
