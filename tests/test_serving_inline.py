@@ -5,7 +5,7 @@ import time
 import pytest
 
 from pipetune.examples.digits.models import Features
-from pipetune.serving.app import INLINE_PREDICT_S, predict_one, runs_inline
+from pipetune.serving.app import INLINE_PREDICT_S, predict_one, serves_on_loop
 
 
 class Sleeper:
@@ -29,9 +29,9 @@ class Sleeper:
 def test_a_microsecond_model_runs_on_the_loop_and_a_slower_one_does_not():
     pixels = Features(None)  # the digits identity stage: a few microseconds a call
     pixels.load()
-    assert runs_inline(pixels)
+    assert serves_on_loop(pixels)
     slow = Sleeper(5 * INLINE_PREDICT_S)  # sleeps at least that long, however fast the machine
-    assert not runs_inline(slow, probes=3) and slow.calls == 3
+    assert not serves_on_loop(slow, probes=3) and slow.calls == 3
 
 
 def test_an_inline_call_returns_the_output_and_its_time():

@@ -196,6 +196,10 @@ class RuntimeProfile:
         return cls.from_dict(d, where=f"runtime profile {p}")
 
 
+# An inline stage's every variant is loaded in the ingress before it serves: only models that load within this
+INLINE_LOAD_S = 5.0
+
+
 def runs_inline(batch1_service_s: float, runtime: RuntimeProfile) -> bool:
     """The fusion rule, one home for the planner and the runtime: a stage whose variant serves one item in less
     CPU than a remote call of it costs (call + one item) is cheaper run in the ingress process than called."""

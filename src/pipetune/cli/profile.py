@@ -14,14 +14,17 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from pipetune.cli.app import app
-from pipetune.cli.options import COUNT, POSITIVE, THREADS, Range, number, out_file
+from pipetune.cli.options import COUNT, PORT, POSITIVE, THREADS, Range, number, out_file
 from pipetune.errors import PipetuneError
 
 
 class _MeasureByDefault(TyperGroup):
-    """`pipetune profile SPEC ...` measures (as before); `pipetune profile import ...` imports."""
+    """`pipetune profile SPEC ...` measures (as before); `pipetune profile import ...` imports; `pipetune profile
+    --runtime SPEC` measures the runtime (`profile runtime`)."""
 
     def parse_args(self, ctx, args):  # noqa: ANN001, ANN201
+        if "--runtime" in args:  # `pipetune profile --runtime SPEC` is `pipetune profile runtime SPEC`
+            args = ["runtime", *(a for a in args if a != "--runtime")]
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["measure", *args]
         return super().parse_args(ctx, args)
@@ -30,8 +33,9 @@ class _MeasureByDefault(TyperGroup):
 profile_app = typer.Typer(
     cls=_MeasureByDefault,
     no_args_is_help=True,
-    help="Measure real models into a ProfileTable (`profile SPEC`, i.e. `profile measure SPEC`) or import one "
-    "made by another tool (`profile import FORMAT FILE ...`).",
+    help="Measure real models into a ProfileTable (`profile SPEC`, i.e. `profile measure SPEC`), the serving "
+    "runtime's own CPU on this machine (`profile runtime SPEC`), or import a profile made by another tool "
+    "(`profile import FORMAT FILE ...`).",
 )
 app.add_typer(profile_app, name="profile")
 
@@ -161,6 +165,44 @@ def profile_cmd(
         console.print(f"plot  {f}")
     if report.failed:
         raise typer.Exit(1)
+
+
+@profile_app.command("runtime")
+def runtime_cmd(
+    spec: Path = typer.Argument(..., help="pipeline YAML (its models are served live on a local Ray)"),
+    rps: float = number(20.0, "--rps", allowed=Range(float, ge=1, le=500), help="requests per second while measuring"),
+    seconds: float = number(30.0, "--seconds", allowed=Range(float, ge=5, le=600), help="seconds of measured load"),
+    num_cpus: int = number(16, "--num-cpus", allowed=Range(int, ge=3, le=1024), help="logical CPUs of the local Ray"),
+    port: int = number(8790, "--port", allowed=PORT, help="HTTP port of the endpoint while measuring"),
+    out: Path | None = out_file(None, "--out", help="write here instead of runtime.json beside the model profile"),
+) -> None:
+    """Measure the serving runtime's own CPU on this machine (per request, per stage call, beside the path) and
+    its cores: the RuntimeProfile the planner counts against the host and the simulator twin charges."""
+    import os
+
+    from pipetune import jsonio
+    from pipetune.profiles import load_profiles
+    from pipetune.runtime_profile import runtime_path
+    from pipetune.serving.runtime_probe import measure_runtime
+
+    pipeline = _load(spec)
+    target = out or runtime_path(pipeline)
+    if target is None:
+        raise PipetuneError(f"{spec}: the pipeline names no profile, so there is no place beside it; give --out FILE")
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
+    err = Console(stderr=True)
+    rt = measure_runtime(
+        pipeline, load_profiles(pipeline), rps=rps, seconds=seconds, num_cpus=num_cpus, port=port, progress=err.print
+    )
+    Path(target).write_text(jsonio.dumps(rt.to_dict(), indent=2) + "\n")
+    c = rt.conditions
+    console.print(
+        f"runtime on {rt.host_cores:g} cores ({c.get('cpu_model')}): {rt.request_cpu_s * 1e3:.2f} ms per request in "
+        f"the ingress, {rt.call_cpu_s * 1e3:.2f} ms per stage call, {rt.side_cpu_s * 1e3:.2f} ms per request "
+        f"beside the path; models {c.get('models_cpu_ms_per_request', 0):.2f} ms per request; inline stages "
+        f"{c.get('inline_stages')}"
+    )
+    console.print(f"wrote {target}")
 
 
 @profile_app.command("import")

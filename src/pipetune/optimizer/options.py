@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipetune.errors import PipetuneError
 from pipetune.latency import host_cpu_per_item, host_service, host_slowdown, latency_floor, stage_latency_arrays
 from pipetune.profiles import stack_cells
-from pipetune.runtime_profile import RuntimeProfile
+from pipetune.runtime_profile import INLINE_LOAD_S, RuntimeProfile, runs_inline
 
 MAX_EXTRA_REPLICAS = 64  # safety bound on the listed replica alternatives above n_min
 
@@ -241,14 +242,32 @@ def host_charge(pipeline, profiles, base: BaseTable, runtime: RuntimeProfile, rp
     )
 
 
+def inline_stages(pipeline, profiles, runtime: RuntimeProfile | None) -> frozenset[str]:
+    """The stages the runtime runs in its ingress process, one rule for the planner and the runtime: those named in
+    the runtime profile's `inline_stages`, and, with `fusion`, every stage whose every variant is light by
+    `runs_inline` (its batch-1 service time at the stage's smallest core count is below a remote call's CPU) and
+    loads within INLINE_LOAD_S (the ingress holds every variant of an inline stage loaded, so switching its variant
+    is a table change). A stage is inline whatever its variant, so a plan never moves it in or out of the ingress.
+    Without a runtime profile nothing is inline."""
+    if runtime is None:
+        return frozenset()
+    out = set(runtime.inline_stages) & set(pipeline.stage_names)
+    if runtime.fusion and profiles is not None:
+        for st in pipeline.stages:
+            cores = pipeline.cores_for(st.name)[0]
+            try:
+                rows = [profiles.row(st.name, v.name, 1, cores) for v in st.variants]
+            except (KeyError, PipetuneError):
+                continue  # a stage without a profile is not judged light
+            if all(runs_inline(r.latency_mean_s, runtime) and r.load_time_s <= INLINE_LOAD_S for r in rows):
+                out.add(st.name)
+    return frozenset(out)
+
+
 def runs_inline_here(pipeline, profiles, runtime: RuntimeProfile, stage: str, variant: str) -> bool:
-    """Whether the runtime runs `stage` with `variant` in its ingress process (RuntimeProfile.is_inline, judged
-    on the variant's batch-1 service time at the stage's smallest core count)."""
-    if stage in runtime.inline_stages:
-        return True
-    if not runtime.fusion:
-        return False
-    return runtime.is_inline(stage, profiles.row(stage, variant, 1, pipeline.cores_for(stage)[0]).latency_mean_s)
+    """Whether the runtime runs `stage` (with any variant, `variant` included) in its ingress process: see
+    `inline_stages`."""
+    return stage in inline_stages(pipeline, profiles, runtime)
 
 
 def host_cpu_per_request(pipeline, profiles, configs, runtime: RuntimeProfile) -> float:

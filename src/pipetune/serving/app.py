@@ -59,7 +59,7 @@ CallFacts = tuple[int, float, str]
 
 
 # ---- one stage generation -------------------------------------------------------------------------------
-def runs_inline(adapter: Any, probes: int = INLINE_PROBES) -> bool:
+def serves_on_loop(adapter: Any, probes: int = INLINE_PROBES) -> bool:
     """Whether a loaded, warmed model serves batch-1 calls on the replica's event loop: its one-item predict
     (timed warm, best of `probes`) is shorter than a hand-off to the thread pool (INLINE_PREDICT_S), so blocking
     the loop that briefly costs less than the hand-off."""
@@ -130,7 +130,7 @@ class StageReplica:
             out = self.adapter.predict(self.adapter.sample_inputs(n))
             if len(out) != n:
                 raise RuntimeError(f"{stage}/{variant}: predict returned {len(out)} outputs for {n} inputs")
-        self.inline = runs_inline(self.adapter)
+        self.on_loop = serves_on_loop(self.adapter)
         self.model_cpu = ModelCpu()  # counted from here on: warm-up and probes are not serving
         # predict() runs off the event loop so items keep queueing for the next batch meanwhile.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-{variant}")
@@ -162,7 +162,7 @@ class StageReplica:
     async def predict_batch(self, items: list[Any]) -> tuple[list[Any], CallFacts]:
         """A batch formed by the caller (the ingress's StageChannel): one call, `len(items)` outputs in order,
         and the call's facts once (not per item)."""
-        if len(items) == 1 and self.inline:
+        if len(items) == 1 and self.on_loop:
             out, dt = predict_one(self.adapter, items[0], f"{self.stage}/{self.variant}", self.model_cpu)
             return [out], (1, dt, self.node)
         t0 = time.perf_counter()
@@ -176,7 +176,7 @@ class StageReplica:
         """One item per call, batched on the replica by `@serve.batch` (Ray Serve's own idiom: what the ingress
         uses under Ray's autoscaling, whose replica counts it does not know)."""
         if self.batch == 1:
-            if self.inline:  # sub-INLINE_PREDICT_S model: on the loop, one call at a time all the same
+            if self.on_loop:  # sub-INLINE_PREDICT_S model: on the event loop, one call at a time all the same
                 out, dt = predict_one(self.adapter, item, f"{self.stage}/{self.variant}", self.model_cpu)
                 return (out, 1, dt, self.node)
             # Nothing to batch: straight to the one-thread pool, which serves one call at a time in arrival
@@ -277,7 +277,7 @@ class Ingress:
         self._ids = itertools.count()
         self.floor_inflight = 1
         # Stages too light to be worth a remote call run here, every variant loaded up front (so a variant
-        # switch of such a stage is a table change): see `inline_stages`.
+        # switch of such a stage is a table change): see `optimizer.options.inline_stages`.
         self._inline: dict[str, dict[str, Any]] = {}
         for stage, refs in graph.get("inline", {}).items():
             self._inline[stage] = {}
@@ -359,6 +359,8 @@ class Ingress:
             "epoch": self.epoch,
             "nodes": {st: sorted(ns) for st, ns in self._nodes.items()},
             "model_cpu": self.model_cpu.to_dict(),  # since start (not reset): inline stages' models
+            # since start, per stage: handle calls sent and items they carried (the serving generations' channels)
+            "calls": {ch.stage: {"calls": ch.calls, "items": ch.items} for ch in self._channels.values()},
         }
         self._counts = dict.fromkeys(self._counts, 0)
         self._latencies = []

@@ -26,7 +26,9 @@ import numpy as np
 
 from pipetune.backends.base import Backend, Observation, config_problem
 from pipetune.configs import StageConfig, StageStatus
+from pipetune.optimizer.options import inline_stages
 from pipetune.protocol import TensorSpec
+from pipetune.runtime_profile import RuntimeProfile, load_runtime_for
 from pipetune.serving import ray_api
 from pipetune.serving.config import (
     INGRESS_CPUS,
@@ -36,7 +38,6 @@ from pipetune.serving.config import (
     app_name,
     ingress_app_name,
     ingress_args,
-    inline_stages,
     input_specs,
     serve_config,
 )
@@ -85,6 +86,7 @@ class RayServeBackend(Backend):
         front: str = "direct",
         inline: bool = True,
         caller_batching: bool = True,
+        runtime: RuntimeProfile | None = None,
     ):
         import ray
 
@@ -113,8 +115,11 @@ class RayServeBackend(Backend):
         self.poll_s = poll_s
         self.idle_poll_s = max(poll_s, idle_poll_s)
         self._inputs = input_specs(pipeline)
-        # Light stages run in the ingress (none under Ray's autoscaling: that baseline is Ray Serve's own idiom)
-        self.inline = inline_stages(pipeline, profiles) if inline and not autoscale else set()
+        # The runtime's own CPU on this host (`pipetune profile --runtime`; beside the model profile), which also
+        # says which stages run in the ingress: none without it, or under Ray's autoscaling (that baseline is Ray
+        # Serve's own idiom), or with `inline` off.
+        self.runtime = runtime if runtime is not None else load_runtime_for(pipeline)
+        self.inline = set(inline_stages(pipeline, profiles, self.runtime)) if inline and not autoscale else set()
         ray_api.check_ray_version()
         self._started_ray = False
         if not ray.is_initialized():

@@ -34,10 +34,6 @@ INGRESS_IMPORT_PATH = "pipetune.serving.app:build_ingress"
 INGRESS_CPUS = 1.0  # Ray CPUs the ingress reserves (a core it holds all the time: counted in cores held)
 STAGE_REQUESTS_PER_BATCH = 2  # requests a stage replica takes at once, in largest batches: one running, one filling
 FRONTS = ("direct", "proxy")  # who serves HTTP: the ingress itself, or Ray Serve's proxy in front of it
-# A stage whose every variant serves one item in under this runs in the ingress (see `inline_stages`): below a
-# remote call's own CPU on both sides, so calling it would cost more than running it.
-INLINE_STAGE_S = 1e-3
-INLINE_LOAD_S = 5.0  # ... and loads within this (the ingress loads every variant before it reports ready)
 
 
 class ServingError(PipetuneError):
@@ -114,24 +110,6 @@ def input_specs(pipeline: Any) -> list[TensorSpec]:
     variant = pipeline.stage(src).variants[0].name
     sample = variant_model_ref(pipeline, src, variant)().sample_inputs(1)[0]
     return [spec_for_sample("input", sample)]
-
-
-def inline_stages(pipeline: Any, profiles: Any) -> set[str]:
-    """Stages the ingress runs itself instead of calling a replica: those whose every variant is profiled, serves
-    one item in under INLINE_STAGE_S and loads in under INLINE_LOAD_S. A remote call costs the ingress and the
-    replica more CPU than such a model's whole work, and the ingress holds every variant loaded, so a variant
-    switch of an inline stage is immediate. Without profiles nothing runs inline."""
-    if profiles is None:
-        return set()
-    out = set()
-    for stage in pipeline.stage_names:
-        try:
-            rows = [profiles.get(stage, v.name).row(1, 1) for v in pipeline.stage(stage).variants]
-        except (KeyError, PipetuneError):
-            continue
-        if all(r.latency_mean_s <= INLINE_STAGE_S and r.load_time_s <= INLINE_LOAD_S for r in rows):
-            out.add(stage)
-    return out
 
 
 def graph_args(pipeline: Any, inputs: list[TensorSpec], inline: Collection[str] = ()) -> dict:
@@ -265,7 +243,7 @@ def serve_config(
     `generations`: per stage, its (variant, cores) applications (the serving one and, during a switch, the
     incoming one). `serving`: per stage, the generation its traffic goes to (a stage without one gets no route,
     and the ingress refuses requests until it has). `args`: the ingress's `args` (`ingress_args`), whose inline
-    stages get no application (the ingress runs them). `epoch`: the backend's clock origin (wall time); 0 for a
+    stages (`optimizer.options.inline_stages`) get no application (the ingress runs them). `epoch`: the backend's clock origin (wall time); 0 for a
     config that another tool deploys (the ingress keeps its own)."""
     for s, gen in serving.items():
         if all((g.variant, g.cores) != (gen.variant, gen.cores) for g in generations.get(s, [])):

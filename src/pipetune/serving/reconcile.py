@@ -10,7 +10,7 @@ place). The rules:
   and the old generation is dropped from the target (deploying that deletes its application, which drains);
 * when it is DEPLOY_FAILED, it is dropped and the stage's request is FAILED with Ray's message; the old
   generation keeps serving.
-An inline stage (run by the ingress, which holds every variant loaded: `serving/config.py`'s `inline_stages`) has
+An inline stage (run by the ingress, which holds every variant loaded: `optimizer.options.inline_stages`) has
 no application: a request for it is serving as soon as the ingress has taken its new config, with the replicas
 asked for, holding no core of its own.
 """

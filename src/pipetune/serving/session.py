@@ -71,12 +71,15 @@ def _whole_number(x: Any, where: str) -> int:
     return int(x)
 
 
-def initial_configs(planning: Any, profiles: Any, rps: float, policy: str = "ipa") -> dict[str, StageConfig]:
-    """The configuration to start with: the policy's plan at `rps` (its fallback when infeasible)."""
+def initial_configs(
+    planning: Any, profiles: Any, rps: float, policy: str = "ipa", runtime: Any = None
+) -> dict[str, StageConfig]:
+    """The configuration to start with: the policy's plan at `rps` (its fallback when infeasible), counting the
+    runtime's CPU on the host when a RuntimeProfile is given."""
     from pipetune.optimizer import plan_pipeline
     from pipetune.optimizer.plan import Infeasible
 
-    result = plan_pipeline(planning, rps, policy=policy, profiles=profiles)
+    result = plan_pipeline(planning, rps, policy=policy, profiles=profiles, runtime=runtime)
     plan = result.fallback if isinstance(result, Infeasible) else result
     return dict(plan.configs)
 
@@ -97,8 +100,9 @@ def run_adapter(
     from pipetune.adapter import Adapter
 
     adapter = Adapter(
-        backend, planning, policy=policy, predictor=predictor, interval_s=interval_s, profiles=profiles, log=log
-    )
+        backend, planning, policy=policy, predictor=predictor, interval_s=interval_s, profiles=profiles, log=log,
+        runtime=backend.runtime,
+    )  # fmt: skip
 
     def step(d: Any) -> None:
         with contextlib.suppress(Exception):  # metrics are best effort; the decision stands

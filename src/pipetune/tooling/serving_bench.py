@@ -251,34 +251,6 @@ TEXT_PLAN_RPS = 60.0  # the configuration every system serves: the planner's for
 HELD_VIOLATIONS = 0.01  # a rate is held at <= 1% SLA violations with nothing refused
 
 
-def _process_tree_cpu(root: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) of `root` and every process below it, with each one's command line: a local
-    Ray started by this process is all below it, and nothing else on the machine is counted."""
-    import os
-
-    tick = os.sysconf("SC_CLK_TCK")
-    procs: dict[int, tuple[int, str, float]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{name}/cmdline") as f:
-                cmd = f.read().replace("\0", " ").strip()
-        except OSError:
-            continue  # gone meanwhile
-        procs[int(name)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / tick)
-    keep, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, _c, _t) in procs.items():
-            if ppid == parent and child not in keep:
-                keep.add(child)
-                frontier.append(child)
-    return {pid: (procs[pid][1], procs[pid][2]) for pid in keep if pid in procs}
-
-
 def _role(cmd: str, pid: int, me: int) -> str:
     """path: on a request's way (HTTP proxy, ingress, stage replicas); loadgen: this process; beside: the rest."""
     if pid == me:
@@ -346,9 +318,10 @@ def run_text_benchmark(
     from ray import serve
 
     from pipetune import example_path
+    from pipetune.loadgen.client import open_loop_at
     from pipetune.profiles import load_profiles
     from pipetune.serving.backend import RayServeBackend
-    from pipetune.serving.client import open_loop_at
+    from pipetune.serving.runtime_probe import cpu_model, process_tree_cpu
     from pipetune.serving.session import initial_configs, planning_pipeline
     from pipetune.spec import load_pipeline
     from pipetune.tooling.demo import _bodies
@@ -366,7 +339,7 @@ def run_text_benchmark(
         "configuration": {s: c.to_dict() for s, c in configs.items()},
         "offered_rps": rps,
         "seconds": seconds,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
     }
     try:
         for system in systems:
@@ -386,9 +359,9 @@ def run_text_benchmark(
             open_loop_at(url, body, np.arange(0, 3, 0.05))  # warm every replica
             offsets = np.cumsum(np.random.default_rng(1).exponential(1 / rps, int(rps * seconds)))
             model0 = _model_cpu(system, be, configs)
-            before, t0 = _process_tree_cpu(me), time.time()
+            before, t0 = process_tree_cpu(me), time.time()
             outs = open_loop_at(url, body, offsets)
-            wall, after = time.time() - t0, _process_tree_cpu(me)
+            wall, after = time.time() - t0, process_tree_cpu(me)
             model = _model_cpu(system, be, configs) - model0
             roles = {"path": 0.0, "beside": 0.0, "loadgen": 0.0}
             for pid, (cmd, cpu) in after.items():
@@ -440,43 +413,20 @@ def _model_cpu(system: str, be: Any, configs: dict[str, StageConfig]) -> float:
     """CPU seconds the models have used so far, summed over every replica (and the ingress's inline stages)."""
     from ray import serve
 
+    from pipetune.serving.runtime_probe import replica_model_cpu
+
     total = 0.0
     if system == "peer":
         from pipetune.tooling.serving_peer import PEER_APP, STAGES
 
         for s in STAGES:
             h = serve.get_deployment_handle(f"peer-{s}", app_name=PEER_APP)
-            total += _sum_replicas(h, configs[s].replicas)
+            total += replica_model_cpu(h, configs[s].replicas)
         return total
     for s, c in be.in_effect().items():
         if s in be.inline:
             continue
         h = serve.get_deployment_handle("stage", app_name=be.app_name(s, (c.variant, c.cores)))
-        total += _sum_replicas(h, c.replicas)
+        total += replica_model_cpu(h, c.replicas)
     st = be.ingress_handle().stats.remote().result(timeout_s=30)
     return total + sum(st["model_cpu"]["seconds"].values())
-
-
-def _sum_replicas(handle: Any, replicas: int) -> float:
-    """Sum of `cpu_stats()` over a deployment's replicas: a handle call reaches one replica, chosen by Ray, so ask
-    until `replicas` different ones have answered (or give up after a bounded number of calls)."""
-    seen: dict[str, float] = {}
-    for _ in range(20 * max(1, replicas)):
-        st = handle.options(method_name="cpu_stats").remote().result(timeout_s=30)
-        seen[st["replica"]] = float(st["seconds"])
-        if len(seen) >= replicas:
-            break
-    return sum(seen.values())
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
