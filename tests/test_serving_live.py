@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -204,3 +205,60 @@ def test_adapter_drives_the_live_backend(backend, digits, tmp_path):
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == len(decisions) and all(set(x["in_effect"]) == {"features", "classify"} for x in lines)
     assert [o.status for o in out].count(0) == 0
+
+
+def test_fused_and_batched_path_answers_as_the_plain_path_and_switches_without_loss(ray_cluster, digits):
+    """The request path's two savings change no answer: `features` run inline in the ingress (a runtime profile
+    naming it) and `classify` fed in batches from the caller return, on the same inputs, exactly what the plain
+    path returns (Ray Serve's proxy, every stage a replica, one call per item). Under load the batched calls carry
+    several items each, and a variant switch of the inline stage loses nothing."""
+    from pipetune.models.registry import variant_model_ref
+    from pipetune.protocol import encode_request
+    from pipetune.runtime_profile import RuntimeProfile
+    from pipetune.serving.backend import RayServeBackend
+
+    p, prof = digits
+    xs = variant_model_ref(p, "features", "pca-16")().sample_inputs(32)
+    init = {"features": StageConfig("pca-16", 1, 1, 1), "classify": StageConfig("logreg", 8, 1, 1)}
+
+    def answers(be) -> tuple[list, list]:
+        url = f"http://127.0.0.1:{be.port}/v2/models/digits/infer"
+
+        def post(items: list) -> list:
+            body = json.dumps(encode_request(items, be.inputs[0])).encode()
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=30) as r:
+                return json.loads(r.read())["outputs"][0]["data"]
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent single-item requests: the caller has items to batch
+            one = [out for outs in pool.map(post, [[x] for x in xs]) for out in outs]
+        return one, post(xs)
+
+    plain = RayServeBackend(
+        p, init, prof, port=_free_port(), front="proxy", inline=False, caller_batching=False, drop_after_s=5.0
+    )
+    try:
+        assert plain.inline == set()
+        plain_one, plain_whole = answers(plain)
+    finally:
+        plain.close()
+    rt = RuntimeProfile(host_cores=2, request_cpu_s=0.0, call_cpu_s=0.003, item_cpu_s=0.0, inline_stages=["features"])
+    fused = RayServeBackend(p, init, prof, port=_free_port(), runtime=rt, drop_after_s=5.0)
+    try:
+        assert fused.inline == {"features"}
+        fused_one, fused_whole = answers(fused)
+        assert fused_one == plain_one and fused_whole == plain_whole
+        url = f"http://127.0.0.1:{fused.port}/v2/models/digits/infer"
+        recs: list = []
+        sender = threading.Thread(target=lambda: recs.extend(open_loop(url, _body(fused), 30, 6)))
+        sender.start()
+        time.sleep(2)
+        fused.apply({"features": StageConfig("pca-8", 1, 1, 1)})
+        _wait_applied(fused, "features")
+        sender.join()
+        assert [r.status for r in recs].count(200) == len(recs), [r.error for r in recs if r.status != 200][:3]
+        served = {r.variants["features"] for r in recs}
+        assert served == {"pca-16", "pca-8"}, served  # the switch happened under load
+        calls = fused.ingress_handle().stats.remote().result()["calls"]["classify"]
+        assert calls["items"] >= 64 + 180 and calls["calls"] <= calls["items"], calls
+    finally:
+        fused.close()
