@@ -154,8 +154,22 @@ def bench_serving(
     step_s: float = number(
         8.0, allowed=Range(float, ge=1, le=3600), help="seconds per offered rate when finding the ceiling"
     ),
+    noop: bool = typer.Option(True, "--noop/--no-noop", help="the no-op figures (hop, ceiling, applies, lost)"),
+    text: bool = typer.Option(True, "--text/--no-text", help="the text pipeline: CPU per request, max rate held"),
+    text_rps: float = number(20.0, "--text-rps", allowed=Range(float, ge=1, le=500), help="text: offered load"),
+    text_seconds: float = number(
+        30.0, "--text-seconds", allowed=Range(float, ge=5, le=3600), help="text: seconds of measured load"
+    ),
+    trial_s: float = number(
+        12.0, "--trial-s", allowed=Range(float, ge=3, le=600), help="text: seconds per rate tried for the max"
+    ),
+    systems: str = typer.Option(
+        "pipetune,before,peer", "--systems", help="text: which of pipetune, before, peer (comma-separated)"
+    ),
 ) -> None:
-    """The live runtime on no-op models: hop overhead, 2-stage ceiling, apply times, load generator, lost."""
+    """The live runtime: on no-op models (hop overhead, 2-stage ceiling, apply times, load generator, lost) and
+    on the text pipeline against the idiomatic Ray Serve peer and the path before (CPU ms per request by role,
+    the highest rate held)."""
     import os
 
     from pipetune import jsonio
@@ -168,12 +182,43 @@ def bench_serving(
 
     # Ray prints its own messages (e.g. "(raylet) Task ServeController... failed" at shutdown) to stdout:
     # while it runs, stdout is stderr, so that --json prints one JSON object and nothing else.
+    from pipetune.errors import PipetuneError
+    from pipetune.tooling.serving_bench import TEXT_SYSTEMS, run_text_benchmark
+
+    chosen = [x.strip() for x in systems.split(",") if x.strip()]
+    wrong = [x for x in chosen if x not in TEXT_SYSTEMS]
+    if wrong or not chosen:
+        raise PipetuneError(f"--systems {systems!r}: choose among {', '.join(TEXT_SYSTEMS)}, comma-separated")
+    if not (noop or text):
+        raise PipetuneError("--no-noop and --no-text leave nothing to measure: drop one of them")
+    result: dict = {}
     with contextlib.redirect_stdout(sys.stderr):
-        result = run_serving_benchmark(num_cpus=num_cpus, port=port, step_s=step_s, progress=err.print)
+        if noop:
+            result = run_serving_benchmark(num_cpus=num_cpus, port=port, step_s=step_s, progress=err.print)
+        if text:
+            result["text"] = run_text_benchmark(
+                rps=text_rps, seconds=text_seconds, trial_s=trial_s, port=port + 1, systems=chosen,
+                progress=err.print,
+            )  # fmt: skip
     if as_json:
         print(jsonio.dumps(result))
         return
     con = Console()
+    if "text" in result:
+        t = result["text"]
+        con.print(f"text pipeline on {t['cpu_model']} ({t['offered_rps']:g} rps for {t['seconds']:g} s):")
+        for name in chosen:
+            c = t[name]["cpu_ms_per_request"]
+            con.print(
+                f"  {name:8s} CPU ms per request: models {c['models']:.2f}, runtime {c['runtime']:.2f} "
+                f"({c['runtime_over_models']:.2f}x models), beside {c['beside']:.2f}, loadgen {c['loadgen']:.2f}; "
+                f"max rate held {t[name]['max_rps']:.1f} rps"
+            )
+        for k in ("runtime_vs_peer", "max_rps_vs_peer", "max_rps_vs_before"):
+            if k in t:
+                con.print(f"  {k}: {t[k]:.2f}")
+    if not noop:
+        return
     h, a = result["hop_overhead_ms"], result["apply_s"]
     con.print(
         f"one stage hop: p50 {h['p50']:.2f} ms, p99 {h['p99']:.2f} ms (goal <= 3 / 7 ms); bare Ray Serve "

@@ -7,8 +7,8 @@ Figures (one JSON object):
                        `peer_p50`/`peer_p99` are a bare Ray Serve deployment's, measured in interleaved rounds
                        in the same run, and `ratio_*` ours over the peer's;
 * `noop_max_rps`     — the highest open-loop rate a 2-stage no-op pipeline sustains through the V2 endpoint
-                       (delivered >= 98% of offered, none refused, p99 <= 200 ms); bounded by the CPU the HTTP
-                       proxy and the ingress burn per request (on 2 cores, the machine);
+                       (delivered >= 98% of offered, none refused, p99 <= 200 ms); bounded by the CPU the
+                       ingress (its HTTP front included) and the two stage calls burn per request;
 * `apply_s`          — decision to applied for a batch change (in place, user_config), a replica added (in
                        place, num_replicas; includes starting a Ray worker) and a variant switch (the new
                        generation's start + load + warm-up, then the route move); `variant_after_ready_s` is
@@ -19,6 +19,11 @@ Figures (one JSON object):
                        answer or an error other than 503 (refused) or 504 (goal: 0); `dropped` counts the 504s
                        (dropped at the SLA deadline: answered, an SLA violation); `not_served_detail` lists
                        when and why for both.
+
+`run_text_benchmark` (the `text` object): the bundled text pipeline, for pipetune, the same runtime with its
+request-path changes off ("before") and the idiomatic Ray Serve DAG ("peer", `tooling/serving_peer.py`), each
+serving the same configuration on the same Ray in the same run: CPU ms per request by role and the highest rate
+held (`max_rps`, doubling then bisection), with their ratios.
 """
 
 from __future__ import annotations
