@@ -42,3 +42,34 @@ def test_an_inline_call_returns_the_output_and_its_time():
 def test_an_inline_call_with_the_wrong_number_of_outputs_names_the_stage_and_variant():
     with pytest.raises(RuntimeError, match=r"topic/minilm: 2 outputs for a batch of 1"):
         predict_one(Sleeper(0.0, outputs_per_item=2), 7, "topic/minilm")
+
+
+def test_a_starting_replica_runs_at_a_lower_priority_and_every_thread_returns_to_the_serving_one():
+    import os
+    import threading
+
+    from pipetune.serving.app import STARTING_NICENESS, starting_priority
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, int] = {}
+    stop = threading.Event()
+
+    def pool_thread() -> None:  # a thread a model library starts while loading (it inherits the priority)
+        seen["started"] = os.getpriority(os.PRIO_PROCESS, 0)
+        stop.wait(5)
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, 0)
+
+    with starting_priority():
+        during = os.getpriority(os.PRIO_PROCESS, 0)
+        t = threading.Thread(target=pool_thread)
+        t.start()
+        while "started" not in seen:
+            pass
+    stop.set()
+    t.join()
+    if os.geteuid() == 0:  # allowed to return to the serving priority: it lowers, then restores
+        assert during == min(19, before + STARTING_NICENESS) and seen["started"] == during
+        assert os.getpriority(os.PRIO_PROCESS, 0) == before and seen["after"] == before
+    else:  # where it could not return, it does not lower at all
+        assert during in (before, min(19, before + STARTING_NICENESS))
+        assert os.getpriority(os.PRIO_PROCESS, 0) in (before, during)

@@ -19,10 +19,14 @@ change in place. It keeps the counters the adapter observes and the Prometheus m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
+import os
+import resource
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,6 +55,7 @@ MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whateve
 RETRY_AFTER_S = "1"
 INLINE_PREDICT_S = 2e-4  # a one-item predict shorter than this runs on the replica's event loop (batch 1)
 INLINE_PROBES = 5
+STARTING_NICENESS = 10  # how much lower a starting replica's CPU priority is than a serving one's
 
 # What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id).
 StageResult = tuple[Any, int, float, str]
@@ -107,6 +112,41 @@ def predict_counted(adapter: Any, items: list[Any], cpu: ModelCpu | None, where:
     return outs
 
 
+@contextlib.contextmanager
+def starting_priority(niceness: int = STARTING_NICENESS) -> Iterator[None]:
+    """Run a replica's start (importing its libraries, loading and warming its model) at a lower CPU priority, then
+    return to the priority it had: on a host whose cores the serving replicas share, a replica that is starting
+    (a make-before-break switch, a replica added) must not take their CPU while they serve. Where the OS does not
+    let the process raise its priority back (no CAP_SYS_NICE, RLIMIT_NICE too low) the priority is not lowered."""
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        limit = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    except (AttributeError, OSError):  # pragma: no cover - not POSIX
+        yield
+        return
+    # RLIMIT_NICE allows a nice value down to 20 - limit; root (CAP_SYS_NICE) may anyway.
+    can_return = os.geteuid() == 0 or limit == resource.RLIM_INFINITY or 20 - limit <= before
+    if not can_return:
+        yield
+        return
+    os.setpriority(os.PRIO_PROCESS, 0, min(19, before + niceness))  # Linux: this thread, and those it starts
+    try:
+        yield
+    finally:
+        # Every thread back, those the model's libraries started meanwhile (a math pool) included.
+        for tid in _threads():
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, before)
+
+
+def _threads() -> list[int]:
+    """This process's thread ids (Linux: /proc/self/task), or just the calling one (0) elsewhere."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # pragma: no cover - not Linux
+        return [0]
+
+
 def check_outputs(outs: list[Any], n: int, where: str) -> None:
     """A batch of `n` items must come back as `n` outputs: a model that returns other is an error naming `where`
     (stage/variant), never a silently shifted answer."""
@@ -123,13 +163,14 @@ class StageReplica:
         self.stage, self.variant, self.cores = stage, variant, int(cores)
         self.where = f"{stage}/{variant}"
         pin_threads(self.cores)
-        self.adapter = model_ref(model, f"stages[{stage}].variants[{variant}].model")()
-        self.adapter.load()
-        # Warm before the replica can be marked ready: first calls pay lazy initialisation.
-        for n in sorted({1, max(1, int(warmup_batch))}):
-            out = self.adapter.predict(self.adapter.sample_inputs(n))
-            if len(out) != n:
-                raise RuntimeError(f"{stage}/{variant}: predict returned {len(out)} outputs for {n} inputs")
+        with starting_priority():
+            self.adapter = model_ref(model, f"stages[{stage}].variants[{variant}].model")()
+            self.adapter.load()
+            # Warm before the replica can be marked ready: first calls pay lazy initialisation.
+            for n in sorted({1, max(1, int(warmup_batch))}):
+                out = self.adapter.predict(self.adapter.sample_inputs(n))
+                if len(out) != n:
+                    raise RuntimeError(f"{stage}/{variant}: predict returned {len(out)} outputs for {n} inputs")
         self.on_loop = serves_on_loop(self.adapter)
         self.model_cpu = ModelCpu()  # counted from here on: warm-up and probes are not serving
         # predict() runs off the event loop so items keep queueing for the next batch meanwhile.
