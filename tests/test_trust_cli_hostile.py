@@ -319,6 +319,7 @@ INPUT_CASES: dict[tuple[str, str], list[str]] = {
     ("predictor eval", "quantile_model"): ["predictor", "eval", "-p", "quantile-lstm", "--quantile-model", "X"],
     ("predictor train", "trace"): ["predictor", "train", "--trace", "X", "-o", "OUT/m.pt"],
     ("profile measure", "spec"): ["profile", "X"],
+    ("profile runtime", "spec"): ["profile", "runtime", "X"],
     ("profile import", "files"): ["profile", "import", "generic", "X", "-o", "OUT/p.csv"],  # FILE=... strings
     ("serve", "pipeline"): ["serve", "X", "--export", "OUT/serve.yaml"],
     ("serve", "plan"): ["serve", SYNTH, "--plan", "X", "--export", "OUT/serve.yaml"],

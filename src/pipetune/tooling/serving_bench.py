@@ -322,13 +322,12 @@ def run_text_benchmark(
     import ray
     from ray import serve
 
-    from pipetune import example_path
     from pipetune.loadgen.client import open_loop_at
     from pipetune.profiles import load_profiles
     from pipetune.serving.backend import RayServeBackend
     from pipetune.serving.runtime_probe import cpu_model, process_tree_cpu
     from pipetune.serving.session import initial_configs, planning_pipeline
-    from pipetune.spec import load_pipeline
+    from pipetune.spec import example_path, load_pipeline
     from pipetune.tooling.demo import _bodies
     from pipetune.tooling.serving_peer import PEER_APP, peer_app
 
