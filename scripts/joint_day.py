@@ -6,7 +6,8 @@ Each pipeline (video, audio-qa, audio-sent) gets the same day of ../shared/trace
 (day 1), shifted by 8 hours per pipeline so their peaks fall at different times, divided by `--damping` (IPA's 8).
 Both modes see the same arrivals, predictor (pipetune's default) and decision interval (10 s): `joint` decides all
 three in one MILP per interval within the budget (pipetune.optimizer.joint), `separate` plans each alone within an
-equal share (6/5/5 cores of 16); a pipeline whose share (or a decision whose budget) has no plan keeps what serves.
+equal share (6/5/5 cores of 16); a load with no plan within the cores is served best effort in both modes (the
+plan for the largest fraction of it that has one; pipetune.experiments.shared_budget).
 Writes joint-day.png (load, cores, SLA violations and accuracy over the day, 10-minute means) and joint-day.json
 (per mode and pipeline: the summary, and the 10-minute series) into --out, and prints the summary table.
 """

@@ -5,14 +5,16 @@ Every `interval_s` each pipeline's simulator is observed, its load predicted (th
 pipeline and both modes) and rounded up to `rps_quantum`; then
   joint     `plan_jointly` over all pipelines within the budget;
   separate  `plan_separately`, each within its share (default: equal shares).
-A pipeline (separate) or the whole decision (joint) with no plan keeps what serves: the budget is never
-exceeded by a plan (cores held by make-before-break switches in flight are counted, as everywhere).
+A load with no plan (a pipeline's, separate; the decision's, joint) is served best effort in both modes: the plan
+for the largest fraction of that load (bisection) that has one within the cores, so a plan never exceeds the
+budget (cores held by make-before-break switches in flight are counted, as everywhere).
 Each pipeline's budget frontier is computed once per (pipeline, planned rate) and the joint decision once per
 tuple of planned rates, so a day of decisions costs a few hundred frontiers and MILPs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +28,10 @@ from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.metrics import per_interval, summarize
 from pipetune.optimizer import Plan
-from pipetune.optimizer.joint import budget_frontier, equal_shares, labels_for, plan_jointly, plan_separately
+from pipetune.optimizer.joint import JointPlan, budget_frontier, equal_shares, labels_for, plan_jointly
 
 MODES = ("joint", "separate")
+BEST_EFFORT_STEPS = 6  # halvings of the load fraction a decision with no plan serves instead (1/64 of the load)
 
 
 @dataclass
@@ -39,7 +42,7 @@ class SharedBudgetRun:
     summaries: dict[str, dict]  # per pipeline: pipetune.metrics.summarize
     intervals: dict[str, dict[str, list]]  # per pipeline: per_interval columns
     decisions: int = 0
-    infeasible_decisions: int = 0  # a pipeline (separate) or the decision (joint) kept what served
+    infeasible_decisions: int = 0  # a pipeline's (separate) or the decision's (joint) load had no plan
     planned_cores: list[int] = field(default_factory=list)  # cores of the plans in effect after each decision
 
     def total(self) -> dict[str, float]:
@@ -86,8 +89,9 @@ def run_shared_budget(
     shares = list(shares) if shares is not None else equal_shares(budget_cores, len(pipelines))
     if len(shares) != len(pipelines) or sum(shares) > budget_cores:
         raise PipetuneError(f"shares {shares}: one per pipeline, summing to at most the budget ({budget_cores})")
+    q = rps_quantum
     fronts: dict[tuple[str, float], Any] = {}
-    joint_cache: dict[tuple[float, ...], Any] = {}
+    joint_cache: dict[tuple[float, ...], JointPlan] = {}
 
     def frontier(i: int, rps: float):
         key = (labels[i], rps)
@@ -95,27 +99,61 @@ def run_shared_budget(
             fronts[key] = budget_frontier(pipelines[i], rps, budget_cores, profiles[i])
         return fronts[key]
 
-    def decide(rates: list[float]) -> tuple[dict[str, dict[str, StageConfig] | None], bool]:
-        """Per pipeline the configs to serve (None: keep what serves), and whether anything had no plan."""
-        fr = {labels[i]: frontier(i, r) for i, r in enumerate(rates)}
-        if mode == "joint":
-            key = tuple(rates)
-            if key not in joint_cache:
-                joint_cache[key] = plan_jointly(pipelines, rates, budget_cores, profiles, frontiers=fr)
-            j = joint_cache[key]
-            if not j.feasible:
-                return dict.fromkeys(labels), True
-            return {k: j.plans[k].configs for k in labels}, False
-        sep = plan_separately(pipelines, rates, shares, profiles, frontiers=fr)
-        out = {k: (r.configs if isinstance(r, Plan) else None) for k, r in sep.items()}
-        return out, any(v is None for v in out.values())
-
-    k0 = max(1, int(round(interval_s)))
-    q = rps_quantum
-
     def quantise(x: float) -> float:
         return math.ceil(x / q - 1e-9) * q if q else x
 
+    def joint_at(rates: list[float]) -> JointPlan:
+        key = tuple(rates)
+        if key not in joint_cache:
+            fr = {labels[i]: frontier(i, r) for i, r in enumerate(rates)}
+            joint_cache[key] = plan_jointly(pipelines, rates, budget_cores, profiles, frontiers=fr)
+        return joint_cache[key]
+
+    def alone_at(i: int, rate: float) -> Plan | None:
+        """The dearest frontier plan within pipeline i's share: its optimum there (None: the share has none)."""
+        fit = [p for p in frontier(i, rate)[0] if p.cost_cores <= shares[i]]
+        return fit[-1] if fit else None
+
+    def largest(feasible: Callable[[float], Any]) -> Any:
+        """The answer at the largest fraction f of the load (bisection, BEST_EFFORT_STEPS halvings) that has one."""
+        lo, hi, best = 0.0, 1.0, None
+        for _ in range(BEST_EFFORT_STEPS):
+            mid = (lo + hi) / 2
+            got = feasible(mid)
+            if got is not None:
+                lo, best = mid, got
+            else:
+                hi = mid
+        return best
+
+    def alone_scaled(i: int, rate: float, f: float) -> Plan | None:
+        return alone_at(i, quantise(f * rate))
+
+    def feasible_or_none(j: JointPlan) -> JointPlan | None:
+        return j if j.feasible else None
+
+    def decide(rates: list[float]) -> tuple[dict[str, dict[str, StageConfig] | None], bool]:
+        """Per pipeline the configs to serve (None: keep what serves), and whether a load had no plan (then the
+        plan for the largest share of that load that has one serves: as much as the cores allow)."""
+        if mode == "joint":
+            j = joint_at(rates)
+            missed = not j.feasible
+            if missed:
+                j = largest(lambda f: feasible_or_none(joint_at([quantise(f * r) for r in rates])))
+            if j is None:
+                return dict.fromkeys(labels), True
+            return {k: j.plans[k].configs for k in labels}, missed
+        out: dict[str, dict[str, StageConfig] | None] = {}
+        missed = False
+        for i, r in enumerate(rates):
+            plan = alone_at(i, r)
+            if plan is None:
+                missed = True
+                plan = largest(functools.partial(alone_scaled, i, r))
+            out[labels[i]] = None if plan is None else plan.configs
+        return out, missed
+
+    k0 = max(1, int(round(interval_s)))
     first, _ = decide([quantise(float(np.max(c[:k0]))) for c in counts])
     if any(v is None for v in first.values()):  # start from the plans for no load (the run then adapts)
         first, _ = decide([0.0] * len(pipelines))
