@@ -133,7 +133,12 @@ def plan_cmd(
         )
     else:
         result = plan_pipeline(
-            p, rps_one, policy=policy, measured_only=measured_only, arrival_dispersion=arrival_dispersion, runtime=runtime
+            p,
+            rps_one,
+            policy=policy,
+            measured_only=measured_only,
+            arrival_dispersion=arrival_dispersion,
+            runtime=runtime,
         )
     if as_json:
         print(jsonio.dumps(result.to_dict(), indent=2))

@@ -150,7 +150,7 @@ def _autoscaled(sim, pipeline, cfg: AutoscalingConfig, counts, initial, log, on_
         auto.run(float(counts.size), on_tick=None if on_step is None else lambda t: on_step(_Tick(t)))
     sim.close()
     res = sim.result(horizon_s=float(counts.size))
-    summary = summarize(res, float(counts.size), decisions=0)
+    summary = summarise(res, float(counts.size), decisions=0)
     summary["applied"] = len(auto.actions)
     summary["solve_time_median_s"] = 0.0
     summary["infeasible_decisions"] = 0

@@ -26,7 +26,7 @@ from pipetune.adapter import resolve_predictor
 from pipetune.backends.simulator import SimSettings, Simulator
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
-from pipetune.metrics import per_interval, summarize
+from pipetune.metrics import per_interval, summarise
 from pipetune.optimizer import Plan
 from pipetune.optimizer.joint import JointPlan, budget_frontier, equal_shares, labels_for, plan_jointly
 
@@ -39,7 +39,7 @@ class SharedBudgetRun:
     mode: str
     budget_cores: int
     shares: dict[str, int] | None
-    summaries: dict[str, dict]  # per pipeline: pipetune.metrics.summarize
+    summaries: dict[str, dict]  # per pipeline: pipetune.metrics.summarise
     intervals: dict[str, dict[str, list]]  # per pipeline: per_interval columns
     decisions: int = 0
     infeasible_decisions: int = 0  # a pipeline's (separate) or the decision's (joint) load had no plan
@@ -198,7 +198,7 @@ def run_shared_budget(
         sim.wait_until(horizon)
         sim.close()
         res = sim.result(horizon_s=horizon)
-        run.summaries[labels[i]] = summarize(res, horizon)
+        run.summaries[labels[i]] = summarise(res, horizon)
         iv = per_interval(res, interval_s, horizon)
         run.intervals[labels[i]] = {
             k: [None if not math.isfinite(float(x)) else float(x) for x in v] for k, v in iv.items()

@@ -129,7 +129,7 @@ class RayAutoscaler:
                 "(caps.max_replicas when not given)"
             )
         self.stages = {n: _StageState() for n in sim.names}
-        self.target: dict[str, StageConfig] = dict(sim.target())
+        self.target: dict[str, StageConfig] = dict(sim.in_effect())  # the run starts warm: all of it serves
         self.actions: list[dict] = []  # one entry per replica-count change
         self.ticks = 0
         self._log = log
