@@ -153,13 +153,15 @@ def joint_cmd(pipes: list, rates: list[float], budget: int, as_json: bool) -> No
     from pipetune.optimizer import Plan as Plan_
     from pipetune.optimizer.joint import budget_frontier, equal_shares, labels_for, plan_jointly, plan_separately
     from pipetune.profiles import load_profiles
+    from pipetune.runtime_profile import load_runtime_for
 
     labels = labels_for(pipes)
     profs = [load_profiles(p) for p in pipes]
-    fronts = {k: budget_frontier(p, r, budget, pr) for k, p, r, pr in zip(labels, pipes, rates, profs)}
-    joint = plan_jointly(pipes, rates, budget, profs, frontiers=fronts)
+    rts = [load_runtime_for(p) for p in pipes]  # each pipeline's runtime.json, as `plan` reads for one
+    fronts = {k: budget_frontier(p, r, budget, pr, rt) for k, p, r, pr, rt in zip(labels, pipes, rates, profs, rts)}
+    joint = plan_jointly(pipes, rates, budget, profs, frontiers=fronts, runtimes=rts)
     shares = equal_shares(budget, len(pipes))
-    sep = plan_separately(pipes, rates, shares, profs, frontiers=fronts)
+    sep = plan_separately(pipes, rates, shares, profs, frontiers=fronts, runtimes=rts)
     sep_ok = all(r.feasible for r in sep.values())
     separate: dict[str, Any] = {
         "shares": dict(zip(labels, shares)),

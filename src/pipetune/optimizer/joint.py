@@ -34,6 +34,7 @@ import numpy as np
 from pipetune.errors import PipetuneError
 from pipetune.optimizer import Infeasible, Plan, plan_pipeline
 from pipetune.profiles import PipelineProfiles, load_profiles
+from pipetune.runtime_profile import RuntimeProfile
 
 
 def with_budget(pipeline, cores: float | None):
@@ -46,16 +47,17 @@ def with_budget(pipeline, cores: float | None):
 
 
 def budget_frontier(
-    pipeline, rps: float, budget: int, profiles: PipelineProfiles | None = None
+    pipeline, rps: float, budget: int, profiles: PipelineProfiles | None = None, runtime: RuntimeProfile | None = None
 ) -> tuple[list[Plan], Infeasible | None]:
     """The plans of `pipeline` worth considering under any share of `budget` cores, cheapest first, and (when
-    not even the whole budget has a plan) the planner's answer at the whole budget."""
+    not even the whole budget has a plan) the planner's answer at the whole budget. `runtime`: as for
+    `plan_pipeline` (the serving runtime's CPU on the host, counted in every plan)."""
     profiles = profiles or load_profiles(pipeline)
     plans: list[Plan] = []
     b = int(budget)
     first: Infeasible | None = None
     while b >= 1:
-        r = plan_pipeline(with_budget(pipeline, b), rps, profiles=profiles)
+        r = plan_pipeline(with_budget(pipeline, b), rps, profiles=profiles, runtime=runtime)
         if not isinstance(r, Plan):
             if not plans:
                 first = r
@@ -123,6 +125,7 @@ def plan_jointly(
     profiles: Sequence[PipelineProfiles | None] | None = None,
     frontiers: Mapping[str, tuple[list[Plan], Infeasible | None]] | None = None,
     time_limit_s: float = 30.0,
+    runtimes: Sequence[RuntimeProfile | None] | None = None,
 ) -> JointPlan:
     """The best plan of every pipeline at its rate, together within `budget_cores` (see the module).
     `frontiers`: precomputed `budget_frontier` answers by label (a simulation reuses them across decisions)."""
@@ -130,9 +133,10 @@ def plan_jointly(
     t0 = time.perf_counter()
     labels = labels_for(pipelines)
     profs = list(profiles) if profiles is not None else [None] * len(pipelines)
+    rts = list(runtimes) if runtimes is not None else [None] * len(pipelines)
     front = {
-        k: (frontiers[k] if frontiers and k in frontiers else budget_frontier(p, r, budget_cores, pr))
-        for k, p, r, pr in zip(labels, pipelines, rps, profs)
+        k: (frontiers[k] if frontiers and k in frontiers else budget_frontier(p, r, budget_cores, pr, rt))
+        for k, p, r, pr, rt in zip(labels, pipelines, rps, profs, rts)
     }
     for k, (plans, why) in front.items():
         if not plans:
@@ -198,21 +202,23 @@ def plan_separately(
     shares: Sequence[int],
     profiles: Sequence[PipelineProfiles | None] | None = None,
     frontiers: Mapping[str, tuple[list[Plan], Infeasible | None]] | None = None,
+    runtimes: Sequence[RuntimeProfile | None] | None = None,
 ) -> dict[str, Plan | Infeasible]:
     """Each pipeline planned alone within its fixed share of cores (the baseline the joint plan is compared with).
     With `frontiers` (computed for a budget >= every share) the answer is read off them: the dearest frontier plan
     within the share is that share's optimum."""
     labels = labels_for(pipelines)
     profs = list(profiles) if profiles is not None else [None] * len(pipelines)
+    rts = list(runtimes) if runtimes is not None else [None] * len(pipelines)
     out: dict[str, Plan | Infeasible] = {}
-    for k, p, r, share, pr in zip(labels, pipelines, rps, shares, profs):
+    for k, p, r, share, pr, rt in zip(labels, pipelines, rps, shares, profs, rts):
         if frontiers and k in frontiers:
             plans, why = frontiers[k]
             fit = [q for q in plans if q.cost_cores <= share]
             if fit:
                 out[k] = fit[-1]
                 continue
-        out[k] = plan_pipeline(with_budget(p, share), r, profiles=pr)
+        out[k] = plan_pipeline(with_budget(p, share), r, profiles=pr, runtime=rt)
     return out
 
 
