@@ -77,7 +77,7 @@ def simulate(
     auto = None
     if policy == AUTOSCALE_POLICY:  # the plan it starts from fixes the variants, batch sizes and cores
         auto = autoscaling_config(params)
-        params = {"policy": params.get("start", "ipa")}
+        params = {"policy": params.get("start") or "ipa"}
     else:
         params = {"policy": policy, **params}
     first = plan(pipeline, float(counts[:k].max()), current=None, profiles=profiles, **params)
@@ -128,10 +128,10 @@ AUTOSCALE_START = ("ipa", "fa2-low", "fa2-high")
 def autoscaling_config(params: dict) -> AutoscalingConfig:
     """The 'ray-autoscale' policy's parameters: Ray's `autoscaling_config` fields, plus `start` (the planner
     policy whose first plan fixes every stage's variant, batch and cores)."""
-    start = params.get("start", "ipa")
+    start = params.get("start") or "ipa"
     if start not in AUTOSCALE_START:
         raise PipetuneError(f"ray-autoscale start={start!r}: use one of {', '.join(AUTOSCALE_START)}")
-    return AutoscalingConfig(**{k: v for k, v in params.items() if k != "start"})
+    return AutoscalingConfig(**{k: v for k, v in params.items() if k != "start" and v is not None})
 
 
 def _autoscaled(sim, pipeline, cfg: AutoscalingConfig, counts, initial, log, on_step) -> RunOutput:

@@ -81,20 +81,21 @@ class _StaticPeakParams(_PolicyParams):
 
 
 class _RayAutoscaleParams(_Strict):
-    """Ray Serve's autoscaling_config (pipetune.backends.simulator.autoscaler; Ray's defaults), and the planner
-    policy whose first plan fixes the variants, batch sizes and cores."""
+    """Ray Serve's autoscaling_config fields, checked here; an omitted one takes Ray's default, whose one home is
+    pipetune.backends.simulator.autoscaler.AutoscalingConfig. `start`: the planner policy whose first plan fixes
+    the variants, batch sizes and cores (default ipa)."""
 
-    start: Literal["ipa", "fa2-low", "fa2-high"] = Field(default="ipa", description="ipa, fa2-low or fa2-high")
-    target_ongoing_requests: PositiveFloat = Field(default=2.0, description="a number > 0")
-    min_replicas: PositiveInt = Field(default=1, description="a whole number >= 1")
+    start: Literal["ipa", "fa2-low", "fa2-high"] | None = Field(default=None, description="ipa, fa2-low or fa2-high")
+    target_ongoing_requests: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="a number > 0")
+    min_replicas: PositiveInt | None = Field(default=None, description="a whole number >= 1")
     max_replicas: PositiveInt | None = Field(
         default=None, description="a whole number >= 1 (default caps.max_replicas)"
     )
-    upscale_delay_s: float = Field(default=30.0, ge=0, allow_inf_nan=False, description="seconds >= 0")
-    downscale_delay_s: float = Field(default=600.0, ge=0, allow_inf_nan=False, description="seconds >= 0")
-    look_back_period_s: PositiveFloat = Field(default=30.0, allow_inf_nan=False, description="seconds > 0")
-    metrics_interval_s: PositiveFloat = Field(default=10.0, allow_inf_nan=False, description="seconds > 0")
-    smoothing_factor: PositiveFloat = Field(default=1.0, allow_inf_nan=False, description="a number > 0")
+    upscale_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds >= 0")
+    downscale_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds >= 0")
+    look_back_period_s: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="seconds > 0")
+    metrics_interval_s: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="seconds > 0")
+    smoothing_factor: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="a number > 0")
     upscale_smoothing_factor: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="> 0")
     downscale_smoothing_factor: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="> 0")
 
