@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -144,13 +145,15 @@ class RayAutoscaler:
         if now + 1e-9 >= self._next_record:
             for n, v in sim.ongoing().items():
                 self.stages[n].samples.append((now, v))
-            self._next_record += cfg.record_interval_s
+            while self._next_record <= now + 1e-9:  # an interval shorter than a tick records once a tick
+                self._next_record += cfg.record_interval_s
         if now + 1e-9 >= self._next_push:
             for st in self.stages.values():
                 while st.samples and st.samples[0][0] < now - cfg.look_back_period_s - 1e-9:
                     st.samples.popleft()
                 st.pushed = [v for _, v in st.samples]
-            self._next_push += cfg.metrics_interval_s
+            while self._next_push <= now + 1e-9:
+                self._next_push += cfg.metrics_interval_s
         ready = sim.replicas_ready()
         change: dict[str, StageConfig] = {}
         for n, st in self.stages.items():
@@ -180,7 +183,7 @@ class RayAutoscaler:
             sim.apply(change)
             self.target.update(change)
 
-    def run(self, until_s: float, on_tick=None) -> None:
+    def run(self, until_s: float, on_tick: Callable[[float], None] | None = None) -> None:
         t = self.sim.now()
         while t < until_s - 1e-9:
             self.sim.wait_until(t)
