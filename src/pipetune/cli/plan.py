@@ -88,10 +88,11 @@ def plan_cmd(
         "beside the pipeline's profile when there is one",
     ),
 ) -> None:
-    """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY.
+    """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY; with several pipelines and
+    --budget-cores N, decide them jointly within N cores (one MILP), beside each alone on an equal share.
 
     Exit 1 when no configuration meets the SLA at RPS (the capacity message and the best-effort fallback are
-    printed, as a table or as JSON)."""
+    printed, as a table or as JSON), or no joint plan fits the budget."""
     from pipetune.optimizer import plan_pipeline
     from pipetune.runtime_profile import RuntimeProfile, load_runtime_for
     from pipetune.spec import load_pipeline
