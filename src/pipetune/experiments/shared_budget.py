@@ -1,20 +1,14 @@
-"""Several pipelines sharing one core budget, simulated side by side: decided jointly (one MILP per decision,
-pipetune.optimizer.joint) or separately (each pipeline planned alone within a fixed share).
-
-Every `interval_s` each pipeline's simulator is observed, its load predicted (the same predictor for every
-pipeline and both modes) and rounded up to `rps_quantum`; then
-  joint     `plan_jointly` over all pipelines within the budget;
-  separate  `plan_separately`, each within its share (default: equal shares).
-A load with no plan (a pipeline's, separate; the decision's, joint) is served best effort in both modes: the plan
-for the largest fraction of that load (bisection) that has one within the cores, so a plan never exceeds the
-budget (cores held by make-before-break switches in flight are counted, as everywhere).
-Each pipeline's budget frontier is computed once per (pipeline, planned rate) and the joint decision once per
-tuple of planned rates, so a day of decisions costs a few hundred frontiers and MILPs.
+"""Several pipelines sharing one core budget, simulated side by side: one simulator per pipeline, driven by the
+JointAdapter (pipetune.adapter) with a SharedBudgetPlanner (pipetune.optimizer.joint) deciding jointly (one MILP
+per decision) or separately (each pipeline alone within a fixed share). Every `interval_s` each pipeline's load
+is predicted (the same predictor for every pipeline and both modes) and rounded up to `rps_quantum`; a load with
+no plan within the cores is served best effort in both modes (the plan for the largest fraction of it that has
+one), so no plan exceeds the budget (cores held by make-before-break switches in flight are counted, as
+everywhere).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from pipetune.adapter import resolve_predictor
+from pipetune.adapter import JointAdapter
 from pipetune.backends.simulator import SimSettings, Simulator
-from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.metrics import per_interval, summarise
-from pipetune.optimizer import Plan
-from pipetune.optimizer.joint import JointPlan, budget_frontier, equal_shares, labels_for, plan_jointly
+from pipetune.optimizer.joint import MODES, SharedBudgetPlanner
 
-MODES = ("joint", "separate")
-BEST_EFFORT_STEPS = 6  # halvings of the load fraction a decision with no plan serves instead (1/64 of the load)
+__all__ = ["MODES", "SharedBudgetRun", "run_shared_budget"]
 
 
 @dataclass
@@ -75,91 +66,24 @@ def run_shared_budget(
     seed: int = 0,
     on_step: Callable[[float], None] | None = None,
 ) -> SharedBudgetRun:
-    """Simulate `pipelines` (per-second `counts` each) sharing `budget_cores`, decided in `mode`."""
+    """Simulate `pipelines` (per-second `counts` each) sharing `budget_cores`, decided in `mode` by the
+    JointAdapter (pipetune.adapter) over one simulator per pipeline."""
     from pipetune.workloads import arrival_times
 
-    if mode not in MODES:
-        raise PipetuneError(f"mode={mode!r}: use one of {', '.join(MODES)}")
-    if not (len(pipelines) == len(profiles) == len(counts)):
-        raise PipetuneError("give one profile table and one count series per pipeline")
+    if len(counts) != len(pipelines):
+        raise PipetuneError("give one count series per pipeline")
+    planner = SharedBudgetPlanner(pipelines, profiles, budget_cores, mode, shares, rps_quantum)
     horizon = float(min(len(c) for c in counts))
     if horizon < 2 * interval_s:
         raise PipetuneError(f"the count series are {horizon:g} s long: give at least two intervals ({interval_s:g} s)")
-    labels = labels_for(pipelines)
-    shares = list(shares) if shares is not None else equal_shares(budget_cores, len(pipelines))
-    if len(shares) != len(pipelines) or sum(shares) > budget_cores:
-        raise PipetuneError(f"shares {shares}: one per pipeline, summing to at most the budget ({budget_cores})")
-    q = rps_quantum
-    fronts: dict[tuple[str, float], Any] = {}
-    joint_cache: dict[tuple[float, ...], JointPlan] = {}
-
-    def frontier(i: int, rps: float):
-        key = (labels[i], rps)
-        if key not in fronts:
-            fronts[key] = budget_frontier(pipelines[i], rps, budget_cores, profiles[i])
-        return fronts[key]
-
-    def quantise(x: float) -> float:
-        return math.ceil(x / q - 1e-9) * q if q else x
-
-    def joint_at(rates: list[float]) -> JointPlan:
-        key = tuple(rates)
-        if key not in joint_cache:
-            fr = {labels[i]: frontier(i, r) for i, r in enumerate(rates)}
-            joint_cache[key] = plan_jointly(pipelines, rates, budget_cores, profiles, frontiers=fr)
-        return joint_cache[key]
-
-    def alone_at(i: int, rate: float) -> Plan | None:
-        """The dearest frontier plan within pipeline i's share: its optimum there (None: the share has none)."""
-        fit = [p for p in frontier(i, rate)[0] if p.cost_cores <= shares[i]]
-        return fit[-1] if fit else None
-
-    def largest(feasible: Callable[[float], Any]) -> Any:
-        """The answer at the largest fraction f of the load (bisection, BEST_EFFORT_STEPS halvings) that has one."""
-        lo, hi, best = 0.0, 1.0, None
-        for _ in range(BEST_EFFORT_STEPS):
-            mid = (lo + hi) / 2
-            got = feasible(mid)
-            if got is not None:
-                lo, best = mid, got
-            else:
-                hi = mid
-        return best
-
-    def alone_scaled(i: int, rate: float, f: float) -> Plan | None:
-        return alone_at(i, quantise(f * rate))
-
-    def feasible_or_none(j: JointPlan) -> JointPlan | None:
-        return j if j.feasible else None
-
-    def decide(rates: list[float]) -> tuple[dict[str, dict[str, StageConfig] | None], bool]:
-        """Per pipeline the configs to serve (None: keep what serves), and whether a load had no plan (then the
-        plan for the largest share of that load that has one serves: as much as the cores allow)."""
-        if mode == "joint":
-            j = joint_at(rates)
-            missed = not j.feasible
-            if missed:
-                j = largest(lambda f: feasible_or_none(joint_at([quantise(f * r) for r in rates])))
-            if j is None:
-                return dict.fromkeys(labels), True
-            return {k: j.plans[k].configs for k in labels}, missed
-        out: dict[str, dict[str, StageConfig] | None] = {}
-        missed = False
-        for i, r in enumerate(rates):
-            plan = alone_at(i, r)
-            if plan is None:
-                missed = True
-                plan = largest(functools.partial(alone_scaled, i, r))
-            out[labels[i]] = None if plan is None else plan.configs
-        return out, missed
-
+    labels = planner.labels
     k0 = max(1, int(round(interval_s)))
-    first, _ = decide([quantise(float(np.max(c[:k0]))) for c in counts])
+    first, _ = planner.decide([float(np.max(c[:k0])) for c in counts])
     if any(v is None for v in first.values()):  # start from the plans for no load (the run then adapts)
-        first, _ = decide([0.0] * len(pipelines))
+        first, _ = planner.decide([0.0] * len(pipelines))
     if any(v is None for v in first.values()):
         raise PipetuneError(
-            f"{mode}: no plan within {budget_cores} cores even at no load (shares {shares}); raise the budget"
+            f"{mode}: no plan within {budget_cores} cores even at no load (shares {planner.shares}); raise the budget"
         )
     sims = []
     for i, p in enumerate(pipelines):
@@ -167,35 +91,13 @@ def run_shared_budget(
         init = first[labels[i]]
         assert init is not None
         sims.append(Simulator(p, profiles[i], arr, init, SimSettings(seed=seed + i)))
-    preds = [resolve_predictor(predictor) for _ in pipelines]
-    for pr in preds:
-        if hasattr(pr, "reset"):
-            pr.reset()
-    target = {labels[i]: dict(first[labels[i]] or {}) for i in range(len(pipelines))}
-    run = SharedBudgetRun(mode, int(budget_cores), dict(zip(labels, shares)) if mode == "separate" else None, {}, {})
-    t = interval_s
-    while t < horizon - 1e-9:
-        rates = []
-        for sim, pr in zip(sims, preds):
-            sim.wait_until(t)
-            rates.append(quantise(max(0.0, float(pr.predict(sim.observe().arrivals_per_s)))))
-        configs, missed = decide(rates)
-        run.decisions += 1
-        run.infeasible_decisions += int(missed)
-        for i, sim in enumerate(sims):
-            want = configs[labels[i]]
-            if want is None:
-                continue
-            change = {s: c for s, c in want.items() if target[labels[i]].get(s) != c}
-            if change:
-                sim.apply(change)
-                target[labels[i]].update(change)
-        run.planned_cores.append(int(sum(c.total_cores for tg in target.values() for c in tg.values())))
-        if on_step is not None:
-            on_step(t)
-        t += interval_s
+    loop = JointAdapter(list(sims), planner, predictor=predictor, interval_s=interval_s)
+    loop.run(horizon, on_step=on_step)
+    run = SharedBudgetRun(
+        mode, int(budget_cores), dict(zip(labels, planner.shares)) if mode == "separate" else None, {}, {}
+    )
+    run.decisions, run.infeasible_decisions, run.planned_cores = loop.decisions, loop.missed, loop.planned_cores
     for i, sim in enumerate(sims):
-        sim.wait_until(horizon)
         sim.close()
         res = sim.result(horizon_s=horizon)
         run.summaries[labels[i]] = summarise(res, horizon)

@@ -28,9 +28,11 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.optimizer import Infeasible, Plan, plan_pipeline
 from pipetune.profiles import PipelineProfiles, load_profiles
@@ -226,3 +228,109 @@ def equal_shares(budget: int, n: int) -> list[int]:
     """`budget` cores split as evenly as whole cores allow (the first pipelines get the remainder)."""
     base, extra = divmod(int(budget), int(n))
     return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+MODES = ("joint", "separate")
+BEST_EFFORT_STEPS = 6  # halvings of the load fraction a decision with no plan serves instead (1/64 of the load)
+
+
+class SharedBudgetPlanner:
+    """Decisions for pipelines sharing `budget_cores`, one call per interval: `decide(rates)`.
+
+      joint     `plan_jointly` over all pipelines within the budget;
+      separate  each pipeline's optimum within its fixed share (default: equal shares).
+    A load with no plan (a pipeline's, separate; the decision's, joint) is served best effort: the plan for the
+    largest fraction of that load (bisection, BEST_EFFORT_STEPS halvings) that has one, so no plan exceeds the
+    budget. Rates are rounded up to `rps_quantum`; each pipeline's budget frontier is computed once per rate and
+    the joint MILP once per tuple of rates, so a long run costs a few hundred frontiers and MILPs."""
+
+    def __init__(
+        self,
+        pipelines: Sequence,
+        profiles: Sequence[PipelineProfiles],
+        budget_cores: int,
+        mode: str = "joint",
+        shares: Sequence[int] | None = None,
+        rps_quantum: float = 0.5,
+        runtimes: Sequence[RuntimeProfile | None] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise PipetuneError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+        if len(profiles) != len(pipelines):
+            raise PipetuneError("give one profile table per pipeline")
+        if not (rps_quantum >= 0 and math.isfinite(rps_quantum)):
+            raise PipetuneError(f"rps_quantum={rps_quantum} must be a finite number >= 0 (0: no rounding)")
+        self.pipelines, self.profiles = list(pipelines), list(profiles)
+        self.runtimes = list(runtimes) if runtimes is not None else [None] * len(self.pipelines)
+        self.budget, self.mode, self.quantum = int(budget_cores), mode, float(rps_quantum)
+        self.labels = labels_for(self.pipelines)
+        self.shares = list(shares) if shares is not None else equal_shares(budget_cores, len(self.pipelines))
+        if len(self.shares) != len(self.pipelines) or sum(self.shares) > budget_cores:
+            raise PipetuneError(
+                f"shares {self.shares}: one per pipeline, summing to at most the budget ({budget_cores})"
+            )
+        self._fronts: dict[tuple[int, float], tuple[list[Plan], Infeasible | None]] = {}
+        self._joint: dict[tuple[float, ...], JointPlan] = {}
+
+    def quantise(self, x: float) -> float:
+        q = self.quantum
+        return math.ceil(x / q - 1e-9) * q if q else x
+
+    def frontier(self, i: int, rps: float) -> tuple[list[Plan], Infeasible | None]:
+        key = (i, rps)
+        if key not in self._fronts:
+            self._fronts[key] = budget_frontier(self.pipelines[i], rps, self.budget, self.profiles[i], self.runtimes[i])
+        return self._fronts[key]
+
+    def joint_at(self, rates: Sequence[float]) -> JointPlan:
+        key = tuple(rates)
+        if key not in self._joint:
+            fr = {self.labels[i]: self.frontier(i, r) for i, r in enumerate(rates)}
+            self._joint[key] = plan_jointly(
+                self.pipelines, list(rates), self.budget, self.profiles, frontiers=fr, runtimes=self.runtimes
+            )
+        return self._joint[key]
+
+    def alone_at(self, i: int, rate: float) -> Plan | None:
+        """The dearest frontier plan within pipeline i's share: its optimum there (None: the share has none)."""
+        fit = [p for p in self.frontier(i, rate)[0] if p.cost_cores <= self.shares[i]]
+        return fit[-1] if fit else None
+
+    @staticmethod
+    def _largest(answer) -> Any:
+        """The answer at the largest fraction f of the load (bisection) that has one, or None."""
+        lo, hi, best = 0.0, 1.0, None
+        for _ in range(BEST_EFFORT_STEPS):
+            mid = (lo + hi) / 2
+            got = answer(mid)
+            if got is not None:
+                lo, best = mid, got
+            else:
+                hi = mid
+        return best
+
+    def decide(self, rates: Sequence[float]) -> tuple[dict[str, dict[str, StageConfig] | None], bool]:
+        """Per pipeline (by label) the configs to serve (None: keep what serves), and whether a load had no plan.
+        `rates` are rounded up to the quantum first."""
+        q = [self.quantise(max(0.0, float(r))) for r in rates]
+        if self.mode == "joint":
+            whole = self.joint_at(q)
+            missed = not whole.feasible
+
+            def scaled(f: float) -> JointPlan | None:
+                got = self.joint_at([self.quantise(f * r) for r in q])
+                return got if got.feasible else None
+
+            j: JointPlan | None = self._largest(scaled) if missed else whole
+            if j is None:
+                return dict.fromkeys(self.labels), True
+            return {k: j.plans[k].configs for k in self.labels}, missed
+        out: dict[str, dict[str, StageConfig] | None] = {}
+        missed = False
+        for i, r in enumerate(q):
+            plan = self.alone_at(i, r)
+            if plan is None:
+                missed = True
+                plan = self._largest(lambda f, i=i, r=r: self.alone_at(i, self.quantise(f * r)))
+            out[self.labels[i]] = None if plan is None else plan.configs
+        return out, missed
