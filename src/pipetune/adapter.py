@@ -325,3 +325,60 @@ class Adapter:
         if self._own_log and self._log is not None:
             self._log.close()
             self._log = None
+
+
+class JointAdapter:
+    """The loop for several pipelines sharing one core budget, each on its own backend: every `interval_s`
+    observe every backend -> predict each load -> one shared-budget decision for all
+    (`pipetune.optimizer.joint.SharedBudgetPlanner`: one MILP, or each alone on a fixed share) -> apply what
+    changed. A pipeline whose decision is None keeps what serves. The backends' clocks move together."""
+
+    def __init__(self, backends: list[Backend], planner, predictor: Any = "default", interval_s: float = INTERVAL_S):
+        if not interval_s > 0:
+            raise PipetuneError(f"interval_s={interval_s} must be > 0 seconds (IPA uses 10)")
+        if len(backends) != len(planner.labels):
+            raise PipetuneError(f"{len(backends)} backends for {len(planner.labels)} pipelines: give one each")
+        self.backends = list(backends)
+        self.planner = planner
+        self.interval_s = float(interval_s)
+        self.predictors = [resolve_predictor(predictor) for _ in backends]
+        for p in self.predictors:
+            if hasattr(p, "reset"):
+                p.reset()
+        self.target = {k: dict(be.in_effect()) for k, be in zip(planner.labels, backends)}
+        self.decisions = 0
+        self.missed = 0  # decisions where a load had no plan within the cores (served best effort)
+        self.planned_cores: list[int] = []  # cores of the configurations asked for, after each decision
+
+    def step(self) -> None:
+        rates = []
+        for be, pr in zip(self.backends, self.predictors):
+            pred = float(pr.predict(be.observe().arrivals_per_s))
+            if not math.isfinite(pred) or pred < 0:
+                raise PipetuneError(f"predictor returned {pred}; a prediction must be a finite rate >= 0")
+            rates.append(pred)
+        configs, missed = self.planner.decide(rates)
+        self.decisions += 1
+        self.missed += int(missed)
+        for k, be in zip(self.planner.labels, self.backends):
+            want = configs[k]
+            if want is None:
+                continue
+            change = {s: c for s, c in want.items() if self.target[k].get(s) != c}
+            if change:
+                be.apply(change)
+                self.target[k].update(change)
+        self.planned_cores.append(int(sum(c.total_cores for tg in self.target.values() for c in tg.values())))
+
+    def run(self, until_s: float, on_step: Callable[[float], None] | None = None) -> None:
+        """Decide every interval from the first backend's now (after the first interval) until `until_s`."""
+        t = self.backends[0].now() + self.interval_s
+        while t < until_s - 1e-9:
+            for be in self.backends:
+                be.wait_until(t)
+            self.step()
+            if on_step:
+                on_step(t)
+            t += self.interval_s
+        for be in self.backends:
+            be.wait_until(until_s)

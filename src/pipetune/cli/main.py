@@ -32,6 +32,7 @@ from pipetune.cli import predictor as _predictor  # noqa: F401
 from pipetune.cli import profile as _profile  # noqa: F401
 from pipetune.cli import serve as _serve  # noqa: F401
 from pipetune.cli import simulate as _simulate  # noqa: F401
+from pipetune.cli import suggest_sla as _suggest_sla  # noqa: F401
 from pipetune.cli import trace as _trace  # noqa: F401
 from pipetune.cli.app import app, err_console
 from pipetune.errors import SolverError

@@ -1,9 +1,13 @@
-"""`pipetune plan PIPELINE --rps R [--policy P] [--json]`: one decision, as a table or JSON."""
+"""`pipetune plan PIPELINE --rps R [--policy P] [--json]`: one decision, as a table or JSON.
+
+`pipetune plan A.yaml B.yaml ... --budget-cores N --rps a,b,...`: several pipelines decided jointly in one MILP
+within one core budget (pipetune.optimizer.joint), beside each planned alone on an equal share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -11,17 +15,57 @@ from rich.table import Table
 
 from pipetune import jsonio
 from pipetune.cli.app import app
-from pipetune.cli.options import COUNT, DISPERSION, RPS, number
+from pipetune.cli.options import COUNT, DISPERSION, RPS, Range, number
 from pipetune.errors import PipetuneError
 
 if TYPE_CHECKING:
     from pipetune.optimizer import Infeasible, Plan
 
 
+@dataclass(frozen=True)
+class _Rates(Range):
+    """--rps at parse time (before any work): one rate, or several comma-separated, each within the range; the
+    count is checked against the pipelines later. Returns the rates as text (`parse_rates` reads them)."""
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str) and "," in value:
+            parts = [x for x in value.replace(" ", "").split(",") if x]
+            if not parts:
+                raise typer.BadParameter(f"{value!r} is not {self.describe()}, nor a comma-separated list of them")
+            return ",".join(str(super(_Rates, self).__call__(x)) for x in parts)
+        return str(super().__call__(value))
+
+
+RATES = _Rates(RPS.kind, ge=RPS.ge, le=RPS.le)
+
+
+def parse_rates(text: str, n: int) -> list[float]:
+    """--rps: one rate (for every pipeline) or one per pipeline, comma-separated; each within RPS."""
+    rates = [float(x) for x in str(RATES(text)).split(",")]
+    if len(rates) == 1:
+        return rates * n
+    if len(rates) != n:
+        raise typer.BadParameter(f"--rps {text!r}: {len(rates)} rates for {n} pipelines; give one, or one per pipeline")
+    return rates
+
+
 @app.command("plan")
 def plan_cmd(
-    pipeline: Path = typer.Argument(..., help="pipeline YAML"),
-    rps: float = number(..., "--rps", allowed=RPS, help="requests per second to plan for"),
+    pipelines: list[Path] = typer.Argument(..., help="pipeline YAML (several: planned jointly, see --budget-cores)"),
+    rps: str = typer.Option(
+        ...,
+        "--rps",
+        parser=RATES,
+        metavar="NUMBER[,NUMBER...]",
+        help=f"requests per second to plan for ({RPS}); several pipelines: one rate for all or one per pipeline, "
+        "comma-separated in the order of the files (a,b,c)",
+    ),
+    budget_cores: int | None = number(
+        None,
+        "--budget-cores",
+        allowed=COUNT,
+        help="total cores every pipeline named shares (needed with several pipelines; they are decided jointly)",
+    ),
     policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
     replicas: int | None = number(
         None, "--replicas", allowed=COUNT, help="rim: the fixed replica count per stage (at most the spec's cap)"
@@ -44,15 +88,32 @@ def plan_cmd(
         "beside the pipeline's profile when there is one",
     ),
 ) -> None:
-    """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY.
+    """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY; with several pipelines and
+    --budget-cores N, decide them jointly within N cores (one MILP), beside each alone on an equal share.
 
     Exit 1 when no configuration meets the SLA at RPS (the capacity message and the best-effort fallback are
-    printed, as a table or as JSON)."""
+    printed, as a table or as JSON), or no joint plan fits the budget."""
     from pipetune.optimizer import plan_pipeline
     from pipetune.runtime_profile import RuntimeProfile, load_runtime_for
     from pipetune.spec import load_pipeline
 
-    p = load_pipeline(pipeline)
+    rates = parse_rates(rps, len(pipelines))
+    if len(pipelines) > 1 or budget_cores is not None:
+        if budget_cores is None:
+            raise PipetuneError(f"{len(pipelines)} pipelines: give --budget-cores N, the total cores they share")
+        knobs = {"--policy": policy != "ipa", "--replicas": replicas is not None, "--measured-only": measured_only,
+                 "--arrival-dispersion": arrival_dispersion != 1.0,
+                 "--runtime-profile": runtime_profile is not None}  # fmt: skip
+        used = [k for k, v in knobs.items() if v]
+        if used:
+            raise PipetuneError(
+                f"{', '.join(used)}: options of one pipeline's plan; joint planning (--budget-cores) plans every "
+                "pipeline with the ipa policy"
+            )
+        joint_cmd([load_pipeline(f) for f in pipelines], rates, budget_cores, as_json)
+        return
+    p = load_pipeline(pipelines[0])
+    rps_one = rates[0]
     runtime = RuntimeProfile.load(runtime_profile) if runtime_profile is not None else load_runtime_for(p)
     if replicas is not None:
         if policy != "rim":
@@ -64,7 +125,7 @@ def plan_cmd(
             )
         result = plan_pipeline(
             p,
-            rps,
+            rps_one,
             policy=policy,
             measured_only=measured_only,
             arrival_dispersion=arrival_dispersion,
@@ -73,7 +134,12 @@ def plan_cmd(
         )
     else:
         result = plan_pipeline(
-            p, rps, policy=policy, measured_only=measured_only, arrival_dispersion=arrival_dispersion, runtime=runtime
+            p,
+            rps_one,
+            policy=policy,
+            measured_only=measured_only,
+            arrival_dispersion=arrival_dispersion,
+            runtime=runtime,
         )
     if as_json:
         print(jsonio.dumps(result.to_dict(), indent=2))
@@ -81,6 +147,59 @@ def plan_cmd(
         render_plan(result, Console())
     if not result.feasible:
         raise typer.Exit(1)  # the answer is negative: no plan meets the SLA at this load
+
+
+def joint_cmd(pipes: list, rates: list[float], budget: int, as_json: bool) -> None:
+    """Plan `pipes` jointly within `budget` cores; print it beside each pipeline planned alone on an equal share."""
+    from pipetune.optimizer import Plan as Plan_
+    from pipetune.optimizer.joint import budget_frontier, equal_shares, labels_for, plan_jointly, plan_separately
+    from pipetune.profiles import load_profiles
+    from pipetune.runtime_profile import load_runtime_for
+
+    labels = labels_for(pipes)
+    profs = [load_profiles(p) for p in pipes]
+    rts = [load_runtime_for(p) for p in pipes]  # each pipeline's runtime.json, as `plan` reads for one
+    fronts = {k: budget_frontier(p, r, budget, pr, rt) for k, p, r, pr, rt in zip(labels, pipes, rates, profs, rts)}
+    joint = plan_jointly(pipes, rates, budget, profs, frontiers=fronts, runtimes=rts)
+    shares = equal_shares(budget, len(pipes))
+    sep = plan_separately(pipes, rates, shares, profs, frontiers=fronts, runtimes=rts)
+    sep_ok = all(r.feasible for r in sep.values())
+    separate: dict[str, Any] = {
+        "shares": dict(zip(labels, shares)),
+        "feasible": sep_ok,
+        "objective": sum(r.objective for r in sep.values() if isinstance(r, Plan_)) if sep_ok else None,
+        "cost_cores": sum(r.cost_cores for r in sep.values() if isinstance(r, Plan_)) if sep_ok else None,
+        "pipelines": {k: r.to_dict() for k, r in sep.items()},
+    }
+    if as_json:
+        print(jsonio.dumps({**joint.to_dict(), "rps": dict(zip(labels, rates)), "separate": separate}, indent=2))
+    else:
+        con = Console()
+        if not joint.feasible:
+            con.print(f"[bold red]infeasible[/] ({joint.binding}): {joint.reason}")
+        else:
+            t = Table(title=f"{len(pipes)} pipelines, one budget of {budget} cores: joint vs equal shares")
+            for col in ("pipeline", "rps", "joint cores", "joint accuracy", "joint objective", "equal share",
+                        "alone: cores", "alone: accuracy", "alone: objective"):  # fmt: skip
+                t.add_column(col, justify="left" if col == "pipeline" else "right")
+            for k, r in zip(labels, rates):
+                j, s = joint.plans[k], sep[k]
+                alone = (str(s.cost_cores), f"{s.accuracy:.4f}", f"{s.objective:.4f}") if isinstance(s, Plan_) else (
+                    "infeasible", "-", "-")  # fmt: skip
+                t.add_row(k, f"{r:g}", str(j.cost_cores), f"{j.accuracy:.4f}", f"{j.objective:.4f}",
+                          str(separate["shares"][k]), *alone)  # fmt: skip
+            con.print(t)
+            gain = (
+                f"{joint.objective - separate['objective']:+.4f}" if sep_ok else "(equal shares have no plan for all)"
+            )
+            con.print(
+                f"joint: objective {joint.objective:.4f} on {joint.cost_cores} of {budget} cores "
+                f"({joint.columns} frontier plans in one MILP, {joint.solve_time_s * 1e3:.0f} ms); vs equal shares: {gain}"
+            )
+            for p in joint.plans.values():
+                render_plan(p, con)
+    if not joint.feasible:
+        raise typer.Exit(1)
 
 
 def render_plan(result: Plan | Infeasible, console: Console) -> None:

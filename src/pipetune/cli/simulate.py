@@ -22,7 +22,9 @@ def simulate_cmd(
         help="synthetic pattern (bursty, steady-low, steady-high, "
         "fluctuating), paper:NAME for IPA's window (needs ../shared), or a count file",
     ),
-    policy: str = typer.Option("ipa", help="ipa | fa2-low | fa2-high | rim | static-peak"),
+    policy: str = typer.Option(
+        "ipa", help="ipa | fa2-low | fa2-high | rim | static-peak | ray-autoscale (Ray Serve's own autoscaler)"
+    ),
     predictor: str = typer.Option("reactive", help="oracle or any predictor name (reactive, max, lstm, ...)"),
     seconds: int = number(1200, allowed=SECONDS_SPAN, help="synthetic pattern length / trace seconds to keep"),
     peak: float = number(30.0, allowed=POSITIVE, help="synthetic pattern peak (rps)"),
@@ -85,19 +87,20 @@ def simulate_cmd(
             on_step=lambda d: prog.update(bar, completed=d.t),
         )
     s = run.summary
+    who = policy if policy == "ray-autoscale" else f"{policy} + {predictor}"  # the autoscaler predicts nothing
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(jsonio.dumps(s, indent=1))
         _plot(
             per_interval(run.result, interval, float(len(counts))),
             pipe.sla.seconds,
-            f"{pipe.name}: {policy} + {predictor} on {workload}",
+            f"{pipe.name}: {who} on {workload}",
             out / "sim-run.png",
         )
     if as_json:
         print(jsonio.dumps(s, default=float))
         return
-    t = Table(title=f"{pipe.name}: {policy} + {predictor}, {workload} ({len(counts)} s, {s['requests']} requests)")
+    t = Table(title=f"{pipe.name}: {who}, {workload} ({len(counts)} s, {s['requests']} requests)")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k in ("sla_violation_rate", "drop_rate", "late_rate"):

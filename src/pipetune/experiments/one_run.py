@@ -10,6 +10,8 @@ import numpy as np
 
 from pipetune.adapter import Adapter, Decision
 from pipetune.backends.simulator import SimResult, SimSettings, Simulator
+from pipetune.backends.simulator.autoscaler import POLICY as AUTOSCALE_POLICY
+from pipetune.backends.simulator.autoscaler import AutoscalingConfig, RayAutoscaler
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.experiments.plan_cache import planner
@@ -55,9 +57,10 @@ def simulate(
     profiles=None,
     policy_params: dict | None = None,
     log=None,
-    on_step: Callable[[Decision], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,  # each Decision (adapter) or tick (autoscaler): reads .t
 ) -> RunOutput:
-    """Simulate `policy` with `predictor` on per-second `counts` (the adapter drives the simulator)."""
+    """Simulate `policy` with `predictor` on per-second `counts` (the adapter drives the simulator; for
+    policy 'ray-autoscale', Ray Serve's reactive autoscaler does, and `predictor` is not used)."""
     from pipetune.profiles import load_profiles
     from pipetune.workloads import arrival_times, integer_counts
 
@@ -71,7 +74,13 @@ def simulate(
         params["peak_rps"] = float(counts.max())  # provisioned for the window's peak, as an operator would
     plan = planner()
     k = max(1, int(round(settings.interval_s)))
-    first = plan(pipeline, float(counts[:k].max()), policy=policy, current=None, profiles=profiles, **params)
+    auto = None
+    if policy == AUTOSCALE_POLICY:  # the plan it starts from fixes the variants, batch sizes and cores
+        auto = autoscaling_config(params)
+        params = {"policy": params.get("start") or "ipa"}
+    else:
+        params = {"policy": policy, **params}
+    first = plan(pipeline, float(counts[:k].max()), current=None, profiles=profiles, **params)
     initial = dict(first.configs)
     arrivals = arrival_times(counts, process=settings.arrival_process, seed=seed)
     sim = Simulator(
@@ -81,6 +90,9 @@ def simulate(
         initial,
         sim_settings(settings, seed),
     )
+    if auto is not None:
+        return _autoscaled(sim, pipeline, auto, counts, initial, log, on_step)
+    params.pop("policy")
     adapter = Adapter(
         sim,
         pipeline,
@@ -108,3 +120,46 @@ def simulate(
     summary["solve_time_median_s"] = float(np.median(solve)) if solve else 0.0
     summary["infeasible_decisions"] = sum(not d.feasible for d in adapter.decisions)
     return RunOutput(res, adapter.decisions, adapter.plans, summary, initial, counts)
+
+
+AUTOSCALE_START = ("ipa", "fa2-low", "fa2-high")
+
+
+def autoscaling_config(params: dict) -> AutoscalingConfig:
+    """The 'ray-autoscale' policy's parameters: Ray's `autoscaling_config` fields, plus `start` (the planner
+    policy whose first plan fixes every stage's variant, batch and cores)."""
+    start = params.get("start") or "ipa"
+    if start not in AUTOSCALE_START:
+        raise PipetuneError(f"ray-autoscale start={start!r}: use one of {', '.join(AUTOSCALE_START)}")
+    return AutoscalingConfig(**{k: v for k, v in params.items() if k != "start" and v is not None})
+
+
+def _autoscaled(sim, pipeline, cfg: AutoscalingConfig, counts, initial, log, on_step) -> RunOutput:
+    """The run under Ray Serve's autoscaler: no decisions or plans, its replica changes in `extra`."""
+    import contextlib
+    from pathlib import Path
+
+    with contextlib.ExitStack() as stack:
+        out = None
+        if isinstance(log, (str, Path)):
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
+        elif log is not None:
+            out = log
+        auto = RayAutoscaler(sim, pipeline, cfg, log=out)
+        auto.run(float(counts.size), on_tick=None if on_step is None else lambda t: on_step(_Tick(t)))
+    sim.close()
+    res = sim.result(horizon_s=float(counts.size))
+    summary = summarise(res, float(counts.size), decisions=0)
+    summary["applied"] = len(auto.actions)
+    summary["solve_time_median_s"] = 0.0
+    summary["infeasible_decisions"] = 0
+    extra = {"autoscaling": auto.settings(), "actions": auto.actions}
+    return RunOutput(res, [], [], summary, initial, counts, extra)
+
+
+@dataclass
+class _Tick:
+    """What a progress callback reads from a step (`t`), for runs without adapter decisions."""
+
+    t: float

@@ -80,18 +80,45 @@ class _StaticPeakParams(_PolicyParams):
     peak_rps: PositiveFloat | None = Field(default=None, description="a rate > 0 (default: the workload's peak)")
 
 
-POLICY_PARAMS: dict[str, type[_PolicyParams]] = {
+class _RayAutoscaleParams(_Strict):
+    """Ray Serve's autoscaling_config fields, checked here; an omitted one takes Ray's default, whose one home is
+    pipetune.backends.simulator.autoscaler.AutoscalingConfig. `start`: the planner policy whose first plan fixes
+    the variants, batch sizes and cores (default ipa)."""
+
+    start: Literal["ipa", "fa2-low", "fa2-high"] | None = Field(default=None, description="ipa, fa2-low or fa2-high")
+    target_ongoing_requests: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="a number > 0")
+    min_replicas: PositiveInt | None = Field(default=None, description="a whole number >= 1")
+    max_replicas: PositiveInt | None = Field(
+        default=None, description="a whole number >= 1 (default caps.max_replicas)"
+    )
+    upscale_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds >= 0")
+    downscale_delay_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds >= 0")
+    look_back_period_s: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="seconds > 0")
+    metrics_interval_s: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="seconds > 0")
+    smoothing_factor: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="a number > 0")
+    upscale_smoothing_factor: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="> 0")
+    downscale_smoothing_factor: PositiveFloat | None = Field(default=None, allow_inf_nan=False, description="> 0")
+
+
+POLICY_PARAMS: dict[str, type[_Strict]] = {
     "ipa": _PolicyParams,
     "fa2-low": _PolicyParams,
     "fa2-high": _FA2HighParams,
     "rim": _RimParams,
     "static-peak": _StaticPeakParams,
+    "ray-autoscale": _RayAutoscaleParams,  # not a planner: Ray Serve's reactive autoscaler on fixed variants
 }
 POLICIES = tuple(POLICY_PARAMS)
 
 
 def check_policy(policy: str) -> str:
     _one_of("policy", policy, POLICIES)
+    return policy
+
+
+def check_planner_policy(policy: str) -> str:
+    """A policy the adapter plans with (an ablation's or sweep's: they vary the predictor or the objective)."""
+    _one_of("policy", policy, [p for p in POLICIES if p != "ray-autoscale"])
     return policy
 
 
@@ -255,7 +282,7 @@ class Ablation(_Strict):
     predictors: list[str | dict[str, Any]] = Field(min_length=1)
     workloads: list[str] | None = None
 
-    _policy = field_validator("policy")(classmethod(lambda cls, v: check_policy(v)))
+    _policy = field_validator("policy")(classmethod(lambda cls, v: check_planner_policy(v)))
 
     @field_validator("predictors")
     @classmethod
@@ -275,7 +302,7 @@ class Sweep(_Strict):
     alpha: list[float] = Field(min_length=1, description="objective.alpha values (each checked by the pipeline)")
     beta: list[float] = Field(min_length=1, description="objective.beta values (each checked by the pipeline)")
 
-    _policy = field_validator("policy")(classmethod(lambda cls, v: check_policy(v)))
+    _policy = field_validator("policy")(classmethod(lambda cls, v: check_planner_policy(v)))
     _predictor = field_validator("predictor")(classmethod(lambda cls, v: check_predictor(v)))
 
 

@@ -65,7 +65,8 @@ def per_seed(runs: list[dict], system: str, metric: str) -> dict[int, float]:
 
 def verdict_systems(systems: list[dict]) -> dict[str, str | None]:
     """The systems each claim compares, by policy and predictor: IPA (the first ipa system), FA2-low, FA2-high,
-    RIM, and IPA with a reactive predictor (another ipa system whose predictor is 'reactive')."""
+    RIM, IPA with a reactive predictor (another ipa system whose predictor is 'reactive') and Ray Serve's
+    autoscaler (the first ray-autoscale system)."""
     ipa = next((s for s in systems if s["policy"] == "ipa"), None)
 
     def first(pred) -> str | None:
@@ -77,6 +78,7 @@ def verdict_systems(systems: list[dict]) -> dict[str, str | None]:
         "fa2-high": first(lambda s: s["policy"] == "fa2-high"),
         "rim": first(lambda s: s["policy"] == "rim"),
         "reactive": first(lambda s: s["policy"] == "ipa" and s is not ipa and str(s.get("predictor")) == "reactive"),
+        "ray": first(lambda s: s["policy"] == "ray-autoscale"),
     }
 
 
@@ -115,8 +117,9 @@ def verdicts(data: dict) -> dict[str, list[dict]]:
     """Per pipeline, IPA's three claims, each with its measured parts and a verdict (holds / does not hold /
     inconclusive): (a) accuracy at least FA2-low's at a cost at most WELL_BELOW of FA2-high's; (b) fewer SLA
     violations than RIM at a lower cost; (c) its predictor: fewer SLA violations than planning for the last
-    interval's load (reactive) at most PREDICTOR_COST_TOLERANCE of its cost. A claim whose systems are not in the
-    grid is left out."""
+    interval's load (reactive) at most PREDICTOR_COST_TOLERANCE of its cost; and pipetune's own (d): against Ray
+    Serve's autoscaler (ray-autoscale), no more SLA violations at no more cost. A claim whose systems are not in
+    the grid is left out."""
     exp = data["experiment"]
     grid = [r for r in data["runs"] if r["kind"] == "grid"]
     ran = {r["system"] for r in grid}
@@ -162,6 +165,18 @@ def verdicts(data: dict) -> dict[str, list[dict]]:
                         _part(
                             runs, ipa, names["reactive"], "mean_cores", "ratio", "<=", PREDICTOR_COST_TOLERANCE, "cost"
                         ),
+                    ],
+                }
+            )
+        if names["ray"]:
+            claims.append(
+                {
+                    "claim": "d",
+                    "text": "pipetune against Ray Serve's autoscaler on fixed variants: no more SLA violations, at "
+                    "no more cost",
+                    "parts": [
+                        _part(runs, ipa, names["ray"], "sla_violation_rate", "diff", "<=", 0.0, "SLA violations"),
+                        _part(runs, ipa, names["ray"], "mean_cores", "ratio", "<=", 1.0, "cost"),
                     ],
                 }
             )

@@ -279,6 +279,7 @@ class Simulator(Backend):
         self._track_qt = self.wait_s > 0
         self.idle: list[list[_Replica]] = [[] for _ in range(S)]
         self.capacity = [0] * S  # replicas LOADING or READY (will take work)
+        self.in_service = [0] * S  # items in batches being served (what `ongoing` adds to the queues)
         self.active: list[_Generation | None] = [None] * S
         self.pending: list[_Generation | None] = [None] * S
         self._timer_set = [False] * S
@@ -540,6 +541,11 @@ class Simulator(Backend):
             for s, n in enumerate(self.names)
         }
 
+    def ongoing(self) -> dict[str, int]:
+        """Per stage, the items queued or in service now (Ray Serve's "ongoing requests" of a deployment: what a
+        reactive autoscaler observes; the queue also holds items of requests dropped but not yet reached)."""
+        return {n: len(self.queues[s]) + self.in_service[s] for s, n in enumerate(self.names)}
+
     def observe(self) -> Observation:
         now = self._now
         new = self._done_log[self._obs_ptr :]
@@ -586,6 +592,7 @@ class Simulator(Backend):
         call = float(self.settings.host_call_s)
         inline = {(s, v) for s, v in self.settings.host_inline}
         names = self.names
+        in_service = self.in_service
 
         def dispatch(s: int, now: float) -> None:
             q = queues[s]
@@ -621,6 +628,7 @@ class Simulator(Backend):
                 if blog is not None:
                     blog.append((now, s, rep.gen.variant, rep.state, id(rep), len(batch), svc))
                 rep.busy = True
+                in_service[s] += len(batch)
                 if hstart is None:
                     hpush(heap, (now + svc, next(seq), _EV_DONE, s, rep, batch))
                 else:  # shared host: svc is the work at full speed; the host schedules the completion
@@ -673,6 +681,7 @@ class Simulator(Backend):
         hpop = heapq.heappop
         status, finish, live, done_log = self.status, self.finish, self.live, self._done_log
         queues, qtimes, idle, capacity = self.queues, self.qtimes, self.idle, self.capacity
+        in_service = self.in_service
         track = self._track_qt
         acc_sum, acc_n, children, watch = self.acc_sum, self.acc_n, self._children, self._join_watch
         anc, jarr = self._anc, self._jarr
@@ -701,6 +710,7 @@ class Simulator(Backend):
                     break
                 _, _, kind, s, rep, batch = hpop(heap)
                 if kind == _EV_DONE:
+                    in_service[s] -= len(batch)
                     acc = rep.acc
                     asum, an = acc_sum[s], acc_n[s]
                     kids, jw = children[s], watch[s]
