@@ -40,6 +40,7 @@ from pipetune.models.base import pin_threads
 from pipetune.models.registry import model_ref
 from pipetune.protocol import (
     HEADER_LENGTH,
+    MAX_BODY_BYTES,
     ProtocolError,
     TensorSpec,
     decode_request,
@@ -49,7 +50,7 @@ from pipetune.protocol import (
 )
 from pipetune.serving.channels import CALLS_PER_REPLICA, StageChannel
 from pipetune.serving.config import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT
-from pipetune.serving.front import HttpFront, bind
+from pipetune.serving.front import BODY_TIMEOUT_S, HttpFront, bind
 
 MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whatever the load)
 RETRY_AFTER_S = "1"
@@ -422,33 +423,62 @@ class Ingress:
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/")
         method = request.method
-        if path == "/v2/health/live" and method == "GET":
+        route, allowed = self._route(path)
+        if route == "unknown-model":
+            return _error(404, f"model {path.split('/')[3]!r} is not served here; this server serves {self.name!r}")
+        if route is None:
+            return _error(404, f"{method} {path or '/'} is not part of the Open Inference Protocol endpoint")
+        if method not in allowed:  # a known route asked with another method: 405 says which it takes
+            return _error(
+                405, f"{method} is not allowed on {path or '/'}; it takes {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )  # fmt: skip
+        if route == "live":
             return _json(200, {"live": True})
-        if path == "/v2/health/ready" and method == "GET":
+        if route == "ready":
             ready = self._ready()
             return _json(200 if ready else 503, {"ready": ready})
-        if path == "/metrics" and method == "GET":
+        if route == "metrics":
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
             self.metrics.inflight.set(self.inflight)
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-        if path in ("/v2", ""):
+        if route == "server":
             return _json(200, {"name": "pipetune", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+        if route == "model":
+            return _json(200, model_metadata(self.name, self.inputs, self.outputs))
+        if route == "model-ready":
+            ready = self._ready()
+            return _json(200 if ready else 503, {"name": self.name, "ready": ready})
+        return await self._infer(request)
+
+    def _route(self, path: str) -> tuple[str | None, tuple[str, ...]]:
+        """(route, the methods it takes) for a path without its trailing slash; (None, ()) if it is none of the
+        endpoint's. Every route but `infer` only reads: nothing reachable here changes what is served."""
+        fixed = {
+            "/v2/health/live": "live",
+            "/v2/health/ready": "ready",
+            "/metrics": "metrics",
+            "/v2": "server",
+            "": "server",
+        }
+        if path in fixed:
+            return fixed[path], ("GET",)
         parts = path.split("/")  # '', 'v2', 'models', name, ...
-        if len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models":
-            if parts[3] != self.name:
-                return _error(404, f"model {parts[3]!r} is not served here; this server serves {self.name!r}")
-            rest = parts[4:]
-            if rest and rest[0] == "versions" and len(rest) >= 2:
-                rest = rest[2:]  # /versions/{v}/... is the same model
-            if not rest and method == "GET":
-                return _json(200, model_metadata(self.name, self.inputs, self.outputs))
-            if rest == ["ready"] and method == "GET":
-                ready = self._ready()
-                return _json(200 if ready else 503, {"name": self.name, "ready": ready})
-            if rest == ["infer"] and method == "POST":
-                return await self._infer(request)
-        return _error(404, f"{method} {path} is not part of the Open Inference Protocol endpoint")
+        if len(parts) < 4 or parts[1] != "v2" or parts[2] != "models":
+            return None, ()
+        if parts[3] != self.name:
+            return "unknown-model", ()
+        rest = parts[4:]
+        if rest and rest[0] == "versions" and len(rest) >= 2:
+            rest = rest[2:]  # /versions/{v}/... is the same model
+        if not rest:
+            return "model", ("GET",)
+        if rest == ["ready"]:
+            return "model-ready", ("GET",)
+        if rest == ["infer"]:
+            return "infer", ("POST",)
+        return None, ()
 
     def _limit(self) -> int:
         """In-flight requests to admit now: the profile's limit (capacity x SLA) and, while the pipeline is
@@ -468,7 +498,14 @@ class Ingress:
 
     async def _infer(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        body = await request.body()
+        try:
+            body = await asyncio.wait_for(_read_body(request), BODY_TIMEOUT_S)
+        except TimeoutError:
+            self.metrics.bad_input.inc()
+            return _error(408, f"request body not received within {BODY_TIMEOUT_S:g} s")
+        except BodyRefused as e:
+            self.metrics.bad_input.inc()
+            return _error(e.status, str(e))
         try:
             req = decode_request(
                 body,
@@ -590,12 +627,45 @@ def _fan_out(output: Any, multiplicity: float) -> list[Any]:
     return [output]
 
 
+class BodyRefused(Exception):
+    """A request body refused before it was read whole: the HTTP status and the message naming why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request's body, refused (BodyRefused, 413) as soon as it is known to exceed MAX_BODY_BYTES:
+    from Content-Length before reading, else while streaming, so an oversized body is never held whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise BodyRefused(400, f"Content-Length header: {declared[:40]!r} is not a byte count")
+        if int(declared) > MAX_BODY_BYTES:
+            raise BodyRefused(
+                413,
+                f"request body is {int(declared)} bytes (Content-Length); the limit is {MAX_BODY_BYTES}: "
+                "send fewer items",
+            )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyRefused(413, f"request body exceeds {MAX_BODY_BYTES} bytes; send fewer items")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _json(status: int, body: dict) -> Response:
     return Response(jsonio.dumps(body).encode(), status_code=status, media_type="application/json")
 
 
-def _error(status: int, message: str, retry: bool = False) -> Response:
-    headers = {"Retry-After": RETRY_AFTER_S} if retry else None
+def _error(status: int, message: str, retry: bool = False, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if retry:
+        headers["Retry-After"] = RETRY_AFTER_S
     return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")
 
 
