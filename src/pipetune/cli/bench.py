@@ -259,3 +259,56 @@ def bench_loadgen_cmd(
             "lower one of them"
         )
     print(jsonio.dumps(bench_loadgen(rate, duration, detail=detail)))
+
+
+@bench_app.command("reliability")
+def bench_reliability(
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    short: bool = typer.Option(False, "--short", help="every scenario shortened (15-20 s; 2,000 malformed requests)"),
+    rps: float = number(30.0, "--rps", allowed=Range(float, gt=0, le=1000), help="the sustainable rate offered"),
+    sustain_s: float | None = number(
+        None, "--sustain-s", allowed=Range(float, ge=1, le=86400), help="seconds at the sustainable rate (600)"
+    ),
+    overload_s: float | None = number(
+        None, "--overload-s", allowed=Range(float, ge=1, le=3600), help="seconds at 2x the sustainable rate (120)"
+    ),
+    malformed: int | None = number(
+        None, "--malformed", allowed=Range(int, ge=1, le=1_000_000), help="malformed requests sent (10,000)"
+    ),
+    num_cpus: int = number(8, "--num-cpus", allowed=Range(int, ge=4, le=1024), help="logical CPUs of the local Ray"),
+    port: int = number(8766, allowed=PORT, help="HTTP port of the endpoint under test"),
+) -> None:
+    """The live digits pipeline under sustained load, 2x overload, a killed replica, a variant switch and a flood
+    of malformed requests: per scenario what was sent, completed, refused, failed (by reason) and lost."""
+    import contextlib
+    import os
+    import sys
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from pipetune.tooling.reliability_bench import run_reliability_benchmark
+
+    err = Console(stderr=True)
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
+    durations = {k: v for k, v in (("sustainable", sustain_s), ("overload-2x", overload_s)) if v is not None}
+    # Ray prints to stdout; while it runs stdout is stderr, so that --json prints one JSON object and nothing else.
+    with contextlib.redirect_stdout(sys.stderr), Progress(console=err) as prog:
+        task = prog.add_task("reliability scenarios", total=5)
+        result = run_reliability_benchmark(
+            rps=rps, short=short, durations=durations, malformed=malformed, port=port, num_cpus=num_cpus,
+            progress=prog.console.print, advance=lambda: prog.advance(task),
+        )  # fmt: skip
+    if as_json:
+        print(jsonio.dumps(result))
+        return
+    t = Table(title=f"reliability ({'short' if short else 'full'} run)")
+    for col in ("scenario", "offered rps", "s", "sent", "completed", "refused", "failed", "lost", "p99 ok (s)"):
+        t.add_column(col)
+    for r in result["scenarios"]:
+        p99 = r["p99_accepted_s"]
+        t.add_row(
+            r["scenario"], f"{r['offered_rps']:g}", f"{r['duration_s']:g}", str(r["sent"]), str(r["completed"]),
+            str(r["refused"]), str(sum(r["failed"].values())), str(r["lost"]), "-" if p99 is None else f"{p99:.3f}",
+        )  # fmt: skip
+    Console().print(t)
