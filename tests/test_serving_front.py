@@ -150,3 +150,24 @@ def test_garbage_is_a_json_400_and_a_big_body_a_413_before_it_is_read(server):
     status, body = _raw(server, b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
     assert status == 400, body
     _ok(server)
+
+
+def test_the_ingress_has_no_mutating_route_but_infer():
+    """The control plane is not reachable through the inference endpoint: every route the ingress serves only
+    reads, except the V2 infer; anything else (a repository load, Serve's own routes) is no route at all."""
+    from types import SimpleNamespace
+
+    from pipetune.serving.app import Ingress
+
+    route = Ingress.func_or_class._route
+    me = SimpleNamespace(name="digits")
+    paths = ["", "/v2", "/v2/health/live", "/v2/health/ready", "/metrics", "/v2/models/digits",
+             "/v2/models/digits/ready", "/v2/models/digits/versions/1", "/v2/models/digits/infer",
+             "/v2/models/digits/versions/1/infer"]  # fmt: skip
+    for path in paths:
+        name, methods = route(me, path)
+        assert name is not None and methods == (("POST",) if path.endswith("/infer") else ("GET",)), path
+    for path in ["/v2/repository/index", "/v2/repository/models/digits/load", "/v2/models/digits/unload",
+                 "/-/routes", "/-/healthz", "/api/serve/applications", "/v2/models/digits/config", "/admin"]:  # fmt: skip
+        assert route(me, path)[0] is None, path
+    assert route(me, "/v2/models/other/infer") == ("unknown-model", ())
