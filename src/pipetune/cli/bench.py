@@ -265,7 +265,12 @@ def bench_loadgen_cmd(
 def bench_reliability(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     short: bool = typer.Option(False, "--short", help="every scenario shortened (15-20 s; 2,000 malformed requests)"),
-    rps: float = number(30.0, "--rps", allowed=Range(float, gt=0, le=1000), help="the sustainable rate offered"),
+    rps: float | None = number(
+        None,
+        "--rps",
+        allowed=Range(float, gt=0, le=1000),
+        help="the sustainable rate offered (default: found first, the highest step rate served within the SLA)",
+    ),  # fmt: skip
     sustain_s: float | None = number(
         None, "--sustain-s", allowed=Range(float, ge=1, le=86400), help="seconds at the sustainable rate (600)"
     ),

@@ -31,6 +31,9 @@ INITIAL = {"features": StageConfig("pca-16", 1, 1, 1), "classify": StageConfig("
 SWITCH_TO = StageConfig("knn", 1, 1, 2)
 KILLED_STAGE = "classify"
 REASON_CHARS = 80
+APPLY_WAIT_S = 180.0  # a replaced replica or a switched variant not back by then is reported as such
+SEARCH_RPS = (10, 20, 30, 40, 50, 60, 80, 100, 120, 160, 200)  # the sustainable rate: the highest that holds
+SEARCH_STEP_S, SEARCH_STEP_SHORT_S = 6.0, 3.0
 
 
 def summarize(name: str, outs: list[Any], rps: float, seconds: float, sla_s: float, refusals: tuple[int, ...]) -> dict:
@@ -52,6 +55,12 @@ def summarize(name: str, outs: list[Any], rps: float, seconds: float, sla_s: flo
         "p99_accepted_s": float(np.percentile(lat, 99)) if lat else None,
         "sla_s": sla_s,
     }
+
+
+def holds(rec: dict) -> bool:
+    """Whether a load was sustained: at least 98% completed, none lost, and the p99 of those within the SLA."""
+    p99 = rec["p99_accepted_s"]
+    return rec["lost"] == 0 and rec["completed"] >= 0.98 * rec["sent"] and p99 is not None and p99 <= rec["sla_s"]
 
 
 def malformed_corpus(valid: dict, n: int = 400, seed: int = 0) -> list[tuple[bytes, dict[str, str]]]:
@@ -147,7 +156,7 @@ def kill_one_replica(app: str) -> str:
 
 def run_reliability_benchmark(
     *,
-    rps: float = 30.0,
+    rps: float | None = None,
     short: bool = False,
     durations: dict[str, float] | None = None,
     malformed: int | None = None,
@@ -156,7 +165,8 @@ def run_reliability_benchmark(
     progress: Callable[[str], None] | None = None,
     advance: Callable[[], None] | None = None,
 ) -> dict:
-    """Every scenario in turn against one live digits pipeline; returns `{"scenarios": [...], ...}`."""
+    """Every scenario in turn against one live digits pipeline; returns `{"scenarios": [...], ...}`. `rps`: the
+    sustainable rate; None finds it first (the highest of SEARCH_RPS that `holds`, stepping up until one fails)."""
     import ray
 
     from pipetune.loadgen.client import Outcome, open_loop
@@ -179,25 +189,54 @@ def run_reliability_benchmark(
     say("starting the digits pipeline (remote stages, no inline ones: a replica to kill)")
     be = RayServeBackend(pipe, dict(INITIAL), load_profiles(pipe), port=port, inline=False)
     url = f"http://127.0.0.1:{port}/v2/models/{pipe.name}/infer"
-    xs = variant_model_ref(pipe, "features", "pca-16")().sample_inputs(8)
-    valid = encode_request(xs[:1], be.inputs[0])
-    bodies = [encode_request([x], be.inputs[0]) for x in xs]
+    valid = encode_request(variant_model_ref(pipe, "features", "pca-16")().sample_inputs(1), be.inputs[0])
     result: dict[str, Any] = {"pipeline": pipe.name, "ray_cpus": be.cluster_cpus, "short": short, "scenarios": []}
 
     def load(rate: float, seconds: float) -> list[Outcome]:
-        return open_loop(url, bodies[0], rate, seconds)
+        return open_loop(url, valid, rate, seconds)
 
     def under_load(rate: float, seconds: float, at_s: float, action: Callable[[], dict]) -> tuple[list[Outcome], dict]:
+        """Load at `rate` for at least `seconds`, `action` started `at_s` in; the load goes on in whole chunks until
+        the action has returned (however long it takes on a loaded machine), so its end is seen under load."""
         outs: list[Outcome] = []
-        sender = threading.Thread(target=lambda: outs.extend(load(rate, seconds)))
+        done = threading.Event()
+
+        def send() -> None:
+            t0 = time.monotonic()
+            while True:
+                last = done.is_set() and time.monotonic() - t0 >= seconds
+                outs.extend(load(rate, 5.0))
+                if last:
+                    return
+
+        sender = threading.Thread(target=send)
         sender.start()
         time.sleep(at_s)
-        facts = action()
-        sender.join()
+        try:
+            facts = action()
+        finally:
+            done.set()
+            sender.join()
         return outs, facts
 
     try:
-        load(rps, 2.0)  # warm every path; not counted
+        load(10, 2.0)  # warm every path; not counted
+        if rps is None:
+            steps = []
+            for rate in SEARCH_RPS:
+                step_s = SEARCH_STEP_SHORT_S if short else SEARCH_STEP_S
+                rec = summarize("search", load(rate, step_s), rate, step_s, sla, (503,))
+                steps.append(rec)
+                say(f"  search {rate:g} rps: {rec['completed']}/{rec['sent']} completed, p99 {rec['p99_accepted_s']}")
+                if not holds(rec):
+                    break
+                time.sleep(1)
+            held = [r["offered_rps"] for r in steps if holds(r)]
+            rps = float(held[-1]) if held else float(SEARCH_RPS[0])
+            result["rate_search"] = [{k: r[k] for k in ("offered_rps", "sent", "completed", "refused", "lost",
+                                                         "p99_accepted_s")} for r in steps]  # fmt: skip
+            result["rate_search_note"] = "" if held else f"no rate held; {rps:g} rps used"
+        result["sustainable_rps"] = rps
         name = "sustainable"
         say(f"{name}: {rps:g} rps for {secs[name]:g} s")
         result["scenarios"].append(summarize(name, load(rps, secs[name]), rps, secs[name], sla, (503,)))
@@ -221,7 +260,7 @@ def run_reliability_benchmark(
             t0 = time.monotonic()
             killed = kill_one_replica(app)
             back = None
-            while time.monotonic() - t0 < secs[name] * 0.6:
+            while time.monotonic() - t0 < APPLY_WAIT_S:
                 if len(_replica_actors(app)) >= INITIAL[KILLED_STAGE].replicas and killed not in {
                     a for a, _ in _replica_actors(app)
                 }:
@@ -231,7 +270,7 @@ def run_reliability_benchmark(
             return {"killed": killed, "replaced_after_s": back}
 
         outs, facts = under_load(rps, secs[name], secs[name] / 3, kill)
-        result["scenarios"].append({**summarize(name, outs, rps, secs[name], sla, (503,)), **facts})
+        result["scenarios"].append({**summarize(name, outs, rps, len(outs) / rps, sla, (503,)), **facts})
         step()
         time.sleep(2)
 
@@ -241,7 +280,7 @@ def run_reliability_benchmark(
         def switch() -> dict:
             t0 = time.monotonic()
             be.apply({KILLED_STAGE: SWITCH_TO})
-            while time.monotonic() - t0 < secs[name] * 0.7:
+            while time.monotonic() - t0 < APPLY_WAIT_S:
                 st = be.stage_status()[KILLED_STAGE]
                 if st.state is not ApplyState.PENDING:
                     return {"apply": st.state.name, "applied_after_s": time.monotonic() - t0, "reason": st.reason}
@@ -249,7 +288,7 @@ def run_reliability_benchmark(
             return {"apply": "PENDING", "applied_after_s": None}
 
         outs, facts = under_load(rps, secs[name], secs[name] / 4, switch)
-        rec = summarize(name, outs, rps, secs[name], sla, (503,))
+        rec = summarize(name, outs, rps, len(outs) / rps, sla, (503,))
         rec["served_by"] = dict(Counter(o.variants.get(KILLED_STAGE, "?") for o in outs if o.variants))
         result["scenarios"].append({**rec, **facts})
         step()
