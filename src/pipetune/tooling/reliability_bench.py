@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from pipetune import example_path, jsonio
+from pipetune import jsonio
 from pipetune.configs import ApplyState, StageConfig
+from pipetune.spec import example_path
 
 FULL_S = {"sustainable": 600.0, "overload-2x": 120.0, "replica-killed": 120.0, "variant-switch": 120.0}
 SHORT_S = {"sustainable": 15.0, "overload-2x": 15.0, "replica-killed": 20.0, "variant-switch": 20.0}
