@@ -110,7 +110,8 @@ def ray_backend(ray_cluster, digits):
     from pipetune.serving.backend import RayServeBackend
 
     p, prof = digits
-    be = RayServeBackend(p, dict(INITIAL), prof, port=_free_port(), drop_after_s=5.0, idle_poll_s=0.5)
+    # every stage a replica (digits is light enough to run all in the ingress otherwise): the contract is theirs
+    be = RayServeBackend(p, dict(INITIAL), prof, port=_free_port(), drop_after_s=5.0, idle_poll_s=0.5, inline=False)
     yield be
     be.close()
 

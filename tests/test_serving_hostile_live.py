@@ -65,7 +65,7 @@ def test_hostile_http_gets_4xx_json_and_normal_requests_keep_200(ray_cluster):
     p = load_pipeline(example_path("digits"))
     init = {"features": StageConfig("pca-16", 1, 1, 1), "classify": StageConfig("logreg", 1, 1, 1)}
     port = _free_port()
-    be = RayServeBackend(p, init, load_profiles(p), port=port, drop_after_s=5.0)
+    be = RayServeBackend(p, init, load_profiles(p), port=port, drop_after_s=5.0, inline=False)
     try:
         xs = variant_model_ref(p, "features", "pca-16")().sample_inputs(1)
         good = jsonio.dumps(encode_request(xs, be.inputs[0])).encode()

@@ -51,7 +51,8 @@ def backend(ray_cluster, digits):
 
     p, prof = digits
     init = {"features": StageConfig("pca-16", 1, 1, 1), "classify": StageConfig("logreg", 1, 1, 2)}
-    be = RayServeBackend(p, init, prof, port=_free_port(), drop_after_s=5.0)
+    # every stage a replica: digits is light enough that the ingress would run it all itself otherwise
+    be = RayServeBackend(p, init, prof, port=_free_port(), drop_after_s=5.0, inline=False)
     yield be
     be.close()
 

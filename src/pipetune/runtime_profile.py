@@ -198,6 +198,22 @@ class RuntimeProfile:
 
 # An inline stage's every variant is loaded in the ingress before it serves: only models that load within this
 INLINE_LOAD_S = 5.0
+# A remote stage call's CPU (caller and callee, outside predict) assumed where none was measured: Ray's order of it.
+ASSUMED_CALL_CPU_S = 1e-3
+
+
+def assumed_runtime(host_cores: float) -> RuntimeProfile:
+    """What the runtime goes by where no runtime profile was measured: no cost counted per request, a stage call
+    assumed to cost ASSUMED_CALL_CPU_S, fusion on. It decides which stages run in the ingress (a stage lighter than
+    a call), and nothing else: the planner counts no runtime cost without a measured profile."""
+    return RuntimeProfile(
+        host_cores=host_cores,
+        request_cpu_s=0.0,
+        call_cpu_s=ASSUMED_CALL_CPU_S,
+        item_cpu_s=0.0,
+        fusion=True,
+        conditions={"how": "assumed: no runtime profile measured (pipetune profile --runtime)"},
+    )
 
 
 def runs_inline(batch1_service_s: float, runtime: RuntimeProfile) -> bool:

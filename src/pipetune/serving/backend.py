@@ -28,7 +28,7 @@ from pipetune.backends.base import Backend, Observation, config_problem
 from pipetune.configs import StageConfig, StageStatus
 from pipetune.optimizer.options import inline_stages
 from pipetune.protocol import TensorSpec
-from pipetune.runtime_profile import RuntimeProfile, load_runtime_for
+from pipetune.runtime_profile import RuntimeProfile, assumed_runtime, load_runtime_for
 from pipetune.serving import ray_api
 from pipetune.serving.config import (
     INGRESS_CPUS,
@@ -116,10 +116,11 @@ class RayServeBackend(Backend):
         self.idle_poll_s = max(poll_s, idle_poll_s)
         self._inputs = input_specs(pipeline)
         # The runtime's own CPU on this host (`pipetune profile --runtime`; beside the model profile), which also
-        # says which stages run in the ingress: none without it, or under Ray's autoscaling (that baseline is Ray
-        # Serve's own idiom), or with `inline` off.
+        # says which stages run in the ingress (without one, by an assumed call cost); none under Ray's
+        # autoscaling (that baseline is Ray Serve's own idiom), or with `inline` off.
         self.runtime = runtime if runtime is not None else load_runtime_for(pipeline)
-        self.inline = set(inline_stages(pipeline, profiles, self.runtime)) if inline and not autoscale else set()
+        judge = self.runtime if self.runtime is not None else assumed_runtime(1.0)
+        self.inline = set(inline_stages(pipeline, profiles, judge)) if inline and not autoscale else set()
         ray_api.check_ray_version()
         self._started_ray = False
         if not ray.is_initialized():

@@ -12,9 +12,9 @@ thread), so what is left is the runtime's:
 * `side_cpu_s`: every other process of the Ray (controller, GCS, raylet, agents), per request;
 * `host_cores`: the cores this process may run on (Ray's CPUs when connected to a cluster).
 
-Which stages the ingress runs itself is decided by the same rule as in the planner (`inline_stages`) on a bootstrap
-profile whose call cost is BOOTSTRAP_CALL_CPU_S; the measured profile keeps `fusion` on, so a stage lighter than the
-measured call runs inline from then on.
+Which stages the ingress runs itself is decided by the same rule as in the planner (`inline_stages`) on the assumed
+profile (`assumed_runtime`: a call assumed to cost ASSUMED_CALL_CPU_S), as `pipetune serve` does without a runtime
+profile; the measured profile keeps `fusion` on, so a stage lighter than the measured call runs inline from then on.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pipetune.runtime_profile import RuntimeProfile
+from pipetune.runtime_profile import RuntimeProfile, assumed_runtime
 
-BOOTSTRAP_CALL_CPU_S = 1e-3  # a remote stage call's CPU before any was measured (both sides; Ray's order of it)
 PROBE_PORT = 8790
 
 
@@ -113,9 +112,7 @@ def measure_runtime(
 
     say = progress or (lambda _m: None)
     cores = host_cores()
-    boot = RuntimeProfile(
-        host_cores=cores, request_cpu_s=0.0, call_cpu_s=BOOTSTRAP_CALL_CPU_S, item_cpu_s=0.0, fusion=True
-    )
+    boot = assumed_runtime(cores)
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=num_cpus or 16, namespace="pipetune-runtime-probe", log_to_driver=False,
