@@ -484,7 +484,7 @@ class Ingress:
         """In-flight requests to admit now: the profile's limit (capacity x SLA) and, while the pipeline is
         behind (`pipetune.admission`), no more than Little's law allows at the throughput actually measured over the
         last `RATE_WINDOW_S` (ADMIT_SHARE x completions/s x SLA), since a profile measured one model at a time
-        overstates a machine whose cores the proxy, the ingress and every replica share. Never below what the
+        overstates a machine whose cores the ingress and every replica share. Never below what the
         replicas hold in service at once."""
         oldest = next(iter(self._started.values())) if self._started else None
         limit = self._window.limit(time.monotonic(), self.inflight, oldest, self.max_inflight, self.floor_inflight)
