@@ -164,7 +164,9 @@ def bench_serving(
         12.0, "--trial-s", allowed=Range(float, ge=3, le=600), help="text: seconds per rate tried for the max"
     ),
     systems: str = typer.Option(
-        "pipetune,before,peer", "--systems", help="text: which of pipetune, before, peer (comma-separated)"
+        "pipetune,before,peer",
+        "--systems",
+        help="text: which of pipetune, before, peer, direct, direct+batching (comma-separated)",
     ),
 ) -> None:
     """The live runtime: on no-op models (hop overhead, 2-stage ceiling, apply times, load generator, lost) and

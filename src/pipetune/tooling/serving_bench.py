@@ -244,13 +244,16 @@ def _timed_apply(be: Any, stage: str, config: StageConfig | None, t0: float | No
 
 
 # ---- the text pipeline: CPU per request by role, and the highest rate held, for pipetune, before, and the peer --
-TEXT_SYSTEMS = ("pipetune", "before", "peer")
+TEXT_SYSTEMS = ("pipetune", "before", "peer", "direct", "direct+batching")
 # How each system serves: pipetune's request path today; "before": the same runtime with its request-path changes
 # off (Ray Serve's HTTP proxy in front, every stage a remote replica, one handle call per item batched on the
 # replica: the path of the runtime before them); "peer": the idiomatic Ray Serve DAG (`tooling/serving_peer.py`).
 _BACKEND_MODES: dict[str, dict[str, Any]] = {
     "pipetune": {"front": "direct", "inline": True, "caller_batching": True},
     "before": {"front": "proxy", "inline": False, "caller_batching": False},
+    # one change at a time, for what each buys: the direct front alone, then with batches from the caller
+    "direct": {"front": "direct", "inline": False, "caller_batching": False},
+    "direct+batching": {"front": "direct", "inline": False, "caller_batching": True},
 }
 TEXT_PLAN_RPS = 60.0  # the configuration every system serves: the planner's for this rate
 HELD_VIOLATIONS = 0.01  # a rate is held at <= 1% SLA violations with nothing refused
