@@ -142,3 +142,43 @@ def test_binding_a_port_in_use_names_it():
         assert sock.getsockname()[1] > 0
     finally:
         sock.close()
+
+
+def test_a_call_whose_replica_went_away_is_sent_once_more_and_a_second_loss_fails_it():
+    class Lost(Exception):
+        pass
+
+    async def go(losses: int):
+        calls: list[list[int]] = []
+
+        async def send(items):
+            calls.append(list(items))
+            if len(calls) <= losses:
+                raise Lost("replica died")
+            return [10 * x for x in items], None
+
+        ch = StageChannel(send, max_batch=4, max_calls=1, retry_if=lambda e: isinstance(e, Lost))
+        outs = await asyncio.gather(*(ch.submit(i) for i in range(3)), return_exceptions=True)
+        return calls, outs, ch
+
+    calls, outs, ch = run(go(losses=1))  # the first item leaves alone; lost, it goes first in the next call
+    assert calls == [[0], [0, 1, 2]] and [o for o, _ in outs] == [0, 10, 20] and ch.retried == 1
+    calls, outs, ch = run(go(losses=2))  # each item is sent once more, not forever
+    assert calls == [[0], [0, 1, 2], [1, 2]] and ch.retried == 3
+    assert isinstance(outs[0], Lost) and [o for o, _ in outs[1:]] == [10, 20]
+    assert ch._retried == set()
+
+
+def test_a_model_error_is_not_retried():
+    async def go():
+        calls = []
+
+        async def send(items):
+            calls.append(items)
+            raise ValueError("bad input for the model")
+
+        ch = StageChannel(send, max_batch=4, max_calls=1, retry_if=lambda e: not isinstance(e, ValueError))
+        return calls, await asyncio.gather(ch.submit(1), return_exceptions=True)
+
+    calls, outs = run(go())
+    assert len(calls) == 1 and isinstance(outs[0], ValueError)

@@ -148,6 +148,17 @@ def _threads() -> list[int]:
         return [0]
 
 
+def replica_lost(e: BaseException) -> bool:
+    """Whether a stage call failed because its replica went away under it (killed, crashed, drained): such a call
+    is sent once more (to a replica that is there), while a model's own error is not."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+
+    return isinstance(
+        e, (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+    )
+
+
 def check_outputs(outs: list[Any], n: int, where: str) -> None:
     """A batch of `n` items must come back as `n` outputs: a model that returns other is an error naming `where`
     (stage/variant), never a silently shifted answer."""
@@ -576,7 +587,9 @@ class Ingress:
             async def send(items: list[Any]) -> tuple[list[Any], CallFacts]:
                 return await handle.remote(items)
 
-            ch = self._channels[app] = StageChannel(send, *self._channel_size(stage), stage=stage)
+            ch = self._channels[app] = StageChannel(
+                send, *self._channel_size(stage), stage=stage, retry_if=replica_lost
+            )
         return ch
 
     async def _call(self, stage: str, item: Any) -> Any:

@@ -30,9 +30,21 @@ class StageChannel:
     `max_batch`: items per call at most (the stage's planned batch size). `max_calls`: calls in flight at most.
     Both can change in place (`resize`) without losing a queued item."""
 
-    def __init__(self, send: Sender, max_batch: int, max_calls: int, stage: str = "") -> None:
+    def __init__(
+        self,
+        send: Sender,
+        max_batch: int,
+        max_calls: int,
+        stage: str = "",
+        retry_if: Callable[[BaseException], bool] | None = None,
+    ) -> None:
         self._send = send
         self.stage = stage
+        # A call that failed for a reason `retry_if` accepts (its replica died under it) is sent once more, its
+        # items first in the queue; a second failure fails them with the reason.
+        self._retry_if = retry_if
+        self._retried: set[int] = set()  # ids of the futures whose item has been sent a second time
+        self.retried = 0  # items sent again so far
         self.max_batch = max(1, int(max_batch))
         self.max_calls = max(1, int(max_calls))
         self._queue: deque[tuple[Any, asyncio.Future]] = deque()
@@ -72,6 +84,9 @@ class StageChannel:
             n = min(self.max_batch, len(self._queue))
             batch = [self._queue.popleft() for _ in range(n)]
             # A caller that gave up (its request timed out) no longer needs its item sent.
+            for _, f in batch:
+                if f.done():
+                    self._retried.discard(id(f))
             batch = [(x, f) for x, f in batch if not f.done()]
             if not batch:
                 continue
@@ -86,11 +101,23 @@ class StageChannel:
             if len(outs) != len(batch):
                 raise RuntimeError(f"{len(outs)} outputs for a call of {len(batch)} items")
         except BaseException as e:  # noqa: BLE001 - every waiting caller learns why; cancellation included
-            for _, f in batch:
-                if not f.done():
+            retry = self._retry_if is not None and isinstance(e, Exception) and self._retry_if(e)
+            again = []
+            for x, f in batch:
+                if f.done():
+                    continue
+                if retry and id(f) not in self._retried:
+                    again.append((x, f))
+                else:
+                    self._retried.discard(id(f))
                     f.set_exception(e if isinstance(e, Exception) else RuntimeError(f"call cancelled: {e!r}"))
+            for x, f in reversed(again):  # first in the queue, in their order
+                self._retried.add(id(f))
+                self._queue.appendleft((x, f))
+            self.retried += len(again)
         else:
             for (_, f), out in zip(batch, outs, strict=True):
+                self._retried.discard(id(f))
                 if not f.done():
                     f.set_result((out, facts))
         finally:
