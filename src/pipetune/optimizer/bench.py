@@ -1,4 +1,10 @@
-"""The optimizer benchmark behind `pipetune bench optimizer`: decision time and oracle agreement."""
+"""The optimizer benchmark behind `pipetune bench optimizer`: decision time and oracle agreement.
+
+Each (stages, variants) cell times random instances in two modes: cold (a new pipeline object, nothing cached)
+and re-plan (the adapter's mode: the same pipeline re-planned at a 3% higher load with the plan in effect as
+`current`, so the least-change tie-break runs too). Beside the times, the solver's counts (LPs, exact finishings,
+HiGHS branch-and-bound runs and nodes, simplex iterations) say where the work went on a machine whose speed drifts.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,14 @@ import numpy as np
 
 from pipetune.optimizer import Plan, plan_pipeline, stage_options
 from pipetune.optimizer.instances import METHODS, random_instance
+from pipetune.optimizer.milp import COUNTS
 from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations
 
 IPA_9x9_SECONDS = 2.1  # IPA's Gurobi decision time at 9 stages x 9 variants (shared/reference/ipa.yaml)
 REPEATS = 3  # cold decisions timed per instance; the instance's time is their median (the development VM's
 # speed drifts by up to 2x over seconds: a fixed numpy loop took 0.18-0.36 s back to back)
+REPLAN_LOAD_STEP = 1.03  # re-plan mode: the next decision's load, relative to the plan in effect (the adapter
+# re-plans every few seconds, so consecutive loads are close)
 
 
 def parse_range(text: str) -> list[int]:
@@ -54,38 +63,78 @@ def run_optimizer_benchmark(
         gc.unfreeze()
 
 
+def _timed(
+    decide: Callable[[Any], Any], prepare: Callable[[], Any], repeats: int
+) -> tuple[float, dict[str, int], Any]:
+    """The median of `repeats` timed `decide(prepare())` calls, in ms, the solver's counts of the last one (a
+    decision's counts do not depend on the machine: they are the same every repeat) and its result."""
+    runs = []
+    result = None
+    for _ in range(repeats):
+        state = prepare()
+        gc.collect()  # the garbage of generating and copying the instance is not the decision's to collect
+        COUNTS.reset()
+        t0 = time.perf_counter()
+        result = decide(state)
+        runs.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(runs)), COUNTS.to_dict(), result
+
+
+def _stats(times: list[float], counts: list[dict[str, int]]) -> dict[str, Any]:
+    if not times:
+        return {"instances": 0}
+    return {
+        "median_ms": round(float(np.median(times)), 3),
+        "p95_ms": round(float(np.percentile(times, 95)), 3),
+        "max_ms": round(float(np.max(times)), 3),
+        "instances": len(times),
+        # per decision: median and max of each count over the instances
+        "counts": {
+            k: {"median": float(np.median([c[k] for c in counts])), "max": int(max(c[k] for c in counts))}
+            for k in counts[0]
+        },
+    }
+
+
 def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
     rng = np.random.default_rng(seed)
     out_cells = []
     by_method: dict[str, list[float]] = {m: [] for m in METHODS}
     for s, v in cells:
-        times = []
+        cold: tuple[list[float], list[dict[str, int]]] = ([], [])
+        replan: tuple[list[float], list[dict[str, int]]] = ([], [])
         for _ in range(instances):
             pipeline, profiles, rps = random_instance(rng, s, v)
-            runs = []
-            for _ in range(repeats):
-                # a fresh copy each time, so nothing cached by an earlier run of this instance is reused: every
-                # timed decision starts from scratch (options, reduction, MILPs)
-                p, prof = copy.deepcopy((pipeline, profiles))
-                gc.collect()  # the garbage of generating and copying the instance is not the decision's to collect
-                t0 = time.perf_counter()
-                plan_pipeline(p, rps, profiles=prof)
-                runs.append((time.perf_counter() - t0) * 1e3)
-            dt = float(np.median(runs))
-            times.append(dt)
+            # Cold: a fresh copy each time, so nothing cached by an earlier run of this instance is reused: every
+            # timed decision starts from scratch (options, reduction, MILPs).
+            dt, n, plan = _timed(
+                lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]),
+                lambda: copy.deepcopy((pipeline, profiles)),
+                repeats,
+            )
+            cold[0].append(dt)
+            cold[1].append(n)
             if (s, v) == (9, 9):
                 by_method[pipeline.objective.accuracy].append(dt)
+            # Re-plan (the adapter's mode): the same pipeline object, planned once at `rps` (untimed), re-planned
+            # at the next load with that plan as the current configuration (among optimal plans, the least change).
+            if plan.feasible:
+
+                def warmed():
+                    p, prof = copy.deepcopy((pipeline, profiles))
+                    return p, prof, plan_pipeline(p, rps, profiles=prof).configs
+
+                dt, n, _ = _timed(
+                    lambda st: plan_pipeline(st[0], rps * REPLAN_LOAD_STEP, profiles=st[1], current=st[2]),
+                    warmed,
+                    repeats,
+                )
+                replan[0].append(dt)
+                replan[1].append(n)
             advance()
-        out_cells.append(
-            {
-                "stages": s,
-                "variants": v,
-                "median_ms": round(float(np.median(times)), 3),
-                "p95_ms": round(float(np.percentile(times, 95)), 3),
-                "instances": len(times),
-                "repeats": repeats,
-            }
-        )
+        cell = {"stages": s, "variants": v, **_stats(*cold), "repeats": repeats}
+        cell["replan"] = _stats(*replan)
+        out_cells.append(cell)
 
     checked = agree = 0
     attempts = 0

@@ -84,6 +84,36 @@ LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
 
 @dataclass
+class SolverCounts:
+    """Work done by the solves since the last `reset()`, for the benchmark (`pipetune bench optimizer` reports
+    it beside the times: on a shared machine counts say what a time cannot)."""
+
+    lps: int = 0  # LP relaxations solved
+    finishes: int = 0  # exact MILP(v) finishings (flat enumeration, frontier enumeration or HiGHS)
+    branch_runs: int = 0  # of those, HiGHS branch and bound runs
+    least_change_runs: int = 0  # least-change tie-break MILPs sent to HiGHS (not listed flat)
+    nodes: int = 0  # HiGHS branch-and-bound nodes, both kinds of run
+    lp_iterations: int = 0  # simplex iterations, every HiGHS run
+
+    def reset(self) -> None:
+        for f in self.__dataclass_fields__:
+            setattr(self, f, 0)
+
+    def to_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+COUNTS = SolverCounts()
+
+
+def _count_run(h: highspy.Highs, mip: bool) -> None:
+    info = h.getInfo()
+    COUNTS.lp_iterations += int(info.simplex_iteration_count)
+    if mip:
+        COUNTS.nodes += int(info.mip_node_count)
+
+
+@dataclass
 class Solution:
     choice: list[int]  # option index per stage (pipeline stage order), into `options`
     objective: float
@@ -337,6 +367,8 @@ class _Relaxation:
         """The solved LP, or None if it is infeasible (then so is every plan); a limit raises SolverError."""
         self.h.changeColsCost(int(self.cols.size), self.cols, -np.concatenate(values))
         self.h.run()
+        COUNTS.lps += 1
+        _count_run(self.h, mip=False)
         return self.h if _outcome(self.h, "LP relaxation", self.pipeline) == "optimal" else None
 
 
@@ -413,6 +445,7 @@ def solve_linear(
 def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: float):
     """The exact optimum of MILP(values) over the options that survived the reduction `red`."""
     r_opts, r_vals, start, kept = red.options, red.values, red.start, red.kept
+    COUNTS.finishes += 1
     combos = math.prod(len(so) for so in r_opts)
     if combos <= ENUMERATE_AT_MOST:
         # Few combinations survive the exact reduction: finishing by complete enumeration is exact and
@@ -451,6 +484,8 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
         val = np.concatenate([(np.arange(len(so)) == c).astype(float) for so, c in zip(r_opts, start)])
         h.setSolution(int(idx.size), idx, val)  # a MIP start; HiGHS completes any continuous columns
     h.run()
+    COUNTS.branch_runs += 1
+    _count_run(h, mip=True)
     if _outcome(h, "branch and bound", pipeline) == "infeasible":
         return None
     sol = np.array(h.getSolution().col_value)
@@ -505,6 +540,8 @@ def least_change(
                 np.concatenate([(np.arange(len(so)) == i[0]).astype(float) for so, i in zip(sub_o, at)]),
             )
         h.run()
+        COUNTS.least_change_runs += 1
+        _count_run(h, mip=True)
         # infeasible only by tolerances (the optimum itself reaches the value row): keep the optimum
         if _outcome(h, "least-change MILP", pipeline) == "infeasible":
             return None
