@@ -71,18 +71,21 @@ def bench_optimizer(
     from rich.table import Table
 
     con = Console()
-    t = Table(title="decision time (ms): median [p95] per stages x variants")
     vs = sorted({c["variants"] for c in result["cells"]})
-    t.add_column("stages", justify="right")
-    for v in vs:
-        t.add_column(f"V={v}", justify="right")
-    for s in sorted({c["stages"] for c in result["cells"]}):
-        row = [str(s)]
+    for mode, title in ((None, "cold"), ("replan", "re-plan")):
+        # (p95), not [p95]: rich would read the brackets as markup and drop them
+        t = Table(title=f"decision time (ms), {title}: median (p95)")
+        t.add_column("stages", justify="right")
         for v in vs:
-            c = next((c for c in result["cells"] if c["stages"] == s and c["variants"] == v), None)
-            row.append("" if c is None else f"{c['median_ms']:.1f} [{c['p95_ms']:.0f}]")
-        t.add_row(*row)
-    con.print(t)
+            t.add_column(f"V={v}", justify="right")
+        for s in sorted({c["stages"] for c in result["cells"]}):
+            row = [str(s)]
+            for v in vs:
+                c = next((c for c in result["cells"] if c["stages"] == s and c["variants"] == v), None)
+                c = c if mode is None or c is None else c.get(mode)
+                row.append("" if not c or "median_ms" not in c else f"{c['median_ms']:.1f} ({c['p95_ms']:.0f})")
+            t.add_row(*row)
+        con.print(t)
     o = result["oracle"]
     con.print(f"oracle: {o['agree']}/{o['instances']} agree within 1e-6 relative")
     for k, v in result.get("summary", {}).items():

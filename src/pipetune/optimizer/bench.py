@@ -63,9 +63,7 @@ def run_optimizer_benchmark(
         gc.unfreeze()
 
 
-def _timed(
-    decide: Callable[[Any], Any], prepare: Callable[[], Any], repeats: int
-) -> tuple[float, dict[str, int], Any]:
+def _timed(decide: Callable[[Any], Any], prepare: Callable[[], Any], repeats: int) -> tuple[float, dict[str, int], Any]:
     """The median of `repeats` timed `decide(prepare())` calls, in ms, the solver's counts of the last one (a
     decision's counts do not depend on the machine: they are the same every repeat) and its result."""
     runs = []
@@ -96,6 +94,29 @@ def _stats(times: list[float], counts: list[dict[str, int]]) -> dict[str, Any]:
     }
 
 
+def _time_instance(pipeline, profiles, rps: float, repeats: int):
+    """One instance timed in both modes: (cold ms, cold counts, (re-plan ms, re-plan counts) or None when the
+    instance has no feasible plan to re-plan from)."""
+    # Cold: a fresh copy each time, so nothing cached by an earlier run of this instance is reused: every timed
+    # decision starts from scratch (options, reduction, MILPs).
+    dt, n, plan = _timed(
+        lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]), lambda: copy.deepcopy((pipeline, profiles)), repeats
+    )
+    if not plan.feasible:
+        return dt, n, None
+
+    # Re-plan (the adapter's mode): the same pipeline object, planned once at `rps` (untimed), re-planned at the
+    # next load with that plan as the current configuration (among optimal plans, the least change).
+    def warmed():
+        p, prof = copy.deepcopy((pipeline, profiles))
+        return p, prof, plan_pipeline(p, rps, profiles=prof).configs
+
+    dt_r, n_r, _ = _timed(
+        lambda st: plan_pipeline(st[0], rps * REPLAN_LOAD_STEP, profiles=st[1], current=st[2]), warmed, repeats
+    )
+    return dt, n, (dt_r, n_r)
+
+
 def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
     rng = np.random.default_rng(seed)
     out_cells = []
@@ -105,32 +126,14 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
         replan: tuple[list[float], list[dict[str, int]]] = ([], [])
         for _ in range(instances):
             pipeline, profiles, rps = random_instance(rng, s, v)
-            # Cold: a fresh copy each time, so nothing cached by an earlier run of this instance is reused: every
-            # timed decision starts from scratch (options, reduction, MILPs).
-            dt, n, plan = _timed(
-                lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]),
-                lambda: copy.deepcopy((pipeline, profiles)),
-                repeats,
-            )
+            dt, n, again = _time_instance(pipeline, profiles, rps, repeats)
             cold[0].append(dt)
             cold[1].append(n)
             if (s, v) == (9, 9):
                 by_method[pipeline.objective.accuracy].append(dt)
-            # Re-plan (the adapter's mode): the same pipeline object, planned once at `rps` (untimed), re-planned
-            # at the next load with that plan as the current configuration (among optimal plans, the least change).
-            if plan.feasible:
-
-                def warmed():
-                    p, prof = copy.deepcopy((pipeline, profiles))
-                    return p, prof, plan_pipeline(p, rps, profiles=prof).configs
-
-                dt, n, _ = _timed(
-                    lambda st: plan_pipeline(st[0], rps * REPLAN_LOAD_STEP, profiles=st[1], current=st[2]),
-                    warmed,
-                    repeats,
-                )
-                replan[0].append(dt)
-                replan[1].append(n)
+            if again is not None:
+                replan[0].append(again[0])
+                replan[1].append(again[1])
             advance()
         cell = {"stages": s, "variants": v, **_stats(*cold), "repeats": repeats}
         cell["replan"] = _stats(*replan)
