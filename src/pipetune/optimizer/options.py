@@ -79,6 +79,40 @@ class BaseTable:
 
 
 @dataclass
+class MixParts:
+    """The second part of each option of a stage that may split its load over two variants (caps.mix_variants
+    = 2): the option's own fields describe its main part, which takes `share` of the stage's load; these arrays
+    the other part (alt_var_idx -1: the option does not split, share 1)."""
+
+    share: np.ndarray
+    main_batch: np.ndarray  # the option's `batch` is the sum of both parts' (the objective's batch term)
+    alt_var_idx: np.ndarray
+    alt_batch: np.ndarray
+    alt_cores: np.ndarray
+    alt_replicas: np.ndarray
+    main_lat_slo: np.ndarray  # each part's own SLA-percentile latency at its share of the load
+    alt_lat_slo: np.ndarray
+
+    def take(self, idx: np.ndarray) -> MixParts:
+        return MixParts(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
+
+    @classmethod
+    def unsplit(cls, so: StageOptions) -> MixParts:
+        n = len(so)
+        zero = np.zeros(n, np.int64)
+        return cls(
+            share=np.ones(n),
+            main_batch=so.batch.copy(),
+            alt_var_idx=np.full(n, -1),
+            alt_batch=zero,
+            alt_cores=zero,
+            alt_replicas=zero,
+            main_lat_slo=so.lat_slo.copy(),
+            alt_lat_slo=np.zeros(n),
+        )
+
+
+@dataclass
 class StageOptions:
     """All options of one stage at one load, one entry per (variant, batch, cores, replicas)."""
 
@@ -101,6 +135,7 @@ class StageOptions:
     # cores of host CPU the stages of a plan may use together at this rate (the same on every stage's set).
     host_cpu: np.ndarray | None = None
     host_budget: float | None = None
+    mix: MixParts | None = None  # only where the stage may split its load (caps.mix_variants > 1)
 
     def __len__(self) -> int:
         return int(self.var_idx.size)
@@ -108,6 +143,7 @@ class StageOptions:
     def take(self, idx: np.ndarray) -> StageOptions:
         kw = {k: getattr(self, k)[idx] for k in _ARRAYS}
         host = None if self.host_cpu is None else self.host_cpu[idx]
+        mix = None if self.mix is None else self.mix.take(idx)
         return StageOptions(
             self.stage,
             self.load,
@@ -115,6 +151,7 @@ class StageOptions:
             why_empty=self.why_empty,
             host_cpu=host,
             host_budget=self.host_budget,
+            mix=mix,
             **kw,
         )
 
@@ -607,3 +644,94 @@ def resource_limits(pipeline, options: list[StageOptions]) -> list[tuple[list[np
 
 def stage_loads(pipeline, rps: float) -> dict[str, float]:
     return {s: rps * f for s, f in pipeline.load_factors().items()}
+
+
+MIX_SHARE_STEPS = 20  # a split stage's share of the load on its main part is a multiple of 1/MIX_SHARE_STEPS
+
+
+def with_mixed_options(
+    singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective, budget: bool
+) -> list[StageOptions]:
+    """Each stage's options, `singles` (one variant), plus every split of its load over two variants.
+
+    `parts_at[j]`, j = 1 .. N-1: the single-variant options of every stage at j/N of its load (what a part that
+    takes that share may run: its replicas, integers, carry that share; its latency is the part's own at that
+    load). A split option pairs a part of variant a at share j/N with a part of another variant b at (N-j)/N: its
+    accuracy (and accuracy coefficient) is the share-weighted expectation, its cost and batch the sum of both
+    parts', its SLA-percentile latency the larger of the two (the SLA must hold along every path through either
+    variant), its mean latency and capacity the share-weighted mean and the sum. Before pairing, each (stage,
+    share, variant)'s parts are cut to those no other part of theirs beats on latency, penalty and cost: a split
+    with a dominated part is dominated by the split with its dominator, so the optimum is unchanged."""
+    steps = len(parts_at) + 1  # parts_at holds shares 1/steps .. (steps-1)/steps
+    out = []
+    for si, so in enumerate(singles):
+        blocks = [so]
+        mixes = [MixParts.unsplit(so)]
+        for j in range(1, steps):
+            a_opts = _undominated_parts(parts_at[j][si], objective)
+            b_opts = _undominated_parts(parts_at[steps - j][si], objective)
+            if len(a_opts) == 0 or len(b_opts) == 0:
+                continue
+            f = j / steps
+            ia = np.repeat(np.arange(len(a_opts)), len(b_opts))
+            ib = np.tile(np.arange(len(b_opts)), len(a_opts))
+            # each unordered pair of variants once: the main part has the lower variant index
+            sel = a_opts.var_idx[ia] < b_opts.var_idx[ib]
+            ia, ib = ia[sel], ib[sel]
+            if ia.size == 0:
+                continue
+            a, b = a_opts.take(ia), b_opts.take(ib)
+            blocks.append(
+                StageOptions(
+                    stage=so.stage,
+                    load=so.load,
+                    variant_names=so.variant_names,
+                    var_idx=a.var_idx,
+                    acc=f * a.acc + (1 - f) * b.acc,
+                    acc_coef=f * a.acc_coef + (1 - f) * b.acc_coef,
+                    batch=a.batch + b.batch,
+                    cores=a.cores,
+                    replicas=a.replicas,
+                    cost=a.cost + b.cost,
+                    lat_slo=np.maximum(a.lat_slo, b.lat_slo),
+                    lat_mean=f * a.lat_mean + (1 - f) * b.lat_mean,
+                    capacity=a.capacity + b.capacity,
+                    fitted=a.fitted | b.fitted,
+                )
+            )
+            mixes.append(
+                MixParts(
+                    share=np.full(ia.size, f),
+                    main_batch=a.batch,
+                    alt_var_idx=b.var_idx,
+                    alt_batch=b.batch,
+                    alt_cores=b.cores,
+                    alt_replicas=b.replicas,
+                    main_lat_slo=a.lat_slo,
+                    alt_lat_slo=b.lat_slo,
+                )
+            )
+        merged = StageOptions(
+            stage=so.stage,
+            load=so.load,
+            variant_names=so.variant_names,
+            why_empty=so.why_empty,
+            mix=MixParts(**{k: np.concatenate([getattr(m, k) for m in mixes]) for k in MixParts.__dataclass_fields__}),
+            **{k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS},
+        )
+        out.append(merged)
+    return out
+
+
+def _undominated_parts(so: StageOptions, objective) -> StageOptions:
+    """The parts of each variant that no other part of the same variant beats or ties on latency, penalty
+    (beta*cost + gamma*batch) and cost (pairwise: a few dozen parts per variant)."""
+    if len(so) <= 1:
+        return so
+    keep = np.zeros(len(so), bool)
+    pen = objective.beta * so.cost + objective.gamma * so.batch
+    for v in np.unique(so.var_idx):
+        idx = np.flatnonzero(so.var_idx == v)
+        keys = np.stack([so.lat_slo[idx], pen[idx], so.cost[idx]], axis=1)
+        keep[idx[pareto_pairwise(keys)]] = True
+    return so.take(np.flatnonzero(keep))

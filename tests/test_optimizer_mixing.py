@@ -1,0 +1,111 @@
+"""Variant mixing (caps.mix_variants = 2): a stage may split its load over two variants. The optimizer's plans
+are checked against brute force over every split listed from the definition (oracle.mixed_options_by_definition,
+no dominance), and k = 1 stays today's optimizer exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import pipetune
+from pipetune import jsonio
+from pipetune.optimizer import options as options_module
+from pipetune.optimizer import plan_pipeline, stage_options
+from pipetune.optimizer.instances import METHODS, random_instance
+from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations, mixed_options_by_definition
+
+
+def _with_mix(pipeline, k: int = 2):
+    return pipeline.model_copy(update={"caps": pipeline.caps.model_copy(update={"mix_variants": k})})
+
+
+def _mixed_instances(seed: int, count: int):
+    rng = np.random.default_rng(seed)
+    out = []
+    attempts = 0
+    while len(out) < count and attempts < count * 10:
+        attempts += 1
+        s, v = int(rng.integers(1, 4)), int(rng.integers(2, 4))
+        pipeline, profiles, rps = random_instance(
+            rng,
+            s,
+            v,
+            n_batches=2,
+            n_cores=1,
+            method=METHODS[attempts % len(METHODS)],
+            budget=bool(rng.random() < 0.3),
+            max_replicas=6,
+        )
+        out.append((_with_mix(pipeline), profiles, rps))
+    return out
+
+
+def _by_definition(pipeline, profiles, rps):
+    steps = options_module.MIX_SHARE_STEPS
+    singles = stage_options(pipeline, rps, profiles)
+    parts = {j: stage_options(pipeline, rps * j / steps, profiles) for j in range(1, steps)}
+    return mixed_options_by_definition(pipeline, singles, parts)
+
+
+def test_mixed_plans_match_brute_force_over_every_split(monkeypatch):
+    # A coarser share grid keeps brute force small; the optimizer reads the same constant.
+    monkeypatch.setattr(options_module, "MIX_SHARE_STEPS", 4)
+    checked = mixed = 0
+    for pipeline, profiles, rps in _mixed_instances(seed=5, count=40):
+        listed = _by_definition(pipeline, profiles, rps)
+        if combinations(listed) > MAX_COMBINATIONS // 4:
+            continue
+        expected = brute_force(pipeline, listed)
+        got = plan_pipeline(pipeline, rps, profiles=profiles)
+        if expected is None:
+            assert not got.feasible
+        else:
+            assert got.feasible, (pipeline.name, rps)
+            assert got.objective == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
+            # what the plan says about itself holds: every split's shares add up to 1, on steps of 1/4,
+            # over two different variants, and its cost counts both parts
+            for parts in got.mix.values():
+                assert len(parts) == 2 and parts[0][1] >= parts[1][1]
+                assert parts[0][0].variant != parts[1][0].variant
+                assert sum(f for _, f in parts) == pytest.approx(1.0)
+                assert all(round(f * 4) == pytest.approx(f * 4) for _, f in parts)
+            singles_cost = sum(c.total_cores for s, c in got.configs.items() if s not in got.mix)
+            split_cost = sum(c.total_cores for parts in got.mix.values() for c, _ in parts)
+            assert got.cost_cores == singles_cost + split_cost
+            mixed += bool(got.mix)
+        checked += 1
+    assert checked >= 20
+    assert mixed >= 3  # the check saw plans that split, not only one-variant ones
+
+
+def test_one_variant_per_stage_is_todays_optimizer():
+    """k = 1 (the default) never builds split options and returns the plan it returned before mixing existed;
+    k = 2 is never worse (its option sets contain k = 1's)."""
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        pipeline, profiles, rps = random_instance(rng, int(rng.integers(2, 6)), 3, max_replicas=20)
+        assert pipeline.caps.mix_variants == 1
+        one = plan_pipeline(pipeline, rps, profiles=profiles)
+        explicit = plan_pipeline(_with_mix(pipeline, 1), rps, profiles=profiles)
+        assert one.to_dict() | {"solve_time_s": 0} == explicit.to_dict() | {"solve_time_s": 0}
+        if not one.feasible:
+            continue
+        assert one.mix == {} and "mix" not in one.to_dict()
+        two = plan_pipeline(_with_mix(pipeline), rps, profiles=profiles)
+        assert two.feasible and two.objective >= one.objective - 1e-9 * max(1.0, abs(one.objective))
+
+
+def test_synthetic_pipeline_splits_where_it_pays_and_says_so():
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    one, two = plan_pipeline(p, 45), plan_pipeline(_with_mix(p), 45)
+    assert two.objective > one.objective + 1e-6  # a strict gain at this load
+    assert two.mix, "the better plan splits a stage"
+    stage, parts = next(iter(two.mix.items()))
+    assert two.configs[stage] == parts[0][0]  # callers that know one variant per stage see the main part
+    d = json.loads(jsonio.dumps(two.to_dict()))
+    assert [x["share"] for x in d["mix"][stage]] == [f for _, f in parts]
+    # re-planning from a split plan keeps it when nothing changed
+    again = plan_pipeline(_with_mix(p), 45, current=two.configs)
+    assert again.objective == pytest.approx(two.objective)
