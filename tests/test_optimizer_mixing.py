@@ -80,9 +80,15 @@ def test_mixed_plans_match_brute_force_over_every_split(monkeypatch):
     assert mixed >= 3  # the check saw plans that split, not only one-variant ones
 
 
-def test_one_variant_per_stage_is_todays_optimizer():
-    """k = 1 (the default) never builds split options and returns the plan it returned before mixing existed;
+def test_one_variant_per_stage_is_todays_optimizer(monkeypatch):
+    """k = 1 (the default) never builds split options, so it runs exactly the code it ran before mixing existed
+    (and the exactness tests of test_optimizer_exact.py / test_optimizer_speed_exact.py hold it to brute force);
     k = 2 is never worse (its option sets contain k = 1's)."""
+    import pipetune.optimizer as optimizer_module
+
+    built = []
+    real = optimizer_module.mixed_stage_options
+    monkeypatch.setattr(optimizer_module, "mixed_stage_options", lambda *a, **k: built.append(1) or real(*a, **k))
     rng = np.random.default_rng(11)
     for _ in range(12):
         pipeline, profiles, rps = random_instance(rng, int(rng.integers(2, 6)), 3, max_replicas=20)
@@ -90,10 +96,12 @@ def test_one_variant_per_stage_is_todays_optimizer():
         one = plan_pipeline(pipeline, rps, profiles=profiles)
         explicit = plan_pipeline(_with_mix(pipeline, 1), rps, profiles=profiles)
         assert one.to_dict() | {"solve_time_s": 0} == explicit.to_dict() | {"solve_time_s": 0}
+        assert not built
         if not one.feasible:
             continue
         assert one.mix == {} and "mix" not in one.to_dict()
         two = plan_pipeline(_with_mix(pipeline), rps, profiles=profiles)
+        assert built and built.pop()
         assert two.feasible and two.objective >= one.objective - 1e-9 * max(1.0, abs(one.objective))
 
 

@@ -652,34 +652,35 @@ MIX_SHARE_STEPS = 20  # a split stage's share of the load on its main part is a 
 def with_mixed_options(
     singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective, budget: bool
 ) -> list[StageOptions]:
-    """Each stage's options, `singles` (one variant), plus every split of its load over two variants.
+    """Each stage's options, `singles` (one variant), plus every split of its load over two variants that can
+    be optimal.
 
     `parts_at[j]`, j = 1 .. N-1: the single-variant options of every stage at j/N of its load (what a part that
     takes that share may run: its replicas, integers, carry that share; its latency is the part's own at that
-    load). A split option pairs a part of variant a at share j/N with a part of another variant b at (N-j)/N: its
-    accuracy (and accuracy coefficient) is the share-weighted expectation, its cost and batch the sum of both
-    parts', its SLA-percentile latency the larger of the two (the SLA must hold along every path through either
-    variant), its mean latency and capacity the share-weighted mean and the sum. Before pairing, each (stage,
-    share, variant)'s parts are cut to those no other part of theirs beats on latency, penalty and cost: a split
-    with a dominated part is dominated by the split with its dominator, so the optimum is unchanged."""
+    load). A split option pairs a part of variant a at share j/N with a part of a higher-indexed variant b at
+    (N-j)/N: its accuracy (and accuracy coefficient) is the share-weighted expectation, its cost and batch the
+    sum of both parts', its SLA-percentile latency the larger of the two (the SLA must hold along every path
+    through either variant), its mean latency and capacity the share-weighted mean and the sum.
+
+    Only splits that can be optimal are listed (exact): a part that another part of its (stage, share,
+    variant) beats on latency, penalty (beta*cost + gamma*batch) and cost is dropped, since swapping it for its
+    dominator gives a split no worse anywhere; and without a core budget, of the splits of one (share, a, b)
+    (all of equal accuracy) only those whose slower part is paired with the least-penalty part of the other
+    variant that is no slower (`_split_pairs`)."""
     steps = len(parts_at) + 1  # parts_at holds shares 1/steps .. (steps-1)/steps
+    fronts = {j: [_undominated_parts(so, objective, budget) for so in parts_at[j]] for j in parts_at}
     out = []
     for si, so in enumerate(singles):
         blocks = [so]
         mixes = [MixParts.unsplit(so)]
         for j in range(1, steps):
-            a_opts = _undominated_parts(parts_at[j][si], objective)
-            b_opts = _undominated_parts(parts_at[steps - j][si], objective)
+            a_opts, b_opts = fronts[j][si], fronts[steps - j][si]
             if len(a_opts) == 0 or len(b_opts) == 0:
                 continue
-            f = j / steps
-            ia = np.repeat(np.arange(len(a_opts)), len(b_opts))
-            ib = np.tile(np.arange(len(b_opts)), len(a_opts))
-            # each unordered pair of variants once: the main part has the lower variant index
-            sel = a_opts.var_idx[ia] < b_opts.var_idx[ib]
-            ia, ib = ia[sel], ib[sel]
+            ia, ib = _split_pairs(a_opts, b_opts, budget)
             if ia.size == 0:
                 continue
+            f = j / steps
             a, b = a_opts.take(ia), b_opts.take(ib)
             blocks.append(
                 StageOptions(
@@ -711,27 +712,68 @@ def with_mixed_options(
                     alt_lat_slo=b.lat_slo,
                 )
             )
-        merged = StageOptions(
-            stage=so.stage,
-            load=so.load,
-            variant_names=so.variant_names,
-            why_empty=so.why_empty,
-            mix=MixParts(**{k: np.concatenate([getattr(m, k) for m in mixes]) for k in MixParts.__dataclass_fields__}),
-            **{k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS},
+        out.append(
+            StageOptions(
+                stage=so.stage,
+                load=so.load,
+                variant_names=so.variant_names,
+                why_empty=so.why_empty,
+                mix=MixParts(
+                    **{k: np.concatenate([getattr(m, k) for m in mixes]) for k in MixParts.__dataclass_fields__}
+                ),
+                **{k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS},
+            )
         )
-        out.append(merged)
     return out
 
 
-def _undominated_parts(so: StageOptions, objective) -> StageOptions:
-    """The parts of each variant that no other part of the same variant beats or ties on latency, penalty
-    (beta*cost + gamma*batch) and cost (pairwise: a few dozen parts per variant)."""
-    if len(so) <= 1:
+def _undominated_parts(so: StageOptions, objective, budget: bool) -> StageOptions:
+    """The parts of each variant that no other part of the same variant beats or ties on latency and penalty
+    (beta*cost + gamma*batch), and cost with a budget; sorted by (variant, latency)."""
+    if len(so) == 0:
         return so
-    keep = np.zeros(len(so), bool)
     pen = objective.beta * so.cost + objective.gamma * so.batch
-    for v in np.unique(so.var_idx):
-        idx = np.flatnonzero(so.var_idx == v)
-        keys = np.stack([so.lat_slo[idx], pen[idx], so.cost[idx]], axis=1)
-        keep[idx[pareto_pairwise(keys)]] = True
-    return so.take(np.flatnonzero(keep))
+    if not budget:
+        keep = _pareto_2d(so.var_idx, so.lat_slo, -pen)
+    else:
+        keep = np.zeros(len(so), bool)
+        for v in np.unique(so.var_idx):
+            idx = np.flatnonzero(so.var_idx == v)
+            keep[idx[pareto_pairwise(np.stack([so.lat_slo[idx], pen[idx], so.cost[idx]], axis=1))]] = True
+    idx = np.flatnonzero(keep)
+    return so.take(idx[np.lexsort((so.lat_slo[idx], so.var_idx[idx]))])
+
+
+def _split_pairs(a: StageOptions, b: StageOptions, budget: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Which (part of a, part of b) pairs, a's variant below b's, to list as splits. With a budget, all of them.
+    Without: `a` and `b` are per-variant frontiers sorted by (variant, latency), so within a variant the penalty
+    falls as the latency rises, and the least-penalty part no slower than L is the last one at or below L. A
+    pair is then no better than the pair of its slower part with that partner (same accuracy, latency and no
+    more penalty), so only those are listed: per part, one partner per other variant."""
+    if budget:
+        ia = np.repeat(np.arange(len(a)), len(b))
+        ib = np.tile(np.arange(len(b)), len(a))
+        sel = a.var_idx[ia] < b.var_idx[ib]
+        return ia[sel], ib[sel]
+    _, rank = np.unique(np.concatenate([a.lat_slo, b.lat_slo]), return_inverse=True)
+    width = int(rank.max()) + 2
+    ra, rb = rank[: len(a)], rank[len(a) :]
+    key_a, key_b = a.var_idx * width + ra, b.var_idx * width + rb  # ascending: sorted by (variant, latency)
+
+    def partners(slow: StageOptions, r_slow, fast: StageOptions, key_fast, above: bool):
+        """For each part of `slow` and each variant of `fast` on the right side of it, the partner (or none)."""
+        vs = np.unique(fast.var_idx)
+        i = np.repeat(np.arange(len(slow)), vs.size)
+        v = np.tile(vs, len(slow))
+        i, v = (
+            (i[v > slow.var_idx[i]], v[v > slow.var_idx[i]])
+            if above
+            else (i[v < slow.var_idx[i]], v[v < slow.var_idx[i]])
+        )
+        k = np.searchsorted(key_fast, v * width + r_slow[i], side="right") - 1
+        ok = (k >= 0) & (fast.var_idx[np.maximum(k, 0)] == v)
+        return i[ok], k[ok]
+
+    i1, k1 = partners(a, ra, b, key_b, above=True)  # a's part is the slower one
+    k2, i2 = partners(b, rb, a, key_a, above=False)  # b's part is the slower one
+    return np.concatenate([i1, i2]), np.concatenate([k1, k2])
