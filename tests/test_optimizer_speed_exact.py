@@ -162,6 +162,8 @@ def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
             "6",
             "--repeats",
             "1",
+            "--mix-stages",
+            "3",
             "--json",
             "--plot",
             str(tmp_path / "b.png"),
@@ -177,6 +179,10 @@ def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
         r = c["replan"]
         assert r["instances"] == 2 and r["max_ms"] >= r["p95_ms"] >= r["median_ms"] > 0
         assert c["counts"]["lps"]["median"] >= 1 and r["counts"]["lps"]["median"] >= 1
+    # mixing (k=2) cells where asked, with how often a split beat one variant per stage
+    assert "mix2" not in out["cells"][0]
+    m = out["cells"][1]["mix2"]
+    assert m["instances"] == 2 and m["median_ms"] > 0 and 0 <= m["improved"] <= 2
     assert out["oracle"]["instances"] == 6 and out["oracle"]["agree"] == 6
     assert (tmp_path / "b.png").stat().st_size > 1000
     # a saved result redraws without timing anything; a wrong file is a user error that names the option

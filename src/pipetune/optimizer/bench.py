@@ -53,12 +53,15 @@ def run_optimizer_benchmark(
     seed: int = 0,
     advance: Callable[[], None] = lambda: None,
     repeats: int = REPEATS,
+    mix_cells: frozenset[tuple[int, int]] = frozenset(),
 ) -> dict:
+    """Decision times per cell (cold and re-plan; `mix_cells` also with caps.mix_variants = 2) and oracle
+    agreement; see the module docstring."""
     # Everything alive now (modules, the CLI) lives for the whole run: frozen, the full collection before each
     # timed decision walks only what the benchmark made since (67 ms -> ~0 ms a collection here).
     gc.freeze()
     try:
-        return _run(cells, instances, oracle_instances, seed, advance, repeats)
+        return _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells)
     finally:
         gc.unfreeze()
 
@@ -96,14 +99,14 @@ def _stats(times: list[float], counts: list[dict[str, int]]) -> dict[str, Any]:
 
 def _time_instance(pipeline, profiles, rps: float, repeats: int):
     """One instance timed in both modes: (cold ms, cold counts, (re-plan ms, re-plan counts) or None when the
-    instance has no feasible plan to re-plan from)."""
+    instance has no feasible plan to re-plan from, the cold plan)."""
     # Cold: a fresh copy each time, so nothing cached by an earlier run of this instance is reused: every timed
     # decision starts from scratch (options, reduction, MILPs).
     dt, n, plan = _timed(
         lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]), lambda: copy.deepcopy((pipeline, profiles)), repeats
     )
     if not plan.feasible:
-        return dt, n, None
+        return dt, n, None, plan
 
     # Re-plan (the adapter's mode): the same pipeline object, planned once at `rps` (untimed), re-planned at the
     # next load with that plan as the current configuration (among optimal plans, the least change).
@@ -114,21 +117,43 @@ def _time_instance(pipeline, profiles, rps: float, repeats: int):
     dt_r, n_r, _ = _timed(
         lambda st: plan_pipeline(st[0], rps * REPLAN_LOAD_STEP, profiles=st[1], current=st[2]), warmed, repeats
     )
-    return dt, n, (dt_r, n_r)
+    return dt, n, (dt_r, n_r), plan
 
 
-def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
+def _mixed(pipeline, k: int = 2):
+    return pipeline.model_copy(update={"caps": pipeline.caps.model_copy(update={"mix_variants": k})})
+
+
+def _time_mixing(pipeline, profiles, rps: float, repeats: int, one_variant) -> tuple[float, dict[str, int], float]:
+    """The instance decided cold with mixing (k = 2): ms, counts, and its objective gain over the one-variant
+    plan `one_variant` (0 when neither is feasible; never negative: k = 2's options contain k = 1's)."""
+    mixed = _mixed(pipeline)
+    dt, n, plan = _timed(
+        lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]), lambda: copy.deepcopy((mixed, profiles)), repeats
+    )
+    gain = plan.objective - one_variant.objective if plan.feasible and one_variant.feasible else 0.0
+    return dt, n, gain
+
+
+def _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells=frozenset()) -> dict:
     rng = np.random.default_rng(seed)
     out_cells = []
     by_method: dict[str, list[float]] = {m: [] for m in METHODS}
     for s, v in cells:
         cold: tuple[list[float], list[dict[str, int]]] = ([], [])
         replan: tuple[list[float], list[dict[str, int]]] = ([], [])
+        mix: tuple[list[float], list[dict[str, int]]] = ([], [])
+        gains: list[float] = []
         for _ in range(instances):
             pipeline, profiles, rps = random_instance(rng, s, v)
-            dt, n, again = _time_instance(pipeline, profiles, rps, repeats)
+            dt, n, again, plan = _time_instance(pipeline, profiles, rps, repeats)
             cold[0].append(dt)
             cold[1].append(n)
+            if (s, v) in mix_cells:
+                dt_m, n_m, gain = _time_mixing(pipeline, profiles, rps, repeats, plan)
+                mix[0].append(dt_m)
+                mix[1].append(n_m)
+                gains.append(gain)
             if (s, v) == (9, 9):
                 by_method[pipeline.objective.accuracy].append(dt)
             if again is not None:
@@ -137,6 +162,16 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
             advance()
         cell = {"stages": s, "variants": v, **_stats(*cold), "repeats": repeats}
         cell["replan"] = _stats(*replan)
+        if (s, v) in mix_cells:
+            # cold decisions with caps.mix_variants = 2, and how often (and by how much) splitting a stage's
+            # load beat the best one-variant plan of the same instance
+            tol = 1e-9
+            cell["mix2"] = _stats(*mix) | {
+                "improved": sum(g > tol for g in gains),
+                "gain_median_when_improved": round(float(np.median([g for g in gains if g > tol])), 6)
+                if any(g > tol for g in gains)
+                else 0.0,
+            }
         out_cells.append(cell)
 
     checked = agree = 0
