@@ -117,3 +117,21 @@ def test_synthetic_pipeline_splits_where_it_pays_and_says_so():
     # re-planning from a split plan keeps it when nothing changed
     again = plan_pipeline(_with_mix(p), 45, current=two.configs)
     assert again.objective == pytest.approx(two.objective)
+
+
+def test_share_router_keeps_every_part_within_one_item_of_its_share():
+    from pipetune.configs import ShareRouter, StageConfig, route_share
+
+    for shares in ([0.7, 0.3], [0.95, 0.05], [0.5, 0.5], [1.0, 0.0], [0.2, 0.3, 0.5]):
+        router = ShareRouter(shares)
+        counts = [0] * len(shares)
+        for n in range(1, 2001):
+            counts[router.pick()] += 1
+            assert all(abs(c - n * f) < 1.0 + 1e-9 for c, f in zip(counts, shares)), (shares, n, counts)
+    # from a plan's mix: the index is into the mix's parts
+    a, b = StageConfig("big", 4, 1, 3), StageConfig("small", 2, 1, 1)
+    r = route_share([(a, 0.75), (b, 0.25)])
+    assert [r.pick() for _ in range(8)] == [0, 0, 1, 0] * 2  # interleaved, the cycle repeats
+    for bad in ([], [0.7, 0.7], [-0.1, 1.1], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="shares="):
+            ShareRouter(bad)

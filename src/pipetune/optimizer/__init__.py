@@ -366,9 +366,9 @@ def assemble_plan(
                 cores=int(m.alt_cores[i]),
                 replicas=int(m.alt_replicas[i]),
             )
-            share = float(m.share[i])
+            share = round(float(m.share[i]), 12)  # a multiple of 1/MIX_SHARE_STEPS, without float residue
             # the larger share first: it is the stage's config for callers that know one variant per stage
-            parts = [(main, share), (alt, 1.0 - share)]
+            parts = [(main, share), (alt, round(1.0 - share, 12))]
             mix[so.stage] = sorted(parts, key=lambda p: -p[1])
             main = mix[so.stage][0][0]
         stages[so.stage] = StageChoice(
