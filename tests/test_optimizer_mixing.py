@@ -35,7 +35,6 @@ def _mixed_instances(seed: int, count: int):
             n_batches=2,
             n_cores=1,
             method=METHODS[attempts % len(METHODS)],
-            budget=bool(rng.random() < 0.3),
             max_replicas=6,
         )
         out.append((_with_mix(pipeline), profiles, rps))
@@ -135,3 +134,12 @@ def test_share_router_keeps_every_part_within_one_item_of_its_share():
     for bad in ([], [0.7, 0.7], [-0.1, 1.1], [float("nan"), 1.0]):
         with pytest.raises(ValueError, match="shares="):
             ShareRouter(bad)
+
+
+def test_mixing_with_a_core_budget_is_refused_naming_both_settings():
+    from pipetune.errors import PipetuneError
+
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    p = _with_mix(p).model_copy(update={"caps": _with_mix(p).caps.model_copy(update={"max_total_cores": 20.0})})
+    with pytest.raises(PipetuneError, match=r"mix_variants.*max_total_cores"):
+        plan_pipeline(p, 30)

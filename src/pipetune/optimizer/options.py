@@ -650,7 +650,7 @@ MIX_SHARE_STEPS = 20  # a split stage's share of the load on its main part is a 
 
 
 def with_mixed_options(
-    singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective, budget: bool
+    singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective
 ) -> list[StageOptions]:
     """Each stage's options, `singles` (one variant), plus every split of its load over two variants that can
     be optimal.
@@ -662,13 +662,14 @@ def with_mixed_options(
     sum of both parts', its SLA-percentile latency the larger of the two (the SLA must hold along every path
     through either variant), its mean latency and capacity the share-weighted mean and the sum.
 
-    Only splits that can be optimal are listed (exact): a part that another part of its (stage, share,
-    variant) beats on latency, penalty (beta*cost + gamma*batch) and cost is dropped, since swapping it for its
-    dominator gives a split no worse anywhere; and without a core budget, of the splits of one (share, a, b)
-    (all of equal accuracy) only those whose slower part is paired with the least-penalty part of the other
-    variant that is no slower (`_split_pairs`)."""
+    Only splits that can be optimal are listed (exact, for a pipeline without a core budget: plan_pipeline
+    refuses mixing with one): a part that another part of its (stage, share, variant) beats on latency and
+    penalty (beta*cost + gamma*batch) is dropped, since swapping it for its dominator gives a split no worse
+    anywhere; and of the splits of one (share, a, b) (all of equal accuracy) only those whose slower part is
+    paired with the least-penalty part of the other variant that is no slower (`_split_pairs`). So a stage has
+    at most (its parts) x (variants) splits per share: bounded work."""
     steps = len(parts_at) + 1  # parts_at holds shares 1/steps .. (steps-1)/steps
-    fronts = {j: [_undominated_parts(so, objective, budget) for so in parts_at[j]] for j in parts_at}
+    fronts = {j: [_undominated_parts(so, objective) for so in parts_at[j]] for j in parts_at}
     out = []
     for si, so in enumerate(singles):
         blocks = [so]
@@ -677,7 +678,7 @@ def with_mixed_options(
             a_opts, b_opts = fronts[j][si], fronts[steps - j][si]
             if len(a_opts) == 0 or len(b_opts) == 0:
                 continue
-            ia, ib = _split_pairs(a_opts, b_opts, budget)
+            ia, ib = _split_pairs(a_opts, b_opts)
             if ia.size == 0:
                 continue
             f = j / steps
@@ -727,34 +728,22 @@ def with_mixed_options(
     return out
 
 
-def _undominated_parts(so: StageOptions, objective, budget: bool) -> StageOptions:
+def _undominated_parts(so: StageOptions, objective) -> StageOptions:
     """The parts of each variant that no other part of the same variant beats or ties on latency and penalty
-    (beta*cost + gamma*batch), and cost with a budget; sorted by (variant, latency)."""
+    (beta*cost + gamma*batch), sorted by (variant, latency)."""
     if len(so) == 0:
         return so
     pen = objective.beta * so.cost + objective.gamma * so.batch
-    if not budget:
-        keep = _pareto_2d(so.var_idx, so.lat_slo, -pen)
-    else:
-        keep = np.zeros(len(so), bool)
-        for v in np.unique(so.var_idx):
-            idx = np.flatnonzero(so.var_idx == v)
-            keep[idx[pareto_pairwise(np.stack([so.lat_slo[idx], pen[idx], so.cost[idx]], axis=1))]] = True
-    idx = np.flatnonzero(keep)
+    idx = np.flatnonzero(_pareto_2d(so.var_idx, so.lat_slo, -pen))
     return so.take(idx[np.lexsort((so.lat_slo[idx], so.var_idx[idx]))])
 
 
-def _split_pairs(a: StageOptions, b: StageOptions, budget: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Which (part of a, part of b) pairs, a's variant below b's, to list as splits. With a budget, all of them.
-    Without: `a` and `b` are per-variant frontiers sorted by (variant, latency), so within a variant the penalty
-    falls as the latency rises, and the least-penalty part no slower than L is the last one at or below L. A
-    pair is then no better than the pair of its slower part with that partner (same accuracy, latency and no
-    more penalty), so only those are listed: per part, one partner per other variant."""
-    if budget:
-        ia = np.repeat(np.arange(len(a)), len(b))
-        ib = np.tile(np.arange(len(b)), len(a))
-        sel = a.var_idx[ia] < b.var_idx[ib]
-        return ia[sel], ib[sel]
+def _split_pairs(a: StageOptions, b: StageOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Which (part of a, part of b) pairs, a's variant below b's, to list as splits. `a` and `b` are per-variant
+    frontiers sorted by (variant, latency), so within a variant the penalty falls as the latency rises, and the
+    least-penalty part no slower than L is the last one at or below L. A pair is then no better than the pair of
+    its slower part with that partner (same accuracy, latency and no more penalty), so only those are listed:
+    per part, one partner per other variant."""
     _, rank = np.unique(np.concatenate([a.lat_slo, b.lat_slo]), return_inverse=True)
     width = int(rank.max()) + 2
     ra, rb = rank[: len(a)], rank[len(a) :]
