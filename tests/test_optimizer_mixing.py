@@ -143,3 +143,17 @@ def test_mixing_with_a_core_budget_is_refused_naming_both_settings():
     p = _with_mix(p).model_copy(update={"caps": _with_mix(p).caps.model_copy(update={"max_total_cores": 20.0})})
     with pytest.raises(PipetuneError, match=r"mix_variants.*max_total_cores"):
         plan_pipeline(p, 30)
+
+
+def test_the_adapter_refuses_a_pipeline_whose_plans_may_split():
+    """No backend deploys two variants per stage yet: applying a split plan's main part alone would
+    under-provision the stage, so the control loop refuses to start rather than serve it wrong."""
+    from pipetune.adapter import Adapter
+    from pipetune.backends.simulator import Simulator
+    from pipetune.errors import PipetuneError
+    from pipetune.profiles import load_profiles
+
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    start = plan_pipeline(p, 10).configs
+    with pytest.raises(PipetuneError, match="mix_variants 2.*mix_variants: 1"):
+        Adapter(Simulator(p, load_profiles(p), np.array([0.0, 0.5]), start), _with_mix(p))
