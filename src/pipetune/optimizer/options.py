@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -713,6 +714,7 @@ def with_mixed_options(
                     alt_lat_slo=b.lat_slo,
                 )
             )
+        arrays: dict[str, Any] = {k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS}
         out.append(
             StageOptions(
                 stage=so.stage,
@@ -722,7 +724,7 @@ def with_mixed_options(
                 mix=MixParts(
                     **{k: np.concatenate([getattr(m, k) for m in mixes]) for k in MixParts.__dataclass_fields__}
                 ),
-                **{k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS},
+                **arrays,
             )
         )
     return out
