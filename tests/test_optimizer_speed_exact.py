@@ -97,13 +97,17 @@ def test_frontier_gives_up_instead_of_growing():
     assert best_by_frontier(pipeline, raw, values, best_known=-np.inf, max_states=0) is TooLarge
 
 
-@pytest.mark.parametrize("path", ["listed", "highs"])
+@pytest.mark.parametrize("path", ["listed", "frontier", "highs"])
 def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path):
-    # The tie-break MILP now runs on the options an LP bound allows; compare with listing every plan. "highs"
-    # sends every remainder to HiGHS, whose value row must hold to 1e-9 (at its default tolerance it took
-    # plans one batch unit below the optimum).
-    if path == "highs":
+    # The tie-break MILP now runs on the options an LP bound allows; compare with listing every plan. "frontier"
+    # sends every remainder to the dominance-and-bound enumeration (the distance as one more dominance term);
+    # "highs" sends it to HiGHS, whose value row must hold to 1e-9 (at its default tolerance it took plans one
+    # batch unit below the optimum).
+    if path != "listed":
         monkeypatch.setattr(milp, "ENUMERATE_AT_MOST", 0)
+    if path == "highs":
+        monkeypatch.setattr(milp, "FRONTIER_MAX_STATES", 0)
+    runs = milp.COUNTS.least_change_runs
     from pipetune.optimizer.incumbent import stage_slack
     from pipetune.optimizer.options import pareto_prune_stages
 
@@ -132,6 +136,8 @@ def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path
         assert sum(v[i] for v, i in zip(values, got)) >= optimum - tol
         checked += 1
     assert checked >= 8
+    # the path under test answered: HiGHS ran only where it was sent
+    assert (milp.COUNTS.least_change_runs > runs) == (path == "highs")
 
 
 def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
@@ -156,6 +162,8 @@ def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
             "6",
             "--repeats",
             "1",
+            "--mix-stages",
+            "3",
             "--json",
             "--plot",
             str(tmp_path / "b.png"),
@@ -164,7 +172,17 @@ def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert [(c["stages"], c["variants"], c["instances"]) for c in out["cells"]] == [(1, 2, 2), (3, 2, 2)]
-    assert all(c["median_ms"] > 0 and c["p95_ms"] >= c["median_ms"] for c in out["cells"])
+    assert all(c["max_ms"] >= c["p95_ms"] >= c["median_ms"] > 0 for c in out["cells"])
+    # re-plan cells beside the cold ones (every instance here is feasible, so each is re-planned), with the
+    # solver's counts: every decision solves at least one LP relaxation
+    for c in out["cells"]:
+        r = c["replan"]
+        assert r["instances"] == 2 and r["max_ms"] >= r["p95_ms"] >= r["median_ms"] > 0
+        assert c["counts"]["lps"]["median"] >= 1 and r["counts"]["lps"]["median"] >= 1
+    # mixing (k=2) cells where asked, with how often a split beat one variant per stage
+    assert "mix2" not in out["cells"][0]
+    m = out["cells"][1]["mix2"]
+    assert m["instances"] == 2 and m["median_ms"] > 0 and 0 <= m["improved"] <= 2
     assert out["oracle"]["instances"] == 6 and out["oracle"]["agree"] == 6
     assert (tmp_path / "b.png").stat().st_size > 1000
     # a saved result redraws without timing anything; a wrong file is a user error that names the option

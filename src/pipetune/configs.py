@@ -46,3 +46,36 @@ class StageStatus:
 
     def to_dict(self) -> dict:
         return {"state": self.state.value, "target": self.target.to_dict(), "reason": self.reason}
+
+
+class ShareRouter:
+    """Routes a stage's items over the parts of a split stage (a plan's `mix`: [(StageConfig, share), ...]) in
+    proportion to their shares, deterministically: smooth weighted round robin. Each pick adds every part's share
+    to its credit, takes the part with the most credit (the first of equal ones) and takes 1 off it, so after n
+    picks each part has had within one item of n * share (no random streak can overload a part sized for its
+    share), and the parts interleave rather than come in runs. For the runtime's ingress and the simulator alike.
+    """
+
+    def __init__(self, shares: list[float]) -> None:
+        if not shares or any(not (0.0 <= f <= 1.0) for f in shares) or abs(sum(shares) - 1.0) > 1e-9:
+            raise ValueError(
+                f"shares={shares}: give each part's share of the stage's load, each in [0, 1], adding up to 1 "
+                "(a plan's mix lists them)"
+            )
+        self.shares = [float(f) for f in shares]
+        self.credit = [0.0] * len(shares)
+
+    def pick(self) -> int:
+        """The index of the part the next item goes to."""
+        credit = self.credit
+        for i, f in enumerate(self.shares):
+            credit[i] += f
+        best = max(range(len(credit)), key=credit.__getitem__)
+        credit[best] -= 1.0
+        return best
+
+
+def route_share(mix: list[tuple[StageConfig, float]]) -> ShareRouter:
+    """The router of one split stage of a plan (`Plan.mix[stage]`); `router.pick()` is the index into `mix` of
+    the part (its StageConfig) the next item goes to."""
+    return ShareRouter([f for _, f in mix])

@@ -118,6 +118,13 @@ class Caps(_Strict):
     max_batch_wait_s: float | None = Field(
         default=None, gt=0, description="batch timeout; default: no timeout beyond the SLA"
     )
+    mix_variants: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="variants a stage may split its load over (1: one variant per stage; 2: a share of the load "
+        "on a second variant, decided by the optimizer)",
+    )
 
 
 def _check_positive_sorted(name: str, values: list[int]) -> list[int]:

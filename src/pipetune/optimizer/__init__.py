@@ -22,6 +22,7 @@ import numpy as np
 
 from pipetune.errors import SolverError
 from pipetune.latency import longest_path
+from pipetune.optimizer import options as _options
 from pipetune.optimizer.incumbent import cached_for, stage_slack
 from pipetune.optimizer.milp import solve
 from pipetune.optimizer.options import (
@@ -33,6 +34,7 @@ from pipetune.optimizer.options import (
     host_charge,
     pareto_prune_stages,
     stage_loads,
+    with_mixed_options,
 )
 from pipetune.optimizer.plan import Infeasible, Plan, StageChoice, StageConfig
 from pipetune.profiles import PipelineProfiles, load_profiles
@@ -144,6 +146,25 @@ def stage_options(
     )
 
 
+def mixed_stage_options(
+    pipeline,
+    rps: float,
+    singles: list[StageOptions],
+    profiles,
+    restriction: Restriction,
+    *,
+    arrival_dispersion: float = 1.0,
+) -> list[StageOptions]:
+    """`singles` (every stage's one-variant options at `rps`) plus every split of a stage's load over two variants
+    (options.with_mixed_options), the parts' options computed at each share of the load."""
+    steps = _options.MIX_SHARE_STEPS  # read at call time (a test coarsens it to check against brute force)
+    parts_at = {
+        j: stage_options(pipeline, rps * j / steps, profiles, restriction, arrival_dispersion=arrival_dispersion)
+        for j in range(1, steps)
+    }
+    return with_mixed_options(singles, parts_at, pipeline.objective)
+
+
 def _distance(so: StageOptions, cur: StageConfig | None) -> np.ndarray:
     if cur is None:
         return np.zeros(len(so))
@@ -249,7 +270,17 @@ def _plan_once(
     restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)
     if measured_only:
         restriction = replace(restriction, measured_only=True)
+    if pipeline.caps.mix_variants > 1 and (pipeline.caps.max_total_cores is not None or runtime is not None):
+        # With a budget (cores, or the host CPU of a runtime profile), resource use is a dominance term of its
+        # own and the split options could not be cut to the few that can be optimal (their number grows with
+        # the product of both parts' options): refused, not slow.
+        raise PipetuneError(
+            "caps.mix_variants: 2 cannot be combined with caps.max_total_cores or a runtime profile yet; set "
+            "mix_variants: 1, or drop the core budget / runtime profile"
+        )
     raw = stage_options(pipeline, rps, profiles, restriction, arrival_dispersion=arrival_dispersion, runtime=runtime)
+    if pipeline.caps.mix_variants > 1:
+        raw = mixed_stage_options(pipeline, rps, raw, profiles, restriction, arrival_dispersion=arrival_dispersion)
     empty = [so for so in raw if len(so) == 0]
     if empty:
         so = empty[0]
@@ -325,14 +356,30 @@ def assemble_plan(
 ) -> Plan:
     obj = pipeline.objective
     stages: dict[str, StageChoice] = {}
+    mix: dict[str, list[tuple[StageConfig, float]]] = {}
     for so, i in zip(options, choice):
+        main = StageConfig(
+            variant=so.variant_names[so.var_idx[i]],
+            batch=int(so.batch[i]),
+            cores=int(so.cores[i]),
+            replicas=int(so.replicas[i]),
+        )
+        if so.mix is not None and so.mix.alt_var_idx[i] >= 0:
+            m = so.mix
+            main = replace(main, batch=int(m.main_batch[i]))
+            alt = StageConfig(
+                variant=so.variant_names[m.alt_var_idx[i]],
+                batch=int(m.alt_batch[i]),
+                cores=int(m.alt_cores[i]),
+                replicas=int(m.alt_replicas[i]),
+            )
+            share = round(float(m.share[i]), 12)  # a multiple of 1/MIX_SHARE_STEPS, without float residue
+            # the larger share first: it is the stage's config for callers that know one variant per stage
+            parts = [(main, share), (alt, round(1.0 - share, 12))]
+            mix[so.stage] = sorted(parts, key=lambda p: -p[1])
+            main = mix[so.stage][0][0]
         stages[so.stage] = StageChoice(
-            config=StageConfig(
-                variant=so.variant_names[so.var_idx[i]],
-                batch=int(so.batch[i]),
-                cores=int(so.cores[i]),
-                replicas=int(so.replicas[i]),
-            ),
+            config=main,
             accuracy=float(so.acc[i]),
             load_rps=float(so.load),
             capacity_rps=float(so.capacity[i]),
@@ -350,8 +397,9 @@ def assemble_plan(
     pas = float(np.prod([c.accuracy for c in stages.values()]))
     coef = [float(so.acc_coef[i]) for so, i in zip(options, choice)]
     accuracy = pas if obj.accuracy == "pas" else float(sum(coef))
-    cost = sum(c.config.total_cores for c in stages.values())
-    batch_sum = sum(c.config.batch for c in stages.values())
+    # every part of a split stage holds its cores and has its batch
+    cost = sum(float(so.cost[i]) for so, i in zip(options, choice))
+    batch_sum = sum(int(so.batch[i]) for so, i in zip(options, choice))
     slo, path = longest_path(pipeline, {s: c.latency_slo_s for s, c in stages.items()})
     mean, _ = longest_path(pipeline, {s: c.latency_mean_s for s, c in stages.items()})
     terms = obj.terms(accuracy, cost, batch_sum)
@@ -373,6 +421,7 @@ def assemble_plan(
         feasible=feasible,
         note=note,
         assumptions=assumptions,
+        mix=mix,
     )
 
 

@@ -1,4 +1,10 @@
-"""The optimizer benchmark behind `pipetune bench optimizer`: decision time and oracle agreement."""
+"""The optimizer benchmark behind `pipetune bench optimizer`: decision time and oracle agreement.
+
+Each (stages, variants) cell times random instances in two modes: cold (a new pipeline object, nothing cached)
+and re-plan (the adapter's mode: the same pipeline re-planned at a 3% higher load with the plan in effect as
+`current`, so the least-change tie-break runs too). Beside the times, the solver's counts (LPs, exact finishings,
+HiGHS branch-and-bound runs and nodes, simplex iterations) say where the work went on a machine whose speed drifts.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,14 @@ import numpy as np
 
 from pipetune.optimizer import Plan, plan_pipeline, stage_options
 from pipetune.optimizer.instances import METHODS, random_instance
+from pipetune.optimizer.milp import COUNTS
 from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations
 
 IPA_9x9_SECONDS = 2.1  # IPA's Gurobi decision time at 9 stages x 9 variants (shared/reference/ipa.yaml)
 REPEATS = 3  # cold decisions timed per instance; the instance's time is their median (the development VM's
 # speed drifts by up to 2x over seconds: a fixed numpy loop took 0.18-0.36 s back to back)
+REPLAN_LOAD_STEP = 1.03  # re-plan mode: the next decision's load, relative to the plan in effect (the adapter
+# re-plans every few seconds, so consecutive loads are close)
 
 
 def parse_range(text: str) -> list[int]:
@@ -44,48 +53,126 @@ def run_optimizer_benchmark(
     seed: int = 0,
     advance: Callable[[], None] = lambda: None,
     repeats: int = REPEATS,
+    mix_cells: frozenset[tuple[int, int]] = frozenset(),
 ) -> dict:
+    """Decision times per cell (cold and re-plan; `mix_cells` also with caps.mix_variants = 2) and oracle
+    agreement; see the module docstring."""
     # Everything alive now (modules, the CLI) lives for the whole run: frozen, the full collection before each
     # timed decision walks only what the benchmark made since (67 ms -> ~0 ms a collection here).
     gc.freeze()
     try:
-        return _run(cells, instances, oracle_instances, seed, advance, repeats)
+        return _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells)
     finally:
         gc.unfreeze()
 
 
-def _run(cells, instances, oracle_instances, seed, advance, repeats) -> dict:
+def _timed(decide: Callable[[Any], Any], prepare: Callable[[], Any], repeats: int) -> tuple[float, dict[str, int], Any]:
+    """The median of `repeats` timed `decide(prepare())` calls, in ms, the solver's counts of the last one (a
+    decision's counts do not depend on the machine: they are the same every repeat) and its result."""
+    runs = []
+    result = None
+    for _ in range(repeats):
+        state = prepare()
+        gc.collect()  # the garbage of generating and copying the instance is not the decision's to collect
+        COUNTS.reset()
+        t0 = time.perf_counter()
+        result = decide(state)
+        runs.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(runs)), COUNTS.to_dict(), result
+
+
+def _stats(times: list[float], counts: list[dict[str, int]]) -> dict[str, Any]:
+    if not times:
+        return {"instances": 0}
+    return {
+        "median_ms": round(float(np.median(times)), 3),
+        "p95_ms": round(float(np.percentile(times, 95)), 3),
+        "max_ms": round(float(np.max(times)), 3),
+        "instances": len(times),
+        # per decision: median and max of each count over the instances
+        "counts": {
+            k: {"median": float(np.median([c[k] for c in counts])), "max": int(max(c[k] for c in counts))}
+            for k in counts[0]
+        },
+    }
+
+
+def _time_instance(pipeline, profiles, rps: float, repeats: int):
+    """One instance timed in both modes: (cold ms, cold counts, (re-plan ms, re-plan counts) or None when the
+    instance has no feasible plan to re-plan from, the cold plan)."""
+    # Cold: a fresh copy each time, so nothing cached by an earlier run of this instance is reused: every timed
+    # decision starts from scratch (options, reduction, MILPs).
+    dt, n, plan = _timed(
+        lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]), lambda: copy.deepcopy((pipeline, profiles)), repeats
+    )
+    if not plan.feasible:
+        return dt, n, None, plan
+
+    # Re-plan (the adapter's mode): the same pipeline object, planned once at `rps` (untimed), re-planned at the
+    # next load with that plan as the current configuration (among optimal plans, the least change).
+    def warmed():
+        p, prof = copy.deepcopy((pipeline, profiles))
+        return p, prof, plan_pipeline(p, rps, profiles=prof).configs
+
+    dt_r, n_r, _ = _timed(
+        lambda st: plan_pipeline(st[0], rps * REPLAN_LOAD_STEP, profiles=st[1], current=st[2]), warmed, repeats
+    )
+    return dt, n, (dt_r, n_r), plan
+
+
+def _mixed(pipeline, k: int = 2):
+    return pipeline.model_copy(update={"caps": pipeline.caps.model_copy(update={"mix_variants": k})})
+
+
+def _time_mixing(pipeline, profiles, rps: float, repeats: int, one_variant) -> tuple[float, dict[str, int], float]:
+    """The instance decided cold with mixing (k = 2): ms, counts, and its objective gain over the one-variant
+    plan `one_variant` (0 when neither is feasible; never negative: k = 2's options contain k = 1's)."""
+    mixed = _mixed(pipeline)
+    dt, n, plan = _timed(
+        lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]), lambda: copy.deepcopy((mixed, profiles)), repeats
+    )
+    gain = plan.objective - one_variant.objective if plan.feasible and one_variant.feasible else 0.0
+    return dt, n, gain
+
+
+def _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells=frozenset()) -> dict:
     rng = np.random.default_rng(seed)
     out_cells = []
     by_method: dict[str, list[float]] = {m: [] for m in METHODS}
     for s, v in cells:
-        times = []
+        cold: tuple[list[float], list[dict[str, int]]] = ([], [])
+        replan: tuple[list[float], list[dict[str, int]]] = ([], [])
+        mix: tuple[list[float], list[dict[str, int]]] = ([], [])
+        gains: list[float] = []
         for _ in range(instances):
             pipeline, profiles, rps = random_instance(rng, s, v)
-            runs = []
-            for _ in range(repeats):
-                # a fresh copy each time, so nothing cached by an earlier run of this instance is reused: every
-                # timed decision starts from scratch (options, reduction, MILPs)
-                p, prof = copy.deepcopy((pipeline, profiles))
-                gc.collect()  # the garbage of generating and copying the instance is not the decision's to collect
-                t0 = time.perf_counter()
-                plan_pipeline(p, rps, profiles=prof)
-                runs.append((time.perf_counter() - t0) * 1e3)
-            dt = float(np.median(runs))
-            times.append(dt)
+            dt, n, again, plan = _time_instance(pipeline, profiles, rps, repeats)
+            cold[0].append(dt)
+            cold[1].append(n)
+            if (s, v) in mix_cells:
+                dt_m, n_m, gain = _time_mixing(pipeline, profiles, rps, repeats, plan)
+                mix[0].append(dt_m)
+                mix[1].append(n_m)
+                gains.append(gain)
             if (s, v) == (9, 9):
                 by_method[pipeline.objective.accuracy].append(dt)
+            if again is not None:
+                replan[0].append(again[0])
+                replan[1].append(again[1])
             advance()
-        out_cells.append(
-            {
-                "stages": s,
-                "variants": v,
-                "median_ms": round(float(np.median(times)), 3),
-                "p95_ms": round(float(np.percentile(times, 95)), 3),
-                "instances": len(times),
-                "repeats": repeats,
+        cell = {"stages": s, "variants": v, **_stats(*cold), "repeats": repeats}
+        cell["replan"] = _stats(*replan)
+        if (s, v) in mix_cells:
+            # cold decisions with caps.mix_variants = 2, and how often (and by how much) splitting a stage's
+            # load beat the best one-variant plan of the same instance
+            tol = 1e-9
+            cell["mix2"] = _stats(*mix) | {
+                "improved": sum(g > tol for g in gains),
+                "gain_median_when_improved": round(float(np.median([g for g in gains if g > tol])), 6)
+                if any(g > tol for g in gains)
+                else 0.0,
             }
-        )
+        out_cells.append(cell)
 
     checked = agree = 0
     attempts = 0

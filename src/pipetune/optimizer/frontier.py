@@ -89,11 +89,15 @@ def _compute_structure(pipeline):
     return paths, [sorted(x) for x in preds], on_path, order, last_use
 
 
-def _pareto_mask(vals: np.ndarray, times: np.ndarray, cost: np.ndarray | None) -> np.ndarray:
+def _pareto_mask(
+    vals: np.ndarray, times: np.ndarray, cost: np.ndarray | None, dist: np.ndarray | None = None
+) -> np.ndarray:
     """Mask of states not dominated (value max, every time min, every resource use min: `cost` has one column
-    per resource); of exact ties the first stays."""
+    per resource; distance min); of exact ties the first stays."""
     n = vals.size
-    cols = [-vals[:, None], times] + ([cost] if cost is not None else [])
+    cols = (
+        [-vals[:, None], times] + ([cost] if cost is not None else []) + ([dist[:, None]] if dist is not None else [])
+    )
     keys = np.concatenate(cols, axis=1)
     if keys.shape[1] == 1:  # no resource left: the best value dominates all
         alive = np.zeros(n, bool)
@@ -120,10 +124,16 @@ def best_by_frontier(
     upper: float | None = None,
     penalty: list[np.ndarray] | None = None,
     max_states: int = 30_000,
+    distance: list[np.ndarray] | None = None,
 ):
     """The feasible plan of highest sum(values) (option index per stage), None if there is none, or
     `TooLarge`. `best_known` must be the value of a feasible plan (or -inf); `upper`/`penalty` are the LP
-    bound and per-option reduced costs of rule 2 (optional)."""
+    bound and per-option reduced costs of rule 2 (optional).
+
+    With `distance` (a change cost per option), the least-change plan among those worth at least
+    `best_known` - 1e-9 relative (give the optimum): the distance is one more term of the dominance rule (a
+    state no better in value, times, cost and distance completes no better), and rules 1-2 with the optimum as
+    the floor keep only partial plans that can still reach it, which is what keeps this search small."""
     paths, preds, on_path, order, last_use = _structure(pipeline)
     S = len(options)
     sla = pipeline.sla.seconds * (1 + 1e-12)
@@ -155,6 +165,7 @@ def best_by_frontier(
     vals = np.zeros(1)
     pen = np.zeros(1)
     cost = np.zeros((1, len(limits)))  # per state, the use of each resource so far
+    dist = np.zeros(1)
     open_ids: list[int] = []
     times = np.zeros((1, 0))
     back: list[np.ndarray] = []  # per position: (parent state, option) of each state
@@ -183,6 +194,7 @@ def best_by_frontier(
         opt = idx - parent * m
         nv, np_ = nv.ravel()[idx], np.broadcast_to(np_, ok.shape).ravel()[idx]
         nc = nc.reshape(-1, len(limits))[idx] if limits else cost[parent]
+        nd = dist[parent] + distance[s][opt] if distance is not None else dist[parent]
         keep_cols = [j for j, p in enumerate(open_ids) if last_use[p] > k]
         new_open = [open_ids[j] for j in keep_cols]
         grow = on_path[s] and last_use[s] > k
@@ -191,16 +203,18 @@ def best_by_frontier(
         if grow:
             nt[:, -1] = ts.ravel()[idx]
             new_open.append(s)
-        alive = _pareto_mask(nv, nt, nc if limits else None)
+        alive = _pareto_mask(nv, nt, nc if limits else None, nd if distance is not None else None)
         if not alive.all():
             a = np.flatnonzero(alive)
-            parent, opt, nv, np_, nc, nt = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a]
+            parent, opt, nv, np_, nc, nt, nd = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a], nd[a]
         if nv.size > max_states:
             return TooLarge
-        vals, pen, cost, times, open_ids = nv, np_, nc, nt, new_open
+        vals, pen, cost, times, dist, open_ids = nv, np_, nc, nt, nd, new_open
         back.append(parent)
         picks.append(opt)
-    i = int(np.argmax(vals))
+    # every complete plan left is worth at least the floor (rule 2 with nothing left to add); the least
+    # distance among them, of equal distances the highest value
+    i = int(np.lexsort((-vals, dist))[0]) if distance is not None else int(np.argmax(vals))
     choice = [0] * S
     for k in range(S - 1, -1, -1):
         choice[order[k]] = int(picks[k][i])

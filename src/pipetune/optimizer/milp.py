@@ -84,6 +84,36 @@ LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
 
 @dataclass
+class SolverCounts:
+    """Work done by the solves since the last `reset()`, for the benchmark (`pipetune bench optimizer` reports
+    it beside the times: on a shared machine counts say what a time cannot)."""
+
+    lps: int = 0  # LP relaxations solved
+    finishes: int = 0  # exact MILP(v) finishings (flat enumeration, frontier enumeration or HiGHS)
+    branch_runs: int = 0  # of those, HiGHS branch and bound runs
+    least_change_runs: int = 0  # least-change tie-break MILPs sent to HiGHS (not listed flat)
+    nodes: int = 0  # HiGHS branch-and-bound nodes, both kinds of run
+    lp_iterations: int = 0  # simplex iterations, every HiGHS run
+
+    def reset(self) -> None:
+        for f in self.__dataclass_fields__:
+            setattr(self, f, 0)
+
+    def to_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+COUNTS = SolverCounts()
+
+
+def _count_run(h: highspy.Highs, mip: bool) -> None:
+    info = h.getInfo()
+    COUNTS.lp_iterations += int(info.simplex_iteration_count)
+    if mip:
+        COUNTS.nodes += int(info.mip_node_count)
+
+
+@dataclass
 class Solution:
     choice: list[int]  # option index per stage (pipeline stage order), into `options`
     objective: float
@@ -337,6 +367,8 @@ class _Relaxation:
         """The solved LP, or None if it is infeasible (then so is every plan); a limit raises SolverError."""
         self.h.changeColsCost(int(self.cols.size), self.cols, -np.concatenate(values))
         self.h.run()
+        COUNTS.lps += 1
+        _count_run(self.h, mip=False)
         return self.h if _outcome(self.h, "LP relaxation", self.pipeline) == "optimal" else None
 
 
@@ -413,6 +445,7 @@ def solve_linear(
 def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: float):
     """The exact optimum of MILP(values) over the options that survived the reduction `red`."""
     r_opts, r_vals, start, kept = red.options, red.values, red.start, red.kept
+    COUNTS.finishes += 1
     combos = math.prod(len(so) for so in r_opts)
     if combos <= ENUMERATE_AT_MOST:
         # Few combinations survive the exact reduction: finishing by complete enumeration is exact and
@@ -451,6 +484,8 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
         val = np.concatenate([(np.arange(len(so)) == c).astype(float) for so, c in zip(r_opts, start)])
         h.setSolution(int(idx.size), idx, val)  # a MIP start; HiGHS completes any continuous columns
     h.run()
+    COUNTS.branch_runs += 1
+    _count_run(h, mip=True)
     if _outcome(h, "branch and bound", pipeline) == "infeasible":
         return None
     sol = np.array(h.getSolution().col_value)
@@ -472,15 +507,17 @@ def least_change(
 
     Exact reduction first: a plan of value >= optimum - tol can only use options whose LP reduced-cost bound
     U - d reaches optimum - tol (the argument of `reduce_by_lp`, with the optimum as the known value), which
-    leaves few options; small remainders are then listed flat, larger ones go to HiGHS, with `known` (a plan
-    worth the optimum, e.g. the one just found) as its MIP start.
+    leaves few options; small remainders are then listed flat, larger ones of chains and narrow DAGs go to the
+    frontier enumeration (the distance as one more dominance term, the optimum as the floor of its bounds), and
+    what that gives up on, or wide DAGs, to HiGHS with `known` (a plan worth the optimum, e.g. the one just
+    found) as its MIP start.
     """
     tol = 1e-9 * max(1.0, abs(optimum))
     # `reduction`: the one already made for `values`
     red = reduction or _reduce(pipeline, options, values, time_limit_s=time_limit_s)
     if red is None:
         return None
-    kept, sub_o, sub_v, sub_d = [], [], [], []
+    kept, sub_o, sub_v, sub_p = [], [], [], []
     for k, so_r, v_r, pen in zip(red.kept, red.options, red.values, red.penalty):
         keep = np.nonzero(red.upper - pen >= optimum - tol - 1e-7)[0]  # 1e-7: simplex tolerances on duals
         if keep.size == 0:  # cannot happen for a true optimum; keep everything rather than guess
@@ -488,10 +525,27 @@ def least_change(
         kept.append(k[keep])
         sub_o.append(so_r.take(keep))
         sub_v.append(v_r[keep])
+        sub_p.append(pen[keep])
     sub_d = [d[k] for d, k in zip(distance, kept)]
-    if math.prod(len(so) for so in sub_o) <= ENUMERATE_AT_MOST * 20:
+    combos = math.prod(len(so) for so in sub_o)
+    local: Any = TooLarge
+    if combos <= ENUMERATE_AT_MOST * 20:
         local = _least_change_by_enumeration(pipeline, sub_o, sub_v, optimum - tol, sub_d)
-    else:
+    elif not (combos > FRONTIER_DIRECT_ABOVE and frontier_width(pipeline) > FRONTIER_MAX_WIDTH):
+        # The frontier enumeration with the distance as one more dominance term and the optimum as the floor
+        # of its value bounds (exact; frontier.py): on chains and narrow DAGs it settles in a few ms what
+        # HiGHS branched on for 0.1-0.2 s.
+        local = best_by_frontier(
+            pipeline,
+            sub_o,
+            sub_v,
+            best_known=optimum,
+            upper=red.upper,
+            penalty=sub_p,
+            max_states=FRONTIER_MAX_STATES,
+            distance=sub_d,
+        )
+    if local is TooLarge:
         m = _build(pipeline, sub_o, [-d for d in sub_d])  # maximise -distance
         m.builder.add_row(np.concatenate(m.y), np.concatenate(sub_v), optimum - tol, INF)
         h = _highs(time_limit_s)
@@ -505,6 +559,8 @@ def least_change(
                 np.concatenate([(np.arange(len(so)) == i[0]).astype(float) for so, i in zip(sub_o, at)]),
             )
         h.run()
+        COUNTS.least_change_runs += 1
+        _count_run(h, mip=True)
         # infeasible only by tolerances (the optimum itself reaches the value row): keep the optimum
         if _outcome(h, "least-change MILP", pipeline) == "infeasible":
             return None

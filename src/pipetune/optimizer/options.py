@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,40 @@ class BaseTable:
 
 
 @dataclass
+class MixParts:
+    """The second part of each option of a stage that may split its load over two variants (caps.mix_variants
+    = 2): the option's own fields describe its main part, which takes `share` of the stage's load; these arrays
+    the other part (alt_var_idx -1: the option does not split, share 1)."""
+
+    share: np.ndarray
+    main_batch: np.ndarray  # the option's `batch` is the sum of both parts' (the objective's batch term)
+    alt_var_idx: np.ndarray
+    alt_batch: np.ndarray
+    alt_cores: np.ndarray
+    alt_replicas: np.ndarray
+    main_lat_slo: np.ndarray  # each part's own SLA-percentile latency at its share of the load
+    alt_lat_slo: np.ndarray
+
+    def take(self, idx: np.ndarray) -> MixParts:
+        return MixParts(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
+
+    @classmethod
+    def unsplit(cls, so: StageOptions) -> MixParts:
+        n = len(so)
+        zero = np.zeros(n, np.int64)
+        return cls(
+            share=np.ones(n),
+            main_batch=so.batch.copy(),
+            alt_var_idx=np.full(n, -1),
+            alt_batch=zero,
+            alt_cores=zero,
+            alt_replicas=zero,
+            main_lat_slo=so.lat_slo.copy(),
+            alt_lat_slo=np.zeros(n),
+        )
+
+
+@dataclass
 class StageOptions:
     """All options of one stage at one load, one entry per (variant, batch, cores, replicas)."""
 
@@ -101,6 +136,7 @@ class StageOptions:
     # cores of host CPU the stages of a plan may use together at this rate (the same on every stage's set).
     host_cpu: np.ndarray | None = None
     host_budget: float | None = None
+    mix: MixParts | None = None  # only where the stage may split its load (caps.mix_variants > 1)
 
     def __len__(self) -> int:
         return int(self.var_idx.size)
@@ -108,6 +144,7 @@ class StageOptions:
     def take(self, idx: np.ndarray) -> StageOptions:
         kw = {k: getattr(self, k)[idx] for k in _ARRAYS}
         host = None if self.host_cpu is None else self.host_cpu[idx]
+        mix = None if self.mix is None else self.mix.take(idx)
         return StageOptions(
             self.stage,
             self.load,
@@ -115,6 +152,7 @@ class StageOptions:
             why_empty=self.why_empty,
             host_cpu=host,
             host_budget=self.host_budget,
+            mix=mix,
             **kw,
         )
 
@@ -607,3 +645,126 @@ def resource_limits(pipeline, options: list[StageOptions]) -> list[tuple[list[np
 
 def stage_loads(pipeline, rps: float) -> dict[str, float]:
     return {s: rps * f for s, f in pipeline.load_factors().items()}
+
+
+MIX_SHARE_STEPS = 20  # a split stage's share of the load on its main part is a multiple of 1/MIX_SHARE_STEPS
+
+
+def with_mixed_options(
+    singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective
+) -> list[StageOptions]:
+    """Each stage's options, `singles` (one variant), plus every split of its load over two variants that can
+    be optimal.
+
+    `parts_at[j]`, j = 1 .. N-1: the single-variant options of every stage at j/N of its load (what a part that
+    takes that share may run: its replicas, integers, carry that share; its latency is the part's own at that
+    load). A split option pairs a part of variant a at share j/N with a part of a higher-indexed variant b at
+    (N-j)/N: its accuracy (and accuracy coefficient) is the share-weighted expectation, its cost and batch the
+    sum of both parts', its SLA-percentile latency the larger of the two (the SLA must hold along every path
+    through either variant), its mean latency and capacity the share-weighted mean and the sum.
+
+    Only splits that can be optimal are listed (exact, for a pipeline without a core budget: plan_pipeline
+    refuses mixing with one): a part that another part of its (stage, share, variant) beats on latency and
+    penalty (beta*cost + gamma*batch) is dropped, since swapping it for its dominator gives a split no worse
+    anywhere; and of the splits of one (share, a, b) (all of equal accuracy) only those whose slower part is
+    paired with the least-penalty part of the other variant that is no slower (`_split_pairs`). So a stage has
+    at most (its parts) x (variants) splits per share: bounded work."""
+    steps = len(parts_at) + 1  # parts_at holds shares 1/steps .. (steps-1)/steps
+    fronts = {j: [_undominated_parts(so, objective) for so in parts_at[j]] for j in parts_at}
+    out = []
+    for si, so in enumerate(singles):
+        blocks = [so]
+        mixes = [MixParts.unsplit(so)]
+        for j in range(1, steps):
+            a_opts, b_opts = fronts[j][si], fronts[steps - j][si]
+            if len(a_opts) == 0 or len(b_opts) == 0:
+                continue
+            ia, ib = _split_pairs(a_opts, b_opts)
+            if ia.size == 0:
+                continue
+            f = j / steps
+            a, b = a_opts.take(ia), b_opts.take(ib)
+            blocks.append(
+                StageOptions(
+                    stage=so.stage,
+                    load=so.load,
+                    variant_names=so.variant_names,
+                    var_idx=a.var_idx,
+                    acc=f * a.acc + (1 - f) * b.acc,
+                    acc_coef=f * a.acc_coef + (1 - f) * b.acc_coef,
+                    batch=a.batch + b.batch,
+                    cores=a.cores,
+                    replicas=a.replicas,
+                    cost=a.cost + b.cost,
+                    lat_slo=np.maximum(a.lat_slo, b.lat_slo),
+                    lat_mean=f * a.lat_mean + (1 - f) * b.lat_mean,
+                    capacity=a.capacity + b.capacity,
+                    fitted=a.fitted | b.fitted,
+                )
+            )
+            mixes.append(
+                MixParts(
+                    share=np.full(ia.size, f),
+                    main_batch=a.batch,
+                    alt_var_idx=b.var_idx,
+                    alt_batch=b.batch,
+                    alt_cores=b.cores,
+                    alt_replicas=b.replicas,
+                    main_lat_slo=a.lat_slo,
+                    alt_lat_slo=b.lat_slo,
+                )
+            )
+        arrays: dict[str, Any] = {k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS}
+        out.append(
+            StageOptions(
+                stage=so.stage,
+                load=so.load,
+                variant_names=so.variant_names,
+                why_empty=so.why_empty,
+                mix=MixParts(
+                    **{k: np.concatenate([getattr(m, k) for m in mixes]) for k in MixParts.__dataclass_fields__}
+                ),
+                **arrays,
+            )
+        )
+    return out
+
+
+def _undominated_parts(so: StageOptions, objective) -> StageOptions:
+    """The parts of each variant that no other part of the same variant beats or ties on latency and penalty
+    (beta*cost + gamma*batch), sorted by (variant, latency)."""
+    if len(so) == 0:
+        return so
+    pen = objective.beta * so.cost + objective.gamma * so.batch
+    idx = np.flatnonzero(_pareto_2d(so.var_idx, so.lat_slo, -pen))
+    return so.take(idx[np.lexsort((so.lat_slo[idx], so.var_idx[idx]))])
+
+
+def _split_pairs(a: StageOptions, b: StageOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Which (part of a, part of b) pairs, a's variant below b's, to list as splits. `a` and `b` are per-variant
+    frontiers sorted by (variant, latency), so within a variant the penalty falls as the latency rises, and the
+    least-penalty part no slower than L is the last one at or below L. A pair is then no better than the pair of
+    its slower part with that partner (same accuracy, latency and no more penalty), so only those are listed:
+    per part, one partner per other variant."""
+    _, rank = np.unique(np.concatenate([a.lat_slo, b.lat_slo]), return_inverse=True)
+    width = int(rank.max()) + 2
+    ra, rb = rank[: len(a)], rank[len(a) :]
+    key_a, key_b = a.var_idx * width + ra, b.var_idx * width + rb  # ascending: sorted by (variant, latency)
+
+    def partners(slow: StageOptions, r_slow, fast: StageOptions, key_fast, above: bool):
+        """For each part of `slow` and each variant of `fast` on the right side of it, the partner (or none)."""
+        vs = np.unique(fast.var_idx)
+        i = np.repeat(np.arange(len(slow)), vs.size)
+        v = np.tile(vs, len(slow))
+        i, v = (
+            (i[v > slow.var_idx[i]], v[v > slow.var_idx[i]])
+            if above
+            else (i[v < slow.var_idx[i]], v[v < slow.var_idx[i]])
+        )
+        k = np.searchsorted(key_fast, v * width + r_slow[i], side="right") - 1
+        ok = (k >= 0) & (fast.var_idx[np.maximum(k, 0)] == v)
+        return i[ok], k[ok]
+
+    i1, k1 = partners(a, ra, b, key_b, above=True)  # a's part is the slower one
+    k2, i2 = partners(b, rb, a, key_a, above=False)  # b's part is the slower one
+    return np.concatenate([i1, i2]), np.concatenate([k1, k2])

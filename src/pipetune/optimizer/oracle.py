@@ -56,3 +56,54 @@ def brute_force(pipeline, options: list[StageOptions]) -> tuple[float, list[int]
     value = np.where(feasible, value, -np.inf)
     best = int(np.argmax(value))
     return float(value[best]), [int(g) for g in grids[:, best]]
+
+
+def mixed_options_by_definition(
+    pipeline, singles: list[StageOptions], parts_at: dict[int, list[StageOptions]]
+) -> list[StageOptions]:
+    """Every option of every stage when a stage may split its load over two variants, listed one by one from the
+    definition (no dominance, no vectorised pairing): the one-variant options `singles`, and for every share
+    j/N (`parts_at[j]`: the one-variant options at j/N of the load, N = len(parts_at) + 1) every pair of a part
+    of one variant at j/N with a part of a higher-indexed variant at (N-j)/N. A split's accuracy is the
+    share-weighted expectation, its cost and batch the sums, its latency the larger of the two parts'."""
+    n = len(parts_at) + 1
+    out = []
+    for si, so in enumerate(singles):
+        rows = [(so.acc[i], so.acc_coef[i], so.cost[i], so.batch[i], so.lat_slo[i]) for i in range(len(so))]
+        for j in range(1, n):
+            f = j / n
+            a, b = parts_at[j][si], parts_at[n - j][si]
+            for i in range(len(a)):
+                for k in range(len(b)):
+                    if a.var_idx[i] < b.var_idx[k]:
+                        rows.append(
+                            (
+                                f * a.acc[i] + (1 - f) * b.acc[k],
+                                f * a.acc_coef[i] + (1 - f) * b.acc_coef[k],
+                                a.cost[i] + b.cost[k],
+                                a.batch[i] + b.batch[k],
+                                max(a.lat_slo[i], b.lat_slo[k]),
+                            )
+                        )
+        cols = np.array(rows, float).reshape(-1, 5).T
+        m = cols.shape[1]
+        zeros = np.zeros(m, np.int64)
+        out.append(
+            StageOptions(
+                stage=so.stage,
+                load=so.load,
+                variant_names=so.variant_names,
+                var_idx=zeros,
+                acc=cols[0],
+                acc_coef=cols[1],
+                batch=cols[3],
+                cores=zeros,
+                replicas=zeros,
+                cost=cols[2],
+                lat_slo=cols[4],
+                lat_mean=cols[4],
+                capacity=np.zeros(m),
+                fitted=np.zeros(m, bool),
+            )
+        )
+    return out

@@ -47,6 +47,10 @@ class Plan:
     host_cpu_budget_cores: float | None = None
     host_capacity_rps: float | None = None
     capacity_rps: float | None = None
+    # Stages that split their load over two variants (caps.mix_variants = 2): each part's configuration and share
+    # of the stage's load, the larger share first. `stages[s].config` is that first part (so callers that know one
+    # variant per stage see the main one); cost_cores and batch_sum count both parts. Empty: no stage splits.
+    mix: dict[str, list[tuple[StageConfig, float]]] = field(default_factory=dict)
 
     @property
     def configs(self) -> dict[str, StageConfig]:
@@ -58,6 +62,10 @@ class Plan:
             s: {**asdict(c.config), **{k: v for k, v in asdict(c).items() if k != "config"}}
             for s, c in self.stages.items()
         }
+        if self.mix:
+            d["mix"] = {s: [{**c.to_dict(), "share": f} for c, f in parts] for s, parts in self.mix.items()}
+        else:
+            del d["mix"]  # the JSON of a plan without splits is what it was before mixing existed
         return d
 
 

@@ -1,0 +1,159 @@
+"""Variant mixing (caps.mix_variants = 2): a stage may split its load over two variants. The optimizer's plans
+are checked against brute force over every split listed from the definition (oracle.mixed_options_by_definition,
+no dominance), and k = 1 stays today's optimizer exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import pipetune
+from pipetune import jsonio
+from pipetune.optimizer import options as options_module
+from pipetune.optimizer import plan_pipeline, stage_options
+from pipetune.optimizer.instances import METHODS, random_instance
+from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations, mixed_options_by_definition
+
+
+def _with_mix(pipeline, k: int = 2):
+    return pipeline.model_copy(update={"caps": pipeline.caps.model_copy(update={"mix_variants": k})})
+
+
+def _mixed_instances(seed: int, count: int):
+    rng = np.random.default_rng(seed)
+    out = []
+    attempts = 0
+    while len(out) < count and attempts < count * 10:
+        attempts += 1
+        s, v = int(rng.integers(1, 4)), int(rng.integers(2, 4))
+        pipeline, profiles, rps = random_instance(
+            rng,
+            s,
+            v,
+            n_batches=2,
+            n_cores=1,
+            method=METHODS[attempts % len(METHODS)],
+            max_replicas=6,
+        )
+        out.append((_with_mix(pipeline), profiles, rps))
+    return out
+
+
+def _by_definition(pipeline, profiles, rps):
+    steps = options_module.MIX_SHARE_STEPS
+    singles = stage_options(pipeline, rps, profiles)
+    parts = {j: stage_options(pipeline, rps * j / steps, profiles) for j in range(1, steps)}
+    return mixed_options_by_definition(pipeline, singles, parts)
+
+
+def test_mixed_plans_match_brute_force_over_every_split(monkeypatch):
+    # A coarser share grid keeps brute force small; the optimizer reads the same constant.
+    monkeypatch.setattr(options_module, "MIX_SHARE_STEPS", 4)
+    checked = mixed = 0
+    for pipeline, profiles, rps in _mixed_instances(seed=5, count=40):
+        listed = _by_definition(pipeline, profiles, rps)
+        if combinations(listed) > MAX_COMBINATIONS // 4:
+            continue
+        expected = brute_force(pipeline, listed)
+        got = plan_pipeline(pipeline, rps, profiles=profiles)
+        if expected is None:
+            assert not got.feasible
+        else:
+            assert got.feasible, (pipeline.name, rps)
+            assert got.objective == pytest.approx(expected[0], rel=1e-6, abs=1e-9)
+            # what the plan says about itself holds: every split's shares add up to 1, on steps of 1/4,
+            # over two different variants, and its cost counts both parts
+            for parts in got.mix.values():
+                assert len(parts) == 2 and parts[0][1] >= parts[1][1]
+                assert parts[0][0].variant != parts[1][0].variant
+                assert sum(f for _, f in parts) == pytest.approx(1.0)
+                assert all(round(f * 4) == pytest.approx(f * 4) for _, f in parts)
+            singles_cost = sum(c.total_cores for s, c in got.configs.items() if s not in got.mix)
+            split_cost = sum(c.total_cores for parts in got.mix.values() for c, _ in parts)
+            assert got.cost_cores == singles_cost + split_cost
+            mixed += bool(got.mix)
+        checked += 1
+    assert checked >= 20
+    assert mixed >= 3  # the check saw plans that split, not only one-variant ones
+
+
+def test_one_variant_per_stage_is_todays_optimizer(monkeypatch):
+    """k = 1 (the default) never builds split options, so it runs exactly the code it ran before mixing existed
+    (and the exactness tests of test_optimizer_exact.py / test_optimizer_speed_exact.py hold it to brute force);
+    k = 2 is never worse (its option sets contain k = 1's)."""
+    import pipetune.optimizer as optimizer_module
+
+    built = []
+    real = optimizer_module.mixed_stage_options
+    monkeypatch.setattr(optimizer_module, "mixed_stage_options", lambda *a, **k: built.append(1) or real(*a, **k))
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        pipeline, profiles, rps = random_instance(rng, int(rng.integers(2, 6)), 3, max_replicas=20)
+        assert pipeline.caps.mix_variants == 1
+        one = plan_pipeline(pipeline, rps, profiles=profiles)
+        explicit = plan_pipeline(_with_mix(pipeline, 1), rps, profiles=profiles)
+        assert one.to_dict() | {"solve_time_s": 0} == explicit.to_dict() | {"solve_time_s": 0}
+        assert not built
+        if not one.feasible:
+            continue
+        assert one.mix == {} and "mix" not in one.to_dict()
+        two = plan_pipeline(_with_mix(pipeline), rps, profiles=profiles)
+        assert built and built.pop()
+        assert two.feasible and two.objective >= one.objective - 1e-9 * max(1.0, abs(one.objective))
+
+
+def test_synthetic_pipeline_splits_where_it_pays_and_says_so():
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    one, two = plan_pipeline(p, 45), plan_pipeline(_with_mix(p), 45)
+    assert two.objective > one.objective + 1e-6  # a strict gain at this load
+    assert two.mix, "the better plan splits a stage"
+    stage, parts = next(iter(two.mix.items()))
+    assert two.configs[stage] == parts[0][0]  # callers that know one variant per stage see the main part
+    d = json.loads(jsonio.dumps(two.to_dict()))
+    assert [x["share"] for x in d["mix"][stage]] == [f for _, f in parts]
+    # re-planning from a split plan keeps it when nothing changed
+    again = plan_pipeline(_with_mix(p), 45, current=two.configs)
+    assert again.objective == pytest.approx(two.objective)
+
+
+def test_share_router_keeps_every_part_within_one_item_of_its_share():
+    from pipetune.configs import ShareRouter, StageConfig, route_share
+
+    for shares in ([0.7, 0.3], [0.95, 0.05], [0.5, 0.5], [1.0, 0.0], [0.2, 0.3, 0.5]):
+        router = ShareRouter(shares)
+        counts = [0] * len(shares)
+        for n in range(1, 2001):
+            counts[router.pick()] += 1
+            assert all(abs(c - n * f) < 1.0 + 1e-9 for c, f in zip(counts, shares)), (shares, n, counts)
+    # from a plan's mix: the index is into the mix's parts
+    a, b = StageConfig("big", 4, 1, 3), StageConfig("small", 2, 1, 1)
+    r = route_share([(a, 0.75), (b, 0.25)])
+    assert [r.pick() for _ in range(8)] == [0, 0, 1, 0] * 2  # interleaved, the cycle repeats
+    for bad in ([], [0.7, 0.7], [-0.1, 1.1], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="shares="):
+            ShareRouter(bad)
+
+
+def test_mixing_with_a_core_budget_is_refused_naming_both_settings():
+    from pipetune.errors import PipetuneError
+
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    p = _with_mix(p).model_copy(update={"caps": _with_mix(p).caps.model_copy(update={"max_total_cores": 20.0})})
+    with pytest.raises(PipetuneError, match=r"mix_variants.*max_total_cores"):
+        plan_pipeline(p, 30)
+
+
+def test_the_adapter_refuses_a_pipeline_whose_plans_may_split():
+    """No backend deploys two variants per stage yet: applying a split plan's main part alone would
+    under-provision the stage, so the control loop refuses to start rather than serve it wrong."""
+    from pipetune.adapter import Adapter
+    from pipetune.backends.simulator import Simulator
+    from pipetune.errors import PipetuneError
+    from pipetune.profiles import load_profiles
+
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    start = plan_pipeline(p, 10).configs
+    with pytest.raises(PipetuneError, match="mix_variants 2.*mix_variants: 1"):
+        Adapter(Simulator(p, load_profiles(p), np.array([0.0, 0.5]), start), _with_mix(p))
