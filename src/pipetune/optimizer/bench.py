@@ -22,8 +22,8 @@ from pipetune.optimizer.milp import COUNTS
 from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations
 
 IPA_9x9_SECONDS = 2.1  # IPA's Gurobi decision time at 9 stages x 9 variants (shared/reference/ipa.yaml)
-REPEATS = 3  # cold decisions timed per instance; the instance's time is their median (the development VM's
-# speed drifts by up to 2x over seconds: a fixed numpy loop took 0.18-0.36 s back to back)
+REPEATS = 3  # cold decisions timed per instance; the instance's time is their median (a shared VM's speed
+# drifts over seconds, so one timing alone says little)
 REPLAN_LOAD_STEP = 1.03  # re-plan mode: the next decision's load, relative to the plan in effect (the adapter
 # re-plans every few seconds, so consecutive loads are close)
 
@@ -58,7 +58,7 @@ def run_optimizer_benchmark(
     """Decision times per cell (cold and re-plan; `mix_cells` also with caps.mix_variants = 2) and oracle
     agreement; see the module docstring."""
     # Everything alive now (modules, the CLI) lives for the whole run: frozen, the full collection before each
-    # timed decision walks only what the benchmark made since (67 ms -> ~0 ms a collection here).
+    # timed decision walks only what the benchmark made since (a full collection would be timed otherwise).
     gc.freeze()
     try:
         return _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells)

@@ -311,9 +311,9 @@ def _highs(time_limit_s: float) -> highspy.Highs:
     _set(h, "mip_heuristic_run_feasibility_jump", False)
     _set(h, "mip_heuristic_run_rins", False)
     _set(h, "mip_heuristic_run_rens", False)
-    # Measured on the 25x9 benchmark models that reach branch and bound (29 models, CPU time, best of 3):
-    # no restart after root fixings and strong branching trusted after 4 (not 8) pseudo-cost samples took the
-    # geometric-mean solve time to 0.69x of the defaults. Both only steer the search; the optimum is the same.
+    # On the 25x9 benchmark's models that reach branch and bound, no restart after root fixings and strong
+    # branching trusted after 4 (not 8) pseudo-cost samples solve faster than the defaults (`pipetune bench
+    # optimizer` shows it). Both only steer the search; the optimum is the same.
     _set(h, "mip_allow_restart", False)
     _set(h, "mip_pscost_minreliable", 4)
     _set(h, "mip_rel_gap", 0.0)
@@ -354,8 +354,8 @@ class _Relaxation:
         self.pipeline = pipeline
         self.m = _build(pipeline, options, [np.zeros(len(so)) for so in options])
         self.h = _highs(time_limit_s)
-        # No presolve for these LPs (a few hundred columns): median 3.3 -> 1.6 ms on the 25x9 benchmark's first
-        # relaxations; the later runs start from the previous basis anyway.
+        # No presolve for these LPs (a few hundred columns): it costs more than it saves on the benchmark's
+        # relaxations, and the later runs start from the previous basis anyway.
         _set(self.h, "presolve", "off")
         _pass_model(self.h, self.m.builder.lp(relax=True), "LP relaxation")
         self.cut = self.m.cut
@@ -533,8 +533,8 @@ def least_change(
         local = _least_change_by_enumeration(pipeline, sub_o, sub_v, optimum - tol, sub_d)
     elif not (combos > FRONTIER_DIRECT_ABOVE and frontier_width(pipeline) > FRONTIER_MAX_WIDTH):
         # The frontier enumeration with the distance as one more dominance term and the optimum as the floor
-        # of its value bounds (exact; frontier.py): on chains and narrow DAGs it settles in a few ms what
-        # HiGHS branched on for 0.1-0.2 s.
+        # of its value bounds (exact; frontier.py): on chains and narrow DAGs it settles quickly what HiGHS
+        # would branch on.
         local = best_by_frontier(
             pipeline,
             sub_o,
