@@ -212,8 +212,8 @@ def test_ctrl_c_stops_sending_and_keeps_what_was_recorded(slow_url):
     import signal
     import threading
 
-    plan = np.arange(200) / 20.0  # 10 s planned; interrupted after ~1 s
-    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    plan = np.arange(200) / 20.0  # 10 s planned; interrupted after ~2 s (the server answers each in 0.5 s)
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
         rec = run(plan, RunOptions(f"{slow_url}/v2/models/echo/infer", BODIES, concurrency=100, timeout_s=5))
@@ -221,9 +221,9 @@ def test_ctrl_c_stops_sending_and_keeps_what_was_recorded(slow_url):
         timer.cancel()
     c = rec.counts()
     assert rec.interrupted and sum(c.values()) == 200
-    # the first ~0.5 s of requests were answered (how many depends on how loaded the machine is)
-    assert c["not_sent"] > 150 and c["completed"] >= 1
-    assert rec.elapsed_s < 3.0
+    # the first ~1.5 s of requests were answered (how many depends on how loaded the machine is)
+    assert c["not_sent"] > 140 and c["completed"] >= 1
+    assert rec.elapsed_s < 4.0
     assert any(r and r.startswith("interrupted") for r in rec.reasons)
 
 

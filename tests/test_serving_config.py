@@ -72,7 +72,7 @@ def test_a_switch_deploys_both_generations_and_routes_the_serving_one(digits):
     opts = ServeOptions.for_pipeline(p, proxy_location="Disabled")
     new = C("pca-8", 2, 2, 1)
     gens = {"features": [INITIAL["features"], new], "classify": [INITIAL["classify"]]}
-    cfg = serve_config(p, prof, gens, INITIAL, opts, args=ingress_args(p), epoch=123.0)
+    cfg = serve_config(p, prof, gens, INITIAL, opts, args=ingress_args(p, opts), epoch=123.0)
     names = [a["name"] for a in cfg["applications"]]
     assert "digits--features--pca-16--c1" in names and "digits--features--pca-8--c2" in names
     uc = cfg["applications"][0]["deployments"][0]["user_config"]

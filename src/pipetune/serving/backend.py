@@ -258,8 +258,13 @@ class RayServeBackend(Backend):
         self._deploy([])
         # The routes reach the ingress through its user_config (in place): wait for them so that the first
         # request after start-up is served, not refused.
+        # (With every stage inline the stages serve at once; the ingress itself may not be deployed yet.)
         while time.time() < t_end:
-            st = self._ingress_stats()
+            try:
+                st = self._ingress_stats()
+            except KeyError:  # Ray Serve does not know the ingress's deployment yet
+                time.sleep(ROUTES_POLL_S)
+                continue
             if len(st["routes"]) == len(set(self._rec.stages) - self.inline) and st.get("epoch") == self._epoch:
                 return
             time.sleep(ROUTES_POLL_S)
