@@ -36,6 +36,7 @@ import numpy as np
 
 from pipetune import jsonio, metrics
 from pipetune.configs import StageConfig
+from pipetune.errors import PipetuneError
 from pipetune.loadgen.client import Outcome, open_loop_at
 
 SAMPLE_S = 1.0
@@ -277,9 +278,11 @@ def accurate_capacity(planning: Any, profiles: Any, host_cores: float, tol: floa
             hi = mid
     if best is None:
         p = host_plan(planning, profiles, 0.1, host_cores, None)
-        raise ValueError(
-            "the accurate configuration holds no load on this host"
-            + ("" if p is None else f" (one request costs {host_cores / p.host_capacity_rps * 1e3:.0f} ms of CPU)")
+        raise PipetuneError(
+            "the accurate configuration holds no load on this host (its profile's latency at the SLA percentile "
+            "exceeds the SLA, or one request costs more CPU than the host has)"
+            + ("" if p is None else f"; one request costs {host_cores / p.host_capacity_rps * 1e3:.0f} ms of CPU")
+            + ": re-measure the profile on a quiet machine (`pipetune profile`)"
         )
     return best
 
@@ -296,7 +299,7 @@ def best_static(planning: Any, profiles: Any, peak_rps: float, host_cores: float
         p = host_plan(planning, profiles, peak_rps, host_cores, {st.name: v.name for st, v in zip(stages, vs)})
         if p is not None and p.holds:
             return p
-    raise ValueError(f"no static configuration holds {peak_rps:.1f} rps on {host_cores:g} cores: lower --peak-ratio")
+    raise PipetuneError(f"no static configuration holds {peak_rps:.1f} rps on {host_cores:g} cores: lower --peak-ratio")
 
 
 def demo_load(seconds: int, peak: float, seed: int = 0) -> np.ndarray:
@@ -496,7 +499,7 @@ def run_live_demo(
 
     unknown = [c for c in contenders if c not in CONTENDERS]
     if unknown or not contenders:
-        raise ValueError(f"contenders {list(contenders)}: choose among {list(CONTENDERS)}")
+        raise PipetuneError(f"contenders {list(contenders)}: choose among {list(CONTENDERS)}")
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(example_path("text"))
     profiles = load_profiles(pipe)
@@ -531,7 +534,7 @@ def run_live_demo(
                              "upscale_delay_s": 3, "downscale_delay_s": 30}  # fmt: skip
                 start = host_plan(planning, profiles, float(counts[:10].max()), phys, None)
                 if start is None:
-                    raise ValueError("the planner has no configuration of the accurate variants at the first load")
+                    raise PipetuneError("the planner has no configuration of the accurate variants at the first load")
                 say(
                     f"[bold]{k}/{n + 1} Ray Serve autoscaling[/] (accurate variants, 1..{per_stage} replicas per stage)"
                 )
