@@ -437,7 +437,7 @@ def plot_report(
     for a in ax:
         a.legend(fontsize=7, loc="upper right")
         a.grid(alpha=0.3)
-    fig.suptitle(f"{pipeline.name}: pipetune vs Ray Serve autoscaling (accurate variants) vs the best static "
+    fig.suptitle(f"{pipeline.name}: pipetune vs Ray Serve autoscaling (accurate variants) vs the best static\n"
                  "configuration, live on Ray (bursty, compressed); dotted: the simulator twin of pipetune")  # fmt: skip
     save_figure(fig, path)
 
