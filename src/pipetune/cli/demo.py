@@ -24,8 +24,9 @@ def demo_cmd(
     sim: bool = typer.Option(False, "--sim", help="the simulator-only demo (no Ray)"),
     seconds: int | None = number(
         None,
-        allowed=Range(int, ge=120, le=86_400),
-        help="length of the load pattern (s); default 120 per live run, 600 per pattern with --sim",
+        allowed=Range(int, ge=60, le=86_400),
+        help="length of the load pattern (s); default 100 per live run (three runs share one Ray), 600 per "
+        "pattern with --sim (at least 120)",
     ),
     peak_ratio: float = number(
         2.0,
@@ -43,9 +44,13 @@ def demo_cmd(
 ) -> None:
     """Serve the text example live under pipetune and under Ray's autoscaling; report both (--sim: simulate)."""
     if not sim:
-        _live(out, seconds or 120, peak_ratio, peak, num_cpus, port)
+        _live(out, seconds or 100, peak_ratio, peak, num_cpus, port)
         return
     seconds = seconds or 600
+    if seconds < 120:
+        from pipetune.errors import PipetuneError
+
+        raise PipetuneError(f"--seconds {seconds} with --sim: a synthetic load pattern needs at least 120 s")
     from pipetune.cli.plan import render_plan
     from pipetune.experiments.report import system_table
     from pipetune.experiments.runner import run_experiment

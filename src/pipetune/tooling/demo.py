@@ -474,7 +474,7 @@ def write_html(path: Path, png: Path, summaries: dict, notes: list[str], verdict
 
 def run_live_demo(
     out: Path,
-    seconds: int = 120,
+    seconds: int = 100,
     peak_ratio: float = 2.0,
     peak: float | None = None,
     num_cpus: int = 16,
