@@ -192,7 +192,7 @@ def summarise(run: LiveRun, pipeline: Any, seconds: float) -> dict:
 # CPU the live runtime spends outside the models on the demo's host: the twin charges it (`twin_settings`) and the
 # host's capacity counts it (`host_cpu_per_request`). Measured 2026-12-07 on the 2-vCPU demo VM, text pipeline
 # (4 stages, batch 1, one replica each) at 20 rps Poisson for 40 s, CPU time per process from /proc
-# (`benchmarks/serving_cpu.py`; repeat runs differ by ~15%): the ingress 14.0 ms and Ray's HTTP proxy 6.1 ms per
+# (the since-removed benchmarks/serving_cpu.py; `pipetune profile --runtime` measures them now; repeat runs differ by ~15%): the ingress 14.0 ms and Ray's HTTP proxy 6.1 ms per
 # request (HOST_OVERHEAD_S: their sum); the replicas of lang, keywords and merge 3.4, 4.5 and 3.1 ms per item,
 # less their profiled model time (0.13, 0.56, ~0 ms): about 3.3 ms per item per stage (HOST_HOP_S); beside the
 # requests' path, about 8 ms per request went to the load generator (2.9), Ray's controller (1.6), GCS (1.3) and
