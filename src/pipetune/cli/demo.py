@@ -1,8 +1,9 @@
 """`pipetune demo`: the main job on the embedded default (a local Ray; no data, no cluster needed).
 
-Live (default): the text pipeline served on a local Ray through the V2 endpoint under a compressed bursty load,
-once with pipetune's adapter and once under Ray Serve's own autoscaling, plus the simulator twin; a report
-(PNG, HTML, JSON). `--sim`: the simulator-only demo (plans the synthetic DAG, then IPA and its three baselines
+Live (default): the text pipeline served on a local Ray through the V2 endpoint under a compressed bursty load
+scaled to this host (its peak `--peak-ratio` times what the accurate configuration holds here), by pipetune's
+adapter, by Ray Serve's own autoscaling on the accurate variants and by the best static configuration that holds
+the peak, plus the simulator twin; a report (PNG, HTML, JSON) and one line per criterion saying who won. `--sim`: the simulator-only demo (plans the synthetic DAG, then IPA and its three baselines
 under two load patterns).
 """
 
@@ -23,10 +24,19 @@ def demo_cmd(
     sim: bool = typer.Option(False, "--sim", help="the simulator-only demo (no Ray)"),
     seconds: int | None = number(
         None,
-        allowed=Range(int, ge=120, le=86_400),
-        help="length of the load pattern (s); default 180 live, 600 per pattern with --sim",
+        allowed=Range(int, ge=60, le=86_400),
+        help="length of the load pattern (s); default 100 per live run (three runs share one Ray), 600 per "
+        "pattern with --sim (at least 120)",
     ),
-    peak: float = number(24.0, allowed=Range(float, ge=1, le=10_000), help="live: peak of the bursty pattern (rps)"),
+    peak_ratio: float = number(
+        2.0,
+        "--peak-ratio",
+        allowed=Range(float, ge=0.1, le=100),
+        help="live: the load's peak as a multiple of the rate the accurate configuration holds on this host",
+    ),
+    peak: float | None = number(
+        None, allowed=Range(float, ge=1, le=10_000), help="live: the load's peak in rps (instead of --peak-ratio)"
+    ),
     num_cpus: int = number(
         16, "--num-cpus", allowed=Range(int, ge=6, le=4096), help="live: logical CPUs of the local Ray"
     ),
@@ -34,9 +44,13 @@ def demo_cmd(
 ) -> None:
     """Serve the text example live under pipetune and under Ray's autoscaling; report both (--sim: simulate)."""
     if not sim:
-        _live(out, seconds or 180, peak, num_cpus, port)
+        _live(out, seconds or 100, peak_ratio, peak, num_cpus, port)
         return
     seconds = seconds or 600
+    if seconds < 120:
+        from pipetune.errors import PipetuneError
+
+        raise PipetuneError(f"--seconds {seconds} with --sim: a synthetic load pattern needs at least 120 s")
     from pipetune.cli.plan import render_plan
     from pipetune.experiments.report import system_table
     from pipetune.experiments.runner import run_experiment
@@ -80,11 +94,13 @@ def demo_cmd(
     con.print(f"report: {out / 'report.html'} (and report.md, figures *.png)")
 
 
-def _live(out: Path, seconds: int, peak: float, num_cpus: int, port: int) -> None:
+def _live(out: Path, seconds: int, peak_ratio: float, peak: float | None, num_cpus: int, port: int) -> None:
     from pipetune.tooling.demo import run_live_demo
 
     con = Console()
-    res = run_live_demo(out, seconds=seconds, peak=peak, num_cpus=num_cpus, port=port, say=con.print)
+    res = run_live_demo(
+        out, seconds=seconds, peak_ratio=peak_ratio, peak=peak, num_cpus=num_cpus, port=port, say=con.print
+    )
     for name, s in res["summaries"].items():
         p99 = s.get("latency_p99_s")
         con.print(
@@ -92,4 +108,7 @@ def _live(out: Path, seconds: int, peak: float, num_cpus: int, port: int) -> Non
             f"p99 {p99 if p99 is None else round(p99, 3)} s, accuracy served {s.get('pas_mean') or 0:.3f}, "
             f"mean cores {s.get('mean_cores') or 0:.1f}"
         )
+    con.rule("[bold]who won[/]")
+    for line in res["verdict"]:
+        con.print(line, markup=False, highlight=False)
     con.print(f"report: {out / 'live-demo.html'} (figure {out / 'live-demo.png'}, data {out / 'live-demo.json'})")

