@@ -121,7 +121,9 @@ def measure_runtime(
     be = None
     try:
         replica_cpus = float(ray.cluster_resources().get("CPU", 0)) - 1.0
-        configs = initial_configs(planning_pipeline(pipeline, replica_cpus), profiles, rps)
+        # The runtime's cost does not depend on which models serve, so the cheapest variants (fa2-low), which the
+        # host holds at the measured rate: a saturated host would inflate every process's CPU.
+        configs = initial_configs(planning_pipeline(pipeline, replica_cpus), profiles, rps, policy="fa2-low")
         say(f"serving {pipeline.name} on {cores:g} cores: {', '.join(f'{s} {c.variant}' for s, c in configs.items())}")
         be = RayServeBackend(pipeline, configs, profiles, port=port, runtime=boot)
         spec = be.inputs[0]
