@@ -9,7 +9,6 @@ import pytest
 
 from pipetune import metrics
 from pipetune.backends.simulator.engine import SimResult
-from pipetune.configs import StageConfig
 from pipetune.loadgen.client import Outcome
 from pipetune.spec import example_path, load_pipeline
 from pipetune.tooling.demo import (
@@ -148,23 +147,14 @@ def planned(pipeline):
     return planning_pipeline(pipeline, 15.0), load_profiles(pipeline)
 
 
-def test_host_cpu_per_request_is_the_runtime_plus_each_stage_model_cpu(planned):
-    from pipetune.tooling import demo
-
-    planning, profiles = planned
-    cfg = {s: StageConfig(v, 1, 1, 1) for s, v in V.items()}
-    want = demo.HOST_OVERHEAD_S + demo.HOST_SIDE_S
-    for s, v in V.items():  # every stage sees each request once in this DAG
-        want += demo.HOST_HOP_S + 1.0 / profiles.row(s, v, 1, 1).throughput_rps
-    assert demo.host_cpu_per_request(planning, profiles, cfg) == pytest.approx(want)
-
-
 def test_best_static_holds_its_peak_and_trades_accuracy_as_the_peak_grows(planned):
+    from pipetune.runtime_profile import RuntimeProfile
     from pipetune.tooling.demo import best_static
 
     planning, profiles = planned
-    low, high = best_static(planning, profiles, 2.0, 2.0), best_static(planning, profiles, 12.0, 2.0)
+    rt = RuntimeProfile(host_cores=2.0, request_cpu_s=0.005, call_cpu_s=0.004, item_cpu_s=0.0, fusion=True)
+    low, high = best_static(planning, profiles, 2.0, rt), best_static(planning, profiles, 12.0, rt)
     assert low.holds and high.holds and high.host_capacity_rps >= 12.0
     assert high.pas <= low.pas
     with pytest.raises(ValueError, match="--peak-ratio"):
-        best_static(planning, profiles, 5000.0, 2.0)
+        best_static(planning, profiles, 5000.0, rt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from pipetune.adapter import Adapter, Decision
 from pipetune.backends.simulator import SimResult, SimSettings, Simulator
 from pipetune.backends.simulator.autoscaler import POLICY as AUTOSCALE_POLICY
 from pipetune.backends.simulator.autoscaler import AutoscalingConfig, RayAutoscaler
+from pipetune.backends.simulator.host import host_settings
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.experiments.plan_cache import planner
@@ -58,9 +60,14 @@ def simulate(
     policy_params: dict | None = None,
     log=None,
     on_step: Callable[[Any], None] | None = None,  # each Decision (adapter) or tick (autoscaler): reads .t
+    runtime: Any = None,
 ) -> RunOutput:
     """Simulate `policy` with `predictor` on per-second `counts` (the adapter drives the simulator; for
-    policy 'ray-autoscale', Ray Serve's reactive autoscaler does, and `predictor` is not used)."""
+    policy 'ray-autoscale', Ray Serve's reactive autoscaler does, and `predictor` is not used).
+
+    `runtime`: a RuntimeProfile: the planner counts the runtime's CPU on the host, and the simulator's shared
+    host is the same profile (`host_settings`: its fields replace the settings' host CPU knobs, all but
+    host_load_cores), as the live runtime it twins."""
     from pipetune.profiles import load_profiles
     from pipetune.workloads import arrival_times, integer_counts
 
@@ -80,16 +87,14 @@ def simulate(
         params = {"policy": params.get("start") or "ipa"}
     else:
         params = {"policy": policy, **params}
-    first = plan(pipeline, float(counts[:k].max()), current=None, profiles=profiles, **params)
-    initial = dict(first.configs)
+    host = {} if runtime is None else {"runtime": runtime}
+    first = plan(pipeline, float(counts[:k].max()), current=None, profiles=profiles, **params, **host)
+    initial = dict(first.configs)  # an Infeasible's are its fallback's
     arrivals = arrival_times(counts, process=settings.arrival_process, seed=seed)
-    sim = Simulator(
-        pipeline,
-        profiles,
-        arrivals,
-        initial,
-        sim_settings(settings, seed),
-    )
+    knobs = sim_settings(settings, seed)
+    if runtime is not None:
+        knobs = dataclasses.replace(knobs, **host_settings(runtime, pipeline, profiles))
+    sim = Simulator(pipeline, profiles, arrivals, initial, knobs)
     if auto is not None:
         return _autoscaled(sim, pipeline, auto, counts, initial, log, on_step)
     params.pop("policy")
@@ -105,6 +110,7 @@ def simulate(
         future_counts=integer_counts(counts),
         planner=plan,
         rps_quantum=settings.rps_quantum,
+        runtime=runtime,
     )
     if hasattr(adapter.predictor, "reset"):
         adapter.predictor.reset()

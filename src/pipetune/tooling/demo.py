@@ -189,42 +189,34 @@ def summarise(run: LiveRun, pipeline: Any, seconds: float) -> dict:
 
 # --- the load's scale and the static contenders: what the host holds -----------------------------------------
 
-# CPU the live runtime spends outside the models on the demo's host: the twin charges it (`twin_settings`) and the
-# host's capacity counts it (`host_cpu_per_request`). Measured 2026-12-07 on the 2-vCPU demo VM, text pipeline
-# (4 stages, batch 1, one replica each) at 20 rps Poisson for 40 s, CPU time per process from /proc
-# (the since-removed benchmarks/serving_cpu.py; `pipetune profile --runtime` measures them now; repeat runs differ by ~15%): the ingress 14.0 ms and Ray's HTTP proxy 6.1 ms per
-# request (HOST_OVERHEAD_S: their sum); the replicas of lang, keywords and merge 3.4, 4.5 and 3.1 ms per item,
-# less their profiled model time (0.13, 0.56, ~0 ms): about 3.3 ms per item per stage (HOST_HOP_S); beside the
-# requests' path, about 8 ms per request went to the load generator (2.9), Ray's controller (1.6), GCS (1.3) and
-# its other processes (HOST_SIDE_S). A loading replica is one Python process importing and loading its model: one
-# core (HOST_LOAD_CORES) for its profiled load time. These constants are the host model until the runtime profile
-# measured on the machine itself replaces them (one host model for the planner and the twin).
-HOST_OVERHEAD_S = 0.020
-HOST_HOP_S = 0.0033
-HOST_SIDE_S = 0.008
-HOST_LOAD_CORES = 1.0
+HOST_LOAD_CORES = 1.0  # a loading replica is one Python process importing and loading its model: one core
 
 
-def twin_settings(pipeline: Any, host_cores: float) -> Any:
-    """The simulator settings of the live demo's twin: the live drop deadline, the shared host and its CPU.
-    The one place where the host model enters the twin."""
+def demo_runtime(pipeline: Any, profiles: Any, say: Callable[[str], None] = print) -> Any:
+    """The runtime profile of this machine: the pipeline's `runtime.json` when it was measured on a machine like
+    this one (same CPU model and cores), else measured now (`pipetune profile --runtime`, about a minute). The
+    planner, the live runtime and the twin all go by it: one host model, measured where the demo runs."""
+    from pipetune.runtime_profile import load_runtime_for
+    from pipetune.serving.runtime_probe import cpu_model, host_cores, measure_runtime
+
+    rt = load_runtime_for(pipeline)
+    here = {"cpu_model": cpu_model(), "host_cores": host_cores()}
+    if rt is not None and all(rt.conditions.get(k) == v for k, v in here.items()):
+        return rt
+    say(f"measuring the runtime on this machine ({here['cpu_model']}, {here['host_cores']:g} cores): "
+        f"{'no runtime profile' if rt is None else 'the runtime profile was measured on another machine'}")  # fmt: skip
+    return measure_runtime(pipeline, profiles, progress=say)
+
+
+def twin_settings(pipeline: Any, runtime: Any) -> Any:
+    """The simulator settings of the live demo's twin beside the runtime profile (the rest of its host CPU comes
+    from that profile, `simulate(..., runtime=...)`): the live drop deadline, the host's cores and a loading
+    replica's core."""
     from pipetune.experiments.spec import Settings
 
-    return Settings(drop_limit_s=2 * pipeline.sla.seconds, host_cores=float(host_cores),
-                    host_overhead_s=HOST_OVERHEAD_S, host_hop_s=HOST_HOP_S, host_side_s=HOST_SIDE_S,
-                    host_load_cores=HOST_LOAD_CORES)  # fmt: skip
-
-
-def host_cpu_per_request(pipeline: Any, profiles: Any, configs: dict[str, StageConfig]) -> float:
-    """CPU seconds one request costs the host under `configs`: the runtime outside the models (the twin's host
-    model) plus, per item of every stage, the model's CPU at the stage's batch and cores (cores / profiled
-    throughput of one replica)."""
-    cpu = HOST_OVERHEAD_S + HOST_SIDE_S
-    for s, f in pipeline.load_factors().items():
-        c = configs[s]
-        thr = profiles.row(s, c.variant, c.batch, c.cores).throughput_rps
-        cpu += f * (HOST_HOP_S + c.cores / thr)
-    return cpu
+    return Settings(
+        drop_limit_s=2 * pipeline.sla.seconds, host_cores=runtime.host_cores, host_load_cores=HOST_LOAD_CORES
+    )
 
 
 @dataclass(frozen=True)
@@ -246,48 +238,47 @@ class HostPlan:
 
 
 def host_plan(
-    planning: Any, profiles: Any, rps: float, host_cores: float, variants: dict[str, str] | None
+    planning: Any, profiles: Any, rps: float, runtime: Any, variants: dict[str, str] | None
 ) -> HostPlan | None:
-    """The planner's configuration at `rps` with `variants` fixed (None: the most accurate of every stage), or
-    None when the planner finds none within the cluster's caps."""
+    """The planner's configuration at `rps` with `variants` fixed (None: the most accurate of every stage), the
+    runtime's CPU on the host counted, or None when the planner finds none (caps, SLA or the host)."""
     from pipetune.optimizer import Infeasible, plan_pipeline
+    from pipetune.optimizer.options import host_capacity_rps
 
-    plan = plan_pipeline(planning, rps, policy="fa2-high", profiles=profiles, heavy=variants or {})
+    plan = plan_pipeline(planning, rps, policy="fa2-high", profiles=profiles, heavy=variants or {}, runtime=runtime)
     if isinstance(plan, Infeasible):
         return None
-    cpu = host_cpu_per_request(planning, profiles, plan.configs)
-    return HostPlan(dict(plan.configs), float(plan.pas), float(rps), host_cores / cpu)
+    cap = host_capacity_rps(planning, profiles, plan.configs, runtime)
+    return HostPlan(dict(plan.configs), float(plan.pas), float(rps), cap)
 
 
-def accurate_capacity(planning: Any, profiles: Any, host_cores: float, tol: float = 0.02) -> HostPlan:
+def accurate_capacity(planning: Any, profiles: Any, runtime: Any, tol: float = 0.02) -> HostPlan:
     """The accurate configuration (most accurate variant of every stage) at the highest rate it holds on this
     host: the planner's plan must exist (its SLA and caps) and the host's cores must carry the rate. Bisection
     on the rate, to `tol` relative."""
     lo, hi = 0.0, 1.0
     best = None
-    while (p := host_plan(planning, profiles, hi, host_cores, None)) is not None and p.holds:
+    while (p := host_plan(planning, profiles, hi, runtime, None)) is not None and p.holds:
         lo, best, hi = hi, p, hi * 2
         if hi > 1e5:
             break
     while hi - lo > tol * max(hi, 1e-9):
         mid = (lo + hi) / 2
-        p = host_plan(planning, profiles, mid, host_cores, None)
+        p = host_plan(planning, profiles, mid, runtime, None)
         if p is not None and p.holds:
             lo, best = mid, p
         else:
             hi = mid
     if best is None:
-        p = host_plan(planning, profiles, 0.1, host_cores, None)
         raise PipetuneError(
             "the accurate configuration holds no load on this host (its profile's latency at the SLA percentile "
-            "exceeds the SLA, or one request costs more CPU than the host has)"
-            + ("" if p is None else f"; one request costs {host_cores / p.host_capacity_rps * 1e3:.0f} ms of CPU")
-            + ": re-measure the profile on a quiet machine (`pipetune profile`)"
+            "exceeds the SLA, or one request costs more CPU than the host has): re-measure the profile on a "
+            "quiet machine (`pipetune profile`, `pipetune profile --runtime`)"
         )
     return best
 
 
-def best_static(planning: Any, profiles: Any, peak_rps: float, host_cores: float) -> HostPlan:
+def best_static(planning: Any, profiles: Any, peak_rps: float, runtime: Any) -> HostPlan:
     """The most accurate static configuration that holds `peak_rps` on this host: every combination of variants
     by PAS, highest first, planned for the peak; the first the host carries. Refuses when none does."""
     stages = planning.stages
@@ -296,10 +287,12 @@ def best_static(planning: Any, profiles: Any, peak_rps: float, host_cores: float
         key=lambda vs: -math.prod(v.accuracy for v in vs),
     )
     for vs in combos:
-        p = host_plan(planning, profiles, peak_rps, host_cores, {st.name: v.name for st, v in zip(stages, vs)})
+        p = host_plan(planning, profiles, peak_rps, runtime, {st.name: v.name for st, v in zip(stages, vs)})
         if p is not None and p.holds:
             return p
-    raise PipetuneError(f"no static configuration holds {peak_rps:.1f} rps on {host_cores:g} cores: lower --peak-ratio")
+    raise PipetuneError(
+        f"no static configuration holds {peak_rps:.1f} rps on {runtime.host_cores:g} cores: lower --peak-ratio"
+    )
 
 
 def demo_load(seconds: int, peak: float, seed: int = 0) -> np.ndarray:
@@ -503,9 +496,10 @@ def run_live_demo(
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(example_path("text"))
     profiles = load_profiles(pipe)
-    phys = os.cpu_count() or 1
     planning = planning_pipeline(pipe, float(num_cpus) - 1)
-    accurate = accurate_capacity(planning, profiles, phys)
+    runtime = demo_runtime(pipe, profiles, say)
+    phys = runtime.host_cores
+    accurate = accurate_capacity(planning, profiles, runtime)
     peak = float(peak) if peak is not None else peak_ratio * accurate.rps
     counts = demo_load(seconds, peak, seed)
     offsets = arrival_times(counts, process="poisson", seed=seed)
@@ -513,7 +507,7 @@ def run_live_demo(
     say(f"load: the accurate configuration ({', '.join(accurate.variants().values())}) holds {accurate.rps:.1f} rps "
         f"on {phys} cores; the bursty load peaks at {peak:.1f} rps ({peak / accurate.rps:.1f}x), troughs at "
         f"~{trough:.0f} rps; {len(offsets)} requests in {seconds} s")  # fmt: skip
-    static = best_static(planning, profiles, float(counts.max()), phys)
+    static = best_static(planning, profiles, float(counts.max()), runtime)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
     say(f"local Ray with {num_cpus} logical CPUs on {phys} physical cores: replicas share the cores, so they "
         "serve slower than their profile (measured one at a time)")  # fmt: skip
@@ -523,7 +517,7 @@ def run_live_demo(
         n = len(contenders)
         for k, name in enumerate(contenders, 1):
             if name == "pipetune":
-                initial = initial_configs(planning, profiles, float(counts[:10].max()))
+                initial = initial_configs(planning, profiles, float(counts[:10].max()), runtime=runtime)
                 say(f"[bold]{k}/{n + 1} pipetune[/] (re-plans every 10 s)")
                 runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, initial, port=port, say=say))
             elif name == "ray-autoscaling":
@@ -532,7 +526,7 @@ def run_live_demo(
                 per_stage = max(1, int(planning.caps.max_total_cores // len(pipe.stage_names)))
                 autoscale = {"min_replicas": 1, "max_replicas": per_stage, "target_ongoing_requests": 2,
                              "upscale_delay_s": 3, "downscale_delay_s": 30}  # fmt: skip
-                start = host_plan(planning, profiles, float(counts[:10].max()), phys, None)
+                start = host_plan(planning, profiles, float(counts[:10].max()), runtime, None)
                 if start is None:
                     raise PipetuneError("the planner has no configuration of the accurate variants at the first load")
                 say(
@@ -552,7 +546,7 @@ def run_live_demo(
     # The twin shares the physical cores the way the live run does (SimSettings.host_cores: processor sharing
     # among every busy replica and loading replica) and charges the CPU measured outside the models.
     twin_out = simulate(planning, counts, policy="ipa", predictor="default", seed=seed, profiles=profiles,
-                        settings=twin_settings(pipe, phys))  # fmt: skip
+                        settings=twin_settings(pipe, runtime), runtime=runtime)  # fmt: skip
     twin = metrics.summarise(twin_out.result, float(seconds), decisions=len(twin_out.decisions))
     twin["mean_cores"] += INGRESS_CPUS  # the simulator holds no ingress; live cores held count its core
     summaries = {run.name: summarise(run, pipe, seconds) for run in runs}
@@ -571,17 +565,19 @@ def run_live_demo(
         f"({', '.join(accurate.variants().values())}); the best static configuration that holds the peak "
         f"({', '.join(static.variants().values())}).",
         "SLA violation = refused (503) + dropped (504) + failed + completed after the SLA.",
-        f"the host model (twin and capacity): {HOST_OVERHEAD_S * 1e3:g} ms of ingress + proxy CPU per request, "
-        f"{HOST_HOP_S * 1e3:g} ms of replica CPU per item per stage, {HOST_SIDE_S * 1e3:g} ms per request beside "
-        f"its path, processor sharing of {phys} cores among the busy and the loading replicas. It does not model "
-        "the proxy and the ingress each being one process, a Ray worker's start before the model loads, nor the "
+        f"the host model (planner, live adapter and twin: this machine's runtime profile, "
+        f"{runtime.conditions.get('how', 'measured')}): {runtime.request_cpu_s * 1e3:.2f} ms of ingress CPU per "
+        f"request, {runtime.call_cpu_s * 1e3:.2f} ms per remote stage call, {runtime.side_cpu_s * 1e3:.2f} ms per "
+        f"request beside its path, processor sharing of {phys:g} cores among the busy and the loading replicas. "
+        "It does not model the ingress being one process, a Ray worker's start before the model loads, nor the "
         "OS scheduler.",
     ]
     write_html(out / "live-demo.html", png, summaries, notes, verdict)
     # per second, per live run: cores held and the configuration in effect (what the PNG's panels plot)
     result = {"summaries": summaries, "fidelity": fidelity, "verdict": verdict, "counts": counts.tolist(),
               "load": {"peak_rps": peak, "peak_ratio": peak / accurate.rps, "accurate_capacity_rps": accurate.rps,
-                       "accurate": accurate.variants(), "static": static.variants(), "host_cores": phys},
+                       "accurate": accurate.variants(), "static": static.variants(), "host_cores": phys,
+                       "runtime": runtime.to_dict()},
               "decisions": live["pipetune"].decisions if "pipetune" in live else [],
               "samples": {r.name: r.samples for r in runs}}  # fmt: skip
     (out / "live-demo.json").write_text(jsonio.dumps(result, indent=1))
