@@ -523,12 +523,17 @@ def run_live_demo(
             elif name == "ray-autoscaling":
                 # Ray Serve's autoscaling on the accurate variants, each stage free to grow to its fair share of
                 # the CPUs the planner may use.
-                per_stage = max(1, int(planning.caps.max_total_cores // len(pipe.stage_names)))
-                autoscale = {"min_replicas": 1, "max_replicas": per_stage, "target_ongoing_requests": 2,
-                             "upscale_delay_s": 3, "downscale_delay_s": 30}  # fmt: skip
                 start = host_plan(planning, profiles, float(counts[:10].max()), runtime, None)
                 if start is None:
                     raise PipetuneError("the planner has no configuration of the accurate variants at the first load")
+                # (never below what the first plan starts with: Ray refuses initial replicas above the maximum)
+                per_stage = max(
+                    1,
+                    int(planning.caps.max_total_cores // len(pipe.stage_names)),
+                    *(c.replicas for c in start.configs.values()),
+                )
+                autoscale = {"min_replicas": 1, "max_replicas": per_stage, "target_ongoing_requests": 2,
+                             "upscale_delay_s": 3, "downscale_delay_s": 30}  # fmt: skip
                 say(
                     f"[bold]{k}/{n + 1} Ray Serve autoscaling[/] (accurate variants, 1..{per_stage} replicas per stage)"
                 )
