@@ -18,6 +18,7 @@ from pipetune.serving.config import (
     STAGE_DEPLOYMENT,
     ServeOptions,
     ServingError,
+    admitted,
     export_config,
     ingress_args,
     serve_config,
@@ -65,6 +66,26 @@ def test_export_serves_every_stage_with_the_admission_of_its_profile(digits):
     from ray.serve.schema import ServeDeploySchema  # Ray's own schema accepts it (imported, not started)
 
     ServeDeploySchema.model_validate(cfg)
+
+
+def test_admission_follows_the_capacity_the_host_holds_under_the_plan(digits):
+    import math
+
+    from pipetune.optimizer.options import capacity_rps
+    from pipetune.runtime_profile import RuntimeProfile
+
+    p, prof = digits
+    alone = profile_admission(p, prof, INITIAL)
+    assert admitted(p, prof, INITIAL) == alone  # no runtime profile: the profile's limit
+    # a host whose own CPU per request allows far less than the replicas: admission follows the host
+    small = RuntimeProfile(host_cores=1.0, request_cpu_s=0.02, call_cpu_s=0.004, item_cpu_s=0.0, fusion=True)
+    cap = capacity_rps(p, prof, INITIAL, small)
+    assert admitted(p, prof, INITIAL, small) == max(1, math.ceil(cap * p.sla.seconds)) < alone
+    # a roomy host: the replicas bound it, served a little slower on a shared host than profiled alone
+    big = RuntimeProfile(host_cores=64.0, request_cpu_s=1e-5, call_cpu_s=1e-5, item_cpu_s=0.0, fusion=True)
+    assert 0.8 * alone <= admitted(p, prof, INITIAL, big) <= alone
+    uc = export_config(p, INITIAL, prof, ServeOptions.for_pipeline(p))["applications"][0]["deployments"][0]
+    assert uc["user_config"]["max_inflight"] == alone
 
 
 def test_a_switch_deploys_both_generations_and_routes_the_serving_one(digits):

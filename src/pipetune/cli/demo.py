@@ -1,7 +1,8 @@
 """`pipetune demo`: the main job on the embedded default (a local Ray; no data, no cluster needed).
 
 Live (default): the text pipeline served on a local Ray through the V2 endpoint under a compressed bursty load
-scaled to this host (its peak `--peak-ratio` times what the accurate configuration holds here), by pipetune's
+scaled to this host (its peak `--peak-share` of what the fastest configuration holds here, its trough
+`--trough-share` of what the accurate one holds), by pipetune's
 adapter, by Ray Serve's own autoscaling on the accurate variants and by the best static configuration that holds
 the peak, plus the simulator twin; a report (PNG, HTML, JSON) and one line per criterion saying who won. `--sim`: the simulator-only demo (plans the synthetic DAG, then IPA and its three baselines
 under two load patterns).
@@ -25,17 +26,26 @@ def demo_cmd(
     seconds: int | None = number(
         None,
         allowed=Range(int, ge=60, le=86_400),
-        help="length of the load pattern (s); default 100 per live run (three runs share one Ray), 600 per "
+        help="length of the load pattern (s); default 120 per live run (three runs share one Ray), 600 per "
         "pattern with --sim (at least 120)",
     ),
-    peak_ratio: float = number(
-        2.0,
-        "--peak-ratio",
-        allowed=Range(float, ge=0.1, le=100),
-        help="live: the load's peak as a multiple of the rate the accurate configuration holds on this host",
+    peak_share: float = number(
+        0.85,
+        "--peak-share",
+        allowed=Range(float, ge=0.05, le=1.0),
+        help="live: the load's peak as a share of the rate the fastest configuration holds on this host",
+    ),
+    trough_share: float = number(
+        0.3,
+        "--trough-share",
+        allowed=Range(float, ge=0.0, le=1.0),
+        help="live: the load's trough as a share of the rate the accurate configuration holds on this host",
     ),
     peak: float | None = number(
-        None, allowed=Range(float, ge=1, le=10_000), help="live: the load's peak in rps (instead of --peak-ratio)"
+        None, allowed=Range(float, ge=1, le=10_000), help="live: the load's peak in rps (instead of --peak-share)"
+    ),
+    trough: float | None = number(
+        None, allowed=Range(float, ge=0, le=10_000), help="live: the load's trough in rps (instead of --trough-share)"
     ),
     num_cpus: int = number(
         16, "--num-cpus", allowed=Range(int, ge=6, le=4096), help="live: logical CPUs of the local Ray"
@@ -44,7 +54,7 @@ def demo_cmd(
 ) -> None:
     """Serve the text example live under pipetune and under Ray's autoscaling; report both (--sim: simulate)."""
     if not sim:
-        _live(out, seconds or 100, peak_ratio, peak, num_cpus, port)
+        _live(out, seconds or 120, peak_share, trough_share, peak, trough, num_cpus, port)
         return
     seconds = seconds or 600
     if seconds < 120:
@@ -94,13 +104,23 @@ def demo_cmd(
     con.print(f"report: {out / 'report.html'} (and report.md, figures *.png)")
 
 
-def _live(out: Path, seconds: int, peak_ratio: float, peak: float | None, num_cpus: int, port: int) -> None:
+def _live(
+    out: Path,
+    seconds: int,
+    peak_share: float,
+    trough_share: float,
+    peak: float | None,
+    trough: float | None,
+    num_cpus: int,
+    port: int,
+) -> None:
     from pipetune.tooling.demo import run_live_demo
 
     con = Console()
     res = run_live_demo(
-        out, seconds=seconds, peak_ratio=peak_ratio, peak=peak, num_cpus=num_cpus, port=port, say=con.print
-    )
+        out, seconds=seconds, peak_share=peak_share, trough_share=trough_share, peak=peak, trough=trough,
+        num_cpus=num_cpus, port=port, say=con.print,
+    )  # fmt: skip
     for name, s in res["summaries"].items():
         p99 = s.get("latency_p99_s")
         con.print(

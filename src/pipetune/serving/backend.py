@@ -199,7 +199,7 @@ class RayServeBackend(Backend):
         rec = self._rec
         return serve_config(
             self.pipeline, self.profiles, rec.generations(), rec.serving(), self.options,
-            args=self._ingress_args, epoch=self._epoch,
+            args=self._ingress_args, epoch=self._epoch, runtime=self.runtime,
         )  # fmt: skip
 
     def _deploy(self, stages: list[str]) -> None:

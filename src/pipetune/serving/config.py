@@ -22,9 +22,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipetune.admission import UNLIMITED_INFLIGHT, profile_admission, service_floor
+from pipetune.admission import UNLIMITED_INFLIGHT, admission_limit, profile_admission, service_floor
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
+from pipetune.optimizer.options import capacity_rps
 from pipetune.protocol import TensorSpec, spec_for_sample
 
 STAGE_DEPLOYMENT = "stage"  # the one deployment inside each stage application
@@ -190,6 +191,7 @@ def ingress_user_config(
     opts: ServeOptions,
     epoch: float,
     inline: Collection[str] = (),
+    runtime: Any = None,
 ) -> dict:
     """What the ingress takes in place: routes to the serving generations, the admission limit of what they
     serve (`pipetune.admission`; none under Ray's autoscaling), the deadline and the backend's clock."""
@@ -198,13 +200,27 @@ def ingress_user_config(
         "routes": {s: app_name(pipeline.name, s, c.variant, c.cores) for s, c in serving.items() if s not in inline},
         "variants": {s: c.variant for s, c in serving.items()},
         "configs": {s: c.to_dict() for s, c in serving.items()},
-        "max_inflight": UNLIMITED_INFLIGHT if unlimited else profile_admission(pipeline, profiles, serving),
+        "max_inflight": UNLIMITED_INFLIGHT if unlimited else admitted(pipeline, profiles, serving, runtime),
         # what the replicas hold in service at once: admission never goes below it
         "floor_inflight": UNLIMITED_INFLIGHT if unlimited else service_floor(serving),
         "drop_after_s": opts.drop_after_s,
         "epoch": epoch,
         "per_item_calls": opts.per_item_calls,
     }
+
+
+def admitted(pipeline: Any, profiles: Any, serving: Mapping[str, StageConfig], runtime: Any = None) -> int:
+    """The admission limit of what serves: the profile's (`pipetune.admission.profile_admission`) and, with a
+    runtime profile, no more than capacity x SLA at the rate the planner says the host holds under it
+    (`optimizer.options.capacity_rps`: the host's CPU counted): the limit follows the applied plan's capacity."""
+    limit = profile_admission(pipeline, profiles, serving)
+    if runtime is None or profiles is None or not 0 < limit < UNLIMITED_INFLIGHT:
+        return limit
+    try:
+        cap = capacity_rps(pipeline, profiles, serving, runtime)
+    except (KeyError, PipetuneError):
+        return limit  # a stage without a profiled cell: the profile's limit stands
+    return min(limit, admission_limit(cap, pipeline.sla.seconds))
 
 
 def ingress_app(pipeline: Any, args: Mapping[str, Any], user_config: Mapping[str, Any], opts: ServeOptions) -> dict:
@@ -236,6 +252,7 @@ def serve_config(
     *,
     args: Mapping[str, Any],
     epoch: float = 0.0,
+    runtime: Any = None,
 ) -> dict:
     """The Serve config (ServeDeploySchema) of what should run: every generation of every stage as its own
     application, and the ingress routing each stage in `serving` to its generation.
@@ -243,13 +260,14 @@ def serve_config(
     `generations`: per stage, its (variant, cores) applications (the serving one and, during a switch, the
     incoming one). `serving`: per stage, the generation its traffic goes to (a stage without one gets no route,
     and the ingress refuses requests until it has). `args`: the ingress's `args` (`ingress_args`), whose inline
-    stages (`optimizer.options.inline_stages`) get no application (the ingress runs them). `epoch`: the backend's clock origin (wall time); 0 for a
-    config that another tool deploys (the ingress keeps its own)."""
+    stages (`optimizer.options.inline_stages`) get no application (the ingress runs them). `epoch`: the backend's
+    clock origin (wall time); 0 for a config that another tool deploys (the ingress keeps its own). `runtime`:
+    the host's runtime profile, which bounds admission (`admitted`)."""
     for s, gen in serving.items():
         if all((g.variant, g.cores) != (gen.variant, gen.cores) for g in generations.get(s, [])):
             raise ServingError(f"stage {s!r} is routed to {gen.variant} on {gen.cores} cores, which is not deployed")
     inline = set(args.get("graph", {}).get("inline", {}))
-    user_config = ingress_user_config(pipeline, profiles, serving, opts, epoch, inline)
+    user_config = ingress_user_config(pipeline, profiles, serving, opts, epoch, inline, runtime)
     apps = [ingress_app(pipeline, args, user_config, opts)]
     for s, gens in generations.items():
         if s not in inline:

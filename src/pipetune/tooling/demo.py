@@ -1,6 +1,6 @@
-"""The live demo (`make demo`, `pipetune demo`): the text pipeline on a local Ray under one compressed bursty
-load whose peak is above what the accurate configuration holds on this host and whose troughs are well below,
-served live, on the same arrivals, by three contenders:
+"""The live demo (`make demo`, `pipetune demo`): the text pipeline on a local Ray under one burst of load whose
+peak only the fastest configuration holds on this host and whose troughs are well below what the accurate one
+holds, served live, on the same arrivals, by three contenders:
 
 * `pipetune`: the adapter re-plans every interval (variant, batch, replicas, cores per stage);
 * `ray-autoscaling`: Ray Serve's own autoscaling on the ACCURATE variants (the most accurate variant of every
@@ -8,11 +8,12 @@ served live, on the same arrivals, by three contenders:
 * `static-fast`: the best static configuration that holds the peak (the most accurate variants whose
   configuration, sized for the peak, the host can carry: the fast ones);
 
-plus the simulator twin of pipetune's run (fidelity). The load's scale is derived, not typed in: its peak is
-`peak_ratio` times the accurate configuration's capacity on this host (`accurate_capacity`). The report (PNG +
-HTML + JSON) shows load and predicted load, the variant per stage over time, accuracy served, cores held, p99
-against the SLA and SLA violations for every contender; the run ends with one line per criterion saying who won
-(`who_won`) and the twin's fidelity (`fidelity_lines`).
+plus the simulator twin of pipetune's run (fidelity). The load's scale is derived from the host, not typed in
+(`capacity`, planned with this machine's runtime profile): the peak is PEAK_SHARE of what the fastest
+configuration holds, the trough TROUGH_SHARE of what the accurate one holds. The report (PNG + HTML + JSON) shows
+load and predicted load, the variant per stage over time, accuracy served, cores held, p99 against the SLA and
+SLA violations for every contender; the run ends with one line per criterion saying who won (`who_won`), the
+demo's goals met or missed (`goal_lines`) and the twin's fidelity (`fidelity_lines`).
 
 Every figure comes from `pipetune.metrics` (a live run is turned into the record the simulator returns,
 `live_result`): an SLA violation is a request refused (503), dropped (504), failed, or completed after the SLA;
@@ -48,6 +49,17 @@ COLORS = {"pipetune": "tab:blue", "ray-autoscaling": "tab:orange", "static-fast"
 # SLA violations within 2 percentage points.
 FIDELITY_P99 = 0.20
 FIDELITY_VIOLATION_POINTS = 2.0
+# The demo's goals for pipetune (same issue): variant changes in the one burst, SLA violations, PAS gain over the
+# best static configuration.
+GOAL_VARIANT_CHANGES = 2
+GOAL_VIOLATIONS = 0.01
+GOAL_PAS_GAIN = 0.03
+# The demo's defaults: its length, pipetune's re-plan interval, the peak as a share of what the fastest
+# configuration holds on this host, the trough as a share of what the accurate configuration holds.
+DEMO_SECONDS = 120
+DEMO_INTERVAL_S = 5.0
+PEAK_SHARE = 0.85
+TROUGH_SHARE = 0.3
 
 
 @dataclass
@@ -73,16 +85,18 @@ def live_run(
     interval_s: float = 10.0,
     predictor: str = "default",
     body: Callable[[int], dict] | None = None,
+    runtime: Any = None,
     say: Callable[[str], None] = lambda _m: None,
 ) -> LiveRun:
     """Serve `offsets_s` (arrival times in seconds) once: with the adapter (`adapt`), under Ray's autoscaling
-    (`autoscale`: Ray Serve's autoscaling_config per stage) or held static (neither)."""
+    (`autoscale`: Ray Serve's autoscaling_config per stage) or held static (neither). `runtime`: this host's
+    runtime profile (what the adapter plans with and admission follows; None: the pipeline's own)."""
     if adapt and autoscale is not None:
         raise ValueError("the adapter must not drive a backend under Ray's autoscaling: pass adapt=False")
     from pipetune.serving.backend import RayServeBackend
     from pipetune.serving.session import run_adapter
 
-    be = RayServeBackend(pipeline, initial, profiles, port=port, autoscale=autoscale)
+    be = RayServeBackend(pipeline, initial, profiles, port=port, autoscale=autoscale, runtime=runtime)
     url = f"http://127.0.0.1:{port}/v2/models/{pipeline.name}/infer"
     body_fn = body or _bodies(pipeline, be.inputs[0])
     samples: list[dict] = []
@@ -208,14 +222,17 @@ def demo_runtime(pipeline: Any, profiles: Any, say: Callable[[str], None] = prin
     return measure_runtime(pipeline, profiles, progress=say)
 
 
-def twin_settings(pipeline: Any, runtime: Any) -> Any:
+def twin_settings(pipeline: Any, runtime: Any, interval_s: float = DEMO_INTERVAL_S) -> Any:
     """The simulator settings of the live demo's twin beside the runtime profile (the rest of its host CPU comes
-    from that profile, `simulate(..., runtime=...)`): the live drop deadline, the host's cores and a loading
-    replica's core."""
+    from that profile, `simulate(..., runtime=...)`): pipetune's re-plan interval, the live drop deadline, the
+    host's cores and a loading replica's core."""
     from pipetune.experiments.spec import Settings
 
     return Settings(
-        drop_limit_s=2 * pipeline.sla.seconds, host_cores=runtime.host_cores, host_load_cores=HOST_LOAD_CORES
+        interval_s=interval_s,
+        drop_limit_s=2 * pipeline.sla.seconds,
+        host_cores=runtime.host_cores,
+        host_load_cores=HOST_LOAD_CORES,
     )
 
 
@@ -252,30 +269,42 @@ def host_plan(
     return HostPlan(dict(plan.configs), float(plan.pas), float(rps), cap)
 
 
-def accurate_capacity(planning: Any, profiles: Any, runtime: Any, tol: float = 0.02) -> HostPlan:
-    """The accurate configuration (most accurate variant of every stage) at the highest rate it holds on this
-    host: the planner's plan must exist (its SLA and caps) and the host's cores must carry the rate. Bisection
-    on the rate, to `tol` relative."""
+def capacity(
+    planning: Any, profiles: Any, runtime: Any, variants: dict[str, str] | None = None, tol: float = 0.02
+) -> HostPlan:
+    """The configuration of `variants` (None: the most accurate variant of every stage) at the highest rate it
+    holds on this host: the planner's plan must exist (its SLA and caps) and the host's cores must carry the
+    rate. Bisection on the rate, to `tol` relative."""
     lo, hi = 0.0, 1.0
     best = None
-    while (p := host_plan(planning, profiles, hi, runtime, None)) is not None and p.holds:
+    while (p := host_plan(planning, profiles, hi, runtime, variants)) is not None and p.holds:
         lo, best, hi = hi, p, hi * 2
         if hi > 1e5:
             break
     while hi - lo > tol * max(hi, 1e-9):
         mid = (lo + hi) / 2
-        p = host_plan(planning, profiles, mid, runtime, None)
+        p = host_plan(planning, profiles, mid, runtime, variants)
         if p is not None and p.holds:
             lo, best = mid, p
         else:
             hi = mid
     if best is None:
+        which = "the accurate configuration" if variants is None else f"the configuration {variants}"
         raise PipetuneError(
-            "the accurate configuration holds no load on this host (its profile's latency at the SLA percentile "
-            "exceeds the SLA, or one request costs more CPU than the host has): re-measure the profile on a "
-            "quiet machine (`pipetune profile`, `pipetune profile --runtime`)"
+            f"{which} holds no load on this host (its profile's latency at the SLA percentile exceeds the SLA, or "
+            "one request costs more CPU than the host has): re-measure the profile on a quiet machine "
+            "(`pipetune profile`, `pipetune profile --runtime`)"
         )
     return best
+
+
+def fastest_variants(planning: Any, profiles: Any) -> dict[str, str]:
+    """Per stage, the variant with the highest profiled throughput on one core at batch 1: the configuration
+    that holds the most load on this host."""
+    return {
+        st.name: max(st.variants, key=lambda v: profiles.row(st.name, v.name, 1, 1).throughput_rps).name
+        for st in planning.stages
+    }
 
 
 def best_static(planning: Any, profiles: Any, peak_rps: float, runtime: Any) -> HostPlan:
@@ -291,18 +320,37 @@ def best_static(planning: Any, profiles: Any, peak_rps: float, runtime: Any) -> 
         if p is not None and p.holds:
             return p
     raise PipetuneError(
-        f"no static configuration holds {peak_rps:.1f} rps on {runtime.host_cores:g} cores: lower --peak-ratio"
+        f"no static configuration holds {peak_rps:.1f} rps on {runtime.host_cores:g} cores: lower --peak or "
+        "--peak-share"
     )
 
 
-def demo_load(seconds: int, peak: float, seed: int = 0) -> np.ndarray:
-    """Per-second request counts: the bursty pattern at its natural length (1200 s: a trough at 1/5 of the peak,
-    one surge to the peak), compressed in time to `seconds` (its shape kept), Poisson-drawn."""
-    from pipetune.workloads import synthetic_pattern
+# The demo load's shape, as shares of its length: a trough, a rise, the peak held, a fall, a trough again.
+# The rise and the fall take tens of seconds (as the surges of IPA's bursty window do), not a few: an adapter that
+# re-plans every few seconds and a variant that takes seconds to start must be able to follow it.
+LOAD_SHAPE = (("trough", 0.22), ("rise", 0.20), ("peak", 0.18), ("fall", 0.12), ("trough", 0.28))
 
-    full = synthetic_pattern("bursty", seconds=1200, seed=seed, peak=peak)
-    counts = np.array([full[int(i * 1200 / seconds) : int((i + 1) * 1200 / seconds)].mean() for i in range(seconds)])
-    return np.random.default_rng(seed).poisson(counts).astype(float)
+
+def demo_rate(seconds: int, trough: float, peak: float) -> np.ndarray:
+    """The demo load's expected rate per second (LOAD_SHAPE): `trough` rps, a smooth rise to `peak` rps, held,
+    a smooth fall back to `trough`."""
+    if not 0 <= trough <= peak:
+        raise PipetuneError(f"the demo load needs 0 <= trough <= peak, got trough {trough:g} and peak {peak:g} rps")
+    edges = np.cumsum([0.0] + [share for _, share in LOAD_SHAPE]) * seconds
+    t = np.arange(seconds, dtype=float) + 0.5
+
+    def smooth(x: np.ndarray) -> np.ndarray:
+        x = np.clip(x, 0.0, 1.0)
+        return x * x * (3 - 2 * x)
+
+    up = smooth((t - edges[1]) / (edges[2] - edges[1]))
+    down = 1 - smooth((t - edges[3]) / (edges[4] - edges[3]))
+    return trough + (peak - trough) * np.minimum(up, down)
+
+
+def demo_load(seconds: int, trough: float, peak: float, seed: int = 0) -> np.ndarray:
+    """Per-second request counts: Poisson draws around `demo_rate`."""
+    return np.random.default_rng(seed).poisson(demo_rate(seconds, trough, peak)).astype(float)
 
 
 # --- the verdict ---------------------------------------------------------------------------------------------
@@ -350,6 +398,42 @@ def fidelity_lines(fidelity: dict) -> list[str]:
     return [p99, viol]
 
 
+def goal_lines(summaries: dict[str, dict]) -> list[str]:
+    """The demo's goals for pipetune, each met or missed: variants changed at least GOAL_VARIANT_CHANGES times
+    (the load has one burst), nothing lost and SLA violations within GOAL_VIOLATIONS; accuracy served at least
+    GOAL_PAS_GAIN above the best static configuration's while Ray's autoscaling on the accurate variants violates
+    the SLA."""
+    p = summaries.get("pipetune")
+    if p is None:
+        return []
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    changes, viol = int(p.get("variant_changes") or 0), float(p["sla_violation_rate"])
+    lines = [
+        f"goal, pipetune trades variants: {changes} variant changes in one burst (goal >= {GOAL_VARIANT_CHANGES}: "
+        f"{met(changes >= GOAL_VARIANT_CHANGES)})",
+        f"goal, pipetune serves: {p.get('lost', 0)} lost, {100 * viol:.2f}% SLA violations (goal 0 lost and <= "
+        f"{100 * GOAL_VIOLATIONS:g}%: {met(p.get('lost', 0) == 0 and viol <= GOAL_VIOLATIONS)})",
+    ]
+    s, r = summaries.get("static-fast"), summaries.get("ray-autoscaling")
+    if s is not None and p.get("pas_mean") is not None and s.get("pas_mean") is not None:
+        gain = float(p["pas_mean"]) - float(s["pas_mean"])
+        lines.append(
+            f"goal, accuracy for the load: pipetune's PAS {gain:+.3f} over the best static configuration's (goal >= "
+            f"+{GOAL_PAS_GAIN:g} at <= {100 * GOAL_VIOLATIONS:g}% violations: "
+            f"{met(gain >= GOAL_PAS_GAIN and viol <= GOAL_VIOLATIONS)})"
+        )
+    if r is not None:
+        rv = float(r["sla_violation_rate"])
+        lines.append(
+            f"goal, the accurate variants cannot hold the peak: Ray Serve autoscaling on them violates the SLA for "
+            f"{100 * rv:.1f}% of requests ({met(rv > GOAL_VIOLATIONS)})"
+        )
+    return lines
+
+
 # --- the report ----------------------------------------------------------------------------------------------
 
 
@@ -364,11 +448,17 @@ def _varying_stages(runs: list[LiveRun], pipeline: Any) -> list[str]:
 
 
 def plot_report(
-    runs: list[LiveRun], counts: np.ndarray, pipeline: Any, twin: Any, path: Path, capacity_rps: float | None = None
+    runs: list[LiveRun],
+    counts: np.ndarray,
+    pipeline: Any,
+    twin: Any,
+    path: Path,
+    capacities: dict[str, float] | None = None,
 ) -> None:
     """Six panels over time, every contender in each: load (offered, pipetune's prediction, the accurate
     configuration's capacity on this host), the variant in effect per stage, accuracy served, cores held, p99
-    against the SLA (the twin's beside pipetune's) and SLA violations, per WINDOW_S window (`metrics.per_interval`)."""
+    against the SLA (the twin's beside pipetune's) and SLA violations, per WINDOW_S window (`metrics.per_interval`).
+    `capacities`: rates to draw on the load panel, by name (what a configuration holds on this host)."""
     from pipetune.plotting import pyplot, save_figure
 
     plt = pyplot()
@@ -376,10 +466,8 @@ def plot_report(
     seconds = float(counts.size)
     t = np.arange(counts.size)
     ax[0].plot(t, counts, color="0.6", lw=1, label="offered load (rps)")
-    if capacity_rps:
-        ax[0].axhline(
-            capacity_rps, color="k", ls=":", lw=1, label=f"accurate configuration's capacity ({capacity_rps:.1f} rps)"
-        )
+    for (which, cap), ls in zip((capacities or {}).items(), (":", "-.", "--")):
+        ax[0].axhline(cap, color="k", ls=ls, lw=1, label=f"{which} configuration's capacity here ({cap:.1f} rps)")
     sla = pipeline.sla.seconds
     # the configuration panel: one row per (stage, variant) that anyone used, variants in accuracy order
     varying = _varying_stages(runs, pipeline) or [
@@ -431,7 +519,7 @@ def plot_report(
         a.legend(fontsize=7, loc="upper right")
         a.grid(alpha=0.3)
     fig.suptitle(f"{pipeline.name}: pipetune vs Ray Serve autoscaling (accurate variants) vs the best static\n"
-                 "configuration, live on Ray (bursty, compressed); dotted: the simulator twin of pipetune")  # fmt: skip
+                 "configuration, live on Ray (one burst); dotted: the simulator twin of pipetune")  # fmt: skip
     save_figure(fig, path)
 
 
@@ -467,9 +555,12 @@ def write_html(path: Path, png: Path, summaries: dict, notes: list[str], verdict
 
 def run_live_demo(
     out: Path,
-    seconds: int = 100,
-    peak_ratio: float = 2.0,
+    seconds: int = DEMO_SECONDS,
+    peak_share: float = PEAK_SHARE,
+    trough_share: float = TROUGH_SHARE,
     peak: float | None = None,
+    trough: float | None = None,
+    interval_s: float = DEMO_INTERVAL_S,
     num_cpus: int = 16,
     port: int = 8000,
     seed: int = 0,
@@ -477,8 +568,10 @@ def run_live_demo(
     say: Callable[[str], None] = print,
 ) -> dict:
     """The whole demo: scale the load to this host, serve it live with every contender (one Ray for all), run
-    the twin, write the report. `peak`: the load's peak in rps, instead of `peak_ratio` x the accurate
-    configuration's capacity on this host."""
+    the twin, write the report. The load (`demo_load`) peaks at `peak_share` x the rate the fastest configuration
+    holds on this host (above what the accurate configuration, and what the variants in between, hold: only
+    trading accuracy holds the peak) and troughs at `trough_share` x what the accurate configuration holds;
+    `peak` / `trough` (rps) replace either. pipetune re-plans every `interval_s`."""
     import os
 
     import ray
@@ -499,18 +592,19 @@ def run_live_demo(
     planning = planning_pipeline(pipe, float(num_cpus) - 1)
     runtime = demo_runtime(pipe, profiles, say)
     phys = runtime.host_cores
-    accurate = accurate_capacity(planning, profiles, runtime)
-    peak = float(peak) if peak is not None else peak_ratio * accurate.rps
-    counts = demo_load(seconds, peak, seed)
+    accurate = capacity(planning, profiles, runtime)
+    fastest = capacity(planning, profiles, runtime, fastest_variants(planning, profiles))
+    peak = float(peak) if peak is not None else peak_share * fastest.rps
+    trough = float(trough) if trough is not None else trough_share * accurate.rps
+    counts = demo_load(seconds, trough, peak, seed)
     offsets = arrival_times(counts, process="poisson", seed=seed)
-    trough = float(np.percentile(counts, 10))
-    say(f"load: the accurate configuration ({', '.join(accurate.variants().values())}) holds {accurate.rps:.1f} rps "
-        f"on {phys} cores; the bursty load peaks at {peak:.1f} rps ({peak / accurate.rps:.1f}x), troughs at "
-        f"~{trough:.0f} rps; {len(offsets)} requests in {seconds} s")  # fmt: skip
+    say(f"load: on {phys:g} cores the accurate configuration ({', '.join(accurate.variants().values())}) holds "
+        f"{accurate.rps:.1f} rps and the fastest ({', '.join(fastest.variants().values())}) {fastest.rps:.1f}; the "
+        f"load troughs at {trough:.1f} rps and peaks at {peak:.1f} ({peak / accurate.rps:.1f}x the accurate "
+        f"configuration's capacity); {len(offsets)} requests in {seconds} s")  # fmt: skip
     static = best_static(planning, profiles, float(counts.max()), runtime)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
-    say(f"local Ray with {num_cpus} logical CPUs on {phys} physical cores: replicas share the cores, so they "
-        "serve slower than their profile (measured one at a time)")  # fmt: skip
+    say(f"local Ray with {num_cpus} logical CPUs on {phys:g} physical cores: the planner counts the physical ones")
     runs: list[LiveRun] = []
     ray.init(num_cpus=num_cpus, namespace="pipetune-demo", log_to_driver=False, include_dashboard=False)
     try:
@@ -518,8 +612,9 @@ def run_live_demo(
         for k, name in enumerate(contenders, 1):
             if name == "pipetune":
                 initial = initial_configs(planning, profiles, float(counts[:10].max()), runtime=runtime)
-                say(f"[bold]{k}/{n + 1} pipetune[/] (re-plans every 10 s)")
-                runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, initial, port=port, say=say))
+                say(f"[bold]{k}/{n + 1} pipetune[/] (re-plans every {interval_s:g} s)")
+                runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, initial, port=port,
+                                     interval_s=interval_s, runtime=runtime, say=say))  # fmt: skip
             elif name == "ray-autoscaling":
                 # Ray Serve's autoscaling on the accurate variants, each stage free to grow to its fair share of
                 # the CPUs the planner may use.
@@ -538,12 +633,12 @@ def run_live_demo(
                     f"[bold]{k}/{n + 1} Ray Serve autoscaling[/] (accurate variants, 1..{per_stage} replicas per stage)"
                 )
                 runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, start.configs, port=port,
-                                     adapt=False, autoscale=autoscale, say=say))  # fmt: skip
+                                     adapt=False, autoscale=autoscale, runtime=runtime, say=say))  # fmt: skip
             else:
                 say(f"[bold]{k}/{n + 1} the best static configuration for the peak[/] "
                     f"({', '.join(static.variants().values())}, PAS {static.pas:.3f})")  # fmt: skip
                 runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, static.configs, port=port,
-                                     adapt=False, say=say))  # fmt: skip
+                                     adapt=False, runtime=runtime, say=say))  # fmt: skip
     finally:
         ray.shutdown()
     say(f"[bold]{len(contenders) + 1}/{len(contenders) + 1} the simulator twin[/] of pipetune (same arrivals, "
@@ -551,21 +646,27 @@ def run_live_demo(
     # The twin shares the physical cores the way the live run does (SimSettings.host_cores: processor sharing
     # among every busy replica and loading replica) and charges the CPU measured outside the models.
     twin_out = simulate(planning, counts, policy="ipa", predictor="default", seed=seed, profiles=profiles,
-                        settings=twin_settings(pipe, runtime), runtime=runtime)  # fmt: skip
+                        settings=twin_settings(pipe, runtime, interval_s), runtime=runtime)  # fmt: skip
     twin = metrics.summarise(twin_out.result, float(seconds), decisions=len(twin_out.decisions))
     twin["mean_cores"] += INGRESS_CPUS  # the simulator holds no ingress; live cores held count its core
     summaries = {run.name: summarise(run, pipe, seconds) for run in runs}
     summaries[TWIN] = twin
     live = {r.name: r for r in runs}
     fidelity = compare_with_twin(live["pipetune"], twin_out.result, counts, pipe) if "pipetune" in live else None
-    verdict = who_won(summaries, tuple(r.name for r in runs)) + (fidelity_lines(fidelity) if fidelity else [])
+    verdict = (
+        who_won(summaries, tuple(r.name for r in runs))
+        + goal_lines(summaries)
+        + (fidelity_lines(fidelity) if fidelity else [])
+    )
     png = out / "live-demo.png"
-    plot_report(runs, counts, pipe, twin_out.result, png, capacity_rps=accurate.rps)
+    plot_report(runs, counts, pipe, twin_out.result, png,
+                capacities={"accurate": accurate.rps, "fastest": fastest.rps})  # fmt: skip
     notes = [
-        f"text pipeline, SLA p{pipe.sla.percentile:g} {pipe.sla.seconds:g} s; bursty pattern compressed to {seconds} s "
-        f"(peak {counts.max():.0f} rps = {counts.max() / accurate.rps:.1f}x the {accurate.rps:.1f} rps the accurate "
-        f"configuration holds on this host, {len(offsets)} requests, Poisson arrivals); local Ray with {num_cpus} "
-        f"logical CPUs on {phys} physical cores.",
+        f"text pipeline, SLA p{pipe.sla.percentile:g} {pipe.sla.seconds:g} s; one burst in {seconds} s (trough "
+        f"{trough:.1f} rps, peak {peak:.1f} rps = {peak / accurate.rps:.1f}x the {accurate.rps:.1f} rps the accurate "
+        f"configuration holds on this host and {100 * peak / fastest.rps:.0f}% of the {fastest.rps:.1f} rps the "
+        f"fastest holds; {len(offsets)} requests, Poisson arrivals); pipetune re-plans every {interval_s:g} s; "
+        f"local Ray with {num_cpus} logical CPUs on {phys:g} physical cores.",
         "contenders: pipetune (the adapter); Ray Serve autoscaling on the accurate variants "
         f"({', '.join(accurate.variants().values())}); the best static configuration that holds the peak "
         f"({', '.join(static.variants().values())}).",
@@ -574,15 +675,15 @@ def run_live_demo(
         f"{runtime.conditions.get('how', 'measured')}): {runtime.request_cpu_s * 1e3:.2f} ms of ingress CPU per "
         f"request, {runtime.call_cpu_s * 1e3:.2f} ms per remote stage call, {runtime.side_cpu_s * 1e3:.2f} ms per "
         f"request beside its path, processor sharing of {phys:g} cores among the busy and the loading replicas. "
-        "It does not model the ingress being one process, a Ray worker's start before the model loads, nor the "
-        "OS scheduler.",
+        "It does not model the ingress being one process, nor the OS scheduler.",
     ]
     write_html(out / "live-demo.html", png, summaries, notes, verdict)
     # per second, per live run: cores held and the configuration in effect (what the PNG's panels plot)
     result = {"summaries": summaries, "fidelity": fidelity, "verdict": verdict, "counts": counts.tolist(),
-              "load": {"peak_rps": peak, "peak_ratio": peak / accurate.rps, "accurate_capacity_rps": accurate.rps,
-                       "accurate": accurate.variants(), "static": static.variants(), "host_cores": phys,
-                       "runtime": runtime.to_dict()},
+              "load": {"peak_rps": peak, "trough_rps": trough, "accurate_capacity_rps": accurate.rps,
+                       "fastest_capacity_rps": fastest.rps, "accurate": accurate.variants(),
+                       "fastest": fastest.variants(), "static": static.variants(), "host_cores": phys,
+                       "interval_s": interval_s, "runtime": runtime.to_dict()},
               "decisions": live["pipetune"].decisions if "pipetune" in live else [],
               "samples": {r.name: r.samples for r in runs}}  # fmt: skip
     (out / "live-demo.json").write_text(jsonio.dumps(result, indent=1))
