@@ -198,3 +198,19 @@ def test_the_fastest_configuration_holds_more_than_the_accurate_one(planned):
 
     beyond = host_plan(planning, profiles, fastest.rps * 1.05, rt, fast)
     assert beyond is None or not beyond.holds
+
+
+def test_a_rate_is_held_with_nothing_refused_and_violations_within_one_percent():
+    from pipetune.tooling.serving_bench import _held
+
+    ok = [Outcome(i * 0.01, 200, "", V, 0.05) for i in range(200)]
+    held, facts = _held(ok, 1.0)
+    assert held and facts["sent"] == 200 and facts["refused"] == 0 and facts["violations"] == 0.0
+    assert facts["p99_s"] == pytest.approx(0.05)
+    assert _held([*ok[:-2], Outcome(0, 200, "", V, 1.5), Outcome(0, 504, "", None, 2.0)], 1.0)[0]  # 1%: held
+    late = [*ok[:-3], *(Outcome(0, 200, "", V, 1.5) for _ in range(3))]
+    assert not _held(late, 1.0)[0]  # 1.5% late
+    refused = [*ok[:-1], Outcome(0, 503, "at capacity", None, 0.001)]
+    held, facts = _held(refused, 1.0)
+    assert not held and facts["refused"] == 1  # any refusal: not held
+    assert not _held([], 1.0)[0]

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from pipetune import metrics
 from pipetune.configs import ApplyState, StageConfig
 from pipetune.models.base import ModelAdapter
 
@@ -269,11 +270,21 @@ def _role(cmd: str, pid: int, me: int) -> str:
 
 
 def _held(outs: list[Any], sla_s: float) -> tuple[bool, dict]:
+    """Whether a trial's answers hold the rate (nothing refused, SLA violations at most HELD_VIOLATIONS, by
+    `pipetune.metrics`) and its facts."""
     n = len(outs)
-    refused = sum(o.status == 503 for o in outs)
-    bad = sum(o.status != 200 or o.latency_s > sla_s for o in outs)
-    lat = [o.latency_s for o in outs if o.status == 200]
-    facts = {"sent": n, "refused": refused, "violations": bad / max(1, n), "p99_s": _pct(lat, 99) if lat else None}
+    outcome = metrics.outcomes_of_http([o.status for o in outs])
+    latency = np.array([o.latency_s for o in outs], dtype=float)
+    _late, violated = metrics.sla_masks(outcome, latency, sla_s)
+    refused = int(np.count_nonzero(outcome == metrics.REFUSED))
+    bad = int(np.count_nonzero(violated))
+    lat = latency[outcome == metrics.COMPLETED]
+    facts = {
+        "sent": n,
+        "refused": refused,
+        "violations": bad / max(1, n),
+        "p99_s": _pct(list(lat), 99) if lat.size else None,
+    }
     return (n > 0 and refused == 0 and bad <= HELD_VIOLATIONS * n), facts
 
 
@@ -326,6 +337,7 @@ def run_text_benchmark(
     from ray import serve
 
     from pipetune.loadgen.client import open_loop_at
+    from pipetune.optimizer.options import capacity_rps
     from pipetune.profiles import load_profiles
     from pipetune.serving.backend import RayServeBackend
     from pipetune.serving.runtime_probe import cpu_model, process_tree_cpu
@@ -396,6 +408,14 @@ def run_text_benchmark(
 
             say("  text_max_rps")
             res.update(_max_rps(send, pipe.sla.seconds, say, start=max(5.0, rps)))
+            if be is not None and be.runtime is not None:
+                # what the planner says this configuration holds on this host (the runtime profile counted),
+                # against the rate held live
+                predicted = capacity_rps(pipe, profiles, configs, be.runtime)
+                res["predicted_max_rps"] = predicted
+                res["max_rps_vs_predicted"] = res["max_rps"] / predicted if predicted > 0 else None
+                say(f"  planner's capacity for it on this host: {predicted:.1f} rps (held live: {res['max_rps']:.1f}, "
+                    f"{res['max_rps'] / predicted:.2f}x)")  # fmt: skip
             out[system] = res
             if be is not None:
                 be.close()
