@@ -182,3 +182,38 @@ def test_a_model_error_is_not_retried():
 
     calls, outs = run(go())
     assert len(calls) == 1 and isinstance(outs[0], ValueError)
+
+
+def test_a_hand_over_needs_the_event_loop_so_the_ingress_reconfigures_on_it():
+    """A hand-over sends queued items at once, which schedules calls on the event loop: from a thread without one
+    it fails. Ray Serve runs a plain `reconfigure` on a worker thread (no event loop) and stops the replica when it
+    raises, so the ingress's reconfigure, and the methods that read what the requests change, are coroutines."""
+    import inspect
+    import threading
+
+    from pipetune.serving.app import Ingress
+
+    async def send(items):
+        return list(items), None
+
+    async def queued() -> tuple[StageChannel, StageChannel]:
+        old, new = StageChannel(send, max_batch=2, max_calls=0), StageChannel(send, max_batch=2, max_calls=1)
+        old._queue.append((1, asyncio.get_running_loop().create_future()))
+        return old, new
+
+    old, new = run(queued())
+    errors: list[BaseException] = []
+
+    def off_loop() -> None:
+        try:
+            old.hand_over(new)
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=off_loop)
+    t.start()
+    t.join()
+    assert errors and "event loop" in str(errors[0])
+    assert old.queued == 0 and new.queued == 1  # nothing was lost: the item waits in the new channel
+    for name in ("reconfigure", "stats", "record_decision"):
+        assert inspect.iscoroutinefunction(getattr(Ingress.func_or_class, name)), name

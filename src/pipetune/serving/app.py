@@ -353,7 +353,10 @@ class Ingress:
         return len(self._started)
 
     # -- configuration, in place ---------------------------------------------------------------------------
-    def reconfigure(self, config: dict) -> None:
+    async def reconfigure(self, config: dict) -> None:
+        # A coroutine, so that Serve runs it on the replica's event loop, where the requests and the stage
+        # channels live: a channel handed over schedules its calls on that loop (Serve runs a plain method on a
+        # worker thread, which has none).
         self.routes = dict(config.get("routes", {}))
         self.variants = dict(config.get("variants", {}))
         self._configs = dict(config.get("configs", {}))
@@ -394,12 +397,13 @@ class Ingress:
         if self._front is not None:
             await self._front.stop(timeout_s=5.0)
 
-    def record_decision(self, predicted_rps: float, decision_s: float) -> None:
+    async def record_decision(self, predicted_rps: float, decision_s: float) -> None:
         self.metrics.predicted.set(predicted_rps)
         self.metrics.decision.observe(decision_s)
 
-    def stats(self) -> dict:
-        """What happened since the previous call (arrivals: per second since the epoch)."""
+    async def stats(self) -> dict:
+        """What happened since the previous call (arrivals: per second since the epoch). On the event loop, as
+        the requests that change these counters."""
         self._tick_arrivals()
         out = {
             "arrivals_per_s": list(self._arrivals[:-1]),  # whole seconds only

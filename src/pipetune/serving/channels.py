@@ -51,6 +51,7 @@ class StageChannel:
         self.calls_in_flight = 0
         self.calls = 0  # sent so far
         self.items = 0  # carried so far
+        self._tasks: set[asyncio.Task] = set()  # the calls in flight (the loop keeps only weak references)
 
     def resize(self, max_batch: int, max_calls: int) -> None:
         self.max_batch = max(1, int(max_batch))
@@ -80,6 +81,11 @@ class StageChannel:
         return await fut
 
     def _pump(self) -> None:
+        if not (self._queue and self.calls_in_flight < self.max_calls):
+            return
+        # Calls go on the running event loop: a channel is used from its loop only (raises RuntimeError off it,
+        # before any item leaves the queue).
+        loop = asyncio.get_running_loop()
         while self._queue and self.calls_in_flight < self.max_calls:
             n = min(self.max_batch, len(self._queue))
             batch = [self._queue.popleft() for _ in range(n)]
@@ -93,7 +99,9 @@ class StageChannel:
             self.calls_in_flight += 1
             self.calls += 1
             self.items += len(batch)
-            asyncio.ensure_future(self._carry(batch))
+            task = loop.create_task(self._carry(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _carry(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
         try:
