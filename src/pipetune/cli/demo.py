@@ -17,6 +17,7 @@ from rich.console import Console
 
 from pipetune.cli.app import app
 from pipetune.cli.options import PORT, Range, number, out_dir
+from pipetune.tooling.demo import DEMO_SECONDS, PEAK_SHARE, TROUGH_SHARE
 
 
 @app.command("demo")
@@ -26,17 +27,17 @@ def demo_cmd(
     seconds: int | None = number(
         None,
         allowed=Range(int, ge=60, le=86_400),
-        help="length of the load pattern (s); default 120 per live run (three runs share one Ray), 600 per "
+        help=f"length of the load pattern (s); default {DEMO_SECONDS} per live run (three runs share one Ray), 600 per "
         "pattern with --sim (at least 120)",
     ),
     peak_share: float = number(
-        0.85,
+        PEAK_SHARE,
         "--peak-share",
         allowed=Range(float, ge=0.05, le=1.0),
         help="live: the load's peak as a share of the rate the fastest configuration holds on this host",
     ),
     trough_share: float = number(
-        0.3,
+        TROUGH_SHARE,
         "--trough-share",
         allowed=Range(float, ge=0.0, le=1.0),
         help="live: the load's trough as a share of the rate the accurate configuration holds on this host",
@@ -54,7 +55,7 @@ def demo_cmd(
 ) -> None:
     """Serve the text example live under pipetune and under Ray's autoscaling; report both (--sim: simulate)."""
     if not sim:
-        _live(out, seconds or 120, peak_share, trough_share, peak, trough, num_cpus, port)
+        _live(out, seconds or DEMO_SECONDS, peak_share, trough_share, peak, trough, num_cpus, port)
         return
     seconds = seconds or 600
     if seconds < 120:

@@ -58,8 +58,8 @@ GOAL_PAS_GAIN = 0.03
 # configuration holds on this host, the trough as a share of what the accurate configuration holds.
 DEMO_SECONDS = 120
 DEMO_INTERVAL_S = 5.0
-PEAK_SHARE = 0.85
-TROUGH_SHARE = 0.3
+PEAK_SHARE = 0.7
+TROUGH_SHARE = 0.4
 
 
 @dataclass
@@ -611,7 +611,9 @@ def run_live_demo(
         n = len(contenders)
         for k, name in enumerate(contenders, 1):
             if name == "pipetune":
-                initial = initial_configs(planning, profiles, float(counts[:10].max()), runtime=runtime)
+                # the plan the twin starts from too: the first interval's busiest second
+                first = float(counts[: max(1, int(round(interval_s)))].max())
+                initial = initial_configs(planning, profiles, first, runtime=runtime)
                 say(f"[bold]{k}/{n + 1} pipetune[/] (re-plans every {interval_s:g} s)")
                 runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, initial, port=port,
                                      interval_s=interval_s, runtime=runtime, say=say))  # fmt: skip
