@@ -211,9 +211,11 @@ def test_the_twins_host_settings_come_from_the_profile(synthetic):
         call_cpu_s=0.004,
         item_cpu_s=0.001,
         side_cpu_s=0.008,
+        replica_start_s=2.5,
         inline_stages=frozenset({"fuse"}),
     )
     s = SimSettings(**host_settings(rt, synthetic, pr))
+    assert s.replica_start_s == 2.5
     assert (s.host_cores, s.host_overhead_s, s.host_call_s, s.host_hop_s, s.host_side_s) == (
         3.0,
         0.02,
@@ -253,6 +255,8 @@ GOOD = {"host_cores": 2, "request_cpu_s": 0.02, "call_cpu_s": 0.004, "item_cpu_s
         ({"request_cpu_s": -0.001}, "request_cpu_s"),
         ({"call_cpu_s": math.nan}, "call_cpu_s"),
         ({"item_cpu_s": "2ms"}, "item_cpu_s"),
+        ({"replica_start_s": -1}, "replica_start_s"),
+        ({"replica_start_s": math.inf}, "replica_start_s"),
         ({"utilisation_cap": 1.5}, "utilisation_cap"),
         ({"utilisation_cap": 0}, "utilisation_cap"),
         ({"fusion": "yes"}, "fusion"),

@@ -273,6 +273,20 @@ def test_a_load_on_the_host_takes_its_work_over_its_speed(host, load_cores, read
     assert readies == [pytest.approx(ready, rel=1e-12)]
 
 
+def test_a_replica_starts_before_its_model_loads():
+    """replica_start_s is added to every load: a replica added is ready after start + load (host with room)."""
+    pipe, prof = one_stage({1: 0.01})
+    for start, ready in ((0.0, 1.0), (2.5, 3.5)):
+        sim = Simulator(pipe, prof, np.array([]), {"s": C("v", 1, 1, 1)},
+                        SimSettings(service="deterministic", host_cores=4.0, host_load_cores=1.0, load_time_s=1.0,
+                                    replica_start_s=start, drop_limit_s=1e9))  # fmt: skip
+        sim.apply({"s": C("v", 1, 1, 2)})
+        sim.close()
+        assert [e["t"] for e in sim.events if e["event"] == "ready"] == [pytest.approx(ready, rel=1e-12)]
+    with pytest.raises(ValueError, match="replica_start_s"):
+        SimSettings(replica_start_s=-1.0)
+
+
 def test_a_load_slows_the_replicas_serving_beside_it():
     """A 1-core host, one loading replica (1 core) beside a serving one: a 10 ms request takes 20 ms during the
     load and 10 ms after it (a request alone, nothing else in service)."""

@@ -16,6 +16,9 @@ Fields (all CPU in seconds of one core; "outside predict" means not in the model
   call_cpu_s       per remote stage call (one call may carry a batch of items), caller + callee, outside predict.
   item_cpu_s       per item per remote stage hop, outside predict.
   side_cpu_s       per request, beside its path (controller, GCS, agents, metrics): loads the host, delays nothing.
+  replica_start_s  seconds a new replica takes before its model starts loading (the engine starts a worker
+                   process, which imports its libraries), at full speed on one core: a switch or an added replica
+                   waits for it on top of the model's load time, and it loads the host like a loading model.
   utilisation_cap  the share of host_cores a plan may keep busy on average (HOST_UTILISATION_CAP by default).
   fusion           the runtime runs a light stage in the ingress process (`runs_inline`) instead of calling a
                    replica; such a stage pays no call or item hop (its model CPU is still spent, in the ingress).
@@ -48,7 +51,9 @@ RUNTIME_FILE = "runtime.json"
 HOST_UTILISATION_CAP = 0.7
 
 _CPU_FIELDS = ("request_cpu_s", "call_cpu_s", "item_cpu_s", "side_cpu_s")
-_FIELDS = ("host_cores", *_CPU_FIELDS, "utilisation_cap", "fusion", "inline_stages", "conditions")
+_FIELDS = (
+    "host_cores", *_CPU_FIELDS, "replica_start_s", "utilisation_cap", "fusion", "inline_stages", "conditions"
+)  # fmt: skip
 _REQUIRED = ("host_cores", "request_cpu_s", "call_cpu_s", "item_cpu_s")
 
 
@@ -65,6 +70,7 @@ class RuntimeProfile:
     call_cpu_s: float
     item_cpu_s: float
     side_cpu_s: float = 0.0
+    replica_start_s: float = 0.0
     utilisation_cap: float = HOST_UTILISATION_CAP
     fusion: bool = False
     inline_stages: frozenset[str] = frozenset()
@@ -85,6 +91,12 @@ class RuntimeProfile:
                     f"{where}: {name}={v!r} must be a finite number of CPU-seconds >= 0 (0: none); measure it "
                     "with `pipetune profile --runtime`"
                 )
+        st = self.replica_start_s
+        if isinstance(st, bool) or not isinstance(st, numbers.Real) or not (math.isfinite(st) and st >= 0):
+            raise RuntimeProfileError(
+                f"{where}: replica_start_s={st!r} must be a finite number of seconds >= 0 (0: a replica starts as "
+                "its model loads); measure it with `pipetune profile --runtime`"
+            )
         cap = self.utilisation_cap
         if isinstance(cap, bool) or not isinstance(cap, numbers.Real) or not (0 < cap <= 1):
             raise RuntimeProfileError(
@@ -106,6 +118,7 @@ class RuntimeProfile:
         object.__setattr__(self, "host_cores", float(h))
         for name in _CPU_FIELDS:
             object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "replica_start_s", float(st))
         object.__setattr__(self, "utilisation_cap", float(cap))
         object.__setattr__(self, "inline_stages", frozenset(stages))
         object.__setattr__(self, "conditions", dict(self.conditions))
@@ -141,6 +154,7 @@ class RuntimeProfile:
             "call_cpu_s": self.call_cpu_s,
             "item_cpu_s": self.item_cpu_s,
             "side_cpu_s": self.side_cpu_s,
+            "replica_start_s": self.replica_start_s,
             "utilisation_cap": self.utilisation_cap,
             "fusion": self.fusion,
             "inline_stages": sorted(self.inline_stages),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipetune.backends.base import Backend, Observation, config_problem
-from pipetune.configs import StageConfig, StageStatus
+from pipetune.configs import ApplyState, StageConfig, StageStatus
 from pipetune.optimizer.options import inline_stages
 from pipetune.protocol import TensorSpec
 from pipetune.runtime_profile import RuntimeProfile, assumed_runtime, load_runtime_for
@@ -305,6 +305,19 @@ class RayServeBackend(Backend):
         self._wake.set()
         with self._lock:
             return {s: self._rec.stage_status(s) for s in configs}
+
+    def wait_applied(self, stage: str, timeout_s: float = 120.0) -> float:
+        """Wait until `stage`'s last apply is in effect; seconds waited. Raises ServingError when Ray refused it
+        (with its reason) or when it is not in effect within `timeout_s`."""
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout_s:
+            st = self.stage_status()[stage]
+            if st.state is ApplyState.FAILED:
+                raise ServingError(f"stage {stage!r}: the apply failed: {st.reason}")
+            if st.state is ApplyState.APPLIED:
+                return time.perf_counter() - t0
+            time.sleep(0.01)
+        raise ServingError(f"stage {stage!r}: the apply was not in effect within {timeout_s:g} s")
 
     def stage_status(self) -> dict[str, StageStatus]:
         with self._lock:

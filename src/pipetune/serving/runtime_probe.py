@@ -10,7 +10,9 @@ thread), so what is left is the runtime's:
 * `call_cpu_s`: the stage replicas less their models, per call (a call carries a batch; `item_cpu_s` is not told
   apart from it and stays 0, which charges a call the same whatever it carries);
 * `side_cpu_s`: every other process of the Ray (controller, GCS, raylet, agents), per request;
-* `host_cores`: the cores this process may run on (Ray's CPUs when connected to a cluster).
+* `host_cores`: the cores this process may run on (Ray's CPUs when connected to a cluster);
+* `replica_start_s`: after the load, one replica is added to a remote stage: the seconds until it serves, less its
+  model's profiled load time (a Ray worker process starting and importing its libraries).
 
 Which stages the ingress runs itself is decided by the same rule as in the planner (`inline_stages`) on the assumed
 profile (`assumed_runtime`: a call assumed to cost ASSUMED_CALL_CPU_S), as `pipetune serve` does without a runtime
@@ -102,7 +104,8 @@ def measure_runtime(
     progress: Callable[[str], None] | None = None,
 ) -> RuntimeProfile:
     """Serve `pipeline` on a local Ray (started here unless one is), load it at `rps` for `seconds`, and return the
-    runtime's costs measured (see the module's docstring)."""
+    runtime's costs measured (see the module's docstring), and how long a replica added takes to start beyond its
+    model's load (`replica_start_s`)."""
     import ray
 
     from pipetune.loadgen.client import open_loop_at
@@ -141,6 +144,7 @@ def measure_runtime(
         outs = open_loop_at(url, lambda i: bodies[i % len(bodies)], offsets)
         cpu1 = process_tree_cpu(me)
         stats1, model1 = _counts(be)
+        start_s = _replica_start_s(be, configs, profiles, say)
     finally:
         if be is not None:
             be.close()
@@ -170,6 +174,7 @@ def measure_runtime(
         call_cpu_s=max(0.0, path - replica_model) / max(1, calls),
         item_cpu_s=0.0,
         side_cpu_s=max(0.0, side) / answered,
+        replica_start_s=start_s,
         fusion=True,
         conditions={
             "cpu_model": cpu_model(),
@@ -186,6 +191,23 @@ def measure_runtime(
             "models_cpu_ms_per_request": (inline_model + replica_model) / answered * 1e3,
         },
     )
+
+
+def _replica_start_s(be: Any, configs: dict, profiles: Any, say: Callable[[str], None]) -> float:
+    """Seconds a replica added to a remote stage takes beyond its model's profiled load time (the worker process
+    starting, importing its libraries), on the idle host; 0 when every stage runs in the ingress."""
+    from dataclasses import replace
+
+    remote = [s for s in configs if s not in be.inline]
+    if not remote:
+        return 0.0
+    stage = remote[0]
+    c = configs[stage]
+    be.apply({stage: replace(c, replicas=c.replicas + 1)})
+    took = be.wait_applied(stage)
+    load = float(profiles.get(stage, c.variant).load_time_s)
+    say(f"a replica added to {stage} ({c.variant}) served after {took:.1f} s (its model loads in {load:.1f} s)")
+    return max(0.0, took - load)
 
 
 def _counts(be: Any) -> tuple[dict, dict]:

@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from pipetune import metrics
-from pipetune.configs import ApplyState, StageConfig
+from pipetune.configs import StageConfig
 from pipetune.models.base import ModelAdapter
+from pipetune.serving.config import ServingError
 
 
 class NoOp(ModelAdapter):
@@ -231,17 +232,18 @@ def run_serving_benchmark(
 
 
 def _timed_apply(be: Any, stage: str, config: StageConfig | None, t0: float | None = None) -> float:
+    """Seconds from `t0` (default: now) until `stage`'s apply of `config` (None: the one already sent) is in
+    effect; nan when it is not within 120 s."""
     t0 = time.perf_counter() if t0 is None else t0
     if config is not None:
         be.apply({stage: config})
-    while time.perf_counter() - t0 < 120:
-        st = be.stage_status()[stage]
-        if st.state is ApplyState.FAILED:
-            raise RuntimeError(st.reason)
-        if st.state is ApplyState.APPLIED:
-            return time.perf_counter() - t0
-        time.sleep(0.01)
-    return float("nan")
+    try:
+        be.wait_applied(stage, timeout_s=max(0.0, 120.0 - (time.perf_counter() - t0)))
+    except ServingError as e:
+        if "not in effect" in str(e):
+            return float("nan")
+        raise RuntimeError(str(e)) from None
+    return time.perf_counter() - t0
 
 
 # ---- the text pipeline: CPU per request by role, and the highest rate held, for pipetune, before, and the peer --

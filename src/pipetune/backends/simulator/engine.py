@@ -106,6 +106,8 @@ class SimSettings:
     host_inline: frozenset[tuple[str, str]] = frozenset()
     host_side_s: float = 0.0  # CPU-seconds per request spent on the host beside its path (load generator, control)
     host_load_cores: float = 0.0  # cores a loading replica keeps busy on the host (0: loading is only a delay)
+    # seconds a new replica takes before its model loads (a worker process starting), added to its load time
+    replica_start_s: float = 0.0
     # Refuse arrivals at the ingress as the live runtime does (pipetune.admission); False admits everything.
     admission: bool = False
 
@@ -114,6 +116,8 @@ class SimSettings:
             raise SimulatorError(
                 f"service={self.service!r} is not a service-time model; use profile, deterministic or exponential"
             )
+        if not (self.replica_start_s >= 0 and math.isfinite(self.replica_start_s)):
+            raise SimulatorError(f"replica_start_s={self.replica_start_s} must be a finite number of seconds >= 0")
         for name in ("drop_limit_s", "batch_wait_s", "load_time_s"):
             v = getattr(self, name)
             if v is not None and not (v >= 0 and not math.isnan(v)):
@@ -381,7 +385,7 @@ class Simulator(Backend):
             batch=cfg.batch,
             acc=self._acc_of[(n, cfg.variant)],
             dists=self._dists(n, cfg.variant, cfg.cores, cfg.batch),
-            load_time_s=float(load),
+            load_time_s=float(load) + self.settings.replica_start_s,
         )
 
     def _cores_changed(self, t: float, delta: float) -> None:

@@ -146,7 +146,8 @@ def host_settings(runtime: RuntimeProfile, pipeline: Any, profiles: Any) -> dict
     counts (pipetune.latency, "Shared host"): host_cores the host's physical cores; host_overhead_s the request's
     path outside the stages (request_cpu_s); host_call_s and host_hop_s a remote call's and an item's CPU outside
     the model (call_cpu_s, item_cpu_s), not paid by the (stage, variant) pairs the runtime runs inline
-    (host_inline); host_side_s the CPU beside the path (side_cpu_s). host_load_cores (a replica loading) is not a
+    (host_inline); host_side_s the CPU beside the path (side_cpu_s); replica_start_s a new replica's start before
+    its model loads (replica_start_s). host_load_cores (a replica loading) is not a
     runtime-profile figure: the caller sets it."""
     from pipetune.optimizer.options import runs_inline_here
 
@@ -163,4 +164,5 @@ def host_settings(runtime: RuntimeProfile, pipeline: Any, profiles: Any) -> dict
         "host_hop_s": runtime.item_cpu_s,
         "host_side_s": runtime.side_cpu_s,
         "host_inline": inline,
+        "replica_start_s": runtime.replica_start_s,
     }
