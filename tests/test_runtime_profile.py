@@ -26,6 +26,7 @@ from pipetune.optimizer.oracle import brute_force, combinations
 from pipetune.profiles import PipelineProfiles, ProfileRow, VariantProfile, load_profiles
 from pipetune.runtime_profile import (
     HOST_UTILISATION_CAP,
+    LOADING_CPU_WEIGHT,
     RUNTIME_FILE,
     RuntimeProfile,
     RuntimeProfileError,
@@ -216,6 +217,7 @@ def test_the_twins_host_settings_come_from_the_profile(synthetic):
     )
     s = SimSettings(**host_settings(rt, synthetic, pr))
     assert s.replica_start_s == 2.5
+    assert s.host_load_weight == LOADING_CPU_WEIGHT < 1  # a loading replica is niced live
     assert (s.host_cores, s.host_overhead_s, s.host_call_s, s.host_hop_s, s.host_side_s) == (
         3.0,
         0.02,

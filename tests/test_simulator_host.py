@@ -3,6 +3,8 @@ of the physical cores."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from pathlib import Path
 
@@ -301,6 +303,49 @@ def test_a_load_slows_the_replicas_serving_beside_it():
     np.testing.assert_allclose(res.finish_s - res.arrival_s, [0.02, 0.01], rtol=1e-9)
     ready = [e["t"] for e in sim.events if e["event"] == "ready"]
     assert ready == [pytest.approx(1.01, rel=1e-12)]  # the load lost 10 ms of its speed to the request
+
+
+def test_a_load_at_a_lower_priority_takes_what_the_serving_replicas_leave():
+    """The same run at load weight 0.1 (a loading replica niced, as live): during the load the request gets
+    1 / 1.1 of the core (11 ms, not 20), the load 0.1 / 1.1; the host stays work conserving, so the load is
+    ready at the same 1.01 s."""
+    arr = np.array([0.5, 3.0])
+    pipe, prof = one_stage({1: 0.01})
+    sim = Simulator(pipe, prof, arr, {"s": C("v", 1, 1, 1)},
+                    SimSettings(service="deterministic", host_cores=1.0, host_load_cores=1.0, load_time_s=1.0,
+                                host_load_weight=0.1, drop_limit_s=1e9))  # fmt: skip
+    sim.apply({"s": C("v", 1, 1, 2)})
+    sim.close()
+    res = sim.result()
+    np.testing.assert_allclose(res.finish_s - res.arrival_s, [0.011, 0.01], rtol=1e-9)
+    assert [e["t"] for e in sim.events if e["event"] == "ready"] == [pytest.approx(1.01, rel=1e-9)]
+    assert not sim.host.jobs and not sim.host.ljobs and sim.host.demand == 0 and sim.host.ldemand == 0
+
+
+def test_a_low_priority_load_on_a_full_host_waits_for_room():
+    """Two serving replicas keep a 1-core host full (demand 2) while a replica loads at weight 0.1: the load
+    runs at 0.1 / 2.1 of a core until they stop, then at full speed."""
+    from pipetune.backends.simulator.host import SharedHost
+
+    heap: list = []
+    seq = itertools.count()
+    h = SharedHost(1.0, heap, seq, 0, 1, 2, lambda rid, t: None, load_weight=0.1)
+    h.start(0.0, 1.0, 1.0, 0, "a", None)  # serving, 1 s of work each
+    h.start(0.0, 1.0, 1.0, 0, "b", None)
+    h.start(0.0, 1.0, 1.0, -2, "r", None)  # loading, 1 s of work
+    done = {}
+    while heap:
+        t, _, kind, epoch, *_ = heapq.heappop(heap)
+        if kind == 0:
+            h.wake(t, epoch)
+        else:
+            done[kind] = done.get(kind, []) + [t]
+    fs = 1 / 2.1  # each serving job's speed while all three run
+    t_serve = 1 / fs  # both serving jobs finish together
+    left = 1 - 0.1 * fs * t_serve
+    assert done[1] == [pytest.approx(t_serve)] * 2
+    assert done[2] == [pytest.approx(t_serve + left)]
+    assert h.work_done_s == pytest.approx(3.0)
 
 
 def test_a_cancelled_load_leaves_the_host():

@@ -50,6 +50,13 @@ RUNTIME_FILE = "runtime.json"
 # on the safe side; a profile may set its own (`utilisation_cap`).
 HOST_UTILISATION_CAP = 0.7
 
+# A replica starting (importing, loading, warming up) runs LOADING_NICENESS below the serving ones' priority, so
+# that on a full host it takes the CPU they leave (serving/app.py `starting_priority`); LOADING_CPU_WEIGHT is its
+# CPU weight beside a serving process's under Linux's scheduler (CFS weights: 110 at nice 10, 1024 at nice 0), what
+# the twin gives a loading replica (SimSettings.host_load_weight).
+LOADING_NICENESS = 10
+LOADING_CPU_WEIGHT = 110 / 1024
+
 _CPU_FIELDS = ("request_cpu_s", "call_cpu_s", "item_cpu_s", "side_cpu_s")
 _FIELDS = (
     "host_cores", *_CPU_FIELDS, "replica_start_s", "utilisation_cap", "fusion", "inline_stages", "conditions"

@@ -48,6 +48,7 @@ from pipetune.protocol import (
     error_body,
     model_metadata,
 )
+from pipetune.runtime_profile import LOADING_NICENESS
 from pipetune.serving.channels import CALLS_PER_REPLICA, StageChannel
 from pipetune.serving.config import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT
 from pipetune.serving.front import BODY_TIMEOUT_S, HttpFront, bind
@@ -56,7 +57,7 @@ MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whateve
 RETRY_AFTER_S = "1"
 INLINE_PREDICT_S = 2e-4  # a one-item predict shorter than this runs on the replica's event loop (batch 1)
 INLINE_PROBES = 5
-STARTING_NICENESS = 10  # how much lower a starting replica's CPU priority is than a serving one's
+STARTING_NICENESS = LOADING_NICENESS  # how much lower a starting replica's CPU priority is than a serving one's
 
 # What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id).
 StageResult = tuple[Any, int, float, str]

@@ -108,6 +108,9 @@ class SimSettings:
     host_load_cores: float = 0.0  # cores a loading replica keeps busy on the host (0: loading is only a delay)
     # seconds a new replica takes before its model loads (a worker process starting), added to its load time
     replica_start_s: float = 0.0
+    # a loading replica's CPU weight beside a serving one's (1: equal; the live runtime starts replicas at a lower
+    # priority: runtime_profile.LOADING_CPU_WEIGHT)
+    host_load_weight: float = 1.0
     # Refuse arrivals at the ingress as the live runtime does (pipetune.admission); False admits everything.
     admission: bool = False
 
@@ -116,6 +119,8 @@ class SimSettings:
             raise SimulatorError(
                 f"service={self.service!r} is not a service-time model; use profile, deterministic or exponential"
             )
+        if not (0 < self.host_load_weight <= 1):
+            raise SimulatorError(f"host_load_weight={self.host_load_weight} must be in (0, 1] (1: equal priority)")
         if not (self.replica_start_s >= 0 and math.isfinite(self.replica_start_s)):
             raise SimulatorError(f"replica_start_s={self.replica_start_s} must be a finite number of seconds >= 0")
         for name in ("drop_limit_s", "batch_wait_s", "load_time_s"):
@@ -304,7 +309,9 @@ class Simulator(Backend):
         self.host: SharedHost | None = None
         self._overhead_s = float(s.host_overhead_s)
         if s.host_cores is not None:
-            self.host = SharedHost(s.host_cores, self._heap, self._seq, _EV_HOST, _EV_DONE, _EV_READY, self._admit)
+            self.host = SharedHost(
+                s.host_cores, self._heap, self._seq, _EV_HOST, _EV_DONE, _EV_READY, self._admit, s.host_load_weight
+            )
         self._load_cores = float(s.host_load_cores) if self.host is not None else 0.0
         self._dispatch = self._make_dispatch()
         # Admission (pipetune.admission): admitted requests in arrival order (the front is the oldest in flight),

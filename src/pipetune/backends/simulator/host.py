@@ -35,14 +35,22 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from pipetune.runtime_profile import RuntimeProfile
+from pipetune.runtime_profile import LOADING_CPU_WEIGHT, RuntimeProfile
 
 
 class SharedHost:
-    """Processor sharing of `cores` physical cores; the simulator feeds it jobs and pops its events."""
+    """Processor sharing of `cores` physical cores; the simulator feeds it jobs and pops its events.
+
+    `load_weight` < 1: replicas loading run at a lower priority than the jobs serving (the live runtime starts a
+    replica at a higher nice value, `runtime_profile.LOADING_CPU_WEIGHT`): the loading jobs are a second class,
+    with its own virtual clock, that gets `load_weight` the share per core of demand of a serving job (weighted
+    processor sharing, each job at most its demand) and what the serving jobs leave. With it, a superseded event
+    may come up after its job has finished (the job sped up when a job of the other class left); it is skipped
+    like any superseded event."""
 
     __slots__ = ("cores", "heap", "seq", "ev_host", "ev_done", "admit", "jobs", "lag", "t", "demand", "f",
-                 "ev_ready", "epoch", "cur", "work_done_s", "busy_s")  # fmt: skip
+                 "ev_ready", "epoch", "cur", "work_done_s", "busy_s", "load_weight", "ljobs", "llag", "ldemand",
+                 "fl", "cur_low")  # fmt: skip
 
     def __init__(
         self,
@@ -53,6 +61,7 @@ class SharedHost:
         ev_done: int,
         ev_ready: int,
         admit: Callable[[int, float], None],
+        load_weight: float = 1.0,
     ):
         self.cores = float(cores)
         self.heap = heap  # the simulator's event heap
@@ -70,64 +79,110 @@ class SharedHost:
         self.cur: tuple[float, int] | None = None  # (time, seq) of the valid event in the heap
         self.work_done_s = 0.0  # work (full-speed seconds x demand) of finished jobs: CPU-seconds consumed
         self.busy_s = 0.0  # seconds with at least one job in service
+        # the low-priority class (loading replicas, when load_weight < 1): its own heap, clock, demand and speed
+        self.load_weight = float(load_weight)
+        self.ljobs: list = []
+        self.llag = 0.0
+        self.ldemand = 0.0
+        self.fl = 1.0
+        self.cur_low = False  # whether the valid event is for the low-priority class's first job
+
+    def _low(self, s: int) -> bool:
+        return s <= -2 and self.load_weight < 1.0
 
     def start(self, now: float, work: float, demand: float, s: int, rep, item) -> None:
         """A job of `work` seconds at full speed, demanding `demand` cores, enters service at `now`."""
         self._advance(now)
-        heapq.heappush(self.jobs, ((now - self.lag) + work, next(self.seq), demand, work, s, rep, item))
-        self.demand += demand
+        if self._low(s):
+            heapq.heappush(self.ljobs, ((now - self.llag) + work, next(self.seq), demand, work, s, rep, item))
+            self.ldemand += demand
+        else:
+            heapq.heappush(self.jobs, ((now - self.lag) + work, next(self.seq), demand, work, s, rep, item))
+            self.demand += demand
         self._schedule(now)
 
     def _advance(self, now: float) -> None:
+        dt = now - self.t
+        if self.demand > 0 or self.ldemand > 0:
+            self.busy_s += dt
         if self.demand > 0:
-            self.lag += (now - self.t) * (1.0 - self.f)
-            self.busy_s += now - self.t
+            self.lag += dt * (1.0 - self.f)
+        if self.ldemand > 0:
+            self.llag += dt * (1.0 - self.fl)
         self.t = now
 
     def cancel(self, now: float, rep) -> None:
         """Replica `rep`'s load stops at `now` (it was retired while loading): its job leaves the host."""
-        i = next((k for k, j in enumerate(self.jobs) if j[5] is rep and j[4] <= -2), None)
+        low = self.load_weight < 1.0
+        jobs = self.ljobs if low else self.jobs
+        i = next((k for k, j in enumerate(jobs) if j[5] is rep and j[4] <= -2), None)
         if i is None:
             return
-        job = self.jobs[i]
+        job = jobs[i]
         self._advance(now)
-        last = self.jobs.pop()
-        if i < len(self.jobs):
-            self.jobs[i] = last
-            heapq.heapify(self.jobs)
-        self.demand -= job[2]
-        if not self.jobs:
-            self.demand = 0.0  # no rounding residue on an empty host
-        self.work_done_s += job[2] * max(0.0, job[3] - (job[0] - (now - self.lag)))  # the part done
+        last = jobs.pop()
+        if i < len(jobs):
+            jobs[i] = last
+            heapq.heapify(jobs)
+        lag = self.llag if low else self.lag
+        if low:
+            self.ldemand = self.ldemand - job[2] if self.ljobs else 0.0
+        else:
+            self.demand = self.demand - job[2] if self.jobs else 0.0  # no rounding residue on an empty host
+        self.work_done_s += job[2] * max(0.0, job[3] - (job[0] - (now - lag)))  # the part done
         self._schedule(now)
 
+    def _speeds(self) -> None:
+        ds, dl, c = self.demand, self.ldemand, self.cores
+        if dl <= 0:
+            self.f = c / ds if ds > c else 1.0
+            self.fl = 1.0
+        elif ds + dl <= c:
+            self.f = self.fl = 1.0
+        else:
+            fs = c / (ds + self.load_weight * dl)
+            if fs >= 1.0:  # the serving jobs run at full speed; the loading ones get what is left
+                self.f, self.fl = 1.0, (c - ds) / dl
+            else:
+                self.f, self.fl = fs, self.load_weight * fs
+
     def _schedule(self, now: float) -> None:
-        d = self.demand
-        self.f = f = self.cores / d if d > self.cores else 1.0
-        jobs = self.jobs
-        if not jobs:
+        self._speeds()
+        best: tuple[float, int, bool] | None = None
+        for jobs, lag, f, low in ((self.jobs, self.lag, self.f, False), (self.ljobs, self.llag, self.fl, True)):
+            if not jobs or f <= 0:
+                continue
+            vf, sq = jobs[0][0], jobs[0][1]
+            tn = vf + lag if f == 1.0 else now + (vf - (now - lag)) / f
+            if tn < now:
+                tn = now
+            if best is None or (tn, sq) < best[:2]:
+                best = (tn, sq, low)
+        if best is None:
             self.cur = None
             self.epoch += 1
             return
-        vf, sq = jobs[0][0], jobs[0][1]
-        tn = vf + self.lag if f == 1.0 else now + (vf - (now - self.lag)) / f
-        if tn < now:
-            tn = now
+        tn, sq, low = best
         if self.cur == (tn, sq):
             return
         self.epoch += 1
         self.cur = (tn, sq)
+        self.cur_low = low
         heapq.heappush(self.heap, (tn, sq, self.ev_host, self.epoch, None, None))
 
     def wake(self, t: float, epoch: int) -> None:
         """The event of `epoch` came up at `t`: finish the first job (nothing if the event was superseded)."""
         if epoch != self.epoch:
             return
-        vf, sq, demand, work, s, rep, item = heapq.heappop(self.jobs)
-        self.busy_s += t - self.t
-        self.lag = t - vf  # V(t) = vf: the job's work is done
-        self.t = t
-        self.demand -= demand
+        low = self.cur_low
+        vf, sq, demand, work, s, rep, item = heapq.heappop(self.ljobs if low else self.jobs)
+        self._advance(t)
+        if low:
+            self.llag = t - vf  # V_low(t) = vf: the job's work is done
+            self.ldemand = self.ldemand - demand if self.ljobs else 0.0
+        else:
+            self.lag = t - vf  # V(t) = vf: the job's work is done
+            self.demand -= demand
         self.work_done_s += demand * work
         self.cur = None
         self._schedule(t)
@@ -147,7 +202,8 @@ def host_settings(runtime: RuntimeProfile, pipeline: Any, profiles: Any) -> dict
     path outside the stages (request_cpu_s); host_call_s and host_hop_s a remote call's and an item's CPU outside
     the model (call_cpu_s, item_cpu_s), not paid by the (stage, variant) pairs the runtime runs inline
     (host_inline); host_side_s the CPU beside the path (side_cpu_s); replica_start_s a new replica's start before
-    its model loads (replica_start_s). host_load_cores (a replica loading) is not a
+    its model loads (replica_start_s); host_load_weight a loading replica's CPU weight (the live runtime starts
+    replicas at a lower priority: LOADING_CPU_WEIGHT). host_load_cores (a replica loading) is not a
     runtime-profile figure: the caller sets it."""
     from pipetune.optimizer.options import runs_inline_here
 
@@ -165,4 +221,5 @@ def host_settings(runtime: RuntimeProfile, pipeline: Any, profiles: Any) -> dict
         "host_side_s": runtime.side_cpu_s,
         "host_inline": inline,
         "replica_start_s": runtime.replica_start_s,
+        "host_load_weight": LOADING_CPU_WEIGHT,
     }
