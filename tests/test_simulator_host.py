@@ -348,6 +348,20 @@ def test_a_low_priority_load_on_a_full_host_waits_for_room():
     assert h.work_done_s == pytest.approx(3.0)
 
 
+def test_a_stage_run_in_the_ingress_holds_no_cores_and_switches_at_once():
+    """host_inline: live, such a stage runs in the ingress with every variant loaded from the start, so its
+    replicas hold no cores of their own and a new generation serves at once; elsewhere a load takes its time."""
+    pipe, prof = one_stage({1: 0.01})
+    for inline, ready, held in ((frozenset({("s", "v")}), 0.0, 0.0), (frozenset(), 1.0, 2.0)):
+        sim = Simulator(pipe, prof, np.array([]), {"s": C("v", 1, 1, 1)},
+                        SimSettings(service="deterministic", host_cores=4.0, host_load_cores=1.0, load_time_s=1.0,
+                                    host_inline=inline, drop_limit_s=1e9))  # fmt: skip
+        sim.apply({"s": C("v", 1, 1, 2)})
+        assert sim.cores_held() == held
+        sim.close()
+        assert [e["t"] for e in sim.events if e["event"] == "ready"] == [pytest.approx(ready)]
+
+
 def test_a_cancelled_load_leaves_the_host():
     """Scaling back down while loading cancels the load: no ready event, only the CPU it used is counted."""
     sim, readies = _load_run(1.0, 1.0, cancel_at=0.25)

@@ -188,6 +188,13 @@ class _Generation:
     load_time_s: float
     replicas: list = field(default_factory=list)
     loading: int = 0
+    # run in the ingress process (SimSettings.host_inline): every variant is loaded there from the start, so a
+    # switch takes no load, and its replicas hold no cores of their own (the ingress's are counted apart)
+    inline: bool = False
+
+    @property
+    def held_cores(self) -> int:
+        return 0 if self.inline else self.cores
 
     def live(self) -> list[_Replica]:
         return [r for r in self.replicas if r.state in (LOADING, READY)]
@@ -383,6 +390,7 @@ class Simulator(Backend):
 
     def _new_generation(self, s: int, cfg: StageConfig) -> _Generation:
         n = self.names[s]
+        inline = (n, cfg.variant) in self.settings.host_inline
         load = self.settings.load_time_s
         if load is None:
             load = self.profiles.get(n, cfg.variant).load_time_s
@@ -392,7 +400,8 @@ class Simulator(Backend):
             batch=cfg.batch,
             acc=self._acc_of[(n, cfg.variant)],
             dists=self._dists(n, cfg.variant, cfg.cores, cfg.batch),
-            load_time_s=float(load) + self.settings.replica_start_s,
+            load_time_s=0.0 if inline else float(load) + self.settings.replica_start_s,
+            inline=inline,
         )
 
     def _cores_changed(self, t: float, delta: float) -> None:
@@ -407,7 +416,7 @@ class Simulator(Backend):
         r = _Replica(gen, state)
         gen.replicas.append(r)
         self.capacity[s] += 1
-        self._cores_changed(self._now, gen.cores)
+        self._cores_changed(self._now, gen.held_cores)
         if state == READY:
             self.idle[s].append(r)
         else:
@@ -429,7 +438,7 @@ class Simulator(Backend):
             self.idle[s].remove(r)
         r.state = RETIRED
         r.gen.replicas.remove(r)
-        self._cores_changed(t, -r.cores)
+        self._cores_changed(t, -r.gen.held_cores)
 
     def _release(self, s: int, r: _Replica, t: float) -> None:
         """Take a replica out of service: at once if loading or idle, after its batch if busy."""
