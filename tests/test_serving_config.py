@@ -148,6 +148,24 @@ def test_reconciler_start_switch_and_route_move():
     assert rec.replica_cores_held() == 1 + 2 + 1  # the old generation still reported (draining) counts
 
 
+def test_a_switch_stops_the_serving_generations_replicas_still_starting():
+    """Make-before-break keeps what serves; replicas of the old generation still starting would only take the CPU
+    the new generation needs to start."""
+    rec = Reconciler("digits", INITIAL)
+    f, c = INITIAL["features"], INITIAL["classify"]
+    snap = {rec.app("features", f): _report("RUNNING", 1), rec.app("classify", c): _report("RUNNING", 2)}
+    rec.observe(snap, t=1.0)
+    grow = C("logreg", 4, 1, 3)  # one more replica of what serves: it starts
+    rec.request("classify", grow)
+    snap[rec.app("classify", grow)] = _report("RUNNING", 2)  # 2 of 3 running
+    rec.observe(snap, t=2.0)
+    new = C("svc", 4, 1, 2)
+    rec.request("classify", new)
+    gens = {g.variant: g for g in rec.generations()["classify"]}
+    assert gens["logreg"].replicas == 2 and gens["svc"] == new  # the one starting is stopped
+    assert rec.in_effect()["classify"].replicas == 2
+
+
 def test_reconciler_waits_for_a_status_newer_than_the_deploy_and_reports_failures():
     rec = Reconciler("digits", INITIAL)
     f, c = INITIAL["features"], INITIAL["classify"]

@@ -362,6 +362,31 @@ def test_a_stage_run_in_the_ingress_holds_no_cores_and_switches_at_once():
         assert [e["t"] for e in sim.events if e["event"] == "ready"] == [pytest.approx(ready)]
 
 
+def test_a_switch_cancels_the_serving_generations_loads():
+    """A replica of the serving variant still loading when the stage switches variant is cancelled (its CPU goes to
+    the new generation); the ready one serves until the new generation is."""
+    pipe = parse_pipeline({"name": "two", "sla": {"seconds": 1e9}, "caps": {"batch_sizes": [1], "cores": [1]},
+                           "stages": [{"name": "s", "variants": [{"name": "v", "accuracy": 1.0},
+                                                                  {"name": "w", "accuracy": 0.9}]}]})  # fmt: skip
+    rows = [ProfileRow("v", 1, 1, 0.01, 0.01, 0.01, 100.0, 1.0, 0.0)]
+    prof = PipelineProfiles({("s", "v"): VariantProfile("v", rows), ("s", "w"): VariantProfile("w", [
+        ProfileRow("w", 1, 1, 0.01, 0.01, 0.01, 100.0, 1.0, 0.0)])})  # fmt: skip
+    sim = Simulator(
+        pipe,
+        prof,
+        np.array([]),
+        {"s": C("v", 1, 1, 1)},
+        SimSettings(service="deterministic", host_cores=1.0, host_load_cores=1.0, drop_limit_s=1e9),
+    )
+    sim.apply({"s": C("v", 1, 1, 2)})  # a second replica of v starts loading
+    sim.wait_until(0.5)
+    sim.apply({"s": C("w", 1, 1, 1)})
+    assert sim.cores_held() == 2.0  # v's ready replica and w's loading one: v's load was cancelled
+    sim.close()
+    ready = [(e["variant"], e["t"]) for e in sim.events if e["event"] == "ready"]
+    assert ready == [("w", pytest.approx(1.5))]  # alone on the host from 0.5 s: its 1 s load, at full speed
+
+
 def test_a_cancelled_load_leaves_the_host():
     """Scaling back down while loading cancels the load: no ready event, only the CPU it used is counted."""
     sim, readies = _load_run(1.0, 1.0, cancel_at=0.25)

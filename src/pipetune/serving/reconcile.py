@@ -17,6 +17,7 @@ asked for, holding no core of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -163,6 +164,13 @@ class Reconciler:
         gens, serving = self._gens[stage], self._serving[stage]
         for k in [k for k in gens if k not in (serving, _key(c))]:
             del gens[k]  # an earlier switch that has not finished is replaced by this one
+        if serving is not None and serving != _key(c) and stage not in self.inline:
+            # A switch: the serving generation keeps the replicas it runs; those still starting give way to the
+            # new generation (Ray stops replicas that are not running first), whose start needs the CPU.
+            g = gens[serving]
+            running = self._running(stage, g)
+            if 0 < running < g.replicas:
+                gens[serving] = dataclasses.replace(g, replicas=running)
         gens[_key(c)] = c
         if stage in self.inline:  # the ingress holds every variant: the switch is a table change
             for k in [k for k in gens if k != _key(c)]:

@@ -328,7 +328,7 @@ def best_static(planning: Any, profiles: Any, peak_rps: float, runtime: Any) -> 
 # The demo load's shape, as shares of its length: a trough, a rise, the peak held, a fall, a trough again.
 # The rise and the fall take tens of seconds (as the surges of IPA's bursty window do), not a few: an adapter that
 # re-plans every few seconds and a variant that takes seconds to start must be able to follow it.
-LOAD_SHAPE = (("trough", 0.22), ("rise", 0.20), ("peak", 0.18), ("fall", 0.12), ("trough", 0.28))
+LOAD_SHAPE = (("trough", 0.2), ("rise", 0.25), ("peak", 0.15), ("fall", 0.12), ("trough", 0.28))
 
 
 def demo_rate(seconds: int, trough: float, peak: float) -> np.ndarray:

@@ -515,6 +515,9 @@ class Simulator(Backend):
                     for r in list(pen.replicas):
                         self._release(s, r, self._now)
                     self.events.append({"t": self._now, "event": "cancel", "stage": name, "variant": pen.variant})
+                if act is not None:  # the serving generation keeps what serves; its loads give way to the new one
+                    for r in [r for r in act.replicas if r.state == LOADING]:
+                        self._release(s, r, self._now)
                 gen = self._new_generation(s, cfg)
                 self.pending[s] = gen
                 for _ in range(cfg.replicas):
