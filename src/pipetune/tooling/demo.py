@@ -58,7 +58,7 @@ GOAL_PAS_GAIN = 0.03
 # configuration holds on this host, the trough as a share of what the accurate configuration holds.
 DEMO_SECONDS = 120
 DEMO_INTERVAL_S = 5.0
-PEAK_SHARE = 0.7
+PEAK_SHARE = 0.6
 TROUGH_SHARE = 0.4
 
 
