@@ -116,6 +116,8 @@ def test_start_configs_fit_the_budget_and_a_budget_below_the_need_is_refused(two
     assert all(set(cfg) == {"features", "classify"} for cfg in configs.values())
     with pytest.raises(ServingError, match=r"--budget-cores 3 is below.*need 4 cores together.*--budget-cores 4 or"):
         start_configs(SharedBudgetPlanner(pipes, profs, 3), [1.0, 1.0])
+    with pytest.raises(ServingError, match=r"the 3 cores Ray's 6 CPUs leave.*need 4 cores.*give Ray more CPUs"):
+        start_configs(SharedBudgetPlanner(pipes, profs, 3), [1.0, 1.0], "Ray's 6 CPUs leave for plans")
 
 
 def _serve(monkeypatch, capsys, *args: str) -> tuple[int, str]:

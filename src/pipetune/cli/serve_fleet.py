@@ -85,7 +85,10 @@ def serve_fleet(
             cpus = float(ray.cluster_resources().get("CPU", 0))
             budget = plan_budget(cpus, len(pipes), switch_reserve, budget_cores)
             planner = SharedBudgetPlanner(pipes, profiles, budget, runtimes=runtimes)
-            configs, missed = start_configs(planner, rates)
+            origin = None
+            if budget_cores is None:
+                origin = f"Ray's {cpus:g} CPUs leave for plans (after {len(pipes)} ingresses and the switch reserve)"
+            configs, missed = start_configs(planner, rates, origin)
             stopped["deploying"] = "yes"
             fleet = Fleet(pipes, configs, profiles, host=host, port=port)
             con.print(

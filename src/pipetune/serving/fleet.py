@@ -185,10 +185,11 @@ def plan_budget(
 
 
 def start_configs(
-    planner: SharedBudgetPlanner, rates: Sequence[float]
+    planner: SharedBudgetPlanner, rates: Sequence[float], budget_from: str | None = None
 ) -> tuple[dict[str, dict[str, StageConfig]], bool]:
     """The configurations to start with (per pipeline name) and whether a load had no plan (best effort then).
-    A budget below what the pipelines' cheapest plans need together is refused, naming how much they need."""
+    A budget below what the pipelines' cheapest plans need together is refused, naming how much they need.
+    `budget_from`: where the budget came from when not from --budget-cores (`plan_budget`'s reading of Ray)."""
     need: dict[str, int] = {}
     for i, k in enumerate(planner.labels):
         plans, why = planner.frontier(i, 0.0)
@@ -198,11 +199,19 @@ def start_configs(
             reason = why.reason if why is not None else "no plan"
             raise ServingError(f"pipeline {k!r} has no plan at any budget, even at no load: {reason}")
         need[k] = int(plans[0].cost_cores)
-    if sum(need.values()) > planner.budget:
+    total = sum(need.values())
+    if total > planner.budget:
         each = ", ".join(f"{k} {c}" for k, c in need.items())
+        what = (
+            f"--budget-cores {planner.budget}" if budget_from is None else f"the {planner.budget} cores {budget_from}"
+        )
+        fix = (
+            f"give --budget-cores {total} or more"
+            if budget_from is None
+            else "give Ray more CPUs (--num-cpus declares logical CPUs) or a smaller --switch-reserve"
+        )
         raise ServingError(
-            f"--budget-cores {planner.budget} is below what the pipelines need: their cheapest plans need "
-            f"{sum(need.values())} cores together ({each}); give --budget-cores {sum(need.values())} or more"
+            f"{what} is below what the pipelines need: their cheapest plans need {total} cores together ({each}); {fix}"
         )
     configs, missed = planner.decide(list(rates))
     out = {}
@@ -289,10 +298,13 @@ class FleetDecision:
 
 
 class _Watched:
-    """A backend as the joint loop sees it, keeping the last observation for the decision's record."""
+    """A backend as the joint loop sees it: the last observation kept for the decision's record, and time told
+    by `clock`, one backend's for all (each backend's clock starts when it serves, one after the other, and the
+    loop waits on every backend's clock in turn: on their own clocks it would lag by the start-up gap)."""
 
-    def __init__(self, backend: RayServeBackend):
+    def __init__(self, backend: RayServeBackend, clock: RayServeBackend):
         self.backend = backend
+        self.clock = clock
         self.last: Observation | None = None
 
     def observe(self) -> Observation:
@@ -306,10 +318,10 @@ class _Watched:
         return self.backend.in_effect()
 
     def now(self) -> float:
-        return self.backend.now()
+        return self.clock.now()
 
     def wait_until(self, t: float) -> None:
-        self.backend.wait_until(t)
+        self.clock.wait_until(t)
 
 
 class _Recorded:
@@ -363,7 +375,7 @@ def run_joint_adapter(
     changes to its own backend (make-before-break there, as alone). One JSON line per decision to `log`."""
     if list(planner.labels) != fleet.names:
         raise ServingError(f"the planner decides for {planner.labels}, the fleet serves {fleet.names}: give the same")
-    watched = [_Watched(be) for be in fleet.backends]
+    watched = [_Watched(be, clock=fleet.backends[0]) for be in fleet.backends]
     recorded = _Recorded(planner, fleet.backends)
     loop = JointAdapter(watched, recorded, predictor=predictor, interval_s=interval_s)  # type: ignore[arg-type]
     recorded.loop = loop
