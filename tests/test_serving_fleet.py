@@ -146,3 +146,44 @@ def test_cli_refuses_bad_fleet_input_before_ray_starts(monkeypatch, capsys, tmp_
     code, out = _serve(monkeypatch, capsys, str(DIGITS), str(DIGITS), "--policy", "rim")
     assert code == 2 and "--policy rim" in out, out
     assert not ray.is_initialized()
+
+
+class _Steady:
+    name = "steady"
+
+    def predict(self, history) -> float:  # noqa: ANN001 - arrivals per second
+        return 20.0
+
+
+def test_a_failed_request_is_planned_again_from_what_serves(two):
+    """The joint loop's planner view (`_Recorded`): a stage whose last request failed has its target reset to
+    what serves, so the next decision asks for the plan again (JointAdapter alone would think it asked already).
+    Driven over the simulator, which refuses a configuration the way the live backend does."""
+    import numpy as np
+
+    from pipetune.adapter import JointAdapter
+    from pipetune.backends.simulator import SimSettings, Simulator
+    from pipetune.configs import ApplyState
+    from pipetune.optimizer.joint import SharedBudgetPlanner
+    from pipetune.serving.fleet import _Recorded
+
+    (a, _), (pa, _) = two
+    planner = SharedBudgetPlanner([a], [pa], 4)
+    want = planner.decide([20.0])[0]["digits"]
+    assert want is not None
+    start = {"features": StageConfig("pca-4", 1, 1, 1), "classify": StageConfig("tree", 1, 1, 1)}
+    assert want["classify"] != start["classify"]
+    sim = Simulator(a, pa, np.linspace(0.0, 30.0, 600), start, SimSettings(seed=0))
+    recorded = _Recorded(planner, [sim])  # type: ignore[list-item]
+    loop = JointAdapter([sim], recorded, predictor=_Steady(), interval_s=1.0)
+    recorded.loop = loop
+    # as if the loop had asked for the plan and the backend had refused it
+    bad = StageConfig(want["classify"].variant, 1, 1, 0)
+    assert sim.apply({"classify": bad})["classify"].state is ApplyState.FAILED
+    loop.target["digits"]["classify"] = want["classify"]
+    loop.step()
+    assert recorded.replanned == {"digits": ["classify"]}
+    assert sim.stage_status()["classify"].target == want["classify"]  # asked again
+    assert sim.stage_status()["classify"].state is not ApplyState.FAILED
+    loop.step()  # nothing failed now: nothing planned again
+    assert recorded.replanned == {"digits": []}
