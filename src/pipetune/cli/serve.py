@@ -1,5 +1,6 @@
 """`pipetune serve PIPELINE`: serve a pipeline on Ray Serve behind an Open Inference Protocol endpoint and keep
-re-configuring it with the adapter (`--no-adapt`: serve the starting plan as it is).
+re-configuring it with the adapter (`--no-adapt`: serve the starting plan as it is). Several pipelines (or
+`--budget-cores`): served side by side on one Ray, one port each, decided jointly (`cli/serve_fleet.py`).
 
 SIGTERM (what Kubernetes and systemd send) and SIGINT (Ctrl-C) stop it the same way: the adapter stops, Ray
 Serve drains (its apps are deleted, so the proxy stops routing to them, and each replica finishes the requests it
@@ -25,7 +26,9 @@ from pipetune.cli.options import PORT, RPS, Range, number, out_file
 
 @app.command("serve")
 def serve_cmd(
-    pipeline: Path = typer.Argument(..., help="pipeline YAML (every variant needs a `model:` mapping)"),
+    pipelines: list[Path] = typer.Argument(
+        ..., help="pipeline YAML (every variant needs a `model:` mapping); several: served side by side"
+    ),
     address: str = typer.Option(None, help="an existing Ray cluster (host:port or ray://...); default: a local Ray"),
     num_cpus: int | None = number(
         None,
@@ -54,8 +57,25 @@ def serve_cmd(
         allowed=Range(float, ge=0, le=0.9),
         help="share of the replica CPUs the planner leaves free for make-before-break switches",
     ),
+    budget_cores: int | None = number(
+        None,
+        "--budget-cores",
+        allowed=Range(int, ge=1, le=1_000_000),
+        help="cores every pipeline named shares (default: what Ray has less the ingresses and the switch reserve); "
+        "the pipelines are decided jointly within it",
+    ),
 ) -> None:
-    """Serve PIPELINE on Ray Serve (V2 endpoint at http://HOST:PORT/v2, metrics at /metrics) and adapt it."""
+    """Serve PIPELINE on Ray Serve (V2 endpoint at http://HOST:PORT/v2, metrics at /metrics) and adapt it; several
+    pipelines side by side, the i-th (from 0) on PORT + i, adapted jointly within --budget-cores."""
+    if len(pipelines) > 1 or budget_cores is not None:
+        from pipetune.cli.serve_fleet import serve_fleet
+
+        return serve_fleet(
+            pipelines, address=address, num_cpus=num_cpus, host=host, port=port, adapt=adapt, policy=policy,
+            predictor=predictor, interval=interval, rps=rps, plan=plan, duration=duration, log=log, export=export,
+            switch_reserve=switch_reserve, budget_cores=budget_cores, stop_on_signals=_stop_on_signals,
+        )  # fmt: skip
+    pipeline = pipelines[0]
     import yaml
 
     from pipetune.errors import PipetuneError

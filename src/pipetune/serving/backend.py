@@ -61,7 +61,9 @@ class RayServeBackend(Backend):
     `address`: an existing Ray cluster (`ray://...` or `host:port`); None starts a local Ray with `num_cpus`
     logical CPUs (default: what the machine has), unless Ray is already initialised in this process.
     `initial`: the first configuration (one StageConfig per stage). `proxy_location`, `host`, `port` and the
-    rest of the serving options: `serving.config.ServeOptions`.
+    rest of the serving options: `serving.config.ServeOptions`. `deployer`: what sends this pipeline's Serve
+    config and, on close, takes it down (`deploy(config)`, `shutdown()`); default `ray_api.ServeDeployer`, which
+    owns all of Ray Serve. Several pipelines on one Ray Serve share one (`serving/fleet.py`).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class RayServeBackend(Backend):
         inline: bool = True,
         caller_batching: bool = True,
         runtime: RuntimeProfile | None = None,
+        deployer: Any = None,
     ):
         import ray
 
@@ -156,7 +159,7 @@ class RayServeBackend(Backend):
             if why:
                 raise ServingError(f"initial configuration for {s!r}: {why}")
         ray_api.start_serve(self.options)
-        self._deployer = ray_api.ServeDeployer()
+        self._deployer = deployer if deployer is not None else ray_api.ServeDeployer()
         self._lock = threading.RLock()  # the reconciler's state; never held across a call to Ray
         self._deploy_lock = threading.Lock()  # one deploy at a time, the newest config last
         self._built = 0  # configs built so far (under _lock)
@@ -368,8 +371,8 @@ class RayServeBackend(Backend):
         self.ingress_handle().record_decision.remote(float(predicted_rps), float(decision_s))
 
     def close(self) -> None:
-        """Stop the convergence thread, shut Ray Serve down, and Ray too if this backend started it (unless
-        PIPETUNE_KEEP_RAY is set)."""
+        """Stop the convergence thread, take the pipeline down (its deployer's shutdown: all of Ray Serve by
+        default), and Ray too if this backend started it (unless PIPETUNE_KEEP_RAY is set)."""
         import ray
 
         self._stop.set()
@@ -377,7 +380,7 @@ class RayServeBackend(Backend):
         if getattr(self, "_thread", None) is not None:
             self._thread.join(timeout=THREAD_JOIN_S)
         try:
-            ray_api.shutdown_serve()
+            self._deployer.shutdown()
         finally:
             if self._started_ray and not os.environ.get("PIPETUNE_KEEP_RAY"):
                 ray.shutdown()

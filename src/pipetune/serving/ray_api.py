@@ -66,6 +66,10 @@ class ServeDeployer:
 
         self._client.deploy_apps(ServeDeploySchema.model_validate(config))
 
+    def shutdown(self) -> None:
+        """Shut Ray Serve down: every application drains and goes."""
+        shutdown_serve()
+
 
 def serve_status() -> Any:
     """Ray Serve's status (`serve.status()`): one controller RPC."""
