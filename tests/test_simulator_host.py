@@ -387,6 +387,22 @@ def test_a_switch_cancels_the_serving_generations_loads():
     assert ready == [("w", pytest.approx(1.5))]  # alone on the host from 0.5 s: its 1 s load, at full speed
 
 
+def test_a_switch_completes_with_what_it_asked_for_and_the_rest_join():
+    """Growing an incoming generation while it loads does not hold the switch back."""
+    pipe = parse_pipeline({"name": "two", "sla": {"seconds": 1e9}, "caps": {"batch_sizes": [1], "cores": [1]},
+                           "stages": [{"name": "s", "variants": [{"name": "v", "accuracy": 1.0},
+                                                                  {"name": "w", "accuracy": 0.9}]}]})  # fmt: skip
+    prof = PipelineProfiles({(("s", n)): VariantProfile(n, [ProfileRow(n, 1, 1, 0.01, 0.01, 0.01, 100.0, 1.0, 0.0)])
+                             for n in ("v", "w")})  # fmt: skip
+    sim = Simulator(pipe, prof, np.array([]), {"s": C("v", 1, 1, 1)}, SimSettings(drop_limit_s=1e9))
+    sim.apply({"s": C("w", 1, 1, 1)})  # w loads for 1 s
+    sim.wait_until(0.5)
+    sim.apply({"s": C("w", 1, 1, 2)})  # a second w replica, ready at 1.5 s
+    sim.close()
+    switch = [e["t"] for e in sim.events if e["event"] == "switch"]
+    assert switch == [pytest.approx(1.0)]
+
+
 def test_a_cancelled_load_leaves_the_host():
     """Scaling back down while loading cancels the load: no ready event, only the CPU it used is counted."""
     sim, readies = _load_run(1.0, 1.0, cancel_at=0.25)

@@ -6,8 +6,11 @@ A generation is a (variant, cores) application of a stage (`StageConfig`; its ba
 place). The rules:
 * a request for the serving generation's (variant, cores) changes it in place; another (variant, cores) adds
   an incoming generation beside it (replacing an incoming one that has not finished);
-* when the incoming generation's application is RUNNING with all its replicas, the stage's traffic moves to it
-  and the old generation is dropped from the target (deploying that deletes its application, which drains);
+* when the incoming generation runs the replicas the switch asked for (growing it while it starts does not
+  hold the switch back: later replicas join as they start), the stage's traffic moves to it and the old
+  generation is dropped from the target (deploying that deletes its application, which drains); the old
+  generation's replicas still starting are stopped when the switch is asked for (they would take the CPU the
+  new generation needs to start);
 * when it is DEPLOY_FAILED, it is dropped and the stage's request is FAILED with Ray's message; the old
   generation keeps serving.
 An inline stage (run by the ingress, which holds every variant loaded: `optimizer.options.inline_stages`) has
@@ -127,6 +130,9 @@ class Reconciler:
         self._snapshot: dict[str, AppReport] = {}
         self._snapshot_t = -math.inf  # when the snapshot was asked for (the caller's monotonic clock)
         self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
+        # per incoming generation (stage, key): replicas running before the stage's traffic moves to it, what the
+        # switch asked for (growing it while it starts does not hold the switch back)
+        self._need: dict[tuple[str, tuple[str, int]], int] = {}
 
     def app(self, stage: str, c: StageConfig) -> str:
         return app_name(self.name, stage, c.variant, c.cores)
@@ -164,6 +170,9 @@ class Reconciler:
         gens, serving = self._gens[stage], self._serving[stage]
         for k in [k for k in gens if k not in (serving, _key(c))]:
             del gens[k]  # an earlier switch that has not finished is replaced by this one
+        if _key(c) != serving:
+            known = (stage, _key(c))
+            self._need[known] = min(self._need.get(known, c.replicas), c.replicas) if _key(c) in gens else c.replicas
         if serving is not None and serving != _key(c) and stage not in self.inline:
             # A switch: the serving generation keeps the replicas it runs; those still starting give way to the
             # new generation (Ray stops replicas that are not running first), whose start needs the CPU.
@@ -204,9 +213,14 @@ class Reconciler:
                     )
                     del gens[key]
                     changed = True
-                elif rep.status is AppStatus.RUNNING and rep.running >= g.replicas:
+                elif (
+                    rep.status in (AppStatus.RUNNING, AppStatus.DEPLOYING)
+                    and rep.running > 0
+                    and rep.running >= self._need.get((s, key), g.replicas)
+                ):
                     old = self._serving[s]
-                    self._serving[s] = key  # every new replica is ready: move the traffic
+                    self._serving[s] = key  # what the switch asked for is ready: move the traffic
+                    self._need.pop((s, key), None)
                     if old is not None:
                         gens.pop(old, None)  # deleting the old application drains it
                     changed = True
