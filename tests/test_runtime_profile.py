@@ -376,3 +376,21 @@ def test_frontier_and_local_search_keep_the_host_row_like_highs(seed):
             continue
         for use, limit in resource_limits(pipe, opts):
             assert sum(u[i] for u, i in zip(use, choice)) <= limit + 1e-9
+
+
+def test_the_switch_reserve_keeps_a_core_free_for_replicas_starting(synthetic):
+    import dataclasses
+
+    from pipetune.optimizer.options import host_capacity_rps
+
+    rt = RuntimeProfile(host_cores=2.0, request_cpu_s=0.005, call_cpu_s=0.004, item_cpu_s=0.0, switch_reserve_cores=1.0)
+    assert rt.holds_cores == pytest.approx(1.4) and rt.cpu_budget_cores == pytest.approx(1.0)
+    assert rt.without_reserve().cpu_budget_cores == pytest.approx(1.4) and rt.without_reserve().holds_cores == 1.4
+    assert dataclasses.replace(rt, host_cores=16.0).cpu_budget_cores == pytest.approx(11.2)  # the cap binds
+    assert dataclasses.replace(rt, host_cores=1.0).cpu_budget_cores == pytest.approx(0.7)  # none kept on 1 core
+    assert RuntimeProfile.from_dict(rt.to_dict()) == rt
+    # the planner's host capacity shrinks with the reserve (1.0 of 1.4 cores); what a configuration holds does not
+    pr = load_profiles(synthetic)
+    configs = dict(plan_pipeline(synthetic, 5.0, profiles=pr).configs)
+    held = host_capacity_rps(synthetic, pr, configs, rt.without_reserve())
+    assert host_capacity_rps(synthetic, pr, configs, rt) == pytest.approx(held / 1.4)  # per core of budget

@@ -140,8 +140,8 @@ def test_the_load_has_one_burst_from_its_trough_to_its_peak():
     rising = np.flatnonzero(np.diff(rate) > 1e-9)
     falling = np.flatnonzero(np.diff(rate) < -1e-9)
     assert rising.size and falling.size and rising.max() < falling.min()  # one rise, then one fall
-    assert np.count_nonzero(rate >= 49.9) >= 15  # the peak is held, not touched
-    assert rate[:20].max() == pytest.approx(4.0) and rate[-25:].max() == pytest.approx(4.0)  # troughs both sides
+    assert np.count_nonzero(rate >= 49.9) >= 10  # the peak is held, not touched
+    assert rate[:12].max() == pytest.approx(4.0) and rate[-25:].max() == pytest.approx(4.0)  # troughs both sides
     assert np.abs(np.diff(rate)).max() < 50.0 / 10  # the rise takes tens of seconds
     a = demo_load(120, 4.0, 50.0)
     assert a.size == 120 and 0.8 * rate.sum() <= a.sum() <= 1.2 * rate.sum()

@@ -19,7 +19,13 @@ Fields (all CPU in seconds of one core; "outside predict" means not in the model
   replica_start_s  seconds a new replica takes before its model starts loading (the engine starts a worker
                    process, which imports its libraries), at full speed on one core: a switch or an added replica
                    waits for it on top of the model's load time, and it loads the host like a loading model.
-  utilisation_cap  the share of host_cores a plan may keep busy on average (HOST_UTILISATION_CAP by default).
+  utilisation_cap  the share of host_cores a configuration may keep busy on average (HOST_UTILISATION_CAP by
+                   default): what it holds at the SLA (`holds_cores`; admission, capacity reports).
+  switch_reserve_cores  cores the planner leaves free beside that for replicas starting (make-before-break: a
+                   new generation starts while the old one serves, and a starting replica is a Python process
+                   importing and loading on LOADING_CORES core): the planner's budget is `cpu_budget_cores` =
+                   min(utilisation_cap x host_cores, host_cores - switch_reserve_cores), none kept on a host with
+                   no more cores than the reserve. 0: none (plans as before it existed).
   fusion           the runtime runs a light stage in the ingress process (`runs_inline`) instead of calling a
                    replica; such a stage pays no call or item hop (its model CPU is still spent, in the ingress).
   inline_stages    stages the runtime always runs in the ingress process, whatever their variant.
@@ -32,6 +38,7 @@ they were before runtime profiles existed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -56,10 +63,13 @@ HOST_UTILISATION_CAP = 0.7
 # the twin gives a loading replica (SimSettings.host_load_weight).
 LOADING_NICENESS = 10
 LOADING_CPU_WEIGHT = 110 / 1024
+# A starting replica is one Python process importing its libraries and loading its model: one core busy.
+LOADING_CORES = 1.0
 
 _CPU_FIELDS = ("request_cpu_s", "call_cpu_s", "item_cpu_s", "side_cpu_s")
 _FIELDS = (
-    "host_cores", *_CPU_FIELDS, "replica_start_s", "utilisation_cap", "fusion", "inline_stages", "conditions"
+    "host_cores", *_CPU_FIELDS, "replica_start_s", "utilisation_cap", "switch_reserve_cores", "fusion",
+    "inline_stages", "conditions",
 )  # fmt: skip
 _REQUIRED = ("host_cores", "request_cpu_s", "call_cpu_s", "item_cpu_s")
 
@@ -79,6 +89,7 @@ class RuntimeProfile:
     side_cpu_s: float = 0.0
     replica_start_s: float = 0.0
     utilisation_cap: float = HOST_UTILISATION_CAP
+    switch_reserve_cores: float = 0.0
     fusion: bool = False
     inline_stages: frozenset[str] = frozenset()
     conditions: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -104,6 +115,12 @@ class RuntimeProfile:
                 f"{where}: replica_start_s={st!r} must be a finite number of seconds >= 0 (0: a replica starts as "
                 "its model loads); measure it with `pipetune profile --runtime`"
             )
+        rv = self.switch_reserve_cores
+        if isinstance(rv, bool) or not isinstance(rv, numbers.Real) or not (math.isfinite(rv) and rv >= 0):
+            raise RuntimeProfileError(
+                f"{where}: switch_reserve_cores={rv!r} must be a finite number of cores >= 0 (0: none kept for "
+                f"replicas starting; {LOADING_CORES:g}: one starting replica)"
+            )
         cap = self.utilisation_cap
         if isinstance(cap, bool) or not isinstance(cap, numbers.Real) or not (0 < cap <= 1):
             raise RuntimeProfileError(
@@ -127,6 +144,7 @@ class RuntimeProfile:
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "replica_start_s", float(st))
         object.__setattr__(self, "utilisation_cap", float(cap))
+        object.__setattr__(self, "switch_reserve_cores", float(rv))
         object.__setattr__(self, "inline_stages", frozenset(stages))
         object.__setattr__(self, "conditions", dict(self.conditions))
 
@@ -141,9 +159,23 @@ class RuntimeProfile:
         return self.request_cpu_s + self.side_cpu_s
 
     @property
-    def cpu_budget_cores(self) -> float:
-        """The cores of CPU a plan may keep busy on average: utilisation_cap x host_cores."""
+    def holds_cores(self) -> float:
+        """The cores of CPU a configuration may keep busy on average and hold its SLA: utilisation_cap x
+        host_cores (what it holds: admission, capacity reports)."""
         return self.utilisation_cap * self.host_cores
+
+    @property
+    def cpu_budget_cores(self) -> float:
+        """The cores of CPU a plan may keep busy on average: what a configuration holds, less the reserve for
+        replicas starting where the host has more cores than the reserve."""
+        if self.host_cores <= self.switch_reserve_cores:
+            return self.holds_cores
+        return min(self.holds_cores, self.host_cores - self.switch_reserve_cores)
+
+    def without_reserve(self) -> RuntimeProfile:
+        """This profile with no switch reserve: what a configuration holds once it serves (admission, capacity
+        reports, a static configuration that never starts a replica)."""
+        return dataclasses.replace(self, switch_reserve_cores=0.0)
 
     def hop_cpu_s(self, batch: int) -> float:
         """CPU of one remote call carrying `batch` items, outside predict."""
@@ -163,6 +195,7 @@ class RuntimeProfile:
             "side_cpu_s": self.side_cpu_s,
             "replica_start_s": self.replica_start_s,
             "utilisation_cap": self.utilisation_cap,
+            "switch_reserve_cores": self.switch_reserve_cores,
             "fusion": self.fusion,
             "inline_stages": sorted(self.inline_stages),
             "conditions": dict(self.conditions),

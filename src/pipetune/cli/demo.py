@@ -34,7 +34,7 @@ def demo_cmd(
         PEAK_SHARE,
         "--peak-share",
         allowed=Range(float, ge=0.05, le=1.0),
-        help="live: the load's peak as a share of the rate the fastest configuration holds on this host",
+        help="live: the load's peak at most this share of the rate the fastest configuration holds on this host",
     ),
     trough_share: float = number(
         TROUGH_SHARE,

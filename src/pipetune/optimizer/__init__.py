@@ -457,7 +457,8 @@ def _diagnose(
                 f"the host cannot hold {rps:g} rps even with the cheapest variants: they keep {least + fixed:.3g} "
                 f"cores of CPU busy ({fixed:.3g} of them the runtime's per-request CPU) and a plan may use "
                 f"{runtime.cpu_budget_cores:.3g} (utilisation cap {runtime.utilisation_cap:g} x "
-                f"{runtime.host_cores:g} host cores); admission refuses what the fallback cannot hold"
+                f"{runtime.host_cores:g} host cores, at most the cores less {runtime.switch_reserve_cores:g} kept "
+                "for replicas starting); admission refuses what the fallback cannot hold"
             )
     if budget is None and runtime is not None:
         return "sla+host", (

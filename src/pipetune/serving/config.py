@@ -212,12 +212,13 @@ def ingress_user_config(
 def admitted(pipeline: Any, profiles: Any, serving: Mapping[str, StageConfig], runtime: Any = None) -> int:
     """The admission limit of what serves: the profile's (`pipetune.admission.profile_admission`) and, with a
     runtime profile, no more than capacity x SLA at the rate the planner says the host holds under it
-    (`optimizer.options.capacity_rps`: the host's CPU counted): the limit follows the applied plan's capacity."""
+    (`optimizer.options.capacity_rps`: the host's CPU counted, its switch reserve not, which is kept for changes
+    and not a limit on what serves): the limit follows the applied plan's capacity."""
     limit = profile_admission(pipeline, profiles, serving)
     if runtime is None or profiles is None or not 0 < limit < UNLIMITED_INFLIGHT:
         return limit
     try:
-        cap = capacity_rps(pipeline, profiles, serving, runtime)
+        cap = capacity_rps(pipeline, profiles, serving, runtime.without_reserve())
     except (KeyError, PipetuneError):
         return limit  # a stage without a profiled cell: the profile's limit stands
     return min(limit, admission_limit(cap, pipeline.sla.seconds))

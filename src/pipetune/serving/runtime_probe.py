@@ -12,7 +12,8 @@ thread), so what is left is the runtime's:
 * `side_cpu_s`: every other process of the Ray (controller, GCS, raylet, agents), per request;
 * `host_cores`: the cores this process may run on (Ray's CPUs when connected to a cluster);
 * `replica_start_s`: after the load, one replica is added to a remote stage: the seconds until it serves, less its
-  model's profiled load time (a Ray worker process starting and importing its libraries).
+  model's profiled load time (a Ray worker process starting and importing its libraries);
+* `switch_reserve_cores`: not measured: one starting replica's core (LOADING_CORES), kept free when planning.
 
 Which stages the ingress runs itself is decided by the same rule as in the planner (`inline_stages`) on the assumed
 profile (`assumed_runtime`: a call assumed to cost ASSUMED_CALL_CPU_S), as `pipetune serve` does without a runtime
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipetune.runtime_profile import RuntimeProfile, assumed_runtime
+from pipetune.runtime_profile import LOADING_CORES, RuntimeProfile, assumed_runtime
 
 PROBE_PORT = 8790
 
@@ -175,6 +176,8 @@ def measure_runtime(
         item_cpu_s=0.0,
         side_cpu_s=max(0.0, side) / answered,
         replica_start_s=start_s,
+        # a switch starts a replica while the old one serves: keep its core free when planning
+        switch_reserve_cores=LOADING_CORES,
         fusion=True,
         conditions={
             "cpu_model": cpu_model(),

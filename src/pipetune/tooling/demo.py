@@ -9,8 +9,9 @@ holds, served live, on the same arrivals, by three contenders:
   configuration, sized for the peak, the host can carry: the fast ones);
 
 plus the simulator twin of pipetune's run (fidelity). The load's scale is derived from the host, not typed in
-(`capacity`, planned with this machine's runtime profile): the peak is PEAK_SHARE of what the fastest
-configuration holds, the trough TROUGH_SHARE of what the accurate one holds. The report (PNG + HTML + JSON) shows
+(`capacity`, planned with this machine's runtime profile): the peak is above what a middle configuration holds
+(PEAK_OVER_MIDDLE, at most PEAK_SHARE of what the fastest holds), the trough TROUGH_SHARE of what the accurate
+one holds. The report (PNG + HTML + JSON) shows
 load and predicted load, the variant per stage over time, accuracy served, cores held, p99 against the SLA and
 SLA violations for every contender; the run ends with one line per criterion saying who won (`who_won`), the
 demo's goals met or missed (`goal_lines`) and the twin's fidelity (`fidelity_lines`).
@@ -39,6 +40,7 @@ from pipetune import jsonio, metrics
 from pipetune.configs import StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.loadgen.client import Outcome, open_loop_at
+from pipetune.runtime_profile import LOADING_CORES
 
 SAMPLE_S = 1.0
 WINDOW_S = 10.0  # the report's per-window figures (p99, violations, accuracy served)
@@ -54,11 +56,13 @@ FIDELITY_VIOLATION_POINTS = 2.0
 GOAL_VARIANT_CHANGES = 2
 GOAL_VIOLATIONS = 0.01
 GOAL_PAS_GAIN = 0.03
-# The demo's defaults: its length, pipetune's re-plan interval, the peak as a share of what the fastest
-# configuration holds on this host, the trough as a share of what the accurate configuration holds.
+# The demo's defaults: its length, pipetune's re-plan interval, the peak (PEAK_OVER_MIDDLE x what a middle
+# configuration holds, the most accurate one holding half the fastest's rate, so that only trading accuracy holds
+# it; at most PEAK_SHARE of what the fastest holds), the trough as a share of what the accurate one holds.
 DEMO_SECONDS = 120
 DEMO_INTERVAL_S = 5.0
-PEAK_SHARE = 0.6
+PEAK_SHARE = 0.85
+PEAK_OVER_MIDDLE = 1.05
 TROUGH_SHARE = 0.4
 
 
@@ -203,8 +207,6 @@ def summarise(run: LiveRun, pipeline: Any, seconds: float) -> dict:
 
 # --- the load's scale and the static contenders: what the host holds -----------------------------------------
 
-HOST_LOAD_CORES = 1.0  # a loading replica is one Python process importing and loading its model: one core
-
 
 def demo_runtime(pipeline: Any, profiles: Any, say: Callable[[str], None] = print) -> Any:
     """The runtime profile of this machine: the pipeline's `runtime.json` when it was measured on a machine like
@@ -232,7 +234,7 @@ def twin_settings(pipeline: Any, runtime: Any, interval_s: float = DEMO_INTERVAL
         interval_s=interval_s,
         drop_limit_s=2 * pipeline.sla.seconds,
         host_cores=runtime.host_cores,
-        host_load_cores=HOST_LOAD_CORES,
+        host_load_cores=LOADING_CORES,
     )
 
 
@@ -328,7 +330,7 @@ def best_static(planning: Any, profiles: Any, peak_rps: float, runtime: Any) -> 
 # The demo load's shape, as shares of its length: a trough, a rise, the peak held, a fall, a trough again.
 # The rise and the fall take tens of seconds (as the surges of IPA's bursty window do), not a few: an adapter that
 # re-plans every few seconds and a variant that takes seconds to start must be able to follow it.
-LOAD_SHAPE = (("trough", 0.2), ("rise", 0.25), ("peak", 0.15), ("fall", 0.12), ("trough", 0.28))
+LOAD_SHAPE = (("trough", 0.12), ("rise", 0.38), ("peak", 0.1), ("fall", 0.12), ("trough", 0.28))
 
 
 def demo_rate(seconds: int, trough: float, peak: float) -> np.ndarray:
@@ -568,10 +570,10 @@ def run_live_demo(
     say: Callable[[str], None] = print,
 ) -> dict:
     """The whole demo: scale the load to this host, serve it live with every contender (one Ray for all), run
-    the twin, write the report. The load (`demo_load`) peaks at `peak_share` x the rate the fastest configuration
-    holds on this host (above what the accurate configuration, and what the variants in between, hold: only
-    trading accuracy holds the peak) and troughs at `trough_share` x what the accurate configuration holds;
-    `peak` / `trough` (rps) replace either. pipetune re-plans every `interval_s`."""
+    the twin, write the report. The load (`demo_load`) peaks at PEAK_OVER_MIDDLE x what a middle configuration
+    holds on this host (the most accurate one holding half the fastest's rate), at most `peak_share` x what the
+    fastest holds, so that only trading accuracy holds it, and troughs at `trough_share` x what the accurate
+    configuration holds; `peak` / `trough` (rps) replace either. pipetune re-plans every `interval_s`."""
     import os
 
     import ray
@@ -592,17 +594,27 @@ def run_live_demo(
     planning = planning_pipeline(pipe, float(num_cpus) - 1)
     runtime = demo_runtime(pipe, profiles, say)
     phys = runtime.host_cores
-    accurate = capacity(planning, profiles, runtime)
-    fastest = capacity(planning, profiles, runtime, fastest_variants(planning, profiles))
-    peak = float(peak) if peak is not None else peak_share * fastest.rps
+    # What configurations hold once serving (no switch reserve: a static configuration never starts a replica);
+    # pipetune plans with the reserve (runtime), so that a switch's new replica has a core to start on.
+    steady = runtime.without_reserve()
+    accurate = capacity(planning, profiles, steady)
+    fastest = capacity(planning, profiles, steady, fastest_variants(planning, profiles))
+    middle = capacity(planning, profiles, steady, best_static(planning, profiles, 0.5 * fastest.rps, steady).variants())
+    if peak is None:
+        peak = peak_share * fastest.rps
+        if middle.variants() != fastest.variants():
+            peak = min(peak, PEAK_OVER_MIDDLE * middle.rps)
+    peak = float(peak)
     trough = float(trough) if trough is not None else trough_share * accurate.rps
     counts = demo_load(seconds, trough, peak, seed)
     offsets = arrival_times(counts, process="poisson", seed=seed)
     say(f"load: on {phys:g} cores the accurate configuration ({', '.join(accurate.variants().values())}) holds "
-        f"{accurate.rps:.1f} rps and the fastest ({', '.join(fastest.variants().values())}) {fastest.rps:.1f}; the "
-        f"load troughs at {trough:.1f} rps and peaks at {peak:.1f} ({peak / accurate.rps:.1f}x the accurate "
-        f"configuration's capacity); {len(offsets)} requests in {seconds} s")  # fmt: skip
-    static = best_static(planning, profiles, float(counts.max()), runtime)
+        f"{accurate.rps:.1f} rps, a middle one ({', '.join(middle.variants().values())}) {middle.rps:.1f}, the "
+        f"fastest ({', '.join(fastest.variants().values())}) {fastest.rps:.1f}; the load troughs at {trough:.1f} "
+        f"rps and peaks at {peak:.1f} ({peak / accurate.rps:.1f}x the accurate configuration's capacity); "
+        f"{len(offsets)} requests in {seconds} s; pipetune plans with {runtime.switch_reserve_cores:g} core kept "
+        "free for replicas starting")  # fmt: skip
+    static = best_static(planning, profiles, float(counts.max()), steady)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
     say(f"local Ray with {num_cpus} logical CPUs on {phys:g} physical cores: the planner counts the physical ones")
     runs: list[LiveRun] = []

@@ -413,7 +413,7 @@ def run_text_benchmark(
             if be is not None and be.runtime is not None:
                 # what the planner says this configuration holds on this host (the runtime profile counted),
                 # against the rate held live
-                predicted = capacity_rps(pipe, profiles, configs, be.runtime)
+                predicted = capacity_rps(pipe, profiles, configs, be.runtime.without_reserve())
                 res["predicted_max_rps"] = predicted
                 res["max_rps_vs_predicted"] = res["max_rps"] / predicted if predicted > 0 else None
                 say(f"  planner's capacity for it on this host: {predicted:.1f} rps (held live: {res['max_rps']:.1f}, "
