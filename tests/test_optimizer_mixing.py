@@ -11,6 +11,7 @@ import pytest
 
 import pipetune
 from pipetune import jsonio
+from pipetune.configs import SplitConfig
 from pipetune.optimizer import options as options_module
 from pipetune.optimizer import plan_pipeline, stage_options
 from pipetune.optimizer.instances import METHODS, random_instance
@@ -110,7 +111,10 @@ def test_synthetic_pipeline_splits_where_it_pays_and_says_so():
     assert two.objective > one.objective + 1e-6  # a strict gain at this load
     assert two.mix, "the better plan splits a stage"
     stage, parts = next(iter(two.mix.items()))
-    assert two.configs[stage] == parts[0][0]  # callers that know one variant per stage see the main part
+    # what a backend applies is the split; callers that know one variant per stage see its main part
+    assert two.configs[stage] == SplitConfig.of(parts) and two.stages[stage].config == parts[0][0]
+    assert two.configs[stage].variant == parts[0][0].variant
+    assert two.configs[stage].total_cores == sum(c.total_cores for c, _ in parts)
     d = json.loads(jsonio.dumps(two.to_dict()))
     assert [x["share"] for x in d["mix"][stage]] == [f for _, f in parts]
     # re-planning from a split plan keeps it when nothing changed
@@ -143,17 +147,3 @@ def test_mixing_with_a_core_budget_is_refused_naming_both_settings():
     p = _with_mix(p).model_copy(update={"caps": _with_mix(p).caps.model_copy(update={"max_total_cores": 20.0})})
     with pytest.raises(PipetuneError, match=r"mix_variants.*max_total_cores"):
         plan_pipeline(p, 30)
-
-
-def test_the_adapter_refuses_a_pipeline_whose_plans_may_split():
-    """No backend deploys two variants per stage yet: applying a split plan's main part alone would
-    under-provision the stage, so the control loop refuses to start rather than serve it wrong."""
-    from pipetune.adapter import Adapter
-    from pipetune.backends.simulator import Simulator
-    from pipetune.errors import PipetuneError
-    from pipetune.profiles import load_profiles
-
-    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
-    start = plan_pipeline(p, 10).configs
-    with pytest.raises(PipetuneError, match="mix_variants 2.*mix_variants: 1"):
-        Adapter(Simulator(p, load_profiles(p), np.array([0.0, 0.5]), start), _with_mix(p))

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from pipetune.configs import StageConfig
+from pipetune.configs import StageConfig, parts_of
 from pipetune.errors import PipetuneError
 
 RATE_WINDOW_S = 3.0  # completions counted for the measured throughput
@@ -82,12 +82,13 @@ def profile_admission(pipeline: Any, profiles: Any, configs: Mapping[str, StageC
     factors = pipeline.load_factors()
     cap = math.inf
     for s, c in configs.items():
-        try:
-            thr = profiles.get(s, c.variant).row(c.batch, c.cores).throughput_rps
-        except (KeyError, PipetuneError):
-            continue  # no profiled cell: this stage does not bound admission
-        if factors.get(s, 0) > 0:
-            cap = min(cap, c.replicas * thr / factors[s])
+        for part, share in parts_of(c):  # a split stage holds what its every part holds at its share
+            try:
+                thr = profiles.get(s, part.variant).row(part.batch, part.cores).throughput_rps
+            except (KeyError, PipetuneError):
+                continue  # no profiled cell: this part does not bound admission
+            if factors.get(s, 0) > 0:
+                cap = min(cap, part.replicas * thr / (factors[s] * share))
     return UNLIMITED_INFLIGHT if math.isinf(cap) else admission_limit(cap, pipeline.sla.seconds)
 
 

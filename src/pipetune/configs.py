@@ -28,6 +28,52 @@ class StageConfig:
         return {"variant": self.variant, "batch": self.batch, "cores": self.cores, "replicas": self.replicas}
 
 
+@dataclass(frozen=True, order=True)
+class SplitConfig(StageConfig):
+    """A stage whose load is split over several variants (a plan's `mix`, caps.mix_variants > 1): `parts` holds
+    each part's StageConfig and its share of the stage's load, the larger share first. The inherited fields are
+    the first part's, so code that knows one variant per stage sees the main part; `total_cores` counts every
+    part (each holds its cores). Backends that deploy splits route a stage's items by share (`ShareRouter`);
+    build one with `SplitConfig.of`, which answers a plain StageConfig for a single part."""
+
+    parts: tuple[tuple[StageConfig, float], ...] = ()
+
+    @classmethod
+    def of(cls, parts) -> StageConfig:
+        """The configuration of a stage served by `parts` [(StageConfig, share), ...]: shares in (0, 1] adding
+        up to 1, one part per variant. One part: that part's StageConfig (a split of one is no split)."""
+        got = [(c, float(f)) for c, f in parts]
+        if not got or any(not isinstance(c, StageConfig) or isinstance(c, SplitConfig) for c, _ in got):
+            raise ValueError("a split stage's parts must be one or more plain StageConfigs with their shares")
+        if any(not (0.0 < f <= 1.0) for _, f in got) or abs(sum(f for _, f in got) - 1.0) > 1e-9:
+            raise ValueError(
+                f"shares {[f for _, f in got]}: each part's share of the stage's load must be in (0, 1] and the "
+                "shares must add up to 1"
+            )
+        if len({c.variant for c, _ in got}) != len(got):
+            raise ValueError(f"variants {[c.variant for c, _ in got]}: a split stage has one part per variant")
+        if len(got) == 1:
+            return got[0][0]
+        got.sort(key=lambda p: (-p[1], p[0]))
+        main = got[0][0]
+        return cls(main.variant, main.batch, main.cores, main.replicas, parts=tuple(got))
+
+    @property
+    def total_cores(self) -> int:
+        return sum(c.total_cores for c, _ in self.parts)
+
+    def to_dict(self) -> dict:
+        return {
+            **super().to_dict(),
+            "parts": [{**c.to_dict(), "share": f} for c, f in self.parts],
+        }
+
+
+def parts_of(config: StageConfig) -> tuple[tuple[StageConfig, float], ...]:
+    """The parts a stage's configuration serves with and their shares: a split's, or the config alone at 1."""
+    return config.parts if isinstance(config, SplitConfig) else ((config, 1.0),)
+
+
 class ApplyState(StrEnum):
     """Where a stage's requested configuration stands (after Ray Serve's UPDATING / HEALTHY / DEPLOY_FAILED)."""
 

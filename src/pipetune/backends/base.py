@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from pipetune.configs import ApplyState, StageConfig, StageStatus
+from pipetune.configs import ApplyState, SplitConfig, StageConfig, StageStatus
 
 
 @dataclass
@@ -128,6 +128,18 @@ def config_problem(pipeline: Any, stage: str, c: Any) -> str | None:
     `replicas` = 0 is refused: a stage that serves nothing would fail every request through it."""
     if not isinstance(c, StageConfig):
         return f"the configuration must be a StageConfig, got {type(c).__name__}"
+    if isinstance(c, SplitConfig):
+        k = pipeline.caps.mix_variants
+        if len(c.parts) > k:
+            return (
+                f"split over {len(c.parts)} variants, caps.mix_variants allows {k}; raise caps.mix_variants or "
+                "give fewer parts"
+            )
+        for part, share in c.parts:
+            why = config_problem(pipeline, stage, part)
+            if why:
+                return f"part {part.variant!r} (share {share:g}): {why}"
+        return None
     known = [v.name for v in pipeline.stage(stage).variants]
     if c.variant not in known:
         return f"unknown variant {c.variant!r}; known variants: {known}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pipetune.configs import StageConfig
+from pipetune.configs import SplitConfig, StageConfig
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Plan:
 
     @property
     def configs(self) -> dict[str, StageConfig]:
-        return {s: c.config for s, c in self.stages.items()}
+        """What a backend applies: per stage its StageConfig, a `SplitConfig` of its parts where it splits."""
+        return {s: SplitConfig.of(self.mix[s]) if s in self.mix else c.config for s, c in self.stages.items()}
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipetune.backends.base import Backend, Observation, config_problem
-from pipetune.configs import ApplyState, StageConfig, StageStatus
+from pipetune.configs import ApplyState, SplitConfig, StageConfig, StageStatus
 from pipetune.optimizer.options import inline_stages
 from pipetune.protocol import TensorSpec
 from pipetune.runtime_profile import RuntimeProfile, assumed_runtime, load_runtime_for
@@ -277,6 +277,9 @@ class RayServeBackend(Backend):
         why = config_problem(self.pipeline, stage, c)
         if why:
             return why
+        if isinstance(c, SplitConfig):
+            # Deploying only the main part would under-provision the stage: refused, the old one keeps serving.
+            return "a split stage (several variants by share) is not deployed by the Ray Serve runtime yet"
         need = holding + self._rec.holds(stage, c)
         if need > self.budget_cores + 1e-9:
             return (
