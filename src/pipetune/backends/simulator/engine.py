@@ -63,7 +63,7 @@ from pipetune.admission import AdmissionWindow, profile_admission, service_floor
 from pipetune.backends.base import Backend, Observation, config_problem, status_from_effect
 from pipetune.backends.simulator.host import SharedHost
 from pipetune.backends.simulator.service import ServiceDist, deterministic, exponential, fit_shifted_gamma
-from pipetune.configs import StageConfig, StageStatus
+from pipetune.configs import ShareRouter, SplitConfig, StageConfig, StageStatus, parts_of
 from pipetune.errors import PipetuneError
 from pipetune.metrics import COMPLETED, DROPPED, FAILED, PENDING, REFUSED
 
@@ -293,18 +293,34 @@ class Simulator(Backend):
         self._obs_t = 0.0
         self._per_second = np.bincount(arr.astype(np.int64)) if N else np.zeros(0, np.int64)
 
-        # ---- per-stage state ------------------------------------------------------------------------
-        self.queues: list[deque[int]] = [deque() for _ in range(S)]
+        # ---- per-lane state ---------------------------------------------------------------------------
+        # A lane is one part of a stage: its own queue, replicas and generations. A stage has caps.mix_variants
+        # lanes: lane s (= the stage's index) and, where a stage may split its load over k variants, k - 1 more
+        # after the S stages. Items reach a stage and its router sends each to one lane by the parts' shares.
+        k = max(1, int(pipeline.caps.mix_variants))
+        self._k = k
+        L = S * k
+        self._lanes = [[s] + [S + s * (k - 1) + j for j in range(k - 1)] for s in range(S)]
+        self._stage_of = list(range(S)) + [s for s in range(S) for _ in range(k - 1)]
+        self._lane_names = [names[s] for s in self._stage_of]
+        self._share = [1.0] * S + [0.0] * (L - S)  # each lane's share of its stage's load (0: unused)
+        self._leaving = [False] * L  # a part dropped from its stage: it serves its share until the new ones do
+        self._router: list = [None] * S  # per stage: None (every item to lane s) or a function -> the item's lane
+        self._children = [self._children[st] for st in self._stage_of]
+        self._join_watch = [self._join_watch[st] for st in self._stage_of]
+        self._kid_lanes = [[lane for c, *_ in kids for lane in self._lanes[c]] for kids in self._children]
+        self._watch_lanes = [[lane for j in w for lane in self._lanes[j]] for w in self._join_watch]
+        self.queues: list[deque[int]] = [deque() for _ in range(L)]
         self.qtimes: list[deque[float]] = [
-            deque() for _ in range(S)
+            deque() for _ in range(L)
         ]  # enqueue times, kept only when a batch wait needs them
         self._track_qt = self.wait_s > 0
-        self.idle: list[list[_Replica]] = [[] for _ in range(S)]
-        self.capacity = [0] * S  # replicas LOADING or READY (will take work)
-        self.in_service = [0] * S  # items in batches being served (what `ongoing` adds to the queues)
-        self.active: list[_Generation | None] = [None] * S
-        self.pending: list[_Generation | None] = [None] * S
-        self._timer_set = [False] * S
+        self.idle: list[list[_Replica]] = [[] for _ in range(L)]
+        self.capacity = [0] * L  # replicas LOADING or READY (will take work)
+        self.in_service = [0] * L  # items in batches being served (what `ongoing` adds to the queues)
+        self.active: list[_Generation | None] = [None] * L
+        self.pending: list[_Generation | None] = [None] * L
+        self._timer_set = [False] * L
         self._dist_cache: dict[tuple[str, str, int], list] = {}
 
         self._heap: list = []
@@ -341,10 +357,12 @@ class Simulator(Backend):
             raise SimulatorError(f"initial configuration has no entry for stages {missing}; give one per stage")
         for n in names:  # the run starts warm: the initial replicas are loaded before t = 0
             cfg = self._check_config(n, initial[n])
-            gen = self._new_generation(idx[n], cfg)
-            for _ in range(cfg.replicas):
-                self._add_replica(idx[n], gen, READY)
-            self.active[idx[n]] = gen
+            for (part, share), lane in zip(parts_of(cfg), self._lanes[idx[n]]):
+                gen = self._new_generation(lane, part)
+                for _ in range(part.replicas):
+                    self._add_replica(lane, gen, READY)
+                self.active[lane], self._share[lane] = gen, share
+            self._reroute(idx[n], 0.0)
         self._requested: dict[str, StageConfig] = {n: initial[n] for n in names}  # the last request per stage
         self._refused: dict[str, str] = {}  # stage -> why its last request was refused
         self.events.append({"t": 0.0, "event": "initial", "configs": {n: initial[n].to_dict() for n in names}})
@@ -395,7 +413,7 @@ class Simulator(Backend):
         return self._dists(stage, variant, cores, k)[k][3]
 
     def _new_generation(self, s: int, cfg: StageConfig) -> _Generation:
-        n = self.names[s]
+        n = self._lane_names[s]
         inline = (n, cfg.variant) in self.settings.host_inline
         load = self.settings.load_time_s
         if load is None:
@@ -477,12 +495,13 @@ class Simulator(Backend):
             {
                 "t": t,
                 "event": "switch",
-                "stage": self.names[s],
+                "stage": self._lane_names[s],
                 "variant": new.variant,
                 "cores": new.cores,
                 "from": old.variant if old else None,
             }
         )
+        self._reroute(self._stage_of[s], t)
 
     # ------------------------------------------------------------------ Backend interface
     def now(self) -> float:
@@ -502,35 +521,7 @@ class Simulator(Backend):
                 continue
             self._requested[name] = accepted[name] = cfg
             self._refused.pop(name, None)
-            act, pen = self.active[s], self.pending[s]
-            if act is not None and (act.variant, act.cores) == (cfg.variant, cfg.cores):
-                if pen is not None:  # going back to what serves: cancel the half-loaded generation
-                    for r in list(pen.replicas):
-                        self._release(s, r, self._now)
-                    self.pending[s] = None
-                    self.events.append({"t": self._now, "event": "cancel", "stage": name, "variant": pen.variant})
-                self._set_batch(s, act, cfg.batch)
-                self._resize(s, act, cfg.replicas)
-            elif pen is not None and (pen.variant, pen.cores) == (cfg.variant, cfg.cores):
-                self._set_batch(s, pen, cfg.batch)
-                self._resize(s, pen, cfg.replicas)
-                pen.need = min(pen.need, cfg.replicas)
-                if pen.live() and pen.ready() >= pen.need:
-                    self._promote(s, self._now)
-            else:
-                if pen is not None:
-                    for r in list(pen.replicas):
-                        self._release(s, r, self._now)
-                    self.events.append({"t": self._now, "event": "cancel", "stage": name, "variant": pen.variant})
-                if act is not None:  # the serving generation keeps what serves; its loads give way to the new one
-                    for r in [r for r in act.replicas if r.state == LOADING]:
-                        self._release(s, r, self._now)
-                gen = self._new_generation(s, cfg)
-                gen.need = cfg.replicas
-                self.pending[s] = gen
-                for _ in range(cfg.replicas):
-                    self._add_replica(s, gen, LOADING)
-            self._dispatch(s, self._now)
+            self._apply_stage(s, cfg)
         self._adm_limits = None
         self.events.append({"t": self._now, "event": "apply", "configs": {n: c.to_dict() for n, c in accepted.items()}})
         for name, reason in self._refused.items():
@@ -539,6 +530,110 @@ class Simulator(Backend):
         status = self.stage_status()
         return {n: status[n] for n in configs}
 
+    def _apply_stage(self, s: int, cfg: StageConfig) -> None:
+        """Stage s serves `cfg` from now on: each part goes to the lane already serving (or loading) its variant,
+        else to an empty lane, else to a leaving one; each lane changes as a stage always did (in place, or
+        make-before-break for a new variant or cores). A lane no part takes leaves: it keeps serving its share
+        until every new part serves (`_reroute`)."""
+        parts = parts_of(cfg)
+        free = list(self._lanes[s])
+        lane_of: dict[int, int] = {}
+        for gens in (self.active, self.pending):
+            for i, (c, _) in enumerate(parts):
+                match = [lane for lane in free if i not in lane_of and gens[lane] is not None]
+                match = [lane for lane in match if gens[lane].variant == c.variant]  # type: ignore[union-attr]
+                if match:
+                    lane_of[i] = match[0]
+                    free.remove(match[0])
+        for i in range(len(parts)):
+            if i not in lane_of:
+                lane = min(free, key=lambda x: (self.active[x] is not None, self.pending[x] is not None))
+                lane_of[i] = lane
+                free.remove(lane)
+        for i, lane in lane_of.items():
+            c, share = parts[i]
+            self._leaving[lane], self._share[lane] = False, share
+            self._apply_lane(lane, c)
+        for lane in free:
+            pen = self.pending[lane]
+            if pen is not None:
+                self._cancel(lane, pen)
+            if self.active[lane] is not None:
+                self._leaving[lane] = True
+            else:
+                self._share[lane] = 0.0
+        self._reroute(s, self._now)
+        for lane in self._lanes[s]:
+            self._dispatch(lane, self._now)
+
+    def _cancel(self, s: int, pen: _Generation) -> None:
+        for r in list(pen.replicas):
+            self._release(s, r, self._now)
+        self.pending[s] = None
+        self.events.append({"t": self._now, "event": "cancel", "stage": self._lane_names[s], "variant": pen.variant})
+
+    def _apply_lane(self, s: int, cfg: StageConfig) -> None:
+        """Lane s serves the one-variant `cfg`: in place for the same variant and cores, else make-before-break."""
+        act, pen = self.active[s], self.pending[s]
+        if act is not None and (act.variant, act.cores) == (cfg.variant, cfg.cores):
+            if pen is not None:  # going back to what serves: cancel the half-loaded generation
+                self._cancel(s, pen)
+            self._set_batch(s, act, cfg.batch)
+            self._resize(s, act, cfg.replicas)
+        elif pen is not None and (pen.variant, pen.cores) == (cfg.variant, cfg.cores):
+            self._set_batch(s, pen, cfg.batch)
+            self._resize(s, pen, cfg.replicas)
+            pen.need = min(pen.need, cfg.replicas)
+            if pen.live() and pen.ready() >= pen.need:
+                self._promote(s, self._now)
+        else:
+            if pen is not None:
+                self._cancel(s, pen)
+            if act is not None:  # the serving generation keeps what serves; its loads give way to the new one
+                for r in [r for r in act.replicas if r.state == LOADING]:
+                    self._release(s, r, self._now)
+            gen = self._new_generation(s, cfg)
+            gen.need = cfg.replicas
+            self.pending[s] = gen
+            for _ in range(cfg.replicas):
+                self._add_replica(s, gen, LOADING)
+
+    def _reroute(self, s: int, t: float) -> None:
+        """Stage s's router from its lanes' shares: only lanes whose generation serves take items (a new part
+        takes its share once ready: make-before-break), and parts that left keep theirs until every new part
+        serves; then they drain (busy replicas finish their batch) and their queued items move to the others."""
+        lanes = self._lanes[s]
+        gone = []
+        if all(self.pending[lane] is None for lane in lanes if not self._leaving[lane]):
+            for lane in lanes:
+                if self._leaving[lane]:
+                    g = self.active[lane]
+                    assert g is not None, "a leaving part is one that serves"
+                    for r in list(g.replicas):
+                        self._release(lane, r, t)
+                    self.active[lane], self._leaving[lane], self._share[lane] = None, False, 0.0
+                    self.events.append({"t": t, "event": "part-removed", "stage": self.names[s], "variant": g.variant})
+                    gone.append(lane)
+        serving = [(lane, self._share[lane]) for lane in lanes if self.active[lane] is not None and self._share[lane]]
+        if len(serving) == 1 and serving[0][0] == s:
+            self._router[s] = None
+        else:
+            total = sum(f for _, f in serving)
+            pick = ShareRouter([f / total for _, f in serving]).pick
+            order = [lane for lane, _ in serving]
+            self._router[s] = lambda: order[pick()]
+        self._adm_limits = None
+        for lane in gone:  # items queued on a part that left: to the parts that serve, by share
+            q, qt = self.queues[lane], self.qtimes[lane]
+            while q:
+                dst = self._router[s]() if self._router[s] is not None else s
+                self.queues[dst].append(q.popleft())
+                if self._track_qt:
+                    self.qtimes[dst].append(qt.popleft())
+            for dst in lanes:
+                if self.queues[dst]:
+                    self._dispatch(dst, t)
+
     def stage_status(self) -> dict[str, StageStatus]:
         serving = self.in_effect()
         return {n: status_from_effect(self._requested[n], serving[n], self._refused.get(n)) for n in self.names}
@@ -546,36 +641,54 @@ class Simulator(Backend):
     def _set_batch(self, s: int, gen: _Generation, batch: int) -> None:
         if batch != gen.batch:
             gen.batch = batch
-            gen.dists = self._dists(self.names[s], gen.variant, gen.cores, batch)
+            gen.dists = self._dists(self._lane_names[s], gen.variant, gen.cores, batch)
             for r in gen.replicas:
                 r.batch, r.dists = batch, gen.dists
 
-    def _serving(self, s: int) -> _Generation:
-        g = self.active[s]
-        assert g is not None, "every stage has a serving generation from the start"  # replicas >= 1 keeps it so
-        return g
+    def _serving(self, s: int, live: bool = False) -> StageConfig:
+        """What stage s serves: the generation of each lane that takes items, with its READY replicas (`live`:
+        its loading ones too), one StageConfig or a SplitConfig of the parts at the shares they are routed."""
+        lanes = [lane for lane in self._lanes[s] if self.active[lane] is not None and self._share[lane]]
+        assert lanes, "every stage has a serving generation from the start"  # replicas >= 1 keeps it so
+        total = sum(self._share[lane] for lane in lanes)
+        parts = []
+        for lane in lanes:
+            g = self.active[lane]
+            assert g is not None
+            n = len(g.live()) if live else sum(1 for r in g.replicas if r.state == READY)
+            share = self._share[lane] if abs(total - 1.0) <= 1e-9 else round(self._share[lane] / total, 12)
+            parts.append((StageConfig(g.variant, g.batch, g.cores, n), share))
+        return SplitConfig.of(parts)
 
     def in_effect(self) -> dict[str, StageConfig]:
-        out = {}
-        for s, n in enumerate(self.names):
-            g = self._serving(s)
-            out[n] = StageConfig(g.variant, g.batch, g.cores, sum(1 for r in g.replicas if r.state == READY))
-        return out
+        return {n: self._serving(s) for s, n in enumerate(self.names)}
 
     def cores_held(self) -> float:
         return self._cores
 
     def replicas_ready(self) -> dict[str, int]:
         return {
-            n: len(self.idle[s])
-            + sum(1 for g in (self.active[s], self.pending[s]) if g for r in g.replicas if r.state == READY and r.busy)
+            n: sum(
+                len(self.idle[lane])
+                + sum(
+                    1
+                    for g in (self.active[lane], self.pending[lane])
+                    if g
+                    for r in g.replicas
+                    if r.state == READY and r.busy
+                )
+                for lane in self._lanes[s]
+            )
             for s, n in enumerate(self.names)
         }
 
     def ongoing(self) -> dict[str, int]:
         """Per stage, the items queued or in service now (Ray Serve's "ongoing requests" of a deployment: what a
         reactive autoscaler observes; the queue also holds items of requests dropped but not yet reached)."""
-        return {n: len(self.queues[s]) + self.in_service[s] for s, n in enumerate(self.names)}
+        return {
+            n: sum(len(self.queues[lane]) + self.in_service[lane] for lane in self._lanes[s])
+            for s, n in enumerate(self.names)
+        }
 
     def observe(self) -> Observation:
         now = self._now
@@ -622,7 +735,7 @@ class Simulator(Backend):
         hop = float(self.settings.host_hop_s)
         call = float(self.settings.host_call_s)
         inline = {(s, v) for s, v in self.settings.host_inline}
-        names = self.names
+        names = self._lane_names
         in_service = self.in_service
 
         def dispatch(s: int, now: float) -> None:
@@ -670,20 +783,27 @@ class Simulator(Backend):
         return dispatch
 
     def _enqueue(self, c: int, rid: int, n: int, t: float) -> bool:
-        if self.capacity[c] == 0:
+        """`n` items of request `rid` reach stage c at `t`: each to the lane its router picks (a split stage)."""
+        pick = self._router[c]
+        if pick is None:
+            return self._enqueue_lane(c, c, rid, n, t)
+        return all(self._enqueue_lane(pick(), c, rid, 1, t) for _ in range(n))
+
+    def _enqueue_lane(self, lane: int, c: int, rid: int, n: int, t: float) -> bool:
+        if self.capacity[lane] == 0:
             self.status[rid] = FAILED
             self.finish[rid] = t
             self._done_log.append(rid)
             return False
-        q = self.queues[c]
+        q = self.queues[lane]
         if n == 1:
             q.append(rid)
             if self._track_qt:
-                self.qtimes[c].append(t)
+                self.qtimes[lane].append(t)
         else:
             q.extend([rid] * n)
             if self._track_qt:
-                self.qtimes[c].extend([t] * n)
+                self.qtimes[lane].extend([t] * n)
         self.live[rid] += n
         for j in self._join_watch[c]:
             a = self._anc[j]
@@ -698,8 +818,9 @@ class Simulator(Backend):
             if not self._enqueue(s, rid, 1, t):
                 break
         for s in carried:
-            if self.idle[s]:
-                self._dispatch(s, t)
+            for lane in self._lanes[s]:
+                if self.idle[lane]:
+                    self._dispatch(lane, t)
 
     def wait_until(self, t_end: float) -> None:
         if t_end > self._now:
@@ -715,6 +836,7 @@ class Simulator(Backend):
         in_service = self.in_service
         track = self._track_qt
         acc_sum, acc_n, children, watch = self.acc_sum, self.acc_n, self._children, self._join_watch
+        router, stage_of, kid_lanes, watch_lanes = self._router, self._stage_of, self._kid_lanes, self._watch_lanes
         anc, jarr = self._anc, self._jarr
         unext, dispatch, enqueue = self._unext, self._dispatch, self._enqueue
         sources = self._sources
@@ -723,7 +845,8 @@ class Simulator(Backend):
         side = float(self.settings.host_side_s) if host is not None else 0.0
         admission = self._admission
         simple_src = (
-            len(sources) == 1
+            self._k == 1
+            and len(sources) == 1
             and sources[0][1] >= 1.0
             and not watch[sources[0][0]]
             and not overhead
@@ -743,7 +866,7 @@ class Simulator(Backend):
                 if kind == _EV_DONE:
                     in_service[s] -= len(batch)
                     acc = rep.acc
-                    asum, an = acc_sum[s], acc_n[s]
+                    asum, an = acc_sum[stage_of[s]], acc_n[stage_of[s]]  # the stage's, whichever part served
                     kids, jw = children[s], watch[s]
                     for rid in batch:
                         if status[rid]:
@@ -757,7 +880,7 @@ class Simulator(Backend):
                             if isjoin:
                                 ja = jarr[c]
                                 ja[rid] = ja.get(rid, 0) + n
-                            elif capacity[c] and not watch[c] and n == 1:  # fast path of _enqueue
+                            elif capacity[c] and not watch[c] and n == 1 and router[c] is None:  # fast _enqueue
                                 queues[c].append(rid)
                                 if track:
                                     qtimes[c].append(t)
@@ -788,10 +911,10 @@ class Simulator(Backend):
                     else:
                         idle[s].append(rep)
                     dispatch(s, t)
-                    for c, _, _, _ in kids:
+                    for c in kid_lanes[s]:
                         if queues[c]:
                             dispatch(c, t)
-                    for j in jw:
+                    for j in watch_lanes[s]:
                         if queues[j]:
                             dispatch(j, t)
                 elif kind == _EV_READY:
@@ -801,7 +924,13 @@ class Simulator(Backend):
                     gen = rep.gen
                     gen.loading -= 1
                     self.events.append(
-                        {"t": t, "event": "ready", "stage": self.names[s], "variant": gen.variant, "replica": id(rep)}
+                        {
+                            "t": t,
+                            "event": "ready",
+                            "stage": self._lane_names[s],
+                            "variant": gen.variant,
+                            "replica": id(rep),
+                        }
                     )
                     idle[s].append(rep)
                     if gen is self.pending[s] and gen.ready() >= gen.need:
@@ -858,8 +987,7 @@ class Simulator(Backend):
                 window.completed(finish[log[i]])
         self._adm_read = len(log)
         if self._adm_limits is None:
-            gens = {n: self._serving(s) for s, n in enumerate(self.names)}
-            configs = {n: StageConfig(g.variant, g.batch, g.cores, len(g.live())) for n, g in gens.items()}
+            configs = {n: self._serving(s, live=True) for s, n in enumerate(self.names)}
             self._adm_limits = (profile_admission(self.pipeline, self.profiles, configs), service_floor(configs))
         max_inflight, floor = self._adm_limits
         inflight = rid - len(log)  # requests 0..rid-1 arrived; every answered one is in the log
@@ -873,7 +1001,7 @@ class Simulator(Backend):
         return True
 
     def _drained(self, s: int, rep: _Replica, t: float) -> None:
-        self.events.append({"t": t, "event": "drained", "stage": self.names[s], "variant": rep.gen.variant})
+        self.events.append({"t": t, "event": "drained", "stage": self._lane_names[s], "variant": rep.gen.variant})
 
     def close(self) -> None:
         """Stop arrivals (the trace has ended), let everything in flight finish, then settle the rest."""
@@ -887,7 +1015,7 @@ class Simulator(Backend):
                 self.finish[rid] = self._arr[rid] + self.drop_s
                 self._done_log.append(rid)
         end = self._now
-        for s in range(len(self.names)):  # release every replica: the run is over
+        for s in range(len(self.active)):  # release every replica of every lane: the run is over
             for g in (self.active[s], self.pending[s]):
                 if g:
                     for r in list(g.replicas):
