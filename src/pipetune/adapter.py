@@ -172,14 +172,6 @@ class Adapter:
     ):
         if not interval_s > 0:
             raise PipetuneError(f"interval_s={interval_s} must be > 0 seconds (IPA uses 10)")
-        if getattr(getattr(pipeline, "caps", None), "mix_variants", 1) > 1:
-            # A split plan's second part is not in plan.configs, and no backend deploys two variants per stage
-            # yet: applying the main part alone would under-provision the stage (docs/optimizer.md).
-            raise PipetuneError(
-                f"pipeline {pipeline.name!r}: caps.mix_variants {pipeline.caps.mix_variants} plans stages split "
-                "over two variants, which the backends cannot deploy yet; serve or simulate it with "
-                "mix_variants: 1 (`pipetune plan` shows split plans)"
-            )
         self.backend = backend
         self.pipeline = pipeline
         self.policy = policy
