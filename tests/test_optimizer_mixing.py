@@ -22,7 +22,7 @@ def _with_mix(pipeline, k: int = 2):
     return pipeline.model_copy(update={"caps": pipeline.caps.model_copy(update={"mix_variants": k})})
 
 
-def _mixed_instances(seed: int, count: int):
+def _mixed_instances(seed: int, count: int, n_cores: int = 1, gamma: float | None = None):
     rng = np.random.default_rng(seed)
     out = []
     attempts = 0
@@ -34,10 +34,12 @@ def _mixed_instances(seed: int, count: int):
             s,
             v,
             n_batches=2,
-            n_cores=1,
+            n_cores=n_cores,
             method=METHODS[attempts % len(METHODS)],
             max_replicas=6,
         )
+        if gamma is not None:  # a batch penalty that orders parts otherwise than their cores do
+            pipeline = pipeline.model_copy(update={"objective": pipeline.objective.model_copy(update={"gamma": gamma})})
         out.append((_with_mix(pipeline), profiles, rps))
     return out
 
@@ -140,10 +142,70 @@ def test_share_router_keeps_every_part_within_one_item_of_its_share():
             ShareRouter(bad)
 
 
-def test_mixing_with_a_core_budget_is_refused_naming_both_settings():
-    from pipetune.errors import PipetuneError
+def test_mixed_plans_under_a_core_budget_match_brute_force(monkeypatch):
+    """With caps.max_total_cores, cores are a dominance term of their own (split parts are kept on the
+    latency/penalty/cores frontier and partners on the penalty/cores one): still exact against every split
+    listed from the definition, at budgets that bind."""
+    monkeypatch.setattr(options_module, "MIX_SHARE_STEPS", 4)
+    checked = bound = mixed = 0
+    for pipeline, profiles, rps in _mixed_instances(seed=8, count=60, n_cores=2, gamma=0.04):
+        listed = _by_definition(pipeline, profiles, rps)
+        if combinations(listed) > MAX_COMBINATIONS // 4 or any(len(so) == 0 for so in listed):
+            continue
+        free = brute_force(pipeline, listed)
+        if free is None:
+            continue
+        least = sum(float(so.cost.min()) for so in listed)
+        for budget in sorted({least, least + 1.0, least + 3.0}):
+            capped = pipeline.model_copy(update={"caps": pipeline.caps.model_copy(update={"max_total_cores": budget})})
+            expected = brute_force(capped, listed)
+            got = plan_pipeline(capped, rps, profiles=profiles)
+            if expected is None:
+                assert not got.feasible
+                continue
+            assert got.feasible and got.cost_cores <= budget
+            assert got.objective == pytest.approx(expected[0], rel=1e-6, abs=1e-9), (pipeline.name, rps, budget)
+            bound += expected[0] < free[0] - 1e-9
+            mixed += bool(got.mix)
+            checked += 1
+    assert checked >= 30
+    assert bound >= 5 and mixed >= 3  # budgets that bind, and plans that split under them
 
-    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
-    p = _with_mix(p).model_copy(update={"caps": _with_mix(p).caps.model_copy(update={"max_total_cores": 20.0})})
-    with pytest.raises(PipetuneError, match=r"mix_variants.*max_total_cores"):
-        plan_pipeline(p, 30)
+
+def _covered(listed, ours, objective, with_cores: bool) -> bool:
+    """Every split of `listed` (from the definition) is matched or beaten by one of `ours`: accuracy (and its
+    coefficient) no lower, latency and penalty no higher, and cores no higher when `with_cores`."""
+    for d, o in zip(listed, ours):
+        pen_d = objective.beta * d.cost + objective.gamma * d.batch
+        pen_o = objective.beta * o.cost + objective.gamma * o.batch
+        tol = 1e-12
+        ok = (
+            (o.acc[:, None] >= d.acc[None, :] - tol)
+            & (o.acc_coef[:, None] >= d.acc_coef[None, :] - tol)
+            & (o.lat_slo[:, None] <= d.lat_slo[None, :] + tol)
+            & (pen_o[:, None] <= pen_d[None, :] + tol)
+        )
+        if with_cores:
+            ok &= o.cost[:, None] <= d.cost[None, :]
+        if not ok.any(axis=0).all():
+            return False
+    return True
+
+
+def test_the_split_listing_keeps_a_match_for_every_split_by_definition(monkeypatch):
+    """The listing's dominance, checked option by option: for every split from the definition the listing has
+    one no worse on every term the solver weighs; under a core budget cores are such a term, and dropping them
+    from the dominance (the listing without a budget) loses splits that use fewer cores."""
+    from pipetune.optimizer.options import with_mixed_options
+
+    monkeypatch.setattr(options_module, "MIX_SHARE_STEPS", 4)
+    lost_without_cores = 0
+    for pipeline, profiles, rps in _mixed_instances(seed=8, count=30, n_cores=2, gamma=0.04):
+        singles = stage_options(pipeline, rps, profiles)
+        parts = {j: stage_options(pipeline, rps * j / 4, profiles) for j in range(1, 4)}
+        listed = mixed_options_by_definition(pipeline, singles, parts)
+        obj = pipeline.objective
+        assert _covered(listed, with_mixed_options(singles, parts, obj), obj, with_cores=False)
+        assert _covered(listed, with_mixed_options(singles, parts, obj, budget=True), obj, with_cores=True)
+        lost_without_cores += not _covered(listed, with_mixed_options(singles, parts, obj), obj, with_cores=True)
+    assert lost_without_cores >= 1  # the budget's dominance term is needed, not decoration

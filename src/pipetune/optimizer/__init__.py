@@ -162,7 +162,7 @@ def mixed_stage_options(
         j: stage_options(pipeline, rps * j / steps, profiles, restriction, arrival_dispersion=arrival_dispersion)
         for j in range(1, steps)
     }
-    return with_mixed_options(singles, parts_at, pipeline.objective)
+    return with_mixed_options(singles, parts_at, pipeline.objective, budget=pipeline.caps.max_total_cores is not None)
 
 
 def _distance(so: StageOptions, cur: StageConfig | None) -> np.ndarray:
@@ -270,13 +270,12 @@ def _plan_once(
     restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)
     if measured_only:
         restriction = replace(restriction, measured_only=True)
-    if pipeline.caps.mix_variants > 1 and (pipeline.caps.max_total_cores is not None or runtime is not None):
-        # With a budget (cores, or the host CPU of a runtime profile), resource use is a dominance term of its
-        # own and the split options could not be cut to the few that can be optimal (their number grows with
-        # the product of both parts' options): refused, not slow.
+    if pipeline.caps.mix_variants > 1 and runtime is not None:
+        # The host CPU of a split is each part's at its share, and the host figures of a plan (capacity, CPU per
+        # request) are per variant of a stage: not modelled for two variants per stage, so refused, not wrong.
         raise PipetuneError(
-            "caps.mix_variants: 2 cannot be combined with caps.max_total_cores or a runtime profile yet; set "
-            "mix_variants: 1, or drop the core budget / runtime profile"
+            "caps.mix_variants: 2 cannot be combined with a runtime profile yet; set mix_variants: 1, or plan "
+            "without the runtime profile"
         )
     raw = stage_options(pipeline, rps, profiles, restriction, arrival_dispersion=arrival_dispersion, runtime=runtime)
     if pipeline.caps.mix_variants > 1:

@@ -651,7 +651,7 @@ MIX_SHARE_STEPS = 20  # a split stage's share of the load on its main part is a 
 
 
 def with_mixed_options(
-    singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective
+    singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective, budget: bool = False
 ) -> list[StageOptions]:
     """Each stage's options, `singles` (one variant), plus every split of its load over two variants that can
     be optimal.
@@ -663,14 +663,16 @@ def with_mixed_options(
     sum of both parts', its SLA-percentile latency the larger of the two (the SLA must hold along every path
     through either variant), its mean latency and capacity the share-weighted mean and the sum.
 
-    Only splits that can be optimal are listed (exact, for a pipeline without a core budget: plan_pipeline
-    refuses mixing with one): a part that another part of its (stage, share, variant) beats on latency and
-    penalty (beta*cost + gamma*batch) is dropped, since swapping it for its dominator gives a split no worse
-    anywhere; and of the splits of one (share, a, b) (all of equal accuracy) only those whose slower part is
-    paired with the least-penalty part of the other variant that is no slower (`_split_pairs`). So a stage has
-    at most (its parts) x (variants) splits per share: bounded work."""
+    Only splits that can be optimal are listed (exact): a part that another part of its (stage, share, variant)
+    beats on latency and penalty (beta*cost + gamma*batch), and with a core budget (`budget`) on cores too, is
+    dropped, since swapping it for its dominator gives a split no worse anywhere; and of the splits of one
+    (share, a, b) (all of equal accuracy) only those whose slower part is paired with a part of the other
+    variant that is no slower and, among those, least in penalty (`_split_pairs`) or, with a budget, on the
+    penalty/cores frontier (`_split_pairs_budget`). So without a budget a stage has at most (its parts) x
+    (variants) splits per share; with one, at most (its parts) x (the other variant's parts), usually far fewer
+    (penalty and cores rise together): bounded work either way."""
     steps = len(parts_at) + 1  # parts_at holds shares 1/steps .. (steps-1)/steps
-    fronts = {j: [_undominated_parts(so, objective) for so in parts_at[j]] for j in parts_at}
+    fronts = {j: [_undominated_parts(so, objective, budget) for so in parts_at[j]] for j in parts_at}
     out = []
     for si, so in enumerate(singles):
         blocks = [so]
@@ -679,7 +681,7 @@ def with_mixed_options(
             a_opts, b_opts = fronts[j][si], fronts[steps - j][si]
             if len(a_opts) == 0 or len(b_opts) == 0:
                 continue
-            ia, ib = _split_pairs(a_opts, b_opts)
+            ia, ib = _split_pairs_budget(a_opts, b_opts, objective) if budget else _split_pairs(a_opts, b_opts)
             if ia.size == 0:
                 continue
             f = j / steps
@@ -730,13 +732,16 @@ def with_mixed_options(
     return out
 
 
-def _undominated_parts(so: StageOptions, objective) -> StageOptions:
+def _undominated_parts(so: StageOptions, objective, budget: bool = False) -> StageOptions:
     """The parts of each variant that no other part of the same variant beats or ties on latency and penalty
-    (beta*cost + gamma*batch), sorted by (variant, latency)."""
+    (beta*cost + gamma*batch), and with a core budget on cores too, sorted by (variant, latency)."""
     if len(so) == 0:
         return so
     pen = objective.beta * so.cost + objective.gamma * so.batch
-    idx = np.flatnonzero(_pareto_2d(so.var_idx, so.lat_slo, -pen))
+    if budget:  # fewest cores is the most "accuracy" of _pareto_3d: (cores min, penalty min, latency min)
+        idx = np.flatnonzero(_pareto_3d(so.var_idx, -so.cost.astype(float), pen, so.lat_slo))
+    else:
+        idx = np.flatnonzero(_pareto_2d(so.var_idx, so.lat_slo, -pen))
     return so.take(idx[np.lexsort((so.lat_slo[idx], so.var_idx[idx]))])
 
 
@@ -768,3 +773,29 @@ def _split_pairs(a: StageOptions, b: StageOptions) -> tuple[np.ndarray, np.ndarr
     i1, k1 = partners(a, ra, b, key_b, above=True)  # a's part is the slower one
     k2, i2 = partners(b, rb, a, key_a, above=False)  # b's part is the slower one
     return np.concatenate([i1, i2]), np.concatenate([k1, k2])
+
+
+def _split_pairs_budget(a: StageOptions, b: StageOptions, objective) -> tuple[np.ndarray, np.ndarray]:
+    """`_split_pairs` under a core budget: cores are a term of their own, so a slower part keeps every partner
+    of each other variant (on the right side of it) that is no slower and on the penalty/cores frontier of
+    those: a pair is no better than the pair of its slower part with a partner no slower that beats or ties it
+    on both (same accuracy and latency, no more penalty, no more cores)."""
+
+    def partners(slow: StageOptions, fast: StageOptions, above: bool) -> tuple[list[int], list[int]]:
+        pen = objective.beta * fast.cost + objective.gamma * fast.batch
+        own: list[int] = []
+        other: list[int] = []
+        for i in range(len(slow)):
+            v0 = slow.var_idx[i]
+            side = fast.var_idx > v0 if above else fast.var_idx < v0
+            near = side & (fast.lat_slo <= slow.lat_slo[i])
+            for v in np.unique(fast.var_idx[near]):
+                k = np.flatnonzero(near & (fast.var_idx == v))
+                best = k[pareto_pairwise(np.stack([pen[k], fast.cost[k].astype(float)], axis=1))]
+                own += [i] * best.size
+                other += best.tolist()
+        return own, other
+
+    ia, ib = partners(a, b, above=True)  # a's part is the slower one
+    kb, ka = partners(b, a, above=False)  # b's part is the slower one
+    return np.asarray(ia + ka, np.int64), np.asarray(ib + kb, np.int64)
