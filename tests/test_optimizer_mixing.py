@@ -209,3 +209,71 @@ def test_the_split_listing_keeps_a_match_for_every_split_by_definition(monkeypat
         assert _covered(listed, with_mixed_options(singles, parts, obj, budget=True), obj, with_cores=True)
         lost_without_cores += not _covered(listed, with_mixed_options(singles, parts, obj), obj, with_cores=True)
     assert lost_without_cores >= 1  # the budget's dominance term is needed, not decoration
+
+
+def test_the_continuous_share_bound_holds_every_finer_grid_and_tightens(monkeypatch):
+    """continuous_share_bound's `upper` is above the optimum with ANY shares: checked against finer grids (each
+    a set of continuous shares, planned exactly), and a finer bound is never looser (nested share ranges)."""
+    from pipetune.optimizer import continuous_share_bound
+
+    checked = finer_gains = 0
+    for pipeline, profiles, rps in _mixed_instances(seed=21, count=16):
+        monkeypatch.setattr(options_module, "MIX_SHARE_STEPS", 4)
+        coarse = continuous_share_bound(pipeline, rps, profiles, steps=4)
+        if not coarse.plan.feasible:
+            assert coarse.upper == -np.inf or coarse.gap == np.inf
+            continue
+        assert coarse.upper >= coarse.plan.objective - 1e-9
+        fine_bound = continuous_share_bound(pipeline, rps, profiles, steps=12)
+        assert fine_bound.upper <= coarse.upper + 1e-9
+        for steps in (8, 12, 24):
+            monkeypatch.setattr(options_module, "MIX_SHARE_STEPS", steps)
+            fine = plan_pipeline(pipeline, rps, profiles=profiles)
+            assert fine.feasible
+            assert fine.objective <= fine_bound.upper + 1e-9 * max(1.0, abs(fine.objective)), (pipeline.name, steps)
+            finer_gains += fine.objective > coarse.plan.objective + 1e-9
+        checked += 1
+    assert checked >= 10
+    assert finer_gains >= 2  # finer shares did pay somewhere: the bound was tested where it matters
+
+
+def test_the_continuous_share_bound_refuses_what_it_cannot_bound():
+    from pipetune.errors import PipetuneError
+    from pipetune.optimizer import continuous_share_bound
+
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    with pytest.raises(PipetuneError, match="mix_variants is 1"):
+        continuous_share_bound(p, 30)
+    with pytest.raises(PipetuneError, match="arrival_dispersion=0.5"):
+        continuous_share_bound(_with_mix(p), 30, arrival_dispersion=0.5)
+    b = continuous_share_bound(_with_mix(p), 45)
+    assert b.plan.feasible and b.plan.objective <= b.upper < b.plan.objective + 0.01  # within 0.3% here
+
+
+@pytest.mark.parametrize("dispersion", [1.0, 3.0])
+def test_a_share_range_latency_is_a_lower_bound_at_every_load_of_the_range(dispersion):
+    """What the continuous-share bound rests on: with batch formation at the top of a range of loads and
+    queueing at its bottom, a stage's SLA-percentile latency is no higher than at any load of the range (for
+    every batch, replica count and load tried), while at the bottom alone it is not a bound (formation falls
+    as the load rises)."""
+    from pipetune.latency import stage_latency_arrays
+
+    rng = np.random.default_rng(4)
+    mean = rng.uniform(0.002, 0.05, 400)
+    thr_per_item = rng.uniform(0.5, 1.0, 400)
+    batch = rng.choice([1, 2, 4, 8, 16], 400).astype(float)
+    thr = batch / (mean * thr_per_item)
+    reps = rng.integers(1, 8, 400)
+    hi = rng.uniform(0.05, 0.95, 400) * reps * thr  # the top of each range keeps the stage stable
+    lo = hi * rng.uniform(0.0, 1.0, 400)
+    kw = dict(mean_s=mean, p50_s=mean * 0.95, p99_s=mean * 1.5, throughput=thr, batch=batch, replicas=reps, pct=99.0)
+    kw["arrival_dispersion"] = dispersion
+    bound = stage_latency_arrays(**kw, rate=lo, formation_rate=hi).slo
+    at_bottom = stage_latency_arrays(**kw, rate=lo).slo
+    above_bottom = 0
+    for x in np.linspace(0.0, 1.0, 21):
+        lam = lo + x * (hi - lo)
+        actual = stage_latency_arrays(**kw, rate=lam).slo
+        assert np.all(bound <= actual * (1 + 1e-12) + 1e-15)
+        above_bottom += int(np.sum(actual < at_bottom - 1e-12))
+    assert above_bottom > 0

@@ -187,16 +187,21 @@ def stage_latency_arrays(
     pct: float,
     max_wait: float | None = None,
     arrival_dispersion: float = 1.0,
+    formation_rate: np.ndarray | float | None = None,
 ) -> LatencyArrays:
     """Vectorised stage latency over broadcastable arrays; inf where the stage is unstable (ρ >= 1).
-    `arrival_dispersion`: variance / mean of the per-second arrival counts (1: Poisson; module docstring)."""
+    `arrival_dispersion`: variance / mean of the per-second arrival counts (1: Poisson; module docstring).
+    `formation_rate`: the rate batch formation is taken at, if not `rate` (formation falls as the rate rises and
+    queueing rises with it, so formation at the top of a range of rates and queueing at its bottom bound the
+    sojourn at every rate of the range from below: the optimizer's bound on continuous shares)."""
     # The terms that do not depend on the replica count are computed at their own (smaller) shape; only
     # queueing is evaluated on the full grid (the optimizer passes rows x replica-candidates).
-    mean_s, p50_s, p99_s, thr, b, lam = _broadcast_floats(mean_s, p50_s, p99_s, throughput, batch, rate)
+    form_at = rate if formation_rate is None else formation_rate
+    mean_s, p50_s, p99_s, thr, b, lam, lam_f = _broadcast_floats(mean_s, p50_s, p99_s, throughput, batch, rate, form_at)
     n = np.asarray(replicas, np.int64)
     q = 1.0 - pct / 100.0
 
-    form_mean, form_q = _formation(b, lam, q, max_wait)
+    form_mean, form_q = _formation(b, lam_f, q, max_wait)
 
     # queueing
     s_eff = b / thr

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -118,11 +118,14 @@ def stage_options(
     sla_s: float | None = None,
     arrival_dispersion: float = 1.0,
     runtime: RuntimeProfile | None = None,
+    formation_rps: float | None = None,
 ) -> list[StageOptions]:
     """Every (unpruned) option of every stage at `rps` requests/s (what the oracle enumerates).
 
     `sla_s`: keep the options whose own latency fits this many seconds instead of the pipeline's SLA (math.inf:
-    every option that carries the load within the caps). `arrival_dispersion`, `runtime`: see `plan_pipeline`."""
+    every option that carries the load within the caps). `arrival_dispersion`, `runtime`: see `plan_pipeline`.
+    `formation_rps` (>= rps): batch formation taken at this rate, so each option's latency is a lower bound over
+    the rates [rps, formation_rps] (the bound on continuous shares, `continuous_share_bound`)."""
     profiles = profiles or profiles_for(pipeline)
     restriction = restriction or Restriction()
     base = cached_for(
@@ -143,6 +146,9 @@ def stage_options(
         max_wait=caps.max_batch_wait_s,
         arrival_dispersion=arrival_dispersion,
         host=None if runtime is None else host_charge(pipeline, profiles, base, runtime, rps),
+        formation_loads=None
+        if formation_rps is None
+        else [stage_loads(pipeline, formation_rps)[s] for s in base.stages],
     )
 
 
@@ -218,6 +224,85 @@ def plan_pipeline(
         f"({result.binding}); admission refuses the rest"
     )
     return replace(result, fallback=replace(held, feasible=False, note=note))
+
+
+@dataclass(frozen=True)
+class ShareBound:
+    """How far a plan with shares on the 1/N grid can be from the best plan with continuous shares (each part's
+    replicas integers, its share any number in [0, 1]): that optimum lies in [plan.objective, upper]."""
+
+    plan: Plan | Infeasible  # what plan_pipeline returns (shares on the grid)
+    upper: float  # no plan with any shares has a higher objective (-inf: none holds at all)
+    steps: int  # N of the share ranges the bound was taken over
+
+    @property
+    def gap(self) -> float:
+        """upper - the grid plan's objective (inf when the grid has no plan but the bound does not rule one out)."""
+        if not self.plan.feasible:
+            return 0.0 if self.upper == -math.inf else math.inf
+        return max(0.0, self.upper - self.plan.objective)  # type: ignore[union-attr]
+
+
+def continuous_share_bound(
+    pipeline,
+    rps: float,
+    profiles: PipelineProfiles | None = None,
+    *,
+    steps: int | None = None,
+    arrival_dispersion: float = 1.0,
+    time_limit_s: float = 30.0,
+) -> ShareBound:
+    """The grid plan of a pipeline that may split stages (caps.mix_variants 2) and an upper bound on the
+    objective of the best plan with continuous shares: the same exact solver over a relaxation in which each
+    share range [j/N, (j+1)/N] (N = `steps`, default MIX_SHARE_STEPS) is one option per pair of parts, with
+    its capacity needed only at the range's bottom, its latency a lower bound over the range (batch formation
+    at the top, queueing at the bottom: formation falls and queueing rises with the load) and its accuracy the
+    better end's. Every continuous plan is matched or beaten by one of the relaxation, so its optimum bounds them
+    all. Queueing rises with the load for Poisson or burstier arrivals, so `arrival_dispersion` < 1 is refused.
+
+    Why a bound and not the continuous optimum itself: a part's latency is a nonlinear function of its share
+    (Erlang C, batch formation), so with two split stages on one path the best split of the SLA between them is a
+    nonlinear trade-off no finite list of options holds exactly. The grid plan's gap to `upper` is measured per
+    decision; it shrinks as N grows (nested ranges only tighten the relaxation)."""
+    from pipetune.errors import PipetuneError
+
+    if pipeline.caps.mix_variants < 2:
+        raise PipetuneError("continuous_share_bound: the pipeline's caps.mix_variants is 1 (no stage splits)")
+    if not arrival_dispersion >= 1.0:
+        raise PipetuneError(
+            f"arrival_dispersion={arrival_dispersion}: the share bound needs queueing to rise with the load, "
+            "which holds for Poisson (1) or burstier (> 1) arrivals"
+        )
+    n = int(steps or _options.MIX_SHARE_STEPS)
+    if not 1 <= n <= 1000:
+        raise PipetuneError(f"steps={steps} must be 1-1000 share ranges")
+    profiles = profiles or profiles_for(pipeline)
+    plan = plan_pipeline(
+        pipeline, rps, profiles=profiles, arrival_dispersion=arrival_dispersion, time_limit_s=time_limit_s
+    )
+    restriction = policy_restriction(pipeline, profiles, "ipa")
+    singles = stage_options(pipeline, rps, profiles, restriction, arrival_dispersion=arrival_dispersion)
+    ranges = {
+        j: stage_options(
+            pipeline,
+            rps * j / n,
+            profiles,
+            restriction,
+            arrival_dispersion=arrival_dispersion,
+            formation_rps=rps * (j + 1) / n,
+        )
+        for j in range(n)
+    }
+    budget = pipeline.caps.max_total_cores is not None
+    relaxed = with_mixed_options(singles, ranges, pipeline.objective, budget=budget, relaxed=True)
+    upper = -math.inf
+    if all(len(so) for so in relaxed):
+        pruned = pareto_prune_stages(relaxed, pipeline.objective, budget, max_latency=stage_slack(pipeline, relaxed))
+        if all(len(so) for so in pruned):
+            sol = solve(pipeline, pruned, time_limit_s=time_limit_s)
+            if sol is not None:
+                upper = assemble_plan(pipeline, "ipa", rps, sol.options, sol.choice, 0.0).objective
+    return ShareBound(plan=plan, upper=upper, steps=n)
 
 
 # Bisection steps of `held_rate`: the rate found is within rps / 2^HELD_RATE_STEPS below the highest one held.

@@ -371,16 +371,20 @@ def expand_options(
     max_wait: float | None = None,
     arrival_dispersion: float = 1.0,
     host: HostCharge | None = None,
+    formation_loads: list[float] | None = None,
 ) -> list[StageOptions]:
     """Every option of every stage at its load (items/s) whose latency can fit in the SLA.
 
     All stages are computed in one vectorised pass (the per-call numpy overhead dominated when done per stage).
     `host`: the runtime's charge on a shared host (latencies, capacities and host CPU per option); None: not
     counted (the options are exactly what they were before runtime profiles existed).
+    `formation_loads`: per stage the load batch formation is taken at, if not `loads` (a range of loads: each
+    option's latency is then a lower bound over the range, `latency.stage_latency_arrays`).
     """
     fixed_replicas = fixed_replicas or [None] * len(base)
     stage_of = np.repeat(np.arange(len(base)), np.diff(base.cut))
     lam = np.asarray(loads, float)[stage_of]
+    lam_f = lam if formation_loads is None else np.asarray(formation_loads, float)[stage_of]
     fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
     mean, p50, p99, thr = base.mean, base.p50, base.p99, base.thr
     path = None
@@ -425,6 +429,7 @@ def expand_options(
             pct=pct,
             max_wait=max_wait,
             arrival_dispersion=arrival_dispersion,
+            formation_rate=lam_f[sel, None],
         )
         # Keep n up to and including the first n whose queueing quantile is zero: beyond it latency is flat.
         zero = lat.queue_slo <= 0
@@ -438,7 +443,7 @@ def expand_options(
 
     # Rows whose batch formation and service alone exceed the SLA fit at no replica count: they get no replica
     # grid (its queueing term is most of the work; about half the rows of the benchmark's instances).
-    floor = latency_floor(p50_s=p50, p99_s=p99, batch=base.batch, rate=lam, pct=pct, max_wait=max_wait)
+    floor = latency_floor(p50_s=p50, p99_s=p99, batch=base.batch, rate=lam_f, pct=pct, max_wait=max_wait)
     if path is not None:
         floor = floor + path
     # Rows that need more than max_replicas replicas fit at no allowed count either (bounded work at any load).
@@ -651,7 +656,11 @@ MIX_SHARE_STEPS = 20  # a split stage's share of the load on its main part is a 
 
 
 def with_mixed_options(
-    singles: list[StageOptions], parts_at: dict[int, list[StageOptions]], objective, budget: bool = False
+    singles: list[StageOptions],
+    parts_at: dict[int, list[StageOptions]],
+    objective,
+    budget: bool = False,
+    relaxed: bool = False,
 ) -> list[StageOptions]:
     """Each stage's options, `singles` (one variant), plus every split of its load over two variants that can
     be optimal.
@@ -670,21 +679,30 @@ def with_mixed_options(
     variant that is no slower and, among those, least in penalty (`_split_pairs`) or, with a budget, on the
     penalty/cores frontier (`_split_pairs_budget`). So without a budget a stage has at most (its parts) x
     (variants) splits per share; with one, at most (its parts) x (the other variant's parts), usually far fewer
-    (penalty and cores rise together): bounded work either way."""
-    steps = len(parts_at) + 1  # parts_at holds shares 1/steps .. (steps-1)/steps
+    (penalty and cores rise together): bounded work either way.
+
+    `relaxed`: the bound on continuous shares (`optimizer.continuous_share_bound`). `parts_at[j]`, j = 0 .. N-1,
+    are then the options over the share range [j/N, (j+1)/N] (capacity at its bottom, latency a lower bound over
+    it), a part of a over range j pairs with a part of b over range N-1-j, and the accuracy is the better of the
+    range's two ends: every split with any share in (0, 1) is matched or beaten by a listed one."""
+    if relaxed:  # share ranges [j/N, (j+1)/N]: a over range j, b over range N-1-j
+        steps = len(parts_at)
+        ranges = [(j, steps - 1 - j, j / steps, (j + 1) / steps) for j in range(steps)]
+    else:  # parts_at holds shares 1/N .. (N-1)/N: a at j/N, b at (N-j)/N
+        steps = len(parts_at) + 1
+        ranges = [(j, steps - j, j / steps, j / steps) for j in range(1, steps)]
     fronts = {j: [_undominated_parts(so, objective, budget) for so in parts_at[j]] for j in parts_at}
     out = []
     for si, so in enumerate(singles):
         blocks = [so]
         mixes = [MixParts.unsplit(so)]
-        for j in range(1, steps):
-            a_opts, b_opts = fronts[j][si], fronts[steps - j][si]
+        for ja, jb, f, f_hi in ranges:
+            a_opts, b_opts = fronts[ja][si], fronts[jb][si]
             if len(a_opts) == 0 or len(b_opts) == 0:
                 continue
             ia, ib = _split_pairs_budget(a_opts, b_opts, objective) if budget else _split_pairs(a_opts, b_opts)
             if ia.size == 0:
                 continue
-            f = j / steps
             a, b = a_opts.take(ia), b_opts.take(ib)
             blocks.append(
                 StageOptions(
@@ -692,8 +710,10 @@ def with_mixed_options(
                     load=so.load,
                     variant_names=so.variant_names,
                     var_idx=a.var_idx,
-                    acc=f * a.acc + (1 - f) * b.acc,
-                    acc_coef=f * a.acc_coef + (1 - f) * b.acc_coef,
+                    acc=np.maximum(f * a.acc + (1 - f) * b.acc, f_hi * a.acc + (1 - f_hi) * b.acc),
+                    acc_coef=np.maximum(
+                        f * a.acc_coef + (1 - f) * b.acc_coef, f_hi * a.acc_coef + (1 - f_hi) * b.acc_coef
+                    ),
                     batch=a.batch + b.batch,
                     cores=a.cores,
                     replicas=a.replicas,
