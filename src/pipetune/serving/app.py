@@ -36,6 +36,7 @@ from starlette.responses import Response
 
 from pipetune import jsonio
 from pipetune.admission import AdmissionWindow
+from pipetune.configs import ShareRouter
 from pipetune.models.base import pin_threads
 from pipetune.models.registry import model_ref
 from pipetune.protocol import (
@@ -316,6 +317,10 @@ class Ingress:
         self.metrics = _Metrics()
         self.routes: dict[str, str] = {}
         self.variants: dict[str, str] = {}
+        # split stages (caps.mix_variants 2): per stage a function -> (application, variant) of the next item,
+        # by share (configs.ShareRouter); per application of a part its configuration (batch, replicas)
+        self._splits: dict[str, Any] = {}
+        self._part_configs: dict[str, dict] = {}
         self.max_inflight = 0
         self.drop_after_s = 2 * self.sla_s
         self.epoch = time.time()
@@ -372,14 +377,22 @@ class Ingress:
         if epoch != self.epoch and abs(time.time() - epoch) < 3600:
             self.epoch = epoch
             self._arrivals = []
-        self._handles = {a: h for a, h in self._handles.items() if a in self.routes.values()}
+        self._splits, self._part_configs = {}, {}
+        by_app = {app: stage for stage, app in self.routes.items()}
+        for stage, parts in dict(config.get("splits", {})).items():
+            self._splits[stage] = _share_picker(
+                [(app, cfg["variant"]) for app, _, cfg in parts], [f for _, f, _ in parts]
+            )
+            for app, _, cfg in parts:
+                self._part_configs[app] = cfg
+                by_app[app] = stage
+        self._handles = {a: h for a, h in self._handles.items() if a in by_app}
         # Channels follow the routes: a retired generation's channel goes (its calls in flight finish: they
         # hold their own references), the serving one is resized in place to the stage's batch and replicas.
-        by_app = {app: stage for stage, app in self.routes.items()}
         retired = {a: ch for a, ch in self._channels.items() if a not in by_app}
         self._channels = {a: ch for a, ch in self._channels.items() if a in by_app}
         for app, ch in self._channels.items():
-            ch.resize(*self._channel_size(by_app[app]))
+            ch.resize(*self._channel_size(by_app[app], app))
         for ch in retired.values():  # items still waiting for a retired generation go to the new one
             if ch.queued and ch.stage in self.routes:
                 ch.hand_over(self._channel(ch.stage))
@@ -389,9 +402,10 @@ class Ingress:
             for knob in ("batch", "cores", "replicas"):
                 self.metrics.config.labels(stage, cfg["variant"], knob).set(cfg[knob])
 
-    def _channel_size(self, stage: str) -> tuple[int, int]:
-        """(items per call, calls in flight) for a stage: its planned batch; CALLS_PER_REPLICA per replica."""
-        cfg = self._configs.get(stage, {})
+    def _channel_size(self, stage: str, app: str) -> tuple[int, int]:
+        """(items per call, calls in flight) for a stage's application: its planned batch; CALLS_PER_REPLICA per
+        replica (a split stage's part: its own batch and replicas)."""
+        cfg = self._part_configs.get(app) or self._configs.get(stage, {})
         return int(cfg.get("batch", 1)), CALLS_PER_REPLICA * max(1, int(cfg.get("replicas", 1)))
 
     async def __del__(self) -> None:
@@ -546,10 +560,10 @@ class Ingress:
             return _error(503, f"at capacity ({limit} requests in flight); retry later", retry=True)
         rid_local = next(self._ids)
         self._started[rid_local] = time.monotonic()
-        variants = dict(self.variants)
+        variants = dict(self.variants)  # a split stage's entry becomes the variant that served it
         try:
             results = await asyncio.wait_for(
-                asyncio.gather(*(self._walk(x) for x in items)), timeout=max(0.0, self.drop_after_s)
+                asyncio.gather(*(self._walk(x, variants) for x in items)), timeout=max(0.0, self.drop_after_s)
             )
         except TimeoutError:
             self._count("dropped")
@@ -575,46 +589,52 @@ class Ingress:
             self._count("late")
         return Response(payload, headers=headers)
 
-    def _handle(self, stage: str) -> Any:
-        app = self.routes[stage]
+    def _handle(self, app: str) -> Any:
         h = self._handles.get(app)
         if h is None:
             h = self._handles[app] = serve.get_deployment_handle(STAGE_DEPLOYMENT, app_name=app)
         return h
 
-    def _channel(self, stage: str) -> StageChannel:
-        """The channel to `stage`'s serving generation (made on first use)."""
-        app = self.routes[stage]
+    def _channel(self, stage: str, app: str | None = None) -> StageChannel:
+        """The channel to `app`, one of `stage`'s serving generations (default: its route), made on first use."""
+        app = app or self.routes[stage]
         ch = self._channels.get(app)
         if ch is None:
-            handle = self._handle(stage).options(method_name="predict_batch")
+            handle = self._handle(app).options(method_name="predict_batch")
 
             async def send(items: list[Any]) -> tuple[list[Any], CallFacts]:
                 return await handle.remote(items)
 
             ch = self._channels[app] = StageChannel(
-                send, *self._channel_size(stage), stage=stage, retry_if=replica_lost
+                send, *self._channel_size(stage, app), stage=stage, retry_if=replica_lost
             )
         return ch
 
-    async def _call(self, stage: str, item: Any) -> Any:
+    async def _call(self, stage: str, item: Any, served: dict[str, str] | None = None) -> Any:
+        """One item through `stage`; `served` records the variant that served it (a split stage's part)."""
         variant = self.variants.get(stage, "")
+        app = None
+        if stage in self._splits:
+            app, variant = self._splits[stage]()
+        if served is not None:
+            served[stage] = variant
         t0 = time.perf_counter()
         if stage in self._inline:
             out, _dt = predict_one(self._inline[stage][variant], item, f"{stage}/{variant}", self.model_cpu)
             batch, node = 1, "ingress"
         elif self.per_item_calls:
-            out, batch, _service, node = await self._handle(stage).remote(item)
+            out, batch, _service, node = await self._handle(self.routes[stage]).remote(item)
         else:
-            out, (batch, _service, node) = await self._channel(stage).submit(item)
+            out, (batch, _service, node) = await self._channel(stage, app).submit(item)
         self.metrics.stage.labels(stage, variant).observe(time.perf_counter() - t0)
         self._nodes.setdefault(stage, set()).add(node)
         self.metrics.batch.labels(stage, variant).observe(batch)
         return out
 
-    async def _walk(self, x: Any) -> dict[str, Any]:
+    async def _walk(self, x: Any, served: dict[str, str] | None = None) -> dict[str, Any]:
         """One item through the DAG: branches run concurrently; a join waits for all its parents; an edge
-        with multiplicity other than 1 fans a list output out into one item per element."""
+        with multiplicity other than 1 fans a list output out into one item per element. `served`: per stage
+        the variant that served (of a split stage, the part its last item went to)."""
         tasks: dict[str, asyncio.Task] = {}
 
         async def run(stage: str) -> list[Any]:
@@ -627,7 +647,7 @@ class Ingress:
                     ins = [{p: (o[0] if len(o) == 1 else o) for p, o in outs.items()}]
                 else:
                     ins = [it for p, m in ps for o in outs[p] for it in _fan_out(o, m)]
-            return list(await asyncio.gather(*(self._call(stage, it) for it in ins)))
+            return list(await asyncio.gather(*(self._call(stage, it, served) for it in ins)))
 
         for s in self.topo:
             tasks[s] = asyncio.ensure_future(run(s))
@@ -637,6 +657,13 @@ class Ingress:
             for t in tasks.values():
                 t.cancel()
         return {s: (o[0] if len(o) == 1 else o) for s, o in done.items()}
+
+
+def _share_picker(parts: list[tuple[str, str]], shares: list[float]) -> Any:
+    """A split stage's router: each call -> the (application, variant) of the part the next item goes to, by
+    share (configs.ShareRouter: deterministic, every part within one item of its share)."""
+    pick = ShareRouter(shares).pick
+    return lambda: parts[pick()]
 
 
 def _fan_out(output: Any, multiplicity: float) -> list[Any]:

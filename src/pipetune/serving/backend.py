@@ -277,9 +277,13 @@ class RayServeBackend(Backend):
         why = config_problem(self.pipeline, stage, c)
         if why:
             return why
-        if isinstance(c, SplitConfig):
-            # Deploying only the main part would under-provision the stage: refused, the old one keeps serving.
-            return "a split stage (several variants by share) is not deployed by the Ray Serve runtime yet"
+        if isinstance(c, SplitConfig) and (stage in self.inline or self.options.per_item_calls):
+            # The ingress routes a split stage's items by share over its parts' applications; it does not split
+            # a stage it runs itself, nor calls sent one per item under Ray's autoscaling.
+            return (
+                "a split stage (several variants by share) is served only as remote stages with planned batches "
+                f"(stage {stage!r} runs {'in the ingress' if stage in self.inline else 'under Ray autoscaling'})"
+            )
         need = holding + self._rec.holds(stage, c)
         if need > self.budget_cores + 1e-9:
             return (

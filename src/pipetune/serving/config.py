@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipetune.admission import UNLIMITED_INFLIGHT, admission_limit, profile_admission, service_floor
-from pipetune.configs import StageConfig
+from pipetune.configs import StageConfig, parts_of
 from pipetune.errors import PipetuneError
 from pipetune.optimizer.options import capacity_rps
 from pipetune.protocol import TensorSpec, spec_for_sample
@@ -193,11 +193,18 @@ def ingress_user_config(
     inline: Collection[str] = (),
     runtime: Any = None,
 ) -> dict:
-    """What the ingress takes in place: routes to the serving generations, the admission limit of what they
-    serve (`pipetune.admission`; none under Ray's autoscaling), the deadline and the backend's clock."""
+    """What the ingress takes in place: routes to the serving generations (a split stage's main part, and in
+    `splits` every part's application, share, batch and replicas: the ingress routes by share), the admission
+    limit of what they serve (`pipetune.admission`; none under Ray's autoscaling), the deadline and the backend's
+    clock."""
     unlimited = bool(opts.autoscale)
     return {
         "routes": {s: app_name(pipeline.name, s, c.variant, c.cores) for s, c in serving.items() if s not in inline},
+        "splits": {
+            s: [[app_name(pipeline.name, s, p.variant, p.cores), f, p.to_dict()] for p, f in parts_of(c)]
+            for s, c in serving.items()
+            if s not in inline and len(parts_of(c)) > 1
+        },
         "variants": {s: c.variant for s, c in serving.items()},
         "configs": {s: c.to_dict() for s, c in serving.items()},
         "max_inflight": UNLIMITED_INFLIGHT if unlimited else admitted(pipeline, profiles, serving, runtime),
@@ -264,9 +271,12 @@ def serve_config(
     stages (`optimizer.options.inline_stages`) get no application (the ingress runs them). `epoch`: the backend's
     clock origin (wall time); 0 for a config that another tool deploys (the ingress keeps its own). `runtime`:
     the host's runtime profile, which bounds admission (`admitted`)."""
-    for s, gen in serving.items():
-        if all((g.variant, g.cores) != (gen.variant, gen.cores) for g in generations.get(s, [])):
-            raise ServingError(f"stage {s!r} is routed to {gen.variant} on {gen.cores} cores, which is not deployed")
+    for s, routed in serving.items():
+        for gen, _ in parts_of(routed):
+            if all((g.variant, g.cores) != (gen.variant, gen.cores) for g in generations.get(s, [])):
+                raise ServingError(
+                    f"stage {s!r} is routed to {gen.variant} on {gen.cores} cores, which is not deployed"
+                )
     inline = set(args.get("graph", {}).get("inline", {}))
     user_config = ingress_user_config(pipeline, profiles, serving, opts, epoch, inline, runtime)
     apps = [ingress_app(pipeline, args, user_config, opts)]
@@ -279,4 +289,5 @@ def serve_config(
 def export_config(pipeline: Any, configs: Mapping[str, StageConfig], profiles: Any, opts: ServeOptions) -> dict:
     """The Serve config that serves `configs` (one generation per stage, every stage routed): `--export`."""
     args = ingress_args(pipeline, opts)
-    return serve_config(pipeline, profiles, {s: [c] for s, c in configs.items()}, configs, opts, args=args)
+    gens = {s: [p for p, _ in parts_of(c)] for s, c in configs.items()}  # a split stage: one app per part
+    return serve_config(pipeline, profiles, gens, configs, opts, args=args)

@@ -11,6 +11,9 @@ place). The rules:
   generation is dropped from the target (deploying that deletes its application, which drains); the old
   generation's replicas still starting are stopped when the switch is asked for (they would take the CPU the
   new generation needs to start);
+* a split stage (`SplitConfig`, caps.mix_variants 2) is one generation per part, routed by share; its traffic
+  moves (to every part at its share) once every incoming part runs the replicas the switch asked for, as for
+  one generation, and a request whose parts all serve already changes them and their shares in place;
 * when it is DEPLOY_FAILED, it is dropped and the stage's request is FAILED with Ray's message; the old
   generation keeps serving.
 An inline stage (run by the ingress, which holds every variant loaded: `optimizer.options.inline_stages`) has
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pipetune.configs import ApplyState, StageConfig, StageStatus
+from pipetune.configs import ApplyState, SplitConfig, StageConfig, StageStatus, parts_of
 from pipetune.serving.config import STAGE_DEPLOYMENT, app_name
 
 MESSAGE_TAIL_CHARS = 500  # of Ray's deploy-failure message kept in a FAILED status (its last lines say why)
@@ -113,6 +116,11 @@ def _key(c: StageConfig) -> tuple[str, int]:
     return (c.variant, c.cores)
 
 
+def _shares(c: StageConfig) -> dict[tuple[str, int], float]:
+    """Each part's (variant, cores) and share of a stage's configuration (one part at 1 if it does not split)."""
+    return {_key(p): f for p, f in parts_of(c)}
+
+
 class Reconciler:
     """The target and Ray's last reported state of one pipeline's stages. Not thread-safe: the backend locks."""
 
@@ -120,13 +128,17 @@ class Reconciler:
         self.name = pipeline_name
         self.stages = list(initial)
         self.inline = frozenset(inline)
-        self._gens: dict[str, dict[tuple[str, int], StageConfig]] = {s: {_key(c): c} for s, c in initial.items()}
-        self._serving: dict[str, tuple[str, int] | None] = dict.fromkeys(initial)  # routed once RUNNING
+        self._gens: dict[str, dict[tuple[str, int], StageConfig]] = {
+            s: {_key(p): p for p, _ in parts_of(c)} for s, c in initial.items()
+        }
+        # per stage the generations its traffic goes to, with their shares (empty until the first is RUNNING)
+        self._serving: dict[str, dict[tuple[str, int], float]] = {s: {} for s in initial}
         for s in self.inline & set(initial):
-            self._serving[s] = _key(initial[s])
+            self._serving[s] = _shares(initial[s])
         self._target: dict[str, StageConfig] = dict(initial)
+        self._accepted: dict[str, StageConfig] = dict(initial)  # the last request taken (a refused one is not)
         self._failed: dict[str, str] = {}
-        self._app_cores: dict[str, int] = {self.app(s, c): c.cores for s, c in initial.items()}
+        self._app_cores: dict[str, int] = {self.app(s, p): p.cores for s, c in initial.items() for p, _ in parts_of(c)}
         self._snapshot: dict[str, AppReport] = {}
         self._snapshot_t = -math.inf  # when the snapshot was asked for (the caller's monotonic clock)
         self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
@@ -142,18 +154,23 @@ class Reconciler:
         return {s: list(gens.values()) for s, gens in self._gens.items()}
 
     def serving(self) -> dict[str, StageConfig]:
-        """Per stage routed, its serving generation (as configured: replicas are its target count)."""
-        return {s: self._gens[s][k] for s, k in self._serving.items() if k is not None}
+        """Per stage routed, its serving generation (as configured: replicas are its target count), a
+        SplitConfig of its parts at their shares where it splits."""
+        return {
+            s: SplitConfig.of([(self._gens[s][k], f) for k, f in routed.items()])
+            for s, routed in self._serving.items()
+            if routed
+        }
 
     def all_serving(self) -> bool:
-        return all(k is not None for k in self._serving.values())
+        return all(self._serving.values())
 
     def held_elsewhere(self, stage: str, c: StageConfig) -> int:
-        """Cores the other stages' generations hold, plus this stage's serving one when `c` replaces it by a
+        """Cores the other stages' generations hold, plus this stage's serving ones that `c` replaces by a
         make-before-break switch (both are held until the switch ends)."""
         elsewhere = sum(self.holds(t, g) for t, gens in self._gens.items() if t != stage for g in gens.values())
-        key = self._serving[stage]
-        old = self.holds(stage, self._gens[stage][key]) if key is not None and key != _key(c) else 0
+        new = _shares(c)
+        old = sum(self.holds(stage, self._gens[stage][k]) for k in self._serving[stage] if k not in new)
         return elsewhere + old
 
     def holds(self, stage: str, c: StageConfig) -> int:
@@ -167,26 +184,32 @@ class Reconciler:
             self._failed[stage] = refused
             return
         self._failed.pop(stage, None)
-        gens, serving = self._gens[stage], self._serving[stage]
-        for k in [k for k in gens if k not in (serving, _key(c))]:
+        self._accepted[stage] = c
+        gens, serving, new = self._gens[stage], self._serving[stage], _shares(c)
+        for k in [k for k in gens if k not in serving and k not in new]:
             del gens[k]  # an earlier switch that has not finished is replaced by this one
-        if _key(c) != serving:
-            known = (stage, _key(c))
-            self._need[known] = min(self._need.get(known, c.replicas), c.replicas) if _key(c) in gens else c.replicas
-        if serving is not None and serving != _key(c) and stage not in self.inline:
-            # A switch: the serving generation keeps the replicas it runs; those still starting give way to the
-            # new generation (Ray stops replicas that are not running first), whose start needs the CPU.
-            g = gens[serving]
-            running = self._running(stage, g)
-            if 0 < running < g.replicas:
-                gens[serving] = dataclasses.replace(g, replicas=running)
-        gens[_key(c)] = c
-        if stage in self.inline:  # the ingress holds every variant: the switch is a table change
-            for k in [k for k in gens if k != _key(c)]:
+        for p, _ in parts_of(c):
+            k = _key(p)
+            if k not in serving:
+                known = (stage, k)
+                self._need[known] = min(self._need.get(known, p.replicas), p.replicas) if k in gens else p.replicas
+        if stage not in self.inline and not (serving and set(new) <= set(serving)):
+            # A switch: the serving generations it replaces keep the replicas they run; those still starting give
+            # way to the new generations (Ray stops replicas that are not running first), whose start needs the CPU.
+            for k in [k for k in serving if k not in new]:
+                g = gens[k]
+                running = self._running(stage, g)
+                if 0 < running < g.replicas:
+                    gens[k] = dataclasses.replace(g, replicas=running)
+        for p, _ in parts_of(c):
+            gens[_key(p)] = p
+            self._app_cores[self.app(stage, p)] = p.cores
+        if stage in self.inline or (serving and set(new) <= set(serving)):
+            # generations that serve already (or an inline stage: the ingress holds every variant): changed in
+            # place, the shares at once; a part no longer asked for is dropped (its application drains)
+            for k in [k for k in gens if k not in new]:
                 del gens[k]
-            self._serving[stage] = _key(c)
-            return
-        self._app_cores[self.app(stage, c)] = c.cores
+            self._serving[stage] = new
 
     def deployed(self, stages: list[str], t: float) -> None:
         """The changes of `stages` reached Ray at `t`: a status asked for earlier cannot show them."""
@@ -201,29 +224,32 @@ class Reconciler:
         for s, gens in self._gens.items():
             if s in self.inline:
                 continue
+            want = _shares(self._accepted[s])
+            ready = True
             for key, g in list(gens.items()):
-                if key == self._serving[s]:
+                if key in self._serving[s]:
                     continue
                 rep = snapshot.get(self.app(s, g))
-                if rep is None:
-                    continue
-                if rep.status is AppStatus.DEPLOY_FAILED:
+                if rep is not None and rep.status is AppStatus.DEPLOY_FAILED:
                     self._failed[s] = (
                         f"{g.variant} on {g.cores} cores failed to deploy: {rep.message[-MESSAGE_TAIL_CHARS:]}"
                     )
                     del gens[key]
-                    changed = True
-                elif (
-                    rep.status in (AppStatus.RUNNING, AppStatus.DEPLOYING)
+                    changed, want = True, {}
+                elif not (
+                    rep is not None
+                    and rep.status in (AppStatus.RUNNING, AppStatus.DEPLOYING)
                     and rep.running > 0
                     and rep.running >= self._need.get((s, key), g.replicas)
                 ):
-                    old = self._serving[s]
-                    self._serving[s] = key  # what the switch asked for is ready: move the traffic
+                    ready = False
+            if want and ready and set(want) != set(self._serving[s]) and set(want) <= set(gens):
+                self._serving[s] = want  # what the switch asked for is ready in every part: move the traffic
+                for key in want:
                     self._need.pop((s, key), None)
-                    if old is not None:
-                        gens.pop(old, None)  # deleting the old application drains it
-                    changed = True
+                for key in [k for k in gens if k not in want]:
+                    del gens[key]  # deleting the old applications drains them
+                changed = True
         return changed
 
     def failures(self) -> dict[str, str]:
@@ -237,19 +263,22 @@ class Reconciler:
             if self._snapshot_t <= self._deployed_t.get(s, -math.inf):
                 return StageStatus(ApplyState.PENDING, target, "waiting for the ingress to take the change")
             return StageStatus(ApplyState.APPLIED, target)
-        if self._serving[s] != _key(target):
+        if set(self._serving[s]) != set(_shares(target)):
             return StageStatus(ApplyState.PENDING, target, f"{target.variant} on {target.cores} cores is loading")
-        rep = self._snapshot.get(self.app(s, target))
-        running = rep.running if rep is not None else 0
-        if len(self._gens[s]) > 1 or running != target.replicas:
-            return StageStatus(ApplyState.PENDING, target, f"{running}/{target.replicas} replicas running")
+        parts = parts_of(target)
+        reps = [self._snapshot.get(self.app(s, p)) for p, _ in parts]
+        for (p, _), rep in zip(parts, reps):
+            running = rep.running if rep is not None else 0
+            if len(self._gens[s]) > len(parts) or running != p.replicas:
+                return StageStatus(ApplyState.PENDING, target, f"{p.variant}: {running}/{p.replicas} replicas running")
         # A status asked for before the last deploy cannot show it; an in-place change (batch size: user_config)
         # is UPDATING until every replica has run `reconfigure`.
         if self._snapshot_t <= self._deployed_t.get(s, -math.inf):
             return StageStatus(ApplyState.PENDING, target, "waiting for Ray Serve to report the change")
-        if rep is None or rep.deployment is not DeploymentState.HEALTHY:
-            state = rep.deployment.value if rep is not None and rep.deployment is not None else "missing"
-            return StageStatus(ApplyState.PENDING, target, f"deployment {state}")
+        for rep in reps:
+            if rep is None or rep.deployment is not DeploymentState.HEALTHY:
+                state = rep.deployment.value if rep is not None and rep.deployment is not None else "missing"
+                return StageStatus(ApplyState.PENDING, target, f"deployment {state}")
         return StageStatus(ApplyState.APPLIED, target)
 
     def pending(self) -> bool:
@@ -264,11 +293,17 @@ class Reconciler:
     def in_effect(self) -> dict[str, StageConfig]:
         """Every stage: its serving generation with the replicas Ray reports running (0 before it is routed:
         the generation it waits for, none of it ready)."""
-        out = {}
+        out: dict[str, StageConfig] = {}
         for s in self.stages:
-            key = self._serving[s]
-            g = self._gens[s][key] if key is not None else self._target[s]
-            out[s] = StageConfig(g.variant, g.batch, g.cores, self._running(s, g) if key is not None else 0)
+            routed = self._serving[s]
+            if not routed:
+                g = self._target[s]
+                out[s] = StageConfig(g.variant, g.batch, g.cores, 0)
+                continue
+            parts = [(self._gens[s][k], f) for k, f in routed.items()]
+            out[s] = SplitConfig.of(
+                [(StageConfig(g.variant, g.batch, g.cores, self._running(s, g)), f) for g, f in parts]
+            )
         return out
 
     def replicas_ready(self) -> dict[str, int]:
