@@ -1,14 +1,19 @@
-"""Variant mixing on the bundled pipelines: accuracy-vs-cores frontiers with and without splits, and how often a
-split beats one variant per stage. One command:
+"""Variant mixing on the bundled pipelines: accuracy-vs-cores frontiers with and without splits, how often (and by
+how much) a split beats one variant per stage, how far the 1/20 share grid can be from continuous shares, and the
+split plans served by the simulator. One command:
 
-    PYTHONPATH=src python scripts/mixing_frontier.py [--out docs/figures/mixing-frontier.png] [--prices 24] [--loads 12]
+    PYTHONPATH=src python scripts/mixing_frontier.py [--out docs/figures/mixing-frontier.png] [--budgets 30] [--loads 12]
 
 Frontier: at a fixed load (IPA's window peak, 34.4 rps, or half the largest load one variant per stage can plan
-for where that is less), for each price of a core beta on a log grid the plan maximising accuracy - beta*cores
-(the pipeline's accuracy method), with caps.mix_variants = 1 and = 2: the supported points of the accuracy/cores
-frontier. Loads: `--loads` loads evenly up to the largest plannable
-load (at most 200 rps), each planned with the pipeline's own objective at k = 1 and k = 2; a load counts as
-improved when k = 2's objective is strictly higher (1e-9 relative). Writes the PNG and a strict JSON beside it.
+for where that is less), for each core budget (caps.max_total_cores, up to `--budgets` of them from the fewest
+cores any plan needs to the cores of the most accurate plan) the most accurate plan within it (alpha 1, a core
+price of 1e-6 to break ties toward fewer cores), with caps.mix_variants = 1 and = 2: the whole accuracy/cores
+frontier, points inside its hull included. Loads: `--loads` loads evenly up to the largest plannable load (at most
+200 rps), each planned with the pipeline's own objective at k = 1 and k = 2; a load counts as improved when k = 2's
+objective is strictly higher (1e-9 relative); at each, `continuous_share_bound` bounds what continuous shares could
+add. Simulated: at the load where a split gains most, the k = 1 and k = 2 plans served by the simulator (Poisson
+arrivals, `--sim-s` seconds, 3 seeds): accuracy served (PAS), SLA violations, cores. Writes the PNG and a strict
+JSON beside it.
 """
 
 from __future__ import annotations
@@ -21,31 +26,44 @@ from rich.progress import Progress
 
 import pipetune
 from pipetune import jsonio
+from pipetune.backends.simulator import Simulator
+from pipetune.backends.simulator.engine import SimSettings
 from pipetune.experiments.sla_calibration import max_load
-from pipetune.optimizer import plan_pipeline
+from pipetune.metrics import summarise
+from pipetune.optimizer import continuous_share_bound, plan_pipeline
 from pipetune.plotting import pyplot, save_figure
+from pipetune.profiles import load_profiles
+from pipetune.workloads import arrival_times
 
 PIPELINES = ("paper/audio-qa", "paper/audio-sent", "paper/nlp", "paper/sum-qa", "paper/video", "text")
 FRONTIER_RPS = 34.4  # IPA's four windows peak at 34.4 rps (README)
 LOAD_TOP_RPS = 200.0
+BOUND_RANGES = 100  # share ranges of the continuous-share bound (finer ranges, tighter bound)
 
 
-def _with(p, k: int, objective: dict | None = None):
-    caps = p.caps.model_copy(update={"mix_variants": k})
+def _with(p, k: int, objective: dict | None = None, budget: float | None = None):
+    caps = p.caps.model_copy(update={"mix_variants": k, "max_total_cores": budget})
     upd: dict = {"caps": caps}
     if objective is not None:
         upd["objective"] = p.objective.model_copy(update=objective)
     return p.model_copy(update=upd)
 
 
-def frontier(p, rps: float, prices: int) -> dict:
-    """The accuracy/cores trade-off at `rps`, k = 1 and k = 2: for each price of a core (beta, on a log grid),
-    the plan maximising accuracy - beta*cores (the pipeline's accuracy method). Each is a point of the frontier
-    (its supported points: those on its upper convex hull); a budget sweep is refused with mixing."""
-    out: dict = {"rps": rps, "k1": [], "k2": []}
-    for beta in np.geomspace(1e-5, 1.0, prices):
+def frontier(p, rps: float, budgets: int) -> dict:
+    """The accuracy/cores frontier at `rps`, k = 1 and k = 2: for each core budget the most accurate plan within
+    it (a core price of 1e-6 breaks ties toward fewer cores). Points: [cores, accuracy] of each distinct plan."""
+    obj = {"alpha": 1.0, "beta": 1e-6, "gamma": 1e-9}
+    cheap = plan_pipeline(_with(p, 1, objective={"alpha": 1e-6, "beta": 1.0, "gamma": 1e-9}), rps)
+    best = plan_pipeline(_with(p, 2, objective=obj), rps)
+    out: dict = {"rps": rps, "k1": [], "k2": [], "budgets": []}
+    if not (cheap.feasible and best.feasible):
+        return out
+    lo, hi = cheap.cost_cores, best.cost_cores
+    grid = sorted({int(round(x)) for x in np.linspace(lo, hi, budgets)} | {lo, hi})
+    out["budgets"] = grid
+    for budget in grid:
         for k in (1, 2):
-            plan = plan_pipeline(_with(p, k, objective={"alpha": 1.0, "beta": float(beta), "gamma": 1e-9}), rps)
+            plan = plan_pipeline(_with(p, k, objective=obj, budget=float(budget)), rps)
             if plan.feasible:
                 out[f"k{k}"].append([plan.cost_cores, plan.accuracy])
     for k in ("k1", "k2"):
@@ -57,7 +75,8 @@ def loads(p, top: float, n: int) -> dict:
     rows = []
     for rps in np.linspace(top / n, top, n):
         one = plan_pipeline(_with(p, 1), float(rps))
-        two = plan_pipeline(_with(p, 2), float(rps))
+        bound = continuous_share_bound(_with(p, 2), float(rps), steps=BOUND_RANGES)
+        two = bound.plan
         if not (one.feasible and two.feasible):
             continue
         gain = two.objective - one.objective
@@ -74,6 +93,11 @@ def loads(p, top: float, n: int) -> dict:
                 "accuracy_k1": one.accuracy,
                 "accuracy_k2": two.accuracy,
                 "split_stages": sorted(two.mix),
+                "shares": {st: [f for _, f in parts] for st, parts in two.mix.items()},
+                "continuous_upper": bound.upper,
+                "continuous_gap": bound.gap,
+                # relative to the objective's accuracy term (the objective itself may be near 0 or negative)
+                "continuous_gap_relative": bound.gap / max(1e-12, abs(two.objective_terms["accuracy"])),
             }
         )
     improved = [r for r in rows if r["improved"]]
@@ -84,51 +108,99 @@ def loads(p, top: float, n: int) -> dict:
         "gain_median": float(np.median([r["gain"] for r in improved])) if improved else 0.0,
         "gain_max": max((r["gain"] for r in improved), default=0.0),
         "gain_relative_median": float(np.median([r["gain_relative"] for r in improved])) if improved else 0.0,
+        "gain_relative_max": max((r["gain_relative"] for r in improved), default=0.0),
+        "continuous_gap_max": max((r["continuous_gap"] for r in rows), default=0.0),
+        "continuous_gap_relative_max": max((r["continuous_gap_relative"] for r in rows), default=0.0),
         "rows": rows,
     }
+
+
+def served(p, ld: dict, seconds: float, seeds: int = 3) -> dict:
+    """At the load where a split gains most: the k = 1 and k = 2 plans served by the simulator (Poisson
+    arrivals at that load, each plan fixed): PAS served, SLA violations, mean cores, against the plans'."""
+    improved = [r for r in ld["rows"] if r["improved"]]
+    if not improved:
+        return {}
+    rps = max(improved, key=lambda r: r["gain"])["rps"]
+    profiles = load_profiles(p)
+    out: dict = {"rps": rps}
+    for k in (1, 2):
+        plan = plan_pipeline(_with(p, k), rps, profiles=profiles)
+        runs = []
+        for seed in range(seeds):
+            arr = arrival_times(np.full(int(seconds), rps), seed=seed)
+            sim = Simulator(_with(p, k), profiles, arr, plan.configs, SimSettings(seed=seed))
+            sim.close()
+            runs.append(summarise(sim.result(float(seconds)), float(seconds)))
+        out[f"k{k}"] = {
+            "plan_pas": plan.pas,
+            "plan_cores": plan.cost_cores,
+            "split": {st: [[c.variant, f] for c, f in parts] for st, parts in plan.mix.items()},
+            "pas_served": float(np.mean([r["pas_mean"] for r in runs])),
+            "violations": float(np.max([r["sla_violation_rate"] for r in runs])),
+            "mean_cores": float(np.mean([r["mean_cores"] for r in runs])),
+        }
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs/figures/mixing-frontier.png"))
-    ap.add_argument("--prices", type=int, default=24, help="prices of a core per frontier (2-200)")
+    ap.add_argument("--budgets", type=int, default=30, help="core budgets per frontier (2-200)")
     ap.add_argument("--loads", type=int, default=12, help="loads per pipeline (1-200)")
+    ap.add_argument("--sim-s", type=float, default=120.0, help="simulated seconds per served plan (10-3600)")
     ap.add_argument("--pipelines", nargs="*", default=list(PIPELINES), choices=PIPELINES)
     a = ap.parse_args()
-    if not (2 <= a.prices <= 200 and 1 <= a.loads <= 200):
-        ap.error(f"--prices {a.prices} / --loads {a.loads}: give 2-200 prices and 1-200 loads")
+    if not (2 <= a.budgets <= 200 and 1 <= a.loads <= 200 and 10 <= a.sim_s <= 3600):
+        ap.error(f"--budgets {a.budgets} / --loads {a.loads} / --sim-s {a.sim_s}: give 2-200, 1-200, 10-3600")
     result = {}
     with Progress() as prog:
-        task = prog.add_task("mixing study", total=len(PIPELINES))
+        task = prog.add_task("mixing study", total=3 * len(a.pipelines))
         for name in a.pipelines:
             p = pipetune.load_pipeline(pipetune.example_path(name))
             top, _ = max_load(p, None, cap=LOAD_TOP_RPS)
             rps = min(FRONTIER_RPS, top / 2)
-            result[name] = {"frontier": frontier(p, rps, a.prices), "loads": loads(p, top, a.loads)}
+            f = frontier(p, rps, a.budgets)
             prog.advance(task)
-            prog.console.print(f"{name}: done")
+            ld = loads(p, top, a.loads)
+            prog.advance(task)
+            result[name] = {"frontier": f, "loads": ld, "served": served(p, ld, a.sim_s)}
+            prog.advance(task)
+            prog.console.print(f"{name}: {ld['improved']}/{ld['loads']} loads improved")
     plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8.5))
     for ax, (name, r) in zip(axes.ravel(), result.items()):
-        f, ld = r["frontier"], r["loads"]
+        f, ld, sv = r["frontier"], r["loads"], r["served"]
         for k, style in (
             ("k1", dict(color="tab:blue", marker="o", label="one variant per stage")),
             ("k2", dict(color="tab:red", marker="x", ls="--", label="split over two variants")),
         ):
             pts = f[k]
             ax.step([c for c, _ in pts], [y for _, y in pts], where="post", ms=4, **style)
-        ax.set_title(
-            f"{name} at {f['rps']:g} rps\nsplits better at {ld['improved']}/{ld['loads']} loads "
-            f"(median gain {ld['gain_relative_median']:.2%})",
-            fontsize=9,
-        )
-        ax.set_xlabel("cores")
-        ax.set_ylabel("accuracy")
+        lines = [
+            f"{name} at {f['rps']:g} rps",
+            f"split better at {ld['improved']}/{ld['loads']} loads (gain median {ld['gain_relative_median']:.2%}, "
+            f"max {ld['gain_relative_max']:.2%})",
+            f"continuous shares: at most +{ld['continuous_gap_max']:.3g} objective over the grid "
+            f"({ld['continuous_gap_relative_max']:.2%} of its accuracy term)",
+        ]
+        if sv:
+            lines.append(
+                f"simulated at {sv['rps']:g} rps: PAS {sv['k1']['pas_served']:.4f} -> {sv['k2']['pas_served']:.4f}, "
+                f"violations {sv['k1']['violations']:.2%} / {sv['k2']['violations']:.2%}"
+            )
+        ax.set_title("\n".join(lines), fontsize=8)
+        ax.set_xlabel("cores (budget)")
+        ax.set_ylabel("accuracy (pipeline's method)")
         ax.grid(alpha=0.3)
     axes.ravel()[0].legend(fontsize=8)
-    fig.suptitle("Variant mixing: accuracy vs cores at a fixed load (exact optimizer, shares in steps of 5%)")
+    fig.suptitle(
+        "Variant mixing: the most accurate plan per core budget at a fixed load (exact optimizer, shares in steps of 5%)"
+    )
     save_figure(fig, a.out)
-    summary = {n: {k: v for k, v in r["loads"].items() if k != "rows"} for n, r in result.items()}
+    summary = {
+        n: {**{k: v for k, v in r["loads"].items() if k != "rows"}, "served": r["served"]} for n, r in result.items()
+    }
     a.out.with_suffix(".json").write_text(jsonio.dumps(result, indent=1) + "\n")
     print(jsonio.dumps(summary, indent=1))
     print(f"wrote {a.out} and {a.out.with_suffix('.json')}")
