@@ -527,6 +527,8 @@ def least_change(
         sub_v.append(v_r[keep])
         sub_p.append(pen[keep])
     sub_d = [d[k] for d, k in zip(distance, kept)]
+    if known is not None:
+        kept, sub_o, sub_v, sub_p, sub_d = _within_distance(kept, sub_o, sub_v, sub_p, sub_d, known)
     combos = math.prod(len(so) for so in sub_o)
     local: Any = TooLarge
     if combos <= ENUMERATE_AT_MOST * 20:
@@ -569,6 +571,29 @@ def least_change(
     if local is None:
         return None
     return [int(k[c]) for k, c in zip(kept, local)]
+
+
+def _within_distance(kept, sub_o, sub_v, sub_p, sub_d, known: list[int]):
+    """The options of the least-change search that can be in a plan no farther than `known` (indices into the
+    unreduced sets, a plan worth the optimum): an option whose distance plus the least distance of every other
+    stage exceeds the known plan's cannot be in a closer plan, so it goes (exact; ties stay). Distances are
+    >= 0, and the known plan's own options always stay. Unchanged when the reduction did not keep `known`."""
+    at = [np.flatnonzero(k == c) for k, c in zip(kept, known)]
+    if not all(i.size for i in at):
+        return kept, sub_o, sub_v, sub_p, sub_d
+    limit = float(sum(d[i[0]] for d, i in zip(sub_d, at)))
+    least = np.array([float(d.min()) for d in sub_d])
+    room = limit - (least.sum() - least)  # per stage: the most its own option may add
+    out: tuple[list, list, list, list, list] = ([], [], [], [], [])
+    for k, so, v, pen, d, r in zip(kept, sub_o, sub_v, sub_p, sub_d, room):
+        keep = np.flatnonzero(d <= r + 1e-9 * max(1.0, abs(limit)))
+        if keep.size == len(so):
+            parts = (k, so, v, pen, d)
+        else:
+            parts = (k[keep], so.take(keep), v[keep], pen[keep], d[keep])
+        for lst, x in zip(out, parts):
+            lst.append(x)
+    return out
 
 
 def _least_change_by_enumeration(pipeline, options, values, floor: float, distance) -> list[int] | None:
