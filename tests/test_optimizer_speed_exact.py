@@ -129,6 +129,11 @@ def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path
         assert got is not None and ref is not None
         dist = lambda ch, distance=distance: sum(d[i] for d, i in zip(distance, ch))  # noqa: E731
         assert dist(got) == dist(ref)
+        # with a known optimal plan, options that cannot be in a plan as close as it are dropped first
+        known = milp.least_change(pipeline, opts, values, optimum, [np.zeros(len(so)) for so in opts])
+        assert known is not None
+        seeded = milp.least_change(pipeline, opts, values, optimum, distance, known=known)
+        assert seeded is not None and dist(seeded) == dist(ref) <= dist(known)
         reused = milp.least_change(
             pipeline, opts, values, optimum, distance, reduction=milp._reduce(pipeline, opts, values)
         )
@@ -183,6 +188,14 @@ def test_bench_optimizer_prints_the_issue_json_shape(tmp_path):
     assert "mix2" not in out["cells"][0]
     m = out["cells"][1]["mix2"]
     assert m["instances"] == 2 and m["median_ms"] > 0 and 0 <= m["improved"] <= 2
+    # ... re-planned too (k=2's options contain k=1's, so each feasible instance stays feasible)
+    assert m["replan"]["instances"] == 2 and m["replan"]["max_ms"] >= m["replan"]["median_ms"] > 0
+    # each cell names its slowest instances, slowest first, with their shape and the solver's work
+    for c in out["cells"]:
+        slow = c["slowest"]
+        assert 1 <= len(slow) <= 2 and slow[0]["paths"] >= 1 and slow[0]["width"] >= 0
+        worst = [max(d["cold_ms"], d["replan_ms"]) for d in slow]
+        assert worst == sorted(worst, reverse=True) and worst[0] <= max(c["max_ms"], c["replan"]["max_ms"])
     assert out["oracle"]["instances"] == 6 and out["oracle"]["agree"] == 6
     assert (tmp_path / "b.png").stat().st_size > 1000
     # a saved result redraws without timing anything; a wrong file is a user error that names the option

@@ -3,7 +3,9 @@
 Each (stages, variants) cell times random instances in two modes: cold (a new pipeline object, nothing cached)
 and re-plan (the adapter's mode: the same pipeline re-planned at a 3% higher load with the plan in effect as
 `current`, so the least-change tie-break runs too). Beside the times, the solver's counts (LPs, exact finishings,
-HiGHS branch-and-bound runs and nodes, simplex iterations) say where the work went on a machine whose speed drifts.
+HiGHS branch-and-bound runs and nodes, simplex iterations) say where the work went on a machine whose speed drifts,
+and each cell names its slowest instances (`slowest`: paths, frontier width, objective, time, branch-and-bound
+runs and nodes per mode). Mixing cells (`mix2`, caps.mix_variants = 2) are timed in both modes too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipetune.optimizer import Plan, plan_pipeline, stage_options
+from pipetune.optimizer.frontier import frontier_width
 from pipetune.optimizer.instances import METHODS, random_instance
 from pipetune.optimizer.milp import COUNTS
 from pipetune.optimizer.oracle import MAX_COMBINATIONS, brute_force, combinations
@@ -120,19 +123,41 @@ def _time_instance(pipeline, profiles, rps: float, repeats: int):
     return dt, n, (dt_r, n_r), plan
 
 
+SLOWEST_SHOWN = 3  # instances per cell described in `slowest`
+
+
+def _describe(pipeline, cold_ms: float, cold_counts: dict[str, int], again) -> dict[str, Any]:
+    """One timed instance, for the `slowest` list: its shape (source-to-sink paths, the frontier enumeration's
+    width, the objective) and, per mode, its time, HiGHS branch-and-bound runs and nodes."""
+    out: dict[str, Any] = {
+        "paths": len(pipeline.paths()),
+        "width": frontier_width(pipeline),
+        "accuracy": pipeline.objective.accuracy,
+        "cold_ms": round(cold_ms, 3),
+        "cold_branch_runs": cold_counts["branch_runs"],
+        "cold_nodes": cold_counts["nodes"],
+    }
+    if again is not None:
+        out |= {
+            "replan_ms": round(again[0], 3),
+            "replan_branch_runs": again[1]["branch_runs"] + again[1]["least_change_runs"],
+            "replan_nodes": again[1]["nodes"],
+        }
+    return out
+
+
 def _mixed(pipeline, k: int = 2):
     return pipeline.model_copy(update={"caps": pipeline.caps.model_copy(update={"mix_variants": k})})
 
 
-def _time_mixing(pipeline, profiles, rps: float, repeats: int, one_variant) -> tuple[float, dict[str, int], float]:
-    """The instance decided cold with mixing (k = 2): ms, counts, and its objective gain over the one-variant
-    plan `one_variant` (0 when neither is feasible; never negative: k = 2's options contain k = 1's)."""
-    mixed = _mixed(pipeline)
-    dt, n, plan = _timed(
-        lambda pp: plan_pipeline(pp[0], rps, profiles=pp[1]), lambda: copy.deepcopy((mixed, profiles)), repeats
-    )
+def _time_mixing(pipeline, profiles, rps: float, repeats: int, one_variant):
+    """The instance decided with mixing (k = 2), cold and re-planned as in `_time_instance`: (cold ms, cold
+    counts, (re-plan ms, re-plan counts) or None when the mixed instance has no feasible plan, and its objective
+    gain over the one-variant plan `one_variant` (0 when neither is feasible; never negative: k = 2's options
+    contain k = 1's))."""
+    dt, n, again, plan = _time_instance(_mixed(pipeline), profiles, rps, repeats)
     gain = plan.objective - one_variant.objective if plan.feasible and one_variant.feasible else 0.0
-    return dt, n, gain
+    return dt, n, again, gain
 
 
 def _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells=frozenset()) -> dict:
@@ -143,16 +168,22 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells=f
         cold: tuple[list[float], list[dict[str, int]]] = ([], [])
         replan: tuple[list[float], list[dict[str, int]]] = ([], [])
         mix: tuple[list[float], list[dict[str, int]]] = ([], [])
+        mix_replan: tuple[list[float], list[dict[str, int]]] = ([], [])
+        slowest: list[dict[str, Any]] = []
         gains: list[float] = []
         for _ in range(instances):
             pipeline, profiles, rps = random_instance(rng, s, v)
             dt, n, again, plan = _time_instance(pipeline, profiles, rps, repeats)
             cold[0].append(dt)
             cold[1].append(n)
+            slowest.append(_describe(pipeline, dt, n, again))
             if (s, v) in mix_cells:
-                dt_m, n_m, gain = _time_mixing(pipeline, profiles, rps, repeats, plan)
+                dt_m, n_m, again_m, gain = _time_mixing(pipeline, profiles, rps, repeats, plan)
                 mix[0].append(dt_m)
                 mix[1].append(n_m)
+                if again_m is not None:
+                    mix_replan[0].append(again_m[0])
+                    mix_replan[1].append(again_m[1])
                 gains.append(gain)
             if (s, v) == (9, 9):
                 by_method[pipeline.objective.accuracy].append(dt)
@@ -162,11 +193,15 @@ def _run(cells, instances, oracle_instances, seed, advance, repeats, mix_cells=f
             advance()
         cell = {"stages": s, "variants": v, **_stats(*cold), "repeats": repeats}
         cell["replan"] = _stats(*replan)
+        # where the tail comes from: the slowest instances (by the slower of their two modes), what shape they
+        # have and what the solver did for them
+        cell["slowest"] = sorted(slowest, key=lambda d: -max(d["cold_ms"], d.get("replan_ms", 0.0)))[:SLOWEST_SHOWN]
         if (s, v) in mix_cells:
             # cold decisions with caps.mix_variants = 2, and how often (and by how much) splitting a stage's
             # load beat the best one-variant plan of the same instance
             tol = 1e-9
             cell["mix2"] = _stats(*mix) | {
+                "replan": _stats(*mix_replan),
                 "improved": sum(g > tol for g in gains),
                 "gain_median_when_improved": round(float(np.median([g for g in gains if g > tol])), 6)
                 if any(g > tol for g in gains)
