@@ -103,9 +103,11 @@ def bench_optimizer(
     for c in result["cells"]:
         m = c.get("mix2")
         if m and "median_ms" in m:
+            r = m.get("replan") or {}
+            again = f"; re-plan median {r['median_ms']:.1f} ms, p95 {r['p95_ms']:.0f} ms" if "median_ms" in r else ""
             con.print(
                 f"{c['stages']}x{c['variants']} with mixing (k=2): median {m['median_ms']:.1f} ms, p95 "
-                f"{m['p95_ms']:.0f} ms; a split beat one variant per stage in {m['improved']}/{m['instances']}"
+                f"{m['p95_ms']:.0f} ms{again}; a split beat one variant per stage in {m['improved']}/{m['instances']}"
             )
     o = result["oracle"]
     con.print(f"oracle: {o['agree']}/{o['instances']} agree within 1e-6 relative")
