@@ -175,3 +175,23 @@ def test_the_ingress_has_no_mutating_route_but_infer():
                  "/-/routes", "/-/healthz", "/api/serve/applications", "/v2/models/digits/config", "/admin"]:  # fmt: skip
         assert route(me, path)[0] is None, path
     assert route(me, "/v2/models/other/infer") == ("unknown-model", ())
+
+
+@pytest.fixture()
+def two_connections(monkeypatch):
+    """The front's connection limit at 2 (its own connection counts: one other held open reaches it)."""
+    monkeypatch.setattr(front, "MAX_CONNECTIONS", 2)
+
+
+def test_beyond_the_connection_limit_a_json_503_with_retry_after(two_connections, server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5):  # held open: the limit is reached
+        time.sleep(0.2)
+        c = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+        c.request("POST", "/x", body=b"abc", headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        body = json.loads(r.read())
+        assert r.status == 503 and r.getheader("Retry-After") == front.RETRY_AFTER_S, (r.status, body)
+        assert r.getheader("Content-Type") == "application/json" and "limit of 2 connections" in body["error"]
+        c.close()
+    time.sleep(0.2)  # the held connection is gone: served again
+    _ok(server)

@@ -52,10 +52,9 @@ from pipetune.protocol import (
 from pipetune.runtime_profile import LOADING_NICENESS
 from pipetune.serving.channels import CALLS_PER_REPLICA, StageChannel
 from pipetune.serving.config import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT
-from pipetune.serving.front import BODY_TIMEOUT_S, HttpFront, bind
+from pipetune.serving.front import BODY_TIMEOUT_S, RETRY_AFTER_S, HttpFront, bind
 
 MAX_WINDOW = 200_000  # latencies kept between two observations (bounded whatever the load)
-RETRY_AFTER_S = "1"
 INLINE_PREDICT_S = 2e-4  # a one-item predict shorter than this runs on the replica's event loop (batch 1)
 INLINE_PROBES = 5
 STARTING_NICENESS = LOADING_NICENESS  # how much lower a starting replica's CPU priority is than a serving one's

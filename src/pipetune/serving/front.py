@@ -11,8 +11,9 @@ The server is uvicorn (Ray Serve's own HTTP server) running on the replica's eve
 reports ready, so a port already in use fails the deployment with the reason. Its limits bound what one client can
 hold: the request head's size (431 beyond MAX_HEAD_BYTES) and the time to send it (408 after HEAD_TIMEOUT_S, a
 slowloris trickle included; uvicorn itself bounds only an idle keep-alive), connections in service at once
-(beyond it uvicorn answers 503). Every answer the server gives on its own is a JSON error naming what was wrong,
-as the endpoint's are; the body's size and time are bounded where it is read (the ingress's `_infer`).
+(beyond MAX_CONNECTIONS a 503 with Retry-After, as admission control answers). Every answer the server gives on
+its own is a JSON error naming what was wrong, as the endpoint's are; the body's size and time are bounded where
+it is read (the ingress's `_infer`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from pipetune.protocol import error_body
 
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
-MAX_CONNECTIONS = 2048  # concurrent connections served at once; beyond it: 503
+MAX_CONNECTIONS = 2048  # concurrent connections (and requests in service) at once; beyond it: 503
+RETRY_AFTER_S = "1"  # what a 503 (connection limit, admission control, not ready yet) tells a client to wait
 BACKLOG = 2048
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; beyond it: 431
 HEAD_TIMEOUT_S = 10.0  # from connecting (or the previous response) to the end of the request's headers; then 408
@@ -81,11 +83,24 @@ def raw_error(status: int, reason: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+async def at_connection_limit(scope: dict, receive: Any, send: Any) -> None:
+    """The answer beyond MAX_CONNECTIONS: a JSON 503 with Retry-After (uvicorn's own is plain text, without it)."""
+    body = error_body(f"the server holds its limit of {MAX_CONNECTIONS} connections and requests at once; retry later")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", RETRY_AFTER_S.encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request head bounded in size (MAX_HEAD_BYTES: 431) and in time
-    (HEAD_TIMEOUT_S: 408), and its own refusals sent as JSON errors. uvicorn bounds neither: a client that
-    connects and sends nothing, or trickles a header a byte at a time, holds its connection for ever, and a
-    header line is buffered whole however long it grows."""
+    (HEAD_TIMEOUT_S: 408), and its own refusals sent as JSON errors (the connection limit's 503 too). uvicorn
+    bounds neither: a client that connects and sends nothing, or trickles a header a byte at a time, holds its
+    connection for ever, and a header line is buffered whole however long it grows."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -147,7 +162,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 f"request line and headers are {size} bytes; the limit is {MAX_HEAD_BYTES // 1024} KiB",
             )  # fmt: skip
             raise ValueError("request head too large")  # the parser stops; data_received answers
-        super().on_headers_complete()
+        limit = self.limit_concurrency
+        if limit is None or (len(self.connections) < limit and len(self.tasks) < limit):
+            super().on_headers_complete()
+            return
+        # Over the limit: uvicorn would answer its plain-text 503; this request gets at_connection_limit instead
+        # (uvicorn's own check is switched off for it, and the application restored after).
+        app, self.app, self.limit_concurrency = self.app, at_connection_limit, None
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app, self.limit_concurrency = app, limit
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # a pipelined request's head is already complete
