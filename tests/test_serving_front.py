@@ -195,3 +195,28 @@ def test_beyond_the_connection_limit_a_json_503_with_retry_after(two_connections
         c.close()
     time.sleep(0.2)  # the held connection is gone: served again
     _ok(server)
+
+
+def test_the_front_leaves_the_process_logging_alone():
+    """uvicorn's default logging config closes every handler of the process (Ray Serve's replica log among them,
+    which the controller reads when it recovers a replica): the front must not configure logging."""
+    import logging
+    import logging.handlers
+
+    target = logging.StreamHandler()
+    buffered = logging.handlers.MemoryHandler(10, target=target)
+    logger = logging.getLogger("pipetune-test-front")
+    logger.addHandler(buffered)
+    try:
+
+        async def handler(request: Request) -> Response:
+            return Response(b"{}", media_type="application/json")
+
+        sock = front.bind("127.0.0.1", 0)
+        try:
+            front.HttpFront(handler, sock).server.config.configure_logging()
+        finally:
+            sock.close()
+        assert buffered.target is target
+    finally:
+        logger.removeHandler(buffered)

@@ -200,6 +200,11 @@ class HttpFront:
         config = uvicorn.Config(
             asgi_app(handler),
             lifespan="off",
+            # None: uvicorn's default dictConfig would close every logging handler of the process, Ray Serve's
+            # replica log among them; the controller then fails the replica's checks (`is_allocated` reads that
+            # log's file) and replaces the ingress whenever it recovers it (a controller restart: connections
+            # refused until the new one is up).
+            log_config=None,
             log_level="warning",
             access_log=False,
             timeout_keep_alive=KEEP_ALIVE_S,
