@@ -169,7 +169,10 @@ class Adapter:
         planner: Callable | None = None,
         rps_quantum: float = 0.0,
         runtime=None,
+        target: dict[str, StageConfig] | None = None,
     ):
+        """`target`: what was asked of the backend before this adapter started (a resumed adapter's: the
+        configuration the backend is converging to); None: what serves."""
         if not interval_s > 0:
             raise PipetuneError(f"interval_s={interval_s} must be > 0 seconds (IPA uses 10)")
         self.backend = backend
@@ -197,7 +200,7 @@ class Adapter:
 
             planner = plan_pipeline
         self._plan = planner
-        self._target: dict[str, StageConfig] | None = None
+        self._target: dict[str, StageConfig] | None = dict(target) if target else None
         self._retries: dict[str, int] = {}
 
     def plan(self, rps: float, current: dict[str, StageConfig] | None):
