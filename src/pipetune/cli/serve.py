@@ -2,6 +2,14 @@
 re-configuring it with the adapter (`--no-adapt`: serve the starting plan as it is). Several pipelines (or
 `--budget-cores`): served side by side on one Ray, one port each, decided jointly (`cli/serve_fleet.py`).
 
+Serving that outlives its adapter: on a Ray cluster started apart (`ray start --head`, then `--address`), the
+pipeline's applications belong to the cluster's Ray Serve, not to this process. If this process dies (killed,
+crashed, the node's supervisor restarting it), serving goes on untouched, only the re-planning stops; run the
+same command with `--resume LOG` (its decision log) and it takes over what serves (no re-deploy; a switch under
+way completes), goes on with the same clock and appends its decisions to LOG. With no pipeline served there,
+`--resume` starts from the log's last configuration, not a fresh plan (and with no log yet, as usual: the same
+command serves for the first start and every restart). `--keep-serving` makes a stop leave the pipeline serving.
+
 SIGTERM (what Kubernetes and systemd send) and SIGINT (Ctrl-C) stop it the same way: the adapter stops, Ray
 Serve drains (its apps are deleted, so the proxy stops routing to them, and each replica finishes the requests it
 holds, up to its graceful_shutdown_timeout_s), Ray shuts down with every process it started, one line is printed
@@ -64,11 +72,33 @@ def serve_cmd(
         help="cores every pipeline named shares (default: what Ray has less the ingresses and the switch reserve); "
         "the pipelines are decided jointly within it",
     ),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        metavar="LOG",
+        help="continue an adapter from its decision log LOG (written by --log; appended to): take over the "
+        "pipeline the cluster serves as it is, or start from the log's last configuration; no log yet: start as "
+        "usual",
+    ),
+    keep_serving: bool = typer.Option(
+        False,
+        "--keep-serving",
+        help="on stop (signal, --duration) leave the pipeline serving on the cluster (needs --address); a later "
+        "`--resume` takes it over",
+    ),
 ) -> None:
     """Serve PIPELINE on Ray Serve (V2 endpoint at http://HOST:PORT/v2, metrics at /metrics) and adapt it; several
     pipelines side by side, the i-th (from 0) on PORT + i, adapted jointly within --budget-cores."""
     if len(pipelines) > 1 or budget_cores is not None:
         from pipetune.cli.serve_fleet import serve_fleet
+
+        if resume is not None or keep_serving:
+            from pipetune.errors import PipetuneError
+
+            raise PipetuneError(
+                "--resume and --keep-serving take one pipeline (without --budget-cores); several served side by "
+                "side cannot be resumed yet"
+            )
 
         return serve_fleet(
             pipelines, address=address, num_cpus=num_cpus, host=host, port=port, adapt=adapt, policy=policy,
@@ -94,7 +124,29 @@ def serve_cmd(
         raise PipetuneError(f"--policy {policy!r} is unknown; choose one of {', '.join(POLICIES)}")
     if adapt and predictor != "default" and predictor not in PREDICTORS:
         raise PipetuneError(f"--predictor {predictor!r} is unknown; use one of default, {', '.join(PREDICTORS)}")
+    if resume is not None:
+        for flag, given in (("--plan", plan is not None), ("--export", export is not None)):
+            if given:
+                raise PipetuneError(
+                    f"--resume and {flag}: choose one (--resume continues from the log's last decision)"
+                )
+        if log is not None and Path(log).resolve() != Path(resume).resolve():
+            raise PipetuneError(f"--log {log} and --resume {resume}: a resumed adapter appends to the log it resumes")
+        log = resume
+    if keep_serving and address is None:
+        raise PipetuneError(
+            "--keep-serving needs --address: a local Ray ends with this command, and its serving with it; start one "
+            "apart (`ray start --head --num-cpus N`) and pass --address"
+        )
     from_plan = configs_from_plan_file(plan, pipe) if plan is not None else None
+    from_log = None
+    if resume is not None:
+        from pipetune.serving.session import read_decision_log, resume_configs
+
+        decisions = read_decision_log(resume)
+        from_log = resume_configs(decisions, pipe, resume)
+        if from_log is None:
+            con.print(f"no decision in {resume} yet: starting as usual; decisions go there")
     if export is not None:
         from pipetune.serving.config import ServeOptions, export_config
 
@@ -127,12 +179,31 @@ def serve_cmd(
         try:
             cpus = float(ray.cluster_resources().get("CPU", 0))
             planning = planning_pipeline(pipe, cpus - 1, switch_reserve)
-            configs = from_plan or initial_configs(planning, profiles, rps, policy)
-            stopped["deploying"] = "yes"
-            be = RayServeBackend(pipe, configs, profiles, host=host, port=port)
+            served = False
+            if address is not None:  # a local Ray started above serves nothing yet
+                from pipetune.serving import ray_api
+                from pipetune.serving.config import ingress_app_name
+
+                served = ingress_app_name(pipe.name) in ray_api.deployed_apps()
+            if served and resume is None:
+                raise PipetuneError(
+                    f"the cluster at {address} already serves pipeline {pipe.name!r}: continue its adapter with "
+                    "--resume LOG (the decision log it wrote), or stop it first (`serve shutdown`)"
+                )
+            configs = from_plan or from_log or initial_configs(planning, profiles, rps, policy)
+            if not served:  # what this command deploys, it removes if stopped before serving
+                stopped["deploying"] = "yes"
+            be = RayServeBackend(pipe, configs, profiles, host=host, port=port, attach=served)
+            if be.attached:
+                differ = {s: c for s, c in (from_log or {}).items() if be.in_effect().get(s) != c}
+                con.print(
+                    f"[green]attached[/] to {pipe.name} as the cluster serves it (nothing re-deployed; its clock "
+                    f"is at t={be.now():.1f} s)"
+                    + (f"; the log's last configuration differs for {sorted(differ)}" if differ else "")
+                )
             con.print(
-                f"[green]serving[/] http://{host}:{port}/v2/models/{pipe.name}/infer · metrics "
-                f"http://{host}:{port}/metrics · {cpus:g} Ray CPUs, plans use at most "
+                f"[green]serving[/] http://{be.host}:{be.port}/v2/models/{pipe.name}/infer · metrics "
+                f"http://{be.host}:{be.port}/metrics · {cpus:g} Ray CPUs, plans use at most "
                 f"{planning.caps.max_total_cores:g}"
             )
             for s, c in be.in_effect().items():
@@ -150,7 +221,7 @@ def serve_cmd(
 
                 run_adapter(
                     be, planning, profiles, policy=policy, predictor=predictor, interval_s=interval, until_s=until,
-                    log=log, on_step=show,
+                    log=log, append=resume is not None, on_step=show,
                 )  # fmt: skip
             else:
                 be.wait_until(until)
@@ -163,8 +234,13 @@ def serve_cmd(
             stopped["closing"] = "yes"  # a signal from here on is ignored: the shutdown below always completes
             try:
                 if be is not None:
-                    be.close()  # serve.shutdown(): the graceful drain, bounded by the replicas' shutdown timeout
-                elif "deploying" in stopped:  # stopped while deploying: what was deployed goes too (a cluster's
+                    if keep_serving:
+                        con.print(f"the pipeline keeps serving on {address}; `--resume` takes it over")
+                    # serve.shutdown(): the graceful drain, bounded by the replicas' shutdown timeout
+                    be.close(keep_serving=keep_serving)
+                elif (
+                    "deploying" in stopped and not keep_serving
+                ):  # stopped while deploying: what was deployed goes too (a cluster's
                     # Ray outlives this process)
                     from pipetune.serving.ray_api import shutdown_serve
 

@@ -17,6 +17,7 @@ replica states, so starting and stopping replicas count too, plus the ingress's 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -36,12 +37,13 @@ from pipetune.serving.config import (
     ServeOptions,
     ServingError,
     app_name,
+    graph_args,
     ingress_app_name,
     ingress_args,
     input_specs,
     serve_config,
 )
-from pipetune.serving.reconcile import Reconciler, read_status
+from pipetune.serving.reconcile import Deployed, Reconciler, read_deployed, read_status
 
 __all__ = ["INGRESS_CPUS", "RayServeBackend", "ServingError"]
 
@@ -64,6 +66,13 @@ class RayServeBackend(Backend):
     rest of the serving options: `serving.config.ServeOptions`. `deployer`: what sends this pipeline's Serve
     config and, on close, takes it down (`deploy(config)`, `shutdown()`); default `ray_api.ServeDeployer`, which
     owns all of Ray Serve. Several pipelines on one Ray Serve share one (`serving/fleet.py`).
+
+    `attach`: when the cluster already serves this pipeline (a backend before this one deployed it and stopped
+    without shutting it down, e.g. an adapter that was killed), take it over as it is instead of deploying
+    `initial`: its generations, routes, clock (`epoch`) and ingress (its args, so its HTTP front and inline
+    stages) are read back from Ray (`reconcile.read_deployed`), nothing is deployed until something changes, and
+    a switch that was under way completes. `attached` says which happened. The pipeline's DAG must be the one
+    deployed (ServingError otherwise).
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class RayServeBackend(Backend):
         caller_batching: bool = True,
         runtime: RuntimeProfile | None = None,
         deployer: Any = None,
+        attach: bool = False,
     ):
         import ray
 
@@ -139,6 +149,10 @@ class RayServeBackend(Backend):
                 raise ServingError(
                     f"--address {address}: cannot connect to Ray ({e}); start the cluster or fix it"
                 ) from None
+        deployed = read_deployed(self.name, pipeline.stage_names, ray_api.deployed_apps()) if attach else None
+        self.attached = deployed is not None
+        if deployed is not None:
+            self.inline = self._adopt(deployed)
         self.cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
         self.budget_cores = self.cluster_cpus - self.ingress_cpus
         if self.budget_cores < 1:
@@ -146,19 +160,23 @@ class RayServeBackend(Backend):
                 f"Ray has {self.cluster_cpus:g} CPUs; the ingress needs {self.ingress_cpus:g} and every replica at "
                 "least 1: start Ray with more (--num-cpus declares logical CPUs)"
             )
-        if self.options.front == "direct":
-            # The ingress serves HTTP on this machine's address, so it runs on this (the driver's) node.
-            node = f"node:{ray.util.get_node_ip_address()}"
-            self.options = dataclasses.replace(self.options, ingress_resources={node: 0.001})
-        self._ingress_args = ingress_args(pipeline, self.options, self._inputs, self.inline)
-        self._rec = Reconciler(self.name, initial, self.inline)
-        held = 0
-        for s, c in initial.items():
-            why = self._check(s, c, holding=held)
-            held += self._rec.holds(s, c)
-            if why:
-                raise ServingError(f"initial configuration for {s!r}: {why}")
-        ray_api.start_serve(self.options)
+        if deployed is not None:
+            self._ingress_args = deployed.ingress_args
+            self._rec = Reconciler.resumed(self.name, deployed, self.inline)
+        else:
+            if self.options.front == "direct":
+                # The ingress serves HTTP on this machine's address, so it runs on this (the driver's) node.
+                node = f"node:{ray.util.get_node_ip_address()}"
+                self.options = dataclasses.replace(self.options, ingress_resources={node: 0.001})
+            self._ingress_args = ingress_args(pipeline, self.options, self._inputs, self.inline)
+            self._rec = Reconciler(self.name, initial, self.inline)
+            held = 0
+            for s, c in initial.items():
+                why = self._check(s, c, holding=held)
+                held += self._rec.holds(s, c)
+                if why:
+                    raise ServingError(f"initial configuration for {s!r}: {why}")
+            ray_api.start_serve(self.options)
         self._deployer = deployer if deployer is not None else ray_api.ServeDeployer()
         self._lock = threading.RLock()  # the reconciler's state; never held across a call to Ray
         self._deploy_lock = threading.Lock()  # one deploy at a time, the newest config last
@@ -168,10 +186,46 @@ class RayServeBackend(Backend):
         self._last_observe = 0.0  # now() of the previous observe(): the next one covers (it, now]
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by apply() and close(): poll now, not after the idle interval
-        self._deploy(list(initial))
-        self._wait_ready(startup_timeout_s)
+        if deployed is not None:
+            self._epoch = deployed.epoch  # the clock goes on: the ingress counts arrivals from it
+            self._converge()  # Ray's report of what runs (a switch that finished meanwhile is routed now)
+        else:
+            self._deploy(list(initial))
+            self._wait_ready(startup_timeout_s)
         self._thread = threading.Thread(target=self._poll_loop, name="pipetune-converge", daemon=True)
         self._thread.start()
+
+    def _adopt(self, deployed: Deployed) -> set[str]:
+        """Take the deployed ingress's settings (its front and resources) so that a later deploy keeps it as it
+        runs; its inline stages. Refuses a pipeline whose DAG differs from the one deployed."""
+        graph = dict(deployed.ingress_args.get("graph", {}))
+        inline = set(graph.get("inline", {}))
+        ours = json.loads(json.dumps(graph_args(self.pipeline, self._inputs, ())))  # as read back: JSON types
+        differ = sorted(k for k in set(ours) | set(graph) if k != "inline" and ours.get(k) != graph.get(k))
+        if differ:
+            raise ServingError(
+                f"the cluster serves a pipeline {self.name!r} deployed from another spec (it differs in "
+                f"{', '.join(differ)}): stop it (`serve shutdown`) before serving this one, or rename this one"
+            )
+        front = deployed.ingress_args.get("front")
+        self.options = dataclasses.replace(
+            self.options,
+            front="direct" if front else "proxy",
+            host=str(front["host"]) if front else self.options.host,
+            port=int(front["port"]) if front else self.options.port,
+            ingress_resources=deployed.ingress_resources,
+        )
+        self.host, self.port = self.options.host, self.options.port
+        return inline
+
+    def redeploy_would_change(self) -> list[str]:
+        """The applications whose deployed config differs from what this backend would deploy next (empty right
+        after attaching: the next deploy changes only what is asked of it)."""
+        with self._lock:
+            ours = ray_api.normalised_apps(self._config())
+        theirs = ray_api.deployed_apps()
+        mine = {a for a in theirs if a == self.ingress_app or a.startswith(f"{self.name}--")}
+        return sorted(a for a in set(ours) | mine if ours.get(a) != theirs.get(a))
 
     # ---- public accessors ----------------------------------------------------------------------------------
     @property
@@ -377,15 +431,19 @@ class RayServeBackend(Backend):
         """Show the adapter's prediction and decision time on the metrics endpoint."""
         self.ingress_handle().record_decision.remote(float(predicted_rps), float(decision_s))
 
-    def close(self) -> None:
+    def close(self, keep_serving: bool = False) -> None:
         """Stop the convergence thread, take the pipeline down (its deployer's shutdown: all of Ray Serve by
-        default), and Ray too if this backend started it (unless PIPETUNE_KEEP_RAY is set)."""
+        default), and Ray too if this backend started it (unless PIPETUNE_KEEP_RAY is set). `keep_serving`: leave
+        the pipeline serving on the cluster as it is (a backend created with `attach` takes it over later); only
+        the thread stops."""
         import ray
 
         self._stop.set()
         self._wake.set()
         if getattr(self, "_thread", None) is not None:
             self._thread.join(timeout=THREAD_JOIN_S)
+        if keep_serving:
+            return
         try:
             self._deployer.shutdown()
         finally:

@@ -1,9 +1,12 @@
 """Every call pipetune makes into Ray Serve's control plane, and the one private API among them.
 
 Public APIs: `serve.start` (with the options of `ServeOptions`), `serve.status`, `serve.shutdown`,
-`serve.get_deployment_handle`, and `ray.serve.schema.ServeDeploySchema` to validate a config.
+`serve.get_deployment_handle`, and `ray.serve.schema.ServeDeploySchema` / `ServeInstanceDetails` to validate a
+config and read one back.
 
-The private one: deploying a whole multi-application config in place (what `serve deploy` does through the
+The private ones, both on the controller client: reading back the configs the cluster runs (`deployed_apps`,
+what the dashboard's `GET /api/serve/applications/` answers, without a dashboard), so that a restarted adapter
+takes over what serves rather than deploying over it; and deploying a whole multi-application config in place (what `serve deploy` does through the
 dashboard's REST API) from the driver, without a dashboard, is only offered by the controller client
 (`serve.context._get_global_client().deploy_apps`). `serve.run` is no substitute: it takes one built
 application, and redeploying with it restarts the replicas of every deployment whose code or args it sees
@@ -69,6 +72,31 @@ class ServeDeployer:
     def shutdown(self) -> None:
         """Shut Ray Serve down: every application drains and goes."""
         shutdown_serve()
+
+
+def deployed_apps() -> dict[str, dict[str, Any] | None]:
+    """Every Serve application on the connected cluster -> the config it was deployed with (as `serve deploy`
+    takes it; None when Ray holds none, e.g. while it is deleted); {} when Serve is not running there."""
+    from ray.serve import context
+    from ray.serve.schema import ServeInstanceDetails
+
+    check_ray_version()
+    client = context._get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return {}
+    details = ServeInstanceDetails.model_validate(client.get_serve_details())
+    return {
+        name: (app.deployed_app_config.model_dump(mode="json", exclude_unset=True) if app.deployed_app_config else None)
+        for name, app in details.applications.items()
+    }
+
+
+def normalised_apps(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A Serve config's applications as `deployed_apps` reads them back (validated, set fields only)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    return {app.name: app.model_dump(mode="json", exclude_unset=True) for app in schema.applications}
 
 
 def serve_status() -> Any:

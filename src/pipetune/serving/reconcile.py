@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from pipetune.configs import ApplyState, SplitConfig, StageConfig, StageStatus, parts_of
-from pipetune.serving.config import STAGE_DEPLOYMENT, app_name
+from pipetune.serving.config import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT, ServingError, app_name, ingress_app_name
 
 MESSAGE_TAIL_CHARS = 500  # of Ray's deploy-failure message kept in a FAILED status (its last lines say why)
 
@@ -112,6 +112,83 @@ def read_status(status: Any, deployment: str = STAGE_DEPLOYMENT) -> dict[str, Ap
     return out
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """A pipeline as the cluster serves it, read back from the configs Ray Serve holds (`read_deployed`): what an
+    adapter that restarts takes over, so that it changes nothing it did not decide to."""
+
+    ingress_args: dict  # the ingress application's args (its DAG, inline models, HTTP front): fixed for its life
+    ingress_resources: dict | None  # the ingress's extra Ray resources (a direct front: its node)
+    epoch: float  # the serving clock's origin (the ingress's arrival counts are per second from it)
+    serving: dict[str, StageConfig]  # per routed stage: the generation its traffic goes to
+    generations: dict[str, list[StageConfig]]  # per stage: every generation deployed (serving and incoming)
+
+
+def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str, Any]) -> Deployed | None:
+    """The pipeline `pipeline_name` as deployed, from each application's deployed config (`apps`: application
+    name -> its config as `serve deploy` takes it, None when Ray holds none); None when its ingress is not
+    deployed. A stage with neither a route nor a generation, or routed to a generation that is not deployed,
+    is a pipeline only partly there: ServingError, saying so."""
+    ingress = apps.get(ingress_app_name(pipeline_name))
+    if ingress is None:
+        return None
+    dep = next((d for d in ingress.get("deployments", []) if d.get("name") == INGRESS_DEPLOYMENT), None)
+    if dep is None or "user_config" not in dep or "args" not in ingress:
+        raise ServingError(
+            f"the cluster's application {ingress_app_name(pipeline_name)!r} is not a pipetune ingress (no args or "
+            "user_config): stop it (`serve shutdown`) or serve this pipeline on another cluster"
+        )
+    uc = dep["user_config"]
+    inline = set(ingress["args"].get("graph", {}).get("inline", {}))
+    split = sorted(s for s, c in uc.get("configs", {}).items() if "parts" in c)
+    if split:
+        raise ServingError(
+            f"the cluster serves pipeline {pipeline_name!r} with stages split over two variants ({', '.join(split)}): "
+            "taking over a split stage is not supported yet; stop it (`serve shutdown`) and serve it again"
+        )
+    serving = {s: StageConfig(**c) for s, c in uc.get("configs", {}).items()}
+    gens: dict[str, list[StageConfig]] = {s: [] for s in stages}
+    for s in inline & set(stages):
+        if s in serving:
+            gens[s].append(serving[s])
+    prefix = f"{pipeline_name}--"
+    for name, cfg in apps.items():
+        if not name.startswith(prefix) or cfg is None or name == ingress_app_name(pipeline_name):
+            continue
+        args = cfg.get("args") or {}
+        stage_dep = next((d for d in cfg.get("deployments", []) if d.get("name") == STAGE_DEPLOYMENT), None)
+        if args.get("stage") not in gens or stage_dep is None:
+            continue
+        gens[args["stage"]].append(
+            StageConfig(
+                str(args["variant"]),
+                int(stage_dep.get("user_config", {}).get("batch", 1)),
+                int(args["cores"]),
+                int(stage_dep.get("num_replicas", 1)),
+            )
+        )
+    for s in stages:
+        keys = [_key(g) for g in gens[s]]
+        if s in serving and _key(serving[s]) not in keys:
+            raise ServingError(
+                f"the cluster routes stage {s!r} to {serving[s].variant} on {serving[s].cores} cores, which is not "
+                "deployed: the pipeline is only partly there; stop it (`serve shutdown`) and serve it again"
+            )
+        if not keys:
+            raise ServingError(
+                f"the cluster serves pipeline {pipeline_name!r} without stage {s!r}: it was deployed from another "
+                "spec, or only partly; stop it (`serve shutdown`) and serve it again"
+            )
+    resources = (dep.get("ray_actor_options") or {}).get("resources")
+    return Deployed(
+        ingress_args=dict(ingress["args"]),
+        ingress_resources=dict(resources) if resources else None,
+        epoch=float(uc.get("epoch") or 0.0),
+        serving=serving,
+        generations=gens,
+    )
+
+
 def _key(c: StageConfig) -> tuple[str, int]:
     return (c.variant, c.cores)
 
@@ -145,6 +222,25 @@ class Reconciler:
         # per incoming generation (stage, key): replicas running before the stage's traffic moves to it, what the
         # switch asked for (growing it while it starts does not hold the switch back)
         self._need: dict[tuple[str, tuple[str, int]], int] = {}
+
+    @classmethod
+    def resumed(cls, pipeline_name: str, deployed: Deployed, inline: Collection[str] = ()) -> Reconciler:
+        """The reconciler of a pipeline the cluster already serves (`read_deployed`): its generations and routes
+        as they are; a stage with a generation beside its serving one (a switch under way when the previous
+        adapter stopped) has that generation as its target, so the switch completes (or fails) as it would have."""
+        target: dict[str, StageConfig] = {}
+        for s, gens in deployed.generations.items():
+            cur = deployed.serving.get(s)
+            incoming = [g for g in gens if cur is None or _key(g) != _key(cur)]
+            target[s] = incoming[-1] if incoming else cur if cur is not None else gens[-1]
+        rec = cls(pipeline_name, target, inline)
+        for s, gens in deployed.generations.items():
+            rec._gens[s] = {_key(g): g for g in gens}
+            cur = deployed.serving.get(s)
+            rec._serving[s] = {_key(cur): 1.0} if cur is not None else {}
+            for g in gens:
+                rec._app_cores[rec.app(s, g)] = g.cores
+        return rec
 
     def app(self, stage: str, c: StageConfig) -> str:
         return app_name(self.name, stage, c.variant, c.cores)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipetune.configs import StageConfig
+from pipetune.configs import ApplyState, StageConfig
 from pipetune.errors import PipetuneError
 from pipetune.serving.backend import RayServeBackend, ServingError
 
@@ -48,19 +48,78 @@ def configs_from_plan_file(path: Path, pipeline: Any) -> dict[str, StageConfig]:
     stages = data.get("stages") if isinstance(data, dict) else None
     if not isinstance(stages, dict):
         raise PipetuneError(f"--plan {path}: no `stages` mapping; write one with `pipetune plan --json`")
-    out = {}
-    for s in pipeline.stage_names:
-        c = stages.get(s)
-        if not isinstance(c, dict):  # absent, or not a mapping
+    return {s: _stage_config(stages.get(s), pipeline, s, f"--plan {path}: stages.{s}") for s in pipeline.stage_names}
+
+
+def _stage_config(c: Any, pipeline: Any, stage: str, where: str) -> StageConfig:
+    """One stage's configuration read back from JSON (a plan's or a decision's), checked against the pipeline."""
+    if not isinstance(c, dict):  # absent, or not a mapping
+        raise PipetuneError(f"{where} needs variant, batch, cores and replicas (as `pipetune plan --json` writes)")
+    known = [v.name for v in pipeline.stage(stage).variants]
+    variant = c.get("variant")
+    if variant not in known:
+        raise PipetuneError(f"{where}.variant is {variant!r}; it must be one of {known}")
+    knobs = {k: _whole_number(c.get(k), f"{where}.{k}") for k in ("batch", "cores", "replicas")}
+    return StageConfig(str(variant), **knobs)
+
+
+MAX_LOG_BYTES = 1 << 30  # a decision log read back for --resume (a year of 10 s decisions is ~3 GB: refuse, say so)
+
+
+def read_decision_log(path: Path) -> list[dict]:
+    """The decisions of an adapter's log (`--log`: one JSON object per line); [] when the file does not exist
+    yet. A last line cut short (the adapter was killed while writing it) is skipped; any other line that is not
+    a JSON object is an error naming it."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    try:
+        if p.is_dir():
+            raise PipetuneError(f"--resume {path} is a folder; give the decision log written by --log")
+        if p.stat().st_size > MAX_LOG_BYTES:
             raise PipetuneError(
-                f"--plan {path}: stages.{s} needs variant, batch, cores and replicas (from `pipetune plan --json`)"
+                f"--resume {path} is over {MAX_LOG_BYTES >> 30} GiB; keep its last lines (tail -n 100) and resume "
+                "from those"
             )
-        known = [v.name for v in pipeline.stage(s).variants]
-        variant = c.get("variant")
-        if variant not in known:
-            raise PipetuneError(f"--plan {path}: stages.{s}.variant is {variant!r}; it must be one of {known}")
-        knobs = {k: _whole_number(c.get(k), f"--plan {path}: stages.{s}.{k}") for k in ("batch", "cores", "replicas")}
-        out[s] = StageConfig(str(variant), **knobs)
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PipetuneError(f"--resume {path}: cannot read a decision log ({e}); give the file --log wrote") from None
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):  # no newline after it: cut short by a kill
+                break
+            d = None
+        if not isinstance(d, dict) or not isinstance(d.get("configs"), dict):
+            raise PipetuneError(
+                f"--resume {path}: line {i} is not a decision (a JSON object with `configs`); give the file --log wrote"
+            )
+        out.append(d)
+    return out
+
+
+def resume_configs(decisions: list[dict], pipeline: Any, path: Path) -> dict[str, StageConfig] | None:
+    """What the adapter last asked for, per stage: the latest decision's configuration of the stage that the
+    backend did not refuse (a request answered FAILED is skipped, back to the one before); None without any
+    decision. Checked against the pipeline (a log of another pipeline is refused)."""
+    if not decisions:
+        return None
+    out: dict[str, StageConfig] = {}
+    for s in pipeline.stage_names:
+        for n in range(len(decisions) - 1, -1, -1):
+            d = decisions[n]
+            state = (d.get("apply_status") or {}).get(s, {})
+            if isinstance(state, dict) and state.get("state") == ApplyState.FAILED.value:
+                continue
+            out[s] = _stage_config(d["configs"].get(s), pipeline, s, f"--resume {path}: decision {n + 1} configs.{s}")
+            break
+        else:
+            raise PipetuneError(f"--resume {path}: every decision's request for stage {s!r} failed; nothing to resume")
     return out
 
 
@@ -84,6 +143,24 @@ def initial_configs(
     return dict(plan.configs)
 
 
+def _open_to_append(log: Path) -> Any:
+    """The decision log opened to add lines; a last line cut short by a kill is cut off first (`read_decision_log`
+    skipped it), so that the next decision starts a line of its own."""
+    try:
+        with open(log, "a+b") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            if size:
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+                if not tail.endswith(b"\n"):
+                    cut = tail.rfind(b"\n")
+                    f.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+        return open(log, "a", encoding="utf-8")  # noqa: SIM115 - the caller closes it
+    except OSError as e:
+        raise PipetuneError(f"--resume {log}: cannot append to it ({e}); give a writable file") from None
+
+
 def run_adapter(
     backend: RayServeBackend,
     planning: Any,
@@ -94,14 +171,20 @@ def run_adapter(
     interval_s: float = 10.0,
     until_s: float = math.inf,
     log: Path | None = None,
+    append: bool = False,
     on_step: Callable[[Any], None] | None = None,
 ) -> list:
-    """The adapter loop on the live backend until `until_s` (wall seconds since start) or Ctrl-C."""
+    """The adapter loop on the live backend until `until_s` (wall seconds since start) or Ctrl-C. `append`: add
+    the decisions to `log` (a resumed adapter's) rather than starting it afresh. On a backend that attached to
+    a pipeline already served, the adapter starts from what the backend is converging to (a switch the previous
+    adapter asked for and Ray is still starting is not asked for again)."""
     from pipetune.adapter import Adapter
 
+    stream = _open_to_append(log) if log is not None and append else None
     adapter = Adapter(
-        backend, planning, policy=policy, predictor=predictor, interval_s=interval_s, profiles=profiles, log=log,
-        runtime=backend.runtime,
+        backend, planning, policy=policy, predictor=predictor, interval_s=interval_s, profiles=profiles,
+        log=stream if stream is not None else log, runtime=backend.runtime,
+        target={s: st.target for s, st in backend.stage_status().items()} if backend.attached else None,
     )  # fmt: skip
 
     def step(d: Any) -> None:
@@ -114,4 +197,6 @@ def run_adapter(
         adapter.run(until_s, on_step=step)
     finally:
         adapter.close()
+        if stream is not None:
+            stream.close()
     return adapter.decisions
