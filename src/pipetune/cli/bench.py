@@ -24,6 +24,7 @@ from pipetune.cli.options import (
     number,
     out_file,
 )
+from pipetune.tooling.reliability_bench import SCENARIOS
 
 bench_app = typer.Typer(help="Benchmarks: figures and ratios, never pass/fail.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -310,9 +311,13 @@ def bench_reliability(
     ),
     num_cpus: int = number(8, "--num-cpus", allowed=Range(int, ge=4, le=1024), help="logical CPUs of the local Ray"),
     port: int = number(8766, allowed=PORT, help="HTTP port of the endpoint under test"),
+    scenarios: str | None = typer.Option(
+        None, "--scenarios", help="comma-separated scenarios to run (default: all): " + ", ".join(SCENARIOS)
+    ),
 ) -> None:
-    """The live digits pipeline under sustained load, 2x overload, a killed replica, a variant switch and a flood
-    of malformed requests: per scenario what was sent, completed, refused, failed (by reason) and lost."""
+    """The live digits pipeline under sustained load, 2x overload, a killed replica (one of two, and a stage's only
+    one), a variant switch, Ray Serve's controller restarted, the adapter killed and restarted, and a flood of
+    malformed requests: per scenario what was sent, completed, refused, failed (by reason) and lost."""
     import contextlib
     import os
     import sys
@@ -320,17 +325,18 @@ def bench_reliability(
     from rich.progress import Progress
     from rich.table import Table
 
-    from pipetune.tooling.reliability_bench import run_reliability_benchmark
+    from pipetune.tooling.reliability_bench import parse_scenarios, run_reliability_benchmark
 
+    chosen = parse_scenarios(scenarios) if scenarios is not None else list(SCENARIOS)
     err = Console(stderr=True)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
     durations = {k: v for k, v in (("sustainable", sustain_s), ("overload-2x", overload_s)) if v is not None}
     # Ray prints to stdout; while it runs stdout is stderr, so that --json prints one JSON object and nothing else.
     with contextlib.redirect_stdout(sys.stderr), Progress(console=err) as prog:
-        task = prog.add_task("reliability scenarios", total=5)
+        task = prog.add_task("reliability scenarios", total=len(chosen))
         result = run_reliability_benchmark(
-            rps=rps, short=short, durations=durations, malformed=malformed, port=port, num_cpus=num_cpus,
-            progress=prog.console.print, advance=lambda: prog.advance(task),
+            rps=rps, short=short, durations=durations, malformed=malformed, scenarios=chosen, port=port,
+            num_cpus=num_cpus, progress=prog.console.print, advance=lambda: prog.advance(task),
         )  # fmt: skip
     if as_json:
         print(jsonio.dumps(result))
