@@ -127,6 +127,15 @@ class Caps(_Strict):
     )
 
 
+class Availability(_Strict):
+    spare_replica: bool = Field(
+        default=False,
+        description="keep at least 2 replicas of every stage that runs as replicas, so that one replica dying "
+        "leaves the stage serving (at reduced capacity) while Ray replaces it; when no plan with the spares fits "
+        "the budget, the planner plans without them and says so in the plan's note",
+    )
+
+
 def _check_positive_sorted(name: str, values: list[int]) -> list[int]:
     if not values:
         raise ValueError(f"{name} is empty; give at least one value, e.g. [1]")
@@ -144,6 +153,7 @@ class Pipeline(_Strict):
     sla: SLA
     objective: Objective = Field(default_factory=Objective)
     caps: Caps = Field(default_factory=Caps)
+    availability: Availability = Field(default_factory=Availability)
     profile: str | None = Field(default=None, description="default ProfileTable CSV for all stages")
     stages: list[Stage] = Field(min_length=1)
     edges: list[Edge] = Field(default_factory=list)

@@ -149,6 +149,9 @@ def stage_options(
         formation_loads=None
         if formation_rps is None
         else [stage_loads(pipeline, formation_rps)[s] for s in base.stages],
+        min_replicas=[(restriction.min_replicas or {}).get(s, 1) for s in base.stages]
+        if restriction.min_replicas
+        else None,
     )
 
 
@@ -326,6 +329,19 @@ def held_rate(plan_at, rps: float) -> Plan | None:
     return best
 
 
+SPARE_REPLICAS = 2  # what availability.spare_replica asks of a stage: one replica serving while another is replaced
+
+
+def spare_stages(pipeline, profiles, runtime: RuntimeProfile | None, restriction: Restriction) -> list[str]:
+    """The stages that availability.spare_replica keeps at SPARE_REPLICAS: every stage that runs as replicas,
+    except those whose replicas a policy fixes and those the runtime runs in its ingress (no replica to lose)."""
+    if not pipeline.availability.spare_replica:
+        return []
+    inline = _options.inline_stages(pipeline, profiles, runtime)
+    fixed = restriction.replicas or {}
+    return [s for s in pipeline.stage_names if s not in inline and s not in fixed]
+
+
 def _plan_once(
     pipeline,
     rps: float,
@@ -338,7 +354,43 @@ def _plan_once(
     runtime: RuntimeProfile | None,
     **params,
 ) -> Plan | Infeasible:
-    """`plan_pipeline` at one rate, with the fallback of `_infeasible` when no plan holds it."""
+    """`_plan_at` with availability.spare_replica: a plan with the spares when one fits every limit, else the
+    plan without them (its note says so). Without the setting, `_plan_at` as it is."""
+    args = (pipeline, rps, policy, current, profiles, measured_only, time_limit_s, arrival_dispersion, runtime)
+    if not pipeline.availability.spare_replica:
+        return _plan_at(*args, **params)
+    spare = spare_stages(
+        pipeline, profiles or profiles_for(pipeline), runtime,
+        policy_restriction(pipeline, profiles or profiles_for(pipeline), policy, current=current, **params),
+    )  # fmt: skip
+    with_spare = _plan_at(*args, min_replicas=dict.fromkeys(spare, SPARE_REPLICAS), **params)
+    if not isinstance(with_spare, Infeasible) or not spare:
+        return with_spare
+    plain = _plan_at(*args, **params)
+    if isinstance(plain, Infeasible):
+        return plain
+    note = (
+        f"availability.spare_replica: no plan with {SPARE_REPLICAS} replicas of {', '.join(spare)} holds "
+        f"{rps:.4g} rps within every limit ({with_spare.binding}); planned without the spares"
+    )
+    return replace(plain, note=f"{plain.note}; {note}" if plain.note else note)
+
+
+def _plan_at(
+    pipeline,
+    rps: float,
+    policy: str,
+    current: Mapping[str, StageConfig] | None,
+    profiles: PipelineProfiles | None,
+    measured_only: bool,
+    time_limit_s: float,
+    arrival_dispersion: float,
+    runtime: RuntimeProfile | None,
+    min_replicas: dict[str, int] | None = None,
+    **params,
+) -> Plan | Infeasible:
+    """`plan_pipeline` at one rate, with the fallback of `_infeasible` when no plan holds it. `min_replicas`: the
+    fewest replicas per stage (a spare replica's lower bound)."""
     from pipetune.errors import PipetuneError
 
     if not (rps >= 0 and math.isfinite(rps)):
@@ -355,6 +407,8 @@ def _plan_once(
     restriction = policy_restriction(pipeline, profiles, policy, current=current, **params)
     if measured_only:
         restriction = replace(restriction, measured_only=True)
+    if min_replicas:
+        restriction = replace(restriction, min_replicas=dict(min_replicas))
     if pipeline.caps.mix_variants > 1 and runtime is not None:
         # The host CPU of a split is each part's at its share, and the host figures of a plan (capacity, CPU per
         # request) are per variant of a stage: not modelled for two variants per stage, so refused, not wrong.

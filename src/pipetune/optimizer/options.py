@@ -34,6 +34,7 @@ class Restriction:
     batches: dict[str, tuple[int, ...]] | None = None
     cores: dict[str, tuple[int, ...]] | None = None
     replicas: dict[str, int] | None = None  # fixed replica count per stage
+    min_replicas: dict[str, int] | None = None  # the fewest replicas a stage may run (a spare: 2); fixed ones win
     measured_only: bool = False  # only (variant, batch, cores) cells the profile measured, none from the fit
 
 
@@ -372,6 +373,7 @@ def expand_options(
     arrival_dispersion: float = 1.0,
     host: HostCharge | None = None,
     formation_loads: list[float] | None = None,
+    min_replicas: list[int] | None = None,
 ) -> list[StageOptions]:
     """Every option of every stage at its load (items/s) whose latency can fit in the SLA.
 
@@ -380,6 +382,7 @@ def expand_options(
     counted (the options are exactly what they were before runtime profiles existed).
     `formation_loads`: per stage the load batch formation is taken at, if not `loads` (a range of loads: each
     option's latency is then a lower bound over the range, `latency.stage_latency_arrays`).
+    `min_replicas`: per stage, the fewest replicas an option may have (None: 1, the options as before).
     """
     fixed_replicas = fixed_replicas or [None] * len(base)
     stage_of = np.repeat(np.arange(len(base)), np.diff(base.cut))
@@ -406,6 +409,8 @@ def expand_options(
     need = np.minimum(np.ceil(lam * (1.0 + headroom) / thr - 1e-12), too_many)
     n_min = np.maximum(1, np.nan_to_num(need, nan=too_many)).astype(np.int64)
     n_min = np.where(lam / (n_min * thr) >= 1.0, n_min + 1, n_min)  # strict stability
+    if min_replicas is not None:
+        n_min = np.maximum(n_min, np.asarray(min_replicas, np.int64)[stage_of])
     n_min = np.where(fixed >= 0, np.minimum(fixed, max_replicas + 1), n_min)
     n_min = np.minimum(n_min, max_replicas + 1)
 
