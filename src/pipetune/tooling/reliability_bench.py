@@ -417,6 +417,9 @@ class _Bench:
                 if not ok or first.poll() is not None:
                     return {"error": f"the first adapter made {n1} decisions (exit {first.poll()})"}
                 before = deployed()
+                # a stage with two generations: a switch the first adapter asked for is still under way
+                stages = [c.get("args", {}).get("stage") for a, c in before.items() if c and "--ingress" not in a]
+                facts["switch_under_way_at_kill"] = len(stages) != len(set(stages))
                 facts["killed_at_s"] = clock()
                 first.send_signal(signal.SIGKILL)
                 first.wait()
@@ -432,6 +435,8 @@ class _Bench:
                 attached = _wait(lambda: "attached" in out2.read_text() or second.poll() is not None, ADAPTER_START_S)
                 after_attach = deployed()
                 facts["attached_after_s"] = clock() - killed if attached and second.poll() is None else None
+                # applications whose config the attach changed: none, unless a switch under way had finished
+                # meanwhile (its route moves and the old generation goes, as the first adapter would have done)
                 facts["redeployed_on_attach"] = sorted(
                     a for a in set(before) | set(after_attach) if before.get(a) != after_attach.get(a)
                 )
