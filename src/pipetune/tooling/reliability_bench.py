@@ -203,15 +203,17 @@ def parse_scenarios(text: str) -> list[str]:
     return [n for n in SCENARIOS if n in names]
 
 
-def _app_ready(app: str, replicas: int, gone: str | None = None) -> bool:
-    """Whether Serve reports `replicas` replicas of `app` running (and the actor `gone` no longer among them)."""
+def _replaced(app: str, replicas: int, before: set[str], killed: str, deployment: str = "stage") -> bool:
+    """Whether the replica `killed` of `app` is gone, a replica that was not there `before` has started, and Serve
+    reports `replicas` running (its status alone lags: it still counts the dead one for a moment)."""
     from pipetune.serving import ray_api
     from pipetune.serving.reconcile import read_status
 
-    rep = read_status(ray_api.serve_status()).get(app)
-    if rep is None or rep.running < replicas:
+    names = {a for a, _ in _replica_actors(app)}
+    if killed in names or not names - before:
         return False
-    return gone is None or gone not in {a for a, _ in _replica_actors(app)}
+    rep = read_status(ray_api.serve_status(), deployment).get(app)
+    return rep is not None and rep.running >= replicas
 
 
 def _wait(what: Callable[[], bool], timeout_s: float, poll_s: float = 0.2) -> bool:
@@ -320,8 +322,9 @@ class _Bench:
 
         def kill(clock: Callable[[], float]) -> dict:
             at = clock()
+            before = {a for a, _ in _replica_actors(app)}
             killed = kill_one_replica(app)
-            back = _wait(lambda: _app_ready(app, replicas, gone=killed), APPLY_WAIT_S)
+            back = _wait(lambda: _replaced(app, replicas, before, killed), APPLY_WAIT_S)
             return {
                 "replicas_before": replicas,
                 "killed": killed,
