@@ -134,19 +134,23 @@ def test_fidelity_lines_say_met_or_missed():
     assert "cannot compare" in p99
 
 
-def test_the_load_has_one_burst_from_its_trough_to_its_peak():
-    rate = demo_rate(120, 4.0, 50.0)
+def test_the_load_has_a_trough_a_shoulder_and_one_spike():
+    rate = demo_rate(120, 4.0, 50.0, shoulder=20.0)
     assert rate.size == 120 and rate.min() == pytest.approx(4.0) and rate.max() == pytest.approx(50.0)
     rising = np.flatnonzero(np.diff(rate) > 1e-9)
     falling = np.flatnonzero(np.diff(rate) < -1e-9)
-    assert rising.size and falling.size and rising.max() < falling.min()  # one rise, then one fall
-    assert np.count_nonzero(rate >= 49.9) >= 10  # the peak is held, not touched
-    assert rate[:12].max() == pytest.approx(4.0) and rate[-25:].max() == pytest.approx(4.0)  # troughs both sides
-    assert np.abs(np.diff(rate)).max() < 50.0 / 10  # the rise takes tens of seconds
-    a = demo_load(120, 4.0, 50.0)
+    assert rising.size and falling.size and rising.max() < falling.min()  # up (in two steps), then down once
+    assert np.count_nonzero(np.abs(rate - 20.0) < 1e-9) >= 20  # the shoulder is held
+    assert np.count_nonzero(rate >= 49.9) >= 8  # the peak is held, not touched
+    assert rate[:12].max() == pytest.approx(4.0) and rate[-20:].max() == pytest.approx(4.0)  # troughs both sides
+    assert np.abs(np.diff(rate)).max() < 50.0 / 10  # rises take tens of seconds
+    assert demo_rate(120, 4.0, 50.0)[40] == pytest.approx(27.0)  # the default shoulder: halfway
+    a = demo_load(120, 4.0, 50.0, shoulder=20.0)
     assert a.size == 120 and 0.8 * rate.sum() <= a.sum() <= 1.2 * rate.sum()
     with pytest.raises(ValueError, match="trough"):
         demo_rate(120, 10.0, 5.0)
+    with pytest.raises(ValueError, match="shoulder"):
+        demo_rate(120, 4.0, 50.0, shoulder=60.0)
 
 
 def test_goal_lines_say_met_or_missed():

@@ -64,6 +64,7 @@ DEMO_INTERVAL_S = 5.0
 PEAK_SHARE = 0.85
 PEAK_OVER_MIDDLE = 1.05
 TROUGH_SHARE = 0.4
+SHOULDER_SHARE = 0.3  # of what the middle configuration holds (what pipetune keeps it for, its reserve kept)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def live_run(
     adapt: bool = True,
     autoscale: dict | None = None,
     interval_s: float = 10.0,
-    predictor: str = "default",
+    predictor: Any = "default",
     body: Callable[[int], dict] | None = None,
     runtime: Any = None,
     say: Callable[[str], None] = lambda _m: None,
@@ -327,32 +328,39 @@ def best_static(planning: Any, profiles: Any, peak_rps: float, runtime: Any) -> 
     )
 
 
-# The demo load's shape, as shares of its length: a trough, a rise, the peak held, a fall, a trough again.
-# The rise and the fall take tens of seconds (as the surges of IPA's bursty window do), not a few: an adapter that
-# re-plans every few seconds and a variant that takes seconds to start must be able to follow it.
-LOAD_SHAPE = (("trough", 0.12), ("rise", 0.38), ("peak", 0.1), ("fall", 0.12), ("trough", 0.28))
+# The demo load's shape: (share of its length, level) keypoints, smoothly joined. A trough; a shoulder the middle
+# configuration holds, for a while; one spike only the fastest holds; the trough again: most of the time the load
+# is well below its peak, which a configuration sized for the peak pays for in accuracy all along. Rises take
+# tens of seconds (as the surges of IPA's bursty window do): an adapter that re-plans every few seconds and a
+# variant that takes seconds to start must be able to follow them.
+LOAD_SHAPE = (
+    (0.0, "trough"), (0.1, "trough"), (0.22, "shoulder"), (0.45, "shoulder"), (0.6, "peak"), (0.68, "peak"),
+    (0.82, "trough"), (1.0, "trough"),
+)  # fmt: skip
 
 
-def demo_rate(seconds: int, trough: float, peak: float) -> np.ndarray:
-    """The demo load's expected rate per second (LOAD_SHAPE): `trough` rps, a smooth rise to `peak` rps, held,
-    a smooth fall back to `trough`."""
-    if not 0 <= trough <= peak:
-        raise PipetuneError(f"the demo load needs 0 <= trough <= peak, got trough {trough:g} and peak {peak:g} rps")
-    edges = np.cumsum([0.0] + [share for _, share in LOAD_SHAPE]) * seconds
+def demo_rate(seconds: int, trough: float, peak: float, shoulder: float | None = None) -> np.ndarray:
+    """The demo load's expected rate per second (LOAD_SHAPE): `trough`, `shoulder` (default: halfway) and
+    `peak` rps at their keypoints, joined by smooth steps."""
+    shoulder = (trough + peak) / 2 if shoulder is None else shoulder
+    if not 0 <= trough <= shoulder <= peak:
+        raise PipetuneError(
+            f"the demo load needs 0 <= trough <= shoulder <= peak, got trough {trough:g}, shoulder {shoulder:g} "
+            f"and peak {peak:g} rps"
+        )
+    level = {"trough": trough, "shoulder": shoulder, "peak": peak}
+    at = np.array([share for share, _ in LOAD_SHAPE]) * seconds
+    rate = np.array([level[name] for _, name in LOAD_SHAPE])
     t = np.arange(seconds, dtype=float) + 0.5
-
-    def smooth(x: np.ndarray) -> np.ndarray:
-        x = np.clip(x, 0.0, 1.0)
-        return x * x * (3 - 2 * x)
-
-    up = smooth((t - edges[1]) / (edges[2] - edges[1]))
-    down = 1 - smooth((t - edges[3]) / (edges[4] - edges[3]))
-    return trough + (peak - trough) * np.minimum(up, down)
+    k = np.clip(np.searchsorted(at, t, side="right") - 1, 0, at.size - 2)
+    x = np.clip((t - at[k]) / np.maximum(at[k + 1] - at[k], 1e-9), 0.0, 1.0)
+    smooth = x * x * (3 - 2 * x)
+    return rate[k] + (rate[k + 1] - rate[k]) * smooth
 
 
-def demo_load(seconds: int, trough: float, peak: float, seed: int = 0) -> np.ndarray:
+def demo_load(seconds: int, trough: float, peak: float, seed: int = 0, shoulder: float | None = None) -> np.ndarray:
     """Per-second request counts: Poisson draws around `demo_rate`."""
-    return np.random.default_rng(seed).poisson(demo_rate(seconds, trough, peak)).astype(float)
+    return np.random.default_rng(seed).poisson(demo_rate(seconds, trough, peak, shoulder)).astype(float)
 
 
 # --- the verdict ---------------------------------------------------------------------------------------------
@@ -606,12 +614,14 @@ def run_live_demo(
             peak = min(peak, PEAK_OVER_MIDDLE * middle.rps)
     peak = float(peak)
     trough = float(trough) if trough is not None else trough_share * accurate.rps
-    counts = demo_load(seconds, trough, peak, seed)
+    shoulder = min(max(SHOULDER_SHARE * middle.rps, trough), peak)
+    counts = demo_load(seconds, trough, peak, seed, shoulder)
     offsets = arrival_times(counts, process="poisson", seed=seed)
     say(f"load: on {phys:g} cores the accurate configuration ({', '.join(accurate.variants().values())}) holds "
         f"{accurate.rps:.1f} rps, a middle one ({', '.join(middle.variants().values())}) {middle.rps:.1f}, the "
         f"fastest ({', '.join(fastest.variants().values())}) {fastest.rps:.1f}; the load troughs at {trough:.1f} "
-        f"rps and peaks at {peak:.1f} ({peak / accurate.rps:.1f}x the accurate configuration's capacity); "
+        f"rps, holds a shoulder at {shoulder:.1f} and peaks at {peak:.1f} ({peak / accurate.rps:.1f}x the accurate "
+        "configuration's capacity); "
         f"{len(offsets)} requests in {seconds} s; pipetune plans with {runtime.switch_reserve_cores:g} core kept "
         "free for replicas starting")  # fmt: skip
     static = best_static(planning, profiles, float(counts.max()), steady)
@@ -628,7 +638,8 @@ def run_live_demo(
                 initial = initial_configs(planning, profiles, first, runtime=runtime)
                 say(f"[bold]{k}/{n + 1} pipetune[/] (re-plans every {interval_s:g} s)")
                 runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, initial, port=port,
-                                     interval_s=interval_s, runtime=runtime, say=say))  # fmt: skip
+                                     interval_s=interval_s, runtime=runtime,
+                                     say=say))  # fmt: skip
             elif name == "ray-autoscaling":
                 # Ray Serve's autoscaling on the accurate variants, each stage free to grow to its fair share of
                 # the CPUs the planner may use.
@@ -677,7 +688,7 @@ def run_live_demo(
                 capacities={"accurate": accurate.rps, "fastest": fastest.rps})  # fmt: skip
     notes = [
         f"text pipeline, SLA p{pipe.sla.percentile:g} {pipe.sla.seconds:g} s; one burst in {seconds} s (trough "
-        f"{trough:.1f} rps, peak {peak:.1f} rps = {peak / accurate.rps:.1f}x the {accurate.rps:.1f} rps the accurate "
+        f"{trough:.1f} rps, shoulder {shoulder:.1f} rps, peak {peak:.1f} rps = {peak / accurate.rps:.1f}x the {accurate.rps:.1f} rps the accurate "
         f"configuration holds on this host and {100 * peak / fastest.rps:.0f}% of the {fastest.rps:.1f} rps the "
         f"fastest holds; {len(offsets)} requests, Poisson arrivals); pipetune re-plans every {interval_s:g} s; "
         f"local Ray with {num_cpus} logical CPUs on {phys:g} physical cores.",
@@ -694,7 +705,7 @@ def run_live_demo(
     write_html(out / "live-demo.html", png, summaries, notes, verdict)
     # per second, per live run: cores held and the configuration in effect (what the PNG's panels plot)
     result = {"summaries": summaries, "fidelity": fidelity, "verdict": verdict, "counts": counts.tolist(),
-              "load": {"peak_rps": peak, "trough_rps": trough, "accurate_capacity_rps": accurate.rps,
+              "load": {"peak_rps": peak, "trough_rps": trough, "shoulder_rps": shoulder, "accurate_capacity_rps": accurate.rps,
                        "fastest_capacity_rps": fastest.rps, "accurate": accurate.variants(),
                        "fastest": fastest.variants(), "static": static.variants(), "host_cores": phys,
                        "interval_s": interval_s, "runtime": runtime.to_dict()},
