@@ -6,8 +6,8 @@ A generation is a (variant, cores) application of a stage (`StageConfig`; its ba
 place). The rules:
 * a request for the serving generation's (variant, cores) changes it in place; another (variant, cores) adds
   an incoming generation beside it (replacing an incoming one that has not finished);
-* when the incoming generation runs the replicas the switch asked for (growing it while it starts does not
-  hold the switch back: later replicas join as they start), the stage's traffic moves to it and the old
+* when the incoming generation's application is RUNNING with the replicas asked for, the stage's traffic moves
+  to it and the old
   generation is dropped from the target (deploying that deletes its application, which drains); the old
   generation's replicas still starting are stopped when the switch is asked for (they would take the CPU the
   new generation needs to start);
@@ -288,7 +288,7 @@ class Reconciler:
             k = _key(p)
             if k not in serving:
                 known = (stage, k)
-                self._need[known] = min(self._need.get(known, p.replicas), p.replicas) if k in gens else p.replicas
+                self._need[known] = p.replicas
         if stage not in self.inline and not (serving and set(new) <= set(serving)):
             # A switch: the serving generations it replaces keep the replicas they run; those still starting give
             # way to the new generations (Ray stops replicas that are not running first), whose start needs the CPU.
@@ -334,7 +334,7 @@ class Reconciler:
                     changed, want = True, {}
                 elif not (
                     rep is not None
-                    and rep.status in (AppStatus.RUNNING, AppStatus.DEPLOYING)
+                    and rep.status is AppStatus.RUNNING
                     and rep.running > 0
                     and rep.running >= self._need.get((s, key), g.replicas)
                 ):

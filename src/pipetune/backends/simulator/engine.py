@@ -191,8 +191,8 @@ class _Generation:
     # run in the ingress process (SimSettings.host_inline): every variant is loaded there from the start, so a
     # switch takes no load, and its replicas hold no cores of their own (the ingress's are counted apart)
     inline: bool = False
-    # an incoming generation takes the stage's traffic once this many of its replicas are ready: what the switch
-    # asked for (growing it while it loads does not hold the switch back; the rest join as they are ready)
+    # an incoming generation takes the stage's traffic once this many of its replicas are ready: all it was last
+    # asked for, as live (Ray Serve reports an application RUNNING once every replica runs)
     need: int = 0
 
     def ready(self) -> int:
@@ -583,7 +583,7 @@ class Simulator(Backend):
         elif pen is not None and (pen.variant, pen.cores) == (cfg.variant, cfg.cores):
             self._set_batch(s, pen, cfg.batch)
             self._resize(s, pen, cfg.replicas)
-            pen.need = min(pen.need, cfg.replicas)
+            pen.need = cfg.replicas
             if pen.live() and pen.ready() >= pen.need:
                 self._promote(s, self._now)
         else:
