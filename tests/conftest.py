@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -49,3 +50,15 @@ def ray_cluster():
     else:
         os.environ["RAY_TMPDIR"] = old
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """Each test starts with the SIGINT/SIGTERM handlers the session started with and leaves them so: a test that
+    runs a command in-process (which handles signals while it serves) must not change how Ctrl-C reaches the next
+    test, nor what a child process inherits (an ignored signal stays ignored across exec)."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, h in before.items():
+        if signal.getsignal(sig) is not h and h is not None:
+            signal.signal(sig, h)

@@ -213,12 +213,14 @@ def test_ctrl_c_stops_sending_and_keeps_what_was_recorded(slow_url):
     import threading
 
     plan = np.arange(200) / 20.0  # 10 s planned; interrupted after ~2 s (the server answers each in 0.5 s)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a user's terminal sends it
     timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
         rec = run(plan, RunOptions(f"{slow_url}/v2/models/echo/infer", BODIES, concurrency=100, timeout_s=5))
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     c = rec.counts()
     assert rec.interrupted and sum(c.values()) == 200
     # the first ~1.5 s of requests were answered (how many depends on how loaded the machine is)

@@ -184,7 +184,9 @@ def test_sigint_stops_a_running_experiment_promptly_and_leaves_no_worker(tmp_pat
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "pipetune", "experiment", "run", str(f), "--out", str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # the child gets Ctrl-C's default handling whatever this process has (an ignored signal is inherited)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         # a run's log opens when it starts: with two workers, a fourth log means two runs have completed
