@@ -52,21 +52,28 @@ Everything is vectorised over options (numpy arrays) because the optimizer evalu
   * side_cpu_s per request is 1-core work beside the path (it loads the host, delays nothing);
   * the host serves its jobs by processor sharing: with demand D above host_cores every job runs at
     host_cores / D.
-The planner keeps the plan's mean CPU demand within utilisation_cap x host_cores (optimizer/options.py) and
-stretches every job by `host_slowdown` at that cap: the mean slowdown of M/G/k processor sharing at utilisation u,
-1 + C(k, k u) / (k (1 - u)) with k = floor(host_cores) servers (fewer servers wait more: the safe side). A plan
-below the cap is slowed less than that, so the stretch is conservative in the mean; `host_service` applies it to
-the service quantiles and to a replica's throughput alike.
+The planner keeps the plan's mean CPU demand within utilisation_cap x host_cores (U cores, optimizer/options.py)
+and stretches every job by `host_slowdown`: with total demand c + N above host_cores k (the job's own c cores and N
+one-core jobs of others) every job runs at k / (c + N), so its slowdown is E[max(1, (c + N) / k)]. The others
+are whatever else keeps the host busy, at most U less the job's own replica's demand d (a replica serves one batch
+at a time: it never waits behind itself; its own queue is the queueing term above). N is taken as Poisson with
+mean s (U - d): the busy others are stretched by the same slowdown s (a fixed point, the least one), and for a
+given mean a Poisson count is the most variable count of independent busy processes (a sum of independent
+Bernoullis is below the Poisson of its mean in the convex order, Hoeffding), so the stretch is on the safe side of
+any split of U - d into independent single-core processes. On one core with d = 0 this is M/M/1 processor
+sharing's 1 / (1 - U). A plan below the cap is slowed less than that; `host_service` applies the stretch to the
+service quantiles and to a replica's throughput alike.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import gammaincinv
+from scipy.special import gammaincinv, pdtr
 
 from pipetune.profiles import service_quantile
 
@@ -256,14 +263,62 @@ def stage_latency(
     )
 
 
-def host_slowdown(host_cores: float, utilisation: float) -> float:
-    """Mean slowdown of a job on a processor-sharing host of `host_cores` cores at `utilisation` (module
-    docstring): 1 + C(k, k u) / (k (1 - u)), k = max(1, floor(host_cores)); inf at u >= 1."""
-    if not utilisation < 1.0:
-        return math.inf
-    k = max(1, math.floor(host_cores))
-    c = float(erlang_c(np.array(k), np.array(k * utilisation)))
-    return 1.0 + c / (k * (1.0 - utilisation))
+# The slowdown is tabulated per (host cores, job cores) over the others' demand from 0 to host_cores on this many
+# steps and read by linear interpolation: it is convex in the demand, so the chord is never below the exact value.
+SLOWDOWN_STEPS = 1024
+SLOWDOWN_MAX_ITER = 5000
+
+
+def _poisson_excess(mu: np.ndarray, t: float) -> np.ndarray:
+    """E[(N - t)^+] for N ~ Poisson(mu): mu - t + t P(N <= j) - mu P(N <= j - 1), j = floor(t) (0 terms for t < 0)."""
+    if t <= 0:
+        return mu - t
+    j = math.floor(t)
+    below = pdtr(j - 1, mu) if j >= 1 else np.zeros_like(mu)
+    return mu - t + t * pdtr(j, mu) - mu * below
+
+
+@functools.lru_cache(maxsize=64)
+def _slowdown_table(host_cores: float, job_cores: float) -> np.ndarray:
+    """The least fixed point s = 1 + E[(c + N - k)^+] / k, N ~ Poisson(s m), at m = 0, k / STEPS, ..., k (module
+    docstring); inf where the iteration from s = 1 does not settle (no fixed point: the others fill the host)."""
+    k, t = float(host_cores), float(host_cores) - float(job_cores)
+    m = np.linspace(0.0, k, SLOWDOWN_STEPS + 1)
+    s = np.ones_like(m)
+    settled = np.zeros(m.shape, bool)
+    for _ in range(SLOWDOWN_MAX_ITER):
+        g = 1.0 + _poisson_excess(s * m, t) / k
+        settled = np.abs(g - s) <= 1e-12 * g
+        s = np.minimum(g, 1e9)
+        if settled.all():
+            break
+    s[~settled] = np.inf
+    s.setflags(write=False)
+    return s
+
+
+def host_slowdown(
+    host_cores: float,
+    utilisation: np.ndarray | float,
+    own_cores: np.ndarray | float = 0.0,
+    job_cores: np.ndarray | float = 1.0,
+) -> np.ndarray | float:
+    """Mean slowdown of a job of `job_cores` cores on a processor-sharing host of `host_cores` cores whose demand
+    is at most `utilisation` x host_cores, of which `own_cores` is the job's own replica's (module docstring,
+    "Shared host"); inf where the others fill the host. Arrays broadcast; a float for scalar inputs."""
+    k = float(host_cores)
+    u, own, c = np.broadcast_arrays(*(np.asarray(x, float) for x in (utilisation, own_cores, job_cores)))
+    x = np.clip(u * k - own, 0.0, k) / k * SLOWDOWN_STEPS  # the others' demand in table steps
+    lo = np.minimum(np.floor(x), SLOWDOWN_STEPS - 1).astype(np.int64)
+    w = x - lo
+    out = np.empty(x.shape)
+    for cv in np.unique(c):
+        sel = c == cv
+        table = _slowdown_table(k, float(cv))
+        a, b = table[lo[sel]], table[lo[sel] + 1]
+        with np.errstate(invalid="ignore"):
+            out[sel] = np.where(np.isinf(b), np.where(w[sel] > 0, np.inf, a), a + w[sel] * (b - a))
+    return float(out) if out.ndim == 0 else out
 
 
 def host_service(
@@ -274,7 +329,7 @@ def host_service(
     throughput: np.ndarray,
     batch: np.ndarray,
     hop_s: np.ndarray | float,
-    slowdown: float,
+    slowdown: np.ndarray | float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A batch's service on the shared host: (S + hop) x slowdown for the mean and quantiles, and the replica's
     throughput b / ((b / θ + hop) x slowdown) (module docstring, "Shared host")."""

@@ -250,14 +250,24 @@ def build_base_options(pipeline, profiles, restriction: Restriction | None = Non
 @dataclass(frozen=True)
 class HostCharge:
     """What the runtime adds to the options of a pipeline on a shared host (latency.py, "Shared host"), from a
-    `RuntimeProfile` at one rate: every job stretched by `slowdown`; per base-table row the CPU of one remote call
-    of its batch (`hop_s`, 0 where the stage runs inline); per stage the request's path outside the stages
-    (`path_s`, on source stages: every path starts at one); and the cores of host CPU the stages may use."""
+    `RuntimeProfile` at one rate: every job stretched by the host's slowdown (`slowdown`: of a replica's batch
+    given its own replica's demand; `path_slowdown`: of the request's path outside the stages); per base-table row
+    the CPU of one remote call of its batch (`hop_s`, 0 where the stage runs inline); per stage the request's path
+    outside the stages (`path_s`, on source stages: every path starts at one); and the cores of host CPU the
+    stages may use."""
 
-    slowdown: float
+    host_cores: float
+    utilisation_cap: float
     hop_s: np.ndarray
     path_s: np.ndarray
     budget: float
+
+    def slowdown(self, own_cores: np.ndarray, job_cores: np.ndarray) -> np.ndarray:
+        return np.asarray(host_slowdown(self.host_cores, self.utilisation_cap, own_cores, job_cores))
+
+    @property
+    def path_slowdown(self) -> float:
+        return float(host_slowdown(self.host_cores, self.utilisation_cap))
 
 
 def host_charge(pipeline, profiles, base: BaseTable, runtime: RuntimeProfile, rps: float) -> HostCharge:
@@ -274,7 +284,8 @@ def host_charge(pipeline, profiles, base: BaseTable, runtime: RuntimeProfile, rp
     sources = {s for s in base.stages if not pipeline.parents(s)}
     path = np.array([runtime.request_cpu_s if s in sources else 0.0 for s in base.stages])
     return HostCharge(
-        slowdown=host_slowdown(runtime.host_cores, runtime.utilisation_cap),
+        host_cores=runtime.host_cores,
+        utilisation_cap=runtime.utilisation_cap,
         hop_s=hop,
         path_s=path,
         budget=runtime.cpu_budget_cores - rps * runtime.per_request_cpu_s,
@@ -334,30 +345,59 @@ def host_capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | Non
 def capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None = None) -> float:
     """The rate (requests/s) `configs` hold: the least of each stage's replicas x throughput / its items per
     request and, with a runtime profile, of the host's (`host_capacity_rps`); a stage's throughput on the shared
-    host is the planner's (latency.host_service). What admission should admit (capacity x SLA in flight)."""
+    host is the planner's (latency.host_service at the slowdown its replicas see at that rate). What admission
+    should admit (capacity x SLA in flight)."""
     factors = pipeline.load_factors()
     cap = host_capacity_rps(pipeline, profiles, configs, runtime)
-    slowdown = None if runtime is None else host_slowdown(runtime.host_cores, runtime.utilisation_cap)
+    held = []  # per stage: (items per request, replicas, row, hop)
     for s, c in configs.items():
         if factors.get(s, 0.0) <= 0:
             continue
         row = profiles.row(s, c.variant, c.batch, c.cores)
-        thr = row.throughput_rps
-        if runtime is not None and slowdown is not None:
-            hop = 0.0 if runs_inline_here(pipeline, profiles, runtime, s, c.variant) else runtime.hop_cpu_s(c.batch)
+        if runtime is None:
+            cap = min(cap, c.replicas * row.throughput_rps / factors[s])
+            continue
+        hop = 0.0 if runs_inline_here(pipeline, profiles, runtime, s, c.variant) else runtime.hop_cpu_s(c.batch)
+        held.append((factors[s], c, row, hop))
+    if runtime is None or not held:
+        return cap
+
+    per_request = host_cpu_per_request(pipeline, profiles, configs, runtime)
+
+    def holds(rps: float) -> bool:
+        """Whether every stage's replicas carry `rps` at the slowdown they see there: the others' demand is what
+        the configuration keeps busy at `rps` less the replica's own (below the cap, less than the planner's
+        bound, which assumes the cap's)."""
+        for f, c, row, hop in held:
+            per_item = host_cpu_per_item(mean_s=row.latency_mean_s, batch=c.batch, cores=c.cores, hop_s=hop)
+            own = rps * f / c.replicas * float(per_item)
+            slow = host_slowdown(runtime.host_cores, rps * per_request / runtime.host_cores, own, c.cores)
             thr = float(
                 host_service(
                     mean_s=row.latency_mean_s,
                     p50_s=row.latency_p50_s,
                     p99_s=row.latency_p99_s,
-                    throughput=thr,
+                    throughput=row.throughput_rps,
                     batch=c.batch,
                     hop_s=hop,
-                    slowdown=slowdown,
+                    slowdown=slow,
                 )[3]
             )
-        cap = min(cap, c.replicas * thr / factors[s])
-    return cap
+            if c.replicas * thr < rps * f:
+                return False
+        return True
+
+    # the highest rate below the host's at which every stage holds, by bisection (to 1e-6 of the host's)
+    hi = cap if math.isfinite(cap) else max(c.replicas * row.throughput_rps / f for f, c, row, _ in held)
+    if holds(hi):
+        return hi
+    lo = 0.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if holds(mid) else (lo, mid)
+        if hi - lo <= 1e-6 * hi:
+            break
+    return lo
 
 
 def expand_options(
@@ -389,45 +429,76 @@ def expand_options(
     lam = np.asarray(loads, float)[stage_of]
     lam_f = lam if formation_loads is None else np.asarray(formation_loads, float)[stage_of]
     fixed = np.array([-1 if f is None else int(f) for f in fixed_replicas], np.int64)[stage_of]
-    mean, p50, p99, thr = base.mean, base.p50, base.p99, base.thr
     path = None
+    cpu_item = None
     if host is not None:
-        mean, p50, p99, thr = host_service(
-            mean_s=base.mean,
-            p50_s=base.p50,
-            p99_s=base.p99,
-            throughput=base.thr,
-            batch=base.batch,
-            hop_s=host.hop_s,
-            slowdown=host.slowdown,
+        path = host.path_slowdown * host.path_s[stage_of]  # the request's path outside the stages, on source stages
+        cpu_item = host_cpu_per_item(mean_s=base.mean, batch=base.batch, cores=base.cores, hop_s=host.hop_s)
+
+    def served(sel: np.ndarray, n: np.ndarray):
+        """(mean, p50, p99, throughput) of the rows `sel` with n replicas (n: one column per count), on the host:
+        a replica's batches stretched by the slowdown it sees with its share of the stage's load."""
+        if host is None or cpu_item is None:
+            return base.mean[sel, None], base.p50[sel, None], base.p99[sel, None], base.thr[sel, None]
+        own = lam[sel, None] / n * cpu_item[sel, None]
+        slow = host.slowdown(own, base.cores[sel, None])
+        return host_service(
+            mean_s=base.mean[sel, None],
+            p50_s=base.p50[sel, None],
+            p99_s=base.p99[sel, None],
+            throughput=base.thr[sel, None],
+            batch=base.batch[sel, None],
+            hop_s=host.hop_s[sel, None],
+            slowdown=slow,
         )
-        path = host.slowdown * host.path_s[stage_of]  # the request's path outside the stages, on source stages
+
     # Bounded by the caps whatever the load: a replica count above max_replicas is never an option, so n_min is
     # clipped to max_replicas + 1 ("too many") before it becomes an integer. Every grid below then spans at most
     # max_replicas + MAX_EXTRA_REPLICAS + 1 replicas (Erlang C's recursion runs that far, not to n_min).
     too_many = float(max_replicas + 1)
-    need = np.minimum(np.ceil(lam * (1.0 + headroom) / thr - 1e-12), too_many)
-    n_min = np.maximum(1, np.nan_to_num(need, nan=too_many)).astype(np.int64)
-    n_min = np.where(lam / (n_min * thr) >= 1.0, n_min + 1, n_min)  # strict stability
+    every = np.arange(len(lam))
+
+    def needed(n: np.ndarray) -> np.ndarray:
+        """The fewest replicas that carry each row's load at the throughput each has with n replicas."""
+        thr_n = served(every, n[:, None])[3][:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.minimum(np.ceil(lam * (1.0 + headroom) / thr_n - 1e-12), too_many)
+        n_new = np.maximum(1, np.nan_to_num(need, nan=too_many)).astype(np.int64)
+        n_new = np.where(lam / (n_new * thr_n) >= 1.0, n_new + 1, n_new)  # strict stability
+        return np.minimum(n_new, max_replicas + 1)
+
+    # A replica's throughput on the host falls as replicas are added (less of the load on each is more of the
+    # host's demand left to others), so the fewest replicas that carry the load is the least fixed point of
+    # `needed`, reached from below: from the count at full speed, each step only adds replicas.
+    n_min = needed(np.ones(len(lam), np.int64))
+    if host is not None:
+        for _ in range(max_replicas + 1):
+            n_next = np.maximum(n_min, needed(n_min))
+            if np.array_equal(n_next, n_min):
+                break
+            n_min = n_next
+    thr = served(every, n_min[:, None])[3][:, 0]
     if min_replicas is not None:
         n_min = np.maximum(n_min, np.asarray(min_replicas, np.int64)[stage_of])
     n_min = np.where(fixed >= 0, np.minimum(fixed, max_replicas + 1), n_min)
     n_min = np.minimum(n_min, max_replicas + 1)
 
     def capacity(sel: np.ndarray, k: int):
-        """Replica counts n_min .. n_min + k - 1 of the rows `sel`, and which of them carry the load within caps."""
+        """Replica counts n_min .. n_min + k - 1 of the rows `sel`, their (mean, p50, p99, throughput) on the host,
+        and which of them carry the load within caps."""
         n = n_min[sel, None] + np.arange(k)[None, :]
-        valid = (n <= max_replicas) & (n * thr[sel, None] >= lam[sel, None] * (1.0 + headroom) - 1e-9)
+        at = served(sel, n)
+        valid = (n <= max_replicas) & (n * at[3] >= lam[sel, None] * (1.0 + headroom) - 1e-9)
         valid &= (fixed[sel, None] < 0) | (np.arange(k)[None, :] == 0)  # fixed replicas: only n = fixed
-        return n, valid
+        return n, at, valid
 
     def grid(sel: np.ndarray, k: int):
-        n, valid = capacity(sel, k)
+        n, (mean_n, p50_n, p99_n, thr_n), valid = capacity(sel, k)
         lat = stage_latency_arrays(
-            mean_s=mean[sel, None],
-            p50_s=p50[sel, None],
-            p99_s=p99[sel, None],
-            throughput=thr[sel, None],
+            mean_s=mean_n,
+            p50_s=p50_n,
+            p99_s=p99_n,
+            throughput=thr_n,
             batch=base.batch[sel, None],
             replicas=n,
             rate=lam[sel, None],
@@ -444,10 +515,12 @@ def expand_options(
             slo, mean_lat = slo + path[sel, None], mean_lat + path[sel, None]
         keep = valid & ~zero_before & (slo <= sla_s * (1 + 1e-12))
         done = zero.any(axis=1) | (n[:, -1] >= max_replicas) | ~valid[:, 0] | (fixed[sel] >= 0)
-        return n, slo, mean_lat, keep, done
+        return n, slo, mean_lat, n * thr_n, keep, done
 
     # Rows whose batch formation and service alone exceed the SLA fit at no replica count: they get no replica
     # grid (its queueing term is most of the work; about half the rows of the benchmark's instances).
+    # (at n_min: more replicas only slow each one down more)
+    _, p50, p99, _ = (x[:, 0] for x in served(every, n_min[:, None]))
     floor = latency_floor(p50_s=p50, p99_s=p99, batch=base.batch, rate=lam_f, pct=pct, max_wait=max_wait)
     if path is not None:
         floor = floor + path
@@ -455,7 +528,7 @@ def expand_options(
     live = np.flatnonzero((floor <= sla_s * (1 + 1e-12)) & (n_min <= max_replicas))
     # A short first pass; only the rows whose queue has not vanished yet get the long one.
     k0, k1 = 8, MAX_EXTRA_REPLICAS + 1
-    n, lat_slo, lat_mean, keep, done = grid(live, k0)
+    n, lat_slo, lat_mean, carried, keep, done = grid(live, k0)
     more = np.flatnonzero(~done)
     if more.size:
 
@@ -465,14 +538,14 @@ def expand_options(
             return out
 
         n, keep = widen(n, 0), widen(keep, False)
-        lat_slo, lat_mean = widen(lat_slo, np.inf), widen(lat_mean, np.inf)
-        n[more], lat_slo[more], lat_mean[more], keep[more], _ = grid(live[more], k1)
+        lat_slo, lat_mean, carried = widen(lat_slo, np.inf), widen(lat_mean, np.inf), widen(carried, 0.0)
+        n[more], lat_slo[more], lat_mean[more], carried[more], keep[more], _ = grid(live[more], k1)
     local, cols = np.nonzero(keep)
     rows = live[local]
     reps = n[local, cols]
     got = {f: getattr(base, f)[rows] for f in ("var_idx", "acc", "acc_coef", "batch", "cores", "fitted")}
     cost = (got["cores"] * reps).astype(float)
-    slo, opt_mean, capacity_rps = lat_slo[local, cols], lat_mean[local, cols], reps * thr[rows]
+    slo, opt_mean, capacity_rps = lat_slo[local, cols], lat_mean[local, cols], carried[local, cols]
     host_cpu = None
     if host is not None:  # cores of host CPU kept busy at this load: load x CPU per item
         host_cpu = lam[rows] * host_cpu_per_item(
@@ -498,7 +571,7 @@ def expand_options(
         if len(so) == 0:
             mine = np.flatnonzero(stage_of == si)
             so.why_empty = _why_empty(
-                thr[mine], float(loads[si]), headroom, max_replicas, fixed_replicas[si], capacity(mine, k0)[1]
+                thr[mine], float(loads[si]), headroom, max_replicas, fixed_replicas[si], capacity(mine, k0)[2]
             )
         out.append(so)
     return out
