@@ -95,14 +95,16 @@ def _brute_force_one_stage(pipeline, profiles, rps) -> float:
             k = int(good[-1] if up else good[0])
             x = float(f[k])
             nxt = k + 1 if up else k - 1
+            cost = ra.cores * na + rb.cores * nb
             if 0 <= nxt < f.size:  # the boundary between the best grid point and its infeasible neighbour
                 lo, hi = x, float(f[nxt])
-                for _ in range(60):
+                if obj.value(hi * coef[va] + (1 - hi) * coef[vb], cost, ra.batch + rb.batch) <= best:
+                    continue  # not even the neighbour's share would beat the best so far
+                for _ in range(45):
                     mid = (lo + hi) / 2
                     lo, hi = (mid, hi) if ok([mid])[0] else (lo, mid)
                 x = lo
             acc = x * coef[va] + (1 - x) * coef[vb]
-            cost = ra.cores * na + rb.cores * nb
             best = max(best, float(obj.value(acc, cost, ra.batch + rb.batch)))
     return best
 
@@ -138,7 +140,7 @@ def _check_plan_claims(pipeline, profiles, plan) -> None:
 
 def test_one_stage_decisions_match_a_dense_brute_force_over_shares():
     checked = split = 0
-    for pipeline, profiles, rps in _instances(seed=3, count=24, stages=(1, 2)):
+    for pipeline, profiles, rps in _instances(seed=3, count=16, stages=(1, 2)):
         d = plan_continuous_shares(pipeline, rps, profiles)
         expected = _brute_force_one_stage(pipeline, profiles, rps)
         if expected == -math.inf:
@@ -153,7 +155,7 @@ def test_one_stage_decisions_match_a_dense_brute_force_over_shares():
         _check_plan_claims(pipeline, profiles, d.plan)
         split += bool(d.plan.mix) and d.lower > (d.grid_objective or -math.inf) + 1e-9
         checked += 1
-    assert checked >= 12
+    assert checked >= 8
     assert split >= 3  # continuous shares beat the grid somewhere: the comparison saw what it is for
 
 
@@ -161,7 +163,7 @@ def test_small_pipelines_beat_or_match_every_share_grid(monkeypatch):
     """On 2-3 stage pipelines (chains and DAGs): the decision is at least every grid's optimum (1/20, 1/60,
     1/240, each planned exactly), the certificate is above each, and the plan's claims hold from the profiles."""
     checked = gains = 0
-    for pipeline, profiles, rps in _instances(seed=9, count=14, stages=(2, 4)):
+    for pipeline, profiles, rps in _instances(seed=9, count=10, stages=(2, 4)):
         d = plan_continuous_shares(pipeline, rps, profiles)
         grids = []
         for steps in (20, 60, 240):
@@ -183,7 +185,7 @@ def test_small_pipelines_beat_or_match_every_share_grid(monkeypatch):
         _check_plan_claims(pipeline, profiles, d.plan)
         gains += d.lower > grids[-1].objective + 1e-9
         checked += 1
-    assert checked >= 8
+    assert checked >= 6
     assert gains >= 1  # the exact shares beat even the 1/240 grid somewhere
 
 
