@@ -87,6 +87,12 @@ def plan_cmd(
         help="the serving runtime's CPU on this host (runtime.json, docs/profiles.md); default: runtime.json "
         "beside the pipeline's profile when there is one",
     ),
+    exact_shares: bool = typer.Option(
+        False,
+        "--exact-shares",
+        help="caps.mix_variants 2: decide each split's shares as continuous numbers, proven optimal to a relative "
+        "1e-6 (or say the gap proven when the work cap stops first), instead of on the 1/20 grid",
+    ),
 ) -> None:
     """Choose per stage (variant, batch, cores, replicas) for RPS under POLICY; with several pipelines and
     --budget-cores N, decide them jointly within N cores (one MILP), beside each alone on an equal share.
@@ -115,6 +121,9 @@ def plan_cmd(
     p = load_pipeline(pipelines[0])
     rps_one = rates[0]
     runtime = RuntimeProfile.load(runtime_profile) if runtime_profile is not None else load_runtime_for(p)
+    if exact_shares:
+        exact_shares_cmd(p, rps_one, policy, replicas, measured_only, arrival_dispersion, runtime, as_json)
+        return
     if replicas is not None:
         if policy != "rim":
             raise PipetuneError(f"--replicas {replicas}: only --policy rim takes a fixed replica count")
@@ -147,6 +156,54 @@ def plan_cmd(
         render_plan(result, Console())
     if not result.feasible:
         raise typer.Exit(1)  # the answer is negative: no plan meets the SLA at this load
+
+
+def exact_shares_cmd(p, rps: float, policy, replicas, measured_only, arrival_dispersion, runtime, as_json) -> None:
+    """`plan --exact-shares`: the decision with continuous shares and its certificate (optimizer/shares.py)."""
+    from pipetune.optimizer import Infeasible
+    from pipetune.optimizer.shares import plan_continuous_shares
+
+    knobs = {"--policy": policy != "ipa", "--replicas": replicas is not None, "--measured-only": measured_only}
+    used = [k for k, v in knobs.items() if v]
+    if used:
+        raise PipetuneError(f"{', '.join(used)}: --exact-shares decides with the ipa policy on every profile cell")
+    if runtime is not None and p.caps.mix_variants > 1:
+        raise PipetuneError(
+            "--exact-shares: caps.mix_variants: 2 cannot be combined with a runtime profile yet (a split's host CPU "
+            "is not modelled); plan without the runtime profile (move runtime.json aside) or set mix_variants: 1"
+        )
+    d = plan_continuous_shares(p, rps, arrival_dispersion=arrival_dispersion)
+    cert = {k: v for k, v in d.to_dict().items() if k != "plan"}
+    if as_json:
+        print(jsonio.dumps({**d.plan.to_dict(), "continuous_shares": cert}, indent=2))
+    else:
+        con = Console()
+        if isinstance(d.plan, Infeasible) and not d.proven:
+            con.print(
+                f"[bold yellow]no plan found[/] within the work cap ({d.iterations} relaxations): not proven "
+                f"infeasible (the grid of shares has none: {d.plan.reason})"
+            )
+        else:
+            render_plan(d.plan, con)
+        plan = d.plan if not isinstance(d.plan, Infeasible) else None
+        for stage, parts in (plan.mix if plan is not None else {}).items():
+            desc = ", ".join(f"{c.variant} b{c.batch} c{c.cores} x{c.replicas} {f:.6%}" for c, f in parts)
+            con.print(f"split {stage}: {desc}")
+        if d.stopped == "optimal":
+            con.print(
+                f"continuous shares: proven optimal to eps {d.eps:g} (upper bound {d.upper:.6f}, gap {d.gap:.3g}; "
+                f"1/20 grid {d.grid_objective if d.grid_objective is not None else 'infeasible'}; "
+                f"{d.iterations} relaxations, {d.solve_time_s:.2f} s)"
+            )
+        elif d.stopped == "infeasible":
+            con.print("continuous shares: proven infeasible (the relaxation over share ranges has no plan)")
+        else:
+            con.print(
+                f"[yellow]continuous shares: NOT proven optimal to eps {d.eps:g}[/]: the work cap ({d.stopped}) "
+                f"stopped the search at a proven gap of {d.gap:.3g} (upper bound {d.upper:.6f})"
+            )
+    if not d.plan.feasible:
+        raise typer.Exit(1)
 
 
 def joint_cmd(pipes: list, rates: list[float], budget: int, as_json: bool) -> None:

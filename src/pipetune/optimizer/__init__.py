@@ -263,10 +263,9 @@ def continuous_share_bound(
     better end's. Every continuous plan is matched or beaten by one of the relaxation, so its optimum bounds them
     all. Queueing rises with the load for Poisson or burstier arrivals, so `arrival_dispersion` < 1 is refused.
 
-    Why a bound and not the continuous optimum itself: a part's latency is a nonlinear function of its share
-    (Erlang C, batch formation), so with two split stages on one path the best split of the SLA between them is a
-    nonlinear trade-off no finite list of options holds exactly. The grid plan's gap to `upper` is measured per
-    decision; it shrinks as N grows (nested ranges only tighten the relaxation)."""
+    One relaxation over uniform ranges: `shares.plan_continuous_shares` refines the ranges its plans use until
+    the continuous optimum itself is decided to a tolerance. The grid plan's gap to `upper` shrinks as N grows
+    (nested ranges only tighten the relaxation)."""
     from pipetune.errors import PipetuneError
 
     if pipeline.caps.mix_variants < 2:
@@ -283,28 +282,11 @@ def continuous_share_bound(
     plan = plan_pipeline(
         pipeline, rps, profiles=profiles, arrival_dispersion=arrival_dispersion, time_limit_s=time_limit_s
     )
-    restriction = policy_restriction(pipeline, profiles, "ipa")
-    singles = stage_options(pipeline, rps, profiles, restriction, arrival_dispersion=arrival_dispersion)
-    ranges = {
-        j: stage_options(
-            pipeline,
-            rps * j / n,
-            profiles,
-            restriction,
-            arrival_dispersion=arrival_dispersion,
-            formation_rps=rps * (j + 1) / n,
-        )
-        for j in range(n)
-    }
-    budget = pipeline.caps.max_total_cores is not None
-    relaxed = with_mixed_options(singles, ranges, pipeline.objective, budget=budget, relaxed=True)
-    upper = -math.inf
-    if all(len(so) for so in relaxed):
-        pruned = pareto_prune_stages(relaxed, pipeline.objective, budget, max_latency=stage_slack(pipeline, relaxed))
-        if all(len(so) for so in pruned):
-            sol = solve(pipeline, pruned, time_limit_s=time_limit_s)
-            if sol is not None:
-                upper = assemble_plan(pipeline, "ipa", rps, sol.options, sol.choice, 0.0).objective
+    from pipetune.optimizer.shares import ShareRelaxation, uniform_partitions
+
+    rx = ShareRelaxation(pipeline, rps, profiles, arrival_dispersion)
+    sol = rx.solve(uniform_partitions(len(rx.singles), n), time_limit_s=time_limit_s)
+    upper = -math.inf if sol is None else sol.upper
     return ShareBound(plan=plan, upper=upper, steps=n)
 
 

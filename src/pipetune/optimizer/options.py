@@ -94,6 +94,9 @@ class MixParts:
     alt_replicas: np.ndarray
     main_lat_slo: np.ndarray  # each part's own SLA-percentile latency at its share of the load
     alt_lat_slo: np.ndarray
+    # the top of the range of main-part shares the option stands for: `share` itself for a split at one share;
+    # above it for an option of the relaxation over share ranges (optimizer/shares.py), [share, share_top]
+    share_top: np.ndarray
 
     def take(self, idx: np.ndarray) -> MixParts:
         return MixParts(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
@@ -111,6 +114,7 @@ class MixParts:
             alt_replicas=zero,
             main_lat_slo=so.lat_slo.copy(),
             alt_lat_slo=np.zeros(n),
+            share_top=np.ones(n),
         )
 
 
@@ -738,7 +742,6 @@ def with_mixed_options(
     parts_at: dict[int, list[StageOptions]],
     objective,
     budget: bool = False,
-    relaxed: bool = False,
 ) -> list[StageOptions]:
     """Each stage's options, `singles` (one variant), plus every split of its load over two variants that can
     be optimal.
@@ -757,80 +760,91 @@ def with_mixed_options(
     variant that is no slower and, among those, least in penalty (`_split_pairs`) or, with a budget, on the
     penalty/cores frontier (`_split_pairs_budget`). So without a budget a stage has at most (its parts) x
     (variants) splits per share; with one, at most (its parts) x (the other variant's parts), usually far fewer
-    (penalty and cores rise together): bounded work either way.
-
-    `relaxed`: the bound on continuous shares (`optimizer.continuous_share_bound`). `parts_at[j]`, j = 0 .. N-1,
-    are then the options over the share range [j/N, (j+1)/N] (capacity at its bottom, latency a lower bound over
-    it), a part of a over range j pairs with a part of b over range N-1-j, and the accuracy is the better of the
-    range's two ends: every split with any share in (0, 1) is matched or beaten by a listed one."""
-    if relaxed:  # share ranges [j/N, (j+1)/N]: a over range j, b over range N-1-j
-        steps = len(parts_at)
-        ranges = [(j, steps - 1 - j, j / steps, (j + 1) / steps) for j in range(steps)]
-    else:  # parts_at holds shares 1/N .. (N-1)/N: a at j/N, b at (N-j)/N
-        steps = len(parts_at) + 1
-        ranges = [(j, steps - j, j / steps, j / steps) for j in range(1, steps)]
-    fronts = {j: [_undominated_parts(so, objective, budget) for so in parts_at[j]] for j in parts_at}
+    (penalty and cores rise together): bounded work either way."""
+    steps = len(parts_at) + 1
+    fronts = {j: [undominated_parts(so, objective, budget) for so in parts_at[j]] for j in parts_at}
     out = []
     for si, so in enumerate(singles):
-        blocks = [so]
-        mixes = [MixParts.unsplit(so)]
-        for ja, jb, f, f_hi in ranges:
-            a_opts, b_opts = fronts[ja][si], fronts[jb][si]
-            if len(a_opts) == 0 or len(b_opts) == 0:
-                continue
-            ia, ib = _split_pairs_budget(a_opts, b_opts, objective) if budget else _split_pairs(a_opts, b_opts)
-            if ia.size == 0:
-                continue
-            a, b = a_opts.take(ia), b_opts.take(ib)
-            blocks.append(
-                StageOptions(
-                    stage=so.stage,
-                    load=so.load,
-                    variant_names=so.variant_names,
-                    var_idx=a.var_idx,
-                    acc=np.maximum(f * a.acc + (1 - f) * b.acc, f_hi * a.acc + (1 - f_hi) * b.acc),
-                    acc_coef=np.maximum(
-                        f * a.acc_coef + (1 - f) * b.acc_coef, f_hi * a.acc_coef + (1 - f_hi) * b.acc_coef
-                    ),
-                    batch=a.batch + b.batch,
-                    cores=a.cores,
-                    replicas=a.replicas,
-                    cost=a.cost + b.cost,
-                    lat_slo=np.maximum(a.lat_slo, b.lat_slo),
-                    lat_mean=f * a.lat_mean + (1 - f) * b.lat_mean,
-                    capacity=a.capacity + b.capacity,
-                    fitted=a.fitted | b.fitted,
-                )
-            )
-            mixes.append(
-                MixParts(
-                    share=np.full(ia.size, f),
-                    main_batch=a.batch,
-                    alt_var_idx=b.var_idx,
-                    alt_batch=b.batch,
-                    alt_cores=b.cores,
-                    alt_replicas=b.replicas,
-                    main_lat_slo=a.lat_slo,
-                    alt_lat_slo=b.lat_slo,
-                )
-            )
-        arrays: dict[str, Any] = {k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS}
-        out.append(
-            StageOptions(
-                stage=so.stage,
-                load=so.load,
-                variant_names=so.variant_names,
-                why_empty=so.why_empty,
-                mix=MixParts(
-                    **{k: np.concatenate([getattr(m, k) for m in mixes]) for k in MixParts.__dataclass_fields__}
-                ),
-                **arrays,
-            )
-        )
+        splits = [
+            split_options(so, fronts[j][si], fronts[steps - j][si], j / steps, j / steps, objective, budget)
+            for j in range(1, steps)
+        ]
+        out.append(stack_splits(so, splits))
     return out
 
 
-def _undominated_parts(so: StageOptions, objective, budget: bool = False) -> StageOptions:
+def split_options(
+    single: StageOptions,
+    a_parts: StageOptions,
+    b_parts: StageOptions,
+    share: float,
+    share_top: float,
+    objective,
+    budget: bool = False,
+) -> tuple[StageOptions, MixParts] | None:
+    """The splits of one stage (`single`: its one-variant options, for its name and load) that pair a part of
+    `a_parts` (the main part, taking `share` of the load) with a part of a higher-indexed variant in `b_parts`
+    (taking the rest), both undominated per variant (`undominated_parts`); None when no pair is listed (see
+    `with_mixed_options` for which pairs are and why that is exact).
+
+    `share_top` > `share`: the split stands for every main share in [share, share_top] (the relaxation over share
+    ranges, optimizer/shares.py): `a_parts` are then the options over that range of the main part's load and
+    `b_parts` over [1 - share_top, 1 - share] of it (capacity at the range's bottom, latency a lower bound over
+    it), and the accuracy is the better of the range's two ends, so every split with a share in the range is
+    matched or beaten by a listed one."""
+    if len(a_parts) == 0 or len(b_parts) == 0:
+        return None
+    ia, ib = _split_pairs_budget(a_parts, b_parts, objective) if budget else _split_pairs(a_parts, b_parts)
+    if ia.size == 0:
+        return None
+    a, b = a_parts.take(ia), b_parts.take(ib)
+    f, f_hi = share, share_top
+    block = StageOptions(
+        stage=single.stage,
+        load=single.load,
+        variant_names=single.variant_names,
+        var_idx=a.var_idx,
+        acc=np.maximum(f * a.acc + (1 - f) * b.acc, f_hi * a.acc + (1 - f_hi) * b.acc),
+        acc_coef=np.maximum(f * a.acc_coef + (1 - f) * b.acc_coef, f_hi * a.acc_coef + (1 - f_hi) * b.acc_coef),
+        batch=a.batch + b.batch,
+        cores=a.cores,
+        replicas=a.replicas,
+        cost=a.cost + b.cost,
+        lat_slo=np.maximum(a.lat_slo, b.lat_slo),
+        lat_mean=f * a.lat_mean + (1 - f) * b.lat_mean,
+        capacity=a.capacity + b.capacity,
+        fitted=a.fitted | b.fitted,
+    )
+    parts = MixParts(
+        share=np.full(ia.size, f),
+        main_batch=a.batch,
+        alt_var_idx=b.var_idx,
+        alt_batch=b.batch,
+        alt_cores=b.cores,
+        alt_replicas=b.replicas,
+        main_lat_slo=a.lat_slo,
+        alt_lat_slo=b.lat_slo,
+        share_top=np.full(ia.size, f_hi),
+    )
+    return block, parts
+
+
+def stack_splits(single: StageOptions, splits: list[tuple[StageOptions, MixParts] | None]) -> StageOptions:
+    """One stage's option set: its one-variant options `single` followed by the listed splits."""
+    blocks = [single] + [b for b, _ in filter(None, splits)]
+    mixes = [MixParts.unsplit(single)] + [m for _, m in filter(None, splits)]
+    arrays: dict[str, Any] = {k: np.concatenate([getattr(x, k) for x in blocks]) for k in _ARRAYS}
+    return StageOptions(
+        stage=single.stage,
+        load=single.load,
+        variant_names=single.variant_names,
+        why_empty=single.why_empty,
+        mix=MixParts(**{k: np.concatenate([getattr(m, k) for m in mixes]) for k in MixParts.__dataclass_fields__}),
+        **arrays,
+    )
+
+
+def undominated_parts(so: StageOptions, objective, budget: bool = False) -> StageOptions:
     """The parts of each variant that no other part of the same variant beats or ties on latency and penalty
     (beta*cost + gamma*batch), and with a core budget on cores too, sorted by (variant, latency)."""
     if len(so) == 0:
