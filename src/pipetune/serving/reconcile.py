@@ -219,9 +219,6 @@ class Reconciler:
         self._snapshot: dict[str, AppReport] = {}
         self._snapshot_t = -math.inf  # when the snapshot was asked for (the caller's monotonic clock)
         self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
-        # per incoming generation (stage, key): replicas running before the stage's traffic moves to it, what the
-        # switch asked for (growing it while it starts does not hold the switch back)
-        self._need: dict[tuple[str, tuple[str, int]], int] = {}
 
     @classmethod
     def resumed(cls, pipeline_name: str, deployed: Deployed, inline: Collection[str] = ()) -> Reconciler:
@@ -284,11 +281,6 @@ class Reconciler:
         gens, serving, new = self._gens[stage], self._serving[stage], _shares(c)
         for k in [k for k in gens if k not in serving and k not in new]:
             del gens[k]  # an earlier switch that has not finished is replaced by this one
-        for p, _ in parts_of(c):
-            k = _key(p)
-            if k not in serving:
-                known = (stage, k)
-                self._need[known] = p.replicas
         if stage not in self.inline and not (serving and set(new) <= set(serving)):
             # A switch: the serving generations it replaces keep the replicas they run; those still starting give
             # way to the new generations (Ray stops replicas that are not running first), whose start needs the CPU.
@@ -336,13 +328,11 @@ class Reconciler:
                     rep is not None
                     and rep.status is AppStatus.RUNNING
                     and rep.running > 0
-                    and rep.running >= self._need.get((s, key), g.replicas)
+                    and rep.running >= g.replicas
                 ):
                     ready = False
             if want and ready and set(want) != set(self._serving[s]) and set(want) <= set(gens):
                 self._serving[s] = want  # what the switch asked for is ready in every part: move the traffic
-                for key in want:
-                    self._need.pop((s, key), None)
                 for key in [k for k in gens if k not in want]:
                     del gens[key]  # deleting the old applications drains them
                 changed = True
