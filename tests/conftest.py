@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,25 @@ def synthetic(synthetic_path):
     from pipetune.spec import load_pipeline
 
     return load_pipeline(synthetic_path)
+
+
+@pytest.fixture
+def pipetune_cli(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
+    """`pipetune ARGS` as the console entry point runs it, in this process: (exit code, stdout, stderr). A user
+    error ends in SystemExit(2) there, read here as the code."""
+    from pipetune.cli.main import run as cli_run
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["pipetune", *args])
+        try:
+            cli_run()
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
 
 
 @pytest.fixture(scope="session")
