@@ -55,10 +55,13 @@ def test_the_reconciler_routes_a_split_once_every_part_serves_and_back():
     shifted = SplitConfig.of([(C("logreg", 4, 1, 2), 0.5), (knn, 0.5)])
     rec.request("classify", shifted)
     assert rec.serving()["classify"] == shifted
-    # back to one variant that is a part: in place, the other part's application dropped
-    rec.request("classify", C("knn", 2, 1, 2))
-    assert [g.variant for g in rec.generations()["classify"]] == ["knn"]
+    # back to one variant that is a part: in place; the other part's application retires (the ingress may still
+    # send to it), then is dropped
+    rec.request("classify", C("knn", 2, 1, 2), now=5.0)
     assert rec.serving()["classify"] == C("knn", 2, 1, 2)
+    logreg = rec.app("classify", C("logreg", 4, 1, 2))
+    assert rec.retiring() == {logreg: 5.0}
+    assert rec.retire({logreg}) and [g.variant for g in rec.generations()["classify"]] == ["knn"]
 
 
 def test_the_ingress_config_carries_every_part_and_its_share():
