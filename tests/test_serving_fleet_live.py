@@ -104,23 +104,25 @@ def test_two_pipelines_side_by_side_one_joint_decision_applied_to_one_none_lost(
         senders = [threading.Thread(target=send, args=(k,)) for k in urls]
         for t in senders:
             t.start()
-        lead = fleet.backends[0]
-        t_loop = time.monotonic()
-        decisions = run_joint_adapter(fleet, planner, predictor=_Steady(), interval_s=2.0, until_s=lead.now() + 5.0)
-        # one clock for the loop: every 2 s from its start, whatever the gap between the pipelines' starts
-        assert len(decisions) == 2 and time.monotonic() - t_loop < 5.0 + 3.0
-        first = decisions[0]
-        assert first.changed_stages["digits"] and first.changed_stages["digits-b"] == []
-        assert all(d.planned_cores <= 4 and not d.missed for d in decisions)
-        t0 = time.monotonic()
-        while fleet.backend("digits").in_effect() != want["digits"]:
-            st = fleet.backend("digits").stage_status()
-            assert all(s.state is not ApplyState.FAILED for s in st.values()), st
-            assert time.monotonic() - t0 < 90, st
-            time.sleep(0.2)
-        done.set()
-        for t in senders:
-            t.join()
+        try:  # the senders stop whatever happens here (else a failed step leaves them sending forever)
+            lead = fleet.backends[0]
+            t_loop = time.monotonic()
+            decisions = run_joint_adapter(fleet, planner, predictor=_Steady(), interval_s=2.0, until_s=lead.now() + 5.0)
+            # one clock for the loop: every 2 s from its start, whatever the gap between the pipelines' starts
+            assert len(decisions) == 2 and time.monotonic() - t_loop < 5.0 + 3.0
+            first = decisions[0]
+            assert first.changed_stages["digits"] and first.changed_stages["digits-b"] == []
+            assert all(d.planned_cores <= 4 and not d.missed for d in decisions)
+            t0 = time.monotonic()
+            while fleet.backend("digits").in_effect() != want["digits"]:
+                st = fleet.backend("digits").stage_status()
+                assert all(s.state is not ApplyState.FAILED for s in st.values()), st
+                assert time.monotonic() - t0 < 90, st
+                time.sleep(0.2)
+        finally:
+            done.set()
+            for t in senders:
+                t.join()
         assert fleet.backend("digits-b").in_effect() == want["digits-b"]
         assert {n for n in serve.status().applications if n.startswith("digits-b--")} == b_apps  # untouched
         for name, got in out.items():

@@ -172,23 +172,25 @@ def test_zero_lost_while_batch_replicas_and_variant_change(backend):
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(3)
-    be.apply({"classify": StageConfig("logreg", 4, 1, 2)})
-    t_batch = _wait_applied(be, "classify")
-    time.sleep(2)
-    be.apply({"classify": StageConfig("logreg", 4, 1, 3)})
-    t_replica = _wait_applied(be, "classify")
-    time.sleep(2)
-    answer = be.apply({"classify": StageConfig("knn", 4, 1, 2)})
-    assert answer["classify"].state is ApplyState.PENDING  # the new variant loads first
-    # a new replica's start (a Ray worker importing its libraries, loading, warming up) on a 2-core machine that a
-    # whole test suite shares took 30-60 s of wall time
-    t_switch = _wait_applied(be, "classify", timeout=120.0)
-    time.sleep(2)
-    be.apply({"features": StageConfig("pca-16", 2, 2, 1)})
-    t_cores = _wait_applied(be, "features")
-    changes_done.set()
-    sender.join()
+    try:  # the sender stops whatever happens here (a failed step would leave it sending: pytest could not exit)
+        time.sleep(3)
+        be.apply({"classify": StageConfig("logreg", 4, 1, 2)})
+        t_batch = _wait_applied(be, "classify")
+        time.sleep(2)
+        be.apply({"classify": StageConfig("logreg", 4, 1, 3)})
+        t_replica = _wait_applied(be, "classify")
+        time.sleep(2)
+        answer = be.apply({"classify": StageConfig("knn", 4, 1, 2)})
+        assert answer["classify"].state is ApplyState.PENDING  # the new variant loads first
+        # a new replica's start (a Ray worker importing its libraries, loading, warming up) on a 2-core machine that a
+        # whole test suite shares took 30-60 s of wall time
+        t_switch = _wait_applied(be, "classify", timeout=120.0)
+        time.sleep(2)
+        be.apply({"features": StageConfig("pca-16", 2, 2, 1)})
+        t_cores = _wait_applied(be, "features")
+    finally:
+        changes_done.set()
+        sender.join()
     print(f"apply s: batch {t_batch:.2f}, replica {t_replica:.2f}, switch {t_switch:.2f}, cores {t_cores:.2f}")
     assert len(out) >= 25 * 4 * 3 and len(out) % (25 * 4) == 0  # every request planned has an outcome
     _every_request_answered(out)
