@@ -65,22 +65,7 @@ def _body(be, n: int = 1) -> dict:
     return encode_request(xs, be.inputs[0])
 
 
-def _every_request_answered(out: list, min_served: float = 0.5) -> int:
-    """Every request sent has its answer: served (200) or refused at admission (503: the pipeline is behind, as
-    on a 2-core machine that a whole test suite shares: the refusal keeps the admitted requests within the SLA).
-    None lost (no answer), none failed, none dropped at its deadline (504; during a switch that is a defect).
-    At least `min_served` of them served, so that refusing everything cannot pass. Returns how many were served."""
-    lost = [o.planned for o in out if o.status == 0]
-    wrong = [(o.planned, o.status, o.error) for o in out if o.status not in (0, 200, 503)]
-    refused = [o.error for o in out if o.status == 503]
-    assert out and lost == [] and wrong == [], (len(lost), lost[:3], wrong[:3])
-    assert all("at capacity" in e for e in refused), refused[:3]  # admission's refusal, not a pipeline not ready
-    served = len(out) - len(refused)
-    assert served >= min_served * len(out), (served, len(out), refused[:3])
-    return served
-
-
-def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):
+def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend, every_request_answered):
     """A stock V2 client (Triton's) works unchanged; bad input is a 400 that never reaches a model; the
     metrics endpoint reports arrivals, outcomes and the configuration; replicas run on both Ray nodes."""
     http = pytest.importorskip("tritonclient.http")
@@ -108,7 +93,7 @@ def test_v2_endpoint_standard_client_metrics_and_two_nodes(backend):
     assert refused.value.code == 400 and "not JSON" in json.loads(refused.value.read())["error"]
 
     out = open_loop(f"http://127.0.0.1:{be.port}/v2/models/digits/infer", _body(be), 20, 3)
-    served = _every_request_answered(out)
+    served = every_request_answered(out)
     with urllib.request.urlopen(f"http://127.0.0.1:{be.port}/metrics", timeout=10) as resp:
         metrics = resp.read().decode()
     assert _metric(metrics, 'pipetune_requests_total{outcome="completed"}') >= served + 1  # + the client's one
@@ -154,7 +139,7 @@ def _wait_applied(be, stage: str, timeout: float = 60.0) -> float:
     raise AssertionError(f"{stage} not applied within {timeout} s: {be.stage_status()[stage]}; Ray Serve: {apps}")
 
 
-def test_zero_lost_while_batch_replicas_and_variant_change(backend):
+def test_zero_lost_while_batch_replicas_and_variant_change(backend, every_request_answered):
     """Under open-loop load, change a batch size, the replicas, a variant (make-before-break) and the cores:
     every request sent is accounted for (no request without an HTTP answer, no failure), and traffic moves
     to the new variant only once it serves."""
@@ -193,7 +178,7 @@ def test_zero_lost_while_batch_replicas_and_variant_change(backend):
         sender.join()
     print(f"apply s: batch {t_batch:.2f}, replica {t_replica:.2f}, switch {t_switch:.2f}, cores {t_cores:.2f}")
     assert len(out) >= 25 * 4 * 3 and len(out) % (25 * 4) == 0  # every request planned has an outcome
-    _every_request_answered(out)
+    every_request_answered(out)
     seen = [o.variants["classify"] for o in out if o.status == 200]
     assert "logreg" in seen and "knn" in seen
     first_knn = seen.index("knn")
@@ -211,7 +196,7 @@ def test_failed_and_unplaceable_requests_are_reported(backend):
     assert be.stage_status()["classify"].state is ApplyState.FAILED
 
 
-def test_adapter_drives_the_live_backend(backend, digits, tmp_path):
+def test_adapter_drives_the_live_backend(backend, digits, tmp_path, every_request_answered):
     """The same Adapter that drives the simulator decides on the live backend; decisions are logged."""
     from pipetune.serving.session import planning_pipeline, run_adapter
 
@@ -230,10 +215,12 @@ def test_adapter_drives_the_live_backend(backend, digits, tmp_path):
     assert any(d.observed_rps > 10 for d in decisions)
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == len(decisions) and all(set(x["in_effect"]) == {"features", "classify"} for x in lines)
-    _every_request_answered(out)
+    every_request_answered(out)
 
 
-def test_fused_and_batched_path_answers_as_the_plain_path_and_switches_without_loss(ray_cluster, digits):
+def test_fused_and_batched_path_answers_as_the_plain_path_and_switches_without_loss(
+    ray_cluster, digits, every_request_answered
+):
     """The request path's two savings change no answer: `features` run inline in the ingress (a runtime profile
     naming it) and `classify` fed in batches from the caller return, on the same inputs, exactly what the plain
     path returns (Ray Serve's proxy, every stage a replica, one call per item). Under load the batched calls carry
@@ -281,7 +268,7 @@ def test_fused_and_batched_path_answers_as_the_plain_path_and_switches_without_l
         fused.apply({"features": StageConfig("pca-8", 1, 1, 1)})
         _wait_applied(fused, "features")
         sender.join()
-        _every_request_answered(recs)
+        every_request_answered(recs)
         served = {r.variants["features"] for r in recs if r.status == 200}
         assert served == {"pca-16", "pca-8"}, served  # the switch happened under load
         calls = fused.ingress_handle().stats.remote().result()["calls"]["classify"]
