@@ -166,7 +166,7 @@ class RayServeBackend(Backend):
             )
         if deployed is not None:
             self._ingress_args = deployed.ingress_args
-            self._rec = Reconciler.resumed(self.name, deployed, self.inline)
+            self._rec = Reconciler.resumed(self.name, deployed, self.inline, now=time.monotonic())
         else:
             if self.options.front == "direct":
                 # The ingress serves HTTP on this machine's address, so it runs on this (the driver's) node.
@@ -260,7 +260,7 @@ class RayServeBackend(Backend):
         rec = self._rec
         return serve_config(
             self.pipeline, self.profiles, rec.generations(), rec.serving(), self.options,
-            args=self._ingress_args, epoch=self._epoch, runtime=self.runtime,
+            args=self._ingress_args, epoch=self._epoch, runtime=self.runtime, retiring=rec.retiring(),
         )  # fmt: skip
 
     def _deploy(self, stages: list[str]) -> None:

@@ -123,7 +123,8 @@ class Deployed:
     ingress_resources: dict | None  # the ingress's extra Ray resources (a direct front: its node)
     epoch: float  # the serving clock's origin (the ingress's arrival counts are per second from it)
     serving: dict[str, StageConfig]  # per routed stage: the generation its traffic goes to
-    generations: dict[str, list[StageConfig]]  # per stage: every generation deployed (serving and incoming)
+    generations: dict[str, list[StageConfig]]  # per stage: every generation deployed (serving, incoming, retiring)
+    retiring: frozenset[str] = frozenset()  # applications the traffic left, deployed until the ingress is done
 
 
 def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str, Any]) -> Deployed | None:
@@ -188,6 +189,7 @@ def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str
         epoch=float(uc.get("epoch") or 0.0),
         serving=serving,
         generations=gens,
+        retiring=frozenset(str(a) for a in uc.get("retiring", [])),
     )
 
 
@@ -226,14 +228,21 @@ class Reconciler:
         self._retiring: dict[str, dict[tuple[str, int], float]] = {s: {} for s in initial}
 
     @classmethod
-    def resumed(cls, pipeline_name: str, deployed: Deployed, inline: Collection[str] = ()) -> Reconciler:
+    def resumed(
+        cls, pipeline_name: str, deployed: Deployed, inline: Collection[str] = (), now: float = 0.0
+    ) -> Reconciler:
         """The reconciler of a pipeline the cluster already serves (`read_deployed`): its generations and routes
         as they are; a stage with a generation beside its serving one (a switch under way when the previous
-        adapter stopped) has that generation as its target, so the switch completes (or fails) as it would have."""
+        adapter stopped) has that generation as its target, so the switch completes (or fails) as it would have;
+        one the traffic had left (retiring) retires, from `now` (the caller's monotonic clock)."""
+
+        def retiring(s: str, g: StageConfig) -> bool:
+            return app_name(pipeline_name, s, g.variant, g.cores) in deployed.retiring
+
         target: dict[str, StageConfig] = {}
         for s, gens in deployed.generations.items():
             cur = deployed.serving.get(s)
-            incoming = [g for g in gens if cur is None or _key(g) != _key(cur)]
+            incoming = [g for g in gens if (cur is None or _key(g) != _key(cur)) and not retiring(s, g)]
             target[s] = incoming[-1] if incoming else cur if cur is not None else gens[-1]
         rec = cls(pipeline_name, target, inline)
         for s, gens in deployed.generations.items():
@@ -242,6 +251,8 @@ class Reconciler:
             rec._serving[s] = {_key(cur): 1.0} if cur is not None else {}
             for g in gens:
                 rec._app_cores[rec.app(s, g)] = g.cores
+                if retiring(s, g):
+                    rec._retiring[s][_key(g)] = now
         return rec
 
     def app(self, stage: str, c: StageConfig) -> str:
