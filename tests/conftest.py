@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,47 @@ def synthetic(synthetic_path):
     from pipetune.spec import load_pipeline
 
     return load_pipeline(synthetic_path)
+
+
+@pytest.fixture
+def pipetune_cli(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
+    """`pipetune ARGS` as the console entry point runs it, in this process: (exit code, stdout, stderr). A user
+    error ends in SystemExit(2) there, read here as the code."""
+    from pipetune.cli.main import run as cli_run
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["pipetune", *args])
+        try:
+            cli_run()
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def _every_request_answered(out: list, min_served: float = 0.5) -> int:
+    """Every request of a live test's load (`loadgen.client.Outcome`s) has its answer: served (200) or refused at
+    admission (503 "at capacity": the pipeline is behind, as on a 2-core machine that a whole test suite shares;
+    the refusal keeps the admitted requests within the SLA). None lost (no answer), none failed, none dropped at
+    its deadline (504; during a switch that is a defect). At least `min_served` of them served, so that refusing
+    everything cannot pass. Returns how many were served."""
+    lost = [o.planned for o in out if o.status == 0]
+    wrong = [(o.planned, o.status, o.error) for o in out if o.status not in (0, 200, 503)]
+    refused = [o.error for o in out if o.status == 503]
+    assert out and lost == [] and wrong == [], (len(lost), lost[:3], wrong[:3])
+    assert all("at capacity" in e for e in refused), refused[:3]  # admission's refusal, not a pipeline not ready
+    served = len(out) - len(refused)
+    assert served >= min_served * len(out), (served, len(out), refused[:3])
+    return served
+
+
+@pytest.fixture(scope="session")
+def every_request_answered() -> Callable[..., int]:
+    """The live tests' check of the requests they sent under load (`_every_request_answered`)."""
+    return _every_request_answered
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -88,29 +87,16 @@ def test_infeasible_names_the_budget_or_the_pipeline(pipes):
     assert not j.feasible and j.binding == ps[0].name
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from pipetune.cli.main import run as cli_run
-
-    monkeypatch.setattr(sys, "argv", ["pipetune", *args])
-    try:
-        cli_run()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_cli_plans_several_pipelines_jointly(monkeypatch, capsys):
+def test_cli_plans_several_pipelines_jointly(pipetune_cli):
     files = [str(f) for f in FILES]
-    code, out, err = _cli(monkeypatch, capsys, "plan", *files, "--budget-cores", "12", "--rps", "20,5,5", "--json")
+    code, out, err = pipetune_cli("plan", *files, "--budget-cores", "12", "--rps", "20,5,5", "--json")
     assert code == 0, err
     d = json.loads(out)
     assert d["feasible"] and d["cost_cores"] <= 12 and set(d["pipelines"]) == set(d["shares"])
     assert d["objective"] >= d["separate"]["objective"] - 1e-9
-    code, out, err = _cli(monkeypatch, capsys, "plan", *files, "--budget-cores", "3", "--rps", "5")
+    code, out, err = pipetune_cli("plan", *files, "--budget-cores", "3", "--rps", "5")
     assert code == 1 and "infeasible" in out
     for bad in (["--rps", "1,2", "--budget-cores", "9"], ["--rps", "3"], ["--rps", "3,x,1", "--budget-cores", "9"],
                 ["--rps", "3", "--budget-cores", "0"], ["--rps", "3", "--budget-cores", "9", "--policy", "rim"]):  # fmt: skip
-        code, out, err = _cli(monkeypatch, capsys, "plan", *files, *bad)
+        code, out, err = pipetune_cli("plan", *files, *bad)
         assert code == 2 and "error:" in err and "Traceback" not in err, (bad, err)

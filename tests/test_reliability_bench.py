@@ -87,7 +87,19 @@ def test_a_served_pipeline_is_read_back_and_a_switch_under_way_is_its_target():
     assert st.state is ApplyState.PENDING and st.target == StageConfig("knn", 4, 1, 3)
     running = AppReport(AppStatus.RUNNING, replicas={ReplicaState.RUNNING: 3})
     assert rec.observe({"digits--classify--knn--c1": running}, 1.0)  # ready: traffic moves, as it would have
-    assert rec.serving()["classify"] == StageConfig("knn", 4, 1, 3) and len(rec.generations()["classify"]) == 1
+    assert rec.serving()["classify"] == StageConfig("knn", 4, 1, 3)
+    assert set(rec.retiring()) == {"digits--classify--logreg--c1"}  # deleted once the ingress no longer uses it
+    assert rec.retire({"digits--classify--logreg--c1"}) and len(rec.generations()["classify"]) == 1
+    # taken over while the generation the traffic left retires (the ingress config says which): it is not a switch
+    # under way; it retires
+    uc = apps["digits--ingress"]["deployments"][0]["user_config"]
+    uc["retiring"] = ["digits--classify--knn--c1"]
+    d = read_deployed("digits", ["features", "classify"], apps)
+    assert d is not None and d.retiring == {"digits--classify--knn--c1"}
+    rec = Reconciler.resumed("digits", d, now=7.0)
+    assert rec.stage_status("classify").target == StageConfig("logreg", 2, 1, 2)
+    assert rec.retiring() == {"digits--classify--knn--c1": 7.0} and rec.serving() == d.serving
+    del uc["retiring"]
     assert read_deployed("nothing", ["features"], apps) is None
     with pytest.raises(ServingError, match="without stage 'extra'"):
         read_deployed("digits", ["features", "classify", "extra"], apps)

@@ -169,6 +169,68 @@ def test_a_call_whose_replica_went_away_is_sent_once_more_and_a_second_loss_fail
     assert ch._retried == set()
 
 
+def test_a_lost_call_of_a_retired_channel_is_sent_again_to_its_successor():
+    """After a switch the old generation's channel only finishes its calls: one whose replica went away sends its
+    items again to the channel the traffic moved to (the old generation is being deleted), not to its own."""
+
+    class Lost(Exception):
+        pass
+
+    async def go():
+        old_calls: list[list[int]] = []
+        gate = asyncio.Event()
+
+        async def old_send(items):
+            old_calls.append(list(items))
+            await gate.wait()
+            raise Lost("replica stopped")
+
+        async def new_send(items):
+            return [100 * x for x in items], "new"
+
+        old = StageChannel(old_send, max_batch=4, max_calls=1, retry_if=lambda e: isinstance(e, Lost))
+        new = StageChannel(new_send, max_batch=4, max_calls=1)
+        newer = StageChannel(new_send, max_batch=4, max_calls=1)
+        futs = [asyncio.ensure_future(old.submit(i)) for i in range(2)]
+        await asyncio.sleep(0)  # the first item leaves alone, the second waits behind it
+        old.successor, new.successor = new, newer  # retired twice over: the items go to the newest channel
+        old.hand_over(new)
+        gate.set()
+        return old_calls, await asyncio.gather(*futs), old, newer
+
+    old_calls, outs, old, newer = run(go())
+    assert old_calls == [[0]] and [o for o, _ in outs] == [0, 100] and old.retried == 1
+    assert old.calls_in_flight == 0 and newer.items == 1
+
+
+def test_the_ingress_reports_a_retired_application_in_use_until_its_calls_are_back():
+    """`Ingress.apps_in_use`: what the routes name, and the applications they left while calls there are out
+    (never longer than the deadline after they left); the backend deletes a retired generation only then."""
+    import time
+    from types import SimpleNamespace
+
+    from pipetune.serving.app import Ingress
+
+    async def send(items):
+        return list(items), None
+
+    busy, idle = StageChannel(send, 1, 1), StageChannel(send, 1, 1)
+    busy.calls_in_flight = 1
+    now = time.monotonic()
+    ing = SimpleNamespace(
+        _routed={"new"},
+        _retired={"busy": (busy, now), "idle": (idle, now), "unused": (None, now), "old": (busy, now - 10.0)},
+        per_item_calls=False,
+        drop_after_s=5.0,
+    )
+    in_use = Ingress.func_or_class.apps_in_use
+    assert run(in_use(ing)) == ["busy", "new"]
+    busy.calls_in_flight = 0
+    assert run(in_use(ing)) == ["new"] and ing._retired == {}
+    ing.per_item_calls, ing._retired = True, {"a": (None, now), "b": (None, now - 10.0)}  # calls not tracked
+    assert run(in_use(ing)) == ["a", "new"]
+
+
 def test_a_model_error_is_not_retried():
     async def go():
         calls = []
@@ -215,5 +277,5 @@ def test_a_hand_over_needs_the_event_loop_so_the_ingress_reconfigures_on_it():
     t.join()
     assert errors and "event loop" in str(errors[0])
     assert old.queued == 0 and new.queued == 1  # nothing was lost: the item waits in the new channel
-    for name in ("reconfigure", "stats", "record_decision"):
+    for name in ("reconfigure", "stats", "record_decision", "apps_in_use"):
         assert inspect.iscoroutinefunction(getattr(Ingress.func_or_class, name)), name

@@ -142,10 +142,40 @@ def test_reconciler_start_switch_and_route_move():
     assert rec.stage_status("features").state is ApplyState.PENDING
     assert rec.in_effect()["features"] == f
     snap[rec.app("features", new)] = _report("RUNNING", 1)
-    assert rec.observe(snap, t=5.0)  # route moved, the old generation dropped from the target
-    assert rec.serving()["features"] == new and rec.generations()["features"] == [new]
+    assert rec.observe(snap, t=5.0)  # the route moves; the old generation stays deployed while it may be in use
+    assert rec.serving()["features"] == new and rec.generations()["features"] == [f, new]
+    assert rec.retiring() == {rec.app("features", f): 5.0}
+    assert (
+        rec.stage_status("features").state is ApplyState.PENDING
+        and "once unused" in rec.stage_status("features").reason
+    )
+    assert rec.replicas_ready()["features"] == 1  # the retiring generation's replicas are not the stage's
+    assert not rec.observe(snap, t=6.0) and not rec.retire({"another-app"})
+    assert rec.retire({rec.app("features", f)})  # the ingress no longer sends to it: dropped from the target
+    assert rec.generations()["features"] == [new] and rec.retiring() == {}
     assert rec.stage_status("features").state is ApplyState.APPLIED
     assert rec.replica_cores_held() == 1 + 2 + 1  # the old generation still reported (draining) counts
+
+
+def test_a_retiring_generation_outlives_the_next_switch_and_can_take_the_traffic_back():
+    """The generation the traffic left is deleted only when `retire` says so: a switch asked for meanwhile does
+    not drop it, and one back to it moves the route back at once (it still runs)."""
+    rec = Reconciler("digits", INITIAL)
+    f, c = INITIAL["features"], INITIAL["classify"]
+    snap = {rec.app("features", f): _report("RUNNING", 1), rec.app("classify", c): _report("RUNNING", 2)}
+    rec.observe(snap, t=1.0)
+    svc = C("svc", 4, 1, 2)
+    rec.request("classify", svc)
+    snap[rec.app("classify", svc)] = _report("RUNNING", 2)
+    assert rec.observe(snap, t=2.0) and set(rec.retiring()) == {rec.app("classify", c)}
+    knn = C("knn", 4, 1, 1)
+    rec.request("classify", knn)  # svc serves, logreg retires, knn loads
+    assert sorted(g.variant for g in rec.generations()["classify"]) == ["knn", "logreg", "svc"]
+    rec.request("classify", c)  # back to logreg, which still runs: knn is dropped, logreg no longer retires
+    assert sorted(g.variant for g in rec.generations()["classify"]) == ["logreg", "svc"] and rec.retiring() == {}
+    assert rec.observe(snap, t=3.0) and rec.serving()["classify"] == c
+    assert set(rec.retiring()) == {rec.app("classify", svc)}
+    assert rec.retire(set(rec.retiring())) and rec.generations()["classify"] == [c]
 
 
 def test_a_switch_stops_the_serving_generations_replicas_still_starting():

@@ -4,8 +4,6 @@ before any Ray starts. The live side: tests/test_serving_fleet_live.py."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from pipetune import example_path
@@ -120,32 +118,18 @@ def test_start_configs_fit_the_budget_and_a_budget_below_the_need_is_refused(two
         start_configs(SharedBudgetPlanner(pipes, profs, 3), [1.0, 1.0], "Ray's 6 CPUs leave for plans")
 
 
-def _serve(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """`pipetune serve ARGS` as the entry point runs it (user errors: one line on stderr, exit 2)."""
-    from pipetune.cli.main import run as cli_run
-
-    monkeypatch.setattr(sys, "argv", ["pipetune", "serve", *args])
-    try:
-        cli_run()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
-
-
-def test_cli_refuses_bad_fleet_input_before_ray_starts(monkeypatch, capsys, tmp_path):
+def test_cli_refuses_bad_fleet_input_before_ray_starts(pipetune_cli, tmp_path):
     import ray
 
     was = ray.is_initialized()  # the session's shared cluster may be up already: the command must not start one
-    code, out = _serve(monkeypatch, capsys, str(DIGITS), str(DIGITS), "--duration", "1")
-    assert code == 2 and "both named 'digits'" in out and "distinct name" in out and "Traceback" not in out, out
-    code, out = _serve(monkeypatch, capsys, str(DIGITS), "--budget-cores", "1")
-    assert code == 2 and "--budget-cores 1 is below" in out, out
-    code, out = _serve(monkeypatch, capsys, str(DIGITS), str(DIGITS), "--plan", str(tmp_path / "p.json"))
-    assert code == 2 and "--plan: one pipeline's options" in out, out
-    code, out = _serve(monkeypatch, capsys, str(DIGITS), str(DIGITS), "--policy", "rim")
-    assert code == 2 and "--policy rim" in out, out
+    code, _, err = pipetune_cli("serve", str(DIGITS), str(DIGITS), "--duration", "1")
+    assert code == 2 and "both named 'digits'" in err and "distinct name" in err and "Traceback" not in err, err
+    code, _, err = pipetune_cli("serve", str(DIGITS), "--budget-cores", "1")
+    assert code == 2 and "--budget-cores 1 is below" in err, err
+    code, _, err = pipetune_cli("serve", str(DIGITS), str(DIGITS), "--plan", str(tmp_path / "p.json"))
+    assert code == 2 and "--plan: one pipeline's options" in err, err
+    code, _, err = pipetune_cli("serve", str(DIGITS), str(DIGITS), "--policy", "rim")
+    assert code == 2 and "--policy rim" in err, err
     assert ray.is_initialized() == was
 
 

@@ -59,7 +59,7 @@ def _body(pipeline) -> dict:
     return encode_request(xs, input_specs(pipeline)[0])
 
 
-def test_two_pipelines_side_by_side_one_joint_decision_applied_to_one_none_lost(ray_cluster):
+def test_two_pipelines_side_by_side_one_joint_decision_applied_to_one_none_lost(ray_cluster, every_request_answered):
     from ray import serve
 
     from pipetune.optimizer.joint import SharedBudgetPlanner
@@ -104,30 +104,29 @@ def test_two_pipelines_side_by_side_one_joint_decision_applied_to_one_none_lost(
         senders = [threading.Thread(target=send, args=(k,)) for k in urls]
         for t in senders:
             t.start()
-        lead = fleet.backends[0]
-        t_loop = time.monotonic()
-        decisions = run_joint_adapter(fleet, planner, predictor=_Steady(), interval_s=2.0, until_s=lead.now() + 5.0)
-        # one clock for the loop: every 2 s from its start, whatever the gap between the pipelines' starts
-        assert len(decisions) == 2 and time.monotonic() - t_loop < 5.0 + 3.0
-        first = decisions[0]
-        assert first.changed_stages["digits"] and first.changed_stages["digits-b"] == []
-        assert all(d.planned_cores <= 4 and not d.missed for d in decisions)
-        t0 = time.monotonic()
-        while fleet.backend("digits").in_effect() != want["digits"]:
-            st = fleet.backend("digits").stage_status()
-            assert all(s.state is not ApplyState.FAILED for s in st.values()), st
-            assert time.monotonic() - t0 < 90, st
-            time.sleep(0.2)
-        done.set()
-        for t in senders:
-            t.join()
+        try:  # the senders stop whatever happens here (else a failed step leaves them sending forever)
+            lead = fleet.backends[0]
+            t_loop = time.monotonic()
+            decisions = run_joint_adapter(fleet, planner, predictor=_Steady(), interval_s=2.0, until_s=lead.now() + 5.0)
+            # one clock for the loop: every 2 s from its start, whatever the gap between the pipelines' starts
+            assert len(decisions) == 2 and time.monotonic() - t_loop < 5.0 + 3.0
+            first = decisions[0]
+            assert first.changed_stages["digits"] and first.changed_stages["digits-b"] == []
+            assert all(d.planned_cores <= 4 and not d.missed for d in decisions)
+            t0 = time.monotonic()
+            while fleet.backend("digits").in_effect() != want["digits"]:
+                st = fleet.backend("digits").stage_status()
+                assert all(s.state is not ApplyState.FAILED for s in st.values()), st
+                assert time.monotonic() - t0 < 90, st
+                time.sleep(0.2)
+        finally:
+            done.set()
+            for t in senders:
+                t.join()
         assert fleet.backend("digits-b").in_effect() == want["digits-b"]
         assert {n for n in serve.status().applications if n.startswith("digits-b--")} == b_apps  # untouched
-        for name, got in out.items():
-            lost = [o.error for o in got if o.status == 0]
-            failed = [o.error for o in got if o.status not in (0, 200, 503)]
-            assert got and lost == [] and failed == [], (name, lost[:3], failed[:3])
-            assert [o.status for o in got].count(200) >= 0.95 * len(got), name
+        for got in out.values():
+            every_request_answered(got)
         seen = [o.variants["classify"] for o in out["digits"] if o.status == 200]
         assert seen[0] == "tree" and seen[-1] == want["digits"]["classify"].variant
         assert {o.variants["classify"] for o in out["digits-b"] if o.status == 200} == {

@@ -163,17 +163,13 @@ def serve_cmd(
         )
         return
 
+    import ray
+
+    from pipetune.cli.ray_session import start_or_connect_ray
     from pipetune.serving.backend import RayServeBackend
     from pipetune.serving.session import run_adapter
 
-    os.environ.setdefault("RAY_TMPDIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "pipetune-ray"))
-    con.print(f"[bold]starting Ray Serve[/] for {pipe.name} ({'cluster ' + address if address else 'local Ray'}) ...")
-    import ray
-
-    if not ray.is_initialized() and address is None:
-        ray.init(num_cpus=num_cpus, namespace="pipetune", log_to_driver=False, include_dashboard=False)
-    elif address is not None:
-        ray.init(address=address, namespace="pipetune", log_to_driver=False)
+    start_or_connect_ray(address, num_cpus, pipe.name, con)
     be = None
     with _stop_on_signals() as stopped:  # after ray.init, which sets its own SIGTERM handler (sys.exit(15))
         try:

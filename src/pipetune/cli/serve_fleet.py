@@ -8,7 +8,6 @@ pipelines need); the budget against Ray's CPUs once Ray is up. Stops on SIGTERM/
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -70,15 +69,11 @@ def serve_fleet(
     if budget_cores is not None:  # a budget below what the pipelines need is refused before Ray starts
         start_configs(SharedBudgetPlanner(pipes, profiles, budget_cores, runtimes=runtimes), rates)
 
-    os.environ.setdefault("RAY_TMPDIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "pipetune-ray"))
-    names = ", ".join(p.name for p in pipes)
-    con.print(f"[bold]starting Ray Serve[/] for {names} ({'cluster ' + address if address else 'local Ray'}) ...")
     import ray
 
-    if not ray.is_initialized() and address is None:
-        ray.init(num_cpus=num_cpus, namespace="pipetune", log_to_driver=False, include_dashboard=False)
-    elif address is not None:
-        ray.init(address=address, namespace="pipetune", log_to_driver=False)
+    from pipetune.cli.ray_session import start_or_connect_ray
+
+    start_or_connect_ray(address, num_cpus, ", ".join(p.name for p in pipes), con)
     fleet = None
     with stop_on_signals() as stopped:
         try:

@@ -346,6 +346,10 @@ class Ingress:
         self.model_cpu = ModelCpu()  # the inline stages' models
         self._configs: dict[str, dict] = {}
         self._channels: dict[str, StageChannel] = {}  # per stage application
+        self._routed: set[str] = set()  # the stage applications the routes (and split parts) send to
+        # Applications the routes left, with their channel (None: never used here) and when they left: the
+        # backend deletes one once this ingress no longer sends to it (`apps_in_use`).
+        self._retired: dict[str, tuple[StageChannel | None, float]] = {}
         self.per_item_calls = False  # True under Ray's autoscaling: one item per call, batched on the replica
         self._front: HttpFront | None = None
         if front:  # serve HTTP here, not through Ray Serve's proxy
@@ -393,8 +397,14 @@ class Ingress:
         for app, ch in self._channels.items():
             ch.resize(*self._channel_size(by_app[app], app))
         for ch in retired.values():  # items still waiting for a retired generation go to the new one
-            if ch.queued and ch.stage in self.routes:
-                ch.hand_over(self._channel(ch.stage))
+            if ch.stage in self.routes:  # and so do the items of its calls that fail and are sent again
+                ch.successor = self._channel(ch.stage)
+                if ch.queued:
+                    ch.hand_over(ch.successor)
+        now = time.monotonic()
+        self._retired = {a: v for a, v in self._retired.items() if a not in by_app}
+        self._retired.update({a: (retired.get(a), now) for a in self._routed - set(by_app)})
+        self._routed = set(by_app)
         self.metrics.max_inflight.set(self.max_inflight)
         self.metrics.config.clear()
         for stage, cfg in config.get("configs", {}).items():
@@ -410,6 +420,19 @@ class Ingress:
     async def __del__(self) -> None:
         if self._front is not None:
             await self._front.stop(timeout_s=5.0)
+
+    async def apps_in_use(self) -> list[str]:
+        """The stage applications this ingress may still send to: those its routes name and, of those the routes
+        left, each whose calls have not all come back yet (under Ray's autoscaling, where calls are not tracked
+        here: each for the deadline after it left). A call out longer than the deadline carries only items of
+        requests answered already (504), so an application is never in use longer than that after it left."""
+        now = time.monotonic()
+
+        def busy(ch: StageChannel | None) -> bool:
+            return bool(ch.calls_in_flight or ch.queued) if ch is not None else self.per_item_calls
+
+        self._retired = {a: (ch, t) for a, (ch, t) in self._retired.items() if busy(ch) and now - t < self.drop_after_s}
+        return sorted(self._routed | set(self._retired))
 
     async def record_decision(self, predicted_rps: float, decision_s: float) -> None:
         self.metrics.predicted.set(predicted_rps)

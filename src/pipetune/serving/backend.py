@@ -53,6 +53,10 @@ IDLE_POLL_S = 1.0  # status polls otherwise (a replica that dies and restarts sh
 STARTUP_POLL_S = 0.5  # status polls while the first configuration starts
 ROUTES_POLL_S = 0.1  # polls of the ingress until it has taken its routes (in place, a fraction of a second)
 INGRESS_RPC_TIMEOUT_S = 30.0  # a call to the ingress actor (its counters) that takes longer is an error
+RETIRE_ASK_TIMEOUT_S = 2.0  # asking the ingress which stage applications it still sends to (a busy one: ask again)
+# A generation the traffic left is deleted once the ingress no longer sends to it; when the ingress cannot say so
+# (unreachable, restarting) for this long after the deadline, it is deleted anyway, so the cores come back.
+RETIRE_BOUND_S = 60.0
 WAIT_SLICE_S = 0.5  # wait_until sleeps at most this long at a time
 THREAD_JOIN_S = 5.0
 
@@ -162,7 +166,7 @@ class RayServeBackend(Backend):
             )
         if deployed is not None:
             self._ingress_args = deployed.ingress_args
-            self._rec = Reconciler.resumed(self.name, deployed, self.inline)
+            self._rec = Reconciler.resumed(self.name, deployed, self.inline, now=time.monotonic())
         else:
             if self.options.front == "direct":
                 # The ingress serves HTTP on this machine's address, so it runs on this (the driver's) node.
@@ -256,7 +260,7 @@ class RayServeBackend(Backend):
         rec = self._rec
         return serve_config(
             self.pipeline, self.profiles, rec.generations(), rec.serving(), self.options,
-            args=self._ingress_args, epoch=self._epoch, runtime=self.runtime,
+            args=self._ingress_args, epoch=self._epoch, runtime=self.runtime, retiring=rec.retiring(),
         )  # fmt: skip
 
     def _deploy(self, stages: list[str]) -> None:
@@ -277,8 +281,24 @@ class RayServeBackend(Backend):
         snapshot = read_status(ray_api.serve_status())
         with self._lock:
             changed = self._rec.observe(snapshot, t)
+            retiring = self._rec.retiring()
+        if retiring and not changed:  # a route that moved just now has not reached the ingress yet: ask later
+            unused = self._unused(retiring, t)
+            with self._lock:
+                changed = self._rec.retire(unused)
         if changed:
             self._deploy([])
+
+    def _unused(self, retiring: dict[str, float], t: float) -> set[str]:
+        """Of the retiring applications, those the ingress no longer sends to (its routes have left them and its
+        calls there have come back), and those retired longer ago than the deadline and RETIRE_BOUND_S."""
+        bound = float(self.options.drop_after_s) + RETIRE_BOUND_S
+        overdue = {a for a, since in retiring.items() if t - since > bound}
+        try:
+            in_use = set(self.ingress_handle().apps_in_use.remote().result(timeout_s=RETIRE_ASK_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - an ingress that cannot answer now is asked again at the next poll
+            return overdue
+        return (set(retiring) - in_use) | overdue
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -364,7 +384,7 @@ class RayServeBackend(Backend):
         with self._lock:
             for s, c in configs.items():
                 why = self._check(s, c, self._rec.held_elsewhere(s, c) if isinstance(c, StageConfig) else 0)
-                self._rec.request(s, c, refused=why)
+                self._rec.request(s, c, refused=why, now=time.monotonic())
         self._deploy(list(configs))
         self._wake.set()
         with self._lock:

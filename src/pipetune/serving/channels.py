@@ -52,6 +52,9 @@ class StageChannel:
         self.calls = 0  # sent so far
         self.items = 0  # carried so far
         self._tasks: set[asyncio.Task] = set()  # the calls in flight (the loop keeps only weak references)
+        # The channel of the generation that replaced this one (its traffic moved there): items of a call that
+        # fails here and is sent again go there, not to the generation being retired.
+        self.successor: StageChannel | None = None
 
     def resize(self, max_batch: int, max_calls: int) -> None:
         self.max_batch = max(1, int(max_batch))
@@ -119,10 +122,15 @@ class StageChannel:
                 else:
                     self._retried.discard(id(f))
                     f.set_exception(e if isinstance(e, Exception) else RuntimeError(f"call cancelled: {e!r}"))
+            target = self
+            while target.successor is not None:
+                target = target.successor
             for x, f in reversed(again):  # first in the queue, in their order
-                self._retried.add(id(f))
-                self._queue.appendleft((x, f))
+                target._retried.add(id(f))
+                target._queue.appendleft((x, f))
             self.retried += len(again)
+            if target is not self:
+                target._pump()
         else:
             for (_, f), out in zip(batch, outs, strict=True):
                 self._retried.discard(id(f))

@@ -192,12 +192,16 @@ def ingress_user_config(
     epoch: float,
     inline: Collection[str] = (),
     runtime: Any = None,
+    retiring: Collection[str] = (),
 ) -> dict:
     """What the ingress takes in place: routes to the serving generations (a split stage's main part, and in
     `splits` every part's application, share, batch and replicas: the ingress routes by share), the admission
     limit of what they serve (`pipetune.admission`; none under Ray's autoscaling), the deadline and the backend's
-    clock."""
+    clock. `retiring`: the applications the traffic has left that stay deployed until the ingress no longer sends
+    to them (recorded, only while there are some, so that an adapter taking the pipeline over does not read them
+    as switches under way)."""
     unlimited = bool(opts.autoscale)
+    extra = {"retiring": sorted(retiring)} if retiring else {}
     return {
         "routes": {s: app_name(pipeline.name, s, c.variant, c.cores) for s, c in serving.items() if s not in inline},
         "splits": {
@@ -213,6 +217,7 @@ def ingress_user_config(
         "drop_after_s": opts.drop_after_s,
         "epoch": epoch,
         "per_item_calls": opts.per_item_calls,
+        **extra,
     }
 
 
@@ -261,6 +266,7 @@ def serve_config(
     args: Mapping[str, Any],
     epoch: float = 0.0,
     runtime: Any = None,
+    retiring: Collection[str] = (),
 ) -> dict:
     """The Serve config (ServeDeploySchema) of what should run: every generation of every stage as its own
     application, and the ingress routing each stage in `serving` to its generation.
@@ -278,7 +284,7 @@ def serve_config(
                     f"stage {s!r} is routed to {gen.variant} on {gen.cores} cores, which is not deployed"
                 )
     inline = set(args.get("graph", {}).get("inline", {}))
-    user_config = ingress_user_config(pipeline, profiles, serving, opts, epoch, inline, runtime)
+    user_config = ingress_user_config(pipeline, profiles, serving, opts, epoch, inline, runtime, retiring)
     apps = [ingress_app(pipeline, args, user_config, opts)]
     for s, gens in generations.items():
         if s not in inline:

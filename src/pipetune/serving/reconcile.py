@@ -7,10 +7,12 @@ place). The rules:
 * a request for the serving generation's (variant, cores) changes it in place; another (variant, cores) adds
   an incoming generation beside it (replacing an incoming one that has not finished);
 * when the incoming generation's application is RUNNING with the replicas asked for, the stage's traffic moves
-  to it and the old
-  generation is dropped from the target (deploying that deletes its application, which drains); the old
-  generation's replicas still starting are stopped when the switch is asked for (they would take the CPU the
-  new generation needs to start);
+  to it and the old generation retires: it stays deployed until the ingress no longer sends to it (it has taken
+  the new routes and its calls there have come back: `retire`), and only then is it dropped from the target
+  (deploying that deletes its application). Deleting it with the route move would race the ingress: an item
+  sent to an application whose replicas are stopping waits in Ray's router for a replica that never comes,
+  until its request's deadline. The old generation's replicas still starting are stopped when the switch is
+  asked for (they would take the CPU the new generation needs to start);
 * a split stage (`SplitConfig`, caps.mix_variants 2) is one generation per part, routed by share; its traffic
   moves (to every part at its share) once every incoming part runs the replicas the switch asked for, as for
   one generation, and a request whose parts all serve already changes them and their shares in place;
@@ -121,7 +123,8 @@ class Deployed:
     ingress_resources: dict | None  # the ingress's extra Ray resources (a direct front: its node)
     epoch: float  # the serving clock's origin (the ingress's arrival counts are per second from it)
     serving: dict[str, StageConfig]  # per routed stage: the generation its traffic goes to
-    generations: dict[str, list[StageConfig]]  # per stage: every generation deployed (serving and incoming)
+    generations: dict[str, list[StageConfig]]  # per stage: every generation deployed (serving, incoming, retiring)
+    retiring: frozenset[str] = frozenset()  # applications the traffic left, deployed until the ingress is done
 
 
 def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str, Any]) -> Deployed | None:
@@ -186,6 +189,7 @@ def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str
         epoch=float(uc.get("epoch") or 0.0),
         serving=serving,
         generations=gens,
+        retiring=frozenset(str(a) for a in uc.get("retiring", [])),
     )
 
 
@@ -219,19 +223,26 @@ class Reconciler:
         self._snapshot: dict[str, AppReport] = {}
         self._snapshot_t = -math.inf  # when the snapshot was asked for (the caller's monotonic clock)
         self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
-        # per incoming generation (stage, key): replicas running before the stage's traffic moves to it, what the
-        # switch asked for (growing it while it starts does not hold the switch back)
-        self._need: dict[tuple[str, tuple[str, int]], int] = {}
+        # per stage, the generations its traffic left that stay deployed while the ingress may still send to them
+        # (-> when they retired, the caller's monotonic clock)
+        self._retiring: dict[str, dict[tuple[str, int], float]] = {s: {} for s in initial}
 
     @classmethod
-    def resumed(cls, pipeline_name: str, deployed: Deployed, inline: Collection[str] = ()) -> Reconciler:
+    def resumed(
+        cls, pipeline_name: str, deployed: Deployed, inline: Collection[str] = (), now: float = 0.0
+    ) -> Reconciler:
         """The reconciler of a pipeline the cluster already serves (`read_deployed`): its generations and routes
         as they are; a stage with a generation beside its serving one (a switch under way when the previous
-        adapter stopped) has that generation as its target, so the switch completes (or fails) as it would have."""
+        adapter stopped) has that generation as its target, so the switch completes (or fails) as it would have;
+        one the traffic had left (retiring) retires, from `now` (the caller's monotonic clock)."""
+
+        def retiring(s: str, g: StageConfig) -> bool:
+            return app_name(pipeline_name, s, g.variant, g.cores) in deployed.retiring
+
         target: dict[str, StageConfig] = {}
         for s, gens in deployed.generations.items():
             cur = deployed.serving.get(s)
-            incoming = [g for g in gens if cur is None or _key(g) != _key(cur)]
+            incoming = [g for g in gens if (cur is None or _key(g) != _key(cur)) and not retiring(s, g)]
             target[s] = incoming[-1] if incoming else cur if cur is not None else gens[-1]
         rec = cls(pipeline_name, target, inline)
         for s, gens in deployed.generations.items():
@@ -240,6 +251,8 @@ class Reconciler:
             rec._serving[s] = {_key(cur): 1.0} if cur is not None else {}
             for g in gens:
                 rec._app_cores[rec.app(s, g)] = g.cores
+                if retiring(s, g):
+                    rec._retiring[s][_key(g)] = now
         return rec
 
     def app(self, stage: str, c: StageConfig) -> str:
@@ -273,8 +286,9 @@ class Reconciler:
         """Ray CPUs a generation of `stage` holds: none for an inline stage (it runs in the ingress's)."""
         return 0 if stage in self.inline else c.total_cores
 
-    def request(self, stage: str, c: StageConfig, refused: str | None = None) -> None:
-        """Record the request for `c`: refused (the reason) or taken into the target."""
+    def request(self, stage: str, c: StageConfig, refused: str | None = None, now: float = 0.0) -> None:
+        """Record the request for `c`: refused (the reason) or taken into the target. `now`: the caller's
+        monotonic clock (when a part dropped in place starts retiring)."""
         self._target[stage] = c
         if refused:
             self._failed[stage] = refused
@@ -282,13 +296,11 @@ class Reconciler:
         self._failed.pop(stage, None)
         self._accepted[stage] = c
         gens, serving, new = self._gens[stage], self._serving[stage], _shares(c)
-        for k in [k for k in gens if k not in serving and k not in new]:
+        retiring = self._retiring[stage]
+        for k in [k for k in retiring if k in new]:
+            del retiring[k]  # asked for again: an incoming generation once more (it runs: the route moves back)
+        for k in [k for k in gens if k not in serving and k not in new and k not in retiring]:
             del gens[k]  # an earlier switch that has not finished is replaced by this one
-        for p, _ in parts_of(c):
-            k = _key(p)
-            if k not in serving:
-                known = (stage, k)
-                self._need[known] = p.replicas
         if stage not in self.inline and not (serving and set(new) <= set(serving)):
             # A switch: the serving generations it replaces keep the replicas they run; those still starting give
             # way to the new generations (Ray stops replicas that are not running first), whose start needs the CPU.
@@ -302,9 +314,12 @@ class Reconciler:
             self._app_cores[self.app(stage, p)] = p.cores
         if stage in self.inline or (serving and set(new) <= set(serving)):
             # generations that serve already (or an inline stage: the ingress holds every variant): changed in
-            # place, the shares at once; a part no longer asked for is dropped (its application drains)
-            for k in [k for k in gens if k not in new]:
-                del gens[k]
+            # place, the shares at once; a part no longer asked for retires (an inline stage's has no application)
+            for k in [k for k in gens if k not in new and k not in retiring]:
+                if stage in self.inline:
+                    del gens[k]
+                else:
+                    retiring[k] = now
             self._serving[stage] = new
 
     def deployed(self, stages: list[str], t: float) -> None:
@@ -323,7 +338,7 @@ class Reconciler:
             want = _shares(self._accepted[s])
             ready = True
             for key, g in list(gens.items()):
-                if key in self._serving[s]:
+                if key in self._serving[s] or key in self._retiring[s]:
                     continue
                 rep = snapshot.get(self.app(s, g))
                 if rep is not None and rep.status is AppStatus.DEPLOY_FAILED:
@@ -336,15 +351,28 @@ class Reconciler:
                     rep is not None
                     and rep.status is AppStatus.RUNNING
                     and rep.running > 0
-                    and rep.running >= self._need.get((s, key), g.replicas)
+                    and rep.running >= g.replicas
                 ):
                     ready = False
             if want and ready and set(want) != set(self._serving[s]) and set(want) <= set(gens):
                 self._serving[s] = want  # what the switch asked for is ready in every part: move the traffic
-                for key in want:
-                    self._need.pop((s, key), None)
-                for key in [k for k in gens if k not in want]:
-                    del gens[key]  # deleting the old applications drains them
+                for key in [k for k in gens if k not in want and k not in self._retiring[s]]:
+                    self._retiring[s][key] = t  # deployed until the ingress no longer sends to it (`retire`)
+                changed = True
+        return changed
+
+    def retiring(self) -> dict[str, float]:
+        """The applications of generations whose traffic has moved away and that are still deployed, with when
+        each retired (the caller's clock)."""
+        return {self.app(s, self._gens[s][k]): t for s, keys in self._retiring.items() for k, t in keys.items()}
+
+    def retire(self, apps: Collection[str]) -> bool:
+        """Drop the retiring generations of `apps` from the target (the ingress no longer sends to them, or
+        cannot say so within a bound); True when one was dropped, i.e. when the config must be deployed again."""
+        changed = False
+        for s, keys in self._retiring.items():
+            for k in [k for k in keys if self.app(s, self._gens[s][k]) in apps]:
+                del keys[k], self._gens[s][k]
                 changed = True
         return changed
 
@@ -361,6 +389,9 @@ class Reconciler:
             return StageStatus(ApplyState.APPLIED, target)
         if set(self._serving[s]) != set(_shares(target)):
             return StageStatus(ApplyState.PENDING, target, f"{target.variant} on {target.cores} cores is loading")
+        if self._retiring[s]:
+            old = ", ".join(f"{v} on {c} cores" for v, c in self._retiring[s])
+            return StageStatus(ApplyState.PENDING, target, f"the traffic moved; {old} is deleted once unused")
         parts = parts_of(target)
         reps = [self._snapshot.get(self.app(s, p)) for p, _ in parts]
         for (p, _), rep in zip(parts, reps):
@@ -403,7 +434,11 @@ class Reconciler:
         return out
 
     def replicas_ready(self) -> dict[str, int]:
-        return {s: sum(self._running(s, g) for g in gens.values()) for s, gens in self._gens.items()}
+        """Per stage, the replicas running of its serving and incoming generations (not of retiring ones)."""
+        return {
+            s: sum(self._running(s, g) for k, g in gens.items() if k not in self._retiring[s])
+            for s, gens in self._gens.items()
+        }
 
     def replica_cores_held(self) -> float:
         """Cores of every stage replica Ray reports (starting, running, stopping), of every generation, the

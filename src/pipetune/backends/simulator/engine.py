@@ -191,12 +191,6 @@ class _Generation:
     # run in the ingress process (SimSettings.host_inline): every variant is loaded there from the start, so a
     # switch takes no load, and its replicas hold no cores of their own (the ingress's are counted apart)
     inline: bool = False
-    # an incoming generation takes the stage's traffic once this many of its replicas are ready: all it was last
-    # asked for, as live (Ray Serve reports an application RUNNING once every replica runs)
-    need: int = 0
-
-    def ready(self) -> int:
-        return sum(1 for r in self.replicas if r.state == READY)
 
     @property
     def held_cores(self) -> int:
@@ -583,8 +577,9 @@ class Simulator(Backend):
         elif pen is not None and (pen.variant, pen.cores) == (cfg.variant, cfg.cores):
             self._set_batch(s, pen, cfg.batch)
             self._resize(s, pen, cfg.replicas)
-            pen.need = cfg.replicas
-            if pen.live() and pen.ready() >= pen.need:
+            # an incoming generation takes the traffic once every replica asked for is ready, as live (Ray Serve
+            # reports an application RUNNING once every replica runs)
+            if pen.loading == 0 and pen.live():
                 self._promote(s, self._now)
         else:
             if pen is not None:
@@ -593,7 +588,6 @@ class Simulator(Backend):
                 for r in [r for r in act.replicas if r.state == LOADING]:
                     self._release(s, r, self._now)
             gen = self._new_generation(s, cfg)
-            gen.need = cfg.replicas
             self.pending[s] = gen
             for _ in range(cfg.replicas):
                 self._add_replica(s, gen, LOADING)
@@ -933,7 +927,7 @@ class Simulator(Backend):
                         }
                     )
                     idle[s].append(rep)
-                    if gen is self.pending[s] and gen.ready() >= gen.need:
+                    if gen is self.pending[s] and gen.loading == 0:
                         self._promote(s, t)
                     dispatch(s, t)
                 elif kind == _EV_TIMER:  # batch-wait timer
