@@ -30,13 +30,24 @@ optimum of MILP(v). If the number of partial plans outgrows `max_states` the rou
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from pipetune.optimizer.incumbent import cached_for
 from pipetune.optimizer.options import StageOptions, pareto_pairwise, resource_limits
 
 TooLarge = object()  # sentinel: the frontier outgrew max_states
+
+
+class Tangents(Protocol):
+    """Rule 4's bounds by position k: (c, mu), everything a completion adds <= min_j c[j] - mu[j] @ open times."""
+
+    def __getitem__(self, k: int, /) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 PAIRWISE_DOMINANCE_AT_MOST = 1000  # multi-dimensional dominance is quadratic; above this only rules 1-2 apply
+TANGENTS_ABOVE = 100  # rule 4 (an LP per position) only where the frontier holds more partial plans than this
 
 
 def _structure(pipeline):
@@ -162,7 +173,7 @@ def best_by_frontier(
     penalty: list[np.ndarray] | None = None,
     max_states: int = 30_000,
     distance: list[np.ndarray] | None = None,
-    tangents: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    tangents: Tangents | None = None,
     beam: bool = False,
 ):
     """The feasible plan of highest sum(values) (option index per stage), None if there is none, or
@@ -250,7 +261,7 @@ def best_by_frontier(
             nt[:, -1] = ts.ravel()[idx]
             new_open.append(s)
         room = None
-        if tangents is not None:
+        if tangents is not None and nv.size > TANGENTS_ABOVE:
             c, mu = tangents[k]
             if c.size:
                 room = nv + (c[None, :] - nt @ mu.T).min(axis=1)

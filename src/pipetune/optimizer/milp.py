@@ -490,7 +490,7 @@ def _finish_wide(pipeline, red: _Reduction, time_limit_s: float) -> list[int] | 
     root = layers.root()
     if root is None:
         return None  # the LP relaxation is infeasible, so is every plan
-    tangents = layers.sweep([root])
+    tangents = layers.lazy([root])
     floor = red.start_value
     if WIDE_BEAM:
         found = best_by_frontier(
@@ -651,6 +651,10 @@ class LayerLP:
             mu[j] = Q[opened]
         return c, mu
 
+    def lazy(self, anchors: list[np.ndarray]) -> _LazyTangents:
+        """`sweep`, each position's tangents solved only when the enumeration first asks for them."""
+        return _LazyTangents(self, anchors)
+
     def sweep(self, anchors: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per position, the tangents at each anchor (completion times per stage)."""
         out: list[tuple[list, list]] = [([], []) for _ in range(self.S)]
@@ -660,6 +664,22 @@ class LayerLP:
                 out[k][0].append(c)
                 out[k][1].append(mu)
         return [(np.concatenate(c), np.concatenate(mu)) for c, mu in out]
+
+
+class _LazyTangents:
+    """Per position, the tangents of `LayerLP` at the anchors, solved on first use and kept (the enumeration asks
+    only where its frontier is large, frontier.TANGENTS_ABOVE)."""
+
+    def __init__(self, layers: LayerLP, anchors: list[np.ndarray]) -> None:
+        self.layers, self.anchors = layers, anchors
+        self.done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in self.done:
+            at = np.asarray(self.layers.opened[k], np.int64)
+            parts = [self.layers.tangents(k, a[at][None, :]) for a in self.anchors]
+            self.done[k] = (np.concatenate([c for c, _ in parts]), np.concatenate([m for _, m in parts]))
+        return self.done[k]
 
 
 def least_change(
@@ -717,7 +737,7 @@ def least_change(
                 penalty=sub_p,
                 max_states=WIDE_MAX_STATES,
                 distance=sub_d,
-                tangents=layers.sweep([root]),
+                tangents=layers.lazy([root]),
             )
             if local is None:  # the known optimum is a plan worth the floor: only tolerances; HiGHS decides
                 local = TooLarge
