@@ -254,6 +254,21 @@ _STATUS: dict[str, tuple[str, str]] = {
 }
 
 
+# the statuses of a run stopped by a limit or an interrupt (every solve raises on them, see _outcome)
+_LIMITS = frozenset(
+    {
+        "kTimeLimit",
+        "kIterationLimit",
+        "kSolutionLimit",
+        "kObjectiveBound",
+        "kObjectiveTarget",
+        "kInterrupt",
+        "kHighsInterrupt",
+        "kMemoryLimit",
+    }
+)
+
+
 def _outcome(h: highspy.Highs, phase: str, pipeline=None) -> str:
     """The outcome of the run `h` just finished, "optimal" or "infeasible"; any other status (a limit, an
     interrupt, a solver error) raises SolverError: a solve without an answer is never reported as infeasible."""
@@ -487,7 +502,11 @@ def _finish_wide(pipeline, red: _Reduction, time_limit_s: float) -> list[int] | 
     decides, never the enumeration)."""
     r_opts, r_vals, start = red.options, red.values, red.start
     layers = LayerLP(pipeline, r_opts, r_vals, time_limit_s)
-    root = layers.root()
+    try:
+        root = layers.root()
+    except ValueError:  # HiGHS could not decide the layer LP: branch and bound decides
+        COUNTS.wide_gave_up += 1
+        return _branch(pipeline, r_opts, r_vals, start, time_limit_s)
     if root is None:
         return None  # the LP relaxation is infeasible, so is every plan
     tangents = layers.lazy([root])
@@ -592,18 +611,27 @@ class LayerLP:
         self.stage_of = np.repeat(np.arange(S), np.diff(self.cut))
         self.k = -1  # rows of the stages at positions <= k are freed
 
-    def _run(self) -> bool:
+    def _run(self) -> str:
+        """ "optimal", "infeasible", or "unknown" (HiGHS could not decide: no bound is taken from this solve, and
+        the enumeration only prunes less); a limit or an interrupt raises SolverError like every solve."""
         self.h.run()
         COUNTS.lps += 1
         _count_run(self.h, mip=False)
-        return _outcome(self.h, "layer LP", self.pipeline) == "optimal"
+        name = getattr(self.h.getModelStatus(), "name", "")
+        if name in _LIMITS:
+            _outcome(self.h, "layer LP", self.pipeline)
+        return _STATUS.get(name, ("unknown", ""))[0].replace("error", "unknown")
 
     def root(self) -> np.ndarray | None:
         """Solve the whole LP: per stage the completion time of its (fractional) plan, the earliest its latencies
-        allow; None if the LP, so every plan, is infeasible."""
+        allow; None if the LP, so every plan, is infeasible. ValueError if HiGHS could not decide (the caller
+        hands the MILP to branch and bound)."""
         self._at(-1)
-        if not self._run():
+        outcome = self._run()
+        if outcome == "infeasible":
             return None
+        if outcome != "optimal":
+            raise ValueError("layer LP undecided")
         x = np.asarray(self.h.getSolution().col_value)
         return self.completion([float(self.lat[s] @ x[self.y[s]]) for s in range(self.S)])
 
@@ -639,7 +667,7 @@ class LayerLP:
         for j, point in enumerate(points):
             if opened.size:
                 self.h.changeColsBounds(int(opened.size), self.t[opened], point, point)
-            if not self._run():
+            if self._run() != "optimal":
                 continue
             pi = np.where(
                 self.head_pos > k, np.maximum(np.asarray(self.h.getSolution().row_dual)[self.first :], 0.0), 0.0
@@ -726,7 +754,10 @@ def least_change(
     elif combos > FRONTIER_DIRECT_ABOVE and frontier_width(pipeline) > FRONTIER_MAX_WIDTH:
         # wide DAGs: the same search with the layer bound (rule 4 of frontier.py) on the value floor
         layers = LayerLP(pipeline, sub_o, sub_v, time_limit_s)
-        root = layers.root()
+        try:
+            root = layers.root()
+        except ValueError:  # HiGHS could not decide the layer LP: the least-change MILP decides
+            root = None
         if root is not None:
             local = best_by_frontier(
                 pipeline,
