@@ -66,7 +66,14 @@ import highspy
 import numpy as np
 
 from pipetune.errors import SolverError
-from pipetune.optimizer.frontier import TooLarge, best_by_frontier, frontier_width
+from pipetune.optimizer.frontier import (
+    TooLarge,
+    best_by_frontier,
+    frontier_width,
+    open_stages,
+    path_edges,
+    stage_order,
+)
 from pipetune.optimizer.incumbent import (
     best_by_enumeration,
     cached_for,
@@ -577,8 +584,6 @@ class LayerLP:
     read from the solver, so it holds for any pi >= 0 (simplex tolerances can only loosen it)."""
 
     def __init__(self, pipeline, options: list[StageOptions], values: list[np.ndarray], time_limit_s: float) -> None:
-        from pipetune.optimizer.frontier import open_stages, path_edges, stage_order
-
         S = len(options)
         self.pipeline, self.S = pipeline, S
         self.order, self.opened = stage_order(pipeline), open_stages(pipeline)
