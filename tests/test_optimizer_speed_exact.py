@@ -47,18 +47,23 @@ def _agrees(plan, oracle) -> bool:
     return plan.feasible and abs(plan.objective - oracle[0]) <= 1e-6 * max(1.0, abs(oracle[0]))
 
 
-@pytest.mark.parametrize("finish", ["frontier", "highs", "highs-direct"])
+@pytest.mark.parametrize("finish", ["frontier", "highs", "wide", "highs-direct"])
 def test_every_finishing_path_matches_the_oracle(monkeypatch, finish):
-    # ENUMERATE_AT_MOST = 0 sends every MILP past the flat enumeration; a frontier cap of 0 sends it on to HiGHS;
-    # a frontier width limit of 0 sends it to HiGHS directly, here with completion-time variables for every DAG.
+    # ENUMERATE_AT_MOST = 0 sends every MILP past the flat enumeration; a frontier cap of 0 sends it on to HiGHS
+    # (after the layer-bound enumeration, also capped at 0); a frontier width limit of 0 sends it to the
+    # layer-bound enumeration (milp._finish_wide) directly, and with that capped at 0 on to HiGHS, here with
+    # completion-time variables for every DAG.
     monkeypatch.setattr(milp, "ENUMERATE_AT_MOST", 0)
-    if finish == "highs":
+    if finish in ("highs", "highs-direct"):
         monkeypatch.setattr(milp, "FRONTIER_MAX_STATES", 0)
-    if finish == "highs-direct":
+        monkeypatch.setattr(milp, "WIDE_MAX_STATES", 0)
+        monkeypatch.setattr(milp, "WIDE_BEAM", 0)
+    if finish in ("wide", "highs-direct"):
         monkeypatch.setattr(milp, "FRONTIER_MAX_WIDTH", 0)
         monkeypatch.setattr(milp, "FRONTIER_DIRECT_ABOVE", 0)
+    if finish == "highs-direct":
         monkeypatch.setattr(milp, "MAX_PATH_ROWS", 1)
-    cases = _small_instances(seed={"frontier": 11, "highs": 12, "highs-direct": 13}[finish], count=25)
+    cases = _small_instances(seed={"frontier": 11, "highs": 12, "wide": 14, "highs-direct": 13}[finish], count=25)
     assert len(cases) >= 15
     bad = []
     for pipeline, profiles, rps, raw in cases:
@@ -97,7 +102,7 @@ def test_frontier_gives_up_instead_of_growing():
     assert best_by_frontier(pipeline, raw, values, best_known=-np.inf, max_states=0) is TooLarge
 
 
-@pytest.mark.parametrize("path", ["listed", "frontier", "highs"])
+@pytest.mark.parametrize("path", ["listed", "frontier", "wide", "highs"])
 def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path):
     # The tie-break MILP now runs on the options an LP bound allows; compare with listing every plan. "frontier"
     # sends every remainder to the dominance-and-bound enumeration (the distance as one more dominance term);
@@ -107,6 +112,9 @@ def test_least_change_reduction_keeps_the_least_change_optimum(monkeypatch, path
         monkeypatch.setattr(milp, "ENUMERATE_AT_MOST", 0)
     if path == "highs":
         monkeypatch.setattr(milp, "FRONTIER_MAX_STATES", 0)
+    if path == "wide":  # the layer-bound enumeration (frontier.py rule 4) for every remainder
+        monkeypatch.setattr(milp, "FRONTIER_MAX_WIDTH", 0)
+        monkeypatch.setattr(milp, "FRONTIER_DIRECT_ABOVE", 0)
     runs = milp.COUNTS.least_change_runs
     from pipetune.optimizer.incumbent import stage_slack
     from pipetune.optimizer.options import pareto_prune_stages

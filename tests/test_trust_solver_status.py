@@ -62,7 +62,7 @@ def test_a_time_limit_in_plan_pipeline_is_a_solver_error(synthetic):
     assert e.value.status == "kTimeLimit"
 
 
-def test_a_time_limit_is_a_solver_error_at_every_solve():
+def test_a_time_limit_is_a_solver_error_at_every_solve(monkeypatch):
     rng = np.random.default_rng(0)
     pipeline, profiles, rps = random_instance(rng, 9, 9, method="sum")
     opts = stage_options(pipeline, rps, profiles)
@@ -79,6 +79,11 @@ def test_a_time_limit_is_a_solver_error_at_every_solve():
     # the least-change MILP (before the fix: None, and the caller silently kept a plan that is not the least change)
     optimum = float(sum(v.max() for v in values)) - 1e6  # a low floor keeps every option: HiGHS gets the model
     distance = [np.arange(len(so), dtype=float) for so in opts]
+    # on this DAG the least-change search first solves the layer LPs of the layer-bound enumeration
+    with pytest.raises(SolverError, match="layer LP|least-change MILP") as e:
+        milp.least_change(pipeline, opts, values, optimum, distance, reduction=red, time_limit_s=0.0)
+    assert e.value.status == "kTimeLimit"
+    monkeypatch.setattr(milp, "FRONTIER_MAX_WIDTH", 10**6)  # no layer-bound enumeration: HiGHS gets the model
     with pytest.raises(SolverError, match="least-change MILP"):
         milp.least_change(pipeline, opts, values, optimum, distance, reduction=red, time_limit_s=0.0)
 

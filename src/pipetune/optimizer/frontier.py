@@ -18,6 +18,11 @@ limited resource (the core budget, the host CPU: options.resource_limits). Three
     value of a known feasible plan (minus a 1e-9 relative tolerance) cannot complete to an optimal plan.
  3. Dominance. If partial plan A has value >= B's, every open T <= B's and every resource use <= B's, then any completion of B
     is also a feasible completion of A with at least the same value, so B can go (of exact ties, one stays).
+ 4. Layer bound (optional, `tangents`; milp.LayerLP computes them). After position k the unassigned stages
+    form an LP whose right-hand sides are the open completion times T; its optimum is concave in T, and the
+    Lagrangian of one solve at a point T^ gives a linear bound c - mu @ T on everything a completion can add,
+    valid for every T. A partial plan whose value plus the least of its position's bounds stays below the floor
+    goes. Unlike rule 2 it charges a late partial plan for the fast options its successors will need.
 Each rule only removes partial plans that some kept one matches or beats, so the best complete plan left is an
 optimum of MILP(v). If the number of partial plans outgrows `max_states` the routine gives up (returns
 `TooLarge`) and the caller solves the MILP with HiGHS instead, so the answer never depends on the cap.
@@ -25,13 +30,24 @@ optimum of MILP(v). If the number of partial plans outgrows `max_states` the rou
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from pipetune.optimizer.incumbent import cached_for
 from pipetune.optimizer.options import StageOptions, pareto_pairwise, resource_limits
 
 TooLarge = object()  # sentinel: the frontier outgrew max_states
+
+
+class Tangents(Protocol):
+    """Rule 4's bounds by position k: (c, mu), everything a completion adds <= min_j c[j] - mu[j] @ open times."""
+
+    def __getitem__(self, k: int, /) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 PAIRWISE_DOMINANCE_AT_MOST = 1000  # multi-dimensional dominance is quadratic; above this only rules 1-2 apply
+TANGENTS_ABOVE = 100  # rule 4 (an LP per position) only where the frontier holds more partial plans than this
 
 
 def _structure(pipeline):
@@ -41,14 +57,46 @@ def _structure(pipeline):
 def frontier_width(pipeline) -> int:
     """The most completion times a partial plan carries at once in this pipeline's stage order (1 for a chain).
     The frontier's size grows with it: measured on the 25-stage benchmark DAGs (width 4-9), the enumeration
-    either outgrew its cap or took as long as HiGHS branch and bound, so large wide remainders go straight to
-    HiGHS (milp.FRONTIER_MAX_WIDTH, FRONTIER_DIRECT_ABOVE)."""
+    without the layer bound (rule 4) either outgrew its cap or took as long as HiGHS branch and bound, so large
+    remainders of DAGs go to the enumeration with it (milp.FRONTIER_MAX_WIDTH, FRONTIER_DIRECT_ABOVE)."""
     return cached_for(pipeline, "frontier_width", _compute_width)
 
 
 def _compute_width(pipeline) -> int:
     *_, order, last_use = _structure(pipeline)
     return max((sum(1 for s in order[: k + 1] if last_use[s] > k) for k in range(len(order))), default=0)
+
+
+def stage_order(pipeline) -> list[int]:
+    """The order the enumeration assigns stages in (path-predecessors first)."""
+    return _structure(pipeline)[3]
+
+
+def path_edges(pipeline) -> np.ndarray:
+    """Every (stage on a path, its immediate path-predecessor) pair as a row, (stage, -1) for a stage with none:
+    the completion-time rows t[s] >= t[p] + L[s] of the layer LPs (milp.layer_tangents), the structure the
+    enumeration's completion times follow."""
+    return cached_for(pipeline, "frontier_edges", _compute_edges)
+
+
+def _compute_edges(pipeline):
+    _paths, preds, on_path, _order, _last = _structure(pipeline)
+    rows = []
+    for s in range(len(preds)):
+        if on_path[s]:
+            rows.extend([(s, p) for p in preds[s]] or [(s, -1)])
+    return np.array(rows, np.int64).reshape(-1, 2)
+
+
+def open_stages(pipeline) -> list[list[int]]:
+    """Per position k of the order, the open stages once the k-th is assigned (on a path, with a path-successor
+    still unassigned), in the order of a partial plan's completion-time columns."""
+    return cached_for(pipeline, "frontier_open", _compute_open)
+
+
+def _compute_open(pipeline):
+    _paths, _preds, on_path, order, last_use = _structure(pipeline)
+    return [[p for p in order[: k + 1] if on_path[p] and last_use[p] > k] for k in range(len(order))]
 
 
 def _compute_structure(pipeline):
@@ -125,6 +173,8 @@ def best_by_frontier(
     penalty: list[np.ndarray] | None = None,
     max_states: int = 30_000,
     distance: list[np.ndarray] | None = None,
+    tangents: Tangents | None = None,
+    beam: bool = False,
 ):
     """The feasible plan of highest sum(values) (option index per stage), None if there is none, or
     `TooLarge`. `best_known` must be the value of a feasible plan (or -inf); `upper`/`penalty` are the LP
@@ -133,7 +183,14 @@ def best_by_frontier(
     With `distance` (a change cost per option), the least-change plan among those worth at least
     `best_known` - 1e-9 relative (give the optimum): the distance is one more term of the dominance rule (a
     state no better in value, times, cost and distance completes no better), and rules 1-2 with the optimum as
-    the floor keep only partial plans that can still reach it, which is what keeps this search small."""
+    the floor keep only partial plans that can still reach it, which is what keeps this search small.
+
+    `tangents` (milp.layer_tangents), per position k: (c, mu) with c of shape (J,) and mu (J, open stages at
+    k, in `open_stages` order) such that every completion of a partial plan whose open completion times are T
+    adds at most min_j c[j] - mu[j] @ T to its value (rule 4: a partial plan whose value plus that bound stays
+    below the floor goes). `beam`: a heuristic, not a proof: past `max_states` keep the partial plans of the
+    highest value plus bound instead of giving up; the plan returned is feasible (a floor for an exact run)
+    but not necessarily optimal."""
     paths, preds, on_path, order, last_use = _structure(pipeline)
     S = len(options)
     sla = pipeline.sla.seconds * (1 + 1e-12)
@@ -203,12 +260,28 @@ def best_by_frontier(
         if grow:
             nt[:, -1] = ts.ravel()[idx]
             new_open.append(s)
+        room = None
+        if tangents is not None and nv.size > TANGENTS_ABOVE:
+            c, mu = tangents[k]
+            if c.size:
+                room = nv + (c[None, :] - nt @ mu.T).min(axis=1)
+                a = np.flatnonzero(room >= floor - 1e-7)  # 1e-7: the duals carry simplex tolerances
+                if a.size == 0:
+                    return None
+                if a.size < nv.size:
+                    parent, opt, nv, np_, nc, nt, nd = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a], nd[a]
+                    room = room[a]
+        if room is None:
+            room = nv
         alive = _pareto_mask(nv, nt, nc if limits else None, nd if distance is not None else None)
         if not alive.all():
             a = np.flatnonzero(alive)
-            parent, opt, nv, np_, nc, nt, nd = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a], nd[a]
+            parent, opt, nv, np_, nc, nt, nd, room = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a], nd[a], room[a]
         if nv.size > max_states:
-            return TooLarge
+            if not beam:
+                return TooLarge
+            a = np.argsort(-room, kind="stable")[:max_states]
+            parent, opt, nv, np_, nc, nt, nd = parent[a], opt[a], nv[a], np_[a], nc[a], nt[a], nd[a]
         vals, pen, cost, times, dist, open_ids = nv, np_, nc, nt, nd, new_open
         back.append(parent)
         picks.append(opt)

@@ -45,10 +45,13 @@ flat-side rule.
 Each MILP is shrunk first, exactly, by LP reduced costs against a good feasible plan (`reduce_by_lp`). What
 survives is finished by flat enumeration when at most ENUMERATE_AT_MOST combinations are left, else by the
 dominance-and-bound enumeration of frontier.py (exact; argument there), and only when that outgrows
-FRONTIER_MAX_STATES partial plans by HiGHS branch and bound. DAGs wider than FRONTIER_MAX_WIDTH open completion
-times with more than FRONTIER_DIRECT_ABOVE combinations left go to HiGHS directly: there the enumeration's bounds
-are too weak to keep it small. HiGHS solves
-every LP relaxation, and is the solver of record for the MILPs it gets; the enumerations are exact finishers.
+FRONTIER_MAX_STATES partial plans by the same enumeration with the layer bound (rule 4 of frontier.py: a
+tangent of each position's remaining LP as a function of the open completion times, `LayerLP`), and only when
+that outgrows WIDE_MAX_STATES partial plans by HiGHS branch and bound (`_finish_wide`). DAGs wider than
+FRONTIER_MAX_WIDTH open completion times with more than FRONTIER_DIRECT_ABOVE combinations left go to the
+layer-bound enumeration directly: there the plain enumeration's bounds are too weak to keep it small. HiGHS
+solves every LP relaxation, and is the solver of record for the MILPs it gets; the enumerations are exact
+finishers.
 A HiGHS run that ends other than optimal or infeasible (a limit, an interrupt, an error) raises SolverError
 (`_outcome`): no answer is never read as "no plan".
 """
@@ -63,7 +66,14 @@ import highspy
 import numpy as np
 
 from pipetune.errors import SolverError
-from pipetune.optimizer.frontier import TooLarge, best_by_frontier, frontier_width
+from pipetune.optimizer.frontier import (
+    TooLarge,
+    best_by_frontier,
+    frontier_width,
+    open_stages,
+    path_edges,
+    stage_order,
+)
 from pipetune.optimizer.incumbent import (
     best_by_enumeration,
     cached_for,
@@ -78,8 +88,10 @@ MAX_PATH_ROWS = 16  # above this many source-to-sink paths, completion-time vari
 # geo-mean decision time against 64 on 80 random 25x9 instances)
 ENUMERATE_AT_MOST = 1000  # combinations left after the LP reduction that are listed flat (above: frontier.py)
 FRONTIER_MAX_STATES = 30_000  # partial plans the exact enumeration may hold before HiGHS branches instead
-FRONTIER_MAX_WIDTH = 4  # wider DAGs (more open completion times at once) with more than
-FRONTIER_DIRECT_ABOVE = 1e9  # this many combinations left go to HiGHS directly (frontier_width)
+FRONTIER_MAX_WIDTH = 1  # DAGs wider than this (more open completion times at once) with more than
+FRONTIER_DIRECT_ABOVE = 1e9  # this many combinations left go to the layer-bound enumeration (_finish_wide)
+WIDE_MAX_STATES = 30_000  # partial plans the layer-bound enumeration may hold before HiGHS branches instead
+WIDE_BEAM = 100  # partial plans per position of the beam run that finds its floor (0: none)
 LOG_ZERO = -700.0  # log of a zero accuracy (e^-700 == 0.0 in floating point)
 
 
@@ -92,6 +104,7 @@ class SolverCounts:
     finishes: int = 0  # exact MILP(v) finishings (flat enumeration, frontier enumeration or HiGHS)
     branch_runs: int = 0  # of those, HiGHS branch and bound runs
     least_change_runs: int = 0  # least-change tie-break MILPs sent to HiGHS (not listed flat)
+    wide_gave_up: int = 0  # wide-DAG finishings whose layer-bound enumeration gave up (then HiGHS branched)
     nodes: int = 0  # HiGHS branch-and-bound nodes, both kinds of run
     lp_iterations: int = 0  # simplex iterations, every HiGHS run
 
@@ -246,6 +259,21 @@ _STATUS: dict[str, tuple[str, str]] = {
     "kNotset": ("error", "the solve did not run, so this is " + _BUG),
     "kUnknown": ("error", "HiGHS could not decide; " + _BUG),
 }
+
+
+# the statuses of a run stopped by a limit or an interrupt (every solve raises on them, see _outcome)
+_LIMITS = frozenset(
+    {
+        "kTimeLimit",
+        "kIterationLimit",
+        "kSolutionLimit",
+        "kObjectiveBound",
+        "kObjectiveTarget",
+        "kInterrupt",
+        "kHighsInterrupt",
+        "kMemoryLimit",
+    }
+)
 
 
 def _outcome(h: highspy.Highs, phase: str, pipeline=None) -> str:
@@ -444,7 +472,7 @@ def solve_linear(
 
 def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: float):
     """The exact optimum of MILP(values) over the options that survived the reduction `red`."""
-    r_opts, r_vals, start, kept = red.options, red.values, red.start, red.kept
+    r_opts, r_vals, kept = red.options, red.values, red.kept
     COUNTS.finishes += 1
     combos = math.prod(len(so) for so in r_opts)
     if combos <= ENUMERATE_AT_MOST:
@@ -452,7 +480,7 @@ def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: f
         # cheaper than another HiGHS run (which costs a few ms even on a trivial model).
         local = best_by_enumeration(pipeline, r_opts, r_vals)
     elif combos > FRONTIER_DIRECT_ABOVE and frontier_width(pipeline) > FRONTIER_MAX_WIDTH:
-        local = _branch(pipeline, r_opts, r_vals, start, time_limit_s)
+        local = _finish_wide(pipeline, red, time_limit_s)
     else:
         # Larger remainders of chains and narrow DAGs: enumeration with exact dominance and LP bounds
         # (frontier.py), which gives up (TooLarge) rather than grow past FRONTIER_MAX_STATES partial plans;
@@ -467,11 +495,59 @@ def _finish(pipeline, values: list[np.ndarray], red: _Reduction, time_limit_s: f
             max_states=FRONTIER_MAX_STATES,
         )
         if local is TooLarge:
-            local = _branch(pipeline, r_opts, r_vals, start, time_limit_s)
+            local = _finish_wide(pipeline, red, time_limit_s)
     if local is None:
         return None
     choice = [int(k[c]) for k, c in zip(kept, local)]
     return choice, _value_of(values, choice)
+
+
+def _finish_wide(pipeline, red: _Reduction, time_limit_s: float) -> list[int] | None:
+    """A wide DAG's reduced MILP: the frontier enumeration with the layer bound (rule 4, `layer_tangents`),
+    after a beam run of the same enumeration for a better floor; HiGHS branch and bound when the enumeration
+    outgrows WIDE_MAX_STATES partial plans (or finds nothing, which a feasible start rules out: then HiGHS
+    decides, never the enumeration)."""
+    r_opts, r_vals, start = red.options, red.values, red.start
+    layers = LayerLP(pipeline, r_opts, r_vals, time_limit_s)
+    try:
+        root = layers.root()
+    except ValueError:  # HiGHS could not decide the layer LP: branch and bound decides
+        COUNTS.wide_gave_up += 1
+        return _branch(pipeline, r_opts, r_vals, start, time_limit_s)
+    if root is None:
+        return None  # the LP relaxation is infeasible, so is every plan
+    tangents = layers.lazy([root])
+    floor = red.start_value
+    if WIDE_BEAM:
+        found = best_by_frontier(
+            pipeline,
+            r_opts,
+            r_vals,
+            best_known=floor,
+            upper=red.upper,
+            penalty=red.penalty,
+            max_states=WIDE_BEAM,
+            tangents=tangents,
+            beam=True,
+        )
+        if isinstance(found, list) and _value_of(r_vals, found) > floor:
+            start, floor = found, _value_of(r_vals, found)
+    local = best_by_frontier(
+        pipeline,
+        r_opts,
+        r_vals,
+        best_known=floor,
+        upper=red.upper,
+        penalty=red.penalty,
+        max_states=WIDE_MAX_STATES,
+        tangents=tangents,
+    )
+    if isinstance(local, list):
+        return local
+    # TooLarge, or None although `start` is a feasible plan worth the floor (only simplex tolerances could do
+    # that): HiGHS decides
+    COUNTS.wide_gave_up += 1
+    return _branch(pipeline, r_opts, r_vals, start, time_limit_s)
 
 
 def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] | None:
@@ -490,6 +566,153 @@ def _branch(pipeline, r_opts, r_vals, start, time_limit_s: float) -> list[int] |
         return None
     sol = np.array(h.getSolution().col_value)
     return [int(np.argmax(sol[ys])) for ys in m.y]
+
+
+class LayerLP:
+    """Rule 4 of the frontier enumeration (`tangents` and `refine` of frontier.best_by_frontier): per position k
+    of its order, linear upper bounds on what the unassigned stages can still add to a partial plan's value, as
+    functions of its open completion times T.
+
+    After position k the unassigned stages form an LP whose right-hand sides are T (rows t[s] - L[s] y[s] >= T[p]
+    for an assigned path-predecessor p); its optimum is concave in T, so a tangent at one point T^ bounds it
+    everywhere. One HiGHS LP in completion-time form holds it: moving to position k frees the rows of the stages
+    assigned so far, and a tangent at T^ fixes the open completion times at T^ and solves (each solve starts from
+    the last basis). From the row duals pi (clipped at >= 0), Lagrangian relaxation of the latency rows, with one
+    option per stage kept exact, gives for every T:
+        value added <= sum_u max_o (v[u,o] - P_u L[u,o]) + sum_u max(0, P_u - Q_u) SLA - sum_p Q_p T_p
+    with P_u the duals of u's own rows and Q_u those of the rows that read t[u]. It is computed here from pi, not
+    read from the solver, so it holds for any pi >= 0 (simplex tolerances can only loosen it)."""
+
+    def __init__(self, pipeline, options: list[StageOptions], values: list[np.ndarray], time_limit_s: float) -> None:
+        S = len(options)
+        self.pipeline, self.S = pipeline, S
+        self.order, self.opened = stage_order(pipeline), open_stages(pipeline)
+        edges = path_edges(pipeline)
+        self.head, self.tail = edges[:, 0], edges[:, 1]
+        self.sla = pipeline.sla.seconds
+        self.lat = [so.lat_slo for so in options]
+        bld = _Builder()
+        self.cut = np.cumsum([0] + [len(so) for so in options])
+        cols = bld.add_cols(int(self.cut[-1]), -np.concatenate(values), 0.0, 1.0, False)
+        self.y = [cols[a:b] for a, b in zip(self.cut[:-1], self.cut[1:])]
+        self.t = bld.add_cols(S, 0.0, 0.0, self.sla, False).astype(np.int32)
+        for ys in self.y:
+            bld.add_row(ys, np.ones(ys.size), 1.0, 1.0)
+        for s, p in edges:
+            ts = [self.t[s]] if p < 0 else [self.t[s], self.t[p]]
+            bld.add_row(
+                np.concatenate([ts, self.y[s]]), np.concatenate([[1.0, -1.0][: len(ts)], -self.lat[s]]), 0.0, INF
+            )
+        self.h = _highs(time_limit_s)
+        _set(self.h, "presolve", "off")
+        _pass_model(self.h, bld.lp(relax=True), "layer LP")
+        self.first = S  # the latency rows follow the S one-option rows
+        self.rows_of = [(np.flatnonzero(self.head == s) + self.first).astype(np.int32) for s in range(S)]
+        self.pos = np.empty(S, np.int64)
+        self.pos[self.order] = np.arange(S)
+        self.head_pos = self.pos[self.head]
+        self.from_tail = self.tail >= 0
+        self.v_all, self.lat_all = np.concatenate(values), np.concatenate(self.lat)
+        self.stage_of = np.repeat(np.arange(S), np.diff(self.cut))
+        self.k = -1  # rows of the stages at positions <= k are freed
+
+    def _run(self) -> str:
+        """ "optimal", "infeasible", or "unknown" (HiGHS could not decide: no bound is taken from this solve, and
+        the enumeration only prunes less); a limit or an interrupt raises SolverError like every solve."""
+        self.h.run()
+        COUNTS.lps += 1
+        _count_run(self.h, mip=False)
+        name = getattr(self.h.getModelStatus(), "name", "")
+        if name in _LIMITS:
+            _outcome(self.h, "layer LP", self.pipeline)
+        return _STATUS.get(name, ("unknown", ""))[0].replace("error", "unknown")
+
+    def root(self) -> np.ndarray | None:
+        """Solve the whole LP: per stage the completion time of its (fractional) plan, the earliest its latencies
+        allow; None if the LP, so every plan, is infeasible. ValueError if HiGHS could not decide (the caller
+        hands the MILP to branch and bound)."""
+        self._at(-1)
+        outcome = self._run()
+        if outcome == "infeasible":
+            return None
+        if outcome != "optimal":
+            raise ValueError("layer LP undecided")
+        x = np.asarray(self.h.getSolution().col_value)
+        return self.completion([float(self.lat[s] @ x[self.y[s]]) for s in range(self.S)])
+
+    def completion(self, per_stage) -> np.ndarray:
+        """Completion times of stages with these latencies."""
+        at = np.zeros(self.S)
+        for s in self.order:
+            at[s] = per_stage[s] + max((at[p] for p in self.tail[(self.head == s) & self.from_tail]), default=0.0)
+        return at
+
+    def _at(self, k: int) -> None:
+        if k < self.k:  # the whole model again
+            n = self.head.size
+            for r in range(self.first, self.first + n):
+                self.h.changeRowBounds(r, 0.0, INF)
+            self.h.changeColsBounds(self.S, self.t, np.zeros(self.S), np.full(self.S, self.sla))
+            self.k = -1
+        while self.k < k:
+            self.k += 1
+            for r in self.rows_of[self.order[self.k]].tolist():
+                self.h.changeRowBounds(r, -INF, INF)
+
+    def tangents(self, k: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tangents at position k at each row of `points` (open completion times, in open_stages order):
+        (c, mu), bound c[j] - mu[j] @ T; c is inf where the LP at that point is infeasible (no bound)."""
+        opened = np.asarray(self.opened[k], np.int32)
+        c = np.full(len(points), np.inf)
+        mu = np.zeros((len(points), opened.size))
+        if k == self.S - 1:
+            return np.zeros(len(points)), mu
+        self._at(k)
+        rest = self.pos > k
+        for j, point in enumerate(points):
+            if opened.size:
+                self.h.changeColsBounds(int(opened.size), self.t[opened], point, point)
+            if self._run() != "optimal":
+                continue
+            pi = np.where(
+                self.head_pos > k, np.maximum(np.asarray(self.h.getSolution().row_dual)[self.first :], 0.0), 0.0
+            )
+            P = np.bincount(self.head, pi, minlength=self.S)
+            Q = np.bincount(self.tail[self.from_tail], pi[self.from_tail], minlength=self.S)
+            best = np.maximum.reduceat(self.v_all - P[self.stage_of] * self.lat_all, self.cut[:-1])
+            c[j] = float(best[rest].sum() + np.maximum(P - Q, 0.0)[rest].sum() * self.sla)
+            mu[j] = Q[opened]
+        return c, mu
+
+    def lazy(self, anchors: list[np.ndarray]) -> _LazyTangents:
+        """`sweep`, each position's tangents solved only when the enumeration first asks for them."""
+        return _LazyTangents(self, anchors)
+
+    def sweep(self, anchors: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per position, the tangents at each anchor (completion times per stage)."""
+        out: list[tuple[list, list]] = [([], []) for _ in range(self.S)]
+        for anchor in anchors:
+            for k in range(self.S):
+                c, mu = self.tangents(k, anchor[np.asarray(self.opened[k], np.int64)][None, :])
+                out[k][0].append(c)
+                out[k][1].append(mu)
+        return [(np.concatenate(c), np.concatenate(mu)) for c, mu in out]
+
+
+class _LazyTangents:
+    """Per position, the tangents of `LayerLP` at the anchors, solved on first use and kept (the enumeration asks
+    only where its frontier is large, frontier.TANGENTS_ABOVE)."""
+
+    def __init__(self, layers: LayerLP, anchors: list[np.ndarray]) -> None:
+        self.layers, self.anchors = layers, anchors
+        self.done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in self.done:
+            at = np.asarray(self.layers.opened[k], np.int64)
+            parts = [self.layers.tangents(k, a[at][None, :]) for a in self.anchors]
+            self.done[k] = (np.concatenate([c for c, _ in parts]), np.concatenate([m for _, m in parts]))
+        return self.done[k]
 
 
 def least_change(
@@ -533,7 +756,28 @@ def least_change(
     local: Any = TooLarge
     if combos <= ENUMERATE_AT_MOST * 20:
         local = _least_change_by_enumeration(pipeline, sub_o, sub_v, optimum - tol, sub_d)
-    elif not (combos > FRONTIER_DIRECT_ABOVE and frontier_width(pipeline) > FRONTIER_MAX_WIDTH):
+    elif combos > FRONTIER_DIRECT_ABOVE and frontier_width(pipeline) > FRONTIER_MAX_WIDTH:
+        # wide DAGs: the same search with the layer bound (rule 4 of frontier.py) on the value floor
+        layers = LayerLP(pipeline, sub_o, sub_v, time_limit_s)
+        try:
+            root = layers.root()
+        except ValueError:  # HiGHS could not decide the layer LP: the least-change MILP decides
+            root = None
+        if root is not None:
+            local = best_by_frontier(
+                pipeline,
+                sub_o,
+                sub_v,
+                best_known=optimum,
+                upper=red.upper,
+                penalty=sub_p,
+                max_states=WIDE_MAX_STATES,
+                distance=sub_d,
+                tangents=layers.lazy([root]),
+            )
+            if local is None:  # the known optimum is a plan worth the floor: only tolerances; HiGHS decides
+                local = TooLarge
+    else:
         # The frontier enumeration with the distance as one more dominance term and the optimum as the floor
         # of its value bounds (exact; frontier.py): on chains and narrow DAGs it settles quickly what HiGHS
         # would branch on.
