@@ -643,9 +643,9 @@ def run_live_demo(
             elif name == "ray-autoscaling":
                 # Ray Serve's autoscaling on the accurate variants, each stage free to grow to its fair share of
                 # the CPUs the planner may use.
-                start = host_plan(planning, profiles, float(counts[:10].max()), runtime, None)
-                if start is None:
-                    raise PipetuneError("the planner has no configuration of the accurate variants at the first load")
+                # (the accurate configuration at the highest rate it holds when the planner has none at the first
+                # load: a plan's SLA terms are not monotone in the load, e.g. batch formation falls as it rises)
+                start = host_plan(planning, profiles, float(counts[:10].max()), runtime, None) or accurate
                 # (never below what the first plan starts with: Ray refuses initial replicas above the maximum)
                 per_stage = max(
                     1,
