@@ -225,21 +225,6 @@ def test_refusals():
         plan_continuous_shares(p, 30, max_iterations=0)
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    import sys
-
-    from pipetune.cli.main import run as cli_run
-
-    monkeypatch.setattr(sys, "argv", ["pipetune", *args])
-    try:
-        cli_run()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _copy_with_mix(src_dir, tmp_path):
     import shutil
 
@@ -253,22 +238,22 @@ def _copy_with_mix(src_dir, tmp_path):
     return path
 
 
-def test_cli_plan_exact_shares(monkeypatch, capsys, tmp_path):
+def test_cli_plan_exact_shares(pipetune_cli, tmp_path):
     import json
     from pathlib import Path
 
     path = _copy_with_mix(Path(pipetune.example_path("synthetic")).parent, tmp_path / "syn")
-    code, out, err = _cli(monkeypatch, capsys, "plan", str(path), "--rps", "45", "--exact-shares", "--json")
+    code, out, err = pipetune_cli("plan", str(path), "--rps", "45", "--exact-shares", "--json")
     assert code == 0, err
     d = json.loads(out)
     cert = d["continuous_shares"]
     assert cert["proven"] and cert["stopped"] == "optimal" and cert["upper"] >= d["objective"]
     assert d["objective"] > cert["grid_objective"] and d["mix"]
-    code, out, err = _cli(monkeypatch, capsys, "plan", str(path), "--rps", "45", "--exact-shares")
+    code, out, err = pipetune_cli("plan", str(path), "--rps", "45", "--exact-shares")
     assert code == 0 and "proven optimal to eps 1e-06" in out and "split classify" in out
-    code, out, err = _cli(monkeypatch, capsys, "plan", str(path), "--rps", "45", "--exact-shares", "--policy", "rim")
+    code, out, err = pipetune_cli("plan", str(path), "--rps", "45", "--exact-shares", "--policy", "rim")
     assert code == 2 and "--exact-shares decides with the ipa policy" in err + out and "Traceback" not in err
     # a runtime profile with mixing stays refused, as plan_pipeline refuses it
     text = _copy_with_mix(Path(pipetune.example_path("text")).parent, tmp_path / "text")
-    code, out, err = _cli(monkeypatch, capsys, "plan", str(text), "--rps", "10", "--exact-shares")
+    code, out, err = pipetune_cli("plan", str(text), "--rps", "10", "--exact-shares")
     assert code == 2 and "runtime profile" in err + out and "Traceback" not in err
