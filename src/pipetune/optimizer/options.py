@@ -353,7 +353,7 @@ def capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None = N
     should admit (capacity x SLA in flight)."""
     factors = pipeline.load_factors()
     cap = host_capacity_rps(pipeline, profiles, configs, runtime)
-    held = []  # per stage: (items per request, replicas, row, hop)
+    held = []  # per stage: (items per request, its configuration, row, hop, host CPU per item)
     for s, c in configs.items():
         if factors.get(s, 0.0) <= 0:
             continue
@@ -362,7 +362,8 @@ def capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None = N
             cap = min(cap, c.replicas * row.throughput_rps / factors[s])
             continue
         hop = 0.0 if runs_inline_here(pipeline, profiles, runtime, s, c.variant) else runtime.hop_cpu_s(c.batch)
-        held.append((factors[s], c, row, hop))
+        per_item = float(host_cpu_per_item(mean_s=row.latency_mean_s, batch=c.batch, cores=c.cores, hop_s=hop))
+        held.append((factors[s], c, row, hop, per_item))
     if runtime is None or not held:
         return cap
 
@@ -372,9 +373,8 @@ def capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None = N
         """Whether every stage's replicas carry `rps` at the slowdown they see there: the others' demand is what
         the configuration keeps busy at `rps` less the replica's own (below the cap, less than the planner's
         bound, which assumes the cap's)."""
-        for f, c, row, hop in held:
-            per_item = host_cpu_per_item(mean_s=row.latency_mean_s, batch=c.batch, cores=c.cores, hop_s=hop)
-            own = rps * f / c.replicas * float(per_item)
+        for f, c, row, hop, per_item in held:
+            own = rps * f / c.replicas * per_item
             slow = host_slowdown(runtime.host_cores, rps * per_request / runtime.host_cores, own, c.cores)
             thr = float(
                 host_service(
@@ -392,7 +392,7 @@ def capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None = N
         return True
 
     # the highest rate below the host's at which every stage holds, by bisection (to 1e-6 of the host's)
-    hi = cap if math.isfinite(cap) else max(c.replicas * row.throughput_rps / f for f, c, row, _ in held)
+    hi = cap if math.isfinite(cap) else max(c.replicas * row.throughput_rps / f for f, c, row, *_ in held)
     if holds(hi):
         return hi
     lo = 0.0
@@ -481,7 +481,8 @@ def expand_options(
             if np.array_equal(n_next, n_min):
                 break
             n_min = n_next
-    thr = served(every, n_min[:, None])[3][:, 0]
+    # each row's service at n_min: its throughput, and the latency floor below (more replicas only slow each down)
+    _, p50, p99, thr = (x[:, 0] for x in served(every, n_min[:, None]))
     if min_replicas is not None:
         n_min = np.maximum(n_min, np.asarray(min_replicas, np.int64)[stage_of])
     n_min = np.where(fixed >= 0, np.minimum(fixed, max_replicas + 1), n_min)
@@ -523,8 +524,6 @@ def expand_options(
 
     # Rows whose batch formation and service alone exceed the SLA fit at no replica count: they get no replica
     # grid (its queueing term is most of the work; about half the rows of the benchmark's instances).
-    # (at n_min: more replicas only slow each one down more)
-    _, p50, p99, _ = (x[:, 0] for x in served(every, n_min[:, None]))
     floor = latency_floor(p50_s=p50, p99_s=p99, batch=base.batch, rate=lam_f, pct=pct, max_wait=max_wait)
     if path is not None:
         floor = floor + path
@@ -551,10 +550,8 @@ def expand_options(
     cost = (got["cores"] * reps).astype(float)
     slo, opt_mean, capacity_rps = lat_slo[local, cols], lat_mean[local, cols], carried[local, cols]
     host_cpu = None
-    if host is not None:  # cores of host CPU kept busy at this load: load x CPU per item
-        host_cpu = lam[rows] * host_cpu_per_item(
-            mean_s=base.mean[rows], batch=base.batch[rows], cores=base.cores[rows], hop_s=host.hop_s[rows]
-        )
+    if cpu_item is not None:  # cores of host CPU kept busy at this load: load x CPU per item
+        host_cpu = lam[rows] * cpu_item[rows]
     cut = np.searchsorted(stage_of[rows], np.arange(len(base) + 1))
     out = []
     for si in range(len(base)):
