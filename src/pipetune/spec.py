@@ -33,6 +33,9 @@ from pipetune.errors import PipetuneError, SpecError
 AccuracyMethod = Literal["pas", "sum", "mean", "rank_sum"]
 
 
+WARM_GROUP = "warm"  # the generation name of a stage's warm variants (no variant may take it: see Stage)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +65,11 @@ class Stage(_Strict):
     fan_in: Literal["join", "merge"] = "join"
     batch_sizes: list[int] | None = Field(default=None, description="overrides caps.batch_sizes for this stage")
     cores: list[int] | None = Field(default=None, description="overrides caps.cores for this stage")
+    warm_variants: list[str] = Field(
+        default_factory=list,
+        description="variants every replica of this stage keeps loaded: a switch among them on the same cores "
+        "changes the route, starts no replica (costs each replica their memory and load time)",
+    )
 
     @model_validator(mode="after")
     def _unique_variants(self) -> Stage:
@@ -69,7 +77,22 @@ class Stage(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"variant names must be unique within a stage; repeated: {dup}")
+        unknown = [w for w in self.warm_variants if w not in names]
+        if unknown:
+            raise ValueError(f"warm_variants names {unknown}, not variants of stage {self.name!r}; use some of {names}")
+        if self.warm_variants and WARM_GROUP in names:
+            raise ValueError(
+                f"stage {self.name!r} has a variant named {WARM_GROUP!r}, the name its warm_variants are served "
+                "under: rename that variant"
+            )
+        if len(set(self.warm_variants)) != len(self.warm_variants):
+            raise ValueError(f"warm_variants of stage {self.name!r} repeats a variant: {self.warm_variants}")
         return self
+
+    def warm_group(self, variant: str) -> str | None:
+        """The name of the group of warm variants `variant` belongs to (one generation of replicas serves them
+        all, switching among them in place), or None: a generation of its own."""
+        return WARM_GROUP if len(self.warm_variants) > 1 and variant in self.warm_variants else None
 
 
 class Edge(BaseModel):
