@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,11 @@ AccuracyMethod = Literal["pas", "sum", "mean", "rank_sum"]
 
 
 WARM_GROUP = "warm"  # the generation name of a stage's warm variants (no variant may take it: see Stage)
+
+
+def warm_group_of(warm_variants: Sequence[str], variant: str) -> str | None:
+    """`Stage.warm_group` from the stage's warm variants alone (for those that hold only these, not the spec)."""
+    return WARM_GROUP if len(warm_variants) > 1 and variant in warm_variants else None
 
 
 class _Strict(BaseModel):
@@ -92,7 +98,7 @@ class Stage(_Strict):
     def warm_group(self, variant: str) -> str | None:
         """The name of the group of warm variants `variant` belongs to (one generation of replicas serves them
         all, switching among them in place), or None: a generation of its own."""
-        return WARM_GROUP if len(self.warm_variants) > 1 and variant in self.warm_variants else None
+        return warm_group_of(self.warm_variants, variant)
 
 
 class Edge(BaseModel):

@@ -59,10 +59,11 @@ INLINE_PREDICT_S = 2e-4  # a one-item predict shorter than this runs on the repl
 INLINE_PROBES = 5
 STARTING_NICENESS = LOADING_NICENESS  # how much lower a starting replica's CPU priority is than a serving one's
 
-# What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id).
-StageResult = tuple[Any, int, float, str]
-# What a batched call reports once: (realised batch size, batch service seconds, Ray node id).
-CallFacts = tuple[int, float, str]
+# What a stage replica returns per item: (output, realised batch size, batch service seconds, Ray node id, the
+# variant that served it).
+StageResult = tuple[Any, int, float, str, str]
+# What a batched call reports once: (realised batch size, batch service seconds, Ray node id, variant that served).
+CallFacts = tuple[int, float, str, str]
 
 
 # ---- one stage generation -------------------------------------------------------------------------------
@@ -169,22 +170,30 @@ def check_outputs(outs: list[Any], n: int, where: str) -> None:
 
 @serve.deployment(name=STAGE_DEPLOYMENT, health_check_period_s=5, graceful_shutdown_timeout_s=30)
 class StageReplica:
-    """One replica of one (stage, variant, cores): pins threads, loads and warms the model, then serves
-    batches of items through `@serve.batch` (its size and wait set at run time by `reconfigure`)."""
+    """One replica of one generation of a stage: pins threads, loads and warms its model (a warm group's: every
+    warm variant, `models`), then serves batches of items, each call naming the variant (the ingress's route; a
+    call that names none, or one this replica does not hold, gets its first: a retried call that the traffic's
+    move handed over). Ray's per-item calls are batched by `@serve.batch` (its size and wait set at run time by
+    `reconfigure`)."""
 
-    def __init__(self, stage: str, variant: str, cores: int, model: dict, warmup_batch: int = 1):
+    def __init__(
+        self, stage: str, variant: str, cores: int, model: dict, warmup_batch: int = 1, models: dict | None = None
+    ):
         self.stage, self.variant, self.cores = stage, variant, int(cores)
-        self.where = f"{stage}/{variant}"
         pin_threads(self.cores)
+        self.adapters: dict[str, Any] = {}
         with starting_priority():
-            self.adapter = model_ref(model, f"stages[{stage}].variants[{variant}].model")()
-            self.adapter.load()
-            # Warm before the replica can be marked ready: first calls pay lazy initialisation.
-            for n in sorted({1, max(1, int(warmup_batch))}):
-                out = self.adapter.predict(self.adapter.sample_inputs(n))
-                if len(out) != n:
-                    raise RuntimeError(f"{stage}/{variant}: predict returned {len(out)} outputs for {n} inputs")
-        self.on_loop = serves_on_loop(self.adapter)
+            for name, ref in (models or {variant: model}).items():
+                adapter = model_ref(ref, f"stages[{stage}].variants[{name}].model")()
+                adapter.load()
+                # Warm before the replica can be marked ready: first calls pay lazy initialisation.
+                for n in sorted({1, max(1, int(warmup_batch))}):
+                    out = adapter.predict(adapter.sample_inputs(n))
+                    if len(out) != n:
+                        raise RuntimeError(f"{stage}/{name}: predict returned {len(out)} outputs for {n} inputs")
+                self.adapters[name] = adapter
+        self.default = next(iter(self.adapters))
+        self.on_loop = {name: serves_on_loop(a) for name, a in self.adapters.items()}
         self.model_cpu = ModelCpu()  # counted from here on: warm-up and probes are not serving
         # predict() runs off the event loop so items keep queueing for the next batch meanwhile.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-{variant}")
@@ -201,42 +210,56 @@ class StageReplica:
         self.run_batch.set_max_batch_size(self.batch)  # type: ignore[attr-defined]
         self.run_batch.set_batch_wait_timeout_s(self.wait_s)  # type: ignore[attr-defined]
 
+    def _variant(self, variant: str | None) -> str:
+        return variant if variant in self.adapters else self.default
+
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def run_batch(self, items: list[Any]) -> list[StageResult]:
-        return await self._predict(items)
+    async def run_batch(self, calls: list[tuple[Any, str]]) -> list[StageResult]:
+        # a batch's items may name two variants (at a switch): each run of one variant is served as one batch
+        out: list[StageResult] = []
+        for variant, run in itertools.groupby(calls, key=lambda c: c[1]):
+            out.extend(await self._predict([x for x, _ in run], variant))
+        return out
 
-    async def _predict(self, items: list[Any]) -> list[StageResult]:
+    async def _predict(self, items: list[Any], variant: str) -> list[StageResult]:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        outs = await loop.run_in_executor(self._pool, predict_counted, self.adapter, items, self.model_cpu, self.where)
+        where = f"{self.stage}/{variant}"
+        outs = await loop.run_in_executor(
+            self._pool, predict_counted, self.adapters[variant], items, self.model_cpu, where
+        )
         dt = time.perf_counter() - t0
-        check_outputs(outs, len(items), f"{self.stage}/{self.variant}")
-        return [(o, len(items), dt, self.node) for o in outs]
+        check_outputs(outs, len(items), where)
+        return [(o, len(items), dt, self.node, variant) for o in outs]
 
-    async def predict_batch(self, items: list[Any]) -> tuple[list[Any], CallFacts]:
-        """A batch formed by the caller (the ingress's StageChannel): one call, `len(items)` outputs in order,
-        and the call's facts once (not per item)."""
-        if len(items) == 1 and self.on_loop:
-            out, dt = predict_one(self.adapter, items[0], f"{self.stage}/{self.variant}", self.model_cpu)
-            return [out], (1, dt, self.node)
+    async def predict_batch(self, items: list[Any], variant: str | None = None) -> tuple[list[Any], CallFacts]:
+        """A batch formed by the caller (the ingress's StageChannel) for `variant`: one call, `len(items)` outputs
+        in order, and the call's facts once (not per item)."""
+        variant = self._variant(variant)
+        adapter = self.adapters[variant]
+        where = f"{self.stage}/{variant}"
+        if len(items) == 1 and self.on_loop[variant]:
+            out, dt = predict_one(adapter, items[0], where, self.model_cpu)
+            return [out], (1, dt, self.node, variant)
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        outs = await loop.run_in_executor(self._pool, predict_counted, self.adapter, items, self.model_cpu, self.where)
+        outs = await loop.run_in_executor(self._pool, predict_counted, adapter, items, self.model_cpu, where)
         dt = time.perf_counter() - t0
-        check_outputs(outs, len(items), f"{self.stage}/{self.variant}")
-        return outs, (len(items), dt, self.node)
+        check_outputs(outs, len(items), where)
+        return outs, (len(items), dt, self.node, variant)
 
-    async def __call__(self, item: Any) -> StageResult:
+    async def __call__(self, item: Any, variant: str | None = None) -> StageResult:
         """One item per call, batched on the replica by `@serve.batch` (Ray Serve's own idiom: what the ingress
         uses under Ray's autoscaling, whose replica counts it does not know)."""
+        variant = self._variant(variant)
         if self.batch == 1:
-            if self.on_loop:  # sub-INLINE_PREDICT_S model: on the event loop, one call at a time all the same
-                out, dt = predict_one(self.adapter, item, f"{self.stage}/{self.variant}", self.model_cpu)
-                return (out, 1, dt, self.node)
+            if self.on_loop[variant]:  # sub-INLINE_PREDICT_S model: on the event loop, one call at a time all the same
+                out, dt = predict_one(self.adapters[variant], item, f"{self.stage}/{variant}", self.model_cpu)
+                return (out, 1, dt, self.node, variant)
             # Nothing to batch: straight to the one-thread pool, which serves one call at a time in arrival
             # order as the batch queue would, without the queue's own work per call
-            return (await self._predict([item]))[0]
-        return await self.run_batch(item)
+            return (await self._predict([item], variant))[0]
+        return await self.run_batch((item, variant))
 
     def cpu_stats(self) -> dict:
         """CPU seconds spent in the model since the replica was ready (see `ModelCpu`), and which replica says so
@@ -256,7 +279,7 @@ def build_stage(args: dict) -> Any:
     """Application builder for one stage generation (`import_path: pipetune.serving.app:build_stage`)."""
     # `@serve.deployment` makes the class a Deployment (which has `bind`); ray's stub keeps it typed as the class
     return StageReplica.bind(  # type: ignore[attr-defined]
-        args["stage"], args["variant"], int(args["cores"]), args["model"], args.get("warmup", 1)
+        args["stage"], args["variant"], int(args["cores"]), args["model"], args.get("warmup", 1), args.get("models")
     )
 
 
@@ -625,29 +648,38 @@ class Ingress:
             handle = self._handle(app).options(method_name="predict_batch")
 
             async def send(items: list[Any]) -> tuple[list[Any], CallFacts]:
-                return await handle.remote(items)
+                # the variant the routes name for this application when the batch leaves (a warm group's
+                # replicas serve whichever is named: a switch among them moves the items queued here too)
+                return await handle.remote(items, self._variant_of(stage, app))
 
             ch = self._channels[app] = StageChannel(
                 send, *self._channel_size(stage, app), stage=stage, retry_if=replica_lost
             )
         return ch
 
+    def _variant_of(self, stage: str, app: str) -> str | None:
+        """The variant the routes name for `app` (a stage's route or a split part's); None for one they left."""
+        if self.routes.get(stage) == app:
+            return self.variants.get(stage)
+        part = self._part_configs.get(app)
+        return None if part is None else str(part["variant"])
+
     async def _call(self, stage: str, item: Any, served: dict[str, str] | None = None) -> Any:
-        """One item through `stage`; `served` records the variant that served it (a split stage's part)."""
+        """One item through `stage`; `served` records the variant that served it (the replica says which)."""
         variant = self.variants.get(stage, "")
         app = None
         if stage in self._splits:
             app, variant = self._splits[stage]()
-        if served is not None:
-            served[stage] = variant
         t0 = time.perf_counter()
         if stage in self._inline:
             out, _dt = predict_one(self._inline[stage][variant], item, f"{stage}/{variant}", self.model_cpu)
             batch, node = 1, "ingress"
         elif self.per_item_calls:
-            out, batch, _service, node = await self._handle(self.routes[stage]).remote(item)
+            out, batch, _service, node, variant = await self._handle(self.routes[stage]).remote(item, variant)
         else:
-            out, (batch, _service, node) = await self._channel(stage, app).submit(item)
+            out, (batch, _service, node, variant) = await self._channel(stage, app).submit(item)
+        if served is not None:
+            served[stage] = variant
         self.metrics.stage.labels(stage, variant).observe(time.perf_counter() - t0)
         self._nodes.setdefault(stage, set()).add(node)
         self.metrics.batch.labels(stage, variant).observe(batch)

@@ -37,11 +37,13 @@ from pipetune.serving.config import (
     ServeOptions,
     ServingError,
     app_name,
+    generation_key,
     graph_args,
     ingress_app_name,
     ingress_args,
     input_specs,
     serve_config,
+    warm_of,
 )
 from pipetune.serving.reconcile import Deployed, Reconciler, read_deployed, read_status
 
@@ -153,7 +155,10 @@ class RayServeBackend(Backend):
                 raise ServingError(
                     f"--address {address}: cannot connect to Ray ({e}); start the cluster or fix it"
                 ) from None
-        deployed = read_deployed(self.name, pipeline.stage_names, ray_api.deployed_apps()) if attach else None
+        self.warm = warm_of(pipeline)
+        deployed = (
+            read_deployed(self.name, pipeline.stage_names, ray_api.deployed_apps(), self.warm) if attach else None
+        )
         self.attached = deployed is not None
         if deployed is not None:
             self.inline = self._adopt(deployed)
@@ -166,14 +171,14 @@ class RayServeBackend(Backend):
             )
         if deployed is not None:
             self._ingress_args = deployed.ingress_args
-            self._rec = Reconciler.resumed(self.name, deployed, self.inline, now=time.monotonic())
+            self._rec = Reconciler.resumed(self.name, deployed, self.inline, now=time.monotonic(), warm=self.warm)
         else:
             if self.options.front == "direct":
                 # The ingress serves HTTP on this machine's address, so it runs on this (the driver's) node.
                 node = f"node:{ray.util.get_node_ip_address()}"
                 self.options = dataclasses.replace(self.options, ingress_resources={node: 0.001})
             self._ingress_args = ingress_args(pipeline, self.options, self._inputs, self.inline)
-            self._rec = Reconciler(self.name, initial, self.inline)
+            self._rec = Reconciler(self.name, initial, self.inline, self.warm)
             held = 0
             for s, c in initial.items():
                 why = self._check(s, c, holding=held)
@@ -246,6 +251,11 @@ class RayServeBackend(Backend):
         """The Serve application of `stage`'s generation `key` = (variant, cores)."""
         return app_name(self.name, stage, key[0], key[1])
 
+    def app_of(self, stage: str, c: StageConfig) -> str:
+        """The Serve application that serves the one-variant configuration `c` of `stage` (its warm group's, where
+        `c`'s variant is one of the stage's warm variants)."""
+        return self.app_name(stage, generation_key(self.warm.get(stage, ()), c))
+
     @property
     def ingress_app(self) -> str:
         return ingress_app_name(self.name)
@@ -259,7 +269,7 @@ class RayServeBackend(Backend):
     def _config(self) -> dict:
         rec = self._rec
         return serve_config(
-            self.pipeline, self.profiles, rec.generations(), rec.serving(), self.options,
+            self.pipeline, self.profiles, rec.keyed_generations(), rec.serving(), self.options,
             args=self._ingress_args, epoch=self._epoch, runtime=self.runtime, retiring=rec.retiring(),
         )  # fmt: skip
 

@@ -18,7 +18,7 @@ What the request path needs of the pipeline travels as plain dicts, open to more
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from pipetune.configs import StageConfig, parts_of
 from pipetune.errors import PipetuneError
 from pipetune.optimizer.options import capacity_rps
 from pipetune.protocol import TensorSpec, spec_for_sample
+from pipetune.spec import warm_group_of
 
 STAGE_DEPLOYMENT = "stage"  # the one deployment inside each stage application
 INGRESS_DEPLOYMENT = "ingress"
@@ -94,8 +95,40 @@ class ServeOptions:
 
 # ---- names ------------------------------------------------------------------------------------------------
 def app_name(pipeline_name: str, stage: str, variant: str, cores: int) -> str:
-    """The application of one generation of a stage: its (variant, cores)."""
+    """The application of one generation of a stage: its (variant, cores); `variant` is the generation's name
+    (`generation_key`): a warm group's name for a warm variant."""
     return f"{pipeline_name}--{stage}--{variant}--c{cores}"
+
+
+def generation_key(warm_variants: Sequence[str], c: StageConfig, split: bool = False) -> tuple[str, int]:
+    """The generation (name, cores) that serves the one-variant configuration `c` of a stage whose warm variants
+    are `warm_variants`: its warm group's (every replica holds each warm variant loaded, so a switch among them
+    on the same cores is in place), else its own variant's. A part of a split stage (`split`) always has its own:
+    two parts are two generations, each routed by share."""
+    group = None if split else warm_group_of(warm_variants, c.variant)
+    return (group or c.variant, c.cores)
+
+
+def generations_of(warm_variants: Sequence[str], c: StageConfig) -> list[tuple[tuple[str, int], StageConfig, float]]:
+    """The generations that serve a stage's configuration `c`: (key, part, share) per part (one at 1 where it
+    does not split)."""
+    parts = parts_of(c)
+    return [(generation_key(warm_variants, p, len(parts) > 1), p, f) for p, f in parts]
+
+
+def warm_of(pipeline: Any) -> dict[str, list[str]]:
+    """Per stage with warm variants, their names (what the reconciler keys generations by)."""
+    return {st.name: list(st.warm_variants) for st in pipeline.stages if st.warm_variants}
+
+
+Generations = Mapping[tuple[str, int], StageConfig]  # a stage's generations by key (`generation_key`)
+
+
+def _keyed(pipeline: Any, stage: str, gens: Generations | Sequence[StageConfig]) -> Generations:
+    """A stage's generations by key; a plain list is of one-variant configurations (none a split's part)."""
+    if isinstance(gens, Mapping):
+        return gens
+    return {generation_key(pipeline.stage(stage).warm_variants, g): g for g in gens}
 
 
 def ingress_app_name(pipeline_name: str) -> str:
@@ -147,24 +180,39 @@ def ingress_args(
     }
 
 
-def stage_args(pipeline: Any, stage: str, gen: StageConfig) -> dict:
-    """A stage application's `args` (fixed for the generation's life): which model, on how many cores."""
+def stage_args(pipeline: Any, stage: str, gen: StageConfig, name: str | None = None) -> dict:
+    """A stage application's `args` (fixed for the generation's life): which model, on how many cores. `name`:
+    the generation's (`generation_key`; default: the one-variant configuration's). A warm group's generation
+    names the group as its variant and loads every warm variant (`models`, in the spec's order; the first serves
+    a call that names none): the variant it serves changes with the ingress's routes, never with its args (a
+    change of which would restart its replicas)."""
     from pipetune.models.registry import variant_model_ref
 
-    ref = variant_model_ref(pipeline, stage, gen.variant)
-    return {
+    def ref(variant: str) -> dict:
+        r = variant_model_ref(pipeline, stage, variant)
+        return {"adapter": r.adapter, "params": r.params}
+
+    warm = pipeline.stage(stage).warm_variants
+    name = name or generation_key(warm, gen)[0]
+    group = name != gen.variant
+    args = {
         "stage": stage,
-        "variant": gen.variant,
+        "variant": name,
         "cores": gen.cores,
-        "model": {"adapter": ref.adapter, "params": ref.params},
+        "model": ref(warm[0] if group else gen.variant),
         "warmup": max(pipeline.batch_sizes_for(stage)),
     }
+    if group:
+        args["models"] = {v: ref(v) for v in warm}
+    return args
 
 
 # ---- the applications -------------------------------------------------------------------------------------
-def stage_app(pipeline: Any, stage: str, gen: StageConfig, opts: ServeOptions) -> dict:
-    """One generation of `stage` as a Serve application: `gen`'s replicas, batch and cores."""
+def stage_app(pipeline: Any, stage: str, gen: StageConfig, opts: ServeOptions, name: str | None = None) -> dict:
+    """One generation of `stage` as a Serve application: `gen`'s replicas, batch and cores; `name`: the
+    generation's (`generation_key`; default: the one-variant configuration's)."""
     max_batch = max(pipeline.batch_sizes_for(stage))
+    name = name or generation_key(pipeline.stage(stage).warm_variants, gen)[0]
     deployment: dict[str, Any] = {
         "name": STAGE_DEPLOYMENT,
         "num_replicas": gen.replicas,
@@ -176,10 +224,10 @@ def stage_app(pipeline: Any, stage: str, gen: StageConfig, opts: ServeOptions) -
         del deployment["num_replicas"]
         deployment["autoscaling_config"] = {"initial_replicas": gen.replicas, **opts.autoscale}
     return {
-        "name": app_name(pipeline.name, stage, gen.variant, gen.cores),
+        "name": app_name(pipeline.name, stage, name, gen.cores),
         "route_prefix": None,
         "import_path": STAGE_IMPORT_PATH,
-        "args": stage_args(pipeline, stage, gen),
+        "args": stage_args(pipeline, stage, gen, name),
         "deployments": [deployment],
     }
 
@@ -202,13 +250,17 @@ def ingress_user_config(
     as switches under way)."""
     unlimited = bool(opts.autoscale)
     extra = {"retiring": sorted(retiring)} if retiring else {}
+    routed = {
+        s: [
+            (app_name(pipeline.name, s, k[0], k[1]), p, f)
+            for k, p, f in generations_of(pipeline.stage(s).warm_variants, c)
+        ]
+        for s, c in serving.items()
+        if s not in inline
+    }
     return {
-        "routes": {s: app_name(pipeline.name, s, c.variant, c.cores) for s, c in serving.items() if s not in inline},
-        "splits": {
-            s: [[app_name(pipeline.name, s, p.variant, p.cores), f, p.to_dict()] for p, f in parts_of(c)]
-            for s, c in serving.items()
-            if s not in inline and len(parts_of(c)) > 1
-        },
+        "routes": {s: parts[0][0] for s, parts in routed.items()},
+        "splits": {s: [[app, f, p.to_dict()] for app, p, f in parts] for s, parts in routed.items() if len(parts) > 1},
         "variants": {s: c.variant for s, c in serving.items()},
         "configs": {s: c.to_dict() for s, c in serving.items()},
         "max_inflight": UNLIMITED_INFLIGHT if unlimited else admitted(pipeline, profiles, serving, runtime),
@@ -259,7 +311,7 @@ def ingress_app(pipeline: Any, args: Mapping[str, Any], user_config: Mapping[str
 def serve_config(
     pipeline: Any,
     profiles: Any,
-    generations: Mapping[str, list[StageConfig]],
+    generations: Mapping[str, Generations | Sequence[StageConfig]],
     serving: Mapping[str, StageConfig],
     opts: ServeOptions,
     *,
@@ -271,29 +323,30 @@ def serve_config(
     """The Serve config (ServeDeploySchema) of what should run: every generation of every stage as its own
     application, and the ingress routing each stage in `serving` to its generation.
 
-    `generations`: per stage, its (variant, cores) applications (the serving one and, during a switch, the
-    incoming one). `serving`: per stage, the generation its traffic goes to (a stage without one gets no route,
+    `generations`: per stage, its applications by key (`generation_key`; a plain list: one-variant
+    configurations, none a split's part): the serving one and, during a switch, the incoming one. `serving`: per stage, the generation its traffic goes to (a stage without one gets no route,
     and the ingress refuses requests until it has). `args`: the ingress's `args` (`ingress_args`), whose inline
     stages (`optimizer.options.inline_stages`) get no application (the ingress runs them). `epoch`: the backend's
     clock origin (wall time); 0 for a config that another tool deploys (the ingress keeps its own). `runtime`:
     the host's runtime profile, which bounds admission (`admitted`)."""
+    keyed = {s: _keyed(pipeline, s, gens) for s, gens in generations.items()}
     for s, routed in serving.items():
-        for gen, _ in parts_of(routed):
-            if all((g.variant, g.cores) != (gen.variant, gen.cores) for g in generations.get(s, [])):
+        for key, gen, _ in generations_of(pipeline.stage(s).warm_variants, routed):
+            if key not in keyed.get(s, {}):
                 raise ServingError(
                     f"stage {s!r} is routed to {gen.variant} on {gen.cores} cores, which is not deployed"
                 )
     inline = set(args.get("graph", {}).get("inline", {}))
     user_config = ingress_user_config(pipeline, profiles, serving, opts, epoch, inline, runtime, retiring)
     apps = [ingress_app(pipeline, args, user_config, opts)]
-    for s, gens in generations.items():
+    for s, gens in keyed.items():
         if s not in inline:
-            apps.extend(stage_app(pipeline, s, g, opts) for g in gens)
+            apps.extend(stage_app(pipeline, s, g, opts, key[0]) for key, g in gens.items())
     return {"proxy_location": opts.proxy_location, "http_options": opts.http_options(), "applications": apps}
 
 
 def export_config(pipeline: Any, configs: Mapping[str, StageConfig], profiles: Any, opts: ServeOptions) -> dict:
     """The Serve config that serves `configs` (one generation per stage, every stage routed): `--export`."""
     args = ingress_args(pipeline, opts)
-    gens = {s: [p for p, _ in parts_of(c)] for s, c in configs.items()}  # a split stage: one app per part
+    gens = {s: {k: p for k, p, _ in generations_of(pipeline.stage(s).warm_variants, c)} for s, c in configs.items()}
     return serve_config(pipeline, profiles, gens, configs, opts, args=args)

@@ -3,9 +3,11 @@ against what Ray Serve reports, and what the backend answers from it. No Ray imp
 feeds it Ray's status (`read_status`) and deploys what `serve_config` returns.
 
 A generation is a (variant, cores) application of a stage (`StageConfig`; its batch and replicas change in
-place). The rules:
-* a request for the serving generation's (variant, cores) changes it in place; another (variant, cores) adds
-  an incoming generation beside it (replacing an incoming one that has not finished);
+place), or a (warm group, cores) one: every replica of it holds each of the stage's warm variants loaded
+(`config.generation_key`), so the variant it serves changes in place too (the ingress names it per call). The
+rules:
+* a request for the serving generation's key changes it in place; another key adds an incoming generation
+  beside it (replacing an incoming one that has not finished);
 * when the incoming generation's application is RUNNING with the replicas asked for, the stage's traffic moves
   to it and the old generation retires: it stays deployed until the ingress no longer sends to it (it has taken
   the new routes and its calls there have come back: `retire`), and only then is it dropped from the target
@@ -27,13 +29,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pipetune.configs import ApplyState, SplitConfig, StageConfig, StageStatus, parts_of
-from pipetune.serving.config import INGRESS_DEPLOYMENT, STAGE_DEPLOYMENT, ServingError, app_name, ingress_app_name
+from pipetune.configs import ApplyState, SplitConfig, StageConfig, StageStatus
+from pipetune.serving.config import (
+    INGRESS_DEPLOYMENT,
+    STAGE_DEPLOYMENT,
+    ServingError,
+    app_name,
+    generation_key,
+    generations_of,
+    ingress_app_name,
+)
+
+Key = tuple[str, int]  # a generation of a stage: (its name, cores) (`config.generation_key`)
 
 MESSAGE_TAIL_CHARS = 500  # of Ray's deploy-failure message kept in a FAILED status (its last lines say why)
 
@@ -127,11 +139,18 @@ class Deployed:
     retiring: frozenset[str] = frozenset()  # applications the traffic left, deployed until the ingress is done
 
 
-def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str, Any]) -> Deployed | None:
+def read_deployed(
+    pipeline_name: str,
+    stages: Collection[str],
+    apps: Mapping[str, Any],
+    warm: Mapping[str, Sequence[str]] | None = None,
+) -> Deployed | None:
     """The pipeline `pipeline_name` as deployed, from each application's deployed config (`apps`: application
     name -> its config as `serve deploy` takes it, None when Ray holds none); None when its ingress is not
     deployed. A stage with neither a route nor a generation, or routed to a generation that is not deployed,
-    is a pipeline only partly there: ServingError, saying so."""
+    is a pipeline only partly there: ServingError, saying so. `warm`: per stage its warm variants (a warm group's
+    generation reads as the variant its route names, or as its first warm variant where it is not routed)."""
+    warm = warm or {}
     ingress = apps.get(ingress_app_name(pipeline_name))
     if ingress is None:
         return None
@@ -162,17 +181,25 @@ def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str
         stage_dep = next((d for d in cfg.get("deployments", []) if d.get("name") == STAGE_DEPLOYMENT), None)
         if args.get("stage") not in gens or stage_dep is None:
             continue
-        gens[args["stage"]].append(
+        variant, s = str(args["variant"]), str(args["stage"])
+        if "models" in args:  # a warm group: the variant its route names
+            routed = serving.get(s)
+            variant = (
+                routed.variant
+                if routed is not None and routed.variant in args["models"]
+                else next(iter(args["models"]))
+            )
+        gens[s].append(
             StageConfig(
-                str(args["variant"]),
+                variant,
                 int(stage_dep.get("user_config", {}).get("batch", 1)),
                 int(args["cores"]),
                 int(stage_dep.get("num_replicas", 1)),
             )
         )
     for s in stages:
-        keys = [_key(g) for g in gens[s]]
-        if s in serving and _key(serving[s]) not in keys:
+        keys = [generation_key(warm.get(s, ()), g) for g in gens[s]]
+        if s in serving and generation_key(warm.get(s, ()), serving[s]) not in keys:
             raise ServingError(
                 f"the cluster routes stage {s!r} to {serving[s].variant} on {serving[s].cores} cores, which is not "
                 "deployed: the pipeline is only partly there; stop it (`serve shutdown`) and serve it again"
@@ -193,74 +220,100 @@ def read_deployed(pipeline_name: str, stages: Collection[str], apps: Mapping[str
     )
 
 
-def _key(c: StageConfig) -> tuple[str, int]:
-    return (c.variant, c.cores)
-
-
-def _shares(c: StageConfig) -> dict[tuple[str, int], float]:
-    """Each part's (variant, cores) and share of a stage's configuration (one part at 1 if it does not split)."""
-    return {_key(p): f for p, f in parts_of(c)}
-
-
 class Reconciler:
     """The target and Ray's last reported state of one pipeline's stages. Not thread-safe: the backend locks."""
 
-    def __init__(self, pipeline_name: str, initial: Mapping[str, StageConfig], inline: Collection[str] = ()):
+    def __init__(
+        self,
+        pipeline_name: str,
+        initial: Mapping[str, StageConfig],
+        inline: Collection[str] = (),
+        warm: Mapping[str, Sequence[str]] | None = None,
+    ):
+        """`warm`: per stage its warm variants (the spec's `warm_variants`): a switch among them on the same cores
+        is in place (`config.generation_key`)."""
         self.name = pipeline_name
         self.stages = list(initial)
         self.inline = frozenset(inline)
-        self._gens: dict[str, dict[tuple[str, int], StageConfig]] = {
-            s: {_key(p): p for p, _ in parts_of(c)} for s, c in initial.items()
+        self.warm = {s: tuple(v) for s, v in (warm or {}).items()}
+        self._gens: dict[str, dict[Key, StageConfig]] = {
+            s: {k: p for k, p, _ in self._parts(s, c)} for s, c in initial.items()
         }
         # per stage the generations its traffic goes to, with their shares (empty until the first is RUNNING)
-        self._serving: dict[str, dict[tuple[str, int], float]] = {s: {} for s in initial}
+        self._serving: dict[str, dict[Key, float]] = {s: {} for s in initial}
         for s in self.inline & set(initial):
-            self._serving[s] = _shares(initial[s])
+            self._serving[s] = self._shares(s, initial[s])
         self._target: dict[str, StageConfig] = dict(initial)
         self._accepted: dict[str, StageConfig] = dict(initial)  # the last request taken (a refused one is not)
         self._failed: dict[str, str] = {}
-        self._app_cores: dict[str, int] = {self.app(s, p): p.cores for s, c in initial.items() for p, _ in parts_of(c)}
+        self._app_cores: dict[str, int] = {
+            self.app(s, k): k[1] for s, c in initial.items() for k, _, _ in self._parts(s, c)
+        }
         self._snapshot: dict[str, AppReport] = {}
         self._snapshot_t = -math.inf  # when the snapshot was asked for (the caller's monotonic clock)
         self._deployed_t: dict[str, float] = {}  # per stage: when its last change was deployed
         # per stage, the generations its traffic left that stay deployed while the ingress may still send to them
         # (-> when they retired, the caller's monotonic clock)
-        self._retiring: dict[str, dict[tuple[str, int], float]] = {s: {} for s in initial}
+        self._retiring: dict[str, dict[Key, float]] = {s: {} for s in initial}
 
     @classmethod
     def resumed(
-        cls, pipeline_name: str, deployed: Deployed, inline: Collection[str] = (), now: float = 0.0
+        cls,
+        pipeline_name: str,
+        deployed: Deployed,
+        inline: Collection[str] = (),
+        now: float = 0.0,
+        warm: Mapping[str, Sequence[str]] | None = None,
     ) -> Reconciler:
         """The reconciler of a pipeline the cluster already serves (`read_deployed`): its generations and routes
         as they are; a stage with a generation beside its serving one (a switch under way when the previous
         adapter stopped) has that generation as its target, so the switch completes (or fails) as it would have;
         one the traffic had left (retiring) retires, from `now` (the caller's monotonic clock)."""
 
+        warm = warm or {}
+
+        def key(s: str, g: StageConfig) -> Key:
+            return generation_key(warm.get(s, ()), g)
+
         def retiring(s: str, g: StageConfig) -> bool:
-            return app_name(pipeline_name, s, g.variant, g.cores) in deployed.retiring
+            return app_name(pipeline_name, s, *key(s, g)) in deployed.retiring
 
         target: dict[str, StageConfig] = {}
         for s, gens in deployed.generations.items():
             cur = deployed.serving.get(s)
-            incoming = [g for g in gens if (cur is None or _key(g) != _key(cur)) and not retiring(s, g)]
+            incoming = [g for g in gens if (cur is None or key(s, g) != key(s, cur)) and not retiring(s, g)]
             target[s] = incoming[-1] if incoming else cur if cur is not None else gens[-1]
-        rec = cls(pipeline_name, target, inline)
+        rec = cls(pipeline_name, target, inline, warm)
         for s, gens in deployed.generations.items():
-            rec._gens[s] = {_key(g): g for g in gens}
+            rec._gens[s] = {key(s, g): g for g in gens}
             cur = deployed.serving.get(s)
-            rec._serving[s] = {_key(cur): 1.0} if cur is not None else {}
+            rec._serving[s] = {key(s, cur): 1.0} if cur is not None else {}
             for g in gens:
-                rec._app_cores[rec.app(s, g)] = g.cores
+                rec._app_cores[rec.app(s, key(s, g))] = g.cores
                 if retiring(s, g):
-                    rec._retiring[s][_key(g)] = now
+                    rec._retiring[s][key(s, g)] = now
         return rec
 
-    def app(self, stage: str, c: StageConfig) -> str:
-        return app_name(self.name, stage, c.variant, c.cores)
+    def app(self, stage: str, key: Key | StageConfig) -> str:
+        """The application of `stage`'s generation `key`, or of the one that serves a one-variant configuration."""
+        if isinstance(key, StageConfig):
+            key = generation_key(self.warm.get(stage, ()), key)
+        return app_name(self.name, stage, key[0], key[1])
+
+    def _parts(self, stage: str, c: StageConfig) -> list[tuple[Key, StageConfig, float]]:
+        return generations_of(self.warm.get(stage, ()), c)
+
+    def _shares(self, stage: str, c: StageConfig) -> dict[Key, float]:
+        """Each part's generation and share of a stage's configuration (one part at 1 if it does not split)."""
+        return {k: f for k, _, f in self._parts(stage, c)}
 
     # ---- what should run -------------------------------------------------------------------------------------
     def generations(self) -> dict[str, list[StageConfig]]:
         return {s: list(gens.values()) for s, gens in self._gens.items()}
+
+    def keyed_generations(self) -> dict[str, dict[Key, StageConfig]]:
+        """Per stage its generations by key (what `config.serve_config` deploys)."""
+        return {s: dict(gens) for s, gens in self._gens.items()}
 
     def serving(self) -> dict[str, StageConfig]:
         """Per stage routed, its serving generation (as configured: replicas are its target count), a
@@ -278,7 +331,7 @@ class Reconciler:
         """Cores the other stages' generations hold, plus this stage's serving ones that `c` replaces by a
         make-before-break switch (both are held until the switch ends)."""
         elsewhere = sum(self.holds(t, g) for t, gens in self._gens.items() if t != stage for g in gens.values())
-        new = _shares(c)
+        new = self._shares(stage, c)
         old = sum(self.holds(stage, self._gens[stage][k]) for k in self._serving[stage] if k not in new)
         return elsewhere + old
 
@@ -295,7 +348,7 @@ class Reconciler:
             return
         self._failed.pop(stage, None)
         self._accepted[stage] = c
-        gens, serving, new = self._gens[stage], self._serving[stage], _shares(c)
+        gens, serving, new = self._gens[stage], self._serving[stage], self._shares(stage, c)
         retiring = self._retiring[stage]
         for k in [k for k in retiring if k in new]:
             del retiring[k]  # asked for again: an incoming generation once more (it runs: the route moves back)
@@ -306,12 +359,12 @@ class Reconciler:
             # way to the new generations (Ray stops replicas that are not running first), whose start needs the CPU.
             for k in [k for k in serving if k not in new]:
                 g = gens[k]
-                running = self._running(stage, g)
+                running = self._running(stage, k)
                 if 0 < running < g.replicas:
                     gens[k] = dataclasses.replace(g, replicas=running)
-        for p, _ in parts_of(c):
-            gens[_key(p)] = p
-            self._app_cores[self.app(stage, p)] = p.cores
+        for k, p, _ in self._parts(stage, c):
+            gens[k] = p
+            self._app_cores[self.app(stage, k)] = p.cores
         if stage in self.inline or (serving and set(new) <= set(serving)):
             # generations that serve already (or an inline stage: the ingress holds every variant): changed in
             # place, the shares at once; a part no longer asked for retires (an inline stage's has no application)
@@ -335,12 +388,12 @@ class Reconciler:
         for s, gens in self._gens.items():
             if s in self.inline:
                 continue
-            want = _shares(self._accepted[s])
+            want = self._shares(s, self._accepted[s])
             ready = True
             for key, g in list(gens.items()):
                 if key in self._serving[s] or key in self._retiring[s]:
                     continue
-                rep = snapshot.get(self.app(s, g))
+                rep = snapshot.get(self.app(s, key))
                 if rep is not None and rep.status is AppStatus.DEPLOY_FAILED:
                     self._failed[s] = (
                         f"{g.variant} on {g.cores} cores failed to deploy: {rep.message[-MESSAGE_TAIL_CHARS:]}"
@@ -364,14 +417,14 @@ class Reconciler:
     def retiring(self) -> dict[str, float]:
         """The applications of generations whose traffic has moved away and that are still deployed, with when
         each retired (the caller's clock)."""
-        return {self.app(s, self._gens[s][k]): t for s, keys in self._retiring.items() for k, t in keys.items()}
+        return {self.app(s, k): t for s, keys in self._retiring.items() for k, t in keys.items()}
 
     def retire(self, apps: Collection[str]) -> bool:
         """Drop the retiring generations of `apps` from the target (the ingress no longer sends to them, or
         cannot say so within a bound); True when one was dropped, i.e. when the config must be deployed again."""
         changed = False
         for s, keys in self._retiring.items():
-            for k in [k for k in keys if self.app(s, self._gens[s][k]) in apps]:
+            for k in [k for k in keys if self.app(s, k) in apps]:
                 del keys[k], self._gens[s][k]
                 changed = True
         return changed
@@ -387,14 +440,14 @@ class Reconciler:
             if self._snapshot_t <= self._deployed_t.get(s, -math.inf):
                 return StageStatus(ApplyState.PENDING, target, "waiting for the ingress to take the change")
             return StageStatus(ApplyState.APPLIED, target)
-        if set(self._serving[s]) != set(_shares(target)):
+        if set(self._serving[s]) != set(self._shares(s, target)):
             return StageStatus(ApplyState.PENDING, target, f"{target.variant} on {target.cores} cores is loading")
         if self._retiring[s]:
-            old = ", ".join(f"{v} on {c} cores" for v, c in self._retiring[s])
+            old = ", ".join(f"{self._gens[s][k].variant} on {k[1]} cores" for k in self._retiring[s])
             return StageStatus(ApplyState.PENDING, target, f"the traffic moved; {old} is deleted once unused")
-        parts = parts_of(target)
-        reps = [self._snapshot.get(self.app(s, p)) for p, _ in parts]
-        for (p, _), rep in zip(parts, reps):
+        parts = self._parts(s, target)
+        reps = [self._snapshot.get(self.app(s, k)) for k, _, _ in parts]
+        for (_, p, _), rep in zip(parts, reps):
             running = rep.running if rep is not None else 0
             if len(self._gens[s]) > len(parts) or running != p.replicas:
                 return StageStatus(ApplyState.PENDING, target, f"{p.variant}: {running}/{p.replicas} replicas running")
@@ -411,10 +464,10 @@ class Reconciler:
     def pending(self) -> bool:
         return any(self.stage_status(s).state is ApplyState.PENDING for s in self.stages)
 
-    def _running(self, s: str, c: StageConfig) -> int:
+    def _running(self, s: str, key: Key) -> int:
         if s in self.inline:
-            return c.replicas
-        rep = self._snapshot.get(self.app(s, c))
+            return self._gens[s][key].replicas
+        rep = self._snapshot.get(self.app(s, key))
         return rep.running if rep is not None else 0
 
     def in_effect(self) -> dict[str, StageConfig]:
@@ -427,17 +480,19 @@ class Reconciler:
                 g = self._target[s]
                 out[s] = StageConfig(g.variant, g.batch, g.cores, 0)
                 continue
-            parts = [(self._gens[s][k], f) for k, f in routed.items()]
             out[s] = SplitConfig.of(
-                [(StageConfig(g.variant, g.batch, g.cores, self._running(s, g)), f) for g, f in parts]
+                [
+                    (StageConfig(g.variant, g.batch, g.cores, self._running(s, k)), f)
+                    for k, f in routed.items()
+                    for g in [self._gens[s][k]]
+                ]
             )
         return out
 
     def replicas_ready(self) -> dict[str, int]:
         """Per stage, the replicas running of its serving and incoming generations (not of retiring ones)."""
         return {
-            s: sum(self._running(s, g) for k, g in gens.items() if k not in self._retiring[s])
-            for s, gens in self._gens.items()
+            s: sum(self._running(s, k) for k in gens if k not in self._retiring[s]) for s, gens in self._gens.items()
         }
 
     def replica_cores_held(self) -> float:

@@ -222,6 +222,6 @@ def _counts(be: Any) -> tuple[dict, dict]:
     replicas = 0.0
     for s, c in be.in_effect().items():
         if s not in be.inline:
-            h = ray_api.deployment_handle(STAGE_DEPLOYMENT, be.app_name(s, (c.variant, c.cores)))
+            h = ray_api.deployment_handle(STAGE_DEPLOYMENT, be.app_of(s, c))
             replicas += replica_model_cpu(h, c.replicas)
     return st["calls"], {"ingress": sum(st["model_cpu"]["seconds"].values()), "replicas": replicas}

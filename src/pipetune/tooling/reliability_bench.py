@@ -317,7 +317,7 @@ class _Bench:
         """One replica of KILLED_STAGE killed at 1/3, the stage first set to `replicas` (1: its only one)."""
         self.set_replicas(KILLED_STAGE, replicas)
         c = self.be.in_effect()[KILLED_STAGE]
-        app = self.be.app_name(KILLED_STAGE, (c.variant, c.cores))
+        app = self.be.app_of(KILLED_STAGE, c)
         self.say(f"{name}: {self.rps:g} rps; one of {KILLED_STAGE}'s {replicas} replicas killed at 1/3")
 
         def kill(clock: Callable[[], float]) -> dict:

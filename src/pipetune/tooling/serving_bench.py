@@ -446,7 +446,7 @@ def _model_cpu(system: str, be: Any, configs: dict[str, StageConfig]) -> float:
     for s, c in be.in_effect().items():
         if s in be.inline:
             continue
-        h = serve.get_deployment_handle("stage", app_name=be.app_name(s, (c.variant, c.cores)))
+        h = serve.get_deployment_handle("stage", app_name=be.app_of(s, c))
         total += replica_model_cpu(h, c.replicas)
     st = be.ingress_handle().stats.remote().result(timeout_s=30)
     return total + sum(st["model_cpu"]["seconds"].values())
