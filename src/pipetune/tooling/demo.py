@@ -202,8 +202,24 @@ def summarise(run: LiveRun, pipeline: Any, seconds: float) -> dict:
         lost=sum(1 for o in run.outcomes if o.status == 0),
         config_changes=sum(1 for d in run.decisions if d["changed"]),
         variant_changes=variant_changes(run.samples),
+        failures=failure_reasons(run.outcomes),
     )
     return s
+
+
+FAILURE_REASON_CHARS = 160  # of an error's text kept as its reason (the reasons a run saw, counted)
+
+
+def failure_reasons(outcomes: list[Outcome]) -> dict[str, int]:
+    """Per reason, how many requests got neither an answer nor a refusal (503): lost (status 0), dropped (504) or
+    failed (5xx, 4xx), by their status and error text (its start: ids and numbers vary)."""
+    reasons: dict[str, int] = {}
+    for o in outcomes:
+        if o.status in (200, 503):
+            continue
+        why = f"{o.status}: {' '.join(str(o.error).split())[:FAILURE_REASON_CHARS]}"
+        reasons[why] = reasons.get(why, 0) + 1
+    return dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
 
 
 # --- the load's scale and the static contenders: what the host holds -----------------------------------------
@@ -427,6 +443,11 @@ def goal_lines(summaries: dict[str, dict]) -> list[str]:
         f"goal, pipetune serves: {p.get('lost', 0)} lost, {100 * viol:.2f}% SLA violations (goal 0 lost and <= "
         f"{100 * GOAL_VIOLATIONS:g}%: {met(p.get('lost', 0) == 0 and viol <= GOAL_VIOLATIONS)})",
     ]
+    if p.get("failures"):
+        lines.append(
+            "pipetune's requests neither answered nor refused, by reason: "
+            + "; ".join(f"{n} x {why}" for why, n in p["failures"].items())
+        )
     s, r = summaries.get("static-fast"), summaries.get("ray-autoscaling")
     if s is not None and p.get("pas_mean") is not None and s.get("pas_mean") is not None:
         gain = float(p["pas_mean"]) - float(s["pas_mean"])
