@@ -63,6 +63,8 @@ def test_summary_counts_every_kind_of_violation(pipeline):
     acc = {v.name: v.accuracy for st in pipeline.stages for v in st.variants}
     assert s["pas_mean"] == pytest.approx(acc["langid"] * acc["minilm-L1"] * acc["keywords-nb"] * acc["merge"])
     assert s["variant_changes"] == 1
+    # what was neither answered nor refused, by reason (status and error text): the report says why
+    assert s["failures"] == {"504: dropped": 1, "500: failed: boom": 1}
 
 
 def test_live_result_is_what_metrics_reads(pipeline):

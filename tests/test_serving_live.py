@@ -187,6 +187,51 @@ def test_zero_lost_while_batch_replicas_and_variant_change(backend, every_reques
     assert t_batch < 5.0 and t_switch < 120.0
 
 
+def test_a_switch_among_warm_variants_starts_no_replica_and_loses_nothing(ray_cluster, digits, every_request_answered):
+    """A stage with warm variants: every replica holds them loaded, so switching among them under load is a
+    route change (applied within seconds, the same application and replica serving), every request answered,
+    and the responses name the new variant once it applies; a variant outside them still switches
+    make-before-break."""
+    from pipetune.serving.backend import RayServeBackend
+
+    p, prof = digits
+    stages = [st.model_copy(update={"warm_variants": ["pca-8", "pca-16"]}) if st.name == "features" else st
+              for st in p.stages]  # fmt: skip
+    p = p.model_copy(update={"stages": stages})
+    init = {"features": StageConfig("pca-16", 1, 1, 1), "classify": StageConfig("logreg", 1, 1, 1)}
+    be = RayServeBackend(p, init, prof, port=_free_port(), drop_after_s=5.0, inline=False)
+    try:
+        from ray import serve
+
+        app = be.app_of("features", init["features"])
+        assert app.endswith("--features--warm--c1")
+        handle = serve.get_deployment_handle("stage", app_name=app)
+        before = handle.cpu_stats.remote().result(timeout_s=30)["replica"]
+        url = f"http://127.0.0.1:{be.port}/v2/models/digits/infer"
+        out: list = []
+        sender = threading.Thread(target=lambda: out.extend(open_loop(url, _body(be), 25, 8)))
+        sender.start()
+        try:
+            time.sleep(3)
+            be.apply({"features": StageConfig("pca-8", 2, 1, 1)})
+            t_switch = _wait_applied(be, "features", timeout=60.0)
+        finally:
+            sender.join()
+        every_request_answered(out)
+        seen = [o.variants["features"] for o in out if o.status == 200]
+        assert "pca-16" in seen and "pca-8" in seen
+        assert all(v == "pca-8" for v in seen[seen.index("pca-8") :]), "traffic went back to the old variant"
+        assert t_switch < 10.0, f"a warm switch took {t_switch:.1f} s"
+        assert handle.cpu_stats.remote().result(timeout_s=30)["replica"] == before  # the same replica serves
+        assert be.in_effect()["features"] == StageConfig("pca-8", 2, 1, 1)
+        # out of the warm variants: a new generation, make-before-break as before
+        assert be.apply({"features": StageConfig("pca-4", 1, 1, 1)})["features"].state is ApplyState.PENDING
+        _wait_applied(be, "features", timeout=120.0)
+        assert be.in_effect()["features"] == StageConfig("pca-4", 1, 1, 1)
+    finally:
+        be.close()
+
+
 def test_failed_and_unplaceable_requests_are_reported(backend):
     """A configuration that cannot be placed is FAILED with the reason; the old one keeps serving."""
     be = backend
