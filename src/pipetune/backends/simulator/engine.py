@@ -66,6 +66,7 @@ from pipetune.backends.simulator.service import ServiceDist, deterministic, expo
 from pipetune.configs import ShareRouter, SplitConfig, StageConfig, StageStatus, parts_of
 from pipetune.errors import PipetuneError
 from pipetune.metrics import COMPLETED, DROPPED, FAILED, PENDING, REFUSED
+from pipetune.spec import warm_group_of
 
 LOADING, READY, DRAINING, RETIRED = 0, 1, 2, 3
 _EV_DONE, _EV_READY, _EV_TIMER, _EV_HOST = 0, 1, 2, 3
@@ -250,6 +251,9 @@ class Simulator(Backend):
         self._idx = idx
         S = len(names)
         self._acc_of = {(st.name, v.name): v.accuracy for st in pipeline.stages for v in st.variants}
+        # per stage its warm variants (`Stage.warm_variants`): every replica holds them loaded, so a switch among
+        # them on the same cores is in place, as live (`serving.config.generation_key`)
+        self._warm = {st.name: list(st.warm_variants) for st in pipeline.stages}
         self._acc_range = []
         for n in names:
             accs = [v.accuracy for v in pipeline.stage(n).variants]
@@ -352,7 +356,7 @@ class Simulator(Backend):
         for n in names:  # the run starts warm: the initial replicas are loaded before t = 0
             cfg = self._check_config(n, initial[n])
             for (part, share), lane in zip(parts_of(cfg), self._lanes[idx[n]]):
-                gen = self._new_generation(lane, part)
+                gen = self._new_generation(lane, part, len(parts_of(cfg)) > 1)
                 for _ in range(part.replicas):
                     self._add_replica(lane, gen, READY)
                 self.active[lane], self._share[lane] = gen, share
@@ -406,11 +410,39 @@ class Simulator(Backend):
         """The distribution a batch of k items is served from (for docs, tests and calibration)."""
         return self._dists(stage, variant, cores, k)[k][3]
 
-    def _new_generation(self, s: int, cfg: StageConfig) -> _Generation:
+    def _same_generation(self, s: int, gen: _Generation | None, cfg: StageConfig, split: bool) -> bool:
+        """Whether lane s's `gen` serves `cfg` in place: the same variant and cores, or (a one-variant
+        configuration) two of the stage's warm variants on the same cores."""
+        if gen is None or gen.cores != cfg.cores:
+            return False
+        if gen.variant == cfg.variant:
+            return True
+        warm = self._warm[self._lane_names[s]]
+        return (
+            not split and warm_group_of(warm, gen.variant) is not None and warm_group_of(warm, cfg.variant) is not None
+        )
+
+    def _switch_variant(self, s: int, gen: _Generation, variant: str) -> None:
+        """A warm generation serves `variant` from now on: batches that start from now on are its (the replicas
+        hold it loaded); a batch in service finishes as it started."""
+        n = self._lane_names[s]
+        self.events.append(
+            {"t": self._now, "event": "warm-switch", "stage": n, "variant": variant, "from": gen.variant}
+        )
+        gen.variant, gen.acc = variant, self._acc_of[(n, variant)]
+        gen.dists = self._dists(n, variant, gen.cores, gen.batch)
+        for r in gen.replicas:
+            r.dists, r.acc = gen.dists, gen.acc
+        self._adm_limits = None
+
+    def _new_generation(self, s: int, cfg: StageConfig, split: bool = False) -> _Generation:
         n = self._lane_names[s]
         inline = (n, cfg.variant) in self.settings.host_inline
         load = self.settings.load_time_s
-        if load is None:
+        warm = self._warm[n]
+        if load is None and not split and warm_group_of(warm, cfg.variant) is not None:
+            load = sum(self.profiles.get(n, v).load_time_s for v in warm)  # each replica loads every warm variant
+        elif load is None:
             load = self.profiles.get(n, cfg.variant).load_time_s
         return _Generation(
             variant=cfg.variant,
@@ -530,12 +562,13 @@ class Simulator(Backend):
         make-before-break for a new variant or cores). A lane no part takes leaves: it keeps serving its share
         until every new part serves (`_reroute`)."""
         parts = parts_of(cfg)
+        split = len(parts) > 1
         free = list(self._lanes[s])
         lane_of: dict[int, int] = {}
         for gens in (self.active, self.pending):
             for i, (c, _) in enumerate(parts):
                 match = [lane for lane in free if i not in lane_of and gens[lane] is not None]
-                match = [lane for lane in match if gens[lane].variant == c.variant]  # type: ignore[union-attr]
+                match = [lane for lane in match if self._same_generation(lane, gens[lane], c, split)]
                 if match:
                     lane_of[i] = match[0]
                     free.remove(match[0])
@@ -547,7 +580,7 @@ class Simulator(Backend):
         for i, lane in lane_of.items():
             c, share = parts[i]
             self._leaving[lane], self._share[lane] = False, share
-            self._apply_lane(lane, c)
+            self._apply_lane(lane, c, split)
         for lane in free:
             pen = self.pending[lane]
             if pen is not None:
@@ -566,15 +599,20 @@ class Simulator(Backend):
         self.pending[s] = None
         self.events.append({"t": self._now, "event": "cancel", "stage": self._lane_names[s], "variant": pen.variant})
 
-    def _apply_lane(self, s: int, cfg: StageConfig) -> None:
-        """Lane s serves the one-variant `cfg`: in place for the same variant and cores, else make-before-break."""
+    def _apply_lane(self, s: int, cfg: StageConfig, split: bool = False) -> None:
+        """Lane s serves the one-variant `cfg`: in place for the same variant and cores (or, `cfg` not a split's
+        part, another of the stage's warm variants on the same cores), else make-before-break."""
         act, pen = self.active[s], self.pending[s]
-        if act is not None and (act.variant, act.cores) == (cfg.variant, cfg.cores):
+        if act is not None and self._same_generation(s, act, cfg, split):
             if pen is not None:  # going back to what serves: cancel the half-loaded generation
                 self._cancel(s, pen)
+            if act.variant != cfg.variant:
+                self._switch_variant(s, act, cfg.variant)
             self._set_batch(s, act, cfg.batch)
             self._resize(s, act, cfg.replicas)
-        elif pen is not None and (pen.variant, pen.cores) == (cfg.variant, cfg.cores):
+        elif pen is not None and self._same_generation(s, pen, cfg, split):
+            if pen.variant != cfg.variant:
+                self._switch_variant(s, pen, cfg.variant)
             self._set_batch(s, pen, cfg.batch)
             self._resize(s, pen, cfg.replicas)
             # an incoming generation takes the traffic once every replica asked for is ready, as live (Ray Serve
@@ -587,7 +625,7 @@ class Simulator(Backend):
             if act is not None:  # the serving generation keeps what serves; its loads give way to the new one
                 for r in [r for r in act.replicas if r.state == LOADING]:
                     self._release(s, r, self._now)
-            gen = self._new_generation(s, cfg)
+            gen = self._new_generation(s, cfg, split)
             self.pending[s] = gen
             for _ in range(cfg.replicas):
                 self._add_replica(s, gen, LOADING)
