@@ -60,6 +60,14 @@ def test_valid_spec_parses_with_defaults():
         (lambda d: d.update(sources={"b": 1.0}), ["sources", "incoming edges"]),
         (lambda d: d.update(sources={"a": 1.5}), ["sources.a", "(0, 1]"]),
         (lambda d: d.update(sources={"q": 1.0}), ["sources", "unknown stage 'q'"]),
+        (lambda d: d["stages"][1].update(warm_variants=["b1", "bx"]), ["warm_variants", "['bx']", "'b1', 'b2'"]),
+        (lambda d: d["stages"][1].update(warm_variants=["b1", "b1"]), ["warm_variants", "repeats"]),
+        (
+            lambda d: d["stages"][1].update(
+                warm_variants=["b1", "b2"], variants=[*d["stages"][1]["variants"], {"name": "warm", "accuracy": 0.1}]
+            ),
+            ["'warm'", "rename that variant"],
+        ),
         # several stages and no `edges:` is never silently read as parallel sources
         (lambda d: d.pop("edges"), ["edges: missing", "2 stages", "{from: a, to: b}", "edges: []"]),
     ],
