@@ -277,3 +277,18 @@ def test_a_share_range_latency_is_a_lower_bound_at_every_load_of_the_range(dispe
         assert np.all(bound <= actual * (1 + 1e-12) + 1e-15)
         above_bottom += int(np.sum(actual < at_bottom - 1e-12))
     assert above_bottom > 0
+
+
+def test_the_plan_table_shows_each_part_of_a_split_stage():
+    from rich.console import Console
+
+    from pipetune.cli.plan import render_plan
+
+    p = pipetune.load_pipeline(pipetune.example_path("synthetic"))
+    two = plan_pipeline(_with_mix(p), 45)
+    console = Console(record=True, width=200)
+    render_plan(two, console)
+    text = console.export_text()
+    stage, parts = next(iter(two.mix.items()))
+    for part, share in parts:
+        assert f"{100 * share:.0f}% of it" in text and part.variant in text

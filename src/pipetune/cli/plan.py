@@ -282,6 +282,19 @@ def render_plan(result: Plan | Infeasible, console: Console) -> None:
             f"{c.capacity_rps:.1f}",
             f"{c.latency_slo_s:.3f}",
         )
+        # a stage split over several variants (caps.mix_variants): each part, its share of the stage's load
+        for part, share in plan.mix.get(name, []):
+            t.add_row(
+                f"  {100 * share:.0f}% of it",
+                part.variant,
+                "",
+                str(part.batch),
+                str(part.cores),
+                str(part.replicas),
+                f"{share * c.load_rps:.1f}",
+                "",
+                "",
+            )
     console.print(t)
     if any(c.fitted for c in plan.stages.values()):
         console.print("[yellow]* rests on a fitted (not measured) profile cell; --measured-only plans without[/]")
