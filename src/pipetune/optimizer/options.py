@@ -404,6 +404,12 @@ def capacity_rps(pipeline, profiles, configs, runtime: RuntimeProfile | None = N
     return lo
 
 
+def carries(capacity: Any, load: Any, headroom: float) -> Any:
+    """Whether a capacity (items/s) carries a load within `caps.headroom`: capacity >= load x (1 + headroom), to
+    rounding (arrays elementwise). The one capacity rule of every option, a split's parts included."""
+    return capacity >= load * (1.0 + headroom) - 1e-9
+
+
 def expand_options(
     base: BaseTable,
     loads: list[float],
@@ -493,7 +499,7 @@ def expand_options(
         and which of them carry the load within caps."""
         n = n_min[sel, None] + np.arange(k)[None, :]
         at = served(sel, n)
-        valid = (n <= max_replicas) & (n * at[3] >= lam[sel, None] * (1.0 + headroom) - 1e-9)
+        valid = (n <= max_replicas) & carries(n * at[3], lam[sel, None], headroom)
         valid &= (fixed[sel, None] < 0) | (np.arange(k)[None, :] == 0)  # fixed replicas: only n = fixed
         return n, at, valid
 

@@ -45,6 +45,7 @@ from pipetune.optimizer.options import (
     Restriction,
     StageOptions,
     build_base_options,
+    carries,
     pareto_prune_stages,
     split_options,
     stack_splits,
@@ -248,7 +249,7 @@ class _Evaluator:
             arrival_dispersion=self.rx.dispersion,
         )
         cap = part.replicas * part.thr
-        ok = (cap >= load * (1.0 + self.caps.headroom) - 1e-9) & (load < cap)
+        ok = carries(cap, load, self.caps.headroom) & (load < cap)
         return np.where(ok, lat.slo, np.inf), np.where(ok, lat.mean, np.inf)
 
     def split_latency(self, s: int, a: _Part, b: _Part, f: np.ndarray) -> np.ndarray:
