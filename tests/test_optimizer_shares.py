@@ -257,3 +257,21 @@ def test_cli_plan_exact_shares(pipetune_cli, tmp_path):
     text = _copy_with_mix(Path(pipetune.example_path("text")).parent, tmp_path / "text")
     code, out, err = pipetune_cli("plan", str(text), "--rps", "10", "--exact-shares")
     assert code == 2 and "runtime profile" in err + out and "Traceback" not in err
+
+
+def test_cli_plan_table_shows_each_part_of_a_split_stage(pipetune_cli, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    path = _copy_with_mix(Path(pipetune.example_path("synthetic")).parent, tmp_path / "syn")
+    code, out, err = pipetune_cli("plan", str(path), "--rps", "45", "--json")
+    assert code == 0, err
+    mix = json.loads(out)["mix"]
+    assert mix  # the load splits at 45 rps, so the table has parts to show
+    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough that no variant name is cut short
+    code, out, err = pipetune_cli("plan", str(path), "--rps", "45")
+    assert code == 0, err
+    for parts in mix.values():
+        for part in parts:
+            assert part["variant"] in out
+        assert out.count("% of it") >= len(parts)
