@@ -268,7 +268,10 @@ def render_plan(result: Plan | Infeasible, console: Console) -> None:
         console.print("[yellow]best-effort fallback (most capacity):[/]")
     t = Table(title=f"{plan.pipeline} · {plan.policy} · {plan.rps:g} rps")
     for col in ("stage", "variant", "acc", "batch", "cores", "replicas", "load/s", "capacity/s", "p-lat (s)"):
-        t.add_column(col, justify="left" if col in ("stage", "variant") else "right")
+        # on a narrow terminal nothing is cut short: names stay whole (two parts of a split differ only in them),
+        # numbers fold onto a second line
+        named = col in ("stage", "variant")
+        t.add_column(col, justify="left" if named else "right", no_wrap=named, overflow="fold")
     for name, c in plan.stages.items():
         k = c.config
         t.add_row(
