@@ -313,10 +313,12 @@ def test_fused_and_batched_path_answers_as_the_plain_path_and_switches_without_l
         fused.apply({"features": StageConfig("pca-8", 1, 1, 1)})
         _wait_applied(fused, "features")
         sender.join()
-        every_request_answered(recs)
+        answered = every_request_answered(recs)
         served = {r.variants["features"] for r in recs if r.status == 200}
         assert served == {"pca-16", "pca-8"}, served  # the switch happened under load
         calls = fused.ingress_handle().stats.remote().result()["calls"]["classify"]
-        assert calls["items"] >= 64 + 180 and calls["calls"] <= calls["items"], calls
+        # every request answered sent its item to classify (admission may refuse some of the 180 on a loaded
+        # machine: that is a refusal, not a loss)
+        assert calls["items"] >= 64 + answered and calls["calls"] <= calls["items"], calls
     finally:
         fused.close()
