@@ -192,6 +192,9 @@ class _Generation:
     # run in the ingress process (SimSettings.host_inline): every variant is loaded there from the start, so a
     # switch takes no load, and its replicas hold no cores of their own (the ingress's are counted apart)
     inline: bool = False
+    # the stage's warm group (`spec.WARM_GROUP`) when its replicas hold every warm variant, else None (one
+    # variant's: a cold variant, or a split's part, which never uses warm grouping)
+    group: str | None = None
 
     @property
     def held_cores(self) -> int:
@@ -415,12 +418,14 @@ class Simulator(Backend):
         configuration) two of the stage's warm variants on the same cores."""
         if gen is None or gen.cores != cfg.cores:
             return False
-        if gen.variant == cfg.variant:
-            return True
-        warm = self._warm[self._lane_names[s]]
-        return (
-            not split and warm_group_of(warm, gen.variant) is not None and warm_group_of(warm, cfg.variant) is not None
-        )
+        # keyed as live (`serving.config.generation_key`): a warm group's generation serves any of its variants,
+        # one variant's only that one (a split's part and a warm generation of the same variant are two)
+        group = self._group(s, cfg.variant, split)
+        return gen.group == group if group is not None or gen.group is not None else gen.variant == cfg.variant
+
+    def _group(self, s: int, variant: str, split: bool) -> str | None:
+        """The warm group a generation of lane s serving `variant` is (None: that variant's alone)."""
+        return None if split else warm_group_of(self._warm[self._lane_names[s]], variant)
 
     def _switch_variant(self, s: int, gen: _Generation, variant: str) -> None:
         """A warm generation serves `variant` from now on: batches that start from now on are its (the replicas
@@ -431,17 +436,19 @@ class Simulator(Backend):
         )
         gen.variant, gen.acc = variant, self._acc_of[(n, variant)]
         gen.dists = self._dists(n, variant, gen.cores, gen.batch)
-        for r in gen.replicas:
-            r.dists, r.acc = gen.dists, gen.acc
+        for r in gen.replicas:  # the next batch draws from the new variant; a busy one's ends with its own
+            r.dists = gen.dists
+            if not r.busy:
+                r.acc = gen.acc
         self._adm_limits = None
 
     def _new_generation(self, s: int, cfg: StageConfig, split: bool = False) -> _Generation:
         n = self._lane_names[s]
         inline = (n, cfg.variant) in self.settings.host_inline
         load = self.settings.load_time_s
-        warm = self._warm[n]
-        if load is None and not split and warm_group_of(warm, cfg.variant) is not None:
-            load = sum(self.profiles.get(n, v).load_time_s for v in warm)  # each replica loads every warm variant
+        group = self._group(s, cfg.variant, split)
+        if load is None and group is not None:  # each replica loads every warm variant, one after another
+            load = sum(self.profiles.get(n, v).load_time_s for v in self._warm[n])
         elif load is None:
             load = self.profiles.get(n, cfg.variant).load_time_s
         return _Generation(
@@ -452,6 +459,7 @@ class Simulator(Backend):
             dists=self._dists(n, cfg.variant, cfg.cores, cfg.batch),
             load_time_s=0.0 if inline else float(load) + self.settings.replica_start_s,
             inline=inline,
+            group=group,
         )
 
     def _cores_changed(self, t: float, delta: float) -> None:
@@ -898,6 +906,8 @@ class Simulator(Backend):
                 if kind == _EV_DONE:
                     in_service[s] -= len(batch)
                     acc = rep.acc
+                    if acc != rep.gen.acc:  # its generation switched warm variant while this batch was served
+                        rep.acc = rep.gen.acc
                     asum, an = acc_sum[stage_of[s]], acc_n[stage_of[s]]  # the stage's, whichever part served
                     kids, jw = children[s], watch[s]
                     for rid in batch:
