@@ -220,3 +220,11 @@ def test_a_rate_is_held_with_nothing_refused_and_violations_within_one_percent()
     held, facts = _held(refused, 1.0)
     assert not held and facts["refused"] == 1  # any refusal: not held
     assert not _held([], 1.0)[0]
+
+
+def test_the_contenders_that_never_switch_are_served_without_warm_variants(pipeline):
+    from pipetune.tooling.demo import without_warm_variants
+
+    assert pipeline.stage("topic").warm_variants  # pipetune's: a switch among them is a route change
+    cold = without_warm_variants(pipeline)
+    assert all(not st.warm_variants for st in cold.stages) and cold.stage_names == pipeline.stage_names

@@ -75,6 +75,12 @@ class LiveRun:
     decisions: list[dict] = field(default_factory=list)  # pipetune only: t, observed, predicted, changed
 
 
+def without_warm_variants(pipeline: Any) -> Any:
+    """The pipeline with no stage keeping warm variants (for a contender that never switches variant)."""
+    stages = [st.model_copy(update={"warm_variants": []}) for st in pipeline.stages]
+    return pipeline.model_copy(update={"stages": stages})
+
+
 def live_run(
     name: str,
     pipeline: Any,
@@ -646,6 +652,9 @@ def run_live_demo(
         f"{len(offsets)} requests in {seconds} s; pipetune plans with {runtime.switch_reserve_cores:g} core kept "
         "free for replicas starting")  # fmt: skip
     static = best_static(planning, profiles, float(counts.max()), steady)
+    # The contenders that never switch a variant (Ray's autoscaling, the static configuration) are served without
+    # warm variants: holding them would only slow every replica's start (Ray's scale-out above all).
+    cold = without_warm_variants(pipe)
     os.environ.setdefault("RAY_TMPDIR", "/tmp/pipetune-ray")
     say(f"local Ray with {num_cpus} logical CPUs on {phys:g} physical cores: the planner counts the physical ones")
     runs: list[LiveRun] = []
@@ -678,12 +687,12 @@ def run_live_demo(
                 say(
                     f"[bold]{k}/{n + 1} Ray Serve autoscaling[/] (accurate variants, 1..{per_stage} replicas per stage)"
                 )
-                runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, start.configs, port=port,
+                runs.append(live_run(name, cold, planning, profiles, offsets, seconds, start.configs, port=port,
                                      adapt=False, autoscale=autoscale, runtime=runtime, say=say))  # fmt: skip
             else:
                 say(f"[bold]{k}/{n + 1} the best static configuration for the peak[/] "
                     f"({', '.join(static.variants().values())}, PAS {static.pas:.3f})")  # fmt: skip
-                runs.append(live_run(name, pipe, planning, profiles, offsets, seconds, static.configs, port=port,
+                runs.append(live_run(name, cold, planning, profiles, offsets, seconds, static.configs, port=port,
                                      adapt=False, runtime=runtime, say=say))  # fmt: skip
     finally:
         ray.shutdown()
