@@ -221,31 +221,31 @@ class StageReplica:
             out.extend(await self._predict([x for x, _ in run], variant))
         return out
 
-    async def _predict(self, items: list[Any], variant: str) -> list[StageResult]:
+    async def _run(self, items: list[Any], variant: str) -> tuple[list[Any], float]:
+        """`variant`'s outputs for `items`, computed off the event loop (items keep queueing meanwhile), and the
+        seconds it took."""
         t0 = time.perf_counter()
-        loop = asyncio.get_running_loop()
         where = f"{self.stage}/{variant}"
+        loop = asyncio.get_running_loop()
         outs = await loop.run_in_executor(
             self._pool, predict_counted, self.adapters[variant], items, self.model_cpu, where
         )
         dt = time.perf_counter() - t0
         check_outputs(outs, len(items), where)
+        return outs, dt
+
+    async def _predict(self, items: list[Any], variant: str) -> list[StageResult]:
+        outs, dt = await self._run(items, variant)
         return [(o, len(items), dt, self.node, variant) for o in outs]
 
     async def predict_batch(self, items: list[Any], variant: str | None = None) -> tuple[list[Any], CallFacts]:
         """A batch formed by the caller (the ingress's StageChannel) for `variant`: one call, `len(items)` outputs
         in order, and the call's facts once (not per item)."""
         variant = self._variant(variant)
-        adapter = self.adapters[variant]
-        where = f"{self.stage}/{variant}"
         if len(items) == 1 and self.on_loop[variant]:
-            out, dt = predict_one(adapter, items[0], where, self.model_cpu)
+            out, dt = predict_one(self.adapters[variant], items[0], f"{self.stage}/{variant}", self.model_cpu)
             return [out], (1, dt, self.node, variant)
-        t0 = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        outs = await loop.run_in_executor(self._pool, predict_counted, adapter, items, self.model_cpu, where)
-        dt = time.perf_counter() - t0
-        check_outputs(outs, len(items), where)
+        outs, dt = await self._run(items, variant)
         return outs, (len(items), dt, self.node, variant)
 
     async def __call__(self, item: Any, variant: str | None = None) -> StageResult:
